@@ -1,0 +1,954 @@
+//! The command line: `testpmd [EAL options] -- [application options]`, parsed
+//! with dpdk-testpmd's option names so existing runbooks work unchanged where the
+//! feature exists. Options dpdk-testpmd has and we do not (yet) are known by
+//! name and rejected with a reason, never silently ignored.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use nicpoll::fwd::{FwdMode, RetryConfig, TxPacketConfig};
+use nicpoll::lcore::{self, LcoreSet};
+use nicpoll::memory::{IovaMode, MemoryConfig};
+use nicpoll::port::{DevArgs, MacAddr};
+
+/// A usage error: printed with the option it concerns, exit status 2.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn usage(msg: impl Into<String>) -> UsageError {
+    UsageError(msg.into())
+}
+
+/// EAL options (before `--`).
+#[derive(Parser, Debug)]
+#[command(
+    name = "testpmd",
+    about = "nicpoll testpmd: forward packets between ports and measure them (dpdk-testpmd compatible)",
+    after_help = "Application options follow `--`; see `testpmd -- --help`.\n\
+                  Run without any argument for a self-contained demo on in-memory ports.",
+    disable_version_flag = true
+)]
+pub struct EalArgs {
+    /// CPU list of the lcores to use, e.g. 0-3 or 0,2; the first is the main lcore.
+    #[arg(short = 'l', value_name = "CORELIST")]
+    pub corelist: Option<String>,
+    /// Hexadecimal mask of the lcores to use, e.g. 0x3.
+    #[arg(short = 'c', value_name = "COREMASK")]
+    pub coremask: Option<String>,
+    /// Lcore to CPU map, e.g. 0@0,1@1 or (0-1)@(2,3).
+    #[arg(long = "lcores", value_name = "MAP")]
+    pub lcores: Option<String>,
+    /// The lcore that runs control and statistics (default: the first).
+    #[arg(long = "main-lcore", value_name = "ID")]
+    pub main_lcore: Option<u32>,
+    /// Add a virtual device, e.g. net_null0,size=64 or net_ring0,peer=net_ring1.
+    #[arg(long = "vdev", value_name = "DEVICE")]
+    pub vdev: Vec<String>,
+    /// PCI device to use (BDF[,devargs]).
+    #[arg(short = 'a', long = "allow", value_name = "BDF")]
+    pub allow: Vec<String>,
+    /// Block a PCI device.
+    #[arg(short = 'b', long = "block", value_name = "BDF", hide = true)]
+    pub block: Vec<String>,
+    /// Use no PCI device (accepted: nicpoll only touches devices it is given).
+    #[arg(long = "no-pci")]
+    pub no_pci: bool,
+    /// Memory channels (accepted for compatibility; nicpoll's allocator has no use for it).
+    #[arg(short = 'n', value_name = "N")]
+    pub channels: Option<u32>,
+    /// DMA memory limit in MiB.
+    #[arg(short = 'm', value_name = "MB")]
+    pub mem_mb: Option<String>,
+    /// DMA memory limit per NUMA node in MiB (summed: nicpoll allocates on the local node).
+    #[arg(long = "socket-mem", value_name = "MB,MB")]
+    pub socket_mem: Option<String>,
+    /// Directory on the hugetlbfs mount to use.
+    #[arg(long = "huge-dir", value_name = "DIR")]
+    pub huge_dir: Option<PathBuf>,
+    /// Use plain memory instead of hugepages (software ports only).
+    #[arg(long = "no-huge")]
+    pub no_huge: bool,
+    /// Prefix of the hugepage files (run several instances side by side).
+    #[arg(long = "file-prefix", value_name = "NAME")]
+    pub file_prefix: Option<String>,
+    /// Remove hugepage files right after mapping them.
+    #[arg(long = "huge-unlink", num_args = 0..=1, default_missing_value = "always", value_name = "MODE")]
+    pub huge_unlink: Option<String>,
+    /// Keep no files at all (same as --huge-unlink here).
+    #[arg(long = "in-memory")]
+    pub in_memory: bool,
+    /// How devices address memory: va, pa or dc.
+    #[arg(long = "iova-mode", value_name = "MODE")]
+    pub iova_mode: Option<String>,
+    /// Log level: a level (error, warning, info, debug) or TYPE:LEVEL pairs.
+    #[arg(long = "log-level", value_name = "LEVEL")]
+    pub log_level: Vec<String>,
+    /// No telemetry socket (accepted: nicpoll has none; see --stats-format json).
+    #[arg(long = "no-telemetry")]
+    pub no_telemetry: bool,
+    /// No shared configuration (accepted: nicpoll has none).
+    #[arg(long = "no-shconf")]
+    pub no_shconf: bool,
+    /// Process type: only `primary` (or `auto`) is supported.
+    #[arg(long = "proc-type", value_name = "TYPE")]
+    pub proc_type: Option<String>,
+    /// Unsupported EAL options, rejected by name.
+    #[arg(long = "telemetry", hide = true)]
+    pub telemetry: bool,
+    #[arg(short = 'd', hide = true)]
+    pub driver_path: Vec<String>,
+    #[arg(long = "legacy-mem", hide = true)]
+    pub legacy_mem: bool,
+    #[arg(long = "single-file-segments", hide = true)]
+    pub single_file_segments: bool,
+    #[arg(long = "vfio-intr", hide = true)]
+    pub vfio_intr: Option<String>,
+    #[arg(long = "vfio-vf-token", hide = true)]
+    pub vfio_vf_token: Option<String>,
+    #[arg(long = "socket-limit", hide = true)]
+    pub socket_limit: Option<String>,
+    #[arg(long = "base-virtaddr", hide = true)]
+    pub base_virtaddr: Option<String>,
+    #[arg(long = "match-allocations", hide = true)]
+    pub match_allocations: bool,
+    /// Application options (after `--`).
+    #[arg(last = true, allow_hyphen_values = true, value_name = "APP OPTIONS")]
+    pub app: Vec<String>,
+}
+
+/// Application options (after `--`).
+#[derive(Parser, Debug)]
+#[command(
+    name = "testpmd --",
+    no_binary_name = true,
+    disable_version_flag = true,
+    about = "testpmd application options"
+)]
+pub struct AppArgs {
+    /// Interactive prompt.
+    #[arg(short = 'i', long = "interactive")]
+    pub interactive: bool,
+    /// Start forwarding at once (always the case without -i).
+    #[arg(short = 'a', long = "auto-start")]
+    pub auto_start: bool,
+    /// Send one burst of txonly packets on every stream before forwarding.
+    #[arg(long = "tx-first")]
+    pub tx_first: bool,
+    /// Print port statistics every N seconds (fractions allowed).
+    #[arg(long = "stats-period", value_name = "SECONDS")]
+    pub stats_period: Option<f64>,
+    /// `text` (testpmd's blocks) or `json` (one object per line, for tools).
+    #[arg(long = "stats-format", value_name = "FORMAT", default_value = "text")]
+    pub stats_format: String,
+    /// Stop by itself after this many seconds (nicpoll).
+    #[arg(long = "run-time", value_name = "SECONDS")]
+    pub run_time: Option<f64>,
+    /// Stop by itself after this many packets were received (or sent, by
+    /// generators) over all streams (nicpoll).
+    #[arg(long = "max-packets", value_name = "N")]
+    pub max_packets: Option<u64>,
+    /// Forwarding mode: io, mac, macswap, flowgen, rxonly, txonly, icmpecho, 5tswap.
+    #[arg(long = "forward-mode", value_name = "MODE", default_value = "io")]
+    pub forward_mode: String,
+    /// Retry transmits that did not take every packet (`set fwd MODE retry`) (nicpoll).
+    #[arg(long = "tx-retry")]
+    pub tx_retry: bool,
+    /// Retries per burst when --tx-retry is on (default 64).
+    #[arg(long = "tx-retry-num", value_name = "N")]
+    pub tx_retry_num: Option<u32>,
+    /// Microseconds between retries (default 1).
+    #[arg(long = "tx-retry-delay", value_name = "US")]
+    pub tx_retry_delay: Option<u32>,
+    /// Number of forwarding lcores.
+    #[arg(long = "nb-cores", value_name = "N")]
+    pub nb_cores: Option<usize>,
+    /// Number of forwarding ports.
+    #[arg(long = "nb-ports", value_name = "N")]
+    pub nb_ports: Option<usize>,
+    /// Hexadecimal mask of the forwarding ports.
+    #[arg(long = "portmask", value_name = "MASK")]
+    pub portmask: Option<String>,
+    /// List of the forwarding ports, e.g. 0,2-3.
+    #[arg(long = "portlist", value_name = "LIST")]
+    pub portlist: Option<String>,
+    /// paired (0<->1, 2<->3), chained (0->1->2->0) or loop (rx and tx on one port).
+    #[arg(
+        long = "port-topology",
+        value_name = "TOPOLOGY",
+        default_value = "paired"
+    )]
+    pub port_topology: String,
+    /// Receive queues per port.
+    #[arg(long = "rxq", value_name = "N", default_value_t = 1)]
+    pub rxq: u16,
+    /// Transmit queues per port.
+    #[arg(long = "txq", value_name = "N", default_value_t = 1)]
+    pub txq: u16,
+    /// Receive ring size (0: the driver's default).
+    #[arg(long = "rxd", value_name = "N", default_value_t = 0)]
+    pub rxd: u16,
+    /// Transmit ring size (0: the driver's default).
+    #[arg(long = "txd", value_name = "N", default_value_t = 0)]
+    pub txd: u16,
+    /// Packets per burst, 1 to 512.
+    #[arg(long = "burst", value_name = "N", default_value_t = 32)]
+    pub burst: usize,
+    /// Buffer size per mbuf after its header: headroom plus data room.
+    #[arg(long = "mbuf-size", value_name = "N")]
+    pub mbuf_size: Option<u32>,
+    /// Number of mbufs in the pool (at least 1024).
+    #[arg(long = "total-num-mbufs", value_name = "N")]
+    pub total_num_mbufs: Option<u32>,
+    /// Per-lcore mempool cache, 0 to 512.
+    #[arg(long = "mbcache", value_name = "N")]
+    pub mbcache: Option<u32>,
+    /// Peer MAC of a port: PORT,XX:XX:XX:XX:XX:XX (repeatable).
+    #[arg(long = "eth-peer", value_name = "PORT,MAC")]
+    pub eth_peer: Vec<String>,
+    /// File with one peer MAC per line, for ports 0, 1, ...
+    #[arg(long = "eth-peers-configfile", value_name = "FILE")]
+    pub eth_peers_configfile: Option<PathBuf>,
+    /// Length of generated packets in bytes.
+    #[arg(long = "txpkts", value_name = "LEN")]
+    pub txpkts: Option<String>,
+    /// Source and destination IPv4 of generated packets: SRC,DST.
+    #[arg(long = "tx-ip", value_name = "SRC,DST")]
+    pub tx_ip: Option<String>,
+    /// UDP ports of generated packets: SRC[,DST].
+    #[arg(long = "tx-udp", value_name = "SRC[,DST]")]
+    pub tx_udp: Option<String>,
+    /// Vary the UDP source port of txonly packets.
+    #[arg(long = "txonly-multi-flow")]
+    pub txonly_multi_flow: bool,
+    /// Number of flows flowgen cycles through.
+    #[arg(long = "flowgen-flows", value_name = "N")]
+    pub flowgen_flows: Option<u32>,
+    /// Do not stamp generated packets nor record latency on receive (nicpoll).
+    #[arg(long = "no-latency")]
+    pub no_latency: bool,
+    /// Do not drain receive queues before forwarding starts.
+    #[arg(long = "no-flush-rx")]
+    pub no_flush_rx: bool,
+    /// Do not wait for the links to come up at start.
+    #[arg(long = "disable-link-check")]
+    pub disable_link_check: bool,
+    /// Accepted: software ports raise no link-state interrupt.
+    #[arg(long = "no-lsc-interrupt")]
+    pub no_lsc_interrupt: bool,
+    /// Accepted: software ports raise no removal interrupt.
+    #[arg(long = "no-rmv-interrupt")]
+    pub no_rmv_interrupt: bool,
+    /// Accepted: nicpoll allocates on the local NUMA node.
+    #[arg(long = "no-numa")]
+    pub no_numa: bool,
+    // dpdk-testpmd options not supported yet: known by name, rejected with a reason.
+    #[arg(long = "cmdline-file", hide = true)]
+    pub cmdline_file: Option<String>,
+    #[arg(long = "max-pkt-len", hide = true)]
+    pub max_pkt_len: Option<String>,
+    #[arg(long = "record-core-cycles", hide = true)]
+    pub record_core_cycles: bool,
+    #[arg(long = "record-burst-stats", hide = true)]
+    pub record_burst_stats: bool,
+    #[arg(long = "rss-ip", hide = true)]
+    pub rss_ip: bool,
+    #[arg(long = "rss-udp", hide = true)]
+    pub rss_udp: bool,
+    #[arg(long = "disable-rss", hide = true)]
+    pub disable_rss: bool,
+    #[arg(long = "enable-rss", hide = true)]
+    pub enable_rss: bool,
+    #[arg(long = "enable-rx-cksum", hide = true)]
+    pub enable_rx_cksum: bool,
+    #[arg(long = "enable-scatter", hide = true)]
+    pub enable_scatter: bool,
+    #[arg(long = "flowgen-clones", hide = true)]
+    pub flowgen_clones: Option<String>,
+    #[arg(long = "mp-alloc", hide = true)]
+    pub mp_alloc: Option<String>,
+    #[arg(long = "display-xstats", hide = true)]
+    pub display_xstats: Option<String>,
+    #[arg(long = "flow-isolate-all", hide = true)]
+    pub flow_isolate_all: bool,
+    #[arg(long = "rx-offloads", hide = true)]
+    pub rx_offloads: Option<String>,
+    #[arg(long = "tx-offloads", hide = true)]
+    pub tx_offloads: Option<String>,
+    #[arg(long = "num-procs", hide = true)]
+    pub num_procs: Option<String>,
+    #[arg(long = "proc-id", hide = true)]
+    pub proc_id: Option<String>,
+}
+
+/// Which ports a stream pairs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Topology {
+    /// 0<->1, 2<->3.
+    Paired,
+    /// 0->1->2->0.
+    Chained,
+    /// Each port to itself.
+    Loop,
+}
+
+/// How statistics are printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatsFormat {
+    /// testpmd's text blocks.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Everything a run needs, checked.
+#[derive(Debug)]
+pub struct Config {
+    pub lcores: LcoreSet,
+    pub vdevs: Vec<DevArgs>,
+    pub memory: MemoryConfig,
+    pub log_level: Option<String>,
+    pub mode: FwdMode,
+    pub retry: RetryConfig,
+    pub burst: usize,
+    pub nb_cores: Option<usize>,
+    pub port_select: PortSelect,
+    pub topology: Topology,
+    pub rxq: u16,
+    pub txq: u16,
+    pub rxd: u16,
+    pub txd: u16,
+    pub mbuf_buf_size: Option<u32>,
+    pub total_num_mbufs: Option<u32>,
+    pub mbcache: u32,
+    pub eth_peers: BTreeMap<u16, MacAddr>,
+    pub tx: TxPacketConfig,
+    pub latency: bool,
+    pub tx_first: bool,
+    pub stats_period: Option<f64>,
+    pub stats_format: StatsFormat,
+    pub run_time: Option<f64>,
+    pub max_packets: Option<u64>,
+    pub flush_rx: bool,
+    pub link_check: bool,
+    /// The built-in demo (no arguments at all).
+    pub demo: bool,
+}
+
+/// Which ports forward.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PortSelect {
+    /// Every port.
+    All,
+    /// The first N (`--nb-ports`).
+    First(usize),
+    /// These (`--portmask`, `--portlist`).
+    List(Vec<u16>),
+}
+
+/// The demo's arguments: two cross-connected in-memory ports, io forwarding
+/// primed with one burst per stream, live statistics, ten seconds.
+pub const DEMO_ARGS: &[&str] = &[
+    "--vdev",
+    "net_ring0,peer=net_ring1",
+    "--vdev",
+    "net_ring1,peer=net_ring0",
+    "--",
+    "--forward-mode=io",
+    "--tx-first",
+    "--stats-period=1",
+    "--run-time=10",
+];
+
+fn reject(name: &str, why: &str) -> UsageError {
+    usage(format!("option {name} is not supported yet: {why}"))
+}
+
+/// Parse a full command line (without the program name).
+pub fn parse(args: &[String]) -> Result<Config, ParseOutcome> {
+    let demo = args.is_empty();
+    let owned: Vec<String> = if demo {
+        DEMO_ARGS.iter().map(|s| s.to_string()).collect()
+    } else {
+        args.to_vec()
+    };
+    let eal = EalArgs::try_parse_from(
+        std::iter::once("testpmd".to_string()).chain(owned.iter().cloned()),
+    )
+    .map_err(ParseOutcome::Clap)?;
+    let app = AppArgs::try_parse_from(eal.app.iter().cloned()).map_err(ParseOutcome::Clap)?;
+    build(eal, app, demo).map_err(ParseOutcome::Usage)
+}
+
+/// Why parsing did not produce a configuration.
+#[derive(Debug)]
+pub enum ParseOutcome {
+    /// clap's own error or help text (it knows its exit status).
+    Clap(clap::Error),
+    /// One of our checks failed.
+    Usage(UsageError),
+}
+
+fn parse_u32_list(value: &str, option: &str, form: &str) -> Result<Vec<u32>, UsageError> {
+    value
+        .split(',')
+        .map(|p| {
+            p.trim().parse::<u32>().map_err(|_| {
+                usage(format!(
+                    "{option} {value:?}: {p:?} is not a number; expected {form}"
+                ))
+            })
+        })
+        .collect()
+}
+
+fn build(eal: EalArgs, app: AppArgs, demo: bool) -> Result<Config, UsageError> {
+    // Known but unsupported options first: rejected by name.
+    let unsupported: &[(bool, &str, &str)] = &[
+        (
+            eal.telemetry,
+            "--telemetry",
+            "nicpoll has no telemetry socket; use --stats-format json",
+        ),
+        (
+            !eal.driver_path.is_empty(),
+            "-d",
+            "drivers are built in; there is nothing to load",
+        ),
+        (
+            !eal.block.is_empty(),
+            "-b/--block",
+            "nicpoll uses only the devices given with -a or --vdev",
+        ),
+        (
+            eal.legacy_mem,
+            "--legacy-mem",
+            "memory is always allocated on demand",
+        ),
+        (
+            eal.single_file_segments,
+            "--single-file-segments",
+            "each allocation is its own file",
+        ),
+        (
+            eal.vfio_intr.is_some(),
+            "--vfio-intr",
+            "the VFIO layer comes with PCI device support",
+        ),
+        (
+            eal.vfio_vf_token.is_some(),
+            "--vfio-vf-token",
+            "the VFIO layer comes with PCI device support",
+        ),
+        (
+            eal.socket_limit.is_some(),
+            "--socket-limit",
+            "use -m to limit memory",
+        ),
+        (
+            eal.base_virtaddr.is_some(),
+            "--base-virtaddr",
+            "there is no secondary process to share addresses with",
+        ),
+        (
+            eal.match_allocations,
+            "--match-allocations",
+            "memory is never freed back during a run",
+        ),
+        (
+            app.interactive,
+            "-i/--interactive",
+            "the interactive prompt is not built yet; use --stats-period and --run-time",
+        ),
+        (
+            app.cmdline_file.is_some(),
+            "--cmdline-file",
+            "comes with the interactive prompt",
+        ),
+        (
+            app.max_pkt_len.is_some(),
+            "--max-pkt-len",
+            "the software ports take any frame that fits an mbuf; see --mbuf-size",
+        ),
+        (
+            app.record_core_cycles,
+            "--record-core-cycles",
+            "use the benchmark scripts (benches/) for cost per packet",
+        ),
+        (
+            app.record_burst_stats,
+            "--record-burst-stats",
+            "burst statistics are not collected",
+        ),
+        (app.rss_ip, "--rss-ip", "no port with RSS exists yet"),
+        (app.rss_udp, "--rss-udp", "no port with RSS exists yet"),
+        (
+            app.disable_rss,
+            "--disable-rss",
+            "no port with RSS exists yet",
+        ),
+        (
+            app.enable_rss,
+            "--enable-rss",
+            "no port with RSS exists yet",
+        ),
+        (
+            app.enable_rx_cksum,
+            "--enable-rx-cksum",
+            "checksum offloads are not supported",
+        ),
+        (
+            app.enable_scatter,
+            "--enable-scatter",
+            "multi-segment mbufs are not supported",
+        ),
+        (
+            app.flowgen_clones.is_some(),
+            "--flowgen-clones",
+            "mbufs have no reference count by design",
+        ),
+        (
+            app.mp_alloc.is_some(),
+            "--mp-alloc",
+            "mempools always come from nicpoll's DMA memory",
+        ),
+        (
+            app.display_xstats.is_some(),
+            "--display-xstats",
+            "extended statistics are shown by port, not in the periodic block",
+        ),
+        (
+            app.flow_isolate_all,
+            "--flow-isolate-all",
+            "no port with flow rules exists yet",
+        ),
+        (
+            app.rx_offloads.is_some(),
+            "--rx-offloads",
+            "offloads are not supported",
+        ),
+        (
+            app.tx_offloads.is_some(),
+            "--tx-offloads",
+            "offloads are not supported",
+        ),
+        (
+            app.num_procs.is_some(),
+            "--num-procs",
+            "multi-process mode is not supported",
+        ),
+        (
+            app.proc_id.is_some(),
+            "--proc-id",
+            "multi-process mode is not supported",
+        ),
+        (
+            !eal.allow.is_empty(),
+            "-a/--allow",
+            "PCI devices need the VFIO layer, which is not built yet; use --vdev",
+        ),
+        (
+            eal.proc_type
+                .as_deref()
+                .is_some_and(|t| t != "primary" && t != "auto"),
+            "--proc-type",
+            "only primary processes exist in nicpoll",
+        ),
+    ];
+    if let Some((_, name, why)) = unsupported.iter().find(|(present, _, _)| *present) {
+        return Err(reject(name, why));
+    }
+    if app.stats_format != "text" && app.stats_format != "json" {
+        return Err(usage(format!(
+            "--stats-format {:?}: give text or json",
+            app.stats_format
+        )));
+    }
+
+    // Lcores.
+    let allowed = lcore::allowed_cpus().map_err(|e| usage(e.to_string()))?;
+    let given = [
+        eal.corelist.is_some(),
+        eal.coremask.is_some(),
+        eal.lcores.is_some(),
+    ];
+    if given.iter().filter(|&&g| g).count() > 1 {
+        return Err(usage(
+            "-l, -c and --lcores each name the lcores: give only one of them",
+        ));
+    }
+    let (mut lcores, option, value) = if let Some(l) = &eal.corelist {
+        let cpus = lcore::parse_cpu_list(l, "-l").map_err(|e| usage(e.to_string()))?;
+        (LcoreSet::from_cpus(&cpus), "-l", l.clone())
+    } else if let Some(c) = &eal.coremask {
+        let cpus = lcore::parse_core_mask(c).map_err(|e| usage(e.to_string()))?;
+        (LcoreSet::from_cpus(&cpus), "-c", c.clone())
+    } else if let Some(m) = &eal.lcores {
+        (
+            lcore::parse_lcores(m).map_err(|e| usage(e.to_string()))?,
+            "--lcores",
+            m.clone(),
+        )
+    } else {
+        (
+            LcoreSet::from_cpus(&allowed),
+            "(default: every CPU this process may use)",
+            String::new(),
+        )
+    };
+    lcores
+        .validate(option, &value, &allowed, eal.main_lcore)
+        .map_err(|e| usage(e.to_string()))?;
+
+    // Devices.
+    let vdevs = eal
+        .vdev
+        .iter()
+        .map(|v| DevArgs::parse(v).map_err(|e| usage(format!("--vdev: {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    // Memory.
+    let limit_bytes = match (&eal.mem_mb, &eal.socket_mem) {
+        (Some(_), Some(_)) => {
+            return Err(usage(
+                "-m and --socket-mem both limit memory: give only one",
+            ));
+        }
+        (Some(m), None) => Some(
+            parse_u32_list(m, "-m", "a size in MiB like 512")?
+                .first()
+                .copied()
+                .filter(|_| !m.contains(','))
+                .ok_or_else(|| usage(format!("-m {m:?}: expected one size in MiB like 512")))?
+                as usize
+                * 1024
+                * 1024,
+        ),
+        (None, Some(s)) => Some(
+            parse_u32_list(s, "--socket-mem", "sizes in MiB per node like 1024,0")?
+                .iter()
+                .sum::<u32>() as usize
+                * 1024
+                * 1024,
+        ),
+        (None, None) => None,
+    };
+    if limit_bytes == Some(0) {
+        return Err(usage(
+            "-m/--socket-mem of 0 MiB leaves no memory for packet buffers",
+        ));
+    }
+    let iova_mode = match &eal.iova_mode {
+        None => None,
+        Some(m) => Some(
+            IovaMode::parse(m)
+                .ok_or_else(|| usage(format!("--iova-mode {m:?}: give va, pa or dc")))?,
+        ),
+    };
+    if let Some(u) = &eal.huge_unlink
+        && !matches!(u.as_str(), "always" | "existing" | "never")
+    {
+        return Err(usage(format!(
+            "--huge-unlink {u:?}: give always, existing or never"
+        )));
+    }
+    if eal.no_huge && eal.huge_dir.is_some() {
+        return Err(usage(
+            "--no-huge and --huge-dir contradict each other: give one",
+        ));
+    }
+    let file_prefix = eal
+        .file_prefix
+        .clone()
+        .unwrap_or_else(|| "nicpoll".to_string());
+    if file_prefix.is_empty() || file_prefix.contains('/') {
+        return Err(usage(format!(
+            "--file-prefix {file_prefix:?}: give a plain name without '/'"
+        )));
+    }
+    let memory = MemoryConfig {
+        no_huge: eal.no_huge,
+        huge_dir: eal.huge_dir.clone(),
+        limit_bytes,
+        file_prefix,
+        iova_mode,
+        huge_unlink: eal.in_memory || eal.huge_unlink.as_deref().is_some_and(|u| u != "never"),
+    };
+
+    // Forwarding.
+    let mode = FwdMode::parse(&app.forward_mode).ok_or_else(|| {
+        usage(format!(
+            "--forward-mode {:?}: unknown mode; give one of {}",
+            app.forward_mode,
+            FwdMode::names()
+        ))
+    })?;
+    if app.burst == 0 || app.burst > nicpoll::MAX_BURST {
+        return Err(usage(format!(
+            "--burst {}: give a number from 1 to {}",
+            app.burst,
+            nicpoll::MAX_BURST
+        )));
+    }
+    let mut retry = RetryConfig {
+        enabled: app.tx_retry,
+        ..RetryConfig::default()
+    };
+    if let Some(n) = app.tx_retry_num {
+        retry.count = n;
+    }
+    if let Some(d) = app.tx_retry_delay {
+        retry.delay_us = d;
+    }
+    if (app.tx_retry_num.is_some() || app.tx_retry_delay.is_some()) && !app.tx_retry {
+        return Err(usage("--tx-retry-num/--tx-retry-delay need --tx-retry"));
+    }
+    if app.nb_cores == Some(0) {
+        return Err(usage(
+            "--nb-cores 0: at least one forwarding core is needed",
+        ));
+    }
+    let port_select = match (&app.portmask, &app.portlist, app.nb_ports) {
+        (None, None, None) => PortSelect::All,
+        (None, None, Some(0)) => return Err(usage("--nb-ports 0: at least one port must forward")),
+        (None, None, Some(n)) => PortSelect::First(n),
+        (Some(m), None, None) => {
+            let v = lcore::parse_core_mask(m).map_err(|_| {
+                usage(format!(
+                    "--portmask {m:?}: expected a hexadecimal mask with at least one bit, like 0x3"
+                ))
+            })?;
+            PortSelect::List(v.into_iter().map(|p| p as u16).collect())
+        }
+        (None, Some(l), None) => {
+            let v = lcore::parse_cpu_list(l, "--portlist")
+                .map_err(|_| usage(format!("--portlist {l:?}: expected a list like 0,2-3")))?;
+            PortSelect::List(v.into_iter().map(|p| p as u16).collect())
+        }
+        _ => {
+            return Err(usage(
+                "--portmask, --portlist and --nb-ports each select ports: give only one",
+            ));
+        }
+    };
+    let topology = match app.port_topology.as_str() {
+        "paired" => Topology::Paired,
+        "chained" => Topology::Chained,
+        "loop" => Topology::Loop,
+        t => {
+            return Err(usage(format!(
+                "--port-topology {t:?}: give paired, chained or loop"
+            )));
+        }
+    };
+    if app.rxq == 0 && app.txq == 0 {
+        return Err(usage(
+            "--rxq 0 and --txq 0: a port needs at least one queue",
+        ));
+    }
+    if app.rxq == 0 && !mode.generates() {
+        return Err(usage(format!(
+            "--rxq 0: the {mode} mode receives, so it needs receive queues"
+        )));
+    }
+    if app.txq == 0 && mode != FwdMode::RxOnly {
+        return Err(usage(format!(
+            "--txq 0: the {mode} mode transmits, so it needs transmit queues"
+        )));
+    }
+    if let Some(n) = app.total_num_mbufs
+        && n < 1024
+    {
+        return Err(usage(format!("--total-num-mbufs {n}: give at least 1024")));
+    }
+    let mbcache = app.mbcache.unwrap_or(nicpoll::mempool::DEFAULT_CACHE_SIZE);
+    if mbcache > nicpoll::mempool::MAX_CACHE_SIZE {
+        return Err(usage(format!(
+            "--mbcache {mbcache}: give a number from 0 to 512"
+        )));
+    }
+    if let Some(s) = app.mbuf_size
+        && (s < 256 || s as usize > 4096 - nicpoll::mbuf::HEADER_SIZE)
+    {
+        return Err(usage(format!(
+            "--mbuf-size {s}: give a size from 256 to {} (headroom + data room; elements are 2 or 4 KiB)",
+            4096 - nicpoll::mbuf::HEADER_SIZE
+        )));
+    }
+
+    // Peers.
+    let mut eth_peers = BTreeMap::new();
+    if let Some(f) = &app.eth_peers_configfile {
+        let text = std::fs::read_to_string(f)
+            .map_err(|e| usage(format!("--eth-peers-configfile {}: {e}", f.display())))?;
+        for (i, line) in text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .enumerate()
+        {
+            let mac: MacAddr = line.parse().map_err(|e| {
+                usage(format!(
+                    "--eth-peers-configfile {}: line {}: {e}",
+                    f.display(),
+                    i + 1
+                ))
+            })?;
+            eth_peers.insert(i as u16, mac);
+        }
+    }
+    for p in &app.eth_peer {
+        let Some((port, mac)) = p.split_once(',') else {
+            return Err(usage(format!(
+                "--eth-peer {p:?}: expected PORT,MAC like 0,02:00:00:00:00:01"
+            )));
+        };
+        let port: u16 = port
+            .trim()
+            .parse()
+            .map_err(|_| usage(format!("--eth-peer {p:?}: {port:?} is not a port number")))?;
+        let mac: MacAddr = mac
+            .trim()
+            .parse()
+            .map_err(|e| usage(format!("--eth-peer {p:?}: {e}")))?;
+        eth_peers.insert(port, mac);
+    }
+
+    // Generated packets.
+    let mut tx = TxPacketConfig::default();
+    if let Some(t) = &app.txpkts {
+        let segs = parse_u32_list(t, "--txpkts", "a length in bytes like 64")?;
+        if segs.len() != 1 {
+            return Err(reject(
+                "--txpkts with several segments",
+                "multi-segment mbufs are not supported; give one length",
+            ));
+        }
+        let len = segs[0];
+        if !(nicpoll::fwd::txonly::MIN_LEN as u32..=9000).contains(&len) {
+            return Err(usage(format!(
+                "--txpkts {len}: give a length from {} (Ethernet + IPv4 + UDP headers) to 9000",
+                nicpoll::fwd::txonly::MIN_LEN
+            )));
+        }
+        tx.len = len as u16;
+    }
+    if let Some(ip) = &app.tx_ip {
+        let parts: Vec<&str> = ip.split(',').collect();
+        let parsed: Option<Vec<Ipv4Addr>> = parts.iter().map(|p| p.trim().parse().ok()).collect();
+        match parsed.as_deref() {
+            Some([s, d]) => {
+                tx.ip_src = *s;
+                tx.ip_dst = *d;
+            }
+            _ => {
+                return Err(usage(format!(
+                    "--tx-ip {ip:?}: expected SRC,DST like 198.18.0.1,198.18.0.2"
+                )));
+            }
+        }
+    }
+    if let Some(u) = &app.tx_udp {
+        let ports: Vec<u16> = u
+            .split(',')
+            .map(|p| p.trim().parse::<u16>())
+            .collect::<Result<_, _>>()
+            .map_err(|_| {
+                usage(format!(
+                    "--tx-udp {u:?}: expected SRC[,DST] port numbers like 9,9"
+                ))
+            })?;
+        match ports[..] {
+            [s] => {
+                tx.udp_src = s;
+                tx.udp_dst = s;
+            }
+            [s, d] => {
+                tx.udp_src = s;
+                tx.udp_dst = d;
+            }
+            _ => return Err(usage(format!("--tx-udp {u:?}: expected SRC[,DST]"))),
+        }
+    }
+    tx.multi_flow = app.txonly_multi_flow;
+    if let Some(f) = app.flowgen_flows {
+        if f == 0 {
+            return Err(usage("--flowgen-flows 0: give at least one flow"));
+        }
+        tx.flowgen_flows = f;
+    }
+
+    // Run control.
+    if let Some(p) = app.stats_period
+        && !(p > 0.0 && p.is_finite())
+    {
+        return Err(usage(format!(
+            "--stats-period {p}: give a positive number of seconds"
+        )));
+    }
+    if let Some(t) = app.run_time
+        && !(t > 0.0 && t.is_finite())
+    {
+        return Err(usage(format!(
+            "--run-time {t}: give a positive number of seconds"
+        )));
+    }
+    if app.max_packets == Some(0) {
+        return Err(usage("--max-packets 0: give a positive count"));
+    }
+    if vdevs.is_empty() {
+        return Err(usage(
+            "no ports: add virtual devices, e.g. --vdev net_null0 --vdev net_null1 \
+             (run testpmd without arguments for a demo)",
+        ));
+    }
+    let _ = (
+        eal.no_pci,
+        eal.channels,
+        eal.no_telemetry,
+        eal.no_shconf,
+        app.auto_start,
+    );
+    let _ = (app.no_lsc_interrupt, app.no_rmv_interrupt, app.no_numa);
+    Ok(Config {
+        lcores,
+        vdevs,
+        memory,
+        log_level: eal.log_level.last().cloned(),
+        mode,
+        retry,
+        burst: app.burst,
+        nb_cores: app.nb_cores,
+        port_select,
+        topology,
+        rxq: app.rxq,
+        txq: app.txq,
+        rxd: app.rxd,
+        txd: app.txd,
+        mbuf_buf_size: app.mbuf_size,
+        total_num_mbufs: app.total_num_mbufs,
+        mbcache,
+        eth_peers,
+        tx,
+        latency: !app.no_latency,
+        tx_first: app.tx_first,
+        stats_period: app.stats_period,
+        stats_format: if app.stats_format == "json" {
+            StatsFormat::Json
+        } else {
+            StatsFormat::Text
+        },
+        run_time: app.run_time,
+        max_packets: app.max_packets,
+        flush_rx: !app.no_flush_rx,
+        link_check: !app.disable_link_check,
+        demo,
+    })
+}

@@ -1,0 +1,76 @@
+//! nicpoll's testpmd: forward packets between ports with live statistics,
+//! command-line compatible with dpdk-testpmd.
+#![deny(unsafe_code)]
+
+mod cli;
+mod display;
+mod plan;
+mod registry;
+mod run;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let cfg = match cli::parse(&args) {
+        Ok(c) => c,
+        Err(cli::ParseOutcome::Clap(e)) => {
+            // Help goes to stdout with status 0; errors to stderr with status 2.
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+        Err(cli::ParseOutcome::Usage(e)) => {
+            eprintln!("testpmd: {e}");
+            eprintln!("testpmd: see `testpmd --help` and `testpmd -- --help`");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(cfg.log_level.as_deref());
+    if cfg.demo {
+        println!(
+            "nicpoll testpmd demo: io forwarding between two in-memory ports (net_ring0 <-> net_ring1) for 10 s.\n\
+             Stop earlier with Ctrl-C. The same run by hand:\n  testpmd {}\n",
+            cli::DEMO_ARGS.join(" ")
+        );
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
+            eprintln!("testpmd: cannot install the handler of signal {sig}: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    match run::run(&cfg, stop) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(run::RunError::Usage(e)) => {
+            eprintln!("testpmd: {e}");
+            ExitCode::from(2)
+        }
+        Err(run::RunError::Runtime(e)) => {
+            eprintln!("testpmd: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(level: Option<&str>) {
+    // DPDK's --log-level takes LEVEL or TYPE:LEVEL; keep the level part.
+    let lvl = level
+        .map(|l| l.rsplit(':').next().unwrap_or(l).to_ascii_lowercase())
+        .map(|l| match l.as_str() {
+            "emerg" | "alert" | "crit" | "err" | "error" | "1" | "2" | "3" | "4" => {
+                "error".to_string()
+            }
+            "warning" | "warn" | "notice" | "5" | "6" => "warn".to_string(),
+            "info" | "7" => "info".to_string(),
+            "debug" | "8" => "debug".to_string(),
+            other => other.to_string(),
+        })
+        .unwrap_or_else(|| "warn".to_string());
+    let _ = env_logger::Builder::new()
+        .parse_filters(&lvl)
+        .format_timestamp(None)
+        .try_init();
+}

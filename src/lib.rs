@@ -1,0 +1,32 @@
+//! nicpoll: a userspace poll-mode packet I/O engine.
+//!
+//! The core crate holds everything a driver or an application needs that is not
+//! tied to one device:
+//!
+//! - [`memory`]: hugepage-backed DMA memory and its IOVAs;
+//! - [`mempool`] and [`mbuf`]: fixed-size packet buffers with per-lcore caches;
+//! - [`port`]: the control-plane `Port` trait and the per-queue burst traits;
+//! - [`lcore`]: core lists, pinning and lcore identities;
+//! - [`fwd`]: forwarding engines (one file each) and the per-lcore poll loop;
+//! - [`stats`]: port and forwarding counters, rates and latency histograms;
+//! - [`net`]: checked views of the protocol headers the engines touch.
+//!
+//! Drivers live in their own crates (`drivers/*`) and depend on this one, never
+//! the other way round.
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod fwd;
+pub mod lcore;
+pub mod mbuf;
+pub mod memory;
+pub mod mempool;
+pub mod net;
+pub mod port;
+pub mod stats;
+pub mod time;
+
+pub use error::{Error, Result};
+pub use mbuf::{MAX_BURST, Mbuf, MbufBatch};
+pub use mempool::{MbufRing, Mempool, MempoolConfig};
+pub use port::{Port, RxQueue, TxQueue};

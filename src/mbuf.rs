@@ -1,0 +1,613 @@
+//! Packet buffers: the [`Mbuf`] handle and the inline [`MbufBatch`] that bursts move.
+//!
+//! Every buffer is one element of a [`Mempool`](crate::Mempool): a fixed
+//! power-of-two stride (2 KiB or 4 KiB), aligned to that stride, that begins with
+//! a 64-byte [`MbufHeader`] followed by the headroom and the data room:
+//!
+//! ```text
+//! | MbufHeader (64 B) | headroom (128 B) | packet data ... | tailroom |
+//! ^ element start      ^ buffer start      ^ data_off
+//! ```
+//!
+//! An `Mbuf` owns its buffer, is not `Clone`, and returns the buffer to its pool
+//! when dropped. No reference counting, no heap allocation. A driver that hands a
+//! buffer to a device converts it to a raw pointer first ([`Mbuf::into_raw`]) and
+//! back only once the device is done with it, so no Rust reference ever covers
+//! memory a device is writing.
+
+use std::fmt;
+use std::ptr::NonNull;
+
+use crate::mempool::PoolInner;
+
+/// Largest burst any queue moves at once (testpmd's MAX_PKT_BURST).
+pub const MAX_BURST: usize = 512;
+/// Size of the header at the start of every element.
+pub const HEADER_SIZE: usize = 64;
+/// Default headroom in front of the packet data (RTE_PKTMBUF_HEADROOM).
+pub const DEFAULT_HEADROOM: u16 = 128;
+
+/// Offload and status flags carried in [`MbufHeader::ol_flags`].
+pub mod flags {
+    /// The RSS hash field is valid.
+    pub const RX_RSS_HASH: u64 = 1 << 1;
+    /// The device reported a bad IPv4 header checksum.
+    pub const RX_IP_CKSUM_BAD: u64 = 1 << 4;
+    /// The device reported a bad L4 checksum.
+    pub const RX_L4_CKSUM_BAD: u64 = 1 << 3;
+    /// The timestamp field is valid.
+    pub const RX_TIMESTAMP: u64 = 1 << 17;
+}
+
+/// The metadata in front of every buffer, like rte_mbuf's first cache line.
+///
+/// It lives in DMA memory but no device ever writes it: only the CPU that owns
+/// the [`Mbuf`] touches it.
+#[repr(C, align(64))]
+#[derive(Debug)]
+pub struct MbufHeader {
+    pub(crate) pool: *const PoolInner,
+    /// IOVA of the buffer start (the byte after this header).
+    pub(crate) buf_iova: u64,
+    pub(crate) data_off: u16,
+    pub(crate) data_len: u16,
+    pub(crate) port: u16,
+    pub(crate) queue: u16,
+    pub(crate) buf_len: u32,
+    pub(crate) rss_hash: u32,
+    pub(crate) ol_flags: u64,
+    pub(crate) timestamp: u64,
+    pub(crate) vlan_tci: u16,
+    pub(crate) packet_type: u16,
+    pub(crate) reserved: u32,
+    pub(crate) user: u64,
+}
+
+const _: () = assert!(std::mem::size_of::<MbufHeader>() == HEADER_SIZE);
+
+/// An owned packet buffer. Dropping it returns the buffer to its pool.
+#[repr(transparent)]
+pub struct Mbuf {
+    hdr: NonNull<MbufHeader>,
+}
+
+// SAFETY: an Mbuf is the unique owner of its element; the pool it points to is
+// shared state built for concurrent use (atomic ring, per-lcore caches).
+unsafe impl Send for Mbuf {}
+
+impl Mbuf {
+    #[inline(always)]
+    fn hdr(&self) -> &MbufHeader {
+        // SAFETY: the header is valid for as long as the Mbuf exists (the pool never
+        // frees memory with elements outstanding) and only the owner touches it.
+        unsafe { self.hdr.as_ref() }
+    }
+
+    #[inline(always)]
+    fn hdr_mut(&mut self) -> &mut MbufHeader {
+        // SAFETY: as in `hdr`; `&mut self` makes this the only access.
+        unsafe { self.hdr.as_mut() }
+    }
+
+    #[inline(always)]
+    fn buf_ptr(&self) -> *mut u8 {
+        // SAFETY: the buffer starts right after the header, inside the same element.
+        unsafe { (self.hdr.as_ptr() as *mut u8).add(HEADER_SIZE) }
+    }
+
+    /// Take ownership of a raw element pointer (the inverse of [`Mbuf::into_raw`]).
+    ///
+    /// # Safety
+    /// `hdr` must come from `into_raw` (or from a pool) and must not be owned by
+    /// anything else, and no device may still be writing the buffer.
+    #[inline(always)]
+    pub unsafe fn from_raw(hdr: NonNull<MbufHeader>) -> Mbuf {
+        Mbuf { hdr }
+    }
+
+    /// Give up ownership without returning the buffer to its pool.
+    #[inline(always)]
+    pub fn into_raw(self) -> NonNull<MbufHeader> {
+        let p = self.hdr;
+        std::mem::forget(self);
+        p
+    }
+
+    /// The packet bytes.
+    #[inline(always)]
+    pub fn data(&self) -> &[u8] {
+        let h = self.hdr();
+        // SAFETY: data_off + data_len <= buf_len is an invariant every setter keeps.
+        unsafe {
+            std::slice::from_raw_parts(self.buf_ptr().add(h.data_off as usize), h.data_len as usize)
+        }
+    }
+
+    /// The packet bytes, writable.
+    #[inline(always)]
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        let (off, len) = (self.hdr().data_off as usize, self.hdr().data_len as usize);
+        // SAFETY: as in `data`, and `&mut self` makes this the only access.
+        unsafe { std::slice::from_raw_parts_mut(self.buf_ptr().add(off), len) }
+    }
+
+    /// Packet length in bytes.
+    #[inline(always)]
+    pub fn len(&self) -> usize {
+        self.hdr().data_len as usize
+    }
+
+    /// Whether the packet has no bytes.
+    #[inline(always)]
+    pub fn is_empty(&self) -> bool {
+        self.hdr().data_len == 0
+    }
+
+    /// Bytes free in front of the data.
+    #[inline(always)]
+    pub fn headroom(&self) -> usize {
+        self.hdr().data_off as usize
+    }
+
+    /// Bytes free after the data.
+    #[inline(always)]
+    pub fn tailroom(&self) -> usize {
+        let h = self.hdr();
+        h.buf_len as usize - h.data_off as usize - h.data_len as usize
+    }
+
+    /// Largest packet this buffer can hold with its current headroom.
+    #[inline(always)]
+    pub fn capacity(&self) -> usize {
+        self.hdr().buf_len as usize - self.hdr().data_off as usize
+    }
+
+    /// Set the packet length; false (and nothing changed) if it does not fit.
+    #[inline(always)]
+    pub fn set_len(&mut self, len: usize) -> bool {
+        if len > self.capacity() {
+            return false;
+        }
+        self.hdr_mut().data_len = len as u16;
+        true
+    }
+
+    /// Grow the packet at its end by `n` bytes and return them.
+    pub fn append(&mut self, n: usize) -> Option<&mut [u8]> {
+        if n > self.tailroom() {
+            return None;
+        }
+        let old = self.len();
+        self.hdr_mut().data_len += n as u16;
+        Some(&mut self.data_mut()[old..])
+    }
+
+    /// Grow the packet at its front by `n` bytes (into the headroom) and return them.
+    pub fn prepend(&mut self, n: usize) -> Option<&mut [u8]> {
+        if n > self.headroom() {
+            return None;
+        }
+        let h = self.hdr_mut();
+        h.data_off -= n as u16;
+        h.data_len += n as u16;
+        Some(&mut self.data_mut()[..n])
+    }
+
+    /// Remove `n` bytes from the front; false if the packet is shorter.
+    pub fn adj(&mut self, n: usize) -> bool {
+        if n > self.len() {
+            return false;
+        }
+        let h = self.hdr_mut();
+        h.data_off += n as u16;
+        h.data_len -= n as u16;
+        true
+    }
+
+    /// Remove `n` bytes from the end; false if the packet is shorter.
+    pub fn trim(&mut self, n: usize) -> bool {
+        if n > self.len() {
+            return false;
+        }
+        self.hdr_mut().data_len -= n as u16;
+        true
+    }
+
+    /// Set the data offset (headroom) and length at once, as a driver does after
+    /// a device wrote a frame; false if they do not fit the buffer.
+    #[inline(always)]
+    pub fn set_data(&mut self, data_off: usize, len: usize) -> bool {
+        let h = self.hdr_mut();
+        if data_off + len > h.buf_len as usize {
+            return false;
+        }
+        h.data_off = data_off as u16;
+        h.data_len = len as u16;
+        true
+    }
+
+    /// Put the buffer back in its freshly allocated state (default headroom,
+    /// empty, no flags).
+    #[inline(always)]
+    pub fn reset(&mut self) {
+        let h = self.hdr_mut();
+        h.data_off = DEFAULT_HEADROOM.min(h.buf_len as u16);
+        h.data_len = 0;
+        h.ol_flags = 0;
+        h.vlan_tci = 0;
+        h.packet_type = 0;
+    }
+
+    /// IOVA of the buffer start (what a descriptor's buffer address is based on).
+    #[inline(always)]
+    pub fn buf_iova(&self) -> u64 {
+        self.hdr().buf_iova
+    }
+
+    /// IOVA of the first packet byte.
+    #[inline(always)]
+    pub fn data_iova(&self) -> u64 {
+        self.hdr().buf_iova + self.hdr().data_off as u64
+    }
+
+    /// Virtual address of the buffer start.
+    #[inline(always)]
+    pub fn buf_addr(&self) -> *mut u8 {
+        self.buf_ptr()
+    }
+
+    /// Size of the buffer after the header (headroom + data room).
+    #[inline(always)]
+    pub fn buf_len(&self) -> usize {
+        self.hdr().buf_len as usize
+    }
+
+    /// Port the packet was received on.
+    #[inline(always)]
+    pub fn port(&self) -> u16 {
+        self.hdr().port
+    }
+
+    /// Record the receiving port.
+    #[inline(always)]
+    pub fn set_port(&mut self, port: u16) {
+        self.hdr_mut().port = port;
+    }
+
+    /// Queue the packet was received on.
+    #[inline(always)]
+    pub fn queue(&self) -> u16 {
+        self.hdr().queue
+    }
+
+    /// Record the receiving queue.
+    #[inline(always)]
+    pub fn set_queue(&mut self, queue: u16) {
+        self.hdr_mut().queue = queue;
+    }
+
+    /// RSS hash reported by the device (valid if `ol_flags` has RX_RSS_HASH).
+    #[inline(always)]
+    pub fn rss_hash(&self) -> u32 {
+        self.hdr().rss_hash
+    }
+
+    /// Record an RSS hash and mark it valid.
+    #[inline(always)]
+    pub fn set_rss_hash(&mut self, hash: u32) {
+        let h = self.hdr_mut();
+        h.rss_hash = hash;
+        h.ol_flags |= flags::RX_RSS_HASH;
+    }
+
+    /// Offload and status flags ([`flags`]).
+    #[inline(always)]
+    pub fn ol_flags(&self) -> u64 {
+        self.hdr().ol_flags
+    }
+
+    /// Replace the flags.
+    #[inline(always)]
+    pub fn set_ol_flags(&mut self, f: u64) {
+        self.hdr_mut().ol_flags = f;
+    }
+
+    /// Receive timestamp in nanoseconds (valid if `ol_flags` has RX_TIMESTAMP).
+    #[inline(always)]
+    pub fn timestamp(&self) -> u64 {
+        self.hdr().timestamp
+    }
+
+    /// Record a receive timestamp and mark it valid.
+    #[inline(always)]
+    pub fn set_timestamp(&mut self, ns: u64) {
+        let h = self.hdr_mut();
+        h.timestamp = ns;
+        h.ol_flags |= flags::RX_TIMESTAMP;
+    }
+
+    /// VLAN tag control information (stripped or to insert).
+    #[inline(always)]
+    pub fn vlan_tci(&self) -> u16 {
+        self.hdr().vlan_tci
+    }
+
+    /// Set the VLAN TCI.
+    #[inline(always)]
+    pub fn set_vlan_tci(&mut self, tci: u16) {
+        self.hdr_mut().vlan_tci = tci;
+    }
+
+    /// Name of the pool the buffer belongs to.
+    pub fn pool_name(&self) -> &str {
+        // SAFETY: the pool outlives every element it handed out (it leaks itself
+        // rather than free memory with elements outstanding).
+        unsafe { (*self.hdr().pool).name() }
+    }
+}
+
+impl Drop for Mbuf {
+    #[inline]
+    fn drop(&mut self) {
+        let p = self.hdr.as_ptr() as usize;
+        // SAFETY: see `pool_name`; the element is ours to give back.
+        unsafe { (*self.hdr().pool).put_bulk(&[p]) }
+    }
+}
+
+impl fmt::Debug for Mbuf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Mbuf")
+            .field("pool", &self.pool_name())
+            .field("len", &self.len())
+            .field("data_off", &self.headroom())
+            .field("port", &self.port())
+            .field("iova", &format_args!("{:#x}", self.buf_iova()))
+            .finish()
+    }
+}
+
+/// A fixed-capacity, inline batch of mbufs: what bursts move.
+///
+/// Receiving appends at the back (up to the batch's burst size); transmitting
+/// takes from the front and leaves the unsent tail, so the caller decides to
+/// retry or drop. No heap: the slots are an inline array of [`MAX_BURST`]
+/// pointers.
+pub struct MbufBatch {
+    start: usize,
+    end: usize,
+    burst: usize,
+    slots: [usize; MAX_BURST],
+}
+
+impl Default for MbufBatch {
+    fn default() -> Self {
+        MbufBatch::new()
+    }
+}
+
+impl MbufBatch {
+    /// An empty batch with burst size [`MAX_BURST`].
+    pub fn new() -> MbufBatch {
+        MbufBatch {
+            start: 0,
+            end: 0,
+            burst: MAX_BURST,
+            slots: [0; MAX_BURST],
+        }
+    }
+
+    /// An empty batch that receives at most `burst` packets per burst (clamped
+    /// to 1..=MAX_BURST).
+    pub fn with_burst(burst: usize) -> MbufBatch {
+        let mut b = MbufBatch::new();
+        b.set_burst(burst);
+        b
+    }
+
+    /// The burst size receive calls fill up to.
+    #[inline(always)]
+    pub fn burst(&self) -> usize {
+        self.burst
+    }
+
+    /// Change the burst size (clamped to 1..=MAX_BURST).
+    pub fn set_burst(&mut self, burst: usize) {
+        self.burst = burst.clamp(1, MAX_BURST);
+    }
+
+    /// Number of packets held.
+    #[inline(always)]
+    pub fn len(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// Whether the batch holds nothing.
+    #[inline(always)]
+    pub fn is_empty(&self) -> bool {
+        self.end == self.start
+    }
+
+    /// How many more packets a receive may append (burst size minus held).
+    #[inline(always)]
+    pub fn spare(&self) -> usize {
+        self.burst.saturating_sub(self.len())
+    }
+
+    /// Move the held pointers to the front so `spare()` slots follow them.
+    #[inline(always)]
+    fn make_room(&mut self, n: usize) {
+        if self.end + n > MAX_BURST {
+            self.slots.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+    }
+
+    /// Append one packet; gives it back if the batch is at its burst size.
+    #[inline(always)]
+    pub fn push(&mut self, m: Mbuf) -> Result<(), Mbuf> {
+        if self.spare() == 0 {
+            return Err(m);
+        }
+        self.make_room(1);
+        self.slots[self.end] = m.into_raw().as_ptr() as usize;
+        self.end += 1;
+        Ok(())
+    }
+
+    /// Take the first packet.
+    #[inline(always)]
+    pub fn pop_front(&mut self) -> Option<Mbuf> {
+        if self.is_empty() {
+            return None;
+        }
+        let p = self.slots[self.start];
+        self.start += 1;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        // SAFETY: every held slot is a non-null element pointer the batch owns.
+        Some(unsafe { Mbuf::from_raw(NonNull::new_unchecked(p as *mut MbufHeader)) })
+    }
+
+    /// The held packets.
+    #[inline(always)]
+    pub fn as_slice(&self) -> &[Mbuf] {
+        let s = &self.slots[self.start..self.end];
+        // SAFETY: Mbuf is repr(transparent) over a non-null pointer, and every held
+        // slot is one the batch owns.
+        unsafe { std::slice::from_raw_parts(s.as_ptr() as *const Mbuf, s.len()) }
+    }
+
+    /// The held packets, writable.
+    #[inline(always)]
+    pub fn as_mut_slice(&mut self) -> &mut [Mbuf] {
+        let s = &mut self.slots[self.start..self.end];
+        // SAFETY: as in `as_slice`; `&mut self` makes this the only access.
+        unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr() as *mut Mbuf, s.len()) }
+    }
+
+    /// Iterate over the held packets.
+    pub fn iter(&self) -> std::slice::Iter<'_, Mbuf> {
+        self.as_slice().iter()
+    }
+
+    /// Iterate over the held packets, writable.
+    pub fn iter_mut(&mut self) -> std::slice::IterMut<'_, Mbuf> {
+        self.as_mut_slice().iter_mut()
+    }
+
+    /// Free the first `n` packets (all if fewer) back to their pools, in bulk.
+    #[inline]
+    pub fn free_front(&mut self, n: usize) -> usize {
+        let n = n.min(self.len());
+        if n == 0 {
+            return 0;
+        }
+        free_raw_bulk(&self.slots[self.start..self.start + n]);
+        self.start += n;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        n
+    }
+
+    /// Free every held packet back to its pool, in bulk.
+    #[inline]
+    pub fn clear(&mut self) -> usize {
+        self.free_front(self.len())
+    }
+
+    /// Keep the packets for which `keep` returns true, in order; free the others.
+    /// Returns how many were freed.
+    pub fn retain_mut(&mut self, mut keep: impl FnMut(&mut Mbuf) -> bool) -> usize {
+        let mut w = self.start;
+        let mut freed = 0;
+        for r in self.start..self.end {
+            let p = self.slots[r];
+            // SAFETY: slot r is held; we either move it to slot w (kept) or free it.
+            let mut m = unsafe { Mbuf::from_raw(NonNull::new_unchecked(p as *mut MbufHeader)) };
+            if keep(&mut m) {
+                self.slots[w] = m.into_raw().as_ptr() as usize;
+                w += 1;
+            } else {
+                drop(m);
+                freed += 1;
+            }
+        }
+        self.end = w;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        freed
+    }
+
+    /// The raw pointers of the held packets, for the pool and ring code.
+    #[inline(always)]
+    pub(crate) fn raw_held(&self) -> &[usize] {
+        &self.slots[self.start..self.end]
+    }
+
+    /// Forget the first `n` held packets: their ownership moved elsewhere.
+    #[inline(always)]
+    pub(crate) fn forget_front(&mut self, n: usize) {
+        debug_assert!(n <= self.len());
+        self.start += n;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Room for `n` more raw pointers at the back; the caller writes them and
+    /// then calls `commit_back`.
+    #[inline(always)]
+    pub(crate) fn raw_spare(&mut self, n: usize) -> &mut [usize] {
+        debug_assert!(n <= self.spare());
+        self.make_room(n);
+        &mut self.slots[self.end..self.end + n]
+    }
+
+    /// Take ownership of `n` pointers written through `raw_spare`.
+    #[inline(always)]
+    pub(crate) fn commit_back(&mut self, n: usize) {
+        self.end += n;
+    }
+}
+
+/// Return raw element pointers to their pools, one bulk put per run of the same pool.
+#[inline]
+pub(crate) fn free_raw_bulk(ptrs: &[usize]) {
+    let mut i = 0;
+    while i < ptrs.len() {
+        // SAFETY: each pointer is an element the caller owns; its header names its pool.
+        let pool = unsafe { (*(ptrs[i] as *const MbufHeader)).pool };
+        let mut j = i + 1;
+        // SAFETY: as above.
+        while j < ptrs.len() && unsafe { (*(ptrs[j] as *const MbufHeader)).pool } == pool {
+            j += 1;
+        }
+        // SAFETY: the pool outlives its elements.
+        unsafe { (*pool).put_bulk(&ptrs[i..j]) };
+        i = j;
+    }
+}
+
+impl Drop for MbufBatch {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
+impl fmt::Debug for MbufBatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MbufBatch")
+            .field("len", &self.len())
+            .field("burst", &self.burst)
+            .finish()
+    }
+}

@@ -1,0 +1,725 @@
+//! [`DmaRegion`]: one mapping of DMA memory and the IOVAs devices use for it.
+//!
+//! This is the memory module's unsafe code: `mmap`, `fallocate`, `mlock` and
+//! `munmap`. A region is only ever handed out as a raw pointer: a device may write
+//! the memory at any time, so a Rust reference to it would be a lie to the compiler.
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::ptr::{self, NonNull};
+
+use super::IovaMode;
+use super::hugepage::{self, HugepagePool, HugetlbfsMount};
+use super::pagemap::Pagemap;
+use crate::error::{Error, Result};
+
+const MLOCK_HINT: &str = "locking DMA memory needs CAP_IPC_LOCK or a large enough RLIMIT_MEMLOCK: \
+     run as root or with `ulimit -l unlimited`, or in a pod add IPC_LOCK to \
+     securityContext.capabilities.add";
+const EXISTS_HINT: &str = "the file is left over from an earlier run or used by another process: \
+     remove it if no process uses it, or choose another --file-prefix";
+const ACCESS_HINT: &str = "the hugetlbfs mount is not writable by this user: run as root, or mount \
+     it with uid=/gid=/mode= options that let this user create files";
+const SHORT_HINT: &str = "not enough free hugepages, or a limit reached: the size= option of this \
+     hugetlbfs mount, or this cgroup's hugetlb limit (a pod's resources.limits hugepages-2Mi / \
+     hugepages-1Gi); reserve more pages (nr_hugepages), raise the limit, or ask for less memory (-m)";
+const LIMIT_HINT: &str = "the system has enough free hugepages, so a limit was reached: the size= \
+     option of this hugetlbfs mount, or this cgroup's hugetlb limit (a pod's resources.limits \
+     hugepages-2Mi / hugepages-1Gi); raise it or ask for less memory (-m)";
+
+/// A mapping of DMA memory: a whole number of pages, populated, and (for
+/// hugetlbfs) locked, with the IOVA a device must be given for each byte.
+///
+/// Dropping the region unmaps the memory and removes its file: every device
+/// that may DMA into it must have been stopped first.
+pub struct DmaRegion {
+    ptr: NonNull<u8>,
+    len: usize,
+    page_size: usize,
+    /// log2 of `page_size`, so `iova` shifts instead of dividing.
+    page_shift: u32,
+    iova_mode: IovaMode,
+    /// The physical address of each page, in IOVA mode PA; empty otherwise.
+    page_iovas: Box<[u64]>,
+    /// The backing file while it exists (not for anonymous or unlinked regions).
+    path: Option<PathBuf>,
+    what: String,
+}
+
+// SAFETY: a DmaRegion owns its mapping alone (it unmaps it once, in Drop), its
+// fields never change after construction, and it never reads or writes the memory
+// itself. It hands out only a raw pointer, which carries no aliasing promise;
+// whoever dereferences it (unsafely) synchronizes those accesses with the other
+// threads and the device, exactly as it would have to on one thread. Nothing in it
+// is tied to the creating thread (mappings belong to the process).
+unsafe impl Send for DmaRegion {}
+// SAFETY: every `&self` method only reads immutable bookkeeping; see Send above.
+unsafe impl Sync for DmaRegion {}
+
+/// The size of a base (not huge) page, from `sysconf(_SC_PAGESIZE)`.
+pub(crate) fn base_page_size() -> usize {
+    // SAFETY: sysconf takes a plain integer and touches no memory of ours.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(size)
+        .ok()
+        .filter(|s| s.is_power_of_two())
+        .unwrap_or(4096)
+}
+
+/// Map `len` bytes read-write at an address of the kernel's choosing.
+fn mmap(len: usize, flags: libc::c_int, fd: libc::c_int) -> io::Result<NonNull<u8>> {
+    // SAFETY: without MAP_FIXED the kernel picks an unused range, so the new
+    // mapping cannot overlap any memory Rust already owns; all arguments are values.
+    let addr = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            flags,
+            fd,
+            0,
+        )
+    };
+    if addr == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    NonNull::new(addr.cast()).ok_or_else(|| io::Error::other("mmap returned address 0"))
+}
+
+/// Give the file all its pages now, so a shortage is an error here rather than a
+/// SIGBUS on first touch. Retries when a signal interrupts it.
+fn fallocate(file: &File, len: usize) -> io::Result<()> {
+    let len = libc::off_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+    loop {
+        // SAFETY: fallocate acts on our open descriptor only; no memory is passed.
+        if unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) } == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// Removes the file we just created if construction fails before a [`DmaRegion`]
+/// owns it; never touches a file we did not create (it is armed after O_EXCL).
+struct CreatedFile<'a> {
+    path: &'a Path,
+    armed: bool,
+}
+
+impl CreatedFile<'_> {
+    /// Remove the file now (so its pages go back to the pool before we count them).
+    fn remove_now(&mut self) {
+        if self.armed {
+            self.armed = false;
+            remove_file_logged(self.path, "failed allocation");
+        }
+    }
+}
+
+impl Drop for CreatedFile<'_> {
+    fn drop(&mut self) {
+        self.remove_now();
+    }
+}
+
+fn remove_file_logged(path: &Path, what: &str) {
+    if let Err(e) = fs::remove_file(path)
+        && e.kind() != io::ErrorKind::NotFound
+    {
+        log::warn!("{what}: cannot remove {}: {e}", path.display());
+    }
+}
+
+fn shortage(what: &str, mount: &HugetlbfsMount, needed: u64, pool: HugepagePool) -> Error {
+    let free = pool.available();
+    Error::NoFreeHugepages {
+        what: what.to_string(),
+        page_kib: mount.page_size.kib() as u64,
+        needed,
+        free,
+        suggest: pool.total + needed.saturating_sub(free),
+    }
+}
+
+impl DmaRegion {
+    /// Plain private memory in base pages, populated but not locked: for software
+    /// ports and simulated devices (`--no-huge`). IOVA mode PA is refused, since
+    /// the kernel may move such pages and change their physical addresses.
+    pub(crate) fn anonymous(what: &str, len: usize, mode: IovaMode) -> Result<DmaRegion> {
+        if mode == IovaMode::Pa {
+            return Err(Error::NoHugetlbfs {
+                dir: None,
+                reason: format!(
+                    "{what}: IOVA mode PA needs hugepages (plain pages can move, so their physical \
+                     addresses do not last)"
+                ),
+            });
+        }
+        let page = base_page_size();
+        debug_assert!(
+            len > 0 && len.is_multiple_of(page),
+            "{what}: {len} is not a whole number of {page}-byte pages"
+        );
+        let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE;
+        let ptr = mmap(len, flags, -1).map_err(|source| Error::Os {
+            op: format!("mmap {len} bytes of anonymous memory for {what}"),
+            hint: (source.raw_os_error() == Some(libc::ENOMEM)).then_some(
+                "out of memory or address space (see ulimit -v); ask for less memory (-m)",
+            ),
+            source,
+        })?;
+        Ok(DmaRegion::new(what, ptr, len, page, mode, None))
+    }
+
+    /// Memory from a new file at `path` on the hugetlbfs `mount`: created (mode
+    /// 0600, failing if it exists), given all its pages with `fallocate`, mapped
+    /// shared and populated, locked, its page addresses read in IOVA mode PA, and
+    /// unlinked at once if `unlink`. A shortage of pages is
+    /// [`Error::NoFreeHugepages`]; nothing is left behind on any error.
+    pub(crate) fn hugetlbfs(
+        what: &str,
+        mount: &HugetlbfsMount,
+        path: &Path,
+        len: usize,
+        mode: IovaMode,
+        unlink: bool,
+    ) -> Result<DmaRegion> {
+        // Counted up front so that a request that cannot fit fails without first
+        // taking every free page (and starving a process starting beside us).
+        let needed = (len / mount.page_size.bytes()) as u64;
+        if let Some(pool) = hugepage::pool_in(Path::new("/"), mount.page_size)
+            && needed > pool.available()
+        {
+            return Err(shortage(what, mount, needed, pool));
+        }
+        Self::hugetlbfs_unchecked(what, mount, path, len, mode, unlink)
+    }
+
+    /// [`DmaRegion::hugetlbfs`] without the early count: `fallocate` decides.
+    fn hugetlbfs_unchecked(
+        what: &str,
+        mount: &HugetlbfsMount,
+        path: &Path,
+        len: usize,
+        mode: IovaMode,
+        unlink: bool,
+    ) -> Result<DmaRegion> {
+        let page = mount.page_size.bytes();
+        debug_assert!(
+            len > 0 && len.is_multiple_of(page),
+            "{what}: {len} is not a whole number of {page}-byte pages"
+        );
+        let needed = (len / page) as u64;
+        let io_error =
+            |op: &'static str, source: io::Error, hint: Option<&'static str>| Error::Io {
+                op,
+                path: path.to_path_buf(),
+                source,
+                hint,
+            };
+
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| {
+                let hint = match e.raw_os_error() {
+                    Some(libc::EEXIST) => Some(EXISTS_HINT),
+                    Some(libc::EACCES | libc::EPERM | libc::EROFS) => Some(ACCESS_HINT),
+                    _ => None,
+                };
+                io_error("create", e, hint)
+            })?;
+        let mut created = CreatedFile { path, armed: true };
+
+        file.set_len(len as u64)
+            .map_err(|e| io_error("ftruncate", e, None))?;
+        if let Err(e) = fallocate(&file, len) {
+            match e.raw_os_error() {
+                // Kernels before 4.3 cannot fallocate on hugetlbfs; the shared
+                // mapping below still reserves every page or fails with ENOMEM.
+                Some(libc::EOPNOTSUPP | libc::ENOSYS) => {
+                    log::debug!(
+                        "fallocate {}: {e}; relying on mmap's reservation",
+                        path.display()
+                    );
+                }
+                Some(libc::ENOSPC) => {
+                    // Give back the pages fallocate did get before counting.
+                    drop(file);
+                    created.remove_now();
+                    return Err(match hugepage::pool_in(Path::new("/"), mount.page_size) {
+                        Some(pool) if needed > pool.available() => {
+                            shortage(what, mount, needed, pool)
+                        }
+                        Some(_) => io_error("fallocate", e, Some(LIMIT_HINT)),
+                        None => io_error("fallocate", e, Some(SHORT_HINT)),
+                    });
+                }
+                _ => return Err(io_error("fallocate", e, None)),
+            }
+        }
+
+        let flags = libc::MAP_SHARED | libc::MAP_POPULATE;
+        let ptr = mmap(len, flags, file.as_raw_fd()).map_err(|e| {
+            let hint = (e.raw_os_error() == Some(libc::ENOMEM)).then_some(SHORT_HINT);
+            io_error("mmap", e, hint)
+        })?;
+        // The mapping keeps the file's pages; the descriptor is no longer needed.
+        drop(file);
+        created.armed = false;
+        // From here the region's Drop unmaps and removes the file on any error.
+        let mut region = DmaRegion::new(what, ptr, len, page, mode, Some(path.to_path_buf()));
+
+        if unlink {
+            fs::remove_file(path).map_err(|e| io_error("unlink", e, None))?;
+            region.path = None;
+        }
+        // SAFETY: the range is exactly the live mapping this region owns; mlock
+        // changes only how it is paged.
+        if unsafe { libc::mlock(ptr.as_ptr().cast(), len) } != 0 {
+            let e = io::Error::last_os_error();
+            let hint =
+                matches!(e.raw_os_error(), Some(libc::EPERM | libc::ENOMEM)).then_some(MLOCK_HINT);
+            return Err(io_error("mlock", e, hint));
+        }
+        if mode == IovaMode::Pa {
+            let pagemap = Pagemap::open()?;
+            region.page_iovas = (0..len / page)
+                .map(|i| pagemap.physical_address(ptr.as_ptr() as usize + i * page, what))
+                .collect::<Result<_>>()?;
+        }
+        Ok(region)
+    }
+
+    fn new(
+        what: &str,
+        ptr: NonNull<u8>,
+        len: usize,
+        page_size: usize,
+        mode: IovaMode,
+        path: Option<PathBuf>,
+    ) -> DmaRegion {
+        DmaRegion {
+            ptr,
+            len,
+            page_size,
+            page_shift: page_size.trailing_zeros(),
+            iova_mode: mode,
+            page_iovas: Box::new([]),
+            path,
+            what: what.to_string(),
+        }
+    }
+
+    /// The first byte. Access through it must be volatile (or otherwise
+    /// synchronized with the device) and stay within [`len`](Self::len) bytes, and
+    /// no pointer derived from it may be used after the region is dropped.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// Length in bytes (a whole number of pages).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the region has no bytes (never true for a region that was mapped).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The size of the pages backing the region, in bytes.
+    pub fn page_size(&self) -> usize {
+        self.page_size
+    }
+
+    /// How devices address this region.
+    pub fn iova_mode(&self) -> IovaMode {
+        self.iova_mode
+    }
+
+    /// The IOVA of the byte at `offset`: its virtual address in modes VA and DC,
+    /// its physical address in mode PA. Panics if `offset` is not inside the region.
+    pub fn iova(&self, offset: usize) -> u64 {
+        assert!(
+            offset < self.len,
+            "{}: offset {offset} outside {} bytes",
+            self.what,
+            self.len
+        );
+        match self.iova_mode {
+            IovaMode::Va | IovaMode::Dc => self.ptr.as_ptr() as u64 + offset as u64,
+            IovaMode::Pa => {
+                let within = offset & (self.page_size - 1);
+                self.page_iovas[offset >> self.page_shift] + within as u64
+            }
+        }
+    }
+
+    /// Whether `len` bytes from `offset` lie inside the region and have contiguous
+    /// IOVAs, so that one descriptor can cover them: always within one page, and
+    /// across pages unless (mode PA) the pages are not physically adjacent.
+    pub fn is_iova_contiguous(&self, offset: usize, len: usize) -> bool {
+        let Some(end) = offset.checked_add(len) else {
+            return false;
+        };
+        if end > self.len {
+            return false;
+        }
+        if len == 0 || self.iova_mode != IovaMode::Pa {
+            return true;
+        }
+        let pages = &self.page_iovas[offset >> self.page_shift..=(end - 1) >> self.page_shift];
+        pages
+            .windows(2)
+            .all(|w| w[1] == w[0] + self.page_size as u64)
+    }
+
+    /// The backing file, while it exists (`None` for plain memory and for files
+    /// unlinked at creation).
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// What the memory is for, as named at allocation.
+    pub fn what(&self) -> &str {
+        &self.what
+    }
+}
+
+impl fmt::Debug for DmaRegion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DmaRegion")
+            .field("what", &self.what)
+            .field("ptr", &self.ptr)
+            .field("len", &self.len)
+            .field("page_size", &self.page_size)
+            .field("iova_mode", &self.iova_mode)
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for DmaRegion {
+    fn drop(&mut self) {
+        // SAFETY: ptr/len is the mapping this region created and still owns; every
+        // pointer into it came from `as_ptr`, whose users promised not to use it
+        // after the region is gone.
+        if unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) } != 0 {
+            log::error!(
+                "munmap {} ({} bytes at {:p}): {}",
+                self.what,
+                self.len,
+                self.ptr,
+                io::Error::last_os_error()
+            );
+        }
+        if let Some(path) = &self.path {
+            remove_file_logged(path, &self.what);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::{Mutex, MutexGuard, PoisonError};
+
+    use super::*;
+    use crate::memory::pagemap::physical_address;
+    use crate::memory::{DmaMemory, MemoryConfig};
+
+    fn write_read_every_page(region: &DmaRegion) {
+        let step = region.page_size();
+        for (i, offset) in (0..region.len()).step_by(step).enumerate() {
+            let value = 0xA5u8 ^ i as u8;
+            // SAFETY: offset and offset + step - 1 are inside the live mapping, and
+            // no device or other thread uses this region.
+            unsafe {
+                let p = region.as_ptr().add(offset);
+                ptr::write_volatile(p, value);
+                ptr::write_volatile(p.add(step - 1), !value);
+                assert_eq!(ptr::read_volatile(p), value);
+                assert_eq!(ptr::read_volatile(p.add(step - 1)), !value);
+            }
+        }
+    }
+
+    #[test]
+    fn regions_are_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<DmaRegion>();
+    }
+
+    #[test]
+    fn anonymous_region_is_usable_and_addressed_by_va() {
+        let page = base_page_size();
+        assert!(page.is_power_of_two() && page >= 4096);
+        for mode in [IovaMode::Dc, IovaMode::Va] {
+            let region = DmaRegion::anonymous("test ring", 3 * page, mode).unwrap();
+            assert_eq!(region.len(), 3 * page);
+            assert!(!region.is_empty());
+            assert_eq!(region.page_size(), page);
+            assert_eq!(region.iova_mode(), mode);
+            assert_eq!(region.what(), "test ring");
+            assert_eq!(region.path(), None);
+            assert_eq!(region.as_ptr() as usize % page, 0);
+            write_read_every_page(&region);
+            assert_eq!(region.iova(0), region.as_ptr() as u64);
+            assert_eq!(
+                region.iova(page + 5),
+                region.as_ptr() as u64 + page as u64 + 5
+            );
+            assert!(region.is_iova_contiguous(0, 3 * page));
+            assert!(region.is_iova_contiguous(3 * page, 0));
+            assert!(!region.is_iova_contiguous(page, 2 * page + 1));
+            assert!(!region.is_iova_contiguous(usize::MAX, 2));
+            assert!(format!("{region:?}").contains("test ring"));
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "outside")]
+    fn iova_outside_the_region_panics() {
+        let page = base_page_size();
+        DmaRegion::anonymous("x", page, IovaMode::Va)
+            .unwrap()
+            .iova(page);
+    }
+
+    #[test]
+    fn anonymous_region_refuses_pa() {
+        let err = DmaRegion::anonymous("mbufs", base_page_size(), IovaMode::Pa).unwrap_err();
+        assert!(matches!(err, Error::NoHugetlbfs { dir: None, .. }), "{err}");
+        assert!(
+            err.to_string()
+                .contains("mbufs: IOVA mode PA needs hugepages"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn plain_dma_memory_rounds_up_to_pages() {
+        let memory = DmaMemory::plain();
+        let region = memory.alloc("pool", 100).unwrap();
+        assert_eq!(region.len(), base_page_size());
+        assert_eq!(memory.used_bytes(), base_page_size());
+        write_read_every_page(&region);
+    }
+
+    #[test]
+    fn existing_file_is_refused_and_kept() {
+        // Only the page size of the mount matters before the file is created.
+        let dir = tempfile::tempdir().unwrap();
+        let mount = HugetlbfsMount {
+            path: dir.path().to_path_buf(),
+            page_size: hugepage::HugepageSize::TWO_MIB,
+        };
+        let path = dir.path().join("nicpollmap_1_0");
+        fs::write(&path, "someone else's").unwrap();
+        let err =
+            DmaRegion::hugetlbfs_unchecked("ring", &mount, &path, 2 << 20, IovaMode::Va, false)
+                .unwrap_err();
+        assert!(matches!(err, Error::Io { op: "create", .. }), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("nicpollmap_1_0") && text.contains("--file-prefix"),
+            "{text}"
+        );
+        assert_eq!(fs::read_to_string(&path).unwrap(), "someone else's");
+    }
+
+    /// Hugepage tests take this lock: the shortage tests briefly hold every free page.
+    static HUGEPAGES: Mutex<()> = Mutex::new(());
+
+    /// The mount and its pool when at least `pages` free hugepages exist (as
+    /// /proc/meminfo or the pool files show); otherwise prints why and gives `None`.
+    fn hugepages(pages: u64) -> Option<(MutexGuard<'static, ()>, HugetlbfsMount, HugepagePool)> {
+        let guard = HUGEPAGES.lock().unwrap_or_else(PoisonError::into_inner);
+        let root = Path::new("/");
+        let meminfo_free = hugepage::meminfo_in(root)
+            .ok()
+            .and_then(|m| m.free)
+            .unwrap_or(0);
+        let found = hugepage::find_mount(None)
+            .ok()
+            .and_then(|m| Some((hugepage::pool_in(root, m.page_size)?, m)));
+        match found {
+            Some((pool, mount)) if meminfo_free > 0 && pool.available() >= pages => {
+                // A mount only root may write to (the usual one) is no test failure
+                // for an unprivileged developer.
+                if let Err(e) = tempfile::NamedTempFile::new_in(&mount.path) {
+                    println!(
+                        "skipped: cannot create files in {}: {e}",
+                        mount.path.display()
+                    );
+                    return None;
+                }
+                Some((guard, mount, pool))
+            }
+            _ => {
+                println!("skipped: no free hugepages");
+                None
+            }
+        }
+    }
+
+    fn test_path(mount: &HugetlbfsMount, name: &str) -> PathBuf {
+        mount
+            .path
+            .join(format!("nicpoll-test-{}-{name}", std::process::id()))
+    }
+
+    #[test]
+    fn hugetlbfs_region_lives_in_its_file() {
+        let Some((_lock, mount, _)) = hugepages(2) else {
+            return;
+        };
+        let page = mount.page_size.bytes();
+        let path = test_path(&mount, "keep");
+        let region =
+            DmaRegion::hugetlbfs("test pool", &mount, &path, 2 * page, IovaMode::Va, false)
+                .unwrap();
+        assert_eq!(region.path(), Some(path.as_path()));
+        let meta = fs::metadata(&path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(meta.len(), 2 * page as u64);
+        assert_eq!(region.page_size(), page);
+        assert_eq!(region.as_ptr() as usize % page, 0);
+        write_read_every_page(&region);
+        assert_eq!(
+            region.iova(page + 1),
+            region.as_ptr() as u64 + page as u64 + 1
+        );
+        assert!(region.is_iova_contiguous(0, 2 * page));
+        drop(region);
+        assert!(!path.exists(), "{} left behind", path.display());
+    }
+
+    #[test]
+    fn hugetlbfs_region_unlinked_at_once() {
+        let Some((_lock, mount, _)) = hugepages(2) else {
+            return;
+        };
+        let page = mount.page_size.bytes();
+        let path = test_path(&mount, "unlink");
+        let region =
+            DmaRegion::hugetlbfs("test pool", &mount, &path, 2 * page, IovaMode::Dc, true).unwrap();
+        assert_eq!(region.path(), None);
+        assert!(!path.exists());
+        write_read_every_page(&region);
+    }
+
+    fn assert_shortage(err: &Error, needed: u64, page_kib: usize) {
+        let Error::NoFreeHugepages {
+            needed: n,
+            page_kib: kib,
+            free,
+            suggest,
+            ..
+        } = err
+        else {
+            panic!("expected NoFreeHugepages, got {err}")
+        };
+        assert_eq!((*n, *kib), (needed, page_kib as u64));
+        assert!(*free < needed && *suggest >= needed, "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("hugepages-{page_kib}kB/nr_hugepages")),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn too_many_pages_is_refused_up_front() {
+        let Some((_lock, mount, pool)) = hugepages(1) else {
+            return;
+        };
+        let needed = pool.total + pool.overcommit + 1;
+        let path = test_path(&mount, "precheck");
+        let len = needed as usize * mount.page_size.bytes();
+        let err =
+            DmaRegion::hugetlbfs("big pool", &mount, &path, len, IovaMode::Va, false).unwrap_err();
+        assert_shortage(&err, needed, mount.page_size.kib());
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn fallocate_shortage_is_no_free_hugepages() {
+        let Some((_lock, mount, pool)) = hugepages(1) else {
+            return;
+        };
+        let needed = pool.available() + 1;
+        let path = test_path(&mount, "fallocate");
+        let len = needed as usize * mount.page_size.bytes();
+        let err =
+            DmaRegion::hugetlbfs_unchecked("big pool", &mount, &path, len, IovaMode::Va, false)
+                .unwrap_err();
+        assert_shortage(&err, needed, mount.page_size.kib());
+        assert!(!path.exists());
+        // The pages fallocate did get went back to the pool.
+        let after = hugepage::pool_in(Path::new("/"), mount.page_size).unwrap();
+        assert_eq!(after.available(), pool.available());
+    }
+
+    #[test]
+    fn dma_memory_allocates_hugetlbfs_files() {
+        let Some((_lock, mount, _)) = hugepages(1) else {
+            return;
+        };
+        let memory = DmaMemory::new(MemoryConfig {
+            file_prefix: format!("nicpoll-test-{}-", std::process::id()),
+            ..MemoryConfig::default()
+        })
+        .unwrap();
+        assert_eq!(memory.page_size(), mount.page_size.bytes());
+        let region = memory.alloc("rx ring", 1).unwrap();
+        assert_eq!(region.len(), mount.page_size.bytes());
+        let path = region.path().unwrap().to_path_buf();
+        assert!(path.exists());
+        drop(region);
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn pa_mode_reads_physical_addresses() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            println!("skipped: physical addresses need root");
+            return;
+        }
+        let Some((_lock, mount, _)) = hugepages(2) else {
+            return;
+        };
+        let page = mount.page_size.bytes();
+        let path = test_path(&mount, "pa");
+        let region =
+            DmaRegion::hugetlbfs("pa pool", &mount, &path, 2 * page, IovaMode::Pa, true).unwrap();
+        let (first, second) = (region.iova(0), region.iova(page));
+        for pa in [first, second] {
+            assert!(pa != 0 && pa % page as u64 == 0, "{pa:#x}");
+        }
+        assert_eq!(region.iova(page + 7), second + 7);
+        assert_eq!(physical_address(region.as_ptr() as usize).unwrap(), first);
+        assert_eq!(
+            physical_address(region.as_ptr() as usize + page + 9).unwrap(),
+            second + 9
+        );
+        assert!(region.is_iova_contiguous(page - 64, 64));
+        assert_eq!(
+            region.is_iova_contiguous(page - 64, 128),
+            second == first + page as u64
+        );
+        write_read_every_page(&region);
+    }
+}

@@ -1,0 +1,563 @@
+//! Mempools: fixed-size packet buffers in DMA memory, a shared free ring plus a
+//! cache per lcore, bulk get and put.
+//!
+//! Element layout: one power-of-two stride per pool (2 KiB or 4 KiB, header
+//! included), elements aligned to it, so no buffer ever straddles a page and the
+//! whole pool can be registered as one AF_XDP UMEM or RDMA memory region.
+//!
+//! The per-lcore cache is what makes the fast path cheap: a thread registered as
+//! an lcore ([`crate::lcore`]) gets and puts mbufs in its own LIFO cache with no
+//! atomic read-modify-write; only refills and flushes (one per many bursts) touch
+//! the shared ring. Threads that are not lcores use the ring directly.
+
+pub mod ring;
+
+use std::cell::UnsafeCell;
+use std::fmt;
+use std::ptr::NonNull;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use crossbeam_utils::CachePadded;
+
+use crate::error::{Error, Result};
+use crate::lcore::{self, MAX_LCORES};
+use crate::mbuf::{DEFAULT_HEADROOM, HEADER_SIZE, Mbuf, MbufBatch, MbufHeader};
+use crate::memory::{DmaMemory, DmaRegion};
+use ring::{PtrRing, Sync};
+
+/// Largest per-lcore cache (testpmd's `--mbcache` limit).
+pub const MAX_CACHE_SIZE: u32 = 512;
+/// Default per-lcore cache size (testpmd's DEF_MBUF_CACHE).
+pub const DEFAULT_CACHE_SIZE: u32 = 250;
+
+/// How to build a pool.
+#[derive(Clone, Debug)]
+pub struct MempoolConfig {
+    /// Name, for messages and statistics.
+    pub name: String,
+    /// Number of buffers.
+    pub count: u32,
+    /// Bytes after the header: headroom plus data room (DPDK's mbuf "data room
+    /// size"). The element stride is the smallest of 2 KiB and 4 KiB that holds
+    /// the header and this.
+    pub buf_size: u32,
+    /// Per-lcore cache size, 0 to disable.
+    pub cache_size: u32,
+}
+
+impl MempoolConfig {
+    /// A pool of `count` buffers with the default 2 KiB stride and cache.
+    pub fn new(name: &str, count: u32) -> MempoolConfig {
+        MempoolConfig {
+            name: name.to_string(),
+            count,
+            buf_size: (2048 - HEADER_SIZE) as u32,
+            cache_size: DEFAULT_CACHE_SIZE,
+        }
+    }
+
+    /// The element stride this configuration gets, or why none fits.
+    pub fn stride(&self) -> Result<usize> {
+        let need = HEADER_SIZE + self.buf_size as usize;
+        if need <= 2048 {
+            Ok(2048)
+        } else if need <= 4096 {
+            Ok(4096)
+        } else {
+            Err(Error::Mempool {
+                pool: self.name.clone(),
+                reason: format!(
+                    "buffer size {} is too large: at most {} bytes (headroom + data room) fit a 4 KiB element",
+                    self.buf_size,
+                    4096 - HEADER_SIZE
+                ),
+            })
+        }
+    }
+}
+
+/// One lcore's cache: a LIFO stack of free elements only that lcore touches.
+struct LcoreCache {
+    /// Number of cached elements. Written only by the owning lcore (plain
+    /// stores); read by anyone for the pool's counters.
+    len: AtomicU32,
+    objs: UnsafeCell<Box<[usize]>>,
+}
+
+/// The pool's shared state. Elements point at it, so it must outlive them: if a
+/// pool is dropped with elements still out, this is leaked rather than freed.
+pub struct PoolInner {
+    name: String,
+    region: DmaRegion,
+    stride: usize,
+    count: u32,
+    buf_len: u32,
+    cache_size: u32,
+    flush_threshold: u32,
+    ring: PtrRing,
+    caches: Box<[CachePadded<LcoreCache>]>,
+    /// Failed bulk gets (a refill found the ring short), for diagnostics.
+    get_fails: AtomicU64,
+}
+
+// SAFETY: the ring is thread-safe; each cache is touched only by the thread that
+// currently holds its lcore id (lcore ids are handed out exclusively), and its
+// `len` is an atomic for the readers of counters.
+unsafe impl std::marker::Sync for PoolInner {}
+// SAFETY: as above; the region is Send.
+unsafe impl Send for PoolInner {}
+
+impl PoolInner {
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Get exactly `out.len()` elements or none.
+    #[inline]
+    pub(crate) fn get_bulk(&self, out: &mut [usize]) -> bool {
+        let n = out.len() as u32;
+        let Some(id) = lcore::current() else {
+            return self.ring.dequeue_bulk(out);
+        };
+        if self.cache_size == 0 || n > self.cache_size {
+            return self.ring.dequeue_bulk(out);
+        }
+        let cache = &self.caches[id as usize];
+        // SAFETY: this thread holds lcore `id`, so it alone touches this cache.
+        let objs = unsafe { &mut *cache.objs.get() };
+        let mut len = cache.len.load(Ordering::Relaxed);
+        if len < n {
+            // Refill to the cache size plus what is asked, in one ring operation.
+            let want = (self.cache_size + n - len) as usize;
+            let got = self
+                .ring
+                .dequeue_burst(&mut objs[len as usize..len as usize + want]);
+            len += got as u32;
+            if len < n {
+                cache.len.store(len, Ordering::Release);
+                self.get_fails.fetch_add(1, Ordering::Relaxed);
+                return false;
+            }
+        }
+        // Hand out the most recently freed (cache-hot) elements first.
+        let top = len as usize;
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = objs[top - 1 - i];
+        }
+        cache.len.store(len - n, Ordering::Release);
+        true
+    }
+
+    /// Give elements back.
+    #[inline]
+    pub(crate) fn put_bulk(&self, ptrs: &[usize]) {
+        let n = ptrs.len() as u32;
+        let Some(id) = lcore::current() else {
+            let ok = self.ring.enqueue_bulk(ptrs);
+            debug_assert!(ok, "mempool ring overflow: an element was freed twice");
+            return;
+        };
+        if self.cache_size == 0 || n > self.cache_size {
+            let ok = self.ring.enqueue_bulk(ptrs);
+            debug_assert!(ok, "mempool ring overflow: an element was freed twice");
+            return;
+        }
+        let cache = &self.caches[id as usize];
+        // SAFETY: this thread holds lcore `id`, so it alone touches this cache.
+        let objs = unsafe { &mut *cache.objs.get() };
+        let mut len = cache.len.load(Ordering::Relaxed) as usize;
+        objs[len..len + ptrs.len()].copy_from_slice(ptrs);
+        len += ptrs.len();
+        if len as u32 >= self.flush_threshold {
+            // Keep cache_size hot elements, return the oldest above that.
+            let excess = len - self.cache_size as usize;
+            let ok = self.ring.enqueue_bulk(&objs[self.cache_size as usize..len]);
+            debug_assert!(ok, "mempool ring overflow: an element was freed twice");
+            let _ = excess;
+            len = self.cache_size as usize;
+        }
+        cache.len.store(len as u32, Ordering::Release);
+    }
+
+    fn cached(&self) -> u64 {
+        self.caches
+            .iter()
+            .map(|c| c.len.load(Ordering::Acquire) as u64)
+            .sum()
+    }
+
+    fn available(&self) -> u64 {
+        self.ring.len() as u64 + self.cached()
+    }
+
+    /// Initialise an element's header for a fresh allocation.
+    #[inline(always)]
+    fn init_header(&self, p: usize) {
+        let h = p as *mut MbufHeader;
+        // SAFETY: `p` is an element this pool owns and just handed out.
+        unsafe {
+            (*h).data_off = DEFAULT_HEADROOM;
+            (*h).data_len = 0;
+            (*h).ol_flags = 0;
+            (*h).vlan_tci = 0;
+            (*h).packet_type = 0;
+        }
+    }
+}
+
+/// A handle on a pool of packet buffers. Cloning it is cheap (an `Arc`); the
+/// pool lives until the last handle is dropped.
+#[derive(Clone)]
+pub struct Mempool {
+    shared: Arc<PoolHandle>,
+}
+
+/// Owner of the boxed [`PoolInner`], so that it can be leaked instead of freed.
+struct PoolHandle {
+    inner: NonNull<PoolInner>,
+}
+
+// SAFETY: PoolInner is Send + Sync; the handle only owns the box.
+unsafe impl Send for PoolHandle {}
+// SAFETY: as above.
+unsafe impl std::marker::Sync for PoolHandle {}
+
+impl Drop for PoolHandle {
+    fn drop(&mut self) {
+        // SAFETY: `inner` came from Box::into_raw and is still live.
+        let inner = unsafe { self.inner.as_ref() };
+        let available = inner.available();
+        if available == inner.count as u64 {
+            // SAFETY: no element is outstanding, so nothing points at the pool any more.
+            drop(unsafe { Box::from_raw(self.inner.as_ptr()) });
+        } else {
+            log::error!(
+                "mempool {}: dropped with {} of {} mbufs still in use; leaking its memory to stay safe",
+                inner.name,
+                inner.count as u64 - available,
+                inner.count
+            );
+        }
+    }
+}
+
+/// Counters of a pool, as `show mempool` would print them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MempoolStats {
+    /// Buffers in the pool.
+    pub size: u64,
+    /// Free buffers (shared ring plus every lcore cache).
+    pub available: u64,
+    /// Buffers handed out and not yet returned.
+    pub in_use: u64,
+    /// Of the free ones, how many sit in lcore caches.
+    pub cached: u64,
+    /// Bulk gets that failed because the pool ran dry.
+    pub get_fails: u64,
+}
+
+impl Mempool {
+    /// Carve a pool out of DMA memory.
+    pub fn new(mem: &DmaMemory, cfg: &MempoolConfig) -> Result<Mempool> {
+        let stride = cfg.stride()?;
+        if cfg.count == 0 {
+            return Err(Error::Mempool {
+                pool: cfg.name.clone(),
+                reason: "a pool needs at least one mbuf".into(),
+            });
+        }
+        if cfg.cache_size > MAX_CACHE_SIZE {
+            return Err(Error::Mempool {
+                pool: cfg.name.clone(),
+                reason: format!(
+                    "cache size {} is above the limit {MAX_CACHE_SIZE} (--mbcache accepts 0..=512)",
+                    cfg.cache_size
+                ),
+            });
+        }
+        let bytes = cfg.count as usize * stride;
+        let region = mem.alloc(&format!("mempool {}", cfg.name), bytes)?;
+        debug_assert_eq!(region.as_ptr() as usize % stride, 0);
+        let buf_len = (stride - HEADER_SIZE) as u32;
+        // DPDK flushes above 1.5x the cache size; the cache array holds that plus
+        // one maximal put before the flush.
+        let flush_threshold = cfg.cache_size + cfg.cache_size / 2;
+        let cache_cap = (flush_threshold + MAX_CACHE_SIZE.max(cfg.cache_size) + 1) as usize;
+        let caches = (0..MAX_LCORES)
+            .map(|_| {
+                CachePadded::new(LcoreCache {
+                    len: AtomicU32::new(0),
+                    objs: UnsafeCell::new(
+                        vec![0usize; if cfg.cache_size > 0 { cache_cap } else { 0 }].into(),
+                    ),
+                })
+            })
+            .collect();
+        let inner = Box::new(PoolInner {
+            name: cfg.name.clone(),
+            stride,
+            count: cfg.count,
+            buf_len,
+            cache_size: cfg.cache_size,
+            flush_threshold: flush_threshold.max(1),
+            ring: PtrRing::new(cfg.count as usize, Sync::Multi, Sync::Multi),
+            caches,
+            get_fails: AtomicU64::new(0),
+            region,
+        });
+        let inner = NonNull::from(Box::leak(inner));
+        // SAFETY: just created; nothing else refers to it yet.
+        let pool = unsafe { inner.as_ref() };
+        let mut ptrs = Vec::with_capacity(cfg.count as usize);
+        for i in 0..cfg.count as usize {
+            let off = i * stride;
+            let p = pool.region.as_ptr() as usize + off;
+            let hdr = MbufHeader {
+                pool: inner.as_ptr(),
+                buf_iova: pool.region.iova(off + HEADER_SIZE),
+                data_off: DEFAULT_HEADROOM,
+                data_len: 0,
+                port: 0,
+                queue: 0,
+                buf_len,
+                rss_hash: 0,
+                ol_flags: 0,
+                timestamp: 0,
+                vlan_tci: 0,
+                packet_type: 0,
+                reserved: 0,
+                user: 0,
+            };
+            // SAFETY: `p` is inside the region, aligned to the stride (>= 64), and
+            // nothing else uses the element yet.
+            unsafe { std::ptr::write(p as *mut MbufHeader, hdr) };
+            ptrs.push(p);
+        }
+        let ok = pool.ring.enqueue_bulk(&ptrs);
+        debug_assert!(ok);
+        Ok(Mempool {
+            shared: Arc::new(PoolHandle { inner }),
+        })
+    }
+
+    #[inline(always)]
+    fn inner(&self) -> &PoolInner {
+        // SAFETY: the handle keeps the pool alive.
+        unsafe { self.shared.inner.as_ref() }
+    }
+
+    /// The pool's name.
+    pub fn name(&self) -> &str {
+        &self.inner().name
+    }
+
+    /// Number of buffers.
+    pub fn size(&self) -> u32 {
+        self.inner().count
+    }
+
+    /// Element stride in bytes (2048 or 4096).
+    pub fn stride(&self) -> usize {
+        self.inner().stride
+    }
+
+    /// Bytes after the header in each element (headroom + data room).
+    pub fn buf_len(&self) -> usize {
+        self.inner().buf_len as usize
+    }
+
+    /// Largest packet a fresh mbuf holds (data room after the default headroom).
+    pub fn data_room(&self) -> usize {
+        self.inner().buf_len as usize - DEFAULT_HEADROOM as usize
+    }
+
+    /// The DMA region holding every element (for UMEM / memory-region registration).
+    pub fn region(&self) -> &DmaRegion {
+        &self.inner().region
+    }
+
+    /// Free buffers right now.
+    pub fn available(&self) -> u64 {
+        self.inner().available()
+    }
+
+    /// Buffers handed out and not yet returned.
+    pub fn in_use(&self) -> u64 {
+        self.inner().count as u64 - self.available()
+    }
+
+    /// All counters at once.
+    pub fn stats(&self) -> MempoolStats {
+        let inner = self.inner();
+        let cached = inner.cached();
+        let available = inner.ring.len() as u64 + cached;
+        MempoolStats {
+            size: inner.count as u64,
+            available,
+            in_use: inner.count as u64 - available,
+            cached,
+            get_fails: inner.get_fails.load(Ordering::Relaxed),
+        }
+    }
+
+    /// One fresh mbuf, or `None` if the pool is empty.
+    pub fn alloc(&self) -> Option<Mbuf> {
+        let mut p = [0usize; 1];
+        if !self.inner().get_bulk(&mut p) {
+            return None;
+        }
+        self.inner().init_header(p[0]);
+        // SAFETY: the pool just handed us this element.
+        Some(unsafe { Mbuf::from_raw(NonNull::new_unchecked(p[0] as *mut MbufHeader)) })
+    }
+
+    /// Append exactly `n` fresh mbufs to `batch`, or none. `n` must not exceed
+    /// `batch.spare()`; returns false if the pool is short or `n` does not fit.
+    #[inline]
+    pub fn alloc_bulk(&self, batch: &mut MbufBatch, n: usize) -> bool {
+        if n > batch.spare() {
+            return false;
+        }
+        let inner = self.inner();
+        let slots = batch.raw_spare(n);
+        if !inner.get_bulk(slots) {
+            return false;
+        }
+        for &p in slots.iter() {
+            inner.init_header(p);
+        }
+        batch.commit_back(n);
+        true
+    }
+
+    /// Allocate `n` raw elements for a driver's receive ring, without
+    /// resetting their headers (the driver sets offset and length on receive).
+    ///
+    /// # Safety
+    /// The caller owns the returned elements and must give each back exactly once,
+    /// through [`Mbuf::from_raw`] or [`Mempool::free_raw`].
+    pub unsafe fn alloc_raw(&self, out: &mut [usize]) -> bool {
+        self.inner().get_bulk(out)
+    }
+
+    /// Return raw elements obtained from [`Mempool::alloc_raw`] or [`Mbuf::into_raw`].
+    ///
+    /// # Safety
+    /// Each pointer must be an element of this pool that the caller owns.
+    pub unsafe fn free_raw(&self, ptrs: &[usize]) {
+        self.inner().put_bulk(ptrs)
+    }
+
+    /// Move every buffer in this thread's cache back to the shared ring, so other
+    /// threads can use them (an lcore does this before it exits).
+    pub fn flush_cache(&self) {
+        let Some(id) = lcore::current() else { return };
+        let inner = self.inner();
+        let cache = &inner.caches[id as usize];
+        // SAFETY: this thread holds lcore `id`.
+        let objs = unsafe { &mut *cache.objs.get() };
+        let len = cache.len.load(Ordering::Relaxed) as usize;
+        let ok = inner.ring.enqueue_bulk(&objs[..len]);
+        debug_assert!(ok);
+        cache.len.store(0, Ordering::Release);
+    }
+}
+
+impl fmt::Debug for Mempool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Mempool")
+            .field("name", &self.name())
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+/// A bounded ring of mbufs between threads (what the `ring` driver's queues
+/// are made of). Dropping it frees what it still holds.
+pub struct MbufRing {
+    ring: PtrRing,
+}
+
+impl MbufRing {
+    /// A ring for up to `capacity` mbufs (rounded up to a power of two). `multi`
+    /// allows several producers and consumers at once.
+    pub fn new(capacity: usize, multi: bool) -> MbufRing {
+        let s = if multi { Sync::Multi } else { Sync::Single };
+        MbufRing {
+            ring: PtrRing::new(capacity, s, s),
+        }
+    }
+
+    /// Move as many packets as fit from the front of `batch` into the ring.
+    #[inline]
+    pub fn enqueue_from(&self, batch: &mut MbufBatch) -> usize {
+        let n = self.ring.enqueue_burst(batch.raw_held());
+        batch.forget_front(n);
+        n
+    }
+
+    /// As [`MbufRing::enqueue_from`], adding the byte count of what went in to `bytes`.
+    #[inline]
+    pub fn enqueue_from_counting(&self, batch: &mut MbufBatch, bytes: &mut u64) -> usize {
+        // Lengths are read before the enqueue: once in the ring, a packet belongs
+        // to the consumer and may already be changing.
+        let mut cumulative = [0u32; crate::mbuf::MAX_BURST + 1];
+        for (i, m) in batch.as_slice().iter().enumerate() {
+            cumulative[i + 1] = cumulative[i] + m.len() as u32;
+        }
+        let n = self.ring.enqueue_burst(batch.raw_held());
+        *bytes += cumulative[n] as u64;
+        batch.forget_front(n);
+        n
+    }
+
+    /// Move up to `batch.spare()` packets from the ring to the back of `batch`.
+    #[inline]
+    pub fn dequeue_into(&self, batch: &mut MbufBatch) -> usize {
+        let spare = batch.spare();
+        if spare == 0 {
+            return 0;
+        }
+        let n = self.ring.dequeue_burst(batch.raw_spare(spare));
+        batch.commit_back(n);
+        n
+    }
+
+    /// Packets held now.
+    pub fn len(&self) -> usize {
+        self.ring.len()
+    }
+
+    /// Whether the ring is empty.
+    pub fn is_empty(&self) -> bool {
+        self.ring.is_empty()
+    }
+
+    /// How many packets fit.
+    pub fn capacity(&self) -> usize {
+        self.ring.capacity()
+    }
+}
+
+impl Drop for MbufRing {
+    fn drop(&mut self) {
+        let mut buf = [0usize; 64];
+        loop {
+            let n = self.ring.dequeue_burst(&mut buf);
+            if n == 0 {
+                break;
+            }
+            crate::mbuf::free_raw_bulk(&buf[..n]);
+        }
+    }
+}
+
+impl fmt::Debug for MbufRing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MbufRing")
+            .field("len", &self.len())
+            .field("capacity", &self.capacity())
+            .finish()
+    }
+}

@@ -1,0 +1,322 @@
+//! The port conformance suite (feature `testing`): every driver runs it from its
+//! own tests, so all ports keep the same promises to the forwarding code.
+//!
+//! It checks configuration limits and errors, the start/stop life cycle, burst
+//! semantics (receive never exceeds the batch's spare room, transmit leaves the
+//! unsent tail), statistics and their reset, content integrity for ports that
+//! loop traffic back, and that every mbuf is back in its pool at the end.
+#![deny(unsafe_code)]
+
+use std::time::{Duration, Instant};
+
+use crate::mbuf::MbufBatch;
+use crate::memory::DmaMemory;
+use crate::mempool::{Mempool, MempoolConfig};
+use crate::port::{Port, PortConf, PortStats};
+use crate::{Error, Result};
+
+/// How a port delivers traffic, so the suite knows what to expect from receive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// Receive always yields packets (net_null).
+    Generates,
+    /// What is sent on transmit queue q comes back on receive queue q of the same
+    /// port, in order (net_ring loopback, a veth pair's far end looped back...).
+    Loopback,
+    /// Nothing arrives unless someone outside sends it.
+    Sink,
+}
+
+/// A factory for fresh ports of the driver under test, given the port id.
+pub type MakePort<'a> = dyn FnMut(u16) -> Result<Box<dyn Port>> + 'a;
+
+fn conf(port_id: u16, pool: &Mempool, nb_rxq: u16, nb_txq: u16) -> PortConf {
+    PortConf {
+        port_id,
+        nb_rxq,
+        nb_txq,
+        nb_rxd: 0,
+        nb_txd: 0,
+        mempool: pool.clone(),
+    }
+}
+
+/// A frame whose bytes encode `tag`, so reordering or corruption shows.
+pub fn test_frame(tag: u32, len: usize) -> Vec<u8> {
+    let mut f = vec![0u8; len.max(64)];
+    f[0..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x01]);
+    f[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x02]);
+    f[12..14].copy_from_slice(&0x88b5u16.to_be_bytes());
+    for (i, b) in f[14..].iter_mut().enumerate() {
+        *b = (tag as usize).wrapping_mul(31).wrapping_add(i) as u8;
+    }
+    f[14..18].copy_from_slice(&tag.to_be_bytes());
+    f.truncate(len.max(64));
+    f
+}
+
+/// Fill `batch` with `n` test frames tagged `first..first+n`.
+pub fn fill(pool: &Mempool, batch: &mut MbufBatch, first: u32, n: usize, len: usize) {
+    for i in 0..n {
+        let mut m = pool.alloc().expect("test pool has room");
+        let f = test_frame(first + i as u32, len);
+        assert!(m.set_len(f.len()));
+        m.data_mut().copy_from_slice(&f);
+        batch.push(m).expect("batch has room");
+    }
+}
+
+/// Run every check on ports made by `make`. Panics with a message naming the
+/// driver and the broken promise.
+pub fn run_conformance(driver: &str, make: &mut MakePort<'_>, delivery: Delivery) {
+    let mem = DmaMemory::plain();
+    let pool = Mempool::new(
+        &mem,
+        &MempoolConfig::new(&format!("conformance-{driver}"), 4096),
+    )
+    .unwrap_or_else(|e| panic!("{driver}: pool: {e}"));
+    {
+        let mut port = make(0).unwrap_or_else(|e| panic!("{driver}: create: {e}"));
+        limits_and_lifecycle(driver, port.as_mut(), &pool);
+    }
+    {
+        let mut port = make(1).unwrap_or_else(|e| panic!("{driver}: create: {e}"));
+        bursts_and_stats(driver, port.as_mut(), &pool, delivery);
+    }
+    assert_eq!(
+        pool.in_use(),
+        0,
+        "{driver}: {} mbufs not returned to the pool after the ports were dropped",
+        pool.in_use()
+    );
+}
+
+fn limits_and_lifecycle(driver: &str, port: &mut dyn Port, pool: &Mempool) {
+    let info = port.info();
+    assert!(!info.name.is_empty(), "{driver}: empty port name");
+    assert!(
+        info.max_rx_queues >= 1 && info.max_tx_queues >= 1,
+        "{driver}: no queues"
+    );
+    assert!(
+        info.min_rxd <= info.default_rxd && info.default_rxd <= info.max_rxd,
+        "{driver}: default rxd outside its limits"
+    );
+    assert!(
+        info.min_txd <= info.default_txd && info.default_txd <= info.max_txd,
+        "{driver}: default txd outside its limits"
+    );
+    assert!(
+        port.start().is_err(),
+        "{driver}: start before configure must fail"
+    );
+    assert!(!port.is_started());
+    let expect_port_err = |r: Result<()>, what: &str| match r {
+        Err(Error::Port { .. }) => {}
+        Err(e) => panic!("{driver}: {what}: wrong error kind: {e}"),
+        Ok(()) => panic!("{driver}: {what} must be refused"),
+    };
+    expect_port_err(port.configure(&conf(0, pool, 0, 0)), "zero queues");
+    expect_port_err(
+        port.configure(&conf(0, pool, info.max_rx_queues + 1, 1)),
+        "more receive queues than the maximum",
+    );
+    expect_port_err(
+        port.configure(&conf(0, pool, 1, info.max_tx_queues + 1)),
+        "more transmit queues than the maximum",
+    );
+    if info.max_rxd < u16::MAX {
+        let mut c = conf(0, pool, 1, 1);
+        c.nb_rxd = info.max_rxd + 1;
+        expect_port_err(port.configure(&c), "rxd above the maximum");
+    }
+    let nq = 2.min(info.max_rx_queues).min(info.max_tx_queues);
+    port.configure(&conf(0, pool, nq, nq))
+        .unwrap_or_else(|e| panic!("{driver}: configure: {e}"));
+    let queues = port
+        .start()
+        .unwrap_or_else(|e| panic!("{driver}: start: {e}"));
+    assert!(port.is_started());
+    assert_eq!(
+        queues.rx.len(),
+        nq as usize,
+        "{driver}: receive queue count"
+    );
+    assert_eq!(
+        queues.tx.len(),
+        nq as usize,
+        "{driver}: transmit queue count"
+    );
+    assert!(port.start().is_err(), "{driver}: second start must fail");
+    expect_port_err(
+        port.configure(&conf(0, pool, 1, 1)),
+        "configure while started",
+    );
+    drop(queues);
+    port.stop()
+        .unwrap_or_else(|e| panic!("{driver}: stop: {e}"));
+    assert!(!port.is_started());
+    // Restart after stop, with another configuration.
+    port.configure(&conf(0, pool, 1, 1))
+        .unwrap_or_else(|e| panic!("{driver}: reconfigure: {e}"));
+    let queues = port
+        .start()
+        .unwrap_or_else(|e| panic!("{driver}: restart: {e}"));
+    assert_eq!(queues.rx.len(), 1);
+    drop(queues);
+    port.stop().unwrap();
+    if port.set_promiscuous(true).is_ok() {
+        assert!(port.promiscuous(), "{driver}: promiscuous on did not stick");
+        if port.set_promiscuous(false).is_ok() {
+            assert!(
+                !port.promiscuous(),
+                "{driver}: promiscuous off did not stick"
+            );
+        }
+    }
+    assert_ne!(port.mac_addr().0, [0; 6], "{driver}: zero MAC address");
+}
+
+fn receive_some(port_q: &mut dyn crate::RxQueue, batch: &mut MbufBatch, want: usize) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while batch.len() < want && Instant::now() < deadline {
+        if port_q.rx_burst(batch) == 0 {
+            std::thread::yield_now();
+        }
+    }
+}
+
+fn bursts_and_stats(driver: &str, port: &mut dyn Port, pool: &Mempool, delivery: Delivery) {
+    const PORT_ID: u16 = 1;
+    port.configure(&conf(PORT_ID, pool, 1, 1))
+        .unwrap_or_else(|e| panic!("{driver}: configure: {e}"));
+    let mut q = port
+        .start()
+        .unwrap_or_else(|e| panic!("{driver}: start: {e}"));
+    assert_eq!(
+        port.stats(),
+        PortStats::default(),
+        "{driver}: counters not zero after start"
+    );
+
+    // Transmitting nothing sends nothing.
+    let mut empty = MbufBatch::with_burst(32);
+    assert_eq!(
+        q.tx[0].tx_burst(&mut empty),
+        0,
+        "{driver}: tx of an empty batch"
+    );
+
+    // Receive never appends more than the batch's spare room.
+    let mut b = MbufBatch::with_burst(4);
+    fill(pool, &mut b, 9000, 3, 64);
+    let before = b.len();
+    let got = q.rx[0].rx_burst(&mut b);
+    assert!(
+        got <= 1 && b.len() == before + got,
+        "{driver}: rx appended {got} into 1 spare slot"
+    );
+    b.clear();
+
+    match delivery {
+        Delivery::Generates => {
+            let mut b = MbufBatch::with_burst(32);
+            receive_some(q.rx[0].as_mut(), &mut b, 1);
+            assert!(
+                !b.is_empty(),
+                "{driver}: a generating port received nothing"
+            );
+            assert!(
+                b.iter().all(|m| m.port() == PORT_ID),
+                "{driver}: received mbufs not stamped with the port id"
+            );
+            let n = b.len() as u64;
+            assert!(
+                port.stats().ipackets >= n,
+                "{driver}: ipackets below what was received"
+            );
+            let sent = q.tx[0].tx_burst(&mut b);
+            assert_eq!(
+                sent + b.len(),
+                n as usize,
+                "{driver}: tx lost or invented packets"
+            );
+            b.clear();
+        }
+        Delivery::Loopback => {
+            const N: usize = 100;
+            let mut tx = MbufBatch::with_burst(32);
+            let mut rx = MbufBatch::with_burst(32);
+            let mut received: Vec<Vec<u8>> = Vec::new();
+            let mut sent_total = 0usize;
+            let mut next = 0u32;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while received.len() < N && Instant::now() < deadline {
+                if (next as usize) < N && tx.is_empty() {
+                    let k = (N - next as usize).min(32);
+                    for t in next..next + k as u32 {
+                        fill(pool, &mut tx, t, 1, 60 + t as usize % 200);
+                    }
+                    next += k as u32;
+                }
+                let before = tx.len();
+                let s = q.tx[0].tx_burst(&mut tx);
+                assert_eq!(
+                    s + tx.len(),
+                    before,
+                    "{driver}: tx must leave exactly the unsent tail"
+                );
+                sent_total += s;
+                q.rx[0].rx_burst(&mut rx);
+                while let Some(m) = rx.pop_front() {
+                    assert_eq!(
+                        m.port(),
+                        PORT_ID,
+                        "{driver}: received mbuf not stamped with the port id"
+                    );
+                    received.push(m.data().to_vec());
+                }
+            }
+            assert_eq!(
+                received.len(),
+                N,
+                "{driver}: {} of {N} looped-back packets arrived",
+                received.len()
+            );
+            for (i, r) in received.iter().enumerate() {
+                assert_eq!(
+                    r,
+                    &test_frame(i as u32, 60 + i % 200),
+                    "{driver}: packet {i} corrupted or out of order"
+                );
+            }
+            let st = port.stats();
+            assert_eq!(st.opackets as usize, sent_total, "{driver}: opackets");
+            assert_eq!(st.ipackets as usize, N, "{driver}: ipackets");
+            let bytes: u64 = (0..N).map(|i| (60 + i % 200).max(64) as u64).sum();
+            assert_eq!(st.ibytes, bytes, "{driver}: ibytes");
+        }
+        Delivery::Sink => {
+            let mut b = MbufBatch::with_burst(32);
+            assert_eq!(
+                q.rx[0].rx_burst(&mut b),
+                0,
+                "{driver}: a sink port received something"
+            );
+            fill(pool, &mut b, 0, 8, 64);
+            let sent = q.tx[0].tx_burst(&mut b);
+            assert_eq!(sent + b.len(), 8, "{driver}: tx lost or invented packets");
+            b.clear();
+        }
+    }
+
+    port.reset_stats();
+    assert_eq!(
+        port.stats(),
+        PortStats::default(),
+        "{driver}: counters not zero after reset"
+    );
+    drop(q);
+    port.stop()
+        .unwrap_or_else(|e| panic!("{driver}: stop: {e}"));
+}
