@@ -302,7 +302,7 @@ mod tests {
         assert!(!ip.verify_checksum());
         ip.fill_checksum();
         assert!(ip.verify_checksum());
-        assert_eq!(checksum::checksum(&ip.header()[..]), 0);
+        assert_eq!(checksum::checksum(ip.header()), 0);
         ip.swap_addrs();
         assert_eq!(ip.src_addr(), Ipv4Addr::new(10, 0, 0, 2));
         assert_eq!(ip.dst_addr(), Ipv4Addr::new(10, 0, 0, 1));

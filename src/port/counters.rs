@@ -55,6 +55,9 @@ pub struct QueueCounters {
     pub tx_errors: Counter,
 }
 
+/// A (packets, bytes) pair.
+pub type PacketsBytes = (u64, u64);
+
 /// Shared handle on one queue's counters.
 pub type QueueCountersRef = Arc<CachePadded<QueueCounters>>;
 
@@ -121,7 +124,7 @@ impl PortCounters {
     }
 
     /// Per-queue (packets, bytes) for receive and transmit, for xstats.
-    pub fn per_queue(&self) -> (Vec<(u64, u64)>, Vec<(u64, u64)>) {
+    pub fn per_queue(&self) -> (Vec<PacketsBytes>, Vec<PacketsBytes>) {
         (
             self.rx
                 .iter()

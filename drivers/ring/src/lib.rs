@@ -58,7 +58,7 @@ impl RingBus {
         let peer = match args.get("peer") {
             None => None,
             Some(p) if p == args.name => None,
-            Some(p) if p.is_empty() => {
+            Some("") => {
                 return Err(Error::DevArgs {
                     device: args.spec.clone(),
                     reason: "peer= needs the name of another net_ring device, e.g. peer=net_ring1"

@@ -43,7 +43,13 @@ fn main() -> ExitCode {
         }
     }
     match run::run(&cfg, stop) {
-        Ok(_) => ExitCode::SUCCESS,
+        Ok(report) if report.mbufs_returned => ExitCode::SUCCESS,
+        Ok(_) => {
+            eprintln!(
+                "testpmd: error: mbufs were lost (see the mempool line above); this is a bug, please report it"
+            );
+            ExitCode::from(1)
+        }
         Err(run::RunError::Usage(e)) => {
             eprintln!("testpmd: {e}");
             ExitCode::from(2)

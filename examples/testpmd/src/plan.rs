@@ -72,7 +72,7 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, UsageError> {
     let peer_of = |i: usize| -> usize {
         match input.topology {
             Topology::Paired => {
-                if i % 2 == 0 {
+                if i.is_multiple_of(2) {
                     if i + 1 < n { i + 1 } else { i }
                 } else {
                     i - 1
@@ -82,7 +82,7 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, UsageError> {
             Topology::Loop => i,
         }
     };
-    if input.topology == Topology::Paired && n % 2 == 1 {
+    if input.topology == Topology::Paired && !n.is_multiple_of(2) {
         notes.push(format!(
             "port-topology=paired with an odd number of ports: port {} is paired with itself",
             fwd_ports[n - 1]

@@ -44,7 +44,7 @@ impl From<UsageError> for RunError {
     }
 }
 
-/// What a finished run reports (the tests read it from the JSON).
+/// What a finished run reports.
 pub struct Report {
     /// All mbufs back in the pool at the end.
     pub mbufs_returned: bool,
@@ -95,14 +95,25 @@ fn pool_size(
     ((rings + caches + inflight + 1024) as u32).max(1024)
 }
 
-fn memory_for(cfg: &Config, out: &Out) -> Result<DmaMemory, RunError> {
-    match DmaMemory::new(cfg.memory.clone()) {
-        Ok(m) => Ok(m),
-        Err(e) if cfg.demo => {
+/// DMA memory and the mbuf pool. The demo must work anywhere, so when hugepages
+/// are missing, full or not writable it says so and falls back to plain memory.
+fn memory_and_pool(
+    cfg: &Config,
+    out: &Out,
+    pool_cfg: &MempoolConfig,
+) -> Result<(DmaMemory, Mempool), RunError> {
+    let attempt = |mc: &MemoryConfig| -> nicpoll::Result<(DmaMemory, Mempool)> {
+        let mem = DmaMemory::new(mc.clone())?;
+        let pool = Mempool::new(&mem, pool_cfg)?;
+        Ok((mem, pool))
+    };
+    match attempt(&cfg.memory) {
+        Ok(x) => Ok(x),
+        Err(e) if cfg.demo && !cfg.memory.no_huge => {
             out.text(&format!(
                 "note: {e}\nnote: the demo falls back to plain memory (--no-huge)\n"
             ));
-            Ok(DmaMemory::new(MemoryConfig {
+            Ok(attempt(&MemoryConfig {
                 no_huge: true,
                 ..cfg.memory.clone()
             })?)
@@ -119,7 +130,11 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<Report, RunError> {
         clear: cfg.stats_format == StatsFormat::Text && std::io::stdout().is_terminal(),
     };
     let workers: Vec<Lcore> = cfg.lcores.workers().cloned().collect();
-    let mut ports = registry::create_ports(&cfg.vdevs)?;
+    // Bad device arguments are usage errors: the user typed them.
+    let mut ports = registry::create_ports(&cfg.vdevs).map_err(|e| match e {
+        nicpoll::Error::DevArgs { .. } => RunError::Usage(UsageError(format!("--vdev: {e}"))),
+        e => RunError::Runtime(e.into()),
+    })?;
     let plan: Plan = plan::plan(&PlanInput {
         nb_ports: ports.len(),
         select: &cfg.port_select,
@@ -132,7 +147,6 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<Report, RunError> {
     for n in &plan.notes {
         out.text(&format!("note: {n}\n"));
     }
-    let mem = memory_for(cfg, &out)?;
     let rxd: Vec<u16> = ports
         .iter()
         .map(|p| {
@@ -168,7 +182,7 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<Report, RunError> {
     if let Some(b) = cfg.mbuf_buf_size {
         pool_cfg.buf_size = b;
     }
-    let pool = Mempool::new(&mem, &pool_cfg)?;
+    let (mem, pool) = memory_and_pool(cfg, &out, &pool_cfg)?;
     if cfg.tx.len as usize > pool.data_room() && (cfg.mode.generates() || cfg.tx_first) {
         return Err(UsageError(format!(
             "--txpkts {}: does not fit the {}-byte data room of an mbuf; raise --mbuf-size",

@@ -1,0 +1,425 @@
+//! The testpmd binary end to end: bad input gets exit status 2 and a message
+//! naming the argument; runs end by themselves or on SIGINT/SIGTERM with final
+//! statistics and every mbuf back in its pool.
+
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn testpmd() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_testpmd"))
+}
+
+/// Common EAL arguments: no hugepages needed, unique file prefix.
+fn eal(extra: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = ["--no-pci", "--no-huge", "-l", "0,1"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+fn run(args: &[String]) -> Output {
+    testpmd()
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("testpmd runs")
+}
+
+fn json_events(out: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {l}"))
+        })
+        .collect()
+}
+
+fn event<'a>(events: &'a [Value], name: &str) -> &'a Value {
+    events
+        .iter()
+        .find(|e| e["event"] == name)
+        .unwrap_or_else(|| panic!("no {name} event in {events:?}"))
+}
+
+#[test]
+fn bad_input_is_a_usage_error_naming_the_argument() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["-l", "0,a", "--vdev", "net_null0"], "-l \"0,a\""),
+        (
+            &["-l", "0,99", "--vdev", "net_null0"],
+            "CPU 99 is not available",
+        ),
+        (
+            &["-l", "0-1,200", "--vdev", "net_null0"],
+            "above the highest lcore id",
+        ),
+        (&["-c", "0xZ", "--vdev", "net_null0"], "hex"),
+        (
+            &["--lcores", "0@0,0@1", "--vdev", "net_null0"],
+            "appears twice",
+        ),
+        (
+            &["-l", "0,1", "-c", "0x3", "--vdev", "net_null0"],
+            "give only one",
+        ),
+        (
+            &["-l", "0,1", "--vdev", "net_null0,sizes=64"],
+            "unknown key \"sizes\"",
+        ),
+        (
+            &["-l", "0,1", "--vdev", "net_null0,size=huge"],
+            "size=\"huge\" is not a number",
+        ),
+        (
+            &["-l", "0,1", "--vdev", "net_bogus0"],
+            "unknown driver \"net_bogus\"",
+        ),
+        (
+            &["-l", "0,1", "--vdev", "net_ring0,peer=net_ring7"],
+            "no such net_ring device",
+        ),
+        (
+            &["-l", "0,1", "--vdev", "net_null0", "--", "--burst=513"],
+            "--burst 513",
+        ),
+        (
+            &["-l", "0,1", "--vdev", "net_null0", "--", "--burst=0"],
+            "--burst 0",
+        ),
+        (
+            &[
+                "-l",
+                "0,1",
+                "--vdev",
+                "net_null0",
+                "--",
+                "--forward-mode=warp",
+            ],
+            "unknown mode",
+        ),
+        (&["-l", "0,1", "--", "--forward-mode=io"], "no ports"),
+        (
+            &["-l", "0,1", "--vdev", "net_null0", "--", "--nb-cores=2"],
+            "--nb-cores 2",
+        ),
+        (&["-l", "0", "--vdev", "net_null0"], "no forwarding lcore"),
+        (
+            &["-l", "0,1", "--vdev", "net_null0", "--", "--txpkts=20"],
+            "--txpkts 20",
+        ),
+        (
+            &["-l", "0,1", "--vdev", "net_null0", "--", "--txpkts=64,64"],
+            "several segments",
+        ),
+        (
+            &["-l", "0,1", "--vdev", "net_null0", "--", "-i"],
+            "-i/--interactive is not supported yet",
+        ),
+        (
+            &["-l", "0,1", "--vdev", "net_null0", "--", "--rss-ip"],
+            "--rss-ip is not supported yet",
+        ),
+        (
+            &["-l", "0,1", "-a", "0000:00:04.0", "--vdev", "net_null0"],
+            "-a/--allow is not supported yet",
+        ),
+        (&["-l", "0,1", "-m", "0", "--vdev", "net_null0"], "0 MiB"),
+        (
+            &["-l", "0,1", "-m", "lots", "--vdev", "net_null0"],
+            "-m \"lots\"",
+        ),
+        (
+            &["-l", "0,1", "--iova-mode=xx", "--vdev", "net_null0"],
+            "--iova-mode \"xx\"",
+        ),
+        (
+            &["-l", "0,1", "--vdev", "net_null0", "--", "--eth-peer=0,zz"],
+            "--eth-peer",
+        ),
+        (
+            &[
+                "-l",
+                "0,1",
+                "--vdev",
+                "net_null0",
+                "--",
+                "--stats-period=-1",
+            ],
+            "--stats-period",
+        ),
+        (
+            &["-l", "0,1", "--vdev", "net_null0", "--", "--portmask=0x4"],
+            "port 2",
+        ),
+        (
+            &[
+                "-l",
+                "0,1",
+                "--vdev",
+                "net_null0",
+                "--",
+                "--port-topology=star",
+            ],
+            "--port-topology",
+        ),
+        (
+            &["-l", "0,1", "--vdev", "net_null0", "--", "--mbcache=9999"],
+            "--mbcache 9999",
+        ),
+        (
+            &[
+                "-l",
+                "0,1",
+                "--vdev",
+                "net_null0",
+                "--",
+                "--total-num-mbufs=10",
+            ],
+            "at least 1024",
+        ),
+        (
+            &[
+                "-l",
+                "0,1",
+                "--vdev",
+                "net_null0",
+                "--",
+                "--stats-format=xml",
+            ],
+            "--stats-format",
+        ),
+    ];
+    for (args, needle) in cases {
+        let mut a = vec!["--no-huge".to_string()];
+        a.extend(args.iter().map(|s| s.to_string()));
+        let out = run(&a);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: exit status, stderr: {err}"
+        );
+        assert!(
+            err.contains(needle),
+            "{args:?}: stderr does not name {needle:?}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{args:?}: panicked: {err}");
+    }
+}
+
+#[test]
+fn unknown_options_are_rejected_by_clap_with_status_2() {
+    for args in [
+        &["--frobnicate"][..],
+        &["--vdev", "net_null0", "--", "--frobnicate"][..],
+    ] {
+        let out = run(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains("--frobnicate"), "{err}");
+    }
+    let help = run(&["--help".to_string()]);
+    assert_eq!(help.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&help.stdout).contains("--vdev"));
+}
+
+#[test]
+fn null_io_run_ends_by_itself_with_json_statistics() {
+    let out = run(&eal(&[
+        "--vdev=net_null0",
+        "--vdev=net_null1",
+        "--",
+        "--forward-mode=io",
+        "--burst=32",
+        "--stats-period=0.2",
+        "--run-time=1",
+        "--stats-format=json",
+    ]));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ev = json_events(&out);
+    let stats: Vec<&Value> = ev.iter().filter(|e| e["event"] == "stats").collect();
+    assert!(
+        stats.len() >= 3,
+        "expected periodic stats, got {}",
+        stats.len()
+    );
+    let last = stats.last().unwrap();
+    assert_eq!(last["ports"].as_array().unwrap().len(), 2);
+    assert!(last["total"]["rx_pps"].as_f64().unwrap() > 1e5, "{last}");
+    let p0 = &last["ports"][0];
+    // 64-byte packets: wire bit/s = (64 + 4 + 20) * 8 per packet.
+    let (pps, wire) = (
+        p0["rx_pps"].as_f64().unwrap(),
+        p0["rx_wire_bps"].as_f64().unwrap(),
+    );
+    assert!((wire - pps * 88.0 * 8.0).abs() <= 1.0 + wire * 1e-9, "{p0}");
+    let fin = event(&ev, "final");
+    let total = &fin["total"];
+    assert!(total["rx_packets"].as_u64().unwrap() > 0);
+    // null tx takes everything: nothing dropped, and every received packet was sent.
+    assert_eq!(total["tx_dropped"].as_u64(), Some(0));
+    let (rx, tx) = (
+        total["rx_packets"].as_u64().unwrap(),
+        total["tx_packets"].as_u64().unwrap(),
+    );
+    assert_eq!(rx, tx, "io forwarding sends what it receives");
+    let mp = &event(&ev, "mempool")["mempool"];
+    assert_eq!(mp["in_use"].as_u64(), Some(0), "{mp}");
+    assert_eq!(mp["available"], mp["size"]);
+}
+
+#[test]
+fn max_packets_ends_the_run() {
+    let t = Instant::now();
+    let out = run(&eal(&[
+        "--vdev=net_null0",
+        "--vdev=net_null1",
+        "--",
+        "--max-packets=2000000",
+        "--run-time=60",
+        "--stats-format=json",
+    ]));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(30),
+        "the packet count did not end the run"
+    );
+    let ev = json_events(&out);
+    assert!(event(&ev, "final")["total"]["rx_packets"].as_u64().unwrap() >= 2_000_000);
+}
+
+fn signal_stops(sig: &str) {
+    let child = testpmd()
+        .args(eal(&[
+            "--vdev=net_null0",
+            "--vdev=net_null1",
+            "--",
+            "--run-time=60",
+            "--stats-period=0.5",
+        ]))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let t = Instant::now();
+    let st = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{sig}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "{sig}: too slow to stop"
+    );
+    assert!(text.contains("Telling cores to stop (signal)"), "{text}");
+    assert!(
+        text.contains("Accumulated forward statistics for all ports"),
+        "{text}"
+    );
+    assert!(text.contains("NIC statistics for port 1"), "{text}");
+    assert!(text.contains("mbufs back in the pool"), "{text}");
+}
+
+#[test]
+fn sigint_prints_final_statistics_and_exits_0() {
+    signal_stops("-INT");
+}
+
+#[test]
+fn sigterm_prints_final_statistics_and_exits_0() {
+    signal_stops("-TERM");
+}
+
+#[test]
+fn every_mode_runs_and_returns_every_mbuf() {
+    for mode in [
+        "io", "mac", "macswap", "rxonly", "txonly", "flowgen", "icmpecho", "5tswap",
+    ] {
+        for ports in [
+            &["--vdev=net_null0,copy=1", "--vdev=net_null1,copy=1"][..],
+            &[
+                "--vdev=net_ring0,peer=net_ring1",
+                "--vdev=net_ring1,peer=net_ring0",
+            ][..],
+        ] {
+            let mut extra: Vec<&str> = ports.to_vec();
+            let fm = format!("--forward-mode={mode}");
+            extra.extend([
+                "--",
+                &fm,
+                "--tx-first",
+                "--run-time=0.3",
+                "--stats-format=json",
+                "--rxq=2",
+                "--txq=2",
+            ]);
+            let out = run(&eal(&extra));
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{mode} {ports:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let ev = json_events(&out);
+            let fin = event(&ev, "final");
+            assert_eq!(fin["mode"], mode);
+            let total = &fin["total"];
+            let moved =
+                total["rx_packets"].as_u64().unwrap() + total["tx_packets"].as_u64().unwrap();
+            assert!(moved > 0, "{mode} {ports:?}: nothing moved: {fin}");
+            assert_eq!(
+                event(&ev, "mempool")["mempool"]["in_use"].as_u64(),
+                Some(0),
+                "{mode} {ports:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn demo_runs_without_arguments_root_or_hugepages() {
+    let t = Instant::now();
+    let out = testpmd().stdin(Stdio::null()).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(t.elapsed() < Duration::from_secs(20));
+    assert!(text.contains("nicpoll testpmd demo"), "{text}");
+    assert!(
+        text.matches("NIC statistics for port 0").count() >= 5,
+        "{text}"
+    );
+    assert!(
+        text.contains("Telling cores to stop (run time reached)"),
+        "{text}"
+    );
+    assert!(text.contains("mbufs back in the pool"), "{text}");
+}
