@@ -320,3 +320,72 @@ fn bursts_and_stats(driver: &str, port: &mut dyn Port, pool: &Mempool, delivery:
     port.stop()
         .unwrap_or_else(|e| panic!("{driver}: stop: {e}"));
 }
+
+/// A veth pair created for one test and deleted when dropped, so kernel-backed
+/// ports can be tested without touching any interface the machine already has.
+#[derive(Debug)]
+pub struct VethPair {
+    /// One end.
+    pub a: String,
+    /// The other end.
+    pub b: String,
+}
+
+impl VethPair {
+    /// Create `<tag>a`/`<tag>b` (tag: up to 12 characters), both up, IPv6 off so
+    /// the kernel sends no chatter of its own. Returns `None` (after printing why)
+    /// where the test cannot create interfaces, e.g. without CAP_NET_ADMIN.
+    pub fn create(tag: &str) -> Option<VethPair> {
+        assert!(tag.len() <= 12, "interface names are at most 15 bytes");
+        let (a, b) = (format!("{tag}a"), format!("{tag}b"));
+        let ip = |args: &[&str]| {
+            std::process::Command::new("ip")
+                .args(args)
+                .stderr(std::process::Stdio::piped())
+                .output()
+        };
+        // A pair left by a killed earlier run would make `add` fail.
+        let _ = ip(&["link", "del", &a]);
+        match ip(&["link", "add", &a, "type", "veth", "peer", "name", &b]) {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => {
+                eprintln!("skipped: cannot create veth pair {a}/{b}: {}", String::from_utf8_lossy(&o.stderr).trim());
+                return None;
+            }
+            Err(e) => {
+                eprintln!("skipped: cannot run ip(8) to create a veth pair: {e}");
+                return None;
+            }
+        }
+        let pair = VethPair { a, b };
+        for end in [&pair.a, &pair.b] {
+            let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{end}/disable_ipv6"), "1");
+            let ok = ip(&["link", "set", end, "up"]).map(|o| o.status.success()).unwrap_or(false);
+            assert!(ok, "cannot bring {end} up");
+        }
+        Some(pair)
+    }
+}
+
+impl VethPair {
+    /// Send everything that arrives at `b` straight back out of `b`, so a port on
+    /// `a` sees its own frames come back, in order: [`Delivery::Loopback`] for
+    /// kernel-backed ports (tc ingress qdisc + u32 match-all + mirred redirect).
+    pub fn loop_back_far_end(&self) {
+        let tc = |args: &[&str]| {
+            let o = std::process::Command::new("tc").args(args).output().expect("tc(8) runs");
+            assert!(o.status.success(), "tc {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        };
+        tc(&["qdisc", "add", "dev", &self.b, "ingress"]);
+        tc(&[
+            "filter", "add", "dev", &self.b, "parent", "ffff:", "protocol", "all", "u32", "match", "u32", "0", "0",
+            "action", "mirred", "egress", "redirect", "dev", &self.b,
+        ]);
+    }
+}
+
+impl Drop for VethPair {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip").args(["link", "del", &self.a]).output();
+    }
+}
