@@ -11,6 +11,8 @@
 //! the shared ring. Threads that are not lcores use the ring directly.
 
 pub mod ring;
+#[cfg(test)]
+mod tests;
 
 use std::cell::UnsafeCell;
 use std::fmt;
@@ -167,16 +169,18 @@ impl PoolInner {
         // SAFETY: this thread holds lcore `id`, so it alone touches this cache.
         let objs = unsafe { &mut *cache.objs.get() };
         let mut len = cache.len.load(Ordering::Relaxed) as usize;
-        objs[len..len + ptrs.len()].copy_from_slice(ptrs);
-        len += ptrs.len();
-        if len as u32 >= self.flush_threshold {
-            // Keep cache_size hot elements, return the oldest above that.
-            let excess = len - self.cache_size as usize;
-            let ok = self.ring.enqueue_bulk(&objs[self.cache_size as usize..len]);
+        let n = ptrs.len();
+        if len + n > self.flush_threshold as usize {
+            // Return the oldest (coldest) elements to the ring and keep the ones
+            // just freed, which are still in this CPU's cache.
+            let old = (len + n - self.cache_size as usize).min(len);
+            let ok = self.ring.enqueue_bulk(&objs[..old]);
             debug_assert!(ok, "mempool ring overflow: an element was freed twice");
-            let _ = excess;
-            len = self.cache_size as usize;
+            objs.copy_within(old..len, 0);
+            len -= old;
         }
+        objs[len..len + n].copy_from_slice(ptrs);
+        len += n;
         cache.len.store(len as u32, Ordering::Release);
     }
 

@@ -1,0 +1,264 @@
+//! Mempool, mbuf and batch behaviour.
+
+use super::*;
+use crate::lcore;
+use crate::memory::{DmaMemory, IovaMode, MemoryConfig};
+fn frame(n: usize) -> Vec<u8> {
+    (0..n).map(|i| i as u8).collect()
+}
+
+fn pool(n: u32, cache: u32) -> (DmaMemory, Mempool) {
+    let mem = DmaMemory::plain();
+    let mut cfg = MempoolConfig::new("t", n);
+    cfg.cache_size = cache;
+    let p = Mempool::new(&mem, &cfg).unwrap();
+    (mem, p)
+}
+
+#[test]
+fn counts_follow_allocations_and_drops() {
+    let (_m, p) = pool(64, 0);
+    assert_eq!((p.size(), p.available(), p.in_use()), (64, 64, 0));
+    let a = p.alloc().unwrap();
+    let b = p.alloc().unwrap();
+    assert_eq!(p.in_use(), 2);
+    drop(a);
+    assert_eq!(p.in_use(), 1);
+    drop(b);
+    assert_eq!(p.stats().available, 64);
+    let all: Vec<Mbuf> = (0..64).map(|_| p.alloc().unwrap()).collect();
+    assert!(p.alloc().is_none(), "an empty pool says so");
+    drop(all);
+    assert_eq!(p.in_use(), 0);
+}
+
+#[test]
+fn elements_are_aligned_to_the_stride_and_distinct() {
+    let (_m, p) = pool(32, 0);
+    assert_eq!(p.stride(), 2048);
+    let v: Vec<Mbuf> = (0..32).map(|_| p.alloc().unwrap()).collect();
+    let mut addrs: Vec<usize> = v
+        .iter()
+        .map(|m| m.buf_addr() as usize - crate::mbuf::HEADER_SIZE)
+        .collect();
+    assert!(addrs.iter().all(|a| a % 2048 == 0));
+    addrs.sort_unstable();
+    addrs.dedup();
+    assert_eq!(addrs.len(), 32);
+    let mut cfg = MempoolConfig::new("big", 4);
+    cfg.buf_size = 3000;
+    let mem = DmaMemory::plain();
+    assert_eq!(Mempool::new(&mem, &cfg).unwrap().stride(), 4096);
+    cfg.buf_size = 5000;
+    assert!(
+        Mempool::new(&mem, &cfg)
+            .unwrap_err()
+            .to_string()
+            .contains("too large")
+    );
+    cfg.buf_size = 1000;
+    cfg.cache_size = 600;
+    assert!(
+        Mempool::new(&mem, &cfg)
+            .unwrap_err()
+            .to_string()
+            .contains("--mbcache")
+    );
+}
+
+#[test]
+fn mbuf_data_operations_respect_bounds() {
+    let (_m, p) = pool(4, 0);
+    let mut m = p.alloc().unwrap();
+    assert_eq!((m.len(), m.headroom()), (0, 128));
+    assert_eq!(m.capacity(), 2048 - 64 - 128);
+    assert!(m.append(10).is_some());
+    m.data_mut().copy_from_slice(&[7; 10]);
+    assert!(m.prepend(4).is_some());
+    assert_eq!(m.len(), 14);
+    assert_eq!(m.headroom(), 124);
+    assert!(m.adj(4));
+    assert_eq!(m.data(), &[7; 10]);
+    assert!(m.trim(3));
+    assert_eq!(m.len(), 7);
+    assert!(
+        !m.trim(8) && !m.adj(8),
+        "cannot remove more than the packet"
+    );
+    assert!(m.prepend(129).is_none(), "headroom is finite");
+    assert!(m.append(m.tailroom() + 1).is_none());
+    assert!(!m.set_len(m.capacity() + 1));
+    assert!(!m.set_data(2000, 100), "offset + length beyond the buffer");
+    assert!(m.set_data(0, 100));
+    assert_eq!(m.data_iova(), m.buf_iova());
+    m.set_rss_hash(0xabcd);
+    assert_eq!(m.rss_hash(), 0xabcd);
+    assert!(m.ol_flags() & crate::mbuf::flags::RX_RSS_HASH != 0);
+    m.reset();
+    assert_eq!((m.len(), m.headroom(), m.ol_flags()), (0, 128, 0));
+    assert_eq!(m.pool_name(), "t");
+}
+
+#[test]
+fn fresh_mbufs_are_reset() {
+    let (_m, p) = pool(1, 0);
+    let mut m = p.alloc().unwrap();
+    m.set_data(10, 50);
+    m.set_ol_flags(0xff);
+    drop(m);
+    let m = p.alloc().unwrap();
+    assert_eq!((m.len(), m.headroom(), m.ol_flags()), (0, 128, 0));
+}
+
+#[test]
+fn batch_front_back_and_tail_semantics() {
+    let (_m, p) = pool(600, 0);
+    let mut b = MbufBatch::with_burst(8);
+    assert_eq!(b.spare(), 8);
+    assert!(p.alloc_bulk(&mut b, 5));
+    assert!(!p.alloc_bulk(&mut b, 4), "more than spare is refused");
+    assert_eq!(b.len(), 5);
+    for (i, m) in b.iter_mut().enumerate() {
+        m.set_len(i + 1);
+    }
+    let first = b.pop_front().unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(b.free_front(2), 2);
+    assert_eq!(
+        b.as_slice().iter().map(|m| m.len()).collect::<Vec<_>>(),
+        vec![4, 5]
+    );
+    // Appending after taking from the front compacts instead of overflowing.
+    let mut big = MbufBatch::new();
+    assert!(p.alloc_bulk(&mut big, 510));
+    big.free_front(500);
+    assert!(p.alloc_bulk(&mut big, 20));
+    assert_eq!(big.len(), 30);
+    let freed = big.retain_mut(|m| {
+        m.set_len(1);
+        false
+    });
+    assert_eq!(freed, 30);
+    assert!(big.is_empty());
+    let mut one = MbufBatch::with_burst(1);
+    one.push(p.alloc().unwrap()).unwrap();
+    let back = one.push(p.alloc().unwrap()).unwrap_err();
+    drop(back);
+    drop((first, b, big, one));
+    assert_eq!(p.in_use(), 0);
+}
+
+#[test]
+fn lcore_caches_keep_hot_buffers_and_count_as_available() {
+    let (_m, p) = pool(2048, 64);
+    let p2 = p.clone();
+    std::thread::spawn(move || {
+        let _g = lcore::register(40).unwrap();
+        let mut b = MbufBatch::with_burst(32);
+        assert!(p2.alloc_bulk(&mut b, 32));
+        let first = b.as_slice()[0].buf_addr() as usize;
+        b.clear();
+        // LIFO: the last freed comes back first.
+        assert!(p2.alloc_bulk(&mut b, 32));
+        assert!(b.iter().any(|m| m.buf_addr() as usize == first));
+        b.clear();
+        let s = p2.stats();
+        assert!(s.cached > 0, "{s:?}");
+        assert_eq!(s.in_use, 0);
+        p2.flush_cache();
+        assert_eq!(p2.stats().cached, 0);
+    })
+    .join()
+    .unwrap();
+    assert_eq!(p.in_use(), 0);
+}
+
+#[test]
+fn many_lcores_share_one_pool_without_losing_buffers() {
+    let (_m, p) = pool(4096, 128);
+    let threads: Vec<_> = (0..4u32)
+        .map(|t| {
+            let p = p.clone();
+            std::thread::spawn(move || {
+                let _g = lcore::register(50 + t).unwrap();
+                let mut held: Vec<MbufBatch> = Vec::new();
+                for round in 0..2000 {
+                    let mut b = MbufBatch::with_burst(32);
+                    if p.alloc_bulk(&mut b, 1 + (round % 32)) {
+                        held.push(b);
+                    }
+                    if held.len() > 8 {
+                        held.remove(0);
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let s = p.stats();
+    assert_eq!(s.in_use, 0, "{s:?}");
+    assert_eq!(s.available, 4096);
+}
+
+#[test]
+fn dropping_a_pool_with_mbufs_out_keeps_them_valid() {
+    let (_m, p) = pool(8, 0);
+    let mut m = p.alloc().unwrap();
+    drop(p);
+    // The pool leaked itself: the mbuf still works and can be freed.
+    assert!(m.set_len(60));
+    m.data_mut().copy_from_slice(&frame(60));
+    drop(m);
+}
+
+#[test]
+fn mbuf_ring_moves_and_frees() {
+    let (_m, p) = pool(64, 0);
+    let r = MbufRing::new(16, false);
+    let mut b = MbufBatch::with_burst(32);
+    assert!(p.alloc_bulk(&mut b, 20));
+    assert_eq!(r.enqueue_from(&mut b), 16);
+    assert_eq!(b.len(), 4, "the unsent tail stays");
+    let mut out = MbufBatch::with_burst(10);
+    assert_eq!(r.dequeue_into(&mut out), 10);
+    assert_eq!(r.len(), 6);
+    drop(r);
+    drop((b, out));
+    assert_eq!(p.in_use(), 0, "a dropped ring frees what it held");
+}
+
+#[test]
+fn pa_mode_keeps_every_element_inside_one_page() {
+    let mem = match DmaMemory::new(MemoryConfig {
+        iova_mode: Some(IovaMode::Pa),
+        file_prefix: format!("nptest{}", std::process::id()),
+        ..MemoryConfig::default()
+    }) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("skipped: PA mode unavailable here ({e})");
+            return;
+        }
+    };
+    let cfg = MempoolConfig::new("pa", 2048);
+    let p = match Mempool::new(&mem, &cfg) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("skipped: no hugepages for a PA pool ({e})");
+            return;
+        }
+    };
+    let r = p.region();
+    for i in 0..p.size() as usize {
+        assert!(
+            r.is_iova_contiguous(i * p.stride(), p.stride()),
+            "element {i} straddles a page"
+        );
+    }
+    let m = p.alloc().unwrap();
+    let off = m.buf_addr() as usize - crate::mbuf::HEADER_SIZE - r.as_ptr() as usize;
+    assert_eq!(m.buf_iova(), r.iova(off + crate::mbuf::HEADER_SIZE));
+    assert_ne!(m.buf_iova(), m.buf_addr() as u64, "PA is not the VA");
+}
