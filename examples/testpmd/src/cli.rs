@@ -250,8 +250,9 @@ pub struct AppArgs {
     #[arg(long = "no-numa")]
     pub no_numa: bool,
     // dpdk-testpmd options not supported yet: known by name, rejected with a reason.
-    #[arg(long = "cmdline-file", hide = true)]
-    pub cmdline_file: Option<String>,
+    /// Run the commands of this file at start (interactive mode).
+    #[arg(long = "cmdline-file", value_name = "FILE")]
+    pub cmdline_file: Option<PathBuf>,
     #[arg(long = "max-pkt-len", hide = true)]
     pub max_pkt_len: Option<String>,
     #[arg(long = "record-core-cycles", hide = true)]
@@ -340,6 +341,12 @@ pub struct Config {
     pub link_check: bool,
     /// The built-in demo (no arguments at all).
     pub demo: bool,
+    /// `-i`: the interactive prompt.
+    pub interactive: bool,
+    /// `-a`: start forwarding at once (interactive mode; always without -i).
+    pub auto_start: bool,
+    /// `--cmdline-file`.
+    pub cmdline_file: Option<PathBuf>,
 }
 
 /// Which ports forward.
@@ -461,16 +468,6 @@ fn build(eal: EalArgs, app: AppArgs, demo: bool) -> Result<Config, UsageError> {
             eal.match_allocations,
             "--match-allocations",
             "memory is never freed back during a run",
-        ),
-        (
-            app.interactive,
-            "-i/--interactive",
-            "the interactive prompt is not built yet; use --stats-period and --run-time",
-        ),
-        (
-            app.cmdline_file.is_some(),
-            "--cmdline-file",
-            "comes with the interactive prompt",
         ),
         (
             app.max_pkt_len.is_some(),
@@ -909,13 +906,17 @@ fn build(eal: EalArgs, app: AppArgs, demo: bool) -> Result<Config, UsageError> {
              (run testpmd without arguments for a demo)",
         ));
     }
-    let _ = (
-        eal.no_pci,
-        eal.channels,
-        eal.no_telemetry,
-        eal.no_shconf,
-        app.auto_start,
-    );
+    if app.interactive && app.stats_period.is_some() {
+        return Err(usage(
+            "--stats-period prints without -i only (it would garble the prompt); use `show port stats all` at the prompt",
+        ));
+    }
+    if app.cmdline_file.is_some() && !app.interactive {
+        return Err(usage(
+            "--cmdline-file needs -i (the commands run at the interactive prompt)",
+        ));
+    }
+    let _ = (eal.no_pci, eal.channels, eal.no_telemetry, eal.no_shconf);
     let _ = (app.no_lsc_interrupt, app.no_rmv_interrupt, app.no_numa);
     Ok(Config {
         lcores,
@@ -950,5 +951,8 @@ fn build(eal: EalArgs, app: AppArgs, demo: bool) -> Result<Config, UsageError> {
         flush_rx: !app.no_flush_rx,
         link_check: !app.disable_link_check,
         demo,
+        interactive: app.interactive,
+        auto_start: app.auto_start,
+        cmdline_file: app.cmdline_file,
     })
 }

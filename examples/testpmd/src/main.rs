@@ -4,9 +4,11 @@
 
 mod cli;
 mod display;
+mod interactive;
 mod plan;
 mod registry;
 mod run;
+mod session;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -42,19 +44,24 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     }
-    match run::run(&cfg, stop) {
-        Ok(report) if report.mbufs_returned => ExitCode::SUCCESS,
+    let result = if cfg.interactive {
+        interactive::run(cfg, stop)
+    } else {
+        run::run(cfg, stop)
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
         Ok(_) => {
             eprintln!(
                 "testpmd: error: mbufs were lost (see the mempool line above); this is a bug, please report it"
             );
             ExitCode::from(1)
         }
-        Err(run::RunError::Usage(e)) => {
+        Err(session::RunError::Usage(e)) => {
             eprintln!("testpmd: {e}");
             ExitCode::from(2)
         }
-        Err(run::RunError::Runtime(e)) => {
+        Err(session::RunError::Runtime(e)) => {
             eprintln!("testpmd: error: {e:#}");
             ExitCode::from(1)
         }

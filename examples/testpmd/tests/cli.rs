@@ -116,8 +116,32 @@ fn bad_input_is_a_usage_error_naming_the_argument() {
             "several segments",
         ),
         (
-            &["-l", "0,1", "--vdev", "net_null0", "--", "-i"],
-            "-i/--interactive is not supported yet",
+            &[
+                "-l",
+                "0,1",
+                "--vdev",
+                "net_null0",
+                "--",
+                "-i",
+                "--stats-period=1",
+            ],
+            "--stats-period prints without -i only",
+        ),
+        (
+            &["-l", "0,1", "--vdev", "net_null0", "--", "--cmdline-file=x"],
+            "--cmdline-file needs -i",
+        ),
+        (
+            &[
+                "-l",
+                "0,1",
+                "--vdev",
+                "net_null0",
+                "--",
+                "-i",
+                "--cmdline-file=/nonexistent/x",
+            ],
+            "--cmdline-file /nonexistent/x",
         ),
         (
             &["-l", "0,1", "--vdev", "net_null0", "--", "--rss-ip"],

@@ -1,0 +1,204 @@
+//! Interactive mode through a pseudo-terminal (script(1) gives the prompt a real
+//! terminal, so line editing and tab completion are live), from piped stdin,
+//! and from --cmdline-file.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_testpmd");
+
+fn base_args() -> String {
+    format!("{BIN} --no-huge -l 0,1 --vdev net_null0 --vdev net_null1 -- -i")
+}
+
+/// Run testpmd under script(1), typing `keys` with a pause between chunks; returns
+/// what the terminal showed and the exit status.
+fn pty_session(extra: &str, keys: &[&str]) -> Option<(String, Option<i32>)> {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: script(1) from util-linux is not installed");
+        return None;
+    }
+    let cmd = format!("{} {extra}", base_args());
+    let mut child = Command::new("script")
+        .args(["-qfec", &cmd, "/dev/null"])
+        .env("TERM", "xterm")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    for k in keys {
+        stdin.write_all(k.as_bytes()).unwrap();
+        stdin.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if child.try_wait().unwrap().is_none() {
+        let _ = child.kill();
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    Some((
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        out.status.code(),
+    ))
+}
+
+#[test]
+fn prompt_edits_completes_survives_typos_and_quits() {
+    let Some((screen, code)) = pty_session(
+        "",
+        &[
+            "start\r",
+            "show port stats all\r",
+            "set fwd warp\r",
+            "this is not a command\r",
+            // Tab completion: "sho" + Tab completes to "show ".
+            "sho\tport summary all\r",
+            "show fwd stats all\r",
+            "stop\r",
+            "quit\r",
+        ],
+    ) else {
+        return;
+    };
+    assert_eq!(code, Some(0), "{screen}");
+    assert!(screen.contains("testpmd> "), "{screen}");
+    assert!(screen.contains("NIC statistics for port 1"), "{screen}");
+    assert!(
+        screen.contains("Bad arguments: unknown forwarding mode \"warp\""),
+        "{screen}"
+    );
+    assert!(screen.contains("Bad arguments: bad command"), "{screen}");
+    assert!(
+        screen.contains("Number of available ports: 2"),
+        "tab completion: {screen}"
+    );
+    // Forwarding survived the typos: stop still reports it ran.
+    assert!(
+        screen.contains("Accumulated forward statistics for all ports"),
+        "{screen}"
+    );
+    assert!(screen.contains("Telling cores to stop (stop)"), "{screen}");
+    assert!(screen.contains("mbufs back in the pool"), "{screen}");
+}
+
+#[test]
+fn commands_from_piped_stdin_and_from_a_file() {
+    let dir = tempfile_dir();
+    let file = dir.join("cmds.txt");
+    std::fs::write(&file, "set fwd macswap\nset burst 16\nshow config fwd\n").unwrap();
+    let mut child = Command::new(BIN)
+        .args([
+            "--no-huge",
+            "-l",
+            "0,1",
+            "--vdev",
+            "net_null0",
+            "--vdev",
+            "net_null1",
+            "--",
+            "-i",
+        ])
+        .arg(format!("--cmdline-file={}", file.display()))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(b"start\nport stop 0\nshow port info 0\n")
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        stdin.write_all(b"stop\nshow port info 0\nquit\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("macswap packet forwarding - ports=2"),
+        "file commands ran: {text}"
+    );
+    assert!(text.contains("packets/burst=16"), "{text}");
+    assert!(
+        text.contains("Bad arguments: stop forwarding first"),
+        "port stop refused while forwarding: {text}"
+    );
+    assert!(text.contains("Infos for port 0"), "{text}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn end_of_input_and_sigterm_end_the_session_cleanly() {
+    let out = Command::new(BIN)
+        .args([
+            "--no-huge",
+            "-l",
+            "0,1",
+            "--vdev",
+            "net_null0",
+            "--",
+            "-i",
+            "-a",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("Telling cores to stop (end of input)"),
+        "auto-started, stopped at EOF: {text}"
+    );
+
+    let child = Command::new(BIN)
+        .args([
+            "--no-huge",
+            "-l",
+            "0,1",
+            "--vdev",
+            "net_null0",
+            "--",
+            "-i",
+            "-a",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Keep stdin open: end of input must not be what stops it.
+    let mut child = child;
+    let stdin = child.stdin.take();
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = child.wait_with_output().unwrap();
+    drop(stdin);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("Telling cores to stop (signal)"), "{text}");
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("np-interactive-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
