@@ -86,6 +86,7 @@ fn txonly_to_rxonly_over_a_ring_pair_measures_latency_without_loss() {
         }],
         pool: pool.clone(),
         latency: LatencyRecorder::new(),
+        latency_live: None,
     };
     let recv_spec = StreamSpec {
         rx_port: 1,
@@ -105,6 +106,7 @@ fn txonly_to_rxonly_over_a_ring_pair_measures_latency_without_loss() {
         }],
         pool: pool.clone(),
         latency: LatencyRecorder::new(),
+        latency_live: None,
     };
     let base = EngineConfig::default();
     let stop_rx = Arc::new(AtomicBool::new(false));
@@ -213,6 +215,7 @@ fn io_between_null_ports_forwards_everything_it_receives() {
         streams,
         pool: pool.clone(),
         latency: LatencyRecorder::new(),
+        latency_live: None,
     };
     let stop = Arc::new(AtomicBool::new(false));
     let h = spawn_lcore(3, work, EngineConfig::default(), stop.clone());

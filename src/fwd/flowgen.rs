@@ -93,6 +93,16 @@ impl Engine for FlowGen {
     #[inline(always)]
     fn forward(&mut self, ctx: &mut StreamCtx<'_>) {
         if ctx.receive() > 0 {
+            // Frames a generator (this one looped back, or another) stamped
+            // give their latency here too, so one flowgen measures a loop.
+            if self.stamp {
+                let now = crate::time::now_ns();
+                for m in ctx.batch.iter() {
+                    if let Some(st) = super::latency::read_stamp(m.data()) {
+                        ctx.latency.record(st, now);
+                    }
+                }
+            }
             ctx.batch.clear();
         }
         let n = ctx.batch.burst();

@@ -158,7 +158,17 @@ pub struct LcoreWork {
     pub pool: Mempool,
     /// Latency and sequence recorder, merged by the main thread at the end.
     pub latency: LatencyRecorder,
+    /// Where the lcore publishes a copy of its recorder about once a second,
+    /// for live telemetry (None: no publishing).
+    pub latency_live: Option<LatencyShare>,
 }
+
+/// A recorder shared with the main thread for live telemetry. The lcore only
+/// `try_lock`s it, once a second at most, never per packet.
+pub type LatencyShare = Arc<std::sync::Mutex<LatencyRecorder>>;
+
+/// How often an lcore publishes its latency recorder.
+pub const LATENCY_PUBLISH_NS: u64 = 1_000_000_000;
 
 /// Run `cfg.mode` on this lcore until `stop` is set, first sending `tx_first`
 /// bursts of generated packets on every stream.
@@ -194,8 +204,10 @@ fn run_engine<E: Engine>(
         streams,
         pool,
         latency,
+        latency_live,
         ..
     } = work;
+    let mut next_publish = crate::time::now_ns() + LATENCY_PUBLISH_NS;
     if tx_first > 0 {
         for s in streams.iter() {
             let mut gen_engine = txonly::TxOnly::new(cfg, &s.info);
@@ -237,6 +249,16 @@ fn run_engine<E: Engine>(
         }
         if stop.load(Ordering::Relaxed) {
             break 'outer;
+        }
+        if let Some(share) = latency_live.as_ref() {
+            let now = crate::time::now_ns();
+            if now >= next_publish {
+                next_publish = now + LATENCY_PUBLISH_NS;
+                // Never wait for the reader: skip this round if it holds the lock.
+                if let Ok(mut g) = share.try_lock() {
+                    g.clone_from(latency);
+                }
+            }
         }
     }
     // Give back anything a buggy engine left behind; counted so it is not lost silently.

@@ -231,6 +231,9 @@ pub struct AppArgs {
     /// Number of flows flowgen cycles through.
     #[arg(long = "flowgen-flows", value_name = "N")]
     pub flowgen_flows: Option<u32>,
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 0.0.0.0:9100 (nicpoll).
+    #[arg(long = "metrics", value_name = "ADDR")]
+    pub metrics: Option<String>,
     /// Do not stamp generated packets nor record latency on receive (nicpoll).
     #[arg(long = "no-latency")]
     pub no_latency: bool,
@@ -347,6 +350,8 @@ pub struct Config {
     pub auto_start: bool,
     /// `--cmdline-file`.
     pub cmdline_file: Option<PathBuf>,
+    /// `--metrics ADDR`.
+    pub metrics: Option<String>,
 }
 
 /// Which ports forward.
@@ -954,5 +959,6 @@ fn build(eal: EalArgs, app: AppArgs, demo: bool) -> Result<Config, UsageError> {
         interactive: app.interactive,
         auto_start: app.auto_start,
         cmdline_file: app.cmdline_file,
+        metrics: app.metrics,
     })
 }

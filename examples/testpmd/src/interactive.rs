@@ -407,7 +407,12 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<bool, RunError> {
         .name("cli".into())
         .spawn(move || read_lines(tx, tty))
         .map_err(|e| RunError::Runtime(anyhow::anyhow!("starting the command reader: {e}")))?;
+    let mut next_metrics = Instant::now();
     let reason = loop {
+        if Instant::now() >= next_metrics {
+            s.publish_metrics();
+            next_metrics = Instant::now() + Duration::from_millis(250);
+        }
         if stop.load(Ordering::Relaxed) {
             break "signal";
         }

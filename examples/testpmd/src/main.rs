@@ -5,6 +5,7 @@
 mod cli;
 mod display;
 mod interactive;
+mod metrics;
 mod plan;
 mod registry;
 mod run;

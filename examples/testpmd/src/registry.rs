@@ -4,10 +4,15 @@
 use nicpoll::port::DevArgs;
 use nicpoll::{Error, Port, Result};
 use nicpoll_null::NullPort;
+use nicpoll_pcap::PcapPort;
 use nicpoll_ring::{RingBus, RingPort};
 
 /// Drivers a `--vdev` may name, for messages.
-pub const VDEV_DRIVERS: &[&str] = &[nicpoll_null::DRIVER, nicpoll_ring::DRIVER];
+pub const VDEV_DRIVERS: &[&str] = &[
+    nicpoll_null::DRIVER,
+    nicpoll_ring::DRIVER,
+    nicpoll_pcap::DRIVER,
+];
 
 /// Create one port per device, port ids in the order given.
 pub fn create_ports(vdevs: &[DevArgs]) -> Result<Vec<Box<dyn Port>>> {
@@ -20,6 +25,10 @@ pub fn create_ports(vdevs: &[DevArgs]) -> Result<Vec<Box<dyn Port>>> {
         let driver = d.driver.replacen("eth_", "net_", 1);
         match driver.as_str() {
             nicpoll_null::DRIVER => slots.push(Some(Box::new(NullPort::from_devargs(
+                &normalized(d, &driver),
+                id,
+            )?))),
+            nicpoll_pcap::DRIVER => slots.push(Some(Box::new(PcapPort::from_devargs(
                 &normalized(d, &driver),
                 id,
             )?))),

@@ -22,6 +22,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<bool, RunError> {
     let period = period.map(Duration::from_secs_f64);
     let deadline = run_time.map(|t| started + Duration::from_secs_f64(t));
     let mut next_stats = period.map(|p| started + p);
+    let mut next_metrics = started;
     let reason = loop {
         let now = Instant::now();
         if stop.load(Ordering::Relaxed) {
@@ -35,6 +36,10 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<bool, RunError> {
         }
         if s.lcore_finished() {
             break "a forwarding lcore stopped";
+        }
+        if now >= next_metrics {
+            s.publish_metrics();
+            next_metrics = now + Duration::from_millis(250);
         }
         if let (Some(p), Some(t)) = (period, next_stats)
             && now >= t

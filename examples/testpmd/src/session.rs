@@ -9,7 +9,8 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use nicpoll::fwd::{
-    EngineConfig, FwdCounters, FwdCountersRef, LatencyRecorder, LcoreStream, LcoreWork, StreamInfo,
+    EngineConfig, FwdCounters, FwdCountersRef, LatencyRecorder, LatencyShare, LcoreStream,
+    LcoreWork, StreamInfo,
 };
 use nicpoll::lcore::{self, Lcore};
 use nicpoll::mbuf::MbufBatch;
@@ -22,6 +23,7 @@ use serde_json::json;
 
 use crate::cli::{Config, StatsFormat, UsageError};
 use crate::display::{self, FwdPortTotals};
+use crate::metrics::{self, MetricsServer, PortSample};
 use crate::plan::{self, Plan, PlanInput};
 use crate::registry;
 
@@ -138,6 +140,7 @@ struct ActiveFwd {
     started: Instant,
     base: Vec<PortStats>,
     mode: nicpoll::fwd::FwdMode,
+    latency_shares: Vec<LatencyShare>,
 }
 
 /// The whole state of a testpmd process.
@@ -151,6 +154,10 @@ pub struct Session {
     pool: Mempool,
     ports: Vec<PortSlot>,
     fwd: Option<ActiveFwd>,
+    metrics: Option<MetricsServer>,
+    metric_meters: Vec<RateMeter>,
+    /// Latency of the last finished forwarding run (for telemetry after `stop`).
+    last_latency: LatencyRecorder,
 }
 
 /// The pool size testpmd would pick, adapted: every ring full, every cache full,
@@ -222,7 +229,19 @@ impl Session {
             pool.buf_len(),
             pool.stride()
         ));
+        let metrics = match &cfg.metrics {
+            Some(addr) => {
+                let m = MetricsServer::start(addr).map_err(usage)?;
+                out.text(&format!("Metrics: http://{}/metrics\n", m.addr()));
+                Some(m)
+            }
+            None => None,
+        };
+        let nb_ports = ports.len();
         let mut s = Session {
+            metrics,
+            metric_meters: (0..nb_ports).map(|_| RateMeter::new()).collect(),
+            last_latency: LatencyRecorder::new(),
             cfg,
             out,
             _mem: mem,
@@ -416,7 +435,15 @@ impl Session {
 
         // Hand each lcore the queues its streams use.
         let mut works: Vec<PreparedLcore> = Vec::new();
+        let mut latency_shares: Vec<LatencyShare> = Vec::new();
         for (lc, stream_ids) in &plan.lcores {
+            let share: Option<LatencyShare> = self
+                .metrics
+                .as_ref()
+                .map(|_| Arc::new(std::sync::Mutex::new(LatencyRecorder::new())));
+            if let Some(sh) = &share {
+                latency_shares.push(sh.clone());
+            }
             let mut w = LcoreWork {
                 lcore: lc.id,
                 rx: Vec::new(),
@@ -424,6 +451,7 @@ impl Session {
                 streams: Vec::new(),
                 pool: self.pool.clone(),
                 latency: LatencyRecorder::new(),
+                latency_live: share,
             };
             let mut rx_keys: Vec<(u16, u16)> = Vec::new();
             let mut tx_keys: Vec<(u16, u16)> = Vec::new();
@@ -524,6 +552,7 @@ impl Session {
             started: Instant::now(),
             base,
             mode: self.cfg.mode,
+            latency_shares,
         });
         if let Some(e) = spawn_error {
             let _ = self.stop_forwarding("spawn failure");
@@ -588,6 +617,7 @@ impl Session {
             }
         }
         self.final_report(&f.plan, &f.counters, &f.base, &latency, elapsed, f.mode);
+        self.last_latency = latency;
         match failure {
             Some(e) => Err(e),
             None => Ok(()),
@@ -676,6 +706,54 @@ impl Session {
             "ports": jports,
             "total": {"rx_pps": tot_rx, "tx_pps": tot_tx},
         }));
+    }
+
+    /// Render the telemetry text and hand it to the metrics server (if any).
+    pub fn publish_metrics(&mut self) {
+        let Some(server) = &self.metrics else { return };
+        let now = Instant::now();
+        let mut latency = LatencyRecorder::new();
+        match &self.fwd {
+            Some(f) => {
+                for sh in &f.latency_shares {
+                    if let Ok(g) = sh.lock() {
+                        latency.merge(&g);
+                    }
+                }
+            }
+            None => latency.merge(&self.last_latency),
+        }
+        let names: Vec<String> = self.ports.iter().map(|p| p.port.info().name).collect();
+        let samples: Vec<PortSample<'_>> = self
+            .ports
+            .iter()
+            .zip(self.metric_meters.iter_mut())
+            .enumerate()
+            .map(|(i, (slot, meter))| {
+                let stats = slot.port.stats();
+                PortSample {
+                    port: i as u16,
+                    name: &names[i],
+                    stats,
+                    rates: meter.sample(stats, now),
+                    xstats: slot.port.xstats(),
+                    fwd_dropped: self
+                        .fwd
+                        .as_ref()
+                        .map_or(0, |f| fwd_dropped_by_port(&f.plan, &f.counters, i as u16)),
+                    link_up: slot.port.link().up,
+                }
+            })
+            .collect();
+        let ps = self.pool.stats();
+        let text = metrics::render(
+            &samples,
+            self.fwd.is_some(),
+            self.cfg.mode.name(),
+            &latency,
+            (self.pool.name(), &ps),
+        );
+        server.publish(text);
     }
 
     /// Take a rate sample of every port without printing (the next show then
@@ -966,11 +1044,7 @@ fn memory_and_pool(
     }
 }
 
-fn config_text(
-    cfg: &Config,
-    plan: &Plan,
-    works: &[PreparedLcore],
-) -> String {
+fn config_text(cfg: &Config, plan: &Plan, works: &[PreparedLcore]) -> String {
     let mut text = format!(
         "{} packet forwarding{} - ports={} - cores={} - streams={} - NUMA support disabled, MP allocation mode: native\n",
         cfg.mode,

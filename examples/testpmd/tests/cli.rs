@@ -447,3 +447,160 @@ fn demo_runs_without_arguments_root_or_hugepages() {
     );
     assert!(text.contains("mbufs back in the pool"), "{text}");
 }
+
+/// Scrape `path` from `addr` with a plain HTTP/1.1 GET.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body
+}
+
+fn metric(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name_and_labels))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name_and_labels} in:\n{text}"))
+}
+
+#[test]
+fn metrics_endpoint_serves_prometheus_text_with_latency() {
+    use std::io::{BufRead, BufReader};
+    let mut child = testpmd()
+        .args(eal(&[
+            "--vdev=net_ring0,peer=net_ring1",
+            "--vdev=net_ring1,peer=net_ring0",
+            "--",
+            "--forward-mode=flowgen",
+            "--metrics=127.0.0.1:0",
+            "--run-time=20",
+        ]))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let l = lines
+            .next()
+            .expect("testpmd printed its metrics address")
+            .unwrap();
+        if let Some(rest) = l.strip_prefix("Metrics: http://") {
+            break rest.trim_end_matches("/metrics").to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    std::thread::sleep(Duration::from_millis(2500));
+    let first = http_get(&addr, "/metrics");
+    assert!(first.starts_with("HTTP/1.1 200 OK"), "{first}");
+    assert!(
+        first.contains("Content-Type: text/plain; version=0.0.4"),
+        "{first}"
+    );
+    assert!(
+        first.contains("# TYPE nicpoll_port_rx_packets_total counter"),
+        "{first}"
+    );
+    let rx1 = metric(
+        &first,
+        "nicpoll_port_rx_packets_total{port=\"1\",name=\"net_ring1\"}",
+    );
+    assert!(rx1 > 0.0);
+    assert!(
+        metric(
+            &first,
+            "nicpoll_queue_rx_packets_total{port=\"1\",name=\"net_ring1\",queue=\"0\"}"
+        ) > 0.0
+    );
+    assert!(metric(&first, "nicpoll_port_rx_pps{port=\"1\",name=\"net_ring1\"}") > 0.0);
+    assert_eq!(metric(&first, "nicpoll_forwarding{mode=\"flowgen\"}"), 1.0);
+    // flowgen receives its own stamped packets over the ring pair: live latency.
+    let count = metric(&first, "nicpoll_latency_seconds_count");
+    assert!(count > 0.0, "{first}");
+    assert!(metric(&first, "nicpoll_latency_seconds_bucket{le=\"+Inf\"}") == count);
+    assert!(first.contains("nicpoll_mempool_in_use{pool=\"mb_pool_0\"}"));
+    std::thread::sleep(Duration::from_millis(600));
+    let second = http_get(&addr, "/metrics");
+    assert!(
+        metric(
+            &second,
+            "nicpoll_port_rx_packets_total{port=\"1\",name=\"net_ring1\"}"
+        ) > rx1,
+        "counters move"
+    );
+    assert!(http_get(&addr, "/other").starts_with("HTTP/1.1 404"));
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+/// Frames of a classic pcap file (header 24 bytes, records 16 + caplen).
+fn pcap_frames(path: &std::path::Path) -> Vec<Vec<u8>> {
+    let b = std::fs::read(path).unwrap();
+    let mut out = Vec::new();
+    let mut off = 24;
+    while off + 16 <= b.len() {
+        let caplen = u32::from_le_bytes(b[off + 8..off + 12].try_into().unwrap()) as usize;
+        out.push(b[off + 16..off + 16 + caplen].to_vec());
+        off += 16 + caplen;
+    }
+    out
+}
+
+#[test]
+fn pcap_ports_record_generated_traffic_and_replay_it() {
+    let dir = std::env::temp_dir().join(format!("np-pcap-e2e-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (a, b) = (dir.join("a.pcap"), dir.join("b.pcap"));
+    // txonly on a port whose transmit side is a pcap file.
+    let out = run(&eal(&[
+        &format!("--vdev=net_pcap0,tx_pcap={}", a.display()),
+        "--",
+        "--forward-mode=txonly",
+        "--txpkts=100",
+        "--max-packets=5000",
+        "--no-latency",
+    ]));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let gen_frames = pcap_frames(&a);
+    assert!(gen_frames.len() >= 5000, "{}", gen_frames.len());
+    assert!(
+        gen_frames
+            .iter()
+            .all(|f| f.len() == 100 && f[12..14] == [0x08, 0x00])
+    );
+    // io forwarding from that file to another: every frame, byte for byte.
+    let out = run(&eal(&[
+        &format!("--vdev=net_pcap0,rx_pcap={}", a.display()),
+        &format!("--vdev=net_pcap1,tx_pcap={}", b.display()),
+        "--",
+        "--forward-mode=io",
+        "--run-time=1",
+        // Draining receive queues before the start would eat the file's first frames.
+        "--no-flush-rx",
+    ]));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let replayed = pcap_frames(&b);
+    assert_eq!(replayed.len(), gen_frames.len(), "replayed frame count");
+    assert!(replayed == gen_frames, "replayed frames differ in content");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
