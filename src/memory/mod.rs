@@ -16,6 +16,7 @@ mod pagemap;
 mod region;
 
 use std::path::PathBuf;
+
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use crate::error::{Error, Result};
@@ -98,6 +99,34 @@ pub struct DmaMemory {
 
 static NEXT_SEGMENT: AtomicU32 = AtomicU32::new(0);
 
+/// Remove hugepage files named `<prefix>map_*` in `dir` that no process holds:
+/// a live region keeps a shared flock on its file, so a file we can lock
+/// exclusively was left by a process that was killed. Returns what was removed.
+pub fn remove_stale_files(dir: &std::path::Path, prefix: &str) -> Vec<(PathBuf, u64)> {
+    let mut removed = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return removed;
+    };
+    let start = format!("{prefix}map_");
+    for e in entries.flatten() {
+        let name = e.file_name();
+        if !name.to_string_lossy().starts_with(&start) {
+            continue;
+        }
+        let path = e.path();
+        let Ok(f) = std::fs::File::open(&path) else {
+            continue;
+        };
+        if rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok() {
+            let bytes = f.metadata().map(|m| m.len()).unwrap_or(0);
+            if std::fs::remove_file(&path).is_ok() {
+                removed.push((path, bytes));
+            }
+        }
+    }
+    removed
+}
+
 impl DmaMemory {
     /// Set up the allocator: find the hugetlbfs mount (unless `no_huge`) and settle
     /// the IOVA mode. Does not reserve memory yet.
@@ -107,6 +136,15 @@ impl DmaMemory {
         } else {
             Some(hugepage::find_mount(config.huge_dir.as_deref())?)
         };
+        if let Some(m) = &mount {
+            for (path, bytes) in remove_stale_files(&m.path, &config.file_prefix) {
+                log::warn!(
+                    "removed {} ({} MiB of hugepages) left behind by a process that died",
+                    path.display(),
+                    bytes >> 20
+                );
+            }
+        }
         let iova_mode = match (config.iova_mode, config.no_huge) {
             (Some(IovaMode::Pa), true) => {
                 return Err(Error::NoHugetlbfs {
@@ -217,5 +255,35 @@ impl DmaMemory {
                 self.iova_mode.name()
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod stale_tests {
+    use super::remove_stale_files;
+
+    #[test]
+    fn only_unlocked_files_with_our_prefix_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let stale = dir.path().join("npmap_123_0");
+        let live = dir.path().join("npmap_456_0");
+        let other = dir.path().join("othermap_1_0");
+        for p in [&stale, &live, &other] {
+            std::fs::write(p, b"x").unwrap();
+        }
+        let holder = std::fs::File::open(&live).unwrap();
+        rustix::fs::flock(&holder, rustix::fs::FlockOperation::LockShared).unwrap();
+        let removed = remove_stale_files(dir.path(), "np");
+        assert_eq!(
+            removed.iter().map(|r| r.0.clone()).collect::<Vec<_>>(),
+            vec![stale.clone()]
+        );
+        assert!(!stale.exists() && live.exists() && other.exists());
+        drop(holder);
+        assert_eq!(
+            remove_stale_files(dir.path(), "np").len(),
+            1,
+            "unlocked once its holder is gone"
+        );
     }
 }

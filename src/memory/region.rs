@@ -47,6 +47,8 @@ pub struct DmaRegion {
     page_iovas: Box<[u64]>,
     /// The backing file while it exists (not for anonymous or unlinked regions).
     path: Option<PathBuf>,
+    /// The open backing file, holding a shared flock for the region's life.
+    lock: Option<File>,
     what: String,
 }
 
@@ -274,11 +276,15 @@ impl DmaRegion {
             let hint = (e.raw_os_error() == Some(libc::ENOMEM)).then_some(SHORT_HINT);
             io_error("mmap", e, hint)
         })?;
-        // The mapping keeps the file's pages; the descriptor is no longer needed.
-        drop(file);
+        // The mapping keeps the file's pages. The descriptor stays open with a
+        // shared lock, so a later start can tell a live file from one a killed
+        // process left behind (see `remove_stale_files`), across PID namespaces.
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockShared)
+            .map_err(|e| io_error("flock", e.into(), None))?;
         created.armed = false;
         // From here the region's Drop unmaps and removes the file on any error.
         let mut region = DmaRegion::new(what, ptr, len, page, mode, Some(path.to_path_buf()));
+        region.lock = Some(file);
 
         if unlink {
             fs::remove_file(path).map_err(|e| io_error("unlink", e, None))?;
@@ -317,6 +323,7 @@ impl DmaRegion {
             iova_mode: mode,
             page_iovas: Box::new([]),
             path,
+            lock: None,
             what: what.to_string(),
         }
     }

@@ -604,3 +604,83 @@ fn pcap_ports_record_generated_traffic_and_replay_it() {
     assert!(replayed == gen_frames, "replayed frames differ in content");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn hugepage_files_of_a_killed_run_are_removed_at_the_next_start() {
+    let free: u64 = std::fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("HugePages_Free:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0);
+    if free < 16 || !std::path::Path::new("/dev/hugepages").exists() {
+        eprintln!("skipped: needs free hugepages and /dev/hugepages");
+        return;
+    }
+    let prefix = format!("npkill{}", std::process::id());
+    let args = [
+        "-l",
+        "0,1",
+        "--file-prefix",
+        &prefix,
+        "--vdev=net_null0",
+        "--",
+        "--run-time=30",
+        "--total-num-mbufs=4096",
+    ];
+    let mut child = testpmd()
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let files = || -> Vec<String> {
+        std::fs::read_dir("/dev/hugepages")
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with(&prefix))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while files().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let left = files();
+    if left.is_empty() {
+        let _ = child.kill();
+        let _ = child.wait();
+        eprintln!("skipped: this user cannot create hugepage files");
+        return;
+    }
+    child.kill().unwrap(); // SIGKILL: no cleanup runs
+    child.wait().unwrap();
+    assert_eq!(files(), left, "a killed run leaves its files");
+    let again: Vec<String> = args
+        .iter()
+        .map(|s| {
+            if *s == "--run-time=30" {
+                "--run-time=0.2"
+            } else {
+                s
+            }
+            .to_string()
+        })
+        .collect();
+    let out = run(&again);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("left behind by a process that died"), "{err}");
+    assert!(
+        files().is_empty(),
+        "stale and own files are gone: {:?}",
+        files()
+    );
+}
