@@ -1,13 +1,20 @@
 //! Packet buffers: the [`Mbuf`] handle and the inline [`MbufBatch`] that bursts move.
 //!
 //! Every buffer is one element of a [`Mempool`](crate::Mempool): a fixed
-//! power-of-two stride (2 KiB or 4 KiB), aligned to that stride, that begins with
-//! a 64-byte [`MbufHeader`] followed by the headroom and the data room:
+//! power-of-two stride (2 KiB or 4 KiB), aligned to that stride. The 64-byte
+//! [`MbufHeader`] sits in front of the headroom, and a fresh mbuf's data always
+//! starts [`ELEMENT_DATA_OFFSET`] bytes into the element, so a device (or an
+//! AF_XDP UMEM with a fixed headroom) can be given element addresses:
 //!
 //! ```text
-//! | MbufHeader (64 B) | headroom (128 B) | packet data ... | tailroom |
-//! ^ element start      ^ buffer start      ^ data_off
+//! | color pad | MbufHeader (64 B) | headroom (>= 128 B) | packet data ... | tailroom |
+//! ^ element    ^ element + color*64 ^ buffer start        ^ element + 384
 //! ```
+//!
+//! The header's position varies with the element's *color* (0 to 3, element
+//! index modulo [`COLORS`]). With a power-of-two stride every header would
+//! otherwise fall in the same two sets of a 64-set L1 cache, and a burst of 32
+//! headers would miss on every access; four colors spread them over eight sets.
 //!
 //! An `Mbuf` owns its buffer, is not `Clone`, and returns the buffer to its pool
 //! when dropped. No reference counting, no heap allocation. A driver that hands a
@@ -24,8 +31,14 @@ use crate::mempool::PoolInner;
 pub const MAX_BURST: usize = 512;
 /// Size of the header at the start of every element.
 pub const HEADER_SIZE: usize = 64;
-/// Default headroom in front of the packet data (RTE_PKTMBUF_HEADROOM).
+/// Smallest headroom in front of a fresh mbuf's data (RTE_PKTMBUF_HEADROOM);
+/// elements of lower colors have more.
 pub const DEFAULT_HEADROOM: u16 = 128;
+/// Header positions per element (cache coloring, see the module docs).
+pub const COLORS: usize = 4;
+/// Where a fresh mbuf's data starts, from the element start, whatever its color.
+pub const ELEMENT_DATA_OFFSET: usize =
+    (COLORS - 1) * HEADER_SIZE + HEADER_SIZE + DEFAULT_HEADROOM as usize;
 
 /// Offload and status flags carried in [`MbufHeader::ol_flags`].
 pub mod flags {
@@ -59,7 +72,10 @@ pub struct MbufHeader {
     pub(crate) timestamp: u64,
     pub(crate) vlan_tci: u16,
     pub(crate) packet_type: u16,
-    pub(crate) reserved: u32,
+    /// data_off of a fresh mbuf (its headroom), fixed per element.
+    pub(crate) default_data_off: u16,
+    /// Offset of this header from the element start (color * 64).
+    pub(crate) elem_off: u16,
     pub(crate) user: u64,
 }
 
@@ -231,7 +247,7 @@ impl Mbuf {
     #[inline(always)]
     pub fn reset(&mut self) {
         let h = self.hdr_mut();
-        h.data_off = DEFAULT_HEADROOM.min(h.buf_len as u16);
+        h.data_off = h.default_data_off;
         h.data_len = 0;
         h.ol_flags = 0;
         h.vlan_tci = 0;
@@ -254,6 +270,23 @@ impl Mbuf {
     #[inline(always)]
     pub fn buf_addr(&self) -> *mut u8 {
         self.buf_ptr()
+    }
+
+    /// Start of the pool element holding this buffer (what an AF_XDP UMEM or a
+    /// descriptor ring addresses); the data of a fresh mbuf is at
+    /// `element_addr() + ELEMENT_DATA_OFFSET`.
+    #[inline(always)]
+    pub fn element_addr(&self) -> *mut u8 {
+        // SAFETY: the header sits `elem_off` bytes into its element.
+        unsafe { (self.hdr.as_ptr() as *mut u8).sub(self.hdr().elem_off as usize) }
+    }
+
+    /// Headroom of a fresh mbuf of this element (`ELEMENT_DATA_OFFSET` minus the
+    /// header's position and size): where data lands when written at the
+    /// element's fixed data offset.
+    #[inline(always)]
+    pub fn default_headroom(&self) -> usize {
+        self.hdr().default_data_off as usize
     }
 
     /// Size of the buffer after the header (headroom + data room).
@@ -521,6 +554,20 @@ impl MbufBatch {
         self.free_front(self.len())
     }
 
+    /// Free every held packet and return (packets, bytes): what a transmit
+    /// path that consumes everything counts, in one pass over the headers.
+    #[inline]
+    pub fn clear_counting_bytes(&mut self) -> (usize, u64) {
+        let n = self.len();
+        if n == 0 {
+            return (0, 0);
+        }
+        let bytes = free_raw_bulk(&self.slots[self.start..self.end]);
+        self.start = 0;
+        self.end = 0;
+        (n, bytes)
+    }
+
     /// Keep the packets for which `keep` returns true, in order; free the others.
     /// Returns how many were freed.
     pub fn retain_mut(&mut self, mut keep: impl FnMut(&mut Mbuf) -> bool) -> usize {
@@ -579,22 +626,34 @@ impl MbufBatch {
     }
 }
 
-/// Return raw element pointers to their pools, one bulk put per run of the same pool.
+/// Return raw element pointers to their pools, one bulk put per run of the same
+/// pool; returns the sum of their data lengths (read from the same header line).
 #[inline]
-pub(crate) fn free_raw_bulk(ptrs: &[usize]) {
+pub(crate) fn free_raw_bulk(ptrs: &[usize]) -> u64 {
+    let mut bytes = 0u64;
     let mut i = 0;
     while i < ptrs.len() {
         // SAFETY: each pointer is an element the caller owns; its header names its pool.
-        let pool = unsafe { (*(ptrs[i] as *const MbufHeader)).pool };
+        let (pool, len) = unsafe {
+            let h = &*(ptrs[i] as *const MbufHeader);
+            (h.pool, h.data_len)
+        };
+        bytes += len as u64;
         let mut j = i + 1;
-        // SAFETY: as above.
-        while j < ptrs.len() && unsafe { (*(ptrs[j] as *const MbufHeader)).pool } == pool {
+        while j < ptrs.len() {
+            // SAFETY: as above.
+            let h = unsafe { &*(ptrs[j] as *const MbufHeader) };
+            if h.pool != pool {
+                break;
+            }
+            bytes += h.data_len as u64;
             j += 1;
         }
         // SAFETY: the pool outlives its elements.
         unsafe { (*pool).put_bulk(&ptrs[i..j]) };
         i = j;
     }
+    bytes
 }
 
 impl Drop for MbufBatch {

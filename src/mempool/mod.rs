@@ -24,12 +24,17 @@ use crossbeam_utils::CachePadded;
 
 use crate::error::{Error, Result};
 use crate::lcore::{self, MAX_LCORES};
-use crate::mbuf::{DEFAULT_HEADROOM, HEADER_SIZE, Mbuf, MbufBatch, MbufHeader};
+use crate::mbuf::{
+    COLORS, DEFAULT_HEADROOM, ELEMENT_DATA_OFFSET, HEADER_SIZE, Mbuf, MbufBatch, MbufHeader,
+};
 use crate::memory::{DmaMemory, DmaRegion};
 use ring::{PtrRing, Sync};
 
 /// Largest per-lcore cache (testpmd's `--mbcache` limit).
 pub const MAX_CACHE_SIZE: u32 = 512;
+/// Largest `buf_size` (headroom + data room) a pool element holds.
+pub const MAX_BUF_SIZE: usize = 4096 - ELEMENT_DATA_OFFSET + DEFAULT_HEADROOM as usize;
+
 /// Default per-lcore cache size (testpmd's DEF_MBUF_CACHE).
 pub const DEFAULT_CACHE_SIZE: u32 = 250;
 
@@ -40,9 +45,10 @@ pub struct MempoolConfig {
     pub name: String,
     /// Number of buffers.
     pub count: u32,
-    /// Bytes after the header: headroom plus data room (DPDK's mbuf "data room
-    /// size"). The element stride is the smallest of 2 KiB and 4 KiB that holds
-    /// the header and this.
+    /// Headroom plus data room (DPDK's mbuf "data room size", which includes
+    /// RTE_PKTMBUF_HEADROOM): the data room asked for is this minus 128. The
+    /// element stride is the smallest of 2 KiB and 4 KiB whose data room (the
+    /// stride minus [`ELEMENT_DATA_OFFSET`]) holds it.
     pub buf_size: u32,
     /// Per-lcore cache size, 0 to disable.
     pub cache_size: u32,
@@ -54,14 +60,14 @@ impl MempoolConfig {
         MempoolConfig {
             name: name.to_string(),
             count,
-            buf_size: (2048 - HEADER_SIZE) as u32,
+            buf_size: (2048 - ELEMENT_DATA_OFFSET) as u32 + DEFAULT_HEADROOM as u32,
             cache_size: DEFAULT_CACHE_SIZE,
         }
     }
 
     /// The element stride this configuration gets, or why none fits.
     pub fn stride(&self) -> Result<usize> {
-        let need = HEADER_SIZE + self.buf_size as usize;
+        let need = ELEMENT_DATA_OFFSET - DEFAULT_HEADROOM as usize + self.buf_size as usize;
         if need <= 2048 {
             Ok(2048)
         } else if need <= 4096 {
@@ -71,8 +77,7 @@ impl MempoolConfig {
                 pool: self.name.clone(),
                 reason: format!(
                     "buffer size {} is too large: at most {} bytes (headroom + data room) fit a 4 KiB element",
-                    self.buf_size,
-                    4096 - HEADER_SIZE
+                    self.buf_size, MAX_BUF_SIZE
                 ),
             })
         }
@@ -94,7 +99,8 @@ pub struct PoolInner {
     region: DmaRegion,
     stride: usize,
     count: u32,
-    buf_len: u32,
+    /// Bytes from a fresh mbuf's data start to the element end (same for all).
+    data_room: u32,
     cache_size: u32,
     flush_threshold: u32,
     ring: PtrRing,
@@ -201,7 +207,7 @@ impl PoolInner {
         let h = p as *mut MbufHeader;
         // SAFETY: `p` is an element this pool owns and just handed out.
         unsafe {
-            (*h).data_off = DEFAULT_HEADROOM;
+            (*h).data_off = (*h).default_data_off;
             (*h).data_len = 0;
             (*h).ol_flags = 0;
             (*h).vlan_tci = 0;
@@ -283,7 +289,7 @@ impl Mempool {
         let bytes = cfg.count as usize * stride;
         let region = mem.alloc(&format!("mempool {}", cfg.name), bytes)?;
         debug_assert_eq!(region.as_ptr() as usize % stride, 0);
-        let buf_len = (stride - HEADER_SIZE) as u32;
+        let data_room = (stride - ELEMENT_DATA_OFFSET) as u32;
         // DPDK flushes above 1.5x the cache size; the cache array holds that plus
         // one maximal put before the flush.
         let flush_threshold = cfg.cache_size + cfg.cache_size / 2;
@@ -302,7 +308,7 @@ impl Mempool {
             name: cfg.name.clone(),
             stride,
             count: cfg.count,
-            buf_len,
+            data_room,
             cache_size: cfg.cache_size,
             flush_threshold: flush_threshold.max(1),
             ring: PtrRing::new(cfg.count as usize, Sync::Multi, Sync::Multi),
@@ -315,22 +321,25 @@ impl Mempool {
         let pool = unsafe { inner.as_ref() };
         let mut ptrs = Vec::with_capacity(cfg.count as usize);
         for i in 0..cfg.count as usize {
-            let off = i * stride;
+            let elem_off = (i % COLORS) * HEADER_SIZE;
+            let off = i * stride + elem_off;
             let p = pool.region.as_ptr() as usize + off;
+            let default_data_off = (ELEMENT_DATA_OFFSET - elem_off - HEADER_SIZE) as u16;
             let hdr = MbufHeader {
                 pool: inner.as_ptr(),
                 buf_iova: pool.region.iova(off + HEADER_SIZE),
-                data_off: DEFAULT_HEADROOM,
+                data_off: default_data_off,
                 data_len: 0,
                 port: 0,
                 queue: 0,
-                buf_len,
+                buf_len: (stride - elem_off - HEADER_SIZE) as u32,
                 rss_hash: 0,
                 ol_flags: 0,
                 timestamp: 0,
                 vlan_tci: 0,
                 packet_type: 0,
-                reserved: 0,
+                default_data_off,
+                elem_off: elem_off as u16,
                 user: 0,
             };
             // SAFETY: `p` is inside the region, aligned to the stride (>= 64), and
@@ -366,14 +375,9 @@ impl Mempool {
         self.inner().stride
     }
 
-    /// Bytes after the header in each element (headroom + data room).
-    pub fn buf_len(&self) -> usize {
-        self.inner().buf_len as usize
-    }
-
-    /// Largest packet a fresh mbuf holds (data room after the default headroom).
+    /// Largest packet a fresh mbuf holds: the stride minus [`ELEMENT_DATA_OFFSET`].
     pub fn data_room(&self) -> usize {
-        self.inner().buf_len as usize - DEFAULT_HEADROOM as usize
+        self.inner().data_room as usize
     }
 
     /// The DMA region holding every element (for UMEM / memory-region registration).
@@ -430,6 +434,43 @@ impl Mempool {
         }
         for &p in slots.iter() {
             inner.init_header(p);
+        }
+        batch.commit_back(n);
+        true
+    }
+
+    /// As [`Mempool::alloc_bulk`], and set each new mbuf's length, port and
+    /// queue in the same pass over the headers (what a receive path does next
+    /// anyway). False, and nothing allocated, if `len` does not fit the data room.
+    #[inline]
+    pub fn alloc_bulk_rx(
+        &self,
+        batch: &mut MbufBatch,
+        n: usize,
+        len: u16,
+        port: u16,
+        queue: u16,
+    ) -> bool {
+        let inner = self.inner();
+        if n > batch.spare() || len as u32 > inner.data_room {
+            return false;
+        }
+        let slots = batch.raw_spare(n);
+        if !inner.get_bulk(slots) {
+            return false;
+        }
+        for &p in slots.iter() {
+            let h = p as *mut MbufHeader;
+            // SAFETY: `p` is an element this pool just handed out; we own it.
+            unsafe {
+                (*h).data_off = (*h).default_data_off;
+                (*h).data_len = len;
+                (*h).port = port;
+                (*h).queue = queue;
+                (*h).ol_flags = 0;
+                (*h).vlan_tci = 0;
+                (*h).packet_type = 0;
+            }
         }
         batch.commit_back(n);
         true

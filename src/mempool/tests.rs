@@ -37,16 +37,27 @@ fn elements_are_aligned_to_the_stride_and_distinct() {
     let (_m, p) = pool(32, 0);
     assert_eq!(p.stride(), 2048);
     let v: Vec<Mbuf> = (0..32).map(|_| p.alloc().unwrap()).collect();
-    let mut addrs: Vec<usize> = v
-        .iter()
-        .map(|m| m.buf_addr() as usize - crate::mbuf::HEADER_SIZE)
-        .collect();
+    let mut addrs: Vec<usize> = v.iter().map(|m| m.element_addr() as usize).collect();
     assert!(addrs.iter().all(|a| a % 2048 == 0));
+    // Fresh data sits at the same element offset whatever the header's color.
+    assert!(
+        v.iter()
+            .all(|m| m.data().as_ptr() as usize - m.element_addr() as usize
+                == crate::mbuf::ELEMENT_DATA_OFFSET)
+    );
+    // Headers are spread over the colors (one 64-byte step each).
+    let mut colors: Vec<usize> = v
+        .iter()
+        .map(|m| m.buf_addr() as usize - m.element_addr() as usize)
+        .collect();
+    colors.sort_unstable();
+    colors.dedup();
+    assert_eq!(colors, vec![64, 128, 192, 256]);
     addrs.sort_unstable();
     addrs.dedup();
     assert_eq!(addrs.len(), 32);
     let mut cfg = MempoolConfig::new("big", 4);
-    cfg.buf_size = 3000;
+    cfg.buf_size = 2048;
     let mem = DmaMemory::plain();
     assert_eq!(Mempool::new(&mem, &cfg).unwrap().stride(), 4096);
     cfg.buf_size = 5000;
@@ -70,13 +81,15 @@ fn elements_are_aligned_to_the_stride_and_distinct() {
 fn mbuf_data_operations_respect_bounds() {
     let (_m, p) = pool(4, 0);
     let mut m = p.alloc().unwrap();
-    assert_eq!((m.len(), m.headroom()), (0, 128));
-    assert_eq!(m.capacity(), 2048 - 64 - 128);
+    let h = m.headroom();
+    assert_eq!(m.len(), 0);
+    assert!((128..=320).contains(&h), "{h}");
+    assert_eq!(m.capacity(), 2048 - crate::mbuf::ELEMENT_DATA_OFFSET);
     assert!(m.append(10).is_some());
     m.data_mut().copy_from_slice(&[7; 10]);
     assert!(m.prepend(4).is_some());
     assert_eq!(m.len(), 14);
-    assert_eq!(m.headroom(), 124);
+    assert_eq!(m.headroom(), h - 4);
     assert!(m.adj(4));
     assert_eq!(m.data(), &[7; 10]);
     assert!(m.trim(3));
@@ -85,7 +98,7 @@ fn mbuf_data_operations_respect_bounds() {
         !m.trim(8) && !m.adj(8),
         "cannot remove more than the packet"
     );
-    assert!(m.prepend(129).is_none(), "headroom is finite");
+    assert!(m.prepend(h + 1).is_none(), "headroom is finite");
     assert!(m.append(m.tailroom() + 1).is_none());
     assert!(!m.set_len(m.capacity() + 1));
     assert!(!m.set_data(2000, 100), "offset + length beyond the buffer");
@@ -95,7 +108,7 @@ fn mbuf_data_operations_respect_bounds() {
     assert_eq!(m.rss_hash(), 0xabcd);
     assert!(m.ol_flags() & crate::mbuf::flags::RX_RSS_HASH != 0);
     m.reset();
-    assert_eq!((m.len(), m.headroom(), m.ol_flags()), (0, 128, 0));
+    assert_eq!((m.len(), m.headroom(), m.ol_flags()), (0, h, 0));
     assert_eq!(m.pool_name(), "t");
 }
 
@@ -107,7 +120,10 @@ fn fresh_mbufs_are_reset() {
     m.set_ol_flags(0xff);
     drop(m);
     let m = p.alloc().unwrap();
-    assert_eq!((m.len(), m.headroom(), m.ol_flags()), (0, 128, 0));
+    assert_eq!(
+        (m.len(), m.headroom(), m.ol_flags()),
+        (0, m.default_headroom(), 0)
+    );
 }
 
 #[test]
@@ -258,7 +274,7 @@ fn pa_mode_keeps_every_element_inside_one_page() {
         );
     }
     let m = p.alloc().unwrap();
-    let off = m.buf_addr() as usize - crate::mbuf::HEADER_SIZE - r.as_ptr() as usize;
-    assert_eq!(m.buf_iova(), r.iova(off + crate::mbuf::HEADER_SIZE));
+    let off = m.buf_addr() as usize - r.as_ptr() as usize;
+    assert_eq!(m.buf_iova(), r.iova(off));
     assert_ne!(m.buf_iova(), m.buf_addr() as u64, "PA is not the VA");
 }

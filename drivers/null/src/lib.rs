@@ -263,16 +263,16 @@ impl RxQueue for NullRxQueue {
             return 0;
         }
         let first = out.len();
-        if !self.pool.alloc_bulk(out, n) {
+        if !self
+            .pool
+            .alloc_bulk_rx(out, n, self.size, self.port, self.queue)
+        {
             self.counters.rx_nombuf.add(n as u64);
             return 0;
         }
         let size = self.size as usize;
-        for m in &mut out.as_mut_slice()[first..] {
-            m.set_len(size);
-            m.set_port(self.port);
-            m.set_queue(self.queue);
-            if self.copy {
+        if self.copy {
+            for m in &mut out.as_mut_slice()[first..] {
                 m.data_mut().copy_from_slice(&self.template);
             }
         }
@@ -291,17 +291,15 @@ struct NullTxQueue {
 impl TxQueue for NullTxQueue {
     #[inline]
     fn tx_burst(&mut self, pkts: &mut MbufBatch) -> usize {
-        let mut bytes = 0u64;
-        for m in pkts.iter() {
-            bytes += m.len() as u64;
-            if self.copy {
+        if self.copy {
+            for m in pkts.iter() {
                 // Read the packet as a device would (DPDK's copy=1 copies it out).
                 let d = m.data();
                 let k = d.len().min(self.sink.len());
                 self.sink[..k].copy_from_slice(&d[..k]);
             }
         }
-        let n = pkts.clear();
+        let (n, bytes) = pkts.clear_counting_bytes();
         self.counters.tx_packets.add(n as u64);
         self.counters.tx_bytes.add(bytes);
         n

@@ -777,11 +777,11 @@ fn build(eal: EalArgs, app: AppArgs, demo: bool) -> Result<Config, UsageError> {
         )));
     }
     if let Some(s) = app.mbuf_size
-        && (s < 256 || s as usize > 4096 - nicpoll::mbuf::HEADER_SIZE)
+        && (s < 256 || s as usize > nicpoll::mempool::MAX_BUF_SIZE)
     {
         return Err(usage(format!(
             "--mbuf-size {s}: give a size from 256 to {} (headroom + data room; elements are 2 or 4 KiB)",
-            4096 - nicpoll::mbuf::HEADER_SIZE
+            nicpoll::mempool::MAX_BUF_SIZE
         )));
     }
 

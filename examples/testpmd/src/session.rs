@@ -222,11 +222,11 @@ impl Session {
             )));
         }
         out.text(&format!(
-            "EAL: {}\ntestpmd: create a new mbuf pool <{}>: n={}, size={}, stride={}\n",
+            "EAL: {}\ntestpmd: create a new mbuf pool <{}>: n={}, data room={}, stride={}\n",
             mem.describe(),
             pool.name(),
             pool.size(),
-            pool.buf_len(),
+            pool.data_room(),
             pool.stride()
         ));
         let metrics = match &cfg.metrics {
