@@ -143,6 +143,56 @@ pub enum Error {
     /// The forwarding configuration cannot be built.
     #[error("forwarding configuration: {0}")]
     FwdConfig(String),
+
+    /// A VFIO system call failed (open of a container or group node, an ioctl,
+    /// pread/pwrite of a device region, mmap of a BAR).
+    #[error("VFIO {op} {object}: {source}{}", owned_hint_suffix(hint))]
+    Vfio {
+        /// The operation (`open`, `VFIO_SET_IOMMU(NOIOMMU)`, `VFIO_IOMMU_MAP_DMA`, ...).
+        op: &'static str,
+        /// What it was done on (a file, a group, a PCI address, a DMA range).
+        object: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+        /// The usual fix, naming the capability, file or setting involved.
+        hint: Option<String>,
+    },
+
+    /// VFIO cannot be used as asked, though no system call failed (group not
+    /// viable, API version, no usable IOMMU type, IOVA mode mismatch, ...).
+    #[error("VFIO {object}: {reason}")]
+    VfioSetup {
+        /// The group, device or memory concerned.
+        object: String,
+        /// What is wrong and the fix.
+        reason: String,
+    },
+
+    /// A PCI device cannot be found, parsed, bound or used.
+    #[error("PCI device {device}: {reason}")]
+    Pci {
+        /// The PCI address as given or normalised.
+        device: String,
+        /// What is wrong and the fix.
+        reason: String,
+    },
+
+    /// The SR-IOV device plugin's environment (`PCIDEVICE_*`) is malformed.
+    #[error("environment variable {var}: {reason}")]
+    DevicePluginEnv {
+        /// The variable.
+        var: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+fn owned_hint_suffix(hint: &Option<String>) -> String {
+    match hint {
+        Some(h) => format!("; {h}"),
+        None => String::new(),
+    }
 }
 
 fn hint_suffix(hint: &Option<&'static str>) -> String {

@@ -15,6 +15,7 @@
 //! the other way round.
 #![warn(missing_docs)]
 
+pub mod bar;
 pub mod error;
 pub mod fwd;
 pub mod lcore;
@@ -22,9 +23,11 @@ pub mod mbuf;
 pub mod memory;
 pub mod mempool;
 pub mod net;
+pub mod pci;
 pub mod port;
 pub mod stats;
 pub mod time;
+pub mod vfio;
 
 pub use error::{Error, Result};
 pub use mbuf::{MAX_BURST, Mbuf, MbufBatch};
