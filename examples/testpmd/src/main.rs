@@ -2,6 +2,7 @@
 //! command-line compatible with dpdk-testpmd.
 #![deny(unsafe_code)]
 
+mod bind_cmd;
 mod cli;
 mod display;
 mod interactive;
@@ -10,6 +11,7 @@ mod plan;
 mod registry;
 mod run;
 mod session;
+mod subcommands;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -17,6 +19,9 @@ use std::sync::atomic::AtomicBool;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(code) = subcommands::dispatch(&args) {
+        return code;
+    }
     let cfg = match cli::parse(&args) {
         Ok(c) => c,
         Err(cli::ParseOutcome::Clap(e)) => {
