@@ -1,0 +1,485 @@
+//! Tests on TAP interfaces the ports create (and delete when dropped).
+//! Without CAP_NET_ADMIN (and CAP_NET_RAW for the AF_PACKET peer socket) or
+//! without /dev/net/tun they print "skipped: ..." and pass.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use nicpoll::memory::DmaMemory;
+use nicpoll::mempool::MempoolConfig;
+use nicpoll::port::testing::{self, Delivery};
+
+use super::*;
+use crate::sys::testing::{RawSocket, drop_effective_cap};
+
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_NET_RAW: u32 = 13;
+const IFF_PROMISC: u32 = 0x100;
+
+/// Whether the test can create TAP interfaces (and open raw sockets if
+/// `raw`); prints why not.
+fn can_run(test: &str, raw: bool) -> bool {
+    if !Path::new(sys::TUN_PATH).exists() {
+        eprintln!("skipped: {test}: {} does not exist", sys::TUN_PATH);
+        return false;
+    }
+    let eff = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(0);
+    if eff & (1 << CAP_NET_ADMIN) == 0 {
+        eprintln!("skipped: {test}: needs CAP_NET_ADMIN to create TAP interfaces");
+        return false;
+    }
+    if raw && eff & (1 << CAP_NET_RAW) == 0 {
+        eprintln!("skipped: {test}: needs CAP_NET_RAW for the AF_PACKET peer socket");
+        return false;
+    }
+    true
+}
+
+fn exists(iface: &str) -> bool {
+    Path::new(&format!("/sys/class/net/{iface}")).exists()
+}
+
+fn sys_flags(iface: &str) -> u32 {
+    let s = std::fs::read_to_string(format!("/sys/class/net/{iface}/flags")).unwrap();
+    u32::from_str_radix(s.trim().trim_start_matches("0x"), 16).unwrap()
+}
+
+/// Keep the kernel quiet on the interface (no IPv6 autoconfiguration chatter).
+fn quiet(iface: &str) {
+    let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{iface}/disable_ipv6"), "1");
+}
+
+fn pool(name: &str, count: u32) -> Mempool {
+    let mut c = MempoolConfig::new(name, count);
+    c.cache_size = 0;
+    Mempool::new(&DmaMemory::plain(), &c).unwrap()
+}
+
+fn conf(pool: &Mempool, port_id: u16, nb_rxq: u16, nb_txq: u16) -> PortConf {
+    PortConf {
+        port_id,
+        nb_rxq,
+        nb_txq,
+        nb_rxd: 0,
+        nb_txd: 0,
+        mempool: pool.clone(),
+    }
+}
+
+fn tap(spec: &str, id: u16) -> TapPort {
+    let p = TapPort::from_devargs(&DevArgs::parse(spec).unwrap(), id)
+        .unwrap_or_else(|e| panic!("{spec}: {e}"));
+    quiet(p.iface());
+    p
+}
+
+/// Ethernet + IPv4 + UDP from port `sport`, `len` bytes in all.
+fn udp_frame(sport: u16, len: usize) -> Vec<u8> {
+    let mut f = testing::test_frame(sport as u32, len.max(64));
+    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    let ip_len = (f.len() - 14) as u16;
+    let iph = &mut f[14..34];
+    iph.fill(0);
+    iph[0] = 0x45;
+    iph[2..4].copy_from_slice(&ip_len.to_be_bytes());
+    iph[8] = 64;
+    iph[9] = 17;
+    iph[12..16].copy_from_slice(&[198, 18, 0, 1]);
+    iph[16..20].copy_from_slice(&[198, 18, 0, 2]);
+    let mut sum = 0u32;
+    for c in iph.chunks(2) {
+        sum += u16::from_be_bytes([c[0], c[1]]) as u32;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    iph[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    f[34..36].copy_from_slice(&sport.to_be_bytes());
+    f[36..38].copy_from_slice(&9u16.to_be_bytes());
+    f[38..40].copy_from_slice(&(ip_len - 20).to_be_bytes());
+    f[40..42].fill(0);
+    f
+}
+
+fn batch_of(pool: &Mempool, frames: &[Vec<u8>]) -> MbufBatch {
+    let mut b = MbufBatch::with_burst(32);
+    for f in frames {
+        let mut m = pool.alloc().unwrap();
+        assert!(m.set_len(f.len()));
+        m.data_mut().copy_from_slice(f);
+        b.push(m).unwrap();
+    }
+    b
+}
+
+/// Receive on all queues until `want` packets or `timeout`; (queue, bytes) pairs.
+fn receive_all(
+    qs: &mut [Box<dyn RxQueue>],
+    want: usize,
+    timeout: Duration,
+) -> Vec<(usize, Vec<u8>)> {
+    let mut got = Vec::new();
+    let mut b = MbufBatch::with_burst(32);
+    let deadline = Instant::now() + timeout;
+    while got.len() < want && Instant::now() < deadline {
+        let mut n = 0;
+        for (i, q) in qs.iter_mut().enumerate() {
+            n += q.rx_burst(&mut b);
+            while let Some(m) = b.pop_front() {
+                assert_eq!(m.queue() as usize, i);
+                got.push((i, m.data().to_vec()));
+            }
+        }
+        if n == 0 {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+    got
+}
+
+#[test]
+fn devargs_are_checked() {
+    let d = TapOptions::from_devargs(&DevArgs::parse("net_tap0").unwrap()).unwrap();
+    assert_eq!(d, TapOptions::default());
+    assert_eq!(d.iface, "dtap%d");
+    let o = TapOptions::from_devargs(&DevArgs::parse("net_tap0,iface=tap7,mac=fixed").unwrap())
+        .unwrap();
+    assert_eq!((o.iface.as_str(), o.mac), ("tap7", TapMac::Fixed));
+    let o = TapOptions::from_devargs(&DevArgs::parse("net_tap0,mac=02:11:22:33:44:55").unwrap())
+        .unwrap();
+    assert_eq!(
+        o.mac,
+        TapMac::Addr(MacAddr([2, 0x11, 0x22, 0x33, 0x44, 0x55]))
+    );
+    for (spec, needle) in [
+        ("net_tap0,ifname=x", "unknown key \"ifname\""),
+        ("net_tap0,iface=", "cannot be an interface name"),
+        ("net_tap0,iface=a/b", "cannot be an interface name"),
+        (
+            "net_tap0,iface=waytoolonginterfacename",
+            "cannot be an interface name",
+        ),
+        ("net_tap0,iface=t%s", "cannot be an interface name"),
+        ("net_tap0,mac=02:11:22", "not a MAC address"),
+        ("net_tap0,mac=01:00:5e:00:00:01", "multicast or zero"),
+        ("net_tap0,mac=00:00:00:00:00:00", "multicast or zero"),
+    ] {
+        let e = TapOptions::from_devargs(&DevArgs::parse(spec).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(needle), "{spec}: {e}");
+    }
+    assert!(TapPort::from_devargs(&DevArgs::parse("net_null0").unwrap(), 0).is_err());
+}
+
+#[test]
+fn passes_the_port_conformance_suite() {
+    if !can_run("conformance", false) {
+        return;
+    }
+    testing::run_conformance(
+        "net_tap",
+        &mut |id| {
+            let p = TapPort::from_devargs(&DevArgs::parse("net_tap0,iface=nptapc%d")?, id)?;
+            quiet(p.iface());
+            Ok(Box::new(p) as Box<dyn Port>)
+        },
+        Delivery::Sink,
+    );
+}
+
+#[test]
+fn frames_cross_both_ways_on_several_queues() {
+    if !can_run("both ways", true) {
+        return;
+    }
+    let pool = pool("tap-both", 1024);
+    let mut p = tap("net_tap0,iface=nptapb0", 5);
+    assert_eq!(p.iface(), "nptapb0");
+    p.configure(&conf(&pool, 5, 4, 4)).unwrap();
+    let mut q = p.start().unwrap();
+    assert!(p.link().up, "a started tap is up: {}", p.link());
+    let peer = RawSocket::open(p.iface()).unwrap();
+
+    // Port to kernel: every transmit queue.
+    let mut sent = Vec::new();
+    for (i, tq) in q.tx.iter_mut().enumerate() {
+        let frames: Vec<Vec<u8>> = (0..5)
+            .map(|k| testing::test_frame((i * 100 + k) as u32, 60 + 200 * k))
+            .collect();
+        let mut b = batch_of(&pool, &frames);
+        assert_eq!(tq.tx_burst(&mut b), 5);
+        sent.extend(frames);
+    }
+    let mut buf = vec![0u8; 4096];
+    for (i, f) in sent.iter().enumerate() {
+        let n = peer
+            .recv(&mut buf, Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("frame {i} did not reach the AF_PACKET socket"));
+        assert_eq!(&buf[..n], &f[..], "frame {i}");
+    }
+
+    // Kernel to port: flows spread over the receive queues.
+    const FLOWS: u16 = 64;
+    for f in 0..FLOWS {
+        peer.send(&udp_frame(2000 + f, 100 + f as usize)).unwrap();
+    }
+    let got = receive_all(&mut q.rx, FLOWS as usize, Duration::from_secs(5));
+    assert_eq!(got.len(), FLOWS as usize);
+    let mut queues_used = HashSet::new();
+    let mut seen = HashSet::new();
+    for (qi, data) in &got {
+        let sport = u16::from_be_bytes([data[34], data[35]]);
+        assert_eq!(data, &udp_frame(sport, 100 + (sport - 2000) as usize));
+        assert!(seen.insert(sport), "flow {sport} twice");
+        queues_used.insert(*qi);
+    }
+    assert!(
+        queues_used.len() > 1,
+        "all flows on one queue: {queues_used:?}"
+    );
+    let st = p.stats();
+    assert_eq!(st.opackets as usize, sent.len());
+    assert_eq!(st.ipackets, FLOWS as u64);
+    assert_eq!(st.obytes, sent.iter().map(|f| f.len() as u64).sum::<u64>());
+    drop(q);
+    p.stop().unwrap();
+    assert!(!p.link().up);
+    drop(p);
+    assert_eq!(pool.in_use(), 0);
+}
+
+#[test]
+fn more_transmit_than_receive_queues() {
+    if !can_run("rx/tx split", true) {
+        return;
+    }
+    let pool = pool("tap-split", 256);
+    let mut p = tap("net_tap0,iface=nptaps0", 0);
+    p.configure(&conf(&pool, 0, 1, 3)).unwrap();
+    let mut q = p.start().unwrap();
+    assert_eq!((q.rx.len(), q.tx.len()), (1, 3));
+    let peer = RawSocket::open(p.iface()).unwrap();
+    let frames: Vec<Vec<u8>> = (0..3).map(|i| testing::test_frame(i, 80)).collect();
+    for (i, tq) in q.tx.iter_mut().enumerate() {
+        let mut b = batch_of(&pool, &frames[i..=i]);
+        assert_eq!(tq.tx_burst(&mut b), 1, "transmit queue {i}");
+    }
+    let mut buf = vec![0u8; 2048];
+    for f in &frames {
+        let n = peer.recv(&mut buf, Duration::from_secs(5)).unwrap();
+        assert_eq!(&buf[..n], &f[..]);
+    }
+    // Everything the kernel sends lands on the one receive queue.
+    for f in 0..16 {
+        peer.send(&udp_frame(3000 + f, 90)).unwrap();
+    }
+    let got = receive_all(&mut q.rx, 16, Duration::from_secs(5));
+    assert_eq!(got.len(), 16);
+    assert_eq!(p.stats().imissed, 0);
+    assert_eq!(p.stats().oerrors, 0);
+    drop(q);
+    p.stop().unwrap();
+    assert_eq!(pool.in_use(), 0);
+}
+
+#[test]
+fn interface_disappears_with_the_port() {
+    if !can_run("delete on close", false) {
+        return;
+    }
+    let pool = pool("tap-gone", 64);
+    // The default name: dtap<N>, numbered by the kernel.
+    let p = tap("net_tap0", 0);
+    let name = p.iface().to_string();
+    assert!(
+        name.starts_with("dtap") && name[4..].parse::<u32>().is_ok(),
+        "{name}"
+    );
+    assert!(exists(&name));
+    drop(p);
+    assert!(
+        !exists(&name),
+        "{name} still exists after the port was dropped"
+    );
+
+    let mut p = tap("net_tap0,iface=nptapg0", 0);
+    p.configure(&conf(&pool, 0, 2, 2)).unwrap();
+    let q = p.start().unwrap();
+    drop(p);
+    assert!(exists("nptapg0"), "queues still hold the interface");
+    drop(q);
+    assert!(
+        !exists("nptapg0"),
+        "nptapg0 still exists after its queues were dropped"
+    );
+    assert_eq!(pool.in_use(), 0);
+}
+
+#[test]
+fn existing_interface_is_refused_untouched() {
+    if !can_run("existing", false) {
+        return;
+    }
+    let first = tap("net_tap0,iface=nptapx0", 0);
+    let before = sys_flags("nptapx0");
+    let e = TapPort::from_devargs(&DevArgs::parse("net_tap1,iface=nptapx0").unwrap(), 1)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("nptapx0") && e.contains("already exists") && e.contains("ip link del nptapx0"),
+        "{e}"
+    );
+    assert_eq!(sys_flags("nptapx0"), before);
+    let lo = sys_flags("lo");
+    let e = TapPort::from_devargs(&DevArgs::parse("net_tap1,iface=lo").unwrap(), 1)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("already exists"), "{e}");
+    assert_eq!(sys_flags("lo"), lo);
+    drop(first);
+    assert!(!exists("nptapx0"));
+}
+
+#[test]
+fn mac_and_promiscuous_mode() {
+    if !can_run("mac", false) {
+        return;
+    }
+    let mut p = tap("net_tap0,iface=nptapm0,mac=fixed", 7);
+    assert_eq!(p.mac_addr(), MacAddr([0x02, 0x64, 0x74, 0x61, 0x70, 7]));
+    assert!(!p.promiscuous());
+    p.set_promiscuous(true).unwrap();
+    assert!(p.promiscuous());
+    assert_ne!(sys_flags("nptapm0") & IFF_PROMISC, 0);
+    p.set_promiscuous(false).unwrap();
+    assert_eq!(sys_flags("nptapm0") & IFF_PROMISC, 0);
+    drop(p);
+    let p = tap("net_tap0,iface=nptapm1,mac=02:aa:bb:cc:dd:ee", 0);
+    assert_eq!(p.mac_addr().to_string(), "02:AA:BB:CC:DD:EE");
+}
+
+#[test]
+fn without_cap_net_admin_the_error_says_so() {
+    if !can_run("eperm", false) {
+        return;
+    }
+    let e = std::thread::spawn(|| {
+        drop_effective_cap(CAP_NET_ADMIN).expect("drop CAP_NET_ADMIN");
+        TapPort::from_devargs(&DevArgs::parse("net_tap0,iface=nptape0").unwrap(), 0)
+            .unwrap_err()
+            .to_string()
+    })
+    .join()
+    .unwrap();
+    assert!(
+        e.contains("CAP_NET_ADMIN") && e.contains("/dev/net/tun") && e.contains("securityContext"),
+        "{e}"
+    );
+    assert!(!exists("nptape0"));
+}
+
+#[test]
+fn oversize_frames_are_counted_not_truncated() {
+    if !can_run("oversize", true) {
+        return;
+    }
+    let pool = pool("tap-oversize", 64);
+    let mut p = tap("net_tap0,iface=nptapo0", 0);
+    let ok = std::process::Command::new("ip")
+        .args(["link", "set", "nptapo0", "mtu", "3000"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        eprintln!("skipped: oversize: cannot set the MTU with ip(8)");
+        return;
+    }
+    p.configure(&conf(&pool, 0, 1, 1)).unwrap();
+    let mut q = p.start().unwrap();
+    let peer = RawSocket::open(p.iface()).unwrap();
+    let small = testing::test_frame(1, 500);
+    assert!(pool.data_room() < 2500);
+    peer.send(&testing::test_frame(2, 2500)).unwrap(); // longer than the mbuf's data room
+    peer.send(&small).unwrap();
+    let got = receive_all(&mut q.rx, 1, Duration::from_secs(5));
+    assert_eq!(got, vec![(0, small)]);
+    let st = p.stats();
+    assert_eq!((st.ipackets, st.ierrors), (1, 1));
+    // Runts are refused by the kernel on transmit: counted, taken.
+    let mut b = batch_of(&pool, &[vec![0u8; 8], testing::test_frame(3, 64)]);
+    assert_eq!(q.tx[0].tx_burst(&mut b), 2);
+    let st = p.stats();
+    assert_eq!((st.opackets, st.oerrors), (1, 1));
+    drop(q);
+    p.stop().unwrap();
+    assert_eq!(pool.in_use(), 0);
+}
+
+#[test]
+fn kernel_queue_overflow_shows_as_imissed() {
+    if !can_run("imissed", true) {
+        return;
+    }
+    let pool = pool("tap-imissed", 4096);
+    let mut p = tap("net_tap0,iface=nptapi0", 0);
+    p.configure(&conf(&pool, 0, 1, 1)).unwrap();
+    let mut q = p.start().unwrap();
+    let peer = RawSocket::open(p.iface()).unwrap();
+    const N: usize = 3000;
+    let mut sent = 0;
+    for i in 0..N {
+        if peer.send(&testing::test_frame(i as u32, 64)).is_ok() {
+            sent += 1;
+        }
+    }
+    let missed = p.stats().imissed;
+    assert!(missed > 0, "no drops counted after overflowing the queue");
+    let got = receive_all(&mut q.rx, sent, Duration::from_millis(300));
+    let st = p.stats();
+    assert_eq!(st.ipackets as usize, got.len());
+    assert_eq!(
+        st.ipackets + st.imissed,
+        sent as u64,
+        "received + missed must account for every frame: {st:?}"
+    );
+    p.reset_stats();
+    assert_eq!(p.stats(), PortStats::default());
+    drop(q);
+    p.stop().unwrap();
+    assert_eq!(pool.in_use(), 0);
+}
+
+#[test]
+fn empty_pool_counts_nombuf() {
+    if !can_run("nombuf", true) {
+        return;
+    }
+    let pool = pool("tap-nombuf", 4);
+    let mut p = tap("net_tap0,iface=nptapn0", 0);
+    p.configure(&conf(&pool, 0, 1, 1)).unwrap();
+    let mut q = p.start().unwrap();
+    let peer = RawSocket::open(p.iface()).unwrap();
+    let held: Vec<Mbuf> = (0..4).map(|_| pool.alloc().unwrap()).collect();
+    let frames: Vec<Vec<u8>> = (0..3).map(|i| testing::test_frame(i, 64)).collect();
+    for f in &frames {
+        peer.send(f).unwrap();
+    }
+    let mut b = MbufBatch::with_burst(32);
+    assert_eq!(q.rx[0].rx_burst(&mut b), 0);
+    assert!(p.stats().rx_nombuf > 0);
+    drop(held);
+    let got = receive_all(&mut q.rx, 3, Duration::from_secs(5));
+    assert_eq!(got.into_iter().map(|(_, d)| d).collect::<Vec<_>>(), frames);
+    drop(q);
+    p.stop().unwrap();
+    assert_eq!(pool.in_use(), 0);
+}
