@@ -1,0 +1,1347 @@
+//! AF_XDP sockets, their four shared-memory rings, the UMEM over the port's
+//! mempool, and the burst functions that move mbufs through them; plus the
+//! small netlink and interface-name syscalls the control plane needs. This is
+//! one of the crate's two unsafe modules (with [`crate::bpf`]).
+//!
+//! # Memory the kernel shares with us
+//!
+//! - **Ring indices** (producer, consumer, flags) are `u32`s in the ring
+//!   mappings that the kernel reads and writes concurrently. They are accessed
+//!   only through `AtomicU32::from_ptr` (an `UnsafeCell`-based atomic, never a
+//!   plain reference): acquire loads of the other side's index, release stores
+//!   of ours, as libxdp's `xsk.h` does with `__atomic_*`.
+//! - **Descriptors** are read and written with `read_volatile`/`write_volatile`
+//!   through raw pointers, only in the slots the index protocol gives us.
+//! - **UMEM chunks** are pool elements. Which chunks the kernel may use is kept
+//!   in a per-queue [`Ledger`] (one byte per element): a chunk is marked when it
+//!   is posted (fill or TX ring) and unmarked when the kernel hands it back (RX
+//!   or completion ring). Only a marked chunk becomes an `Mbuf` again,
+//!   so a bogus address from the kernel can never create a second owner. When a
+//!   socket is closed, whatever is still marked is returned to the pool, because
+//!   only then can the kernel no longer touch it.
+//!
+//! # UMEM layout
+//!
+//! The whole pool (`size × stride` bytes from the region start) is registered
+//! as the UMEM, chunk size = the pool stride, aligned-chunk mode, so a chunk is
+//! a pool element. The kernel places a received frame at `chunk + UMEM
+//! headroom + XDP_PACKET_HEADROOM (256)`. The pool puts a fresh mbuf's data at
+//! [`ELEMENT_DATA_OFFSET`] (384) from the element start whatever the header's
+//! cache color, so the UMEM headroom is [`UMEM_HEADROOM`] = 384 − 256 = 128 and
+//! every frame lands exactly at its mbuf's default data offset; the receive
+//! room per chunk is the pool's `data_room()` (1664 bytes for 2 KiB elements,
+//! 3712 for 4 KiB ones).
+//!
+//! The headers (at element + color × 64, ending by element + 256) are never
+//! written by the kernel: in front of a frame it writes at most XDP metadata
+//! (32 bytes at most, so from element + 352), and only if an XDP program asks
+//! for it, which ours does not (foreign programs are refused). The RX
+//! descriptor address is authoritative: the mbuf's data offset is computed
+//! from it.
+//!
+//! Pool elements are known by their header pointers (what `alloc_raw`,
+//! `free_raw` and `Mbuf::from_raw` use); the ledger records, per element, where
+//! its header is, so a UMEM address leads back to the right header without
+//! assuming the pool's coloring scheme.
+
+use std::ffi::CString;
+use std::io;
+use std::marker::PhantomData;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::ptr::{self, NonNull};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nicpoll::mbuf::{COLORS, ELEMENT_DATA_OFFSET, HEADER_SIZE, MbufHeader};
+use nicpoll::{Mbuf, MbufBatch, Mempool};
+
+/// AF_XDP address family.
+const AF_XDP: libc::c_int = 44;
+const SOL_XDP: libc::c_int = 283;
+const XDP_MMAP_OFFSETS: libc::c_int = 1;
+const XDP_RX_RING: libc::c_int = 2;
+const XDP_TX_RING: libc::c_int = 3;
+const XDP_UMEM_REG: libc::c_int = 4;
+const XDP_UMEM_FILL_RING: libc::c_int = 5;
+const XDP_UMEM_COMPLETION_RING: libc::c_int = 6;
+const XDP_STATISTICS: libc::c_int = 7;
+const XDP_OPTIONS: libc::c_int = 8;
+
+/// Bind flag: share the UMEM of `sxdp_shared_umem_fd`.
+pub(crate) const XDP_SHARED_UMEM: u16 = 1 << 0;
+/// Bind flag: force copy mode.
+pub(crate) const XDP_COPY: u16 = 1 << 1;
+/// Bind flag: force zero-copy mode.
+#[allow(dead_code)]
+pub(crate) const XDP_ZEROCOPY: u16 = 1 << 2;
+/// Bind flag: the kernel sets NEED_WAKEUP in ring flags instead of being kicked
+/// after every operation.
+pub(crate) const XDP_USE_NEED_WAKEUP: u16 = 1 << 3;
+const XDP_RING_NEED_WAKEUP: u32 = 1 << 0;
+const XDP_OPTIONS_ZEROCOPY: u32 = 1 << 0;
+
+const XDP_PGOFF_RX_RING: libc::off_t = 0;
+const XDP_PGOFF_TX_RING: libc::off_t = 0x8000_0000;
+const XDP_UMEM_PGOFF_FILL_RING: libc::off_t = 0x1_0000_0000;
+const XDP_UMEM_PGOFF_COMPLETION_RING: libc::off_t = 0x1_8000_0000;
+
+/// Headroom the kernel keeps in front of every received frame, after the UMEM
+/// headroom (`XDP_PACKET_HEADROOM`).
+pub(crate) const XDP_PACKET_HEADROOM: usize = 256;
+/// Largest XDP metadata the kernel may copy in front of a frame.
+const XDP_MAX_METADATA: usize = 32;
+/// UMEM headroom: frames land at the mbuf's default data offset.
+pub(crate) const UMEM_HEADROOM: usize = ELEMENT_DATA_OFFSET - XDP_PACKET_HEADROOM;
+// Every header position ends before anything the kernel may write.
+const _: () = assert!(COLORS * HEADER_SIZE <= ELEMENT_DATA_OFFSET - XDP_MAX_METADATA);
+/// Largest frame the kernel can place in a chunk of `stride` bytes.
+pub(crate) const fn rx_frame_room(stride: usize) -> usize {
+    stride - ELEMENT_DATA_OFFSET
+}
+/// Elements handled per bulk get/put on the slow paths (refill, reclaim).
+const SCRATCH: usize = 512;
+
+#[repr(C)]
+struct SockaddrXdp {
+    family: u16,
+    flags: u16,
+    ifindex: u32,
+    queue_id: u32,
+    shared_umem_fd: u32,
+}
+const _: () = assert!(size_of::<SockaddrXdp>() == 16);
+
+#[repr(C)]
+struct UmemReg {
+    addr: u64,
+    len: u64,
+    chunk_size: u32,
+    headroom: u32,
+    flags: u32,
+    tx_metadata_len: u32,
+}
+const _: () = assert!(size_of::<UmemReg>() == 32);
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct RingOffset {
+    producer: u64,
+    consumer: u64,
+    desc: u64,
+    flags: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct MmapOffsets {
+    rx: RingOffset,
+    tx: RingOffset,
+    fr: RingOffset,
+    cr: RingOffset,
+}
+const _: () = assert!(size_of::<MmapOffsets>() == 128);
+
+/// An RX or TX ring descriptor (`struct xdp_desc`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct XdpDesc {
+    addr: u64,
+    len: u32,
+    options: u32,
+}
+const _: () = assert!(size_of::<XdpDesc>() == 16);
+
+/// The kernel's per-socket counters (`struct xdp_statistics`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct XskStats {
+    /// Frames dropped for other reasons than a full RX ring (no fill buffer,
+    /// frame larger than the chunk).
+    pub(crate) rx_dropped: u64,
+    /// Fill-ring entries the kernel rejected.
+    pub(crate) rx_invalid_descs: u64,
+    /// TX descriptors the kernel rejected.
+    pub(crate) tx_invalid_descs: u64,
+    /// Frames dropped because the RX ring was full.
+    pub(crate) rx_ring_full: u64,
+    /// Times the kernel found the fill ring empty.
+    pub(crate) rx_fill_ring_empty_descs: u64,
+    /// Times the kernel found the TX ring empty when woken.
+    pub(crate) tx_ring_empty_descs: u64,
+}
+const _: () = assert!(size_of::<XskStats>() == 48);
+
+impl XskStats {
+    /// Field-wise sum.
+    pub(crate) fn add(&self, o: &XskStats) -> XskStats {
+        XskStats {
+            rx_dropped: self.rx_dropped + o.rx_dropped,
+            rx_invalid_descs: self.rx_invalid_descs + o.rx_invalid_descs,
+            tx_invalid_descs: self.tx_invalid_descs + o.tx_invalid_descs,
+            rx_ring_full: self.rx_ring_full + o.rx_ring_full,
+            rx_fill_ring_empty_descs: self.rx_fill_ring_empty_descs + o.rx_fill_ring_empty_descs,
+            tx_ring_empty_descs: self.tx_ring_empty_descs + o.tx_ring_empty_descs,
+        }
+    }
+
+    /// Field-wise saturating difference.
+    pub(crate) fn since(&self, b: &XskStats) -> XskStats {
+        XskStats {
+            rx_dropped: self.rx_dropped.saturating_sub(b.rx_dropped),
+            rx_invalid_descs: self.rx_invalid_descs.saturating_sub(b.rx_invalid_descs),
+            tx_invalid_descs: self.tx_invalid_descs.saturating_sub(b.tx_invalid_descs),
+            rx_ring_full: self.rx_ring_full.saturating_sub(b.rx_ring_full),
+            rx_fill_ring_empty_descs: self
+                .rx_fill_ring_empty_descs
+                .saturating_sub(b.rx_fill_ring_empty_descs),
+            tx_ring_empty_descs: self
+                .tx_ring_empty_descs
+                .saturating_sub(b.tx_ring_empty_descs),
+        }
+    }
+}
+
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// `setsockopt` with a plain-data value.
+fn setsockopt<T>(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, v: &T) -> io::Result<()> {
+    // SAFETY: `v` is valid for size_of::<T>() bytes of reads for the call; the
+    // kernel copies the value and keeps no pointer to it.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            v as *const T as *const libc::c_void,
+            size_of::<T>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+/// `getsockopt` into a plain-data value; returns the length the kernel wrote.
+///
+/// # Safety
+/// `T` must be valid for any bit pattern (integers only).
+unsafe fn getsockopt<T>(
+    fd: &OwnedFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    v: &mut T,
+) -> io::Result<usize> {
+    let mut len = size_of::<T>() as libc::socklen_t;
+    // SAFETY: `v` is valid for size_of::<T>() bytes of writes and `len` says so;
+    // the caller promised any bytes make a valid T.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            v as *mut T as *mut libc::c_void,
+            &mut len,
+        )
+    })?;
+    Ok(len as usize)
+}
+
+fn socket(domain: libc::c_int, ty: libc::c_int, proto: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: socket(2) takes no pointers; a non-negative result is a fresh fd
+    // nothing else owns.
+    let fd = cvt(unsafe { libc::socket(domain, ty | libc::SOCK_CLOEXEC, proto) })?;
+    // SAFETY: see above.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The index of interface `name`, or the OS error (ENODEV if there is none).
+pub(crate) fn if_nametoindex(name: &str) -> io::Result<u32> {
+    let c = CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: `c` is a NUL-terminated string that lives across the call.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if i == 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(i)
+    }
+}
+
+/// One mmap of a ring, unmapped on drop.
+struct Mapping {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+impl Mapping {
+    fn new(fd: &OwnedFd, len: usize, pgoff: libc::off_t) -> io::Result<Mapping> {
+        // SAFETY: a fresh shared mapping chosen by the kernel (no MAP_FIXED), so no
+        // existing memory is affected; the result is checked before use.
+        let p = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_POPULATE,
+                fd.as_raw_fd(),
+                pgoff,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Mapping {
+            ptr: NonNull::new(p as *mut u8).expect("mmap does not return NULL on success"),
+            len,
+        })
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: ptr/len is the mapping this value created and owns; the ring
+        // views that point into it belong to queues that hold the socket (and so
+        // this mapping) alive, and are gone by the time the socket is dropped.
+        if unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) } != 0 {
+            log::error!(
+                "munmap of an AF_XDP ring ({} bytes): {}",
+                self.len,
+                io::Error::last_os_error()
+            );
+        }
+    }
+}
+
+/// Raw pointers into one ring mapping.
+#[derive(Clone, Copy)]
+struct RingPtrs {
+    producer: *mut u32,
+    consumer: *mut u32,
+    flags: *mut u32,
+    descs: *mut u8,
+    mask: u32,
+    size: u32,
+}
+
+impl RingPtrs {
+    fn new(m: &Mapping, off: &RingOffset, size: u32) -> RingPtrs {
+        let b = m.ptr.as_ptr();
+        // SAFETY: the offsets come from XDP_MMAP_OFFSETS for this very ring and
+        // the mapping covers `desc + size * entry` bytes, so every `add` stays
+        // inside the mapping.
+        unsafe {
+            RingPtrs {
+                producer: b.add(off.producer as usize).cast(),
+                consumer: b.add(off.consumer as usize).cast(),
+                flags: b.add(off.flags as usize).cast(),
+                descs: b.add(off.desc as usize),
+                mask: size - 1,
+                size,
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn load(p: *mut u32, o: Ordering) -> u32 {
+        // SAFETY: `p` is an aligned u32 inside a live ring mapping (the view's
+        // owner keeps the socket alive); the kernel accesses it atomically too.
+        // AtomicU32 is an UnsafeCell, so concurrent kernel writes break no
+        // aliasing rule.
+        unsafe { AtomicU32::from_ptr(p) }.load(o)
+    }
+
+    #[inline(always)]
+    fn store(p: *mut u32, v: u32) {
+        // SAFETY: as in `load`; only this side ever writes this index.
+        unsafe { AtomicU32::from_ptr(p) }.store(v, Ordering::Release)
+    }
+}
+
+/// Our producer side of a ring (fill, TX), with libxdp's cached indices.
+struct ProdRing<T> {
+    r: RingPtrs,
+    /// Our producer index (the kernel only reads it).
+    prod: u32,
+    /// Kernel consumer index + size, as last read.
+    cached_cons: u32,
+    _t: PhantomData<T>,
+}
+
+impl<T: Copy> ProdRing<T> {
+    fn new(r: RingPtrs) -> ProdRing<T> {
+        let prod = RingPtrs::load(r.producer, Ordering::Relaxed);
+        let cons = RingPtrs::load(r.consumer, Ordering::Acquire);
+        ProdRing {
+            r,
+            prod,
+            cached_cons: cons.wrapping_add(r.size),
+            _t: PhantomData,
+        }
+    }
+
+    /// Free slots, re-reading the kernel's consumer only if fewer than `want`
+    /// are known to be free.
+    #[inline(always)]
+    fn free(&mut self, want: u32) -> u32 {
+        let free = self.cached_cons.wrapping_sub(self.prod);
+        if free >= want {
+            return free;
+        }
+        self.cached_cons =
+            RingPtrs::load(self.r.consumer, Ordering::Acquire).wrapping_add(self.r.size);
+        self.cached_cons.wrapping_sub(self.prod)
+    }
+
+    /// Write entry `i` past the producer (a slot `free` reported).
+    #[inline(always)]
+    fn write(&mut self, i: u32, v: T) {
+        let slot = self.prod.wrapping_add(i) & self.r.mask;
+        // SAFETY: slot < size, so the entry lies inside the mapping; the slot is
+        // free (the kernel's consumer has passed it) and not yet published, so the
+        // kernel does not read it now.
+        unsafe { ptr::write_volatile((self.r.descs as *mut T).add(slot as usize), v) }
+    }
+
+    /// Publish `n` written entries.
+    #[inline(always)]
+    fn submit(&mut self, n: u32) {
+        self.prod = self.prod.wrapping_add(n);
+        RingPtrs::store(self.r.producer, self.prod);
+    }
+
+    /// Whether the kernel asked to be woken up for this ring.
+    #[inline(always)]
+    fn needs_wakeup(&self) -> bool {
+        RingPtrs::load(self.r.flags, Ordering::Relaxed) & XDP_RING_NEED_WAKEUP != 0
+    }
+
+    /// Whether the kernel has not consumed everything published.
+    #[inline(always)]
+    fn pending(&self) -> bool {
+        RingPtrs::load(self.r.consumer, Ordering::Acquire) != self.prod
+    }
+}
+
+/// Our consumer side of a ring (RX, completion), with a cached producer.
+struct ConsRing<T> {
+    r: RingPtrs,
+    cons: u32,
+    cached_prod: u32,
+    _t: PhantomData<T>,
+}
+
+impl<T: Copy> ConsRing<T> {
+    fn new(r: RingPtrs) -> ConsRing<T> {
+        let cons = RingPtrs::load(r.consumer, Ordering::Relaxed);
+        ConsRing {
+            r,
+            cons,
+            cached_prod: cons,
+            _t: PhantomData,
+        }
+    }
+
+    /// Entries ready, up to `max`; re-reads the kernel's producer only when the
+    /// cached view is empty.
+    #[inline(always)]
+    fn peek(&mut self, max: u32) -> u32 {
+        let mut avail = self.cached_prod.wrapping_sub(self.cons);
+        if avail == 0 {
+            self.cached_prod = RingPtrs::load(self.r.producer, Ordering::Acquire);
+            avail = self.cached_prod.wrapping_sub(self.cons);
+        }
+        avail.min(max)
+    }
+
+    /// Entry `i` past the consumer (one `peek` reported).
+    #[inline(always)]
+    fn read(&self, i: u32) -> T {
+        let slot = self.cons.wrapping_add(i) & self.r.mask;
+        // SAFETY: slot < size, inside the mapping; the kernel published it (acquire
+        // load of the producer in `peek`) and will not rewrite it before we
+        // release it.
+        unsafe { ptr::read_volatile((self.r.descs as *const T).add(slot as usize)) }
+    }
+
+    /// Hand `n` read entries back to the kernel.
+    #[inline(always)]
+    fn release(&mut self, n: u32) {
+        self.cons = self.cons.wrapping_add(n);
+        RingPtrs::store(self.r.consumer, self.cons);
+    }
+}
+
+/// Which pool elements one queue has handed to the kernel, and where each
+/// one's header is: one byte per element, 0 when the kernel does not have it,
+/// else 1 + the header's offset in the element in 64-byte units.
+pub(crate) struct Ledger {
+    pool: Mempool,
+    base: usize,
+    /// Bytes registered (elements × stride).
+    len: u64,
+    shift: u32,
+    slots: Box<[u8]>,
+    held: u32,
+}
+
+impl Ledger {
+    fn new(pool: &Mempool) -> Ledger {
+        let n = pool.size() as usize;
+        assert!(
+            pool.stride() / HEADER_SIZE < 255,
+            "header offsets fit a byte"
+        );
+        Ledger {
+            pool: pool.clone(),
+            base: pool.region().as_ptr() as usize,
+            len: (n * pool.stride()) as u64,
+            shift: pool.stride().trailing_zeros(),
+            slots: vec![0u8; n].into(),
+            held: 0,
+        }
+    }
+
+    /// Whether the header pointer `hdr` belongs to this pool.
+    #[inline(always)]
+    fn contains(&self, hdr: usize) -> bool {
+        (hdr.wrapping_sub(self.base) as u64) < self.len
+    }
+
+    /// UMEM offset of the element holding `hdr` (an element of this pool).
+    #[cfg(test)]
+    fn element_offset(&self, hdr: usize) -> u64 {
+        ((hdr - self.base) as u64 >> self.shift) << self.shift
+    }
+
+    /// Mark the element whose header is `hdr` as the kernel's; return the
+    /// element's UMEM offset.
+    #[inline(always)]
+    fn give(&mut self, hdr: usize) -> u64 {
+        let off = (hdr - self.base) as u64;
+        let i = (off >> self.shift) as usize;
+        let within = off as usize & ((1 << self.shift) - 1);
+        debug_assert!(
+            within.is_multiple_of(HEADER_SIZE),
+            "header not 64-byte aligned"
+        );
+        debug_assert!(self.slots[i] == 0, "element posted twice");
+        self.slots[i] = (within / HEADER_SIZE) as u8 + 1;
+        self.held += 1;
+        (i as u64) << self.shift
+    }
+
+    /// Take back the element holding UMEM address `addr`, if it is one we gave;
+    /// returns its header pointer.
+    #[inline(always)]
+    fn take(&mut self, addr: u64) -> Option<usize> {
+        if addr >= self.len {
+            return None;
+        }
+        let i = (addr >> self.shift) as usize;
+        let v = self.slots[i];
+        if v == 0 {
+            return None;
+        }
+        self.slots[i] = 0;
+        self.held -= 1;
+        Some(self.base + (i << self.shift) + (v as usize - 1) * HEADER_SIZE)
+    }
+
+    /// Return every element still marked to the pool.
+    ///
+    /// Only for when the kernel can no longer touch them: the socket that had
+    /// them is closed (see `XskShared::drop`).
+    fn release_all(&mut self) {
+        let mut buf = [0usize; 64];
+        let mut k = 0;
+        for i in 0..self.slots.len() {
+            let v = self.slots[i];
+            if v == 0 {
+                continue;
+            }
+            self.slots[i] = 0;
+            buf[k] = self.base + (i << self.shift) + (v as usize - 1) * HEADER_SIZE;
+            k += 1;
+            if k == buf.len() {
+                // SAFETY: each pointer is the header of an element of this pool
+                // that this ledger took from it (alloc_raw or an Mbuf it consumed)
+                // and no one else owns; the socket that could use it is closed.
+                unsafe { self.pool.free_raw(&buf[..k]) };
+                k = 0;
+            }
+        }
+        // SAFETY: as above.
+        unsafe { self.pool.free_raw(&buf[..k]) };
+        self.held = 0;
+    }
+}
+
+/// What a socket needs for its creation.
+pub(crate) struct XskSetup<'a> {
+    /// Interface index.
+    pub(crate) ifindex: u32,
+    /// Interface queue to bind to.
+    pub(crate) queue_id: u32,
+    /// The port's mempool: its memory is the UMEM.
+    pub(crate) pool: &'a Mempool,
+    /// RX ring size (0: no RX ring).
+    pub(crate) rx_size: u32,
+    /// TX ring size (0: no TX ring).
+    pub(crate) tx_size: u32,
+    /// Fill ring size.
+    pub(crate) fill_size: u32,
+    /// Completion ring size.
+    pub(crate) comp_size: u32,
+    /// XDP_COPY, XDP_ZEROCOPY or 0 (zero copy if the driver can, else copy).
+    pub(crate) copy_flags: u16,
+    /// Another socket of this port whose UMEM this one shares (XDP_SHARED_UMEM).
+    pub(crate) share: Option<&'a XskShared>,
+}
+
+/// The step of socket creation that failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum XskStep {
+    Socket,
+    UmemReg,
+    RingSize(&'static str),
+    MmapOffsets,
+    Mmap(&'static str),
+    Bind,
+}
+
+/// A failed socket creation.
+#[derive(Debug)]
+pub(crate) struct XskError {
+    pub(crate) step: XskStep,
+    pub(crate) source: io::Error,
+}
+
+fn step(s: XskStep) -> impl FnOnce(io::Error) -> XskError {
+    move |source| XskError { step: s, source }
+}
+
+/// One AF_XDP socket: the fd, its ring mappings, and the pool whose memory it
+/// uses. Shared by the port and the queue(s) using it; dropping the last handle
+/// unmaps and closes, then returns to the pool every element the queues left
+/// with the kernel.
+pub(crate) struct XskShared {
+    maps: Vec<Mapping>,
+    fd: Option<OwnedFd>,
+    zero_copy: bool,
+    /// Keeps the UMEM memory alive as long as the socket.
+    _pool: Mempool,
+    /// Ledgers of queues dropped while the socket was still open.
+    orphans: Mutex<Vec<Ledger>>,
+}
+
+// SAFETY: the mappings are only unmapped in Drop (exclusive access); the fd is
+// used for syscalls that are thread-safe; the orphan list is behind a mutex.
+unsafe impl Send for XskShared {}
+// SAFETY: as above: `&self` methods only make syscalls on the fd or lock the mutex.
+unsafe impl Sync for XskShared {}
+
+/// The receive half of a socket: RX ring and fill ring.
+pub(crate) struct RxSide {
+    rx: ConsRing<XdpDesc>,
+    fill: ProdRing<u64>,
+    ledger: Option<Ledger>,
+    /// Fill entries we owe the kernel (earlier refills the pool could not serve).
+    deficit: u32,
+    /// Kick the socket (recvfrom) whenever a burst finds nothing (busy polling).
+    busy_poll: bool,
+    fd: RawFd,
+    scratch: Box<[usize; SCRATCH]>,
+    shared: Arc<XskShared>,
+}
+
+/// The transmit half of a socket: TX ring and completion ring.
+pub(crate) struct TxSide {
+    tx: ProdRing<XdpDesc>,
+    comp: ConsRing<u64>,
+    ledger: Option<Ledger>,
+    fd: RawFd,
+    /// Bytes of data room in a chunk after the default headroom (for copies).
+    copy_room: usize,
+    scratch: Box<[usize; SCRATCH]>,
+    shared: Arc<XskShared>,
+}
+
+// SAFETY: the raw pointers point into mappings owned by `shared`, which this
+// value keeps alive; each ring half is used only by the one owner of this value
+// (the kernel is the other side), so moving it to another thread is fine.
+unsafe impl Send for RxSide {}
+// SAFETY: as for RxSide.
+unsafe impl Send for TxSide {}
+
+/// A created socket and its halves.
+pub(crate) struct XskParts {
+    pub(crate) shared: Arc<XskShared>,
+    pub(crate) rx: Option<RxSide>,
+    pub(crate) tx: Option<TxSide>,
+}
+
+impl XskShared {
+    /// Create, configure and bind a socket; map its rings.
+    pub(crate) fn create(s: &XskSetup<'_>) -> Result<XskParts, XskError> {
+        let fd = socket(AF_XDP, libc::SOCK_RAW, 0).map_err(step(XskStep::Socket))?;
+        let pool = s.pool;
+        if s.share.is_none() {
+            let reg = UmemReg {
+                addr: pool.region().as_ptr() as u64,
+                len: (pool.size() as usize * pool.stride()) as u64,
+                chunk_size: pool.stride() as u32,
+                headroom: UMEM_HEADROOM as u32,
+                flags: 0,
+                tx_metadata_len: 0,
+            };
+            debug_assert!(reg.len as usize <= pool.region().len());
+            // The kernel pins these pages and may write any chunk we post. They
+            // stay valid as long as this socket: it holds a handle on the pool,
+            // and the pool never frees its memory with elements outstanding.
+            setsockopt(&fd, SOL_XDP, XDP_UMEM_REG, &reg).map_err(step(XskStep::UmemReg))?;
+        }
+        let ring = |name: libc::c_int, what: &'static str, n: u32| {
+            setsockopt(&fd, SOL_XDP, name, &(n as libc::c_int))
+                .map_err(step(XskStep::RingSize(what)))
+        };
+        ring(XDP_UMEM_FILL_RING, "fill", s.fill_size)?;
+        ring(XDP_UMEM_COMPLETION_RING, "completion", s.comp_size)?;
+        if s.rx_size > 0 {
+            ring(XDP_RX_RING, "rx", s.rx_size)?;
+        }
+        if s.tx_size > 0 {
+            ring(XDP_TX_RING, "tx", s.tx_size)?;
+        }
+        let mut off = MmapOffsets::default();
+        // SAFETY: MmapOffsets is plain u64s.
+        let got = unsafe { getsockopt(&fd, SOL_XDP, XDP_MMAP_OFFSETS, &mut off) }
+            .map_err(step(XskStep::MmapOffsets))?;
+        if got < size_of::<MmapOffsets>() {
+            // Kernels before 5.4 have no ring flags, hence no need_wakeup.
+            return Err(XskError {
+                step: XskStep::MmapOffsets,
+                source: io::Error::from_raw_os_error(libc::EOPNOTSUPP),
+            });
+        }
+        let map = |what: &'static str, o: &RingOffset, n: u32, entry: usize, pgoff| {
+            Mapping::new(&fd, o.desc as usize + n as usize * entry, pgoff)
+                .map_err(step(XskStep::Mmap(what)))
+        };
+        let fill_map = map("fill", &off.fr, s.fill_size, 8, XDP_UMEM_PGOFF_FILL_RING)?;
+        let comp_map = map(
+            "completion",
+            &off.cr,
+            s.comp_size,
+            8,
+            XDP_UMEM_PGOFF_COMPLETION_RING,
+        )?;
+        let rx_map = if s.rx_size > 0 {
+            Some(map("rx", &off.rx, s.rx_size, 16, XDP_PGOFF_RX_RING)?)
+        } else {
+            None
+        };
+        let tx_map = if s.tx_size > 0 {
+            Some(map("tx", &off.tx, s.tx_size, 16, XDP_PGOFF_TX_RING)?)
+        } else {
+            None
+        };
+        let (flags, shared_fd) = match s.share {
+            // The mode (copy, zero copy, need_wakeup) comes with the shared UMEM;
+            // the kernel refuses other flags here.
+            Some(o) => (XDP_SHARED_UMEM, o.raw_fd() as u32),
+            None => (s.copy_flags | XDP_USE_NEED_WAKEUP, 0),
+        };
+        let sa = SockaddrXdp {
+            family: AF_XDP as u16,
+            flags,
+            ifindex: s.ifindex,
+            queue_id: s.queue_id,
+            shared_umem_fd: shared_fd,
+        };
+        // SAFETY: `sa` is a sockaddr_xdp of the stated length, read during the call.
+        cvt(unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                &sa as *const SockaddrXdp as *const libc::sockaddr,
+                size_of::<SockaddrXdp>() as libc::socklen_t,
+            )
+        })
+        .map_err(step(XskStep::Bind))?;
+        let mut opts = 0u32;
+        // SAFETY: struct xdp_options is one u32.
+        let zero_copy = unsafe { getsockopt(&fd, SOL_XDP, XDP_OPTIONS, &mut opts) }.is_ok()
+            && opts & XDP_OPTIONS_ZEROCOPY != 0;
+
+        let fill = RingPtrs::new(&fill_map, &off.fr, s.fill_size);
+        let comp = RingPtrs::new(&comp_map, &off.cr, s.comp_size);
+        let rx = rx_map
+            .as_ref()
+            .map(|m| RingPtrs::new(m, &off.rx, s.rx_size));
+        let tx = tx_map
+            .as_ref()
+            .map(|m| RingPtrs::new(m, &off.tx, s.tx_size));
+        let raw = fd.as_raw_fd();
+        let mut maps = vec![fill_map, comp_map];
+        maps.extend(rx_map);
+        maps.extend(tx_map);
+        let shared = Arc::new(XskShared {
+            maps,
+            fd: Some(fd),
+            zero_copy,
+            _pool: pool.clone(),
+            orphans: Mutex::new(Vec::new()),
+        });
+        let rx = rx.map(|r| RxSide {
+            rx: ConsRing::new(r),
+            fill: ProdRing::new(fill),
+            ledger: Some(Ledger::new(pool)),
+            deficit: 0,
+            busy_poll: false,
+            fd: raw,
+            scratch: Box::new([0; SCRATCH]),
+            shared: shared.clone(),
+        });
+        let tx = tx.map(|t| TxSide {
+            tx: ProdRing::new(t),
+            comp: ConsRing::new(comp),
+            ledger: Some(Ledger::new(pool)),
+            fd: raw,
+            copy_room: pool.data_room(),
+            scratch: Box::new([0; SCRATCH]),
+            shared: shared.clone(),
+        });
+        Ok(XskParts { shared, rx, tx })
+    }
+
+    /// The socket's descriptor (for the XSKMAP and XDP_SHARED_UMEM).
+    pub(crate) fn raw_fd(&self) -> RawFd {
+        self.fd.as_ref().map(|f| f.as_raw_fd()).unwrap_or(-1)
+    }
+
+    /// Whether the kernel bound the socket in zero-copy mode.
+    pub(crate) fn zero_copy(&self) -> bool {
+        self.zero_copy
+    }
+
+    /// The kernel's counters for this socket.
+    pub(crate) fn statistics(&self) -> io::Result<XskStats> {
+        let mut st = XskStats::default();
+        let fd = self.fd.as_ref().expect("open until dropped");
+        // SAFETY: XskStats is plain u64s.
+        unsafe { getsockopt(fd, SOL_XDP, XDP_STATISTICS, &mut st) }?;
+        Ok(st)
+    }
+
+    /// Preferred busy polling, as DPDK's busy_budget: SO_PREFER_BUSY_POLL,
+    /// SO_BUSY_POLL (µs) and SO_BUSY_POLL_BUDGET (packets per poll).
+    pub(crate) fn set_busy_poll(&self, usecs: u32, budget: u32) -> io::Result<()> {
+        let fd = self.fd.as_ref().expect("open until dropped");
+        setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PREFER_BUSY_POLL,
+            &1 as &libc::c_int,
+        )?;
+        setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_BUSY_POLL,
+            &(usecs as libc::c_int),
+        )?;
+        setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_BUSY_POLL_BUDGET,
+            &(budget as libc::c_int),
+        )
+    }
+}
+
+impl Drop for XskShared {
+    fn drop(&mut self) {
+        // The mappings hold references to the socket file: unmap them first so
+        // that closing the fd really releases the socket. Release unbinds it and
+        // waits (synchronize_net) until no receive path still uses it.
+        self.maps.clear();
+        drop(self.fd.take());
+        if self.zero_copy {
+            // In zero-copy mode the driver gives its posted buffers up in deferred
+            // work after the release; give it time before the chunks become mbufs.
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let orphans = std::mem::take(&mut *self.orphans.lock().unwrap_or_else(|e| e.into_inner()));
+        for mut l in orphans {
+            l.release_all();
+        }
+    }
+}
+
+/// What one receive burst did.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct RxOutcome {
+    pub(crate) packets: u32,
+    pub(crate) bytes: u64,
+    pub(crate) errors: u32,
+    pub(crate) nombuf: u32,
+}
+
+impl RxSide {
+    /// Turn on the busy-polling kick (see [`XskShared::set_busy_poll`]).
+    pub(crate) fn set_busy_poll(&mut self, on: bool) {
+        self.busy_poll = on;
+    }
+
+    /// Post up to `want` fresh chunks on the fill ring; returns how many.
+    #[inline]
+    fn refill(&mut self, want: u32) -> u32 {
+        let k = want.min(self.fill.free(want)).min(SCRATCH as u32) as usize;
+        if k == 0 {
+            return 0;
+        }
+        let ledger = self.ledger.as_mut().expect("present until drop");
+        let buf = &mut self.scratch[..k];
+        // SAFETY: we own the elements returned and give each back exactly once:
+        // they are marked in the ledger and go to the kernel, and come back as an
+        // Mbuf (rx_burst) or through Ledger::release_all once the socket is closed.
+        if !unsafe { ledger.pool.alloc_raw(buf) } {
+            return 0;
+        }
+        for (i, &e) in buf.iter().enumerate() {
+            let a = ledger.give(e);
+            self.fill.write(i as u32, a);
+        }
+        self.fill.submit(k as u32);
+        k as u32
+    }
+
+    /// Fill the fill ring with `n` chunks before the queue starts; false if the
+    /// pool could not provide them.
+    pub(crate) fn prime(&mut self, n: u32) -> bool {
+        let mut left = n;
+        while left > 0 {
+            let k = self.refill(left);
+            if k == 0 {
+                return false;
+            }
+            left -= k;
+        }
+        true
+    }
+
+    /// Move up to `out.spare()` received frames into `out` as mbufs stamped with
+    /// `port` and `queue`, and post as many fresh chunks. At most one syscall:
+    /// recvfrom(MSG_DONTWAIT) when nothing arrived and the kernel asked for a
+    /// wakeup on the fill ring, or busy polling is on.
+    #[inline]
+    pub(crate) fn rx_burst(&mut self, out: &mut MbufBatch, port: u16, queue: u16) -> RxOutcome {
+        let mut o = RxOutcome::default();
+        let spare = out.spare() as u32;
+        let n = if spare == 0 { 0 } else { self.rx.peek(spare) };
+        if n > 0 {
+            let ledger = self.ledger.as_mut().expect("present until drop");
+            let base = ledger.base;
+            for i in 0..n {
+                let d = self.rx.read(i);
+                let Some(hdr) = ledger.take(d.addr) else {
+                    // Not a chunk we posted: never make an mbuf of it.
+                    o.errors += 1;
+                    continue;
+                };
+                // SAFETY: the ledger had this element marked as posted by us and the
+                // kernel handed it back on the RX ring, so the kernel is done with it
+                // and nothing else owns it; `hdr` is its header, as the pool gave it.
+                let mut m =
+                    unsafe { Mbuf::from_raw(NonNull::new_unchecked(hdr as *mut MbufHeader)) };
+                // Data offset from the buffer start (right after the header).
+                let data_off = (base + d.addr as usize).wrapping_sub(hdr + HEADER_SIZE);
+                m.reset();
+                if !m.set_data(data_off, d.len as usize) {
+                    o.errors += 1;
+                    drop(m);
+                    continue;
+                }
+                m.set_port(port);
+                m.set_queue(queue);
+                o.packets += 1;
+                o.bytes += u64::from(d.len);
+                // n <= spare, so this cannot fail.
+                let _ = out.push(m);
+            }
+            self.rx.release(n);
+        }
+        let want = n + self.deficit;
+        if want > 0 {
+            let mut posted = self.refill(want);
+            if posted < want && want - posted > 32 {
+                posted += self.refill(32);
+            }
+            let deficit = want - posted;
+            o.nombuf = deficit.saturating_sub(self.deficit);
+            self.deficit = deficit;
+        }
+        if n == 0 && spare > 0 && (self.busy_poll || self.fill.needs_wakeup()) {
+            kick_rx(self.fd);
+        }
+        o
+    }
+}
+
+impl Drop for RxSide {
+    fn drop(&mut self) {
+        if let Some(l) = self.ledger.take() {
+            self.shared
+                .orphans
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(l);
+        }
+    }
+}
+
+/// What one transmit burst did.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct TxOutcome {
+    /// Packets taken from the batch (sent or dropped).
+    pub(crate) taken: u32,
+    /// Packets put on the TX ring.
+    pub(crate) packets: u32,
+    pub(crate) bytes: u64,
+    /// Packets dropped: empty, or from another pool and too large for a chunk.
+    pub(crate) errors: u32,
+}
+
+impl TxSide {
+    /// Return completed chunks to the pool.
+    #[inline]
+    fn reclaim(&mut self) {
+        let ledger = self.ledger.as_mut().expect("present until drop");
+        loop {
+            let k = self.comp.peek(SCRATCH as u32);
+            if k == 0 {
+                break;
+            }
+            let mut f = 0;
+            for i in 0..k {
+                if let Some(e) = ledger.take(self.comp.read(i)) {
+                    self.scratch[f] = e;
+                    f += 1;
+                }
+            }
+            self.comp.release(k);
+            // SAFETY: each element was marked as posted by us and the kernel
+            // completed it, so it is done reading it and nothing else owns it.
+            unsafe { ledger.pool.free_raw(&self.scratch[..f]) };
+            if (k as usize) < SCRATCH {
+                break;
+            }
+        }
+    }
+
+    /// Put as many packets from the front of `pkts` on the TX ring as fit.
+    /// Mbufs of the port's pool go out in place (the descriptor points at their
+    /// data in the UMEM); others are copied into a chunk of ours. At most one
+    /// syscall: sendto(MSG_DONTWAIT) when the kernel asked for a wakeup and
+    /// something is waiting on the ring.
+    #[inline]
+    pub(crate) fn tx_burst(&mut self, pkts: &mut MbufBatch) -> TxOutcome {
+        self.reclaim();
+        let mut o = TxOutcome::default();
+        let len = pkts.len() as u32;
+        if len > 0 {
+            let room = self.tx.free(len).min(len);
+            let ledger = self.ledger.as_mut().expect("present until drop");
+            while o.taken < room {
+                let m = &pkts.as_slice()[0];
+                let hdr = m.buf_addr() as usize - HEADER_SIZE;
+                let dlen = m.len();
+                let addr = if dlen == 0 {
+                    // The kernel would consume an empty descriptor without ever
+                    // completing it (an invalid descriptor): drop it here.
+                    drop(pkts.pop_front());
+                    o.taken += 1;
+                    o.errors += 1;
+                    continue;
+                } else if ledger.contains(hdr) {
+                    ledger.give(hdr);
+                    let addr = (m.data().as_ptr() as usize - ledger.base) as u64;
+                    let m = pkts.pop_front().expect("checked non-empty");
+                    // The element now belongs to the kernel until it completes.
+                    let _ = m.into_raw();
+                    addr
+                } else if dlen > self.copy_room {
+                    drop(pkts.pop_front());
+                    o.taken += 1;
+                    o.errors += 1;
+                    continue;
+                } else {
+                    let mut one = [0usize; 1];
+                    // SAFETY: we own the element returned; it is marked in the
+                    // ledger and comes back through the completion ring or
+                    // Ledger::release_all.
+                    if !unsafe { ledger.pool.alloc_raw(&mut one) } {
+                        break;
+                    }
+                    let off = ledger.give(one[0]) + ELEMENT_DATA_OFFSET as u64;
+                    let dst = ledger.base + off as usize;
+                    // SAFETY: the fresh element is ours alone (the kernel gets it
+                    // when the descriptor is published) and has copy_room >= dlen
+                    // bytes from its data offset; the source is the mbuf's own data,
+                    // in another element.
+                    unsafe { ptr::copy_nonoverlapping(m.data().as_ptr(), dst as *mut u8, dlen) };
+                    drop(pkts.pop_front());
+                    off
+                };
+                self.tx.write(
+                    o.packets,
+                    XdpDesc {
+                        addr,
+                        len: dlen as u32,
+                        options: 0,
+                    },
+                );
+                o.packets += 1;
+                o.taken += 1;
+                o.bytes += dlen as u64;
+            }
+            if o.packets > 0 {
+                self.tx.submit(o.packets);
+            }
+        }
+        if self.tx.needs_wakeup() && (o.packets > 0 || self.tx.pending()) {
+            kick_tx(self.fd);
+        }
+        o
+    }
+}
+
+impl Drop for TxSide {
+    fn drop(&mut self) {
+        self.reclaim();
+        if let Some(l) = self.ledger.take() {
+            self.shared
+                .orphans
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(l);
+        }
+    }
+}
+
+/// Wake the kernel's transmit path (copy mode transmits inside this call).
+#[inline]
+fn kick_tx(fd: RawFd) {
+    // SAFETY: a zero-length sendto with no buffer and no address; `fd` is the
+    // socket kept open by the caller's handle on it. Errors (EAGAIN, EBUSY,
+    // ENOBUFS: the kernel is still busy) are retried by the next burst.
+    unsafe { libc::sendto(fd, ptr::null(), 0, libc::MSG_DONTWAIT, ptr::null(), 0) };
+}
+
+/// Wake the driver's receive path, or busy-poll it (kernels >= 5.11).
+#[inline]
+fn kick_rx(fd: RawFd) {
+    // SAFETY: a zero-length, non-blocking recvfrom with no buffer or address; `fd`
+    // is the socket kept open by the caller's handle on it.
+    unsafe {
+        libc::recvfrom(
+            fd,
+            ptr::null_mut(),
+            0,
+            libc::MSG_DONTWAIT,
+            ptr::null_mut(),
+            ptr::null_mut(),
+        )
+    };
+}
+
+/// Send one rtnetlink request and return the kernel's reply datagram (the
+/// answer, or an NLMSG_ERROR carrying the errno and extended-ack message).
+pub(crate) fn netlink_route(req: &[u8]) -> io::Result<Vec<u8>> {
+    let fd = socket(libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_ROUTE)?;
+    // Extended acks give the kernel's reason as text; capped acks leave the
+    // request out of the error. Both are optional.
+    let _ = setsockopt(
+        &fd,
+        libc::SOL_NETLINK,
+        libc::NETLINK_EXT_ACK,
+        &1 as &libc::c_int,
+    );
+    let _ = setsockopt(
+        &fd,
+        libc::SOL_NETLINK,
+        libc::NETLINK_CAP_ACK,
+        &1 as &libc::c_int,
+    );
+    let tv = libc::timeval {
+        tv_sec: 5,
+        tv_usec: 0,
+    };
+    setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv)?;
+    // SAFETY: sockaddr_nl is plain data; all-zero is valid.
+    let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    sa.nl_family = libc::AF_NETLINK as u16;
+    // SAFETY: `req` and `sa` are valid for reads of their lengths during the call.
+    let r = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            req.as_ptr().cast(),
+            req.len(),
+            0,
+            &sa as *const libc::sockaddr_nl as *const libc::sockaddr,
+            size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // Peek at the datagram's real size, then read it whole.
+    // SAFETY: a zero-length peek with MSG_TRUNC writes nothing.
+    let size = unsafe {
+        libc::recv(
+            fd.as_raw_fd(),
+            ptr::null_mut(),
+            0,
+            libc::MSG_PEEK | libc::MSG_TRUNC,
+        )
+    };
+    if size < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut buf = vec![0u8; size as usize];
+    // SAFETY: `buf` is valid for `buf.len()` bytes of writes.
+    let got = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if got < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    buf.truncate(got as usize);
+    Ok(buf)
+}
+
+/// A raw AF_PACKET socket bound to one interface, for tests: what a far end
+/// sends and receives.
+#[cfg(test)]
+pub(crate) struct PacketSocket(OwnedFd);
+
+#[cfg(test)]
+impl PacketSocket {
+    /// Bind to interface `ifindex`, all protocols.
+    pub(crate) fn open(ifindex: u32) -> io::Result<PacketSocket> {
+        let proto = (libc::ETH_P_ALL as u16).to_be();
+        let fd = socket(libc::AF_PACKET, libc::SOCK_RAW, proto as libc::c_int)?;
+        // SAFETY: sockaddr_ll is plain data; all-zero is valid.
+        let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sa.sll_family = libc::AF_PACKET as u16;
+        sa.sll_protocol = proto;
+        sa.sll_ifindex = ifindex as i32;
+        // SAFETY: `sa` is a sockaddr_ll of the stated length.
+        cvt(unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                &sa as *const libc::sockaddr_ll as *const libc::sockaddr,
+                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        })?;
+        let tv = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 200_000,
+        };
+        setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv)?;
+        Ok(PacketSocket(fd))
+    }
+
+    /// Send one frame out of the interface.
+    pub(crate) fn send(&self, frame: &[u8]) -> io::Result<()> {
+        // SAFETY: `frame` is valid for reads of its length during the call.
+        let r = unsafe { libc::send(self.0.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Receive one frame seen on the interface (either direction), or `None`
+    /// after the receive timeout (200 ms).
+    pub(crate) fn recv(&self) -> io::Result<Option<Vec<u8>>> {
+        Ok(self.recv_typed()?.map(|(f, _)| f))
+    }
+
+    /// As `recv`, with the packet type (PACKET_OUTGOING for what the interface
+    /// sent).
+    pub(crate) fn recv_typed(&self) -> io::Result<Option<(Vec<u8>, u8)>> {
+        let mut buf = vec![0u8; 4096];
+        // SAFETY: sockaddr_ll is plain data; all-zero is valid.
+        let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        let mut salen = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+        // SAFETY: `buf` is valid for writes of its length, `sa` for `salen` bytes.
+        let r = unsafe {
+            libc::recvfrom(
+                self.0.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                0,
+                &mut sa as *mut libc::sockaddr_ll as *mut libc::sockaddr,
+                &mut salen,
+            )
+        };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(None),
+                _ => Err(e),
+            };
+        }
+        buf.truncate(r as usize);
+        Ok(Some((buf, sa.sll_pkttype)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nicpoll::memory::DmaMemory;
+    use nicpoll::mempool::MempoolConfig;
+
+    #[test]
+    fn layout_constants() {
+        assert_eq!(UMEM_HEADROOM, 128);
+        assert_eq!(UMEM_HEADROOM + XDP_PACKET_HEADROOM, ELEMENT_DATA_OFFSET);
+        assert_eq!(rx_frame_room(2048), 1664);
+        assert_eq!(rx_frame_room(4096), 3712);
+    }
+
+    #[test]
+    fn ledger_gives_and_takes_only_what_it_gave() {
+        let mem = DmaMemory::plain();
+        let pool = Mempool::new(&mem, &MempoolConfig::new("ledger", 130)).unwrap();
+        assert_eq!(rx_frame_room(pool.stride()), pool.data_room());
+        let mut l = Ledger::new(&pool);
+        let mut raw = [0usize; 6];
+        // SAFETY: the elements are handed back below through the ledger.
+        assert!(unsafe { pool.alloc_raw(&mut raw) });
+        let offs: Vec<u64> = raw.iter().map(|&h| l.give(h)).collect();
+        assert_eq!(l.held, 6);
+        for (&o, &h) in offs.iter().zip(&raw) {
+            assert_eq!(o % pool.stride() as u64, 0);
+            assert_eq!(l.element_offset(h), o);
+            // An address inside the chunk maps back to the element's header,
+            // whatever its color.
+            assert_eq!(l.take(o + ELEMENT_DATA_OFFSET as u64), Some(h));
+            l.give(h);
+        }
+        assert_eq!(l.take(offs[0] + 448), Some(raw[0]));
+        assert_eq!(l.take(offs[0] + 448), None, "taken twice");
+        assert_eq!(l.take(u64::MAX), None, "outside the UMEM");
+        assert_eq!(l.take(l.len), None, "one past the end");
+        assert!(l.contains(raw[1]) && !l.contains(raw[1] + l.len as usize));
+        assert_eq!(pool.in_use(), 6);
+        // SAFETY: raw[0] came back from the ledger above and is ours.
+        unsafe { pool.free_raw(&raw[..1]) };
+        l.release_all();
+        assert_eq!(pool.in_use(), 0);
+        assert_eq!(l.held, 0);
+    }
+}
