@@ -1,1 +1,841 @@
-//! Being written.
+//! `net_mlx5`: Mellanox/NVIDIA ConnectX-4 and newer through rdma-core verbs,
+//! bifurcated like DPDK's mlx5 driver: the kernel keeps the device and its
+//! network interface; flow rules steer the traffic meant for the port to our
+//! queues, everything else stays with the kernel. No unbinding, no VFIO.
+//!
+//! **Status: verified against the rdma-core 44 headers (layout test) and a fake
+//! verbs library (unit and conformance tests), not yet on ConnectX hardware.**
+//!
+//! # Building and running
+//!
+//! `cargo build` needs nothing from rdma-core: `libibverbs.so.1` is loaded at run
+//! time with dlopen (libibverbs then loads the mlx5 provider itself, as
+//! `/etc/libibverbs.d/mlx5.driver` says). At run time the machine or container
+//! needs the packages `libibverbs1` and `ibverbs-providers`, the `mlx5_ib`
+//! module, access to `/dev/infiniband/uverbsN`, CAP_NET_RAW (raw packet QPs and
+//! flow rules) and enough RLIMIT_MEMLOCK (or CAP_IPC_LOCK) to pin the mempool.
+//! Each error says which of these is missing ([`Mlx5Error`]). Run with
+//! `MLX5_SINGLE_THREADED=1`: each queue is used by one lcore, so libmlx5 can
+//! skip its per-call spinlocks.
+//!
+//! # Device arguments
+//!
+//! `--vdev net_mlx5,iface=IFNAME` or `--vdev net_mlx5,dev=0000:03:00.0`, or
+//! `-a 0000:03:00.0` for a function bound to mlx5_core ([`is_mlx5_pci`]), with:
+//!
+//! | key | meaning |
+//! |---|---|
+//! | `mac=M1+M2` | also steer these unicast MACs (added to the interface's FDB with netlink, as `bridge fdb add M dev IF self`, so a VF's vport accepts them) |
+//! | `vlan=V1+V2` | steer only frames tagged with these VLANs (untagged and other VLANs stay with the kernel) |
+//! | `txq_inline_max=N` | inline frames up to N bytes on transmit (default 128, 0 to 960; the device may grant less) |
+//!
+//! DPDK's other mlx5 keys (`mprq_en`, `rxq_cqe_comp_en`, `txq_mpw_en`, ...) are
+//! refused by name: they need Direct Verbs, which this backend does not use.
+//!
+//! # How it maps onto verbs
+//!
+//! - Receive queue *q*: a CQ and a receive work queue (`ibv_create_wq`), filled
+//!   with mbufs of the configured mempool, which is registered whole as one
+//!   memory region.
+//! - RSS, the way plain verbs allow it (and DPDK's verbs-only mlx5 did): the
+//!   WQs go in an indirection table (`ibv_create_rwq_ind_table`, size rounded up
+//!   to a power of two) and receive-only RAW_PACKET "hash" QPs
+//!   (`ibv_create_qp_ex` with `rx_hash_conf`, Toeplitz, DPDK's default key) sit
+//!   on it: one per traffic type, because one hash QP hashes either IPv4 or
+//!   IPv6 and either TCP or UDP: TCP/IPv4, UDP/IPv4, IPv4, TCP/IPv6, UDP/IPv6,
+//!   IPv6 over all queues, and everything else over a one-entry table (queue
+//!   0, no hash: the kernel allows no hash fields only there). With one
+//!   receive queue only that last one exists. ("One flow per queue with a
+//!   hash" is not something verbs flow specs can express.)
+//! - Steering: for each MAC (the interface's own and `mac=`), each VLAN of
+//!   `vlan=` (or any), and each traffic type, an `ibv_create_flow` rule
+//!   (ETH [+ IPv4/IPv6 [+ TCP/UDP]] specs) to that type's hash QP; more specific
+//!   rules get a higher priority (L4 0, L3 1, L2 2). Promiscuous mode adds the
+//!   same rules without a MAC, taking *all* the interface's traffic from the
+//!   kernel. Broadcast and multicast are never steered: ARP and neighbour
+//!   discovery keep working in the kernel. As with DPDK, the kernel no longer
+//!   receives unicast frames for a MAC we steer.
+//! - Transmit queue *q*: a CQ and a send-only RAW_PACKET QP taken
+//!   INIT → RTR → RTS. Frames up to the granted `max_inline_data` go inline
+//!   (IBV_SEND_INLINE, the mbuf is freed at once); larger ones are read from
+//!   the registered mempool by DMA. A completion is requested every 32 requests
+//!   and on the last of each burst (`sq_sig_all = 0`).
+//! - The fast path calls `ibv_poll_cq`, `ibv_post_wq_recv` and `ibv_post_send`
+//!   the way the header's inline functions do, through `ibv_context.ops` and
+//!   `ibv_wq.post_recv`. Error completions are counted, and the queue is reset
+//!   and brought back (as DPDK's mlx5 does).
+//! - Counters per queue; `xstats` adds per-queue error counters, the RDMA
+//!   port's `hw_counters` (`out_of_buffer` is `imissed`), and the interface's
+//!   `statistics`. Link state comes from the interface (operstate, speed,
+//!   duplex).
+//!
+//! # unsafe
+//!
+//! `#![deny(unsafe_code)]` everywhere except two modules: `verbs` (the FFI:
+//! dlopen, struct mirrors, calls through function pointers, the netlink
+//! request; and its test-only fake NIC `verbs::fake`) and `datapath` (the
+//! three calls that hand buffers to the device or read completions). Every
+//! `unsafe` block there has a `// SAFETY:` comment.
+//!
+//! # Hardware test
+//!
+//! `hw_steers_our_mac_and_leaves_the_rest_to_the_kernel` is `#[ignore]`d. On a
+//! machine with two ConnectX interfaces on the same Ethernet segment (two VFs of
+//! one PF are enough: the e-switch connects them), as root:
+//!
+//! ```text
+//! NICPOLL_MLX5_IFACE=ens1f0v0 NICPOLL_MLX5_PEER=ens1f0v1 MLX5_SINGLE_THREADED=1 \
+//!     cargo test -p nicpoll-mlx5 --release -- --ignored --nocapture hw_
+//! ```
+//!
+//! The peer port (no receive queue, so it steers nothing) sends 1000 frames to
+//! the tested interface's MAC and 1000 broadcast frames; the tested port must
+//! receive the first and none of the second, and the kernel interface's
+//! `rx_packets` must grow by the broadcasts. Without `NICPOLL_MLX5_PEER` the
+//! test only opens, starts, reports link and counters, and listens for two
+//! seconds.
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+mod datapath;
+pub mod error;
+#[cfg(test)]
+mod layout_test;
+pub mod options;
+pub mod sysfs;
+mod verbs;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use nicpoll::mempool::Mempool;
+use nicpoll::port::{
+    self, DevArgs, Link, MacAddr, PortConf, PortCounters, PortInfo, PortQueues, PortStats,
+};
+use nicpoll::{Port, RxQueue, TxQueue};
+
+use datapath::{ExtraRef, QueueExtra, RingError, RxRing, TxRing};
+pub use error::{Mlx5Error, Result};
+pub use options::{DRIVER, Mlx5Options, Selector, is_mlx5_devargs, normalize_pci};
+pub use sysfs::is_mlx5_pci;
+use sysfs::{Netdev, Resolved};
+use verbs::{
+    Context, DeviceLimits, Flow, FlowRule, IBV_LINK_LAYER_ETHERNET, IBV_RX_HASH_DST_IPV4,
+    IBV_RX_HASH_DST_IPV6, IBV_RX_HASH_DST_PORT_TCP, IBV_RX_HASH_DST_PORT_UDP, IBV_RX_HASH_SRC_IPV4,
+    IBV_RX_HASH_SRC_IPV6, IBV_RX_HASH_SRC_PORT_TCP, IBV_RX_HASH_SRC_PORT_UDP, IndTable, Mr, Qp,
+    VerbError, Verbs, Wq,
+};
+
+/// Most receive or transmit queues per port.
+pub const MAX_QUEUES: u16 = 64;
+const DEFAULT_DESC: u16 = 512;
+const MIN_DESC: u16 = 16;
+const MAX_DESC: u16 = 32768;
+
+/// The traffic types of the hash QPs (DPDK's `hash_rxq_init`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum HashKind {
+    Tcp4,
+    Udp4,
+    Ip4,
+    Tcp6,
+    Udp6,
+    Ip6,
+    Eth,
+}
+
+impl HashKind {
+    const ALL: [HashKind; 7] = [
+        HashKind::Tcp4,
+        HashKind::Udp4,
+        HashKind::Ip4,
+        HashKind::Tcp6,
+        HashKind::Udp6,
+        HashKind::Ip6,
+        HashKind::Eth,
+    ];
+
+    fn for_queues(nb_rxq: u16) -> &'static [HashKind] {
+        if nb_rxq > 1 {
+            &HashKind::ALL
+        } else {
+            &HashKind::ALL[6..]
+        }
+    }
+
+    fn fields(self) -> u64 {
+        let v4 = IBV_RX_HASH_SRC_IPV4 | IBV_RX_HASH_DST_IPV4;
+        let v6 = IBV_RX_HASH_SRC_IPV6 | IBV_RX_HASH_DST_IPV6;
+        let tcp = IBV_RX_HASH_SRC_PORT_TCP | IBV_RX_HASH_DST_PORT_TCP;
+        let udp = IBV_RX_HASH_SRC_PORT_UDP | IBV_RX_HASH_DST_PORT_UDP;
+        match self {
+            HashKind::Tcp4 => v4 | tcp,
+            HashKind::Udp4 => v4 | udp,
+            HashKind::Ip4 => v4,
+            HashKind::Tcp6 => v6 | tcp,
+            HashKind::Udp6 => v6 | udp,
+            HashKind::Ip6 => v6,
+            HashKind::Eth => 0,
+        }
+    }
+
+    fn ipv6(self) -> Option<bool> {
+        match self {
+            HashKind::Tcp4 | HashKind::Udp4 | HashKind::Ip4 => Some(false),
+            HashKind::Tcp6 | HashKind::Udp6 | HashKind::Ip6 => Some(true),
+            HashKind::Eth => None,
+        }
+    }
+
+    fn tcp(self) -> Option<bool> {
+        match self {
+            HashKind::Tcp4 | HashKind::Tcp6 => Some(true),
+            HashKind::Udp4 | HashKind::Udp6 => Some(false),
+            _ => None,
+        }
+    }
+
+    /// More specific rules must win: lower number, higher priority.
+    fn priority(self) -> u16 {
+        match self {
+            HashKind::Tcp4 | HashKind::Udp4 | HashKind::Tcp6 | HashKind::Udp6 => 0,
+            HashKind::Ip4 | HashKind::Ip6 => 1,
+            HashKind::Eth => 2,
+        }
+    }
+}
+
+/// What a started port holds besides its queues. Dropping it removes the flow
+/// rules (traffic goes back to the kernel), then the hash QPs, tables, WQs and
+/// CQs in that order (each holds the next), as soon as the queues are gone too.
+struct Started {
+    alive: Arc<()>,
+    hash_qps: Vec<(HashKind, Arc<Qp>)>,
+    flows: Vec<Flow>,
+    promisc_flows: Vec<Flow>,
+    fdb_added: Vec<[u8; 6]>,
+}
+
+/// An mlx5 port.
+pub struct Mlx5Port {
+    name: String,
+    opts: Mlx5Options,
+    root: PathBuf,
+    dev: Resolved,
+    netdev: Netdev,
+    ctx: Arc<Context>,
+    limits: DeviceLimits,
+    mac: MacAddr,
+    port_id: u16,
+    conf: Option<(PortConf, u16, u16)>,
+    mr: Option<Arc<Mr>>,
+    started: Option<Started>,
+    promisc: bool,
+    counters: PortCounters,
+    rx_extra: Vec<ExtraRef>,
+    tx_extra: Vec<ExtraRef>,
+    missed_base: u64,
+}
+
+impl std::fmt::Debug for Mlx5Port {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mlx5Port")
+            .field("name", &self.name)
+            .field("ibdev", &self.dev.ibdev)
+            .field("netdev", &self.dev.netdev)
+            .field("port", &self.dev.port)
+            .field("started", &self.started.is_some())
+            .field(
+                "flow_rules",
+                &self
+                    .started
+                    .as_ref()
+                    .map(|s| s.flows.len() + s.promisc_flows.len())
+                    .unwrap_or(0),
+            )
+            .finish()
+    }
+}
+
+impl Mlx5Port {
+    /// Create the port `args` describes (`net_mlx5,iface=..`, `net_mlx5,dev=..`,
+    /// or a PCI address with optional `key=value`s).
+    pub fn from_devargs(args: &DevArgs, port_id: u16) -> Result<Mlx5Port> {
+        let opts = Mlx5Options::from_devargs(args)?;
+        Mlx5Port::open(&opts, port_id)
+    }
+
+    /// Open the device `opts` selects: load libibverbs, find the device in
+    /// sysfs, open it, check its port is Ethernet, and probe that a RAW_PACKET
+    /// QP may be created (so a missing capability is reported now, not at start).
+    pub fn open(opts: &Mlx5Options, port_id: u16) -> Result<Mlx5Port> {
+        let verbs = Verbs::load()?;
+        Mlx5Port::open_with(verbs, Path::new("/"), opts, port_id)
+    }
+
+    fn open_with(
+        verbs: Arc<Verbs>,
+        root: &Path,
+        opts: &Mlx5Options,
+        port_id: u16,
+    ) -> Result<Mlx5Port> {
+        let wanted = opts.select.to_string();
+        let dev = sysfs::resolve(root, &opts.select).map_err(|nf| Mlx5Error::NoDevice {
+            wanted: wanted.clone(),
+            reason: nf.reason,
+            found: nf.found,
+        })?;
+        let ctx = match verbs.open(&dev.ibdev) {
+            Ok(Some(ctx)) => ctx,
+            Ok(None) => {
+                let listed = verbs.device_names().unwrap_or_default();
+                return Err(Mlx5Error::NoDevice {
+                    wanted,
+                    reason: format!(
+                        "sysfs has {} but {} does not list it (it lists: {}): the mlx5 verbs \
+                         provider is missing (install ibverbs-providers) or /dev/infiniband is \
+                         not available in this container",
+                        dev.ibdev,
+                        verbs.library,
+                        if listed.is_empty() {
+                            "nothing".into()
+                        } else {
+                            listed.join(", ")
+                        }
+                    ),
+                    found: sysfs::list_rdma(root)
+                        .iter()
+                        .map(|d| d.to_string())
+                        .collect(),
+                });
+            }
+            Err(e) => {
+                return Err(Mlx5Error::OpenFailed {
+                    device: dev.ibdev.clone(),
+                    source: e,
+                });
+            }
+        };
+        let name = dev.ibdev.clone();
+        let verb = |e: VerbError| Mlx5Error::from_verb(&name, e.op, e.err);
+        let attr = ctx.query_port(dev.port).map_err(verb)?;
+        if attr.link_layer != IBV_LINK_LAYER_ETHERNET {
+            return Err(Mlx5Error::NotEthernet {
+                device: name.clone(),
+                port: dev.port,
+                link_layer: attr.link_layer,
+            });
+        }
+        let limits = ctx.query_device().map_err(verb)?;
+        // Probe: a RAW_PACKET QP needs CAP_NET_RAW and a capable provider.
+        {
+            let cq = ctx.create_cq(1).map_err(verb)?;
+            ctx.create_send_qp(&cq, 1, opts.txq_inline_max as u32, dev.port)
+                .map_err(|e| match Mlx5Error::from_verb(&name, e.op, e.err) {
+                    Mlx5Error::Verbs {
+                        device, op, source, ..
+                    } if source.raw_os_error() == Some(libc::EINVAL) => Mlx5Error::Verbs {
+                        device,
+                        op,
+                        source,
+                        hint: Some("lower txq_inline_max (the device may allow less inline data)"),
+                    },
+                    other => other,
+                })?;
+        }
+        let netdev = Netdev::new(root, &dev.netdev);
+        let mac = netdev.mac().ok_or_else(|| Mlx5Error::NoDevice {
+            wanted: wanted.clone(),
+            reason: format!("cannot read the MAC address of {}", dev.netdev),
+            found: Vec::new(),
+        })?;
+        if std::env::var_os("MLX5_SINGLE_THREADED").is_none() {
+            log::info!(
+                "{name}: MLX5_SINGLE_THREADED is not set; libmlx5 takes an (uncontended) spinlock \
+                 on every post and poll: set it to 1, each queue is used by one lcore"
+            );
+        }
+        log::info!(
+            "{name}: port {} of {}, interface {} ({mac}), firmware {}, vendor part {}",
+            dev.port,
+            dev.pci.as_deref().unwrap_or("?"),
+            dev.netdev,
+            limits.fw_ver,
+            limits.vendor_part_id
+        );
+        let mut port = Mlx5Port {
+            name: match &opts.select {
+                Selector::Iface(n) => n.clone(),
+                Selector::Pci(b) => b.clone(),
+            },
+            opts: opts.clone(),
+            root: root.to_path_buf(),
+            dev,
+            netdev,
+            ctx,
+            limits,
+            mac,
+            port_id,
+            conf: None,
+            mr: None,
+            started: None,
+            promisc: false,
+            counters: PortCounters::default(),
+            rx_extra: Vec::new(),
+            tx_extra: Vec::new(),
+            missed_base: 0,
+        };
+        port.missed_base = port.out_of_buffer();
+        Ok(port)
+    }
+
+    /// The RDMA device (`mlx5_0`) and IB port number.
+    pub fn rdma_device(&self) -> (&str, u8) {
+        (&self.dev.ibdev, self.dev.port)
+    }
+
+    /// The kernel network interface whose traffic the port shares.
+    pub fn interface(&self) -> &str {
+        &self.dev.netdev
+    }
+
+    fn err(&self, op: &'static str, reason: String) -> nicpoll::Error {
+        nicpoll::Error::Port {
+            port: self.port_id,
+            name: self.name.clone(),
+            op,
+            reason,
+        }
+    }
+
+    fn verb_err(&self, e: VerbError) -> Mlx5Error {
+        Mlx5Error::from_verb(&self.dev.ibdev, e.op, e.err)
+    }
+
+    fn out_of_buffer(&self) -> u64 {
+        sysfs::hw_counters(&self.root, &self.dev.ibdev, self.dev.port)
+            .into_iter()
+            .find(|(n, _)| n == "hw_out_of_buffer")
+            .map(|(_, v)| v)
+            .unwrap_or(0)
+    }
+
+    /// The (dst MAC, VLAN) pairs to steer; promiscuous: without MAC.
+    fn matchers(&self, promisc: bool) -> Vec<(Option<[u8; 6]>, Option<u16>)> {
+        let macs: Vec<Option<[u8; 6]>> = if promisc {
+            vec![None]
+        } else {
+            std::iter::once(self.mac)
+                .chain(self.opts.macs.iter().copied().filter(|m| *m != self.mac))
+                .map(|m| Some(m.0))
+                .collect()
+        };
+        let vlans: Vec<Option<u16>> = if self.opts.vlans.is_empty() {
+            vec![None]
+        } else {
+            self.opts.vlans.iter().map(|v| Some(*v)).collect()
+        };
+        macs.iter()
+            .flat_map(|m| vlans.iter().map(move |v| (*m, *v)))
+            .collect()
+    }
+
+    fn create_flows(&self, hash_qps: &[(HashKind, Arc<Qp>)], promisc: bool) -> Result<Vec<Flow>> {
+        let mut flows = Vec::new();
+        for (dst_mac, vlan) in self.matchers(promisc) {
+            for (kind, qp) in hash_qps {
+                let rule = FlowRule {
+                    priority: kind.priority(),
+                    port: self.dev.port,
+                    dst_mac,
+                    vlan,
+                    ipv6: kind.ipv6(),
+                    tcp: kind.tcp(),
+                };
+                flows.push(
+                    self.ctx
+                        .create_flow(qp, &rule)
+                        .map_err(|e| self.verb_err(e))?,
+                );
+            }
+        }
+        Ok(flows)
+    }
+
+    fn start_inner(&mut self) -> Result<(PortQueues, Started)> {
+        let (conf, rxd, txd) = self.conf.clone().expect("checked by start");
+        let mr = self.mr.clone().expect("registered by configure");
+        let pool: Mempool = conf.mempool.clone();
+        let alive = Arc::new(());
+        let mut queues = PortQueues::default();
+        let mut wqs: Vec<Arc<Wq>> = Vec::new();
+        for q in 0..conf.nb_rxq {
+            let cq = self
+                .ctx
+                .create_cq(rxd as u32)
+                .map_err(|e| self.verb_err(e))?;
+            let wq = self
+                .ctx
+                .create_wq(&cq, rxd as u32)
+                .map_err(|e| self.verb_err(e))?;
+            let ring = RxRing::new(
+                wq.clone(),
+                cq,
+                mr.clone(),
+                pool.clone(),
+                rxd as usize,
+                conf.port_id,
+                q,
+                self.counters.rx(q as usize),
+                self.rx_extra[q as usize].clone(),
+                alive.clone(),
+            )
+            .map_err(|e| match e {
+                RingError::NoBuffers { needed, available } => Mlx5Error::Verbs {
+                    device: self.dev.ibdev.clone(),
+                    op: format!("filling receive queue {q}"),
+                    source: std::io::Error::from_raw_os_error(libc::ENOBUFS),
+                    hint: Some(if available < needed as u64 {
+                        "the mempool has fewer free mbufs than the receive rings need: raise \
+                         --total-num-mbufs or lower --rxd/--rxq"
+                    } else {
+                        "the mempool ran short while filling the receive rings"
+                    }),
+                },
+                RingError::Post(errno) => Mlx5Error::Verbs {
+                    device: self.dev.ibdev.clone(),
+                    op: format!("ibv_post_wq_recv on receive queue {q}"),
+                    source: std::io::Error::from_raw_os_error(errno),
+                    hint: None,
+                },
+            })?;
+            wqs.push(wq);
+            queues.rx.push(Box::new(ring) as Box<dyn RxQueue>);
+        }
+        let mut hash_qps: Vec<(HashKind, Arc<Qp>)> = Vec::new();
+        if !wqs.is_empty() {
+            let first: Arc<IndTable> = self
+                .ctx
+                .create_ind_table(&wqs[..1])
+                .map_err(|e| self.verb_err(e))?;
+            let spread: Option<Arc<IndTable>> = if wqs.len() > 1 {
+                let n = wqs.len().next_power_of_two();
+                let entries: Vec<Arc<Wq>> = (0..n).map(|i| wqs[i % wqs.len()].clone()).collect();
+                Some(
+                    self.ctx
+                        .create_ind_table(&entries)
+                        .map_err(|e| self.verb_err(e))?,
+                )
+            } else {
+                None
+            };
+            for kind in HashKind::for_queues(conf.nb_rxq) {
+                let table = match (kind, &spread) {
+                    (HashKind::Eth, _) | (_, None) => &first,
+                    (_, Some(t)) => t,
+                };
+                let qp = self
+                    .ctx
+                    .create_rss_qp(table, kind.fields())
+                    .map_err(|e| self.verb_err(e))?;
+                hash_qps.push((*kind, qp));
+            }
+        }
+        let flows = self.create_flows(&hash_qps, false)?;
+        let promisc_flows = if self.promisc && !hash_qps.is_empty() {
+            self.create_flows(&hash_qps, true)?
+        } else {
+            Vec::new()
+        };
+        let mut started = Started {
+            alive: alive.clone(),
+            hash_qps,
+            flows,
+            promisc_flows,
+            fdb_added: Vec::new(),
+        };
+        for q in 0..conf.nb_txq {
+            let cq = self
+                .ctx
+                .create_cq(txd as u32)
+                .map_err(|e| self.verb_err(e))?;
+            let qp = self
+                .ctx
+                .create_send_qp(
+                    &cq,
+                    txd as u32,
+                    self.opts.txq_inline_max as u32,
+                    self.dev.port,
+                )
+                .map_err(|e| self.verb_err(e))?;
+            let inline = qp.cap.max_inline_data.min(self.opts.txq_inline_max as u32);
+            let ring = TxRing::new(
+                qp,
+                cq,
+                mr.clone(),
+                txd as usize,
+                inline,
+                self.counters.tx(q as usize),
+                self.tx_extra[q as usize].clone(),
+                alive.clone(),
+            );
+            queues.tx.push(Box::new(ring) as Box<dyn TxQueue>);
+        }
+        // Last: nothing can fail after it, so no FDB entry outlives a failed start.
+        if !started.hash_qps.is_empty() {
+            self.fdb_add(&mut started);
+        }
+        Ok((queues, started))
+    }
+
+    /// Extra MACs must pass the vport's unicast filter: add them to the
+    /// interface's FDB (as DPDK's mlx5 does). A failure is not fatal (a trusted
+    /// VF in promiscuous mode passes them anyway), but it is logged with the fix.
+    fn fdb_add(&self, started: &mut Started) {
+        let extra: Vec<MacAddr> = self
+            .opts
+            .macs
+            .iter()
+            .copied()
+            .filter(|m| *m != self.mac)
+            .collect();
+        if extra.is_empty() {
+            return;
+        }
+        let Some(ifindex) = self.netdev.ifindex() else {
+            log::warn!(
+                "{}: no ifindex for {}; mac= addresses not added to its FDB",
+                self.name,
+                self.dev.netdev
+            );
+            return;
+        };
+        for m in extra {
+            match self.ctx.fdb(ifindex, m.0, true) {
+                Ok(()) => started.fdb_added.push(m.0),
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(e) => log::warn!(
+                    "{}: cannot add {m} to the FDB of {} ({e}): frames to it may not reach this \
+                     function; grant CAP_NET_ADMIN, or run `bridge fdb add {m} dev {} self`",
+                    self.name,
+                    self.dev.netdev,
+                    self.dev.netdev
+                ),
+            }
+        }
+    }
+
+    fn teardown(&mut self, started: Started) {
+        if let Some(ifindex) = self.netdev.ifindex() {
+            for m in &started.fdb_added {
+                if let Err(e) = self.ctx.fdb(ifindex, *m, false) {
+                    log::warn!(
+                        "{}: cannot remove {} from the FDB of {}: {e}",
+                        self.name,
+                        MacAddr(*m),
+                        self.dev.netdev
+                    );
+                }
+            }
+        }
+        drop(started);
+    }
+}
+
+impl Port for Mlx5Port {
+    fn info(&self) -> PortInfo {
+        let max_desc = MAX_DESC
+            .min(self.limits.max_qp_wr.min(u16::MAX as u32) as u16)
+            .min(self.limits.max_cqe.min(u16::MAX as u32) as u16)
+            .max(MIN_DESC);
+        PortInfo {
+            driver: DRIVER,
+            name: self.name.clone(),
+            max_rx_queues: MAX_QUEUES,
+            max_tx_queues: MAX_QUEUES,
+            default_rxd: DEFAULT_DESC.min(max_desc),
+            default_txd: DEFAULT_DESC.min(max_desc),
+            min_rxd: MIN_DESC,
+            max_rxd: max_desc,
+            min_txd: MIN_DESC,
+            max_txd: max_desc,
+            desc_align: 1,
+            max_rx_pktlen: self.netdev.mtu().unwrap_or(1500) + 18,
+            numa_node: self.netdev.numa_node(),
+        }
+    }
+
+    fn configure(&mut self, conf: &PortConf) -> nicpoll::Result<()> {
+        if self.started.is_some() {
+            return Err(self.err(
+                "configure",
+                "the port is started; stop it first (port stop N)".into(),
+            ));
+        }
+        let (rxd, txd) = port::check_conf(conf.port_id, &self.info(), conf)?;
+        let same_pool = self
+            .mr
+            .as_ref()
+            .is_some_and(|m| m.start == conf.mempool.region().as_ptr() as usize);
+        if !same_pool {
+            self.mr = None;
+            let mr = self.ctx.reg_mr(&conf.mempool).map_err(|e| {
+                let e = Mlx5Error::RegisterMemory {
+                    device: self.dev.ibdev.clone(),
+                    bytes: conf.mempool.region().len(),
+                    source: e.err,
+                };
+                self.err("configure", e.to_string())
+            })?;
+            self.mr = Some(mr);
+        }
+        let frame = self.info().max_rx_pktlen as usize;
+        if conf.nb_rxq > 0 && conf.mempool.data_room() < frame {
+            log::warn!(
+                "{}: mbufs hold {} bytes but {} may receive {frame}-byte frames (MTU); longer \
+                 frames end in error completions: raise --mbuf-size or lower the MTU",
+                self.name,
+                conf.mempool.data_room(),
+                self.dev.netdev
+            );
+        }
+        self.counters
+            .reconfigure(conf.nb_rxq as usize, conf.nb_txq as usize);
+        self.rx_extra = (0..conf.nb_rxq)
+            .map(|_| Arc::new(QueueExtra::default()))
+            .collect();
+        self.tx_extra = (0..conf.nb_txq)
+            .map(|_| Arc::new(QueueExtra::default()))
+            .collect();
+        self.port_id = conf.port_id;
+        self.conf = Some((conf.clone(), rxd, txd));
+        Ok(())
+    }
+
+    fn start(&mut self) -> nicpoll::Result<PortQueues> {
+        if self.conf.is_none() {
+            return Err(self.err("start", "the port is not configured".into()));
+        }
+        if self.started.is_some() {
+            return Err(self.err("start", "the port is already started".into()));
+        }
+        let (queues, started) = self
+            .start_inner()
+            .map_err(|e| self.err("start", e.to_string()))?;
+        self.started = Some(started);
+        Ok(queues)
+    }
+
+    fn stop(&mut self) -> nicpoll::Result<()> {
+        let Some(s) = &self.started else {
+            return Ok(());
+        };
+        if Arc::strong_count(&s.alive) > 1 {
+            return Err(self.err(
+                "stop",
+                "its queues are still in use; drop the queues handed out by start first".into(),
+            ));
+        }
+        let s = self.started.take().expect("checked above");
+        self.teardown(s);
+        Ok(())
+    }
+
+    fn is_started(&self) -> bool {
+        self.started.is_some()
+    }
+
+    fn link(&self) -> Link {
+        self.netdev.link()
+    }
+
+    fn mac_addr(&self) -> MacAddr {
+        self.mac
+    }
+
+    fn promiscuous(&self) -> bool {
+        self.promisc
+    }
+
+    fn set_promiscuous(&mut self, on: bool) -> nicpoll::Result<()> {
+        if on == self.promisc {
+            return Ok(());
+        }
+        if let Some(s) = &self.started {
+            if on && !s.hash_qps.is_empty() {
+                let flows = self
+                    .create_flows(&s.hash_qps, true)
+                    .map_err(|e| self.err("promiscuous", e.to_string()))?;
+                self.started.as_mut().expect("started").promisc_flows = flows;
+            } else {
+                self.started
+                    .as_mut()
+                    .expect("started")
+                    .promisc_flows
+                    .clear();
+            }
+        }
+        self.promisc = on;
+        Ok(())
+    }
+
+    fn stats(&self) -> PortStats {
+        let mut s = self.counters.stats();
+        s.imissed += self.out_of_buffer().saturating_sub(self.missed_base);
+        s
+    }
+
+    fn reset_stats(&mut self) {
+        self.counters.reset();
+        self.missed_base = self.out_of_buffer();
+    }
+
+    fn xstats(&self) -> Vec<(String, u64)> {
+        let mut v = self.counters.xstats();
+        let imissed = self.stats().imissed;
+        for (n, val) in v.iter_mut() {
+            if n == "rx_missed_errors" {
+                *val = imissed;
+            }
+        }
+        let extra = |v: &mut Vec<(String, u64)>, dir: &str, q: usize, e: &QueueExtra| {
+            for (name, c) in [
+                ("bad_status", &e.bad_status),
+                ("bad_length", &e.bad_length),
+                ("bad_wr_id", &e.bad_wr_id),
+                ("recoveries", &e.recoveries),
+                ("dead", &e.dead),
+                ("post_errors", &e.post_errors),
+                ("poll_errors", &e.poll_errors),
+                ("inline", &e.inline),
+                ("unsendable", &e.unsendable),
+            ] {
+                v.push((format!("{dir}_q{q}_{name}"), c.get()));
+            }
+        };
+        for (q, e) in self.rx_extra.iter().enumerate() {
+            extra(&mut v, "rx", q, e);
+        }
+        for (q, e) in self.tx_extra.iter().enumerate() {
+            extra(&mut v, "tx", q, e);
+        }
+        v.extend(sysfs::hw_counters(
+            &self.root,
+            &self.dev.ibdev,
+            self.dev.port,
+        ));
+        v.extend(self.netdev.statistics());
+        v
+    }
+}
+
+impl Drop for Mlx5Port {
+    fn drop(&mut self) {
+        if let Some(s) = self.started.take() {
+            self.teardown(s);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,1086 @@
+//! Tests of the port against the fake NIC (`verbs::fake`) on a fake sysfs tree,
+//! the error variants, and the hardware test (ignored).
+#![deny(unsafe_code)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nicpoll::mbuf::MbufBatch;
+use nicpoll::memory::DmaMemory;
+use nicpoll::mempool::MempoolConfig;
+use nicpoll::port::testing::{self, Delivery};
+
+use super::*;
+use crate::sysfs::fake_tree::{TempRoot, add_function, add_virtual};
+use crate::verbs::fake::{FakeConfig, Nic};
+use crate::verbs::{
+    IBV_LINK_LAYER_INFINIBAND, IBV_WC_LOC_PROT_ERR, IBV_WC_RECV, IBV_WC_SUCCESS, IbvWc,
+};
+
+const OUR_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+const OTHER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x77];
+const EXTRA_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x09];
+const BDF: &str = "0000:03:00.0";
+
+fn tree() -> TempRoot {
+    let t = TempRoot::new("port");
+    add_function(
+        &t.0,
+        BDF,
+        sysfs::MELLANOX_VENDOR,
+        sysfs::MLX5_DRIVER,
+        Some("mlx5_0"),
+        Some(("fake0", "02:00:00:00:00:01")),
+    );
+    add_function(
+        &t.0,
+        "0000:05:00.0",
+        "0x8086",
+        "i40e",
+        None,
+        Some(("eno1", "3c:fd:fe:00:00:01")),
+    );
+    add_virtual(&t.0, "lo");
+    t
+}
+
+fn open_fake(nic: &Arc<Nic>, root: &Path, spec: &str, id: u16) -> Result<Mlx5Port> {
+    let verbs = nic.install();
+    let opts = Mlx5Options::from_devargs(&DevArgs::parse(spec).expect("devargs parse"))?;
+    Mlx5Port::open_with(verbs, root, &opts, id)
+}
+
+fn pool(n: u32) -> Mempool {
+    Mempool::new(&DmaMemory::plain(), &MempoolConfig::new("mlx5-test", n)).unwrap()
+}
+
+fn conf(pool: &Mempool, nb_rxq: u16, nb_txq: u16, desc: u16) -> PortConf {
+    PortConf {
+        port_id: 3,
+        nb_rxq,
+        nb_txq,
+        nb_rxd: desc,
+        nb_txd: desc,
+        mempool: pool.clone(),
+    }
+}
+
+/// A fake NIC, a fake tree and a started port.
+struct Bench {
+    root: TempRoot,
+    nic: Arc<Nic>,
+    pool: Mempool,
+    port: Mlx5Port,
+    q: PortQueues,
+}
+
+impl Bench {
+    fn new(
+        cfg: FakeConfig,
+        spec: &str,
+        nb_rxq: u16,
+        nb_txq: u16,
+        desc: u16,
+        pool_size: u32,
+    ) -> Bench {
+        let root = tree();
+        let nic = Nic::new(cfg);
+        let mut port = open_fake(&nic, &root.0, spec, 3).unwrap_or_else(|e| panic!("{spec}: {e}"));
+        let pool = pool(pool_size);
+        port.configure(&conf(&pool, nb_rxq, nb_txq, desc)).unwrap();
+        let q = port.start().unwrap();
+        Bench {
+            root,
+            nic,
+            pool,
+            port,
+            q,
+        }
+    }
+
+    fn xstat(&self, name: &str) -> u64 {
+        self.port
+            .xstats()
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no xstat {name}"))
+            .1
+    }
+
+    /// Stop, drop, and check that every mbuf and every verbs object is gone and
+    /// no object was destroyed while in use.
+    fn finish(mut self) {
+        drop(std::mem::take(&mut self.q));
+        self.port.stop().unwrap();
+        // Context, PD and the MR stay while the port exists.
+        assert_eq!(self.nic.live_objects(), 3, "objects left after stop");
+        drop(self.port);
+        assert_eq!(self.nic.live_objects(), 0, "objects left after drop");
+        assert!(self.nic.clean(), "{}", self.nic.violations());
+        assert_eq!(self.pool.in_use(), 0, "mbufs not returned");
+        drop(self.root);
+    }
+}
+
+fn frame(dst: [u8; 6], ethertype: u16, len: usize, fill: u8) -> Vec<u8> {
+    let mut f = vec![fill; len.max(60)];
+    f[0..6].copy_from_slice(&dst);
+    f[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x42]);
+    f[12..14].copy_from_slice(&ethertype.to_be_bytes());
+    f
+}
+
+fn ip4(dst: [u8; 6], proto: u8, sport: u16, dport: u16) -> Vec<u8> {
+    let mut f = frame(dst, 0x0800, 64, 0);
+    f[14] = 0x45;
+    f[14 + 9] = proto;
+    f[26..30].copy_from_slice(&[10, 0, 0, 1]);
+    f[30..34].copy_from_slice(&[10, 0, 0, 2]);
+    f[34..36].copy_from_slice(&sport.to_be_bytes());
+    f[36..38].copy_from_slice(&dport.to_be_bytes());
+    f
+}
+
+fn ip6(dst: [u8; 6], next: u8, sport: u16, dport: u16) -> Vec<u8> {
+    let mut f = frame(dst, 0x86dd, 80, 0);
+    f[14] = 0x60;
+    f[14 + 6] = next;
+    f[22..38].copy_from_slice(&[0xfd; 16]);
+    f[38..54].copy_from_slice(&[0xfe; 16]);
+    f[54..56].copy_from_slice(&sport.to_be_bytes());
+    f[56..58].copy_from_slice(&dport.to_be_bytes());
+    f
+}
+
+fn tagged(f: &[u8], vid: u16) -> Vec<u8> {
+    let mut t = f[..12].to_vec();
+    t.extend_from_slice(&[0x81, 0x00]);
+    t.extend_from_slice(&vid.to_be_bytes());
+    t.extend_from_slice(&f[12..]);
+    t
+}
+
+/// Everything a receive queue has now (several bursts).
+fn drain(q: &mut dyn RxQueue) -> Vec<Vec<u8>> {
+    let mut b = MbufBatch::with_burst(64);
+    let mut v = Vec::new();
+    while q.rx_burst(&mut b) > 0 {
+        while let Some(m) = b.pop_front() {
+            v.push(m.data().to_vec());
+        }
+    }
+    v
+}
+
+fn send(pool: &Mempool, q: &mut dyn TxQueue, frames: &[Vec<u8>]) -> usize {
+    let mut b = MbufBatch::with_burst(frames.len().max(1));
+    for f in frames {
+        let mut m = pool.alloc().expect("pool has room");
+        assert!(m.set_len(f.len()));
+        m.data_mut().copy_from_slice(f);
+        b.push(m).expect("batch has room");
+    }
+    let n = q.tx_burst(&mut b);
+    b.clear();
+    n
+}
+
+// ---------------------------------------------------------------------------
+
+#[test]
+fn passes_the_port_conformance_suite_on_the_fake_nic() {
+    let root = tree();
+    let mut nics: Vec<Arc<Nic>> = Vec::new();
+    testing::run_conformance(
+        "net_mlx5 (fake NIC, looped back)",
+        &mut |id| {
+            let nic = Nic::new(FakeConfig {
+                loopback: true,
+                ..FakeConfig::default()
+            });
+            nics.push(nic.clone());
+            Ok(Box::new(open_fake(&nic, &root.0, "net_mlx5,iface=fake0", id)?) as Box<dyn Port>)
+        },
+        Delivery::Loopback,
+    );
+    assert_eq!(nics.len(), 2);
+    for nic in &nics {
+        assert!(nic.clean(), "{}", nic.violations());
+        assert_eq!(nic.live_objects(), 0, "verbs objects leaked");
+        assert!(!nic.sent_frames().is_empty() || nic.kernel_frames().is_empty());
+    }
+}
+
+#[test]
+fn steers_our_mac_and_leaves_the_rest_to_the_kernel() {
+    let mut b = Bench::new(
+        FakeConfig::default(),
+        "net_mlx5,iface=fake0",
+        1,
+        1,
+        64,
+        1024,
+    );
+    let flows = b.nic.flows();
+    assert_eq!(flows.len(), 1, "one queue: one L2 rule");
+    assert_eq!(
+        flows[0].rule,
+        FlowRule {
+            priority: 2,
+            port: 1,
+            dst_mac: Some(OUR_MAC),
+            vlan: None,
+            ipv6: None,
+            tcp: None
+        }
+    );
+    assert_eq!(b.nic.rss_qp(flows[0].qp), Some((0, vec![0])));
+    assert_eq!(b.nic.posted(0), 64, "ring filled before steering");
+    let ours = frame(OUR_MAC, 0x88b5, 100, 7);
+    b.nic.receive(&ours);
+    b.nic.receive(&ip4(OUR_MAC, 6, 1, 2));
+    b.nic.receive(&frame(OTHER_MAC, 0x88b5, 100, 8));
+    b.nic.receive(&frame([0xff; 6], 0x0806, 60, 9));
+    let mut batch = MbufBatch::with_burst(32);
+    assert_eq!(b.q.rx[0].rx_burst(&mut batch), 2);
+    let m = batch.pop_front().unwrap();
+    assert_eq!(m.data(), &ours[..]);
+    assert_eq!((m.port(), m.queue()), (3, 0));
+    drop(m);
+    batch.clear();
+    let kernel = b.nic.kernel_frames();
+    assert_eq!(
+        kernel.len(),
+        2,
+        "other unicast and broadcast stay with the kernel"
+    );
+    assert_eq!(&kernel[1][0..6], &[0xff; 6]);
+    let s = b.port.stats();
+    assert_eq!((s.ipackets, s.ibytes), (2, 100 + 64));
+    assert_eq!(b.port.link().to_string(), "up, 25 Gbps, full-duplex");
+    assert_eq!(b.port.mac_addr(), MacAddr(OUR_MAC));
+    assert_eq!(b.port.info().max_rx_pktlen, 1518);
+    assert_eq!(b.port.info().numa_node, Some(0));
+    b.finish();
+}
+
+#[test]
+fn rss_spreads_ip_traffic_and_keeps_the_rest_on_queue_0() {
+    let mut b = Bench::new(
+        FakeConfig::default(),
+        "net_mlx5,iface=fake0",
+        4,
+        1,
+        64,
+        2048,
+    );
+    let flows = b.nic.flows();
+    assert_eq!(flows.len(), 7, "one rule per traffic type");
+    let mut seen = Vec::new();
+    for f in &flows {
+        let (fields, table) = b.nic.rss_qp(f.qp).unwrap();
+        match (f.rule.ipv6, f.rule.tcp) {
+            (None, None) => {
+                assert_eq!((f.rule.priority, fields, table.clone()), (2, 0, vec![0]));
+            }
+            (Some(_), None) => {
+                assert_eq!(f.rule.priority, 1);
+                assert_eq!(table, vec![0, 1, 2, 3]);
+                assert_eq!(fields.count_ones(), 2);
+            }
+            (Some(_), Some(_)) => {
+                assert_eq!(f.rule.priority, 0);
+                assert_eq!(table, vec![0, 1, 2, 3]);
+                assert_eq!(fields.count_ones(), 4);
+            }
+            (None, Some(_)) => panic!("L4 without L3"),
+        }
+        seen.push((f.rule.ipv6, f.rule.tcp));
+    }
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 7);
+    for p in 0..64u16 {
+        b.nic.receive(&ip4(OUR_MAC, 6, 1000 + p, 80));
+        b.nic.receive(&ip6(OUR_MAC, 17, 2000 + p, 53));
+    }
+    for _ in 0..8 {
+        b.nic.receive(&frame(OUR_MAC, 0x88b5, 64, 1));
+    }
+    let per_queue: Vec<Vec<Vec<u8>>> = b.q.rx.iter_mut().map(|q| drain(q.as_mut())).collect();
+    let total: usize = per_queue.iter().map(|v| v.len()).sum();
+    assert_eq!(total, 136);
+    assert!(
+        per_queue.iter().filter(|v| !v.is_empty()).count() >= 3,
+        "hashing spreads flows: {:?}",
+        per_queue.iter().map(|v| v.len()).collect::<Vec<_>>()
+    );
+    let non_ip: Vec<usize> = per_queue
+        .iter()
+        .map(|v| v.iter().filter(|f| f[12..14] == [0x88, 0xb5]).count())
+        .collect();
+    assert_eq!(non_ip, vec![8, 0, 0, 0], "non-IP traffic goes to queue 0");
+    b.finish();
+}
+
+#[test]
+fn three_queues_fill_a_table_of_four() {
+    let b = Bench::new(
+        FakeConfig::default(),
+        "net_mlx5,iface=fake0",
+        3,
+        1,
+        32,
+        2048,
+    );
+    let flows = b.nic.flows();
+    let tcp4 = flows
+        .iter()
+        .find(|f| f.rule.ipv6 == Some(false) && f.rule.tcp == Some(true))
+        .unwrap();
+    assert_eq!(b.nic.rss_qp(tcp4.qp).unwrap().1, vec![0, 1, 2, 0]);
+    b.finish();
+}
+
+#[test]
+fn extra_macs_and_vlans() {
+    let mut b = Bench::new(
+        FakeConfig::default(),
+        "net_mlx5,iface=fake0,mac=02:00:00:00:00:09,vlan=100+200",
+        1,
+        1,
+        64,
+        1024,
+    );
+    let mut rules: Vec<(Option<[u8; 6]>, Option<u16>)> = b
+        .nic
+        .flows()
+        .iter()
+        .map(|f| (f.rule.dst_mac, f.rule.vlan))
+        .collect();
+    rules.sort();
+    assert_eq!(
+        rules,
+        vec![
+            (Some(OUR_MAC), Some(100)),
+            (Some(OUR_MAC), Some(200)),
+            (Some(EXTRA_MAC), Some(100)),
+            (Some(EXTRA_MAC), Some(200)),
+        ]
+    );
+    assert_eq!(
+        b.nic.fdb_log(),
+        vec![(7, EXTRA_MAC, true)],
+        "extra MAC added to the FDB"
+    );
+    let base = frame(OUR_MAC, 0x88b5, 64, 3);
+    b.nic.receive(&tagged(&base, 100));
+    b.nic.receive(&base);
+    b.nic.receive(&tagged(&base, 300));
+    b.nic
+        .receive(&tagged(&frame(EXTRA_MAC, 0x88b5, 64, 4), 200));
+    let got = drain(b.q.rx[0].as_mut());
+    assert_eq!(got.len(), 2);
+    assert_eq!(
+        &got[0][12..16],
+        &[0x81, 0x00, 0, 100],
+        "the tag stays in the frame"
+    );
+    assert_eq!(&got[1][0..6], &EXTRA_MAC);
+    assert_eq!(
+        b.nic.kernel_frames().len(),
+        2,
+        "untagged and VLAN 300 stay with the kernel"
+    );
+    let nic = b.nic.clone();
+    b.finish();
+    assert_eq!(
+        nic.fdb_log(),
+        vec![(7, EXTRA_MAC, true), (7, EXTRA_MAC, false)],
+        "FDB entry removed at stop"
+    );
+}
+
+#[test]
+fn promiscuous_takes_all_traffic_while_on() {
+    let mut b = Bench::new(
+        FakeConfig::default(),
+        "net_mlx5,iface=fake0",
+        2,
+        1,
+        64,
+        2048,
+    );
+    assert!(!b.port.promiscuous());
+    b.nic.receive(&frame(OTHER_MAC, 0x88b5, 64, 1));
+    assert_eq!(b.nic.kernel_frames().len(), 1);
+    b.port.set_promiscuous(true).unwrap();
+    assert_eq!(b.nic.flows().len(), 14);
+    b.nic.receive(&frame(OTHER_MAC, 0x88b5, 64, 2));
+    b.nic.receive(&ip4(OTHER_MAC, 17, 5, 6));
+    let n: usize = b.q.rx.iter_mut().map(|q| drain(q.as_mut()).len()).sum();
+    assert_eq!(n, 2);
+    b.port.set_promiscuous(false).unwrap();
+    assert_eq!(b.nic.flows().len(), 7);
+    b.nic.receive(&frame(OTHER_MAC, 0x88b5, 64, 3));
+    assert_eq!(b.nic.kernel_frames().len(), 2);
+    // Set while stopped: applied at the next start.
+    drop(std::mem::take(&mut b.q));
+    b.port.stop().unwrap();
+    b.port.set_promiscuous(true).unwrap();
+    b.q = b.port.start().unwrap();
+    assert_eq!(b.nic.flows().len(), 14);
+    b.finish();
+}
+
+#[test]
+fn bad_receive_completions_are_counted_and_the_queue_recovers() {
+    let mut b = Bench::new(
+        FakeConfig::default(),
+        "net_mlx5,iface=fake0",
+        1,
+        1,
+        64,
+        1024,
+    );
+    let mut batch = MbufBatch::with_burst(32);
+    // An error status: counted, the WQ is reset and refilled.
+    b.nic.complete_posted(
+        0,
+        IbvWc {
+            status: IBV_WC_LOC_PROT_ERR,
+            opcode: IBV_WC_RECV,
+            ..Default::default()
+        },
+        true,
+    );
+    assert_eq!(b.q.rx[0].rx_burst(&mut batch), 0);
+    assert_eq!(b.port.stats().ierrors, 1);
+    assert_eq!(b.xstat("rx_q0_bad_status"), 1);
+    assert_eq!(b.xstat("rx_q0_recoveries"), 1);
+    assert_eq!(b.nic.posted(0), 64, "ring refilled after the reset");
+    // A success claiming more bytes than the buffer holds: dropped, counted.
+    b.nic.complete_posted(
+        0,
+        IbvWc {
+            status: IBV_WC_SUCCESS,
+            opcode: IBV_WC_RECV,
+            byte_len: 100_000,
+            ..Default::default()
+        },
+        true,
+    );
+    assert_eq!(b.q.rx[0].rx_burst(&mut batch), 0);
+    assert_eq!(b.xstat("rx_q0_bad_length"), 1);
+    // A completion for a request never posted.
+    b.nic.inject_rx_completion(
+        0,
+        IbvWc {
+            wr_id: 1_000_000,
+            opcode: IBV_WC_RECV,
+            byte_len: 64,
+            ..Default::default()
+        },
+    );
+    assert_eq!(b.q.rx[0].rx_burst(&mut batch), 0);
+    assert_eq!(b.xstat("rx_q0_bad_wr_id"), 1);
+    assert_eq!(b.port.stats().ierrors, 3);
+    // A frame longer than the buffer: the device reports a length error and
+    // puts the WQ in error; we recover.
+    b.nic.receive(&frame(OUR_MAC, 0x88b5, 3000, 1));
+    assert_eq!(b.q.rx[0].rx_burst(&mut batch), 0);
+    assert_eq!(b.xstat("rx_q0_recoveries"), 2);
+    // And the queue works.
+    b.nic.receive(&frame(OUR_MAC, 0x88b5, 64, 2));
+    assert_eq!(b.q.rx[0].rx_burst(&mut batch), 1);
+    batch.clear();
+    assert_eq!(b.port.stats().ierrors, 4);
+    b.finish();
+}
+
+#[test]
+fn receive_counts_nombuf_and_resumes_when_mbufs_come_back() {
+    let mut b = Bench::new(FakeConfig::default(), "net_mlx5,iface=fake0", 1, 1, 16, 32);
+    let mut held = MbufBatch::with_burst(64);
+    for i in 0..16 {
+        b.nic.receive(&frame(OUR_MAC, 0x88b5, 64, i));
+    }
+    assert_eq!(b.q.rx[0].rx_burst(&mut held), 16);
+    assert_eq!(b.nic.posted(0), 16, "refilled from the 16 spare mbufs");
+    for i in 0..16 {
+        b.nic.receive(&frame(OUR_MAC, 0x88b5, 64, i));
+    }
+    assert_eq!(b.q.rx[0].rx_burst(&mut held), 16);
+    assert_eq!(
+        b.port.stats().rx_nombuf,
+        16,
+        "pool dry: refill of 16 failed"
+    );
+    b.nic.receive(&frame(OUR_MAC, 0x88b5, 64, 99));
+    assert_eq!(b.nic.missed(), 1, "nothing posted: the device drops");
+    held.clear();
+    let mut batch = MbufBatch::with_burst(32);
+    assert_eq!(b.q.rx[0].rx_burst(&mut batch), 0);
+    assert_eq!(b.nic.posted(0), 16, "refilled once mbufs came back");
+    b.finish();
+}
+
+#[test]
+fn transmit_inlines_small_frames_and_dmas_the_rest() {
+    let mut b = Bench::new(
+        FakeConfig::default(),
+        "net_mlx5,iface=fake0",
+        1,
+        1,
+        64,
+        1024,
+    );
+    let frames = vec![
+        frame(OTHER_MAC, 0x88b5, 60, 1),
+        frame(OTHER_MAC, 0x88b5, 1000, 2),
+    ];
+    assert_eq!(send(&b.pool, b.q.tx[0].as_mut(), &frames), 2);
+    assert_eq!(b.nic.sent_frames(), frames);
+    assert_eq!(b.xstat("tx_q0_inline"), 1);
+    let s = b.port.stats();
+    assert_eq!((s.opackets, s.obytes), (2, 1060));
+    // The DMA'd mbuf is held until a completion covers it; the next burst reaps.
+    assert_eq!(b.pool.in_use(), 64 + 1);
+    assert_eq!(send(&b.pool, b.q.tx[0].as_mut(), &[]), 0);
+    assert_eq!(b.pool.in_use(), 64);
+    b.finish();
+}
+
+#[test]
+fn transmit_never_overfills_the_send_queue() {
+    let mut b = Bench::new(
+        FakeConfig::default(),
+        "net_mlx5,iface=fake0",
+        1,
+        1,
+        16,
+        2048,
+    );
+    let frames: Vec<Vec<u8>> = (0..32).map(|i| frame(OTHER_MAC, 0x88b5, 200, i)).collect();
+    let mut sent = 0;
+    for _ in 0..100 {
+        sent += send(&b.pool, b.q.tx[0].as_mut(), &frames);
+    }
+    assert!(sent >= 100 * 16, "ring of 16 refilled every burst: {sent}");
+    assert_eq!(b.nic.sent_frames().len(), sent);
+    assert!(b.nic.clean(), "{}", b.nic.violations());
+    b.finish();
+}
+
+#[test]
+fn send_errors_are_counted_and_the_queue_recovers() {
+    let mut b = Bench::new(
+        FakeConfig::default(),
+        "net_mlx5,iface=fake0",
+        1,
+        1,
+        64,
+        1024,
+    );
+    let frames: Vec<Vec<u8>> = (0..8).map(|i| frame(OTHER_MAC, 0x88b5, 300, i)).collect();
+    b.nic.fail_next_send(IBV_WC_LOC_PROT_ERR);
+    assert_eq!(send(&b.pool, b.q.tx[0].as_mut(), &frames), 8);
+    // The next burst reaps the error (and the flushed rest), resets the QP.
+    assert_eq!(send(&b.pool, b.q.tx[0].as_mut(), &frames), 8);
+    assert_eq!(b.xstat("tx_q0_recoveries"), 1);
+    assert_eq!(
+        b.port.stats().oerrors,
+        8,
+        "the failed request and the 7 flushed behind it"
+    );
+    assert_eq!(
+        b.nic.sent_frames().len(),
+        8,
+        "after recovery the queue sends again"
+    );
+    b.finish();
+}
+
+#[test]
+fn foreign_mbufs_are_inlined_or_dropped_and_counted() {
+    let mut b = Bench::new(
+        FakeConfig::default(),
+        "net_mlx5,iface=fake0",
+        1,
+        1,
+        64,
+        1024,
+    );
+    let other = pool(16);
+    let frames = vec![
+        frame(OTHER_MAC, 0x88b5, 64, 1),
+        frame(OTHER_MAC, 0x88b5, 1200, 2),
+    ];
+    assert_eq!(send(&other, b.q.tx[0].as_mut(), &frames), 2, "both taken");
+    assert_eq!(b.nic.sent_frames(), frames[..1].to_vec());
+    assert_eq!(b.xstat("tx_q0_unsendable"), 1);
+    assert_eq!(b.port.stats().oerrors, 1);
+    assert_eq!(other.in_use(), 0);
+    b.finish();
+}
+
+#[test]
+fn runts_and_refused_frames_are_dropped_not_retried_forever() {
+    let mut b = Bench::new(
+        FakeConfig {
+            refuse_send_len: Some(333),
+            ..FakeConfig::default()
+        },
+        "net_mlx5,iface=fake0",
+        1,
+        1,
+        64,
+        1024,
+    );
+    let mut batch = MbufBatch::with_burst(8);
+    for len in [16usize, 100, 333, 200, 300] {
+        let mut m = b.pool.alloc().unwrap();
+        assert!(m.set_len(len));
+        m.data_mut().fill(0x5a);
+        batch.push(m).unwrap();
+    }
+    // 16: runt, dropped; 100: sent; 333: refused by the library, dropped;
+    // 200 and 300: not posted in this burst, left for the caller.
+    assert_eq!(b.q.tx[0].tx_burst(&mut batch), 3);
+    assert_eq!(batch.len(), 2);
+    assert_eq!(b.q.tx[0].tx_burst(&mut batch), 2);
+    let lens: Vec<usize> = b.nic.sent_frames().iter().map(|f| f.len()).collect();
+    assert_eq!(lens, vec![100, 200, 300]);
+    assert_eq!(b.xstat("tx_q0_unsendable"), 2);
+    assert_eq!(b.xstat("tx_q0_post_errors"), 1);
+    assert_eq!(b.port.stats().oerrors, 2);
+    b.finish();
+}
+
+#[test]
+fn start_without_enough_mbufs_fails_clearly_and_cleans_up() {
+    let root = tree();
+    let nic = Nic::new(FakeConfig::default());
+    let mut port = open_fake(&nic, &root.0, "net_mlx5,iface=fake0", 0).unwrap();
+    let small = pool(8);
+    port.configure(&conf(&small, 1, 1, 16)).unwrap();
+    let e = port.start().unwrap_err().to_string();
+    assert!(e.contains("--total-num-mbufs"), "{e}");
+    assert_eq!(small.in_use(), 0);
+    assert!(!port.is_started());
+    drop(port);
+    assert_eq!(nic.live_objects(), 0);
+    assert!(nic.clean(), "{}", nic.violations());
+}
+
+#[test]
+fn stop_is_refused_while_queues_are_alive() {
+    let mut b = Bench::new(
+        FakeConfig::default(),
+        "net_mlx5,iface=fake0",
+        1,
+        1,
+        32,
+        1024,
+    );
+    let e = b.port.stop().unwrap_err().to_string();
+    assert!(e.contains("drop the queues"), "{e}");
+    assert!(b.port.is_started());
+    drop(std::mem::take(&mut b.q));
+    b.port.stop().unwrap();
+    assert!(
+        b.nic.flows().is_empty(),
+        "flows removed: traffic back to the kernel"
+    );
+    b.port.configure(&conf(&b.pool, 2, 2, 32)).unwrap();
+    b.q = b.port.start().unwrap();
+    assert_eq!(b.nic.flows().len(), 7);
+    b.finish();
+}
+
+#[test]
+fn port_dropped_before_its_queues_tears_down_safely() {
+    let root = tree();
+    let nic = Nic::new(FakeConfig::default());
+    let p = pool(1024);
+    let mut port = open_fake(&nic, &root.0, "net_mlx5,iface=fake0", 0).unwrap();
+    port.configure(&conf(&p, 2, 2, 32)).unwrap();
+    let mut q = port.start().unwrap();
+    drop(port);
+    assert!(nic.flows().is_empty(), "flows go with the port");
+    nic.receive(&frame(OUR_MAC, 0x88b5, 64, 1));
+    let mut batch = MbufBatch::with_burst(8);
+    assert_eq!(q.rx[0].rx_burst(&mut batch), 0);
+    drop(q);
+    assert_eq!(nic.live_objects(), 0);
+    assert!(nic.clean(), "{}", nic.violations());
+    assert_eq!(p.in_use(), 0);
+}
+
+#[test]
+fn statistics_xstats_and_imissed() {
+    let mut b = Bench::new(
+        FakeConfig::default(),
+        "net_mlx5,iface=fake0",
+        1,
+        1,
+        32,
+        1024,
+    );
+    let names: Vec<String> = b.port.xstats().into_iter().map(|(n, _)| n).collect();
+    for want in [
+        "rx_good_packets",
+        "rx_q0_packets",
+        "rx_q0_bad_status",
+        "tx_q0_inline",
+        "hw_out_of_buffer",
+        "netdev_rx_packets",
+    ] {
+        assert!(
+            names.iter().any(|n| n == want),
+            "missing xstat {want}: {names:?}"
+        );
+    }
+    assert_eq!(b.xstat("netdev_tx_packets"), 20);
+    let oob = b
+        .root
+        .0
+        .join("sys/class/infiniband/mlx5_0/ports/1/hw_counters/out_of_buffer");
+    std::fs::write(&oob, "5\n").unwrap();
+    assert_eq!(b.port.stats().imissed, 5);
+    assert_eq!(b.xstat("rx_missed_errors"), 5);
+    b.nic.receive(&frame(OUR_MAC, 0x88b5, 64, 1));
+    drain(b.q.rx[0].as_mut());
+    b.port.reset_stats();
+    assert_eq!(b.port.stats(), PortStats::default());
+    b.finish();
+}
+
+#[test]
+fn a_pci_address_selects_the_same_port() {
+    let root = tree();
+    let nic = Nic::new(FakeConfig::default());
+    let port = open_fake(&nic, &root.0, "0000:03:00.0,txq_inline_max=64", 0).unwrap();
+    assert_eq!(port.info().name, BDF);
+    assert_eq!(port.interface(), "fake0");
+    assert_eq!(port.rdma_device(), ("mlx5_0", 1));
+    assert!(is_mlx5_pci(&root.0, BDF));
+    assert!(!is_mlx5_pci(&root.0, "0000:05:00.0"));
+}
+
+// ---------------------------------------------------------------------------
+// Error variants
+
+fn open_err(cfg: FakeConfig, spec: &str) -> Mlx5Error {
+    let root = tree();
+    let nic = Nic::new(cfg);
+    let e = open_fake(&nic, &root.0, spec, 0).unwrap_err();
+    assert_eq!(nic.live_objects(), 0, "a failed open leaves nothing open");
+    e
+}
+
+#[test]
+fn no_device_says_what_exists() {
+    for (spec, needle) in [
+        ("net_mlx5,iface=eth9", "no network interface eth9"),
+        ("net_mlx5,iface=lo", "not a PCI network function"),
+        ("net_mlx5,iface=eno1", "driven by i40e"),
+        ("net_mlx5,dev=0000:07:00.0", "no PCI function 0000:07:00.0"),
+    ] {
+        let e = open_err(FakeConfig::default(), spec);
+        assert!(matches!(e, Mlx5Error::NoDevice { .. }), "{spec}: {e:?}");
+        let msg = e.to_string();
+        assert!(msg.contains(needle), "{spec}: {msg}");
+        assert!(
+            msg.contains(
+                "RDMA devices here: mlx5_0 (PCI 0000:03:00.0, driver mlx5_core, interface fake0)"
+            ),
+            "{spec}: {msg}"
+        );
+    }
+}
+
+#[test]
+fn device_in_sysfs_but_not_in_libibverbs_names_the_provider() {
+    let e = open_err(
+        FakeConfig {
+            ibdev: "mlx5_7".into(),
+            ..FakeConfig::default()
+        },
+        "net_mlx5,iface=fake0",
+    );
+    assert!(matches!(e, Mlx5Error::NoDevice { .. }), "{e:?}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("ibverbs-providers") && msg.contains("it lists: mlx5_7"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn open_failure_names_the_uverbs_device() {
+    let e = open_err(
+        FakeConfig {
+            open_errno: Some(libc::EACCES),
+            ..FakeConfig::default()
+        },
+        "net_mlx5,iface=fake0",
+    );
+    assert!(matches!(e, Mlx5Error::OpenFailed { .. }), "{e:?}");
+    assert!(e.to_string().contains("/dev/infiniband/uverbs"), "{e}");
+}
+
+#[test]
+fn infiniband_port_is_not_ethernet() {
+    let e = open_err(
+        FakeConfig {
+            link_layer: IBV_LINK_LAYER_INFINIBAND,
+            ..FakeConfig::default()
+        },
+        "net_mlx5,iface=fake0",
+    );
+    assert!(
+        matches!(e, Mlx5Error::NotEthernet { link_layer: 1, .. }),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("LINK_TYPE_P1=2"), "{e}");
+}
+
+#[test]
+fn raw_packet_unsupported_and_cap_net_raw_are_told_apart() {
+    let e = open_err(
+        FakeConfig {
+            create_qp_errno: Some(libc::EOPNOTSUPP),
+            ..FakeConfig::default()
+        },
+        "net_mlx5,iface=fake0",
+    );
+    assert!(
+        matches!(
+            e,
+            Mlx5Error::RawPacketUnsupported {
+                op: "ibv_create_qp(RAW_PACKET)",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("ConnectX-4 or newer"), "{e}");
+    let e = open_err(
+        FakeConfig {
+            create_qp_errno: Some(libc::EPERM),
+            ..FakeConfig::default()
+        },
+        "net_mlx5,iface=fake0",
+    );
+    assert!(matches!(e, Mlx5Error::NeedCapNetRaw { .. }), "{e:?}");
+    assert!(e.to_string().contains("CAP_NET_RAW"), "{e}");
+}
+
+#[test]
+fn flow_rules_refused_at_start_name_cap_net_raw_and_leave_nothing() {
+    let root = tree();
+    let nic = Nic::new(FakeConfig {
+        create_flow_errno: Some(libc::EPERM),
+        ..FakeConfig::default()
+    });
+    let p = pool(1024);
+    let mut port = open_fake(&nic, &root.0, "net_mlx5,iface=fake0", 0).unwrap();
+    port.configure(&conf(&p, 2, 1, 32)).unwrap();
+    let e = port.start().unwrap_err().to_string();
+    assert!(
+        e.contains("ibv_create_flow") && e.contains("CAP_NET_RAW"),
+        "{e}"
+    );
+    assert_eq!(nic.live_objects(), 3, "only context, PD and MR remain");
+    assert_eq!(p.in_use(), 0);
+    drop(port);
+    assert!(nic.clean(), "{}", nic.violations());
+}
+
+#[test]
+fn an_old_provider_without_extension_ops_is_unsupported() {
+    let root = tree();
+    let nic = Nic::new(FakeConfig {
+        extended: false,
+        ..FakeConfig::default()
+    });
+    // Opening works (exported functions only, compat query_port) ...
+    let p = pool(1024);
+    let mut port = open_fake(&nic, &root.0, "net_mlx5,iface=fake0", 0).unwrap();
+    port.configure(&conf(&p, 1, 1, 32)).unwrap();
+    // ... but work queues need the verbs_context extension ops.
+    let e = port.start().unwrap_err().to_string();
+    assert!(
+        e.contains("ibv_create_wq is not supported (EOPNOTSUPP)"),
+        "{e}"
+    );
+    drop(port);
+    assert_eq!(nic.live_objects(), 0);
+}
+
+#[test]
+fn memory_registration_failure_names_memlock() {
+    let root = tree();
+    let nic = Nic::new(FakeConfig {
+        reg_mr_errno: Some(libc::ENOMEM),
+        ..FakeConfig::default()
+    });
+    let p = pool(64);
+    let mut port = open_fake(&nic, &root.0, "net_mlx5,iface=fake0", 0).unwrap();
+    let e = port.configure(&conf(&p, 1, 1, 32)).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            nicpoll::Error::Port {
+                op: "configure",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("RLIMIT_MEMLOCK"), "{e}");
+}
+
+#[test]
+fn devargs_errors_come_before_anything_is_loaded() {
+    let e = Mlx5Port::from_devargs(&DevArgs::parse("net_mlx5,iface=x,rx_vec_en=1").unwrap(), 0)
+        .unwrap_err();
+    assert!(matches!(e, Mlx5Error::DevArgs { .. }), "{e:?}");
+    let core: nicpoll::Error = e.into();
+    assert!(matches!(core, nicpoll::Error::DevArgs { .. }));
+}
+
+#[test]
+fn on_this_machine_without_rdma_the_error_says_which() {
+    // The real libibverbs (if installed) and the real sysfs.
+    let spec = "net_mlx5,iface=lo";
+    match Mlx5Port::from_devargs(&DevArgs::parse(spec).unwrap(), 0) {
+        Err(Mlx5Error::LibraryMissing { .. }) => {
+            eprintln!("skipped: libibverbs is not installed here (that case has its own test)");
+        }
+        Err(e @ Mlx5Error::NoDevice { .. }) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains("iface=lo") && msg.contains("RDMA devices here"),
+                "{msg}"
+            );
+            eprintln!("{msg}");
+        }
+        other => panic!("{spec}: expected NoDevice, got {other:?}"),
+    }
+    let spec = "0000:ff:1f.7";
+    match Mlx5Port::from_devargs(&DevArgs::parse(spec).unwrap(), 0) {
+        Err(Mlx5Error::LibraryMissing { .. }) | Err(Mlx5Error::NoDevice { .. }) => {}
+        other => panic!("{spec}: expected NoDevice, got {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Hardware
+
+/// See the crate documentation for how to run it.
+#[test]
+#[ignore = "needs ConnectX hardware: NICPOLL_MLX5_IFACE (and NICPOLL_MLX5_PEER)"]
+fn hw_steers_our_mac_and_leaves_the_rest_to_the_kernel() {
+    let Ok(iface) = std::env::var("NICPOLL_MLX5_IFACE") else {
+        eprintln!("skipped: set NICPOLL_MLX5_IFACE to a ConnectX interface (see the crate docs)");
+        return;
+    };
+    let mem = DmaMemory::plain();
+    let pool = Mempool::new(&mem, &MempoolConfig::new("mlx5-hw", 8192)).unwrap();
+    let mut a = Mlx5Port::open(&Mlx5Options::new(Selector::Iface(iface.clone())), 0)
+        .unwrap_or_else(|e| panic!("{iface}: {e}"));
+    a.configure(&conf(&pool, 1, 1, 1024)).unwrap();
+    let mut qa = a.start().unwrap_or_else(|e| panic!("{iface}: {e}"));
+    eprintln!("{iface}: {:?} link {}", a, a.link());
+    let kernel = Netdev::new(Path::new("/"), &iface);
+    let kernel_rx = || {
+        kernel
+            .statistics()
+            .into_iter()
+            .find(|(n, _)| n == "netdev_rx_packets")
+            .map(|(_, v)| v)
+            .unwrap_or(0)
+    };
+    let mut batch = MbufBatch::with_burst(64);
+    let Ok(peer) = std::env::var("NICPOLL_MLX5_PEER") else {
+        let end = Instant::now() + Duration::from_secs(2);
+        let mut n = 0;
+        while Instant::now() < end {
+            n += qa.rx[0].rx_burst(&mut batch);
+            batch.clear();
+        }
+        eprintln!(
+            "no NICPOLL_MLX5_PEER: received {n} frames in 2 s; stats {:?}",
+            a.stats()
+        );
+        return;
+    };
+    let mut b = Mlx5Port::open(&Mlx5Options::new(Selector::Iface(peer.clone())), 1)
+        .unwrap_or_else(|e| panic!("{peer}: {e}"));
+    b.configure(&conf(&pool, 0, 1, 1024)).unwrap();
+    let mut qb = b.start().unwrap();
+    const N: usize = 1000;
+    let marker = *b"nicpoll-mlx5-hw!";
+    let mk = |dst: [u8; 6], i: usize| {
+        let mut f = frame(dst, 0x88b5, 128, 0);
+        f[6..12].copy_from_slice(&b.mac_addr().0);
+        f[14..30].copy_from_slice(&marker);
+        f[30..34].copy_from_slice(&(i as u32).to_be_bytes());
+        f
+    };
+    let before = kernel_rx();
+    let mut frames: Vec<Vec<u8>> = (0..N).map(|i| mk(a.mac_addr().0, i)).collect();
+    frames.extend((0..N).map(|i| mk([0xff; 6], i)));
+    let (mut ours, mut broadcast_here) = (0usize, 0usize);
+    let mut tx = MbufBatch::with_burst(64);
+    let mut next = 0;
+    let end = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < end && (next < frames.len() || !tx.is_empty() || ours < N) {
+        while next < frames.len() && tx.spare() > 0 {
+            let mut m = pool.alloc().expect("pool");
+            m.set_len(frames[next].len());
+            m.data_mut().copy_from_slice(&frames[next]);
+            let _ = tx.push(m);
+            next += 1;
+        }
+        qb.tx[0].tx_burst(&mut tx);
+        qa.rx[0].rx_burst(&mut batch);
+        while let Some(m) = batch.pop_front() {
+            let d = m.data();
+            if d.len() >= 30 && d[14..30] == marker {
+                if d[0..6] == [0xff; 6] {
+                    broadcast_here += 1;
+                } else {
+                    ours += 1;
+                }
+            }
+        }
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let kernel_got = kernel_rx().saturating_sub(before);
+    eprintln!(
+        "sent {} + {} broadcast; port received {ours} (+{broadcast_here} broadcast); kernel rx_packets +{kernel_got}; a {:?}; b {:?}",
+        N,
+        N,
+        a.stats(),
+        b.stats()
+    );
+    assert!(
+        ours >= N * 99 / 100,
+        "frames to our MAC must reach the port: {ours}/{N}"
+    );
+    assert_eq!(
+        broadcast_here, 0,
+        "broadcasts must not be steered to the port"
+    );
+    assert!(
+        kernel_got as usize >= N * 99 / 100,
+        "broadcasts must still reach the kernel interface: +{kernel_got}"
+    );
+    drop(qa);
+    drop(qb);
+    a.stop().unwrap();
+    b.stop().unwrap();
+}

@@ -1,0 +1,1365 @@
+//! A fake NIC behind a fake libibverbs, for tests (part of the unsafe `verbs`
+//! module). Its exported functions fill a [`Fns`] table; the contexts it opens
+//! are `verbs_context` mirrors in Rust memory whose `ops` and extension ops
+//! point to the `extern "C"` functions below, so the driver runs exactly the
+//! dispatch it runs against rdma-core.
+//!
+//! The NIC emulates what the driver relies on:
+//! - flow steering: a frame from the wire goes to the best (lowest priority
+//!   number) matching flow's hash QP, then through its indirection table to a
+//!   work queue; frames no flow matches go to "the kernel" (recorded);
+//! - receive: the first posted buffer of the WQ gets the frame (a frame longer
+//!   than the buffer gives a local-length-error completion and puts the WQ in
+//!   error, as the hardware does); no buffer: counted as missed;
+//! - send: a RAW_PACKET QP in RTS "transmits" each request when it is posted
+//!   (inline data copied, others read through the registered region, checked
+//!   against the MR's lkey and bounds), completes signalled ones, and with
+//!   `loopback` puts the frame back on the wire; the send queue holds
+//!   `max_send_wr` requests until a completion covering them is polled;
+//! - errors on demand (open, create_qp, create_flow, reg_mr errno, a failing
+//!   send), the kernel's EBUSY when an object is destroyed while another still
+//!   uses it, and object accounting so tests can check nothing leaks.
+//!
+//! # Safety
+//! Every `f_*` function has the contract of the libibverbs function it stands
+//! for (as `<infiniband/verbs.h>` documents it), and every object pointer it is
+//! given must be one this fake made.
+#![allow(unsafe_code)]
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::ffi::{c_int, c_void};
+use std::mem::{offset_of, size_of};
+use std::ptr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::*;
+
+/// What the fake NIC does.
+#[derive(Clone, Debug)]
+pub struct FakeConfig {
+    /// The RDMA device name libibverbs lists.
+    pub ibdev: String,
+    /// Port link layer.
+    pub link_layer: u8,
+    /// ibv_open_device fails with this errno.
+    pub open_errno: Option<i32>,
+    /// ibv_create_qp / create_qp_ex fail with this errno.
+    pub create_qp_errno: Option<i32>,
+    /// ibv_create_flow fails with this errno.
+    pub create_flow_errno: Option<i32>,
+    /// ibv_reg_mr fails with this errno.
+    pub reg_mr_errno: Option<i32>,
+    /// The context has the extended ABI (verbs_context ops). False: an old
+    /// provider, every extension op is missing.
+    pub extended: bool,
+    /// Most inline bytes the "device" grants.
+    pub max_inline: u32,
+    /// Transmitted frames come back from the wire.
+    pub loopback: bool,
+    /// post_send refuses (EINVAL) a request of this length.
+    pub refuse_send_len: Option<u32>,
+}
+
+impl Default for FakeConfig {
+    fn default() -> Self {
+        FakeConfig {
+            ibdev: "mlx5_0".into(),
+            link_layer: IBV_LINK_LAYER_ETHERNET,
+            open_errno: None,
+            create_qp_errno: None,
+            create_flow_errno: None,
+            reg_mr_errno: None,
+            extended: true,
+            max_inline: 256,
+            loopback: false,
+            refuse_send_len: None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Src {
+    Recv(u32),
+    Send(u32, u64),
+    Injected,
+}
+
+struct CqRec {
+    cap: usize,
+    entries: VecDeque<(IbvWc, Src)>,
+}
+
+struct WqRec {
+    cq: u32,
+    state: u32,
+    max_wr: usize,
+    posted: VecDeque<(u64, IbvSge)>,
+}
+
+enum QpRec {
+    Send {
+        cq: u32,
+        cap: IbvQpCap,
+        state: u32,
+        posted: u64,
+        done: u64,
+    },
+    Rss {
+        table: u32,
+        fields: u64,
+    },
+}
+
+struct MrRec {
+    lkey: u32,
+    start: usize,
+    len: usize,
+}
+
+/// A flow rule as the fake decoded it from the attribute buffer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlowRec {
+    /// The hash QP it steers to.
+    pub qp: u32,
+    /// The rule.
+    pub rule: FlowRule,
+}
+
+#[derive(Default)]
+struct State {
+    next_id: u32,
+    pds: u32,
+    ctxs: u32,
+    mrs: HashMap<u32, MrRec>,
+    cqs: HashMap<u32, CqRec>,
+    wqs: HashMap<u32, WqRec>,
+    wq_order: Vec<u32>,
+    tables: HashMap<u32, Vec<u32>>,
+    qps: HashMap<u32, QpRec>,
+    flows: Vec<(u32, FlowRec)>,
+    devices: Vec<usize>,
+    lists: Vec<usize>,
+    kernel: Vec<Vec<u8>>,
+    sent: Vec<Vec<u8>>,
+    missed: u64,
+    fail_next_send: Option<u32>,
+    fdb: Vec<(u32, [u8; 6], bool)>,
+    ebusy: u32,
+    sq_overflows: u32,
+    cq_overruns: u32,
+    bad_sge: u32,
+}
+
+impl State {
+    fn id(&mut self) -> u32 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn push_cqe(&mut self, cq: u32, wc: IbvWc, src: Src) {
+        if let Some(c) = self.cqs.get_mut(&cq) {
+            if c.entries.len() >= c.cap {
+                self.cq_overruns += 1;
+            }
+            c.entries.push_back((wc, src));
+        }
+    }
+
+    fn mr_ok(&self, sge: &IbvSge) -> bool {
+        self.mrs.values().any(|m| {
+            m.lkey == sge.lkey
+                && sge.addr as usize >= m.start
+                && sge.addr as usize + sge.length as usize <= m.start + m.len
+        })
+    }
+}
+
+/// The fake NIC.
+pub struct Nic {
+    cfg: FakeConfig,
+    st: Mutex<State>,
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Arc<Nic>>> = const { RefCell::new(None) };
+}
+
+#[repr(C)]
+struct FakeDevice {
+    dev: IbvDevice,
+    nic: Arc<Nic>,
+}
+
+#[repr(C)]
+struct FakeCtx {
+    vctx: VerbsContext,
+    nic: Arc<Nic>,
+}
+
+#[repr(C)]
+struct Obj<T> {
+    raw: T,
+    id: u32,
+}
+
+/// The NIC behind a context pointer.
+///
+/// # Safety
+/// `ctx` must be a context this fake opened.
+unsafe fn nic_of(ctx: *mut IbvContext) -> Arc<Nic> {
+    let f = (ctx as *mut u8).wrapping_sub(offset_of!(VerbsContext, context)) as *mut FakeCtx;
+    // SAFETY: the caller's contract: ctx is the context field of a FakeCtx,
+    // whose VerbsContext is its first field.
+    unsafe { (*f).nic.clone() }
+}
+
+/// The id of a fake object.
+///
+/// # Safety
+/// `p` must point to an `Obj<T>` this fake made.
+unsafe fn id_of<T>(p: *mut T) -> u32 {
+    // SAFETY: the caller's contract; raw is the first field.
+    unsafe { (*(p as *mut Obj<T>)).id }
+}
+
+fn boxed<T>(raw: T, id: u32) -> *mut T {
+    Box::into_raw(Box::new(Obj { raw, id })) as *mut T
+}
+
+/// # Safety
+/// `p` must come from `boxed` and not be freed yet.
+unsafe fn unbox<T>(p: *mut T) {
+    // SAFETY: the caller's contract.
+    drop(unsafe { Box::from_raw(p as *mut Obj<T>) });
+}
+
+fn zeroed<T>() -> T {
+    // SAFETY: only used for the verbs mirrors, whose fields are integers, raw
+    // pointers, Option<fn> and pthread types: all-zero is valid for each.
+    unsafe { std::mem::zeroed() }
+}
+
+fn fail<T>(errno: i32) -> *mut T {
+    set_errno(errno);
+    ptr::null_mut()
+}
+
+impl Nic {
+    /// A NIC configured by `cfg`.
+    pub fn new(cfg: FakeConfig) -> Arc<Nic> {
+        Arc::new(Nic {
+            cfg,
+            st: Mutex::new(State::default()),
+        })
+    }
+
+    /// Make this the NIC the fake library lists on this thread, and return the
+    /// library.
+    pub fn install(self: &Arc<Self>) -> Arc<Verbs> {
+        CURRENT.with(|c| *c.borrow_mut() = Some(self.clone()));
+        Verbs::from_fns("fake-libibverbs", fake_fns(), fake_fdb)
+    }
+
+    fn st(&self) -> MutexGuard<'_, State> {
+        self.st.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Put a frame on the wire towards the port.
+    pub fn receive(&self, frame: &[u8]) {
+        let mut st = self.st();
+        deliver(&mut st, frame);
+    }
+
+    /// Frames no flow matched (what the kernel got).
+    pub fn kernel_frames(&self) -> Vec<Vec<u8>> {
+        self.st().kernel.clone()
+    }
+
+    /// Frames transmitted.
+    pub fn sent_frames(&self) -> Vec<Vec<u8>> {
+        self.st().sent.clone()
+    }
+
+    /// Frames dropped for lack of a posted buffer (or a WQ not ready).
+    pub fn missed(&self) -> u64 {
+        self.st().missed
+    }
+
+    /// The flow rules in place, in creation order.
+    pub fn flows(&self) -> Vec<FlowRec> {
+        self.st().flows.iter().map(|(_, f)| f.clone()).collect()
+    }
+
+    /// Hash fields of an RSS QP and the WQ indices (in creation order) of its table.
+    pub fn rss_qp(&self, qp: u32) -> Option<(u64, Vec<usize>)> {
+        let st = self.st();
+        match st.qps.get(&qp)? {
+            QpRec::Rss { table, fields } => {
+                let wqs = st.tables.get(table)?;
+                Some((
+                    *fields,
+                    wqs.iter()
+                        .map(|w| {
+                            st.wq_order
+                                .iter()
+                                .position(|x| x == w)
+                                .unwrap_or(usize::MAX)
+                        })
+                        .collect(),
+                ))
+            }
+            QpRec::Send { .. } => None,
+        }
+    }
+
+    /// Buffers posted to the `i`-th work queue created (still alive).
+    pub fn posted(&self, i: usize) -> usize {
+        let st = self.st();
+        st.wq_order
+            .get(i)
+            .and_then(|w| st.wqs.get(w))
+            .map(|w| w.posted.len())
+            .unwrap_or(0)
+    }
+
+    /// Take the oldest posted request of the `i`-th work queue (as if the
+    /// device consumed it) and queue `wc` for it on the WQ's CQ, with its wr_id
+    /// (unless `keep_wr_id` is false, then `wc.wr_id` as given).
+    pub fn complete_posted(&self, i: usize, mut wc: IbvWc, keep_wr_id: bool) -> Option<IbvSge> {
+        let mut st = self.st();
+        let w = *st.wq_order.get(i)?;
+        let rec = st.wqs.get_mut(&w)?;
+        let (wr_id, sge) = rec.posted.pop_front()?;
+        let cq = rec.cq;
+        if keep_wr_id {
+            wc.wr_id = wr_id;
+        }
+        st.push_cqe(cq, wc, Src::Injected);
+        Some(sge)
+    }
+
+    /// Queue a completion on the CQ of the `i`-th work queue without consuming
+    /// anything (a bogus completion).
+    pub fn inject_rx_completion(&self, i: usize, wc: IbvWc) {
+        let mut st = self.st();
+        let Some(w) = st.wq_order.get(i).copied() else {
+            return;
+        };
+        let Some(cq) = st.wqs.get(&w).map(|r| r.cq) else {
+            return;
+        };
+        st.push_cqe(cq, wc, Src::Injected);
+    }
+
+    /// The next send request fails with `status` (and puts its QP in error).
+    pub fn fail_next_send(&self, status: u32) {
+        self.st().fail_next_send = Some(status);
+    }
+
+    /// FDB requests seen (ifindex, mac, add).
+    pub fn fdb_log(&self) -> Vec<(u32, [u8; 6], bool)> {
+        self.st().fdb.clone()
+    }
+
+    /// Verbs objects still alive (contexts, PDs, MRs, CQs, WQs, tables, QPs, flows).
+    pub fn live_objects(&self) -> usize {
+        let st = self.st();
+        (st.ctxs + st.pds) as usize
+            + st.mrs.len()
+            + st.cqs.len()
+            + st.wqs.len()
+            + st.tables.len()
+            + st.qps.len()
+            + st.flows.len()
+    }
+
+    /// Things the driver must never cause: destroying an object still in use,
+    /// more outstanding sends than the QP holds, a CQ overrun, a receive buffer
+    /// outside a registered region.
+    pub fn violations(&self) -> String {
+        let st = self.st();
+        format!(
+            "ebusy={} sq_overflows={} cq_overruns={} bad_sge={}",
+            st.ebusy, st.sq_overflows, st.cq_overruns, st.bad_sge
+        )
+    }
+
+    /// Whether there were no violations.
+    pub fn clean(&self) -> bool {
+        let st = self.st();
+        st.ebusy == 0 && st.sq_overflows == 0 && st.cq_overruns == 0 && st.bad_sge == 0
+    }
+}
+
+impl Drop for Nic {
+    fn drop(&mut self) {
+        let st = self.st.get_mut().unwrap_or_else(|e| e.into_inner());
+        for d in st.devices.drain(..) {
+            // SAFETY: devices are freed only here, once.
+            drop(unsafe { Box::from_raw(d as *mut FakeDevice) });
+        }
+    }
+}
+
+fn fake_fdb(ifindex: u32, mac: [u8; 6], add: bool) -> io::Result<()> {
+    CURRENT.with(|c| {
+        if let Some(nic) = c.borrow().as_ref() {
+            nic.st().fdb.push((ifindex, mac, add));
+        }
+    });
+    Ok(())
+}
+
+fn fake_fns() -> Fns {
+    Fns {
+        get_device_list: f_get_device_list,
+        free_device_list: f_free_device_list,
+        open_device: f_open_device,
+        close_device: f_close_device,
+        query_device: f_query_device,
+        query_port: f_query_port_compat,
+        alloc_pd: f_alloc_pd,
+        dealloc_pd: f_dealloc_pd,
+        reg_mr: f_reg_mr,
+        dereg_mr: f_dereg_mr,
+        create_cq: f_create_cq,
+        destroy_cq: f_destroy_cq,
+        create_qp: f_create_qp,
+        modify_qp: f_modify_qp,
+        destroy_qp: f_destroy_qp,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Steering and delivery
+
+fn ethertype_and_l3(frame: &[u8]) -> (Option<u16>, u16, usize) {
+    if frame.len() < 14 {
+        return (None, 0, 14);
+    }
+    let et = u16::from_be_bytes([frame[12], frame[13]]);
+    if et == 0x8100 && frame.len() >= 18 {
+        let vid = u16::from_be_bytes([frame[14], frame[15]]) & 0x0fff;
+        (Some(vid), u16::from_be_bytes([frame[16], frame[17]]), 18)
+    } else {
+        (None, et, 14)
+    }
+}
+
+fn l4_proto(frame: &[u8], et: u16, l3: usize) -> Option<u8> {
+    match et {
+        0x0800 => frame.get(l3 + 9).copied(),
+        0x86dd => frame.get(l3 + 6).copied(),
+        _ => None,
+    }
+}
+
+fn rule_matches(r: &FlowRule, frame: &[u8]) -> bool {
+    if frame.len() < 14 {
+        return false;
+    }
+    if let Some(mac) = r.dst_mac
+        && frame[0..6] != mac
+    {
+        return false;
+    }
+    let (vid, et, l3) = ethertype_and_l3(frame);
+    if let Some(v) = r.vlan
+        && vid != Some(v)
+    {
+        return false;
+    }
+    match r.ipv6 {
+        Some(false) if et != 0x0800 => return false,
+        Some(true) if et != 0x86dd => return false,
+        _ => {}
+    }
+    match r.tcp {
+        Some(true) if l4_proto(frame, et, l3) != Some(6) => return false,
+        Some(false) if l4_proto(frame, et, l3) != Some(17) => return false,
+        _ => {}
+    }
+    true
+}
+
+fn fake_hash(frame: &[u8]) -> u32 {
+    // FNV-1a over the L3/L4 headers: not Toeplitz, but spreads flows.
+    let (_, _, l3) = ethertype_and_l3(frame);
+    let end = frame.len().min(l3 + 44);
+    let mut h: u32 = 0x811c9dc5;
+    for b in &frame[l3.min(end)..end] {
+        h ^= *b as u32;
+        h = h.wrapping_mul(0x01000193);
+    }
+    h
+}
+
+fn deliver(st: &mut State, frame: &[u8]) {
+    let best = st
+        .flows
+        .iter()
+        .filter(|(_, f)| rule_matches(&f.rule, frame))
+        .min_by_key(|(id, f)| (f.rule.priority, *id))
+        .map(|(_, f)| f.qp);
+    let Some(qp) = best else {
+        st.kernel.push(frame.to_vec());
+        return;
+    };
+    let Some(QpRec::Rss { table, fields }) = st.qps.get(&qp) else {
+        st.missed += 1;
+        return;
+    };
+    let fields = *fields;
+    let Some(wqs) = st.tables.get(table) else {
+        st.missed += 1;
+        return;
+    };
+    let idx = if fields == 0 {
+        0
+    } else {
+        fake_hash(frame) as usize % wqs.len()
+    };
+    let w = wqs[idx];
+    let Some(rec) = st.wqs.get_mut(&w) else {
+        st.missed += 1;
+        return;
+    };
+    if rec.state != IBV_WQS_RDY {
+        st.missed += 1;
+        return;
+    }
+    let Some((wr_id, sge)) = rec.posted.pop_front() else {
+        st.missed += 1;
+        return;
+    };
+    let cq = rec.cq;
+    let mut wc = IbvWc {
+        wr_id,
+        opcode: IBV_WC_RECV,
+        qp_num: qp,
+        ..Default::default()
+    };
+    if frame.len() > sge.length as usize {
+        wc.status = IBV_WC_LOC_LEN_ERR;
+        rec.state = IBV_WQS_ERR;
+    } else {
+        // SAFETY: the SGE was checked against a registered region when posted,
+        // and the driver keeps the buffer untouched until it polls this
+        // completion (the contract of post_recv).
+        unsafe {
+            ptr::copy_nonoverlapping(frame.as_ptr(), sge.addr as *mut u8, frame.len());
+        }
+        wc.byte_len = frame.len() as u32;
+    }
+    st.push_cqe(cq, wc, Src::Recv(w));
+}
+
+// ---------------------------------------------------------------------------
+// Exported functions
+
+unsafe extern "C" fn f_get_device_list(n: *mut c_int) -> *mut *mut IbvDevice {
+    let Some(nic) = CURRENT.with(|c| c.borrow().clone()) else {
+        return fail(libc::ENOSYS);
+    };
+    let mut dev: IbvDevice = zeroed();
+    for (i, b) in nic.cfg.ibdev.bytes().take(63).enumerate() {
+        dev.name[i] = b as c_char;
+    }
+    let d = Box::into_raw(Box::new(FakeDevice {
+        dev,
+        nic: nic.clone(),
+    }));
+    let list: Box<[*mut IbvDevice]> = vec![d as *mut IbvDevice, ptr::null_mut()].into();
+    let list = Box::into_raw(list) as *mut *mut IbvDevice;
+    let mut st = nic.st();
+    st.devices.push(d as usize);
+    st.lists.push(list as usize);
+    if !n.is_null() {
+        // SAFETY: n is the caller's out-pointer.
+        unsafe { *n = 1 };
+    }
+    list
+}
+
+unsafe extern "C" fn f_free_device_list(list: *mut *mut IbvDevice) {
+    let Some(nic) = CURRENT.with(|c| c.borrow().clone()) else {
+        return;
+    };
+    let mut st = nic.st();
+    if let Some(i) = st.lists.iter().position(|l| *l == list as usize) {
+        st.lists.remove(i);
+        // SAFETY: list came from f_get_device_list as a 2-element boxed slice.
+        drop(unsafe { Box::from_raw(ptr::slice_from_raw_parts_mut(list, 2)) });
+    }
+}
+
+unsafe extern "C" fn f_open_device(dev: *mut IbvDevice) -> *mut IbvContext {
+    // SAFETY: dev came from f_get_device_list.
+    let nic = unsafe { (*(dev as *mut FakeDevice)).nic.clone() };
+    if let Some(e) = nic.cfg.open_errno {
+        return fail(e);
+    }
+    let mut v: VerbsContext = zeroed();
+    v.context.device = dev;
+    v.context.ops.poll_cq = Some(f_poll_cq);
+    v.context.ops.post_send = Some(f_post_send);
+    v.context.ops.post_recv = Some(f_qp_post_recv);
+    v.context.cmd_fd = -1;
+    v.context.async_fd = -1;
+    if nic.cfg.extended {
+        v.context.abi_compat = usize::MAX as *mut c_void;
+        v.sz = size_of::<VerbsContext>();
+        v.query_port = Some(f_query_port_ex);
+        v.create_wq = Some(f_create_wq);
+        v.modify_wq = Some(f_modify_wq);
+        v.destroy_wq = Some(f_destroy_wq);
+        v.create_rwq_ind_table = Some(f_create_ind_table);
+        v.destroy_rwq_ind_table = Some(f_destroy_ind_table);
+        v.ibv_create_flow = Some(f_create_flow);
+        v.ibv_destroy_flow = Some(f_destroy_flow);
+        v.create_qp_ex = Some(f_create_qp_ex);
+    }
+    nic.st().ctxs += 1;
+    let f = Box::into_raw(Box::new(FakeCtx { vctx: v, nic }));
+    // SAFETY: f is a live box; we hand out the address of its context field.
+    unsafe { ptr::addr_of_mut!((*f).vctx.context) }
+}
+
+unsafe extern "C" fn f_close_device(ctx: *mut IbvContext) -> c_int {
+    // SAFETY: ctx came from f_open_device.
+    let nic = unsafe { nic_of(ctx) };
+    nic.st().ctxs -= 1;
+    let f = (ctx as *mut u8).wrapping_sub(offset_of!(VerbsContext, context)) as *mut FakeCtx;
+    // SAFETY: f is the FakeCtx box f_open_device leaked.
+    drop(unsafe { Box::from_raw(f) });
+    0
+}
+
+unsafe extern "C" fn f_query_device(_ctx: *mut IbvContext, attr: *mut IbvDeviceAttr) -> c_int {
+    let mut a: IbvDeviceAttr = zeroed();
+    for (i, b) in b"16.35.1012".iter().enumerate() {
+        a.fw_ver[i] = *b as c_char;
+    }
+    a.vendor_id = 0x02c9;
+    a.vendor_part_id = 4123;
+    a.max_qp_wr = 32768;
+    a.max_cqe = 4_194_303;
+    a.phys_port_cnt = 1;
+    // SAFETY: attr is the caller's out-struct.
+    unsafe { *attr = a };
+    0
+}
+
+fn port_attr(nic: &Nic) -> IbvPortAttr {
+    IbvPortAttr {
+        state: IBV_PORT_ACTIVE,
+        link_layer: nic.cfg.link_layer,
+        ..Default::default()
+    }
+}
+
+unsafe extern "C" fn f_query_port_compat(
+    ctx: *mut IbvContext,
+    port: u8,
+    attr: *mut IbvPortAttr,
+) -> c_int {
+    if port != 1 {
+        return libc::EINVAL;
+    }
+    // SAFETY: ctx came from f_open_device; attr is the caller's out-struct.
+    unsafe { *attr = port_attr(&nic_of(ctx)) };
+    0
+}
+
+unsafe extern "C" fn f_query_port_ex(
+    ctx: *mut IbvContext,
+    port: u8,
+    attr: *mut IbvPortAttr,
+    len: usize,
+) -> c_int {
+    if len != size_of::<IbvPortAttr>() {
+        return libc::EINVAL;
+    }
+    // SAFETY: as in the compat entry.
+    unsafe { f_query_port_compat(ctx, port, attr) }
+}
+
+unsafe extern "C" fn f_alloc_pd(ctx: *mut IbvContext) -> *mut IbvPd {
+    // SAFETY: ctx came from f_open_device.
+    let nic = unsafe { nic_of(ctx) };
+    let mut st = nic.st();
+    st.pds += 1;
+    let id = st.id();
+    boxed(
+        IbvPd {
+            context: ctx,
+            handle: id,
+        },
+        id,
+    )
+}
+
+unsafe extern "C" fn f_dealloc_pd(pd: *mut IbvPd) -> c_int {
+    // SAFETY: pd came from f_alloc_pd.
+    let nic = unsafe { nic_of((*pd).context) };
+    let mut st = nic.st();
+    if !st.mrs.is_empty() || !st.qps.is_empty() || !st.wqs.is_empty() {
+        st.ebusy += 1;
+        return libc::EBUSY;
+    }
+    st.pds -= 1;
+    // SAFETY: as above.
+    unsafe { unbox(pd) };
+    0
+}
+
+unsafe extern "C" fn f_reg_mr(
+    pd: *mut IbvPd,
+    addr: *mut c_void,
+    len: usize,
+    access: c_int,
+) -> *mut IbvMr {
+    // SAFETY: pd came from f_alloc_pd.
+    let ctx = unsafe { (*pd).context };
+    // SAFETY: ctx is one of ours.
+    let nic = unsafe { nic_of(ctx) };
+    if let Some(e) = nic.cfg.reg_mr_errno {
+        return fail(e);
+    }
+    if access & IBV_ACCESS_LOCAL_WRITE == 0 || addr.is_null() || len == 0 {
+        return fail(libc::EINVAL);
+    }
+    let mut st = nic.st();
+    let id = st.id();
+    let lkey = 0x1000 + id;
+    st.mrs.insert(
+        id,
+        MrRec {
+            lkey,
+            start: addr as usize,
+            len,
+        },
+    );
+    boxed(
+        IbvMr {
+            context: ctx,
+            pd,
+            addr,
+            length: len,
+            handle: id,
+            lkey,
+            rkey: lkey,
+        },
+        id,
+    )
+}
+
+unsafe extern "C" fn f_dereg_mr(mr: *mut IbvMr) -> c_int {
+    // SAFETY: mr came from f_reg_mr.
+    let (nic, id) = unsafe { (nic_of((*mr).context), id_of(mr)) };
+    nic.st().mrs.remove(&id);
+    // SAFETY: as above.
+    unsafe { unbox(mr) };
+    0
+}
+
+unsafe extern "C" fn f_create_cq(
+    ctx: *mut IbvContext,
+    cqe: c_int,
+    _cq_context: *mut c_void,
+    _channel: *mut c_void,
+    _vector: c_int,
+) -> *mut IbvCq {
+    if cqe < 1 {
+        return fail(libc::EINVAL);
+    }
+    // SAFETY: ctx is one of ours.
+    let nic = unsafe { nic_of(ctx) };
+    let mut st = nic.st();
+    let id = st.id();
+    st.cqs.insert(
+        id,
+        CqRec {
+            cap: cqe as usize,
+            entries: VecDeque::new(),
+        },
+    );
+    let mut cq: IbvCq = zeroed();
+    cq.context = ctx;
+    cq.handle = id;
+    cq.cqe = cqe;
+    boxed(cq, id)
+}
+
+unsafe extern "C" fn f_destroy_cq(cq: *mut IbvCq) -> c_int {
+    // SAFETY: cq came from f_create_cq.
+    let (nic, id) = unsafe { (nic_of((*cq).context), id_of(cq)) };
+    let mut st = nic.st();
+    let used = st.wqs.values().any(|w| w.cq == id)
+        || st
+            .qps
+            .values()
+            .any(|q| matches!(q, QpRec::Send { cq, .. } if *cq == id));
+    if used {
+        st.ebusy += 1;
+        return libc::EBUSY;
+    }
+    st.cqs.remove(&id);
+    // SAFETY: as above.
+    unsafe { unbox(cq) };
+    0
+}
+
+unsafe extern "C" fn f_create_qp(pd: *mut IbvPd, attr: *mut IbvQpInitAttr) -> *mut IbvQp {
+    // SAFETY: pd is ours; attr is the caller's struct.
+    let (ctx, a) = unsafe { ((*pd).context, &mut *attr) };
+    // SAFETY: ctx is one of ours.
+    let nic = unsafe { nic_of(ctx) };
+    if let Some(e) = nic.cfg.create_qp_errno {
+        return fail(e);
+    }
+    if a.qp_type != IBV_QPT_RAW_PACKET || a.send_cq.is_null() || a.cap.max_send_wr == 0 {
+        return fail(libc::EINVAL);
+    }
+    if a.cap.max_inline_data > 1024 {
+        return fail(libc::EINVAL);
+    }
+    a.cap.max_inline_data = a.cap.max_inline_data.min(nic.cfg.max_inline);
+    // SAFETY: send_cq is one of ours.
+    let cq = unsafe { id_of(a.send_cq) };
+    let mut st = nic.st();
+    let id = st.id();
+    st.qps.insert(
+        id,
+        QpRec::Send {
+            cq,
+            cap: a.cap,
+            state: IBV_QPS_RESET,
+            posted: 0,
+            done: 0,
+        },
+    );
+    let mut qp: IbvQp = zeroed();
+    qp.context = ctx;
+    qp.pd = pd;
+    qp.send_cq = a.send_cq;
+    qp.recv_cq = a.recv_cq;
+    qp.qp_num = id;
+    qp.qp_type = IBV_QPT_RAW_PACKET;
+    boxed(qp, id)
+}
+
+unsafe extern "C" fn f_modify_qp(qp: *mut IbvQp, attr: *mut IbvQpAttr, mask: c_int) -> c_int {
+    // SAFETY: qp is ours; attr is the caller's struct.
+    let (nic, id, a) = unsafe { (nic_of((*qp).context), id_of(qp), &*attr) };
+    let mut st = nic.st();
+    let Some(rec) = st.qps.get_mut(&id) else {
+        return libc::EINVAL;
+    };
+    let QpRec::Send {
+        cq,
+        state,
+        posted,
+        done,
+        ..
+    } = rec
+    else {
+        // mlx5 refuses to modify an RSS QP.
+        return libc::ENOSYS;
+    };
+    if mask & IBV_QP_STATE == 0 {
+        return libc::EINVAL;
+    }
+    let ok = match (*state, a.qp_state) {
+        (_, IBV_QPS_RESET) => true,
+        (IBV_QPS_RESET, IBV_QPS_INIT) => mask & IBV_QP_PORT != 0 && a.port_num == 1,
+        (IBV_QPS_INIT, IBV_QPS_RTR) | (IBV_QPS_RTR, IBV_QPS_RTS) => true,
+        (_, IBV_QPS_ERR) => true,
+        _ => false,
+    };
+    if !ok {
+        return libc::EINVAL;
+    }
+    *state = a.qp_state;
+    let cq = *cq;
+    if a.qp_state == IBV_QPS_RESET {
+        *posted = 0;
+        *done = 0;
+        // Like mlx5's __mlx5_cq_clean: the QP's completions leave the CQ.
+        if let Some(c) = st.cqs.get_mut(&cq) {
+            c.entries
+                .retain(|(_, s)| !matches!(s, Src::Send(q, _) if *q == id));
+        }
+    }
+    // SAFETY: qp is ours.
+    unsafe { (*qp).state = a.qp_state };
+    0
+}
+
+unsafe extern "C" fn f_destroy_qp(qp: *mut IbvQp) -> c_int {
+    // SAFETY: qp is ours.
+    let (nic, id) = unsafe { (nic_of((*qp).context), id_of(qp)) };
+    let mut st = nic.st();
+    if st.flows.iter().any(|(_, f)| f.qp == id) {
+        st.ebusy += 1;
+        return libc::EBUSY;
+    }
+    st.qps.remove(&id);
+    // SAFETY: as above.
+    unsafe { unbox(qp) };
+    0
+}
+
+// ---------------------------------------------------------------------------
+// Extension ops
+
+unsafe extern "C" fn f_create_qp_ex(
+    ctx: *mut IbvContext,
+    attr: *mut IbvQpInitAttrEx,
+) -> *mut IbvQp {
+    // SAFETY: ctx is ours; attr is the caller's struct.
+    let (nic, a) = unsafe { (nic_of(ctx), &*attr) };
+    if let Some(e) = nic.cfg.create_qp_errno {
+        return fail(e);
+    }
+    let want = IBV_QP_INIT_ATTR_PD | IBV_QP_INIT_ATTR_IND_TABLE | IBV_QP_INIT_ATTR_RX_HASH;
+    let h = &a.rx_hash_conf;
+    if a.qp_type != IBV_QPT_RAW_PACKET
+        || a.comp_mask != want
+        || !a.send_cq.is_null()
+        || a.rwq_ind_tbl.is_null()
+        || h.rx_hash_function != IBV_RX_HASH_FUNC_TOEPLITZ
+        || h.rx_hash_key_len != 40
+        || h.rx_hash_key.is_null()
+    {
+        return fail(libc::EINVAL);
+    }
+    // SAFETY: the table is ours.
+    let table = unsafe { id_of(a.rwq_ind_tbl) };
+    let mut st = nic.st();
+    let Some(wqs) = st.tables.get(&table) else {
+        return fail(libc::EINVAL);
+    };
+    // The kernel (mlx5_ib create_rss_raw_qp_tir) accepts no hash fields only
+    // for a one-entry table.
+    if h.rx_hash_fields_mask == 0 && wqs.len() != 1 {
+        return fail(libc::EINVAL);
+    }
+    let id = st.id();
+    st.qps.insert(
+        id,
+        QpRec::Rss {
+            table,
+            fields: h.rx_hash_fields_mask,
+        },
+    );
+    let mut qp: IbvQp = zeroed();
+    qp.context = ctx;
+    qp.pd = a.pd;
+    qp.qp_num = id;
+    qp.qp_type = IBV_QPT_RAW_PACKET;
+    boxed(qp, id)
+}
+
+unsafe extern "C" fn f_create_wq(ctx: *mut IbvContext, attr: *mut IbvWqInitAttr) -> *mut IbvWq {
+    // SAFETY: ctx is ours; attr is the caller's struct.
+    let (nic, a) = unsafe { (nic_of(ctx), &*attr) };
+    if a.wq_type != IBV_WQT_RQ || a.max_sge != 1 || a.max_wr == 0 || a.cq.is_null() {
+        return fail(libc::EINVAL);
+    }
+    // SAFETY: the CQ is ours.
+    let cq = unsafe { id_of(a.cq) };
+    let mut st = nic.st();
+    let id = st.id();
+    st.wqs.insert(
+        id,
+        WqRec {
+            cq,
+            state: IBV_WQS_RESET,
+            max_wr: a.max_wr as usize,
+            posted: VecDeque::new(),
+        },
+    );
+    st.wq_order.push(id);
+    let mut wq: IbvWq = zeroed();
+    wq.context = ctx;
+    wq.pd = a.pd;
+    wq.cq = a.cq;
+    wq.wq_num = id;
+    wq.wq_type = IBV_WQT_RQ;
+    wq.post_recv = Some(f_wq_post_recv);
+    boxed(wq, id)
+}
+
+unsafe extern "C" fn f_modify_wq(wq: *mut IbvWq, attr: *mut IbvWqAttr) -> c_int {
+    // SAFETY: wq is ours; attr is the caller's struct.
+    let (nic, id, a) = unsafe { (nic_of((*wq).context), id_of(wq), &*attr) };
+    if a.attr_mask & IBV_WQ_ATTR_STATE == 0 {
+        return libc::EINVAL;
+    }
+    let mut st = nic.st();
+    let Some(rec) = st.wqs.get_mut(&id) else {
+        return libc::EINVAL;
+    };
+    let ok = matches!(
+        (rec.state, a.wq_state),
+        (_, IBV_WQS_RESET) | (IBV_WQS_RESET, IBV_WQS_RDY) | (_, IBV_WQS_ERR)
+    );
+    if !ok {
+        return libc::EINVAL;
+    }
+    rec.state = a.wq_state;
+    if a.wq_state == IBV_WQS_RESET {
+        rec.posted.clear();
+        let cq = rec.cq;
+        if let Some(c) = st.cqs.get_mut(&cq) {
+            c.entries
+                .retain(|(_, s)| !matches!(s, Src::Recv(w) if *w == id));
+        }
+    }
+    // SAFETY: wq is ours.
+    unsafe { (*wq).state = a.wq_state };
+    0
+}
+
+unsafe extern "C" fn f_destroy_wq(wq: *mut IbvWq) -> c_int {
+    // SAFETY: wq is ours.
+    let (nic, id) = unsafe { (nic_of((*wq).context), id_of(wq)) };
+    let mut st = nic.st();
+    if st.tables.values().any(|t| t.contains(&id)) {
+        st.ebusy += 1;
+        return libc::EBUSY;
+    }
+    st.wqs.remove(&id);
+    // SAFETY: as above.
+    unsafe {
+        libc::pthread_mutex_destroy(ptr::addr_of_mut!((*wq).mutex));
+        libc::pthread_cond_destroy(ptr::addr_of_mut!((*wq).cond));
+        unbox(wq)
+    };
+    0
+}
+
+unsafe extern "C" fn f_create_ind_table(
+    ctx: *mut IbvContext,
+    attr: *mut IbvRwqIndTableInitAttr,
+) -> *mut IbvRwqIndTable {
+    // SAFETY: ctx is ours; attr is the caller's struct.
+    let (nic, a) = unsafe { (nic_of(ctx), &*attr) };
+    if a.log_ind_tbl_size > 16 || a.ind_tbl.is_null() {
+        return fail(libc::EINVAL);
+    }
+    let n = 1usize << a.log_ind_tbl_size;
+    // SAFETY: the table has 2^log entries (the verb's contract), each one ours.
+    let wqs: Vec<u32> = (0..n)
+        .map(|i| unsafe { id_of(*a.ind_tbl.add(i)) })
+        .collect();
+    let mut st = nic.st();
+    if wqs.iter().any(|w| !st.wqs.contains_key(w)) {
+        return fail(libc::EINVAL);
+    }
+    let id = st.id();
+    st.tables.insert(id, wqs);
+    let mut t: IbvRwqIndTable = zeroed();
+    t.context = ctx;
+    t.ind_tbl_handle = id as c_int;
+    t.ind_tbl_num = id as c_int;
+    boxed(t, id)
+}
+
+unsafe extern "C" fn f_destroy_ind_table(t: *mut IbvRwqIndTable) -> c_int {
+    // SAFETY: t is ours.
+    let (nic, id) = unsafe { (nic_of((*t).context), id_of(t)) };
+    let mut st = nic.st();
+    if st
+        .qps
+        .values()
+        .any(|q| matches!(q, QpRec::Rss { table, .. } if *table == id))
+    {
+        st.ebusy += 1;
+        return libc::EBUSY;
+    }
+    st.tables.remove(&id);
+    // SAFETY: as above.
+    unsafe { unbox(t) };
+    0
+}
+
+/// Decode an `ibv_flow_attr` + specs buffer the way the kernel parses it.
+///
+/// # Safety
+/// `attr` points to at least `attr.size` readable bytes.
+unsafe fn decode_flow(attr: *const IbvFlowAttr) -> Option<FlowRule> {
+    // SAFETY: the caller's contract covers the header.
+    let a = unsafe { ptr::read_unaligned(attr) };
+    if a.type_ != IBV_FLOW_ATTR_NORMAL || a.comp_mask != 0 || a.flags != 0 {
+        return None;
+    }
+    let total = a.size as usize;
+    // SAFETY: the caller's contract: total bytes are readable.
+    let b = unsafe { std::slice::from_raw_parts(attr as *const u8, total) };
+    let u16_at = |o: usize| u16::from_ne_bytes([b[o], b[o + 1]]);
+    let u32_at = |o: usize| u32::from_ne_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+    let mut rule = FlowRule {
+        priority: a.priority,
+        port: a.port,
+        dst_mac: None,
+        vlan: None,
+        ipv6: None,
+        tcp: None,
+    };
+    let mut at = size_of::<IbvFlowAttr>();
+    for _ in 0..a.num_of_specs {
+        if at + 8 > total {
+            return None;
+        }
+        let ty = u32_at(at);
+        let size = u16_at(at + 4) as usize;
+        if size == 0 || at + size > total {
+            return None;
+        }
+        match ty {
+            IBV_FLOW_SPEC_ETH if size == size_of::<IbvFlowSpecEth>() => {
+                let val = at + offset_of!(IbvFlowSpecEth, val);
+                let mask = at + offset_of!(IbvFlowSpecEth, mask);
+                let d = offset_of!(IbvFlowEthFilter, dst_mac);
+                let m: [u8; 6] = b[mask + d..mask + d + 6].try_into().ok()?;
+                if m == [0xff; 6] {
+                    rule.dst_mac = Some(b[val + d..val + d + 6].try_into().ok()?);
+                } else if m != [0; 6] {
+                    return None;
+                }
+                let v = offset_of!(IbvFlowEthFilter, vlan_tag);
+                let vmask = u16::from_be(u16_at(mask + v));
+                if vmask == 0x0fff {
+                    rule.vlan = Some(u16::from_be(u16_at(val + v)));
+                } else if vmask != 0 {
+                    return None;
+                }
+            }
+            IBV_FLOW_SPEC_IPV4 if size == size_of::<IbvFlowSpecIpv4>() => rule.ipv6 = Some(false),
+            IBV_FLOW_SPEC_IPV6 if size == size_of::<IbvFlowSpecIpv6>() => rule.ipv6 = Some(true),
+            IBV_FLOW_SPEC_TCP if size == size_of::<IbvFlowSpecTcpUdp>() => rule.tcp = Some(true),
+            IBV_FLOW_SPEC_UDP if size == size_of::<IbvFlowSpecTcpUdp>() => rule.tcp = Some(false),
+            _ => return None,
+        }
+        at += size;
+    }
+    (at == total).then_some(rule)
+}
+
+unsafe extern "C" fn f_create_flow(qp: *mut IbvQp, attr: *mut IbvFlowAttr) -> *mut IbvFlow {
+    // SAFETY: qp is ours.
+    let (ctx, qid) = unsafe { ((*qp).context, id_of(qp)) };
+    // SAFETY: ctx is ours.
+    let nic = unsafe { nic_of(ctx) };
+    if let Some(e) = nic.cfg.create_flow_errno {
+        return fail(e);
+    }
+    // SAFETY: the verb's contract: attr is followed by its specs.
+    let Some(rule) = (unsafe { decode_flow(attr) }) else {
+        return fail(libc::EINVAL);
+    };
+    if rule.port != 1 {
+        return fail(libc::EINVAL);
+    }
+    let mut st = nic.st();
+    if !matches!(st.qps.get(&qid), Some(QpRec::Rss { .. })) {
+        return fail(libc::EINVAL);
+    }
+    let id = st.id();
+    st.flows.push((id, FlowRec { qp: qid, rule }));
+    boxed(
+        IbvFlow {
+            comp_mask: 0,
+            context: ctx,
+            handle: id,
+        },
+        id,
+    )
+}
+
+unsafe extern "C" fn f_destroy_flow(flow: *mut IbvFlow) -> c_int {
+    // SAFETY: flow is ours.
+    let (nic, id) = unsafe { (nic_of((*flow).context), id_of(flow)) };
+    nic.st().flows.retain(|(i, _)| *i != id);
+    // SAFETY: as above.
+    unsafe { unbox(flow) };
+    0
+}
+
+// ---------------------------------------------------------------------------
+// The fast path
+
+unsafe extern "C" fn f_poll_cq(cq: *mut IbvCq, n: c_int, wc: *mut IbvWc) -> c_int {
+    // SAFETY: cq is ours.
+    let (nic, id) = unsafe { (nic_of((*cq).context), id_of(cq)) };
+    let mut st = nic.st();
+    let mut got = 0usize;
+    let mut done: Vec<(u32, u64)> = Vec::new();
+    if let Some(c) = st.cqs.get_mut(&id) {
+        while got < n.max(0) as usize {
+            let Some((w, src)) = c.entries.pop_front() else {
+                break;
+            };
+            // SAFETY: wc has room for n entries (the verb's contract).
+            unsafe { *wc.add(got) = w };
+            got += 1;
+            if let Src::Send(q, seq) = src {
+                done.push((q, seq));
+            }
+        }
+    }
+    // Polling a send completion frees its slots of the send queue.
+    for (q, seq) in done {
+        if let Some(QpRec::Send { done, .. }) = st.qps.get_mut(&q) {
+            *done = (*done).max(seq + 1);
+        }
+    }
+    got as c_int
+}
+
+unsafe extern "C" fn f_qp_post_recv(
+    _qp: *mut IbvQp,
+    wr: *mut IbvRecvWr,
+    bad: *mut *mut IbvRecvWr,
+) -> c_int {
+    // Our QPs have no receive queue (receive goes through WQs).
+    // SAFETY: bad is the caller's out-pointer.
+    unsafe { *bad = wr };
+    libc::EINVAL
+}
+
+unsafe extern "C" fn f_wq_post_recv(
+    wq: *mut IbvWq,
+    mut wr: *mut IbvRecvWr,
+    bad: *mut *mut IbvRecvWr,
+) -> c_int {
+    // SAFETY: wq is ours.
+    let (nic, id) = unsafe { (nic_of((*wq).context), id_of(wq)) };
+    let mut st = nic.st();
+    while !wr.is_null() {
+        // SAFETY: the chain is the caller's (the verb's contract).
+        let r = unsafe { *wr };
+        let err = if r.num_sge != 1 || r.sg_list.is_null() {
+            libc::EINVAL
+        } else {
+            // SAFETY: as above.
+            let sge = unsafe { *r.sg_list };
+            if !st.mr_ok(&sge) {
+                st.bad_sge += 1;
+                libc::EINVAL
+            } else {
+                match st.wqs.get_mut(&id) {
+                    Some(rec) if rec.state != IBV_WQS_RDY => libc::EINVAL,
+                    Some(rec) if rec.posted.len() >= rec.max_wr => libc::ENOMEM,
+                    Some(rec) => {
+                        rec.posted.push_back((r.wr_id, sge));
+                        0
+                    }
+                    None => libc::EINVAL,
+                }
+            }
+        };
+        if err != 0 {
+            // SAFETY: bad is the caller's out-pointer.
+            unsafe { *bad = wr };
+            return err;
+        }
+        wr = r.next;
+    }
+    0
+}
+
+unsafe extern "C" fn f_post_send(
+    qp: *mut IbvQp,
+    mut wr: *mut IbvSendWr,
+    bad: *mut *mut IbvSendWr,
+) -> c_int {
+    // SAFETY: qp is ours.
+    let (nic, id) = unsafe { (nic_of((*qp).context), id_of(qp)) };
+    let loopback = nic.cfg.loopback;
+    let mut st = nic.st();
+    while !wr.is_null() {
+        // SAFETY: the chain is the caller's (the verb's contract).
+        let r = unsafe { *wr };
+        let Some(QpRec::Send {
+            cq,
+            cap,
+            state,
+            posted,
+            done,
+        }) = st.qps.get(&id)
+        else {
+            // SAFETY: bad is the caller's out-pointer.
+            unsafe { *bad = wr };
+            return libc::EINVAL;
+        };
+        let (cq, cap, state, posted, done) = (*cq, *cap, *state, *posted, *done);
+        let refuse = |e: i32| {
+            // SAFETY: bad is the caller's out-pointer.
+            unsafe { *bad = wr };
+            e
+        };
+        if state != IBV_QPS_RTS && state != IBV_QPS_ERR {
+            return refuse(libc::EINVAL);
+        }
+        if posted - done >= cap.max_send_wr as u64 {
+            st.sq_overflows += 1;
+            return refuse(libc::ENOMEM);
+        }
+        if r.num_sge != 1 || r.sg_list.is_null() || r.opcode != IBV_WR_SEND {
+            return refuse(libc::EINVAL);
+        }
+        // SAFETY: as above.
+        let sge = unsafe { *r.sg_list };
+        let inline = r.send_flags & IBV_SEND_INLINE != 0;
+        if inline && sge.length > cap.max_inline_data {
+            return refuse(libc::EINVAL);
+        }
+        if nic.cfg.refuse_send_len == Some(sge.length) {
+            return refuse(libc::EINVAL);
+        }
+        let mut status = IBV_WC_SUCCESS;
+        if state == IBV_QPS_ERR {
+            status = IBV_WC_WR_FLUSH_ERR;
+        } else if !inline && !st.mr_ok(&sge) {
+            status = IBV_WC_LOC_PROT_ERR;
+        } else if let Some(s) = st.fail_next_send.take() {
+            status = s;
+        }
+        let seq = posted;
+        if let Some(QpRec::Send { posted, state, .. }) = st.qps.get_mut(&id) {
+            *posted += 1;
+            if status != IBV_WC_SUCCESS {
+                *state = IBV_QPS_ERR;
+            }
+        }
+        if status == IBV_WC_SUCCESS {
+            // SAFETY: inline: the caller's buffer, valid during the call;
+            // otherwise checked against a registered region above and kept
+            // alive by the driver until the completion.
+            let frame =
+                unsafe { std::slice::from_raw_parts(sge.addr as *const u8, sge.length as usize) }
+                    .to_vec();
+            st.sent.push(frame.clone());
+            if loopback {
+                deliver(&mut st, &frame);
+            }
+        }
+        // Errors complete whether signalled or not.
+        if r.send_flags & IBV_SEND_SIGNALED != 0 || status != IBV_WC_SUCCESS {
+            let wc = IbvWc {
+                wr_id: r.wr_id,
+                status,
+                opcode: IBV_WC_SEND,
+                qp_num: id,
+                ..Default::default()
+            };
+            st.push_cqe(cq, wc, Src::Send(id, seq));
+        }
+        wr = r.next;
+    }
+    0
+}
