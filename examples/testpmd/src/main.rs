@@ -5,6 +5,7 @@
 mod bind_cmd;
 mod cli;
 mod display;
+mod doctor;
 mod interactive;
 mod metrics;
 mod plan;

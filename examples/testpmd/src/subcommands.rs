@@ -7,6 +7,7 @@ use std::process::ExitCode;
 pub fn dispatch(args: &[String]) -> Option<ExitCode> {
     match args.first().map(String::as_str) {
         Some("bind") => Some(crate::bind_cmd::run(&args[1..])),
+        Some("doctor") => Some(crate::doctor::run(&args[1..])),
         _ => None,
     }
 }
