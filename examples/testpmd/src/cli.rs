@@ -11,6 +11,7 @@ use clap::Parser;
 use nicpoll::fwd::{FwdMode, RetryConfig, TxPacketConfig};
 use nicpoll::lcore::{self, LcoreSet};
 use nicpoll::memory::{IovaMode, MemoryConfig};
+use nicpoll::pci::PciAddress;
 use nicpoll::port::{DevArgs, MacAddr};
 
 /// A usage error: printed with the option it concerns, exit status 2.
@@ -52,7 +53,8 @@ pub struct EalArgs {
     /// Add a virtual device, e.g. net_null0,size=64 or net_ring0,peer=net_ring1.
     #[arg(long = "vdev", value_name = "DEVICE")]
     pub vdev: Vec<String>,
-    /// PCI device to use (BDF[,devargs]).
+    /// PCI device to use, bound to vfio-pci (BDF[,devargs], e.g. 0000:00:03.0 or
+    /// 0000:00:03.0,speed=10000); repeatable. `testpmd bind BDF` binds one.
     #[arg(short = 'a', long = "allow", value_name = "BDF")]
     pub allow: Vec<String>,
     /// Block a PCI device.
@@ -312,10 +314,28 @@ pub enum StatsFormat {
     Json,
 }
 
+/// A PCI device given with `-a BDF[,devargs]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PciSpec {
+    /// Its address.
+    pub addr: PciAddress,
+    /// The whole argument; `name` is the address as typed, `args` the device arguments.
+    pub args: DevArgs,
+}
+
+/// Parse one `-a` value.
+pub fn parse_pci_spec(value: &str) -> Result<PciSpec, UsageError> {
+    let args = DevArgs::parse(value).map_err(|e| usage(format!("-a: {e}")))?;
+    let addr = PciAddress::parse(&args.name).map_err(|e| usage(format!("-a {value:?}: {e}")))?;
+    Ok(PciSpec { addr, args })
+}
+
 /// Everything a run needs, checked.
 #[derive(Debug)]
 pub struct Config {
     pub lcores: LcoreSet,
+    /// PCI devices (`-a`), in order: they get the first port ids.
+    pub pci: Vec<PciSpec>,
     pub vdevs: Vec<DevArgs>,
     pub memory: MemoryConfig,
     pub log_level: Option<String>,
@@ -552,11 +572,6 @@ fn build(eal: EalArgs, app: AppArgs, demo: bool) -> Result<Config, UsageError> {
             "multi-process mode is not supported",
         ),
         (
-            !eal.allow.is_empty(),
-            "-a/--allow",
-            "PCI devices need the VFIO layer, which is not built yet; use --vdev",
-        ),
-        (
             eal.proc_type
                 .as_deref()
                 .is_some_and(|t| t != "primary" && t != "auto"),
@@ -610,6 +625,22 @@ fn build(eal: EalArgs, app: AppArgs, demo: bool) -> Result<Config, UsageError> {
         .map_err(|e| usage(e.to_string()))?;
 
     // Devices.
+    let mut pci: Vec<PciSpec> = Vec::new();
+    for a in &eal.allow {
+        let spec = parse_pci_spec(a)?;
+        if pci.iter().any(|p| p.addr == spec.addr) {
+            return Err(usage(format!(
+                "-a {}: the device is given twice",
+                spec.addr
+            )));
+        }
+        pci.push(spec);
+    }
+    if eal.no_pci && !pci.is_empty() {
+        return Err(usage(
+            "--no-pci and -a contradict each other: give PCI devices with -a, or none with --no-pci",
+        ));
+    }
     let vdevs = eal
         .vdev
         .iter()
@@ -905,10 +936,10 @@ fn build(eal: EalArgs, app: AppArgs, demo: bool) -> Result<Config, UsageError> {
     if app.max_packets == Some(0) {
         return Err(usage("--max-packets 0: give a positive count"));
     }
-    if vdevs.is_empty() {
+    if vdevs.is_empty() && pci.is_empty() {
         return Err(usage(
-            "no ports: add virtual devices, e.g. --vdev net_null0 --vdev net_null1 \
-             (run testpmd without arguments for a demo)",
+            "no ports: give PCI devices bound to vfio-pci with -a BDF, or add virtual devices, \
+             e.g. --vdev net_null0 --vdev net_null1 (run testpmd without arguments for a demo)",
         ));
     }
     if app.interactive && app.stats_period.is_some() {
@@ -925,6 +956,7 @@ fn build(eal: EalArgs, app: AppArgs, demo: bool) -> Result<Config, UsageError> {
     let _ = (app.no_lsc_interrupt, app.no_rmv_interrupt, app.no_numa);
     Ok(Config {
         lcores,
+        pci,
         vdevs,
         memory,
         log_level: eal.log_level.last().cloned(),

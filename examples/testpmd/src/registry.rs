@@ -1,11 +1,20 @@
 //! The one place that knows every driver: maps a device spec to the driver that
-//! creates its port.
+//! creates its port — a `--vdev` name to a software driver, a `-a` PCI device
+//! (by its vendor and device id) to a hardware driver.
 
+use std::sync::Arc;
+
+use nicpoll::memory::DmaMemory;
+use nicpoll::pci::{PciAddress, Sysfs};
 use nicpoll::port::DevArgs;
+use nicpoll::vfio::VfioContext;
 use nicpoll::{Error, Port, Result};
 use nicpoll_null::NullPort;
 use nicpoll_pcap::PcapPort;
 use nicpoll_ring::{RingBus, RingPort};
+use nicpoll_virtio::VirtioPort;
+
+use crate::cli::PciSpec;
 
 /// Drivers a `--vdev` may name, for messages.
 pub const VDEV_DRIVERS: &[&str] = &[
@@ -14,13 +23,81 @@ pub const VDEV_DRIVERS: &[&str] = &[
     nicpoll_pcap::DRIVER,
 ];
 
-/// Create one port per device, port ids in the order given.
-pub fn create_ports(vdevs: &[DevArgs]) -> Result<Vec<Box<dyn Port>>> {
-    let mut bus = RingBus::new();
+/// The hardware drivers, by PCI id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PciDriver {
+    /// `net_virtio` (nicpoll-virtio).
+    Virtio,
+}
+
+/// Every PCI id a driver takes: (vendor, device, driver, description).
+pub fn pci_ids() -> Vec<(u16, u16, PciDriver, &'static str)> {
+    nicpoll_virtio::PCI_IDS
+        .iter()
+        .map(|&(v, d, what)| (v, d, PciDriver::Virtio, what))
+        .collect()
+}
+
+/// The driver for a device with these ids, or an error listing the supported ids.
+pub fn driver_for(addr: &PciAddress, vendor: u16, device: u16) -> Result<PciDriver> {
+    let ids = pci_ids();
+    if let Some((_, _, d, _)) = ids.iter().find(|(v, d, _, _)| (*v, *d) == (vendor, device)) {
+        return Ok(*d);
+    }
+    let list: Vec<String> = ids
+        .iter()
+        .map(|(v, d, drv, what)| format!("{v:04x}:{d:04x} {what} ({drv:?})"))
+        .collect();
+    Err(Error::Pci {
+        device: addr.to_string(),
+        reason: format!(
+            "no driver for {vendor:04x}:{device:04x}; nicpoll drives {} (Intel iavf and \
+             Mellanox mlx5 virtual functions come next)",
+            list.join(", ")
+        ),
+    })
+}
+
+/// What PCI ports need: the process's one VFIO container, and the DMA memory
+/// (in the IOVA mode the container chose) their rings come from.
+pub struct PciEnv {
+    /// The VFIO container every device joins.
+    pub ctx: Arc<VfioContext>,
+    /// DMA memory for descriptor rings.
+    pub mem: Arc<DmaMemory>,
+}
+
+/// Create one port per device: PCI devices first (`-a`, in order), then virtual
+/// devices (`--vdev`, in order); port ids follow that order.
+pub fn create_ports(
+    pci: &[PciSpec],
+    env: Option<&PciEnv>,
+    vdevs: &[DevArgs],
+) -> Result<Vec<Box<dyn Port>>> {
     let mut slots: Vec<Option<Box<dyn Port>>> = Vec::new();
+    if !pci.is_empty() {
+        let env = env.expect("PCI devices come with their VFIO context");
+        let sysfs = Sysfs::default();
+        for (i, spec) in pci.iter().enumerate() {
+            let dev = sysfs.device(&spec.addr)?;
+            let port: Box<dyn Port> = match driver_for(&spec.addr, dev.vendor, dev.device)? {
+                PciDriver::Virtio => Box::new(VirtioPort::open(
+                    env.ctx.clone(),
+                    env.mem.clone(),
+                    &spec.addr,
+                    &spec.args,
+                    i as u16,
+                )?),
+            };
+            slots.push(Some(port));
+        }
+    }
+    let first = slots.len();
+    let mut bus = RingBus::new();
     let mut rings: Vec<(usize, RingPort)> = Vec::new();
     for (i, d) in vdevs.iter().enumerate() {
-        let id = i as u16;
+        let slot = first + i;
+        let id = slot as u16;
         // DPDK accepts both net_ and eth_ prefixes for virtual devices.
         let driver = d.driver.replacen("eth_", "net_", 1);
         match driver.as_str() {
@@ -33,7 +110,7 @@ pub fn create_ports(vdevs: &[DevArgs]) -> Result<Vec<Box<dyn Port>>> {
                 id,
             )?))),
             nicpoll_ring::DRIVER => {
-                rings.push((i, bus.create(&normalized(d, &driver), id)?));
+                rings.push((slot, bus.create(&normalized(d, &driver), id)?));
                 slots.push(None);
             }
             other => {
@@ -67,4 +144,23 @@ fn normalized(d: &DevArgs, driver: &str) -> DevArgs {
         d.driver = driver.to_string();
     }
     d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pci_drivers_are_chosen_by_id() {
+        let a: PciAddress = "0000:00:03.0".parse().unwrap();
+        assert_eq!(driver_for(&a, 0x1af4, 0x1041).unwrap(), PciDriver::Virtio);
+        assert_eq!(driver_for(&a, 0x1af4, 0x1000).unwrap(), PciDriver::Virtio);
+        let e = driver_for(&a, 0x8086, 0x10d3).unwrap_err().to_string();
+        assert!(
+            e.contains("0000:00:03.0")
+                && e.contains("no driver for 8086:10d3")
+                && e.contains("1af4:1041"),
+            "{e}"
+        );
+    }
 }

@@ -14,10 +14,12 @@ use nicpoll::fwd::{
 };
 use nicpoll::lcore::{self, Lcore};
 use nicpoll::mbuf::MbufBatch;
-use nicpoll::memory::{DmaMemory, MemoryConfig};
+use nicpoll::memory::{DmaMemory, IovaMode, MemoryConfig};
 use nicpoll::mempool::{Mempool, MempoolConfig};
+use nicpoll::pci::PciAddress;
 use nicpoll::port::{MacAddr, PortConf, PortQueues, PortStats};
 use nicpoll::stats::{RateMeter, Rates};
+use nicpoll::vfio::{IommuType, VfioContext};
 use nicpoll::{Port, RxQueue, TxQueue};
 use serde_json::json;
 
@@ -25,7 +27,7 @@ use crate::cli::{Config, StatsFormat, UsageError};
 use crate::display::{self, FwdPortTotals};
 use crate::metrics::{self, MetricsServer, PortSample};
 use crate::plan::{self, Plan, PlanInput};
-use crate::registry;
+use crate::registry::{self, PciEnv};
 
 /// Why an operation failed: a usage problem (exit 2, or a one-line error at the
 /// prompt) or a runtime failure (exit 1).
@@ -150,7 +152,9 @@ pub struct Session {
     /// Output.
     pub out: Out,
     /// Kept for the life of the session (it owns the hugepage settings).
-    _mem: DmaMemory,
+    _mem: Arc<DmaMemory>,
+    /// The VFIO container of the PCI devices (`-a`), if any; it maps the pool.
+    vfio: Option<Arc<VfioContext>>,
     pool: Mempool,
     ports: Vec<PortSlot>,
     fwd: Option<ActiveFwd>,
@@ -180,11 +184,55 @@ impl Session {
         let out = Out::new(cfg.stats_format);
         // The main lcore runs control and statistics: pin it as DPDK does.
         lcore::pin_current(&cfg.lcores.main_lcore().cpus)?;
+        // PCI devices: one VFIO container for all of them, which decides the
+        // IOVA mode before any DMA memory exists.
+        let (vfio, pci_mem) = if cfg.pci.is_empty() {
+            (None, None)
+        } else {
+            let ctx = VfioContext::new()?;
+            let addrs: Vec<PciAddress> = cfg.pci.iter().map(|p| p.addr).collect();
+            let needed = ctx.iova_mode_for(&addrs)?;
+            let mode = pci_iova_mode(cfg.memory.iova_mode, needed, ctx.iommu_type())?;
+            let mem = DmaMemory::new(MemoryConfig {
+                iova_mode: Some(mode),
+                ..cfg.memory.clone()
+            })?;
+            out.text(&format!(
+                "EAL: VFIO: {}, {} device(s), IOVA mode {}\n",
+                ctx.iommu_type()
+                    .map_or("no IOMMU type yet", |t| t.describe()),
+                addrs.len(),
+                mode.name().to_uppercase()
+            ));
+            (Some(Arc::new(ctx)), Some(Arc::new(mem)))
+        };
+        let env = match (&vfio, &pci_mem) {
+            (Some(ctx), Some(mem)) => Some(PciEnv {
+                ctx: ctx.clone(),
+                mem: mem.clone(),
+            }),
+            _ => None,
+        };
         // Bad device arguments are usage errors: the user typed them.
-        let ports = registry::create_ports(&cfg.vdevs).map_err(|e| match e {
-            nicpoll::Error::DevArgs { .. } => usage(format!("--vdev: {e}")),
-            e => RunError::Runtime(e.into()),
-        })?;
+        let ports =
+            registry::create_ports(&cfg.pci, env.as_ref(), &cfg.vdevs).map_err(|e| match e {
+                nicpoll::Error::DevArgs { ref device, .. } => {
+                    if cfg.pci.iter().any(|p| &p.args.spec == device) {
+                        usage(format!("-a: {e}"))
+                    } else {
+                        usage(format!("--vdev: {e}"))
+                    }
+                }
+                e => RunError::Runtime(e.into()),
+            })?;
+        drop(env);
+        for (id, spec) in cfg.pci.iter().enumerate() {
+            let info = ports[id].info();
+            out.text(&format!(
+                "EAL: Probe PCI driver: {} device: {} (port {id})\n",
+                info.driver, spec.addr
+            ));
+        }
         let rxd: Vec<u16> = ports
             .iter()
             .map(|p| {
@@ -213,7 +261,19 @@ impl Session {
         if let Some(b) = cfg.mbuf_buf_size {
             pool_cfg.buf_size = b;
         }
-        let (mem, pool) = memory_and_pool(&cfg, &out, &pool_cfg)?;
+        let (mem, pool) = match pci_mem {
+            Some(mem) => {
+                let pool = Mempool::new(&mem, &pool_cfg)?;
+                if let Some(ctx) = &vfio {
+                    ctx.map_dma(pool.region())?;
+                }
+                (mem, pool)
+            }
+            None => {
+                let (mem, pool) = memory_and_pool(&cfg, &out, &pool_cfg)?;
+                (Arc::new(mem), pool)
+            }
+        };
         if cfg.tx.len as usize > pool.data_room() {
             return Err(usage(format!(
                 "--txpkts {}: does not fit the {}-byte data room of an mbuf; raise --mbuf-size",
@@ -245,6 +305,7 @@ impl Session {
             cfg,
             out,
             _mem: mem,
+            vfio,
             pool,
             ports: ports
                 .into_iter()
@@ -943,6 +1004,12 @@ Port MAC Address       Name         Driver         Status   Link
         let out = std::mem::replace(&mut self.out, Out::new(self.cfg.stats_format));
         let pool = self.pool.clone();
         drop(std::mem::take(&mut self.ports));
+        // The devices are closed: the pool's memory may leave the IOMMU.
+        if let Some(ctx) = &self.vfio
+            && let Err(e) = ctx.unmap_dma(pool.region())
+        {
+            out.text(&format!("warning: {e}\n"));
+        }
         let ps = pool.stats();
         let returned = ps.in_use == 0;
         if returned {
@@ -1014,6 +1081,31 @@ Port MAC Address       Name         Driver         Status   Link
             "mpps": fwd_pkts as f64 / secs / 1e6,
             "latency": display::latency_json(&lat),
         }));
+    }
+}
+
+/// The IOVA mode for PCI devices: what their VFIO container needs, or what
+/// `--iova-mode` asked for if the devices can use it.
+fn pci_iova_mode(
+    asked: Option<IovaMode>,
+    needed: IovaMode,
+    iommu: Option<IommuType>,
+) -> Result<IovaMode, RunError> {
+    match (asked, needed) {
+        (None, m) => Ok(m),
+        (Some(IovaMode::Dc), _) => Err(usage(
+            "--iova-mode=dc is for software ports only: PCI devices need va or pa \
+             (drop --iova-mode and the devices decide)",
+        )),
+        (Some(IovaMode::Va), IovaMode::Pa) => Err(usage(format!(
+            "--iova-mode=va: the devices need physical addresses ({}); drop --iova-mode or give pa",
+            if iommu == Some(IommuType::NoIommu) {
+                "no-IOMMU VFIO: nothing translates device addresses"
+            } else {
+                "the IOMMU's address width does not reach user-space addresses"
+            }
+        ))),
+        (Some(m), _) => Ok(m),
     }
 }
 
@@ -1141,4 +1233,34 @@ fn fwd_stats_text(
     }
     text += &format!("\n{}", display::fwd_total_block(&total));
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pci_devices_decide_the_iova_mode_unless_asked_for_one_they_can_use() {
+        let t1 = Some(IommuType::Type1v2);
+        let no = Some(IommuType::NoIommu);
+        assert_eq!(pci_iova_mode(None, IovaMode::Va, t1).unwrap(), IovaMode::Va);
+        assert_eq!(pci_iova_mode(None, IovaMode::Pa, no).unwrap(), IovaMode::Pa);
+        // Behind an IOMMU, physical addresses work too.
+        assert_eq!(
+            pci_iova_mode(Some(IovaMode::Pa), IovaMode::Va, t1).unwrap(),
+            IovaMode::Pa
+        );
+        let e = pci_iova_mode(Some(IovaMode::Va), IovaMode::Pa, no)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no-IOMMU") && e.contains("give pa"), "{e}");
+        let e = pci_iova_mode(Some(IovaMode::Va), IovaMode::Pa, t1)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("address width"), "{e}");
+        let e = pci_iova_mode(Some(IovaMode::Dc), IovaMode::Va, t1)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("software ports only"), "{e}");
+    }
 }

@@ -148,8 +148,12 @@ fn bad_input_is_a_usage_error_naming_the_argument() {
             "--rss-ip is not supported yet",
         ),
         (
-            &["-l", "0,1", "-a", "0000:00:04.0", "--vdev", "net_null0"],
-            "-a/--allow is not supported yet",
+            &["-l", "0,1", "-a", "0000:00:20.0", "--vdev", "net_null0"],
+            "-a \"0000:00:20.0\"",
+        ),
+        (
+            &["-l", "0,1", "--no-pci", "-a", "0000:00:04.0"],
+            "--no-pci and -a contradict",
         ),
         (&["-l", "0,1", "-m", "0", "--vdev", "net_null0"], "0 MiB"),
         (

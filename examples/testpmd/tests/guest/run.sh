@@ -1,0 +1,33 @@
+#!/bin/sh
+# Runs inside the vfio-vm.sh guest (examples/testpmd/tests/guest.rs): testpmd drives
+# the guest's virtio-net NIC ($VFIO_VM_BDF, bound to vfio-pci) in one boot:
+#   txonly    frames to the host peer
+#   rxonly    frames the peer injects, until 200 are counted
+#   icmpecho  answers the peer's ARP request and pings
+#   podrename (no-IOMMU only) txonly again after /dev/vfio/noiommu-N became /dev/vfio/N
+# Each phase is framed by "=== PHASE name BEGIN/EXIT rc" lines; testpmd prints its
+# final statistics as JSON (--stats-format json), one object per line.
+cd /lab || exit 1
+# The dynamic testpmd and its libraries came as files in /lab.
+mkdir -p /lib64 && ln -sf /lab/ld-linux-x86-64.so.2 /lib64/ld-linux-x86-64.so.2
+export LD_LIBRARY_PATH=/lab
+B=${VFIO_VM_BDF:?}
+phase() {
+    name=$1; shift
+    echo "=== PHASE $name BEGIN $(cut -d' ' -f1 /proc/uptime)"
+    ./testpmd -l 0,1 -a "$B" --file-prefix=np --huge-unlink=always --log-level=info -- \
+        --port-topology=loop --stats-format=json "$@"
+    echo "=== PHASE $name EXIT $? $(cut -d' ' -f1 /proc/uptime)"
+}
+phase txonly --forward-mode=txonly --run-time=1
+phase rxonly --forward-mode=rxonly --max-packets=200 --run-time=30
+phase icmpecho --forward-mode=icmpecho --run-time=3
+if [ "$VFIO_VM_MODE" = noiommu ]; then
+    # As the SR-IOV device plugin mounts it in a pod.
+    for n in /dev/vfio/noiommu-*; do mv "$n" "/dev/vfio/${n#/dev/vfio/noiommu-}"; done
+    echo "pod rename: /dev/vfio now holds $(ls /dev/vfio | tr '\n' ' ')"
+    phase podrename --forward-mode=txonly --run-time=1 --tx-ip=198.18.0.1,198.18.0.3
+fi
+dmesg | grep -E "DMAR: IOMMU enabled|vfio-noiommu device opened by user" | sed 's/^/kernel: /'
+echo "=== kernel log: $(dmesg | grep -i dmar | grep -c -i fault) IOMMU fault line(s)"
+echo "=== GUEST DONE"
