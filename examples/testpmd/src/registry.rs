@@ -9,9 +9,13 @@ use nicpoll::pci::{PciAddress, Sysfs};
 use nicpoll::port::DevArgs;
 use nicpoll::vfio::VfioContext;
 use nicpoll::{Error, Port, Result};
+use nicpoll_af_packet::AfPacketPort;
+use nicpoll_af_xdp::AfXdpPort;
+use nicpoll_mlx5::Mlx5Port;
 use nicpoll_null::NullPort;
 use nicpoll_pcap::PcapPort;
 use nicpoll_ring::{RingBus, RingPort};
+use nicpoll_tap::TapPort;
 use nicpoll_virtio::VirtioPort;
 
 use crate::cli::PciSpec;
@@ -21,7 +25,17 @@ pub const VDEV_DRIVERS: &[&str] = &[
     nicpoll_null::DRIVER,
     nicpoll_ring::DRIVER,
     nicpoll_pcap::DRIVER,
+    nicpoll_af_packet::DRIVER,
+    nicpoll_af_xdp::DRIVER,
+    nicpoll_tap::DRIVER,
+    nicpoll_mlx5::DRIVER,
 ];
+
+/// Whether a `-a` device is a Mellanox device bound to mlx5_core: DPDK's
+/// behaviour is to drive it through verbs (bifurcated), not VFIO.
+pub fn is_mlx5(spec: &PciSpec) -> bool {
+    nicpoll_mlx5::is_mlx5_pci(std::path::Path::new("/"), &spec.addr.to_string())
+}
 
 /// The hardware drivers, by PCI id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,9 +90,20 @@ pub fn create_ports(
 ) -> Result<Vec<Box<dyn Port>>> {
     let mut slots: Vec<Option<Box<dyn Port>>> = Vec::new();
     if !pci.is_empty() {
-        let env = env.expect("PCI devices come with their VFIO context");
         let sysfs = Sysfs::default();
         for (i, spec) in pci.iter().enumerate() {
+            if is_mlx5(spec) {
+                slots.push(Some(Box::new(Mlx5Port::from_devargs(
+                    &spec.args, i as u16,
+                )?)));
+                continue;
+            }
+            let Some(env) = env else {
+                return Err(Error::Pci {
+                    device: spec.addr.to_string(),
+                    reason: "no VFIO context was set up for this device".into(),
+                });
+            };
             let dev = sysfs.device(&spec.addr)?;
             let port: Box<dyn Port> = match driver_for(&spec.addr, dev.vendor, dev.device)? {
                 PciDriver::Virtio => Box::new(VirtioPort::open(
@@ -100,7 +125,23 @@ pub fn create_ports(
         let id = slot as u16;
         // DPDK accepts both net_ and eth_ prefixes for virtual devices.
         let driver = d.driver.replacen("eth_", "net_", 1);
+        if nicpoll_mlx5::is_mlx5_devargs(d) {
+            slots.push(Some(Box::new(Mlx5Port::from_devargs(d, id)?)));
+            continue;
+        }
         match driver.as_str() {
+            nicpoll_af_packet::DRIVER => slots.push(Some(Box::new(AfPacketPort::from_devargs(
+                &normalized(d, &driver),
+                id,
+            )?))),
+            nicpoll_af_xdp::DRIVER => slots.push(Some(Box::new(AfXdpPort::from_devargs(
+                &normalized(d, &driver),
+                id,
+            )?))),
+            nicpoll_tap::DRIVER => slots.push(Some(Box::new(TapPort::from_devargs(
+                &normalized(d, &driver),
+                id,
+            )?))),
             nicpoll_null::DRIVER => slots.push(Some(Box::new(NullPort::from_devargs(
                 &normalized(d, &driver),
                 id,

@@ -186,11 +186,18 @@ impl Session {
         lcore::pin_current(&cfg.lcores.main_lcore().cpus)?;
         // PCI devices: one VFIO container for all of them, which decides the
         // IOVA mode before any DMA memory exists.
-        let (vfio, pci_mem) = if cfg.pci.is_empty() {
+        // Mellanox devices bound to mlx5_core go through verbs, not VFIO.
+        let vfio_addrs: Vec<PciAddress> = cfg
+            .pci
+            .iter()
+            .filter(|p| !registry::is_mlx5(p))
+            .map(|p| p.addr)
+            .collect();
+        let (vfio, pci_mem) = if vfio_addrs.is_empty() {
             (None, None)
         } else {
             let ctx = VfioContext::new()?;
-            let addrs: Vec<PciAddress> = cfg.pci.iter().map(|p| p.addr).collect();
+            let addrs = vfio_addrs;
             let needed = ctx.iova_mode_for(&addrs)?;
             let mode = pci_iova_mode(cfg.memory.iova_mode, needed, ctx.iommu_type())?;
             let mem = DmaMemory::new(MemoryConfig {
