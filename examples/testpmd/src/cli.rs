@@ -372,6 +372,8 @@ pub struct Config {
     pub cmdline_file: Option<PathBuf>,
     /// `--metrics ADDR`.
     pub metrics: Option<String>,
+    /// What entrypoint mode derived from the pod, when it was used.
+    pub entrypoint: Option<crate::entrypoint::Derived>,
 }
 
 /// Which ports forward.
@@ -706,7 +708,7 @@ fn build(eal: EalArgs, app: AppArgs, demo: bool) -> Result<Config, UsageError> {
             "--file-prefix {file_prefix:?}: give a plain name without '/'"
         )));
     }
-    let memory = MemoryConfig {
+    let mut memory = MemoryConfig {
         no_huge: eal.no_huge,
         huge_dir: eal.huge_dir.clone(),
         limit_bytes,
@@ -936,10 +938,39 @@ fn build(eal: EalArgs, app: AppArgs, demo: bool) -> Result<Config, UsageError> {
     if app.max_packets == Some(0) {
         return Err(usage("--max-packets 0: give a positive count"));
     }
+    // Entrypoint mode: no device on the command line, as in a pod whose
+    // devices the SR-IOV device plugin gave through PCIDEVICE_* variables.
+    let mut entrypoint = None;
+    if vdevs.is_empty() && pci.is_empty() && !eal.no_pci {
+        let vars: BTreeMap<String, String> = std::env::vars().collect();
+        let root = crate::entrypoint::root_from_env();
+        let derived = crate::entrypoint::derive(&vars, &root, &allowed).map_err(usage)?;
+        if !derived.devices.is_empty() {
+            for (_, a) in &derived.devices {
+                pci.push(parse_pci_spec(&a.to_string())?);
+            }
+            if !given.iter().any(|&g| g) {
+                lcores = derived.lcores();
+                lcores
+                    .validate(
+                        "cpuset",
+                        &lcore::format_cpu_list(&derived.cpus),
+                        &allowed,
+                        eal.main_lcore,
+                    )
+                    .map_err(|e| usage(e.to_string()))?;
+            }
+            if memory.huge_dir.is_none() && !memory.no_huge {
+                memory.huge_dir = derived.hugepages.as_ref().map(|h| h.0.clone());
+            }
+            entrypoint = Some(derived);
+        }
+    }
     if vdevs.is_empty() && pci.is_empty() {
         return Err(usage(
             "no ports: give PCI devices bound to vfio-pci with -a BDF, or add virtual devices, \
-             e.g. --vdev net_null0 --vdev net_null1 (run testpmd without arguments for a demo)",
+             e.g. --vdev net_null0 --vdev net_null1 (run testpmd without arguments for a demo); \
+             in a pod, the device plugin's PCIDEVICE_* variables name no device",
         ));
     }
     if app.interactive && app.stats_period.is_some() {
@@ -992,5 +1023,6 @@ fn build(eal: EalArgs, app: AppArgs, demo: bool) -> Result<Config, UsageError> {
         auto_start: app.auto_start,
         cmdline_file: app.cmdline_file,
         metrics: app.metrics,
+        entrypoint,
     })
 }

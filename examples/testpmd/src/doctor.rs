@@ -106,7 +106,6 @@ pub struct StartConfig {
 /// (CPU set and isolation, NUMA, VF settings, privileged) are left to
 /// `testpmd doctor`. `env` supplies the device plugin's `_INFO` mounts and tells
 /// a pod from a host; `root` is `/` in production.
-#[allow(dead_code)] // called at testpmd start (issue 7); tested here
 pub fn start_checks(root: &Path, env: &Env, cfg: &StartConfig) -> Vec<Finding> {
     let host = Host::new(root, env);
     let devs = resolve_devices(&host, cfg.devices.iter().map(|a| (*a, "-a".to_string())));

@@ -43,7 +43,11 @@ impl Derived {
             lcore::format_cpu_list(&self.cpus),
             self.cpus_source,
             self.cpus.first().map_or("-".to_string(), |c| c.to_string()),
-            if self.cpus.len() > 1 { lcore::format_cpu_list(&self.cpus[1..]) } else { "none".into() }
+            if self.cpus.len() > 1 {
+                lcore::format_cpu_list(&self.cpus[1..])
+            } else {
+                "none".into()
+            }
         );
         match &self.hugepages {
             Some((dir, size)) => s += &format!("  hugepages: {size} pages at {}\n", dir.display()),
@@ -60,7 +64,9 @@ impl Derived {
 
 /// The filesystem root for pod facts: `NICPOLL_ROOT` or `/`.
 pub fn root_from_env() -> PathBuf {
-    std::env::var_os("NICPOLL_ROOT").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"))
+    std::env::var_os("NICPOLL_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/"))
 }
 
 /// Our cgroup v2 `cpuset.cpus.effective`, if the cgroup filesystem shows it.
@@ -69,7 +75,10 @@ pub fn cgroup_cpus(root: &Path) -> Option<Vec<usize>> {
     // cgroup v2: a single line "0::/path".
     let path = cg.lines().find_map(|l| l.strip_prefix("0::"))?.trim();
     let rel = path.trim_start_matches('/');
-    let file = root.join("sys/fs/cgroup").join(rel).join("cpuset.cpus.effective");
+    let file = root
+        .join("sys/fs/cgroup")
+        .join(rel)
+        .join("cpuset.cpus.effective");
     let text = std::fs::read_to_string(file).ok()?;
     lcore::parse_cpu_list(text.trim(), "cpuset.cpus.effective").ok()
 }
@@ -81,9 +90,16 @@ pub fn container_cpus(root: &Path, allowed: &[usize]) -> (Vec<usize>, String) {
         Some(cg) if !allowed.is_empty() => {
             let both: Vec<usize> = allowed.iter().copied().filter(|c| cg.contains(c)).collect();
             if both.is_empty() {
-                (allowed.to_vec(), "sched_getaffinity (the cgroup cpuset shares none of them)".into())
+                (
+                    allowed.to_vec(),
+                    "sched_getaffinity (the cgroup cpuset shares none of them)".into(),
+                )
             } else {
-                (both, "the container's cpuset (sched_getaffinity and cgroup cpuset.cpus.effective)".into())
+                (
+                    both,
+                    "the container's cpuset (sched_getaffinity and cgroup cpuset.cpus.effective)"
+                        .into(),
+                )
             }
         }
         Some(cg) => (cg, "cgroup cpuset.cpus.effective".into()),
@@ -101,7 +117,13 @@ pub fn hugepage_dir(root: &Path) -> Option<(PathBuf, String)> {
         .filter(|m| default.is_none_or(|d| m.page_size == d))
         .min_by_key(|m| m.path != Path::new("/dev/hugepages"))
         .or_else(|| mounts.first())?;
-    Some((pick.path.clone(), pick.page_size.to_string()))
+    // The mount table is read below `root` (a fake tree in tests); the path the
+    // process uses is the one under `/`.
+    let path = match pick.path.strip_prefix(root) {
+        Ok(rel) if root != Path::new("/") => Path::new("/").join(rel),
+        _ => pick.path.clone(),
+    };
+    Some((path, pick.page_size.to_string()))
 }
 
 /// Derive the configuration from the environment and the root.
@@ -145,14 +167,22 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let r = d.path();
         write(r, "proc/self/cgroup", "0::/kubepods/pod1/ctr\n");
-        write(r, "sys/fs/cgroup/kubepods/pod1/ctr/cpuset.cpus.effective", "2-4\n");
+        write(
+            r,
+            "sys/fs/cgroup/kubepods/pod1/ctr/cpuset.cpus.effective",
+            "2-4\n",
+        );
         write(
             r,
             "proc/mounts",
             "hugetlbfs /mnt/huge2m hugetlbfs rw,relatime,pagesize=2M 0 0\n\
              hugetlbfs /dev/hugepages hugetlbfs rw,relatime,pagesize=1024M 0 0\n",
         );
-        write(r, "proc/meminfo", "HugePages_Total:       4\nHugePages_Free:        4\nHugepagesize:    1048576 kB\n");
+        write(
+            r,
+            "proc/meminfo",
+            "HugePages_Total:       4\nHugePages_Free:        4\nHugepagesize:    1048576 kB\n",
+        );
         d
     }
 
@@ -180,9 +210,15 @@ mod tests {
         }
         assert_eq!(d.cpus, vec![2, 3, 4]);
         assert_eq!(d.lcores().main, 2);
-        assert_eq!(d.hugepages, Some((PathBuf::from("/dev/hugepages"), "1 GiB".to_string())));
+        assert_eq!(
+            d.hugepages,
+            Some((PathBuf::from("/dev/hugepages"), "1 GiB".to_string()))
+        );
         let text = d.describe();
-        assert!(text.contains("device 0000:00:07.0 from PCIDEVICE_OPENSHIFT_IO_INTELNICS_RADIO_UPLINK"), "{text}");
+        assert!(
+            text.contains("device 0000:00:07.0 from PCIDEVICE_OPENSHIFT_IO_INTELNICS_RADIO_UPLINK"),
+            "{text}"
+        );
         assert!(text.contains("cores: 2-4"), "{text}");
         assert!(text.contains("main lcore 2, forwarding 3-4"), "{text}");
     }
@@ -213,6 +249,9 @@ mod tests {
             "hugetlbfs /mnt/a hugetlbfs rw,pagesize=1G 0 0\nhugetlbfs /mnt/b hugetlbfs rw,pagesize=2M 0 0\n",
         );
         write(d.path(), "proc/meminfo", "Hugepagesize:       2048 kB\n");
-        assert_eq!(hugepage_dir(d.path()), Some((PathBuf::from("/mnt/b"), "2 MiB".to_string())));
+        assert_eq!(
+            hugepage_dir(d.path()),
+            Some((PathBuf::from("/mnt/b"), "2 MiB".to_string()))
+        );
     }
 }

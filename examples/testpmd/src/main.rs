@@ -6,6 +6,7 @@ mod bind_cmd;
 mod cli;
 mod display;
 mod doctor;
+mod entrypoint;
 mod interactive;
 mod metrics;
 mod plan;
@@ -37,6 +38,25 @@ fn main() -> ExitCode {
         }
     };
     init_logging(cfg.log_level.as_deref());
+    if let Some(d) = &cfg.entrypoint {
+        print!("{}", d.describe());
+    }
+    if !cfg.demo {
+        // The short form of `testpmd doctor`, only when something is off.
+        let env: doctor::Env = std::env::vars().collect();
+        let findings = doctor::start_checks(
+            &entrypoint::root_from_env(),
+            &env,
+            &doctor::StartConfig {
+                devices: cfg.pci.iter().map(|p| p.addr).collect(),
+                no_huge: cfg.memory.no_huge,
+                huge_dir: cfg.memory.huge_dir.clone(),
+            },
+        );
+        if findings.iter().any(|f| f.status != doctor::Status::Pass) {
+            eprint!("{}", doctor::render_text(&findings, true));
+        }
+    }
     if cfg.demo {
         println!(
             "nicpoll testpmd demo: io forwarding between two in-memory ports (net_ring0 <-> net_ring1) for 10 s.\n\
@@ -69,7 +89,7 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
         Err(session::RunError::Runtime(e)) => {
-            eprintln!("testpmd: error: {e:#}");
+            eprintln!("testpmd: error: {e}");
             ExitCode::from(1)
         }
     }

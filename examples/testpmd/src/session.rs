@@ -43,7 +43,7 @@ impl std::fmt::Display for RunError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             RunError::Usage(u) => write!(f, "{u}"),
-            RunError::Runtime(e) => write!(f, "{e:#}"),
+            RunError::Runtime(e) => write!(f, "{e}"),
         }
     }
 }

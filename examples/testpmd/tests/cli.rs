@@ -688,3 +688,73 @@ fn hugepage_files_of_a_killed_run_are_removed_at_the_next_start() {
         files()
     );
 }
+
+#[test]
+fn entrypoint_mode_takes_devices_cores_and_hugepages_from_the_pod() {
+    // A fake pod: cgroup cpuset 0-1, a 2 MiB hugetlbfs mount, one VF from the
+    // device plugin. The device does not exist here, so the run stops at VFIO
+    // after printing what it derived.
+    let root = std::env::temp_dir().join(format!("np-fakepod-{}", std::process::id()));
+    let w = |rel: &str, text: &str| {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    };
+    w("proc/self/cgroup", "0::/kubepods/p1\n");
+    w("sys/fs/cgroup/kubepods/p1/cpuset.cpus.effective", "0-1\n");
+    w(
+        "proc/mounts",
+        "hugetlbfs /dev/hugepages hugetlbfs rw,relatime,pagesize=2M 0 0\n",
+    );
+    w(
+        "proc/meminfo",
+        "HugePages_Total:    64\nHugePages_Free:     64\nHugepagesize:       2048 kB\n",
+    );
+    let out = testpmd()
+        .args(["--", "--run-time=1"])
+        .env("NICPOLL_ROOT", &root)
+        .env("PCIDEVICE_OPENSHIFT_IO_INTELNICS_RADIO_DOWNLINK", "0000:00:1f.6")
+        .env(
+            "PCIDEVICE_OPENSHIFT_IO_INTELNICS_RADIO_DOWNLINK_INFO",
+            r#"{"0000:00:1f.6":{"vfio":{"vfio-dev-mount":"/dev/vfio/7","vfio-mount":"/dev/vfio/vfio"}}}"#,
+        )
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("Entrypoint mode: configuration derived from the pod"),
+        "{text}{err}"
+    );
+    assert!(
+        text.contains("device 0000:00:1f.6 from PCIDEVICE_OPENSHIFT_IO_INTELNICS_RADIO_DOWNLINK"),
+        "{text}"
+    );
+    assert!(
+        text.contains("cores: 0-1 from the container's cpuset"),
+        "{text}"
+    );
+    assert!(text.contains("main lcore 0, forwarding 1"), "{text}");
+    assert!(
+        text.contains("hugepages: 2 MiB pages at /dev/hugepages"),
+        "{text}"
+    );
+    // It then tried the device it was given (no VFIO on this machine or no such device).
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("VFIO") || err.contains("0000:00:1f.6"),
+        "{err}"
+    );
+    // Malformed plugin variables are a usage error naming the variable.
+    let bad = testpmd()
+        .args(["--", "--run-time=1"])
+        .env("NICPOLL_ROOT", &root)
+        .env("PCIDEVICE_INTEL_COM_X", "0000:00:1f.6")
+        .env("PCIDEVICE_INTEL_COM_X_INFO", "{oops")
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("PCIDEVICE_INTEL_COM_X_INFO"));
+    std::fs::remove_dir_all(&root).unwrap();
+}
