@@ -349,7 +349,10 @@ impl VethPair {
         match ip(&["link", "add", &a, "type", "veth", "peer", "name", &b]) {
             Ok(o) if o.status.success() => {}
             Ok(o) => {
-                eprintln!("skipped: cannot create veth pair {a}/{b}: {}", String::from_utf8_lossy(&o.stderr).trim());
+                eprintln!(
+                    "skipped: cannot create veth pair {a}/{b}: {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                );
                 return None;
             }
             Err(e) => {
@@ -360,7 +363,9 @@ impl VethPair {
         let pair = VethPair { a, b };
         for end in [&pair.a, &pair.b] {
             let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{end}/disable_ipv6"), "1");
-            let ok = ip(&["link", "set", end, "up"]).map(|o| o.status.success()).unwrap_or(false);
+            let ok = ip(&["link", "set", end, "up"])
+                .map(|o| o.status.success())
+                .unwrap_or(false);
             assert!(ok, "cannot bring {end} up");
         }
         Some(pair)
@@ -373,19 +378,28 @@ impl VethPair {
     /// kernel-backed ports (tc ingress qdisc + u32 match-all + mirred redirect).
     pub fn loop_back_far_end(&self) {
         let tc = |args: &[&str]| {
-            let o = std::process::Command::new("tc").args(args).output().expect("tc(8) runs");
-            assert!(o.status.success(), "tc {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+            let o = std::process::Command::new("tc")
+                .args(args)
+                .output()
+                .expect("tc(8) runs");
+            assert!(
+                o.status.success(),
+                "tc {args:?}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
         };
         tc(&["qdisc", "add", "dev", &self.b, "ingress"]);
         tc(&[
-            "filter", "add", "dev", &self.b, "parent", "ffff:", "protocol", "all", "u32", "match", "u32", "0", "0",
-            "action", "mirred", "egress", "redirect", "dev", &self.b,
+            "filter", "add", "dev", &self.b, "parent", "ffff:", "protocol", "all", "u32", "match",
+            "u32", "0", "0", "action", "mirred", "egress", "redirect", "dev", &self.b,
         ]);
     }
 }
 
 impl Drop for VethPair {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("ip").args(["link", "del", &self.a]).output();
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.a])
+            .output();
     }
 }
