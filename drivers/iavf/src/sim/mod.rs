@@ -1,1 +1,1050 @@
-//! Being written.
+//! A simulated iavf virtual function and the i40e PF behind it (feature `sim`),
+//! so the iavf PMD runs without hardware.
+//!
+//! The model is written from the public headers and sources (register map, admin
+//! queue, virtchnl, descriptor formats: `../shared/facts/dpdk-iavf-mlx5.md` §2,
+//! Linux `i40e_virtchnl_pf.c`), in its own `spec` module: it uses no constant or
+//! type of the driver, so the two cannot agree on the same mistake.
+//!
+//! # Public API
+//!
+//! ```text
+//! SimVf::new(SimConfig) -> nicpoll::Result<SimVf>   start the device thread (Drop stops and joins it)
+//! SimVf::bar() -> SimVfBar                         BAR0: `impl nicpoll::bar::Bar`, Clone + Send + Sync
+//! SimVf::map_dma(&DmaRegion) -> Result<()>         IOMMU: make the region's IOVAs reachable
+//! SimVf::unmap_dma(&DmaRegion) -> Result<()>       ... and unreachable (waits for the device)
+//! SimVf::connect(&a, &b)                           two VFs back to back
+//! SimVf::wire_channel() -> (Sender<Vec<u8>>, Receiver<Vec<u8>>)
+//!                                                  frames into the VF's receive side / out of its transmit side
+//! SimVf::faults() -> Faults                        fault knobs (resets, silent PF, link, corruption ...)
+//! SimVf::stats() -> SimStats                       the eth_stats GET_STATS reports, plus model counters
+//! SimVf::status() -> SimStatus                     PF-side state: caps, filters, promiscuous, queues, RSS
+//! SimVf::dma_faults() / last_dma_fault()           accesses to unmapped IOVAs (counted, logged, dropped)
+//! SimVf::read_iova() / write_iova()                DMA memory through the IOMMU table (tests play the driver)
+//! SimVf::dma_mapping_count(), SimVf::name()
+//! SimConfig { name, mac, queue_pairs, trusted, spoofchk, link_up, link_speed_mbps, wire, pf,
+//!             max_vectors, vsi_id, invalid_msg_limit, reset_timing, inbox_capacity }
+//! Wire::{None, Loopback, Peer(name), Iface(ifname)}     PfModel::{X710, X722}
+//! Faults: reset_vf, reset_on_opcode, reset_after_tx_frames, set_reset_timing,
+//!         deadbeef_during_reset, new_vsi_id_on_reset, pf_silent, drop_pf_replies, set_link,
+//!         corrupt_rx(RxCorruption::{BadLength, ErrorBit, NoEop}, n), drop_rx_frames,
+//!         drop_tx_frames, ignore_rx_max_frame, preset_stats
+//! ```
+//!
+//! Defaults model what a host gives a VM by default: an untrusted VF with
+//! anti-spoof on, MAC 02:00:00:00:00:01 set by the host, 4 queue pairs, 5
+//! vectors, link up at 40G, X710 PF. A driver that transmits frames with another
+//! source MAC needs `spoofchk: false` (or `trusted` plus ADD_ETH_ADDR).
+//!
+//! # What is modelled
+//!
+//! - **BAR0** ([`SimVfBar`]): `VFGEN_RSTAT`, the ATQ/ARQ registers, the Rx/Tx tail
+//!   doorbells, the interrupt registers (stored; `VFINT_ICR01` clears on read and
+//!   shows the ADMINQ cause when the PF posts to the ARQ), and the RSS registers
+//!   (`VFQF_HENA/HKEY/HLUT`, which the PF's CONFIG_RSS_KEY/LUT and SET_RSS_HENA
+//!   program too, as on the hardware).
+//! - **Admin queue**: the device reads ATQ descriptors and their buffers from DMA
+//!   memory up to `VF_ATQT1`, writes them back with DD|CMP (|ERR and an AQ
+//!   `retval` when the descriptor is bad), advances `VF_ATQH1`, and hands the
+//!   message to the PF. PF messages go into the buffers the driver posted on the
+//!   ARQ (opcode 0x0802, `cookie_high` = virtchnl opcode, `cookie_low` = status),
+//!   advancing `VF_ARQH1`; a full ARQ sets `ARQLEN.OVFL` and loses the message.
+//! - **PF**: answers virtchnl the way Linux's i40e PF does (module `pf`): length
+//!   validation (`virtchnl_vc_validate_vf_msg`; a wrong length gets
+//!   `VIRTCHNL_STATUS_ERR_PARAM`, -5, as i40e sends), VF state checks, queue and
+//!   vector ids, capability negotiation, MAC filter permissions and quota of an
+//!   untrusted VF, promiscuous mode silently not applied for an untrusted VF,
+//!   link events (down until queues are enabled), RESET_IMPENDING, and the
+//!   "too many invalid messages" mailbox shutdown.
+//! - **Descriptor engine**: legacy 32-byte Rx descriptors (DD, EOP, length, PTYPE,
+//!   RSS hash with FLTSTAT=3, UMBCAST, L2TAG1 when stripping), frames longer than
+//!   the buffer chained over several descriptors up to the queue's max frame size
+//!   (larger frames are dropped and counted), no free descriptor = a drop counted
+//!   in `rx_discards`; 16-byte Tx data descriptors up to the tail, context
+//!   descriptors skipped, DD (DTYPE 0xF) written back where RS is set, VLAN
+//!   insertion, anti-spoof check. RSS: Toeplitz over the IPv4/IPv6 (+TCP/UDP/SCTP
+//!   ports) input, HENA per PCTYPE, 64-entry LUT.
+//! - **IOMMU**: every device access to DMA memory goes through the IOVAs the
+//!   driver programmed, translated with the table `map_dma` fills; an access to an
+//!   unmapped IOVA is a DMA fault: counted, logged, the access dropped.
+//! - **Device thread**: polls the registers and the wire, spins a little when idle
+//!   then sleeps (at most 1 ms; doorbell writes wake it).
+//!
+//! Fidelity notes and decisions are at the items (`pf.rs`, `datapath.rs`,
+//! `device.rs`) and in docs/DECISIONS.md.
+#![deny(unsafe_code)]
+
+mod datapath;
+mod device;
+mod dma;
+mod pf;
+mod regs;
+mod rss;
+mod spec;
+mod sys;
+mod wire;
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use nicpoll::memory::DmaRegion;
+use nicpoll::port::MacAddr;
+use nicpoll::{Error, Result};
+
+pub use dma::DmaFault;
+pub use regs::SimVfBar;
+pub use wire::Wire;
+
+use device::Device;
+use dma::{IoMmu, MapError};
+use regs::Regs;
+use wire::{Inbox, Outbound, WireState};
+
+/// Which PF hardware the simulated PF is: it decides the capabilities the i40e PF
+/// can grant beyond the ones every 700-series PF grants.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PfModel {
+    /// XL710/X710/XXV710: RSS through the PF or registers, no WB_ON_ITR.
+    #[default]
+    X710,
+    /// X722: adds RSS through the AQ, the extended RSS PCTYPEs, outer UDP
+    /// checksum and WB_ON_ITR (the i40e PF's `hw_features` for X722).
+    X722,
+}
+
+/// How long each step of a VF reset takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResetTiming {
+    /// From the PF's decision to reset (after its RESET_IMPENDING event, or
+    /// after the VF's RESET_VF command completed on the ATQ) to the hardware
+    /// reset: the VF can read the event, or see its command complete, first.
+    pub impending: Duration,
+    /// `VFGEN_RSTAT` reads VFR_INPROGRESS (0) this long; register writes are lost.
+    pub in_progress: Duration,
+    /// Then VFR_COMPLETED (1) this long (the PF has re-created the VF's
+    /// resources), then VFR_VFACTIVE (2).
+    pub completed: Duration,
+}
+
+impl Default for ResetTiming {
+    fn default() -> Self {
+        ResetTiming {
+            impending: Duration::from_millis(2),
+            in_progress: Duration::from_millis(10),
+            completed: Duration::from_millis(2),
+        }
+    }
+}
+
+/// Configuration of a simulated VF.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Name for logs and for `Wire::Peer` matching.
+    pub name: String,
+    /// The VF's MAC address as the host administrator set it (GET_VF_RESOURCES'
+    /// `default_mac_addr`). All-zero: none set (the driver picks one, and an
+    /// untrusted VF may then add any unicast address).
+    pub mac: MacAddr,
+    /// Queue pairs the PF gives the VF (1..=16; i40e's default is 4).
+    pub queue_pairs: u16,
+    /// `ip link set <pf> vf <n> trust on`: promiscuous mode takes effect and the
+    /// MAC filter quota is lifted.
+    pub trusted: bool,
+    /// Anti-spoof check (i40e's default: on): frames whose source MAC is not one
+    /// of the VF's unicast filters are dropped on transmit (`tx_discards`).
+    pub spoofchk: bool,
+    /// Physical link state at start.
+    pub link_up: bool,
+    /// Link speed reported in link events, in Mb/s.
+    pub link_speed_mbps: u32,
+    /// Where the port is connected.
+    pub wire: Wire,
+    /// PF hardware flavour.
+    pub pf: PfModel,
+    /// MSI-X vectors of the VF (i40e `num_msix_vectors_vf`, 5 on 700-series VFs).
+    pub max_vectors: u16,
+    /// The VSI id the PF reports (and checks in every message).
+    pub vsi_id: u16,
+    /// Failed messages in a row after which the PF stops answering the VF until
+    /// its next reset (i40e: 10); `None`: never.
+    pub invalid_msg_limit: Option<u32>,
+    /// Timing of VF resets.
+    pub reset_timing: ResetTiming,
+    /// Frames a peer or loopback may queue for this VF before they are dropped.
+    pub inbox_capacity: usize,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            name: "iavf-sim".to_string(),
+            // 02:00:00:00:00:01, the destination of nicpoll's conformance frames.
+            mac: MacAddr::local(1),
+            queue_pairs: spec::pf::DEFAULT_QUEUES_PER_VF,
+            trusted: false,
+            spoofchk: true,
+            link_up: true,
+            link_speed_mbps: 40_000,
+            wire: Wire::None,
+            pf: PfModel::X710,
+            max_vectors: 5,
+            vsi_id: 17,
+            invalid_msg_limit: Some(spec::pf::DEFAULT_NUM_INVALID_MSGS_ALLOWED),
+            reset_timing: ResetTiming::default(),
+            inbox_capacity: 4096,
+        }
+    }
+}
+
+/// `virtchnl_eth_stats`, the counters GET_STATS reports (cumulative since the
+/// last VF reset; GET_STATS wraps byte/packet counters at 48 bits and discards
+/// and errors at 32 bits, as the 700 series does).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EthStats {
+    /// Bytes received, 4 bytes of CRC included per frame.
+    pub rx_bytes: u64,
+    /// Unicast frames received (dropped ones included).
+    pub rx_unicast: u64,
+    /// Multicast frames received.
+    pub rx_multicast: u64,
+    /// Broadcast frames received.
+    pub rx_broadcast: u64,
+    /// Frames dropped on receive: no free descriptor, queue disabled, too long.
+    pub rx_discards: u64,
+    /// Unknown protocol (never counted by the model).
+    pub rx_unknown_protocol: u64,
+    /// Bytes transmitted (no CRC).
+    pub tx_bytes: u64,
+    /// Unicast frames transmitted.
+    pub tx_unicast: u64,
+    /// Multicast frames transmitted.
+    pub tx_multicast: u64,
+    /// Broadcast frames transmitted.
+    pub tx_broadcast: u64,
+    /// Frames dropped on transmit (anti-spoof).
+    pub tx_discards: u64,
+    /// Malformed transmit descriptors.
+    pub tx_errors: u64,
+}
+
+/// Counters of the model (cumulative since the `SimVf` was created).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SimStats {
+    /// What GET_STATS would report now (unwrapped).
+    pub eth: EthStats,
+    /// Frames written to Rx descriptors.
+    pub rx_delivered: u64,
+    /// Frames dropped because the Rx ring had no free descriptor (rx missed).
+    pub rx_missed: u64,
+    /// Frames dropped by the MAC filters (not for this VF).
+    pub rx_filtered: u64,
+    /// Frames dropped because their queue was not enabled or configured.
+    pub rx_queue_off: u64,
+    /// Frames longer than the queue's max frame size (dropped).
+    pub rx_oversize: u64,
+    /// Frames lost because the link was down or a reset was in progress.
+    pub rx_link_down: u64,
+    /// Frames sent to the wire.
+    pub tx_frames: u64,
+    /// Frames dropped by the anti-spoof check.
+    pub tx_spoofed: u64,
+    /// Malformed Tx descriptors (bad DTYPE, zero size).
+    pub tx_bad_desc: u64,
+    /// Frames the wire refused (peer inbox or channel full, socket busy).
+    pub wire_lost: u64,
+    /// Tail writes beyond the ring (malicious-driver-detection events; the queue
+    /// is stopped).
+    pub mdd_events: u64,
+    /// ATQ descriptors processed.
+    pub aq_commands: u64,
+    /// ATQ descriptors completed with an AQ error.
+    pub aq_errors: u64,
+    /// Messages posted to the ARQ.
+    pub arq_posted: u64,
+    /// PF messages lost: ARQ disabled or full, or dropped by a fault knob.
+    pub arq_lost: u64,
+    /// VF messages the PF ignored (mailbox disabled, PF silent).
+    pub pf_ignored: u64,
+    /// VF resets.
+    pub resets: u64,
+    /// Driver register writes lost during resets.
+    pub dropped_writes: u64,
+    /// DMA faults.
+    pub dma_faults: u64,
+}
+
+/// Promiscuous mode as the VF asked for it and as the PF applied it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Promisc {
+    /// Unicast promiscuous asked for by the last CONFIG_PROMISCUOUS_MODE.
+    pub requested_unicast: bool,
+    /// Multicast promiscuous asked for.
+    pub requested_multicast: bool,
+    /// Unicast promiscuous in effect (only for a trusted VF).
+    pub unicast: bool,
+    /// Multicast promiscuous in effect.
+    pub multicast: bool,
+}
+
+/// A queue as the PF configured it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueStatus {
+    /// Enabled by ENABLE_QUEUES.
+    pub enabled: bool,
+    /// Ring base IOVA (after the 128-byte truncation of the queue context).
+    pub ring_iova: u64,
+    /// Descriptors in the ring (0: not configured).
+    pub ring_len: u32,
+    /// Rx only: data buffer size (128-byte units applied).
+    pub buffer_size: u32,
+    /// Rx only: max frame size.
+    pub max_frame: u32,
+}
+
+/// One CONFIG_IRQ_MAP vector entry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VectorMap {
+    /// Vector id.
+    pub vector_id: u16,
+    /// Rx queues bitmap.
+    pub rxq_map: u16,
+    /// Tx queues bitmap.
+    pub txq_map: u16,
+    /// Rx ITR index.
+    pub rxitr_idx: u16,
+    /// Tx ITR index.
+    pub txitr_idx: u16,
+}
+
+/// The PF-side state of the VF, as of the last control event.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SimStatus {
+    /// `VFGEN_RSTAT` (0 in progress, 1 completed, 2 active).
+    pub reset_state: u32,
+    /// GET_VF_RESOURCES was answered since the last reset (i40e `VF_STATE_ACTIVE`).
+    pub active: bool,
+    /// The PF stopped answering after too many invalid messages.
+    pub mailbox_disabled: bool,
+    /// virtchnl version the VF announced.
+    pub version: (u32, u32),
+    /// Capabilities the VF asked for.
+    pub requested_caps: u32,
+    /// Capabilities the PF granted.
+    pub granted_caps: u32,
+    /// VSI id in force.
+    pub vsi_id: u16,
+    /// Queue pairs of the VF.
+    pub num_queue_pairs: u16,
+    /// MAC filters (the default MAC and broadcast included).
+    pub mac_filters: Vec<MacAddr>,
+    /// VLAN filters.
+    pub vlan_filters: Vec<u16>,
+    /// VLAN stripping on receive.
+    pub vlan_strip: bool,
+    /// Promiscuous mode.
+    pub promisc: Promisc,
+    /// ENABLE_QUEUES was answered and no DISABLE_QUEUES since.
+    pub queues_enabled: bool,
+    /// Rx queues, index = queue id.
+    pub rx_queues: Vec<QueueStatus>,
+    /// Tx queues.
+    pub tx_queues: Vec<QueueStatus>,
+    /// CONFIG_IRQ_MAP entries in force.
+    pub irq_map: Vec<VectorMap>,
+    /// RSS key (52 bytes).
+    pub rss_key: Vec<u8>,
+    /// RSS LUT (64 entries).
+    pub rss_lut: Vec<u8>,
+    /// RSS hash-enable mask.
+    pub rss_hena: u64,
+    /// Link state the PF last reported to the VF.
+    pub link_reported_up: bool,
+}
+
+/// Kinds of corrupted Rx write-back ([`Faults::corrupt_rx`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RxCorruption {
+    /// The length field claims 0x3FFF bytes, more than any buffer.
+    BadLength,
+    /// The RXE error bit is set.
+    ErrorBit,
+    /// The last descriptor of a frame comes without EOP.
+    NoEop,
+}
+
+/// Fault knobs of a simulated VF, also usable while it runs. Cheap to clone.
+#[derive(Clone)]
+pub struct Faults {
+    sh: Arc<Shared>,
+}
+
+impl fmt::Debug for Faults {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Faults").field("vf", &self.sh.name).finish()
+    }
+}
+
+impl Faults {
+    /// Reset the VF now, as the PF does on the host's request (`ip link set ...
+    /// vf n mac`, a PF reset): RESET_IMPENDING event, then after
+    /// `ResetTiming::impending` the hardware reset (`VFGEN_RSTAT` → in progress,
+    /// ARQ/ATQ disabled, queues stopped), then completed, then active.
+    pub fn reset_vf(&self) {
+        self.sh.faults.reset_now.store(true, Ordering::Release);
+        self.sh.regs.waker.wake();
+    }
+
+    /// When the PF next receives virtchnl opcode `op`, it resets the VF (as
+    /// [`reset_vf`](Self::reset_vf)) instead of answering: a reset in the middle
+    /// of the driver's configuration. 0 disarms.
+    pub fn reset_on_opcode(&self, op: u32) {
+        self.sh.faults.reset_on_opcode.store(op, Ordering::Release);
+    }
+
+    /// Reset the VF after it has transmitted `n` more frames (0 disarms).
+    pub fn reset_after_tx_frames(&self, n: u64) {
+        self.sh.faults.reset_after_tx.store(n, Ordering::Release);
+        self.sh.faults.arm();
+    }
+
+    /// Change the timing of resets from now on.
+    pub fn set_reset_timing(&self, t: ResetTiming) {
+        *self
+            .sh
+            .faults
+            .timing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = t;
+    }
+
+    /// While a reset is in progress, every BAR read returns 0xDEADBEEF (what the
+    /// hardware returns; `VFGEN_RSTAT & 3` then reads 3).
+    pub fn deadbeef_during_reset(&self, on: bool) {
+        self.sh.faults.deadbeef.store(on, Ordering::Release);
+    }
+
+    /// Give the VF a new VSI id at every reset (an i40e PF re-creates the VSI and
+    /// may get another id): a driver that keeps the old one fails.
+    pub fn new_vsi_id_on_reset(&self, on: bool) {
+        self.sh.faults.new_vsi_id.store(on, Ordering::Release);
+    }
+
+    /// A hung PF: the firmware still completes ATQ commands, but the PF neither
+    /// acts on messages nor answers them (nor sends events) until turned off.
+    pub fn pf_silent(&self, on: bool) {
+        self.sh.faults.pf_silent.store(on, Ordering::Release);
+    }
+
+    /// The PF acts on the next `n` messages but their replies are lost.
+    pub fn drop_pf_replies(&self, n: u32) {
+        self.sh.faults.drop_replies.store(n, Ordering::Release);
+    }
+
+    /// Physical link up or down: the PF sends a LINK_CHANGE event; while down,
+    /// nothing is received from the wire and transmitted frames are lost.
+    pub fn set_link(&self, up: bool) {
+        self.sh
+            .faults
+            .link_change
+            .store(if up { 2 } else { 1 }, Ordering::Release);
+        self.sh.regs.waker.wake();
+    }
+
+    /// Corrupt the write-back of the next `n` received frames.
+    pub fn corrupt_rx(&self, kind: RxCorruption, n: u32) {
+        let f = &self.sh.faults;
+        match kind {
+            RxCorruption::BadLength => f.rx_bad_length.store(n, Ordering::Release),
+            RxCorruption::ErrorBit => f.rx_error.store(n, Ordering::Release),
+            RxCorruption::NoEop => f.rx_no_eop.store(n, Ordering::Release),
+        }
+        f.arm();
+    }
+
+    /// Drop the next `n` frames from the wire before they reach a descriptor
+    /// (counted in `rx_discards`, as a drop in the device).
+    pub fn drop_rx_frames(&self, n: u32) {
+        self.sh.faults.rx_drop.store(n, Ordering::Release);
+        self.sh.faults.arm();
+    }
+
+    /// Lose the next `n` transmitted frames on the wire: their descriptors
+    /// complete normally, the frames never arrive, no counter of the VF moves.
+    pub fn drop_tx_frames(&self, n: u32) {
+        self.sh.faults.tx_drop.store(n, Ordering::Release);
+        self.sh.faults.arm();
+    }
+
+    /// Deliver the next `n` frames longer than the queue's max frame size anyway,
+    /// chained over as many descriptors as they need (non-EOP descriptors reach a
+    /// driver that set max frame = one buffer and does not expect them).
+    pub fn ignore_rx_max_frame(&self, n: u32) {
+        self.sh.faults.ignore_rxmax.store(n, Ordering::Release);
+        self.sh.faults.arm();
+    }
+
+    /// Set the raw counters behind GET_STATS (e.g. just below 2^48 and 2^32 to
+    /// exercise a driver's wrap handling). They are zeroed again by a VF reset.
+    pub fn preset_stats(&self, s: EthStats) {
+        *self
+            .sh
+            .faults
+            .preset
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(s);
+        self.sh.faults.preset_pending.store(true, Ordering::Release);
+        self.sh.regs.waker.wake();
+        // Taken by the device thread before this returns.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while self.sh.faults.preset_pending.load(Ordering::Acquire)
+            && Instant::now() < deadline
+            && !self.sh.stop.load(Ordering::Acquire)
+        {
+            std::thread::sleep(Duration::from_micros(20));
+        }
+    }
+}
+
+/// Fault state shared with the device thread.
+#[derive(Default)]
+pub(crate) struct FaultState {
+    reset_now: AtomicBool,
+    reset_on_opcode: AtomicU32,
+    reset_after_tx: AtomicU64,
+    timing: Mutex<ResetTiming>,
+    deadbeef: AtomicBool,
+    new_vsi_id: AtomicBool,
+    pf_silent: AtomicBool,
+    drop_replies: AtomicU32,
+    /// 0: no change pending, 1: down, 2: up.
+    link_change: AtomicU8,
+    rx_bad_length: AtomicU32,
+    rx_error: AtomicU32,
+    rx_no_eop: AtomicU32,
+    rx_drop: AtomicU32,
+    tx_drop: AtomicU32,
+    ignore_rxmax: AtomicU32,
+    /// Some per-frame fault may be armed (checked before the others).
+    armed: AtomicBool,
+    preset: Mutex<Option<EthStats>>,
+    preset_pending: AtomicBool,
+}
+
+impl FaultState {
+    fn arm(&self) {
+        self.armed.store(true, Ordering::Release);
+    }
+
+    /// Take one unit of a per-frame counter if it is armed.
+    pub(crate) fn take(c: &AtomicU32) -> bool {
+        c.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| v.checked_sub(1))
+            .is_ok()
+    }
+}
+
+/// A counter written by the device thread only (no read-modify-write needed).
+#[derive(Default)]
+pub(crate) struct Counter(AtomicU64);
+
+impl Counter {
+    #[inline]
+    pub(crate) fn add(&self, n: u64) {
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
+    }
+    #[inline]
+    pub(crate) fn inc(&self) {
+        self.add(1)
+    }
+    #[inline]
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+    #[inline]
+    pub(crate) fn set(&self, v: u64) {
+        self.0.store(v, Ordering::Relaxed)
+    }
+}
+
+/// The counters (eth_stats part reset by a VF reset, the rest cumulative).
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub rx_bytes: Counter,
+    pub rx_unicast: Counter,
+    pub rx_multicast: Counter,
+    pub rx_broadcast: Counter,
+    pub rx_discards: Counter,
+    pub rx_unknown_protocol: Counter,
+    pub tx_bytes: Counter,
+    pub tx_unicast: Counter,
+    pub tx_multicast: Counter,
+    pub tx_broadcast: Counter,
+    pub tx_discards: Counter,
+    pub tx_errors: Counter,
+    pub rx_delivered: Counter,
+    pub rx_missed: Counter,
+    pub rx_filtered: Counter,
+    pub rx_queue_off: Counter,
+    pub rx_oversize: Counter,
+    pub rx_link_down: Counter,
+    pub tx_frames: Counter,
+    pub tx_spoofed: Counter,
+    pub tx_bad_desc: Counter,
+    pub wire_lost: Counter,
+    pub mdd_events: Counter,
+    pub aq_commands: Counter,
+    pub aq_errors: Counter,
+    pub arq_posted: Counter,
+    pub arq_lost: Counter,
+    pub pf_ignored: Counter,
+    pub resets: Counter,
+}
+
+impl Counters {
+    pub(crate) fn eth(&self) -> EthStats {
+        EthStats {
+            rx_bytes: self.rx_bytes.get(),
+            rx_unicast: self.rx_unicast.get(),
+            rx_multicast: self.rx_multicast.get(),
+            rx_broadcast: self.rx_broadcast.get(),
+            rx_discards: self.rx_discards.get(),
+            rx_unknown_protocol: self.rx_unknown_protocol.get(),
+            tx_bytes: self.tx_bytes.get(),
+            tx_unicast: self.tx_unicast.get(),
+            tx_multicast: self.tx_multicast.get(),
+            tx_broadcast: self.tx_broadcast.get(),
+            tx_discards: self.tx_discards.get(),
+            tx_errors: self.tx_errors.get(),
+        }
+    }
+
+    pub(crate) fn set_eth(&self, s: &EthStats) {
+        self.rx_bytes.set(s.rx_bytes);
+        self.rx_unicast.set(s.rx_unicast);
+        self.rx_multicast.set(s.rx_multicast);
+        self.rx_broadcast.set(s.rx_broadcast);
+        self.rx_discards.set(s.rx_discards);
+        self.rx_unknown_protocol.set(s.rx_unknown_protocol);
+        self.tx_bytes.set(s.tx_bytes);
+        self.tx_unicast.set(s.tx_unicast);
+        self.tx_multicast.set(s.tx_multicast);
+        self.tx_broadcast.set(s.tx_broadcast);
+        self.tx_discards.set(s.tx_discards);
+        self.tx_errors.set(s.tx_errors);
+    }
+}
+
+/// State shared by the `SimVf` handle, its BAR and fault handles, and the device
+/// thread.
+pub(crate) struct Shared {
+    pub(crate) name: String,
+    pub(crate) regs: Arc<Regs>,
+    pub(crate) iommu: IoMmu,
+    pub(crate) inbox: Arc<Inbox>,
+    pub(crate) counters: Counters,
+    pub(crate) faults: FaultState,
+    pub(crate) stop: AtomicBool,
+    /// A new wire for the device thread to take.
+    pub(crate) pending_wire: Mutex<Option<WireState>>,
+    pub(crate) wire_pending: AtomicBool,
+    pub(crate) status: Mutex<SimStatus>,
+}
+
+/// A running simulated iavf VF (device thread + PF). Dropping it stops the
+/// device and joins its thread.
+pub struct SimVf {
+    sh: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl fmt::Debug for SimVf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SimVf")
+            .field("name", &self.sh.name)
+            .finish()
+    }
+}
+
+/// `Wire::Peer` rendezvous: VFs waiting for their peer, by name.
+static PEERS: Mutex<Vec<(String, Weak<Shared>)>> = Mutex::new(Vec::new());
+
+fn config_error(name: &str, reason: String) -> Error {
+    Error::DevArgs {
+        device: format!("iavf-sim:{name}"),
+        reason,
+    }
+}
+
+impl SimVf {
+    /// Create the VF as the PF leaves it after enabling SR-IOV (reset done,
+    /// `VFGEN_RSTAT` = VFR_VFACTIVE, resources allocated) and start its device
+    /// thread. Fails on a bad configuration, when `Wire::Iface` cannot be opened,
+    /// or when the thread cannot be spawned.
+    pub fn new(cfg: SimConfig) -> Result<SimVf> {
+        if cfg.queue_pairs == 0 || cfg.queue_pairs > spec::pf::MAX_VF_QUEUES {
+            return Err(config_error(
+                &cfg.name,
+                format!(
+                    "queue_pairs {} out of range: a VF has 1 to {} queue pairs",
+                    cfg.queue_pairs,
+                    spec::pf::MAX_VF_QUEUES
+                ),
+            ));
+        }
+        if cfg.max_vectors == 0 {
+            return Err(config_error(
+                &cfg.name,
+                "max_vectors 0: a VF has at least its misc/admin-queue vector".into(),
+            ));
+        }
+        if cfg.mac.is_multicast() {
+            return Err(config_error(
+                &cfg.name,
+                format!(
+                    "MAC {} is multicast: a VF's MAC must be unicast (or all zero)",
+                    cfg.mac
+                ),
+            ));
+        }
+        let regs = Arc::new(Regs::new());
+        let inbox = Arc::new(Inbox::new(cfg.inbox_capacity.max(1), regs.clone()));
+        let sh = Arc::new(Shared {
+            name: cfg.name.clone(),
+            regs,
+            iommu: IoMmu::new(),
+            inbox,
+            counters: Counters::default(),
+            faults: FaultState {
+                timing: Mutex::new(cfg.reset_timing),
+                ..FaultState::default()
+            },
+            stop: AtomicBool::new(false),
+            pending_wire: Mutex::new(None),
+            wire_pending: AtomicBool::new(false),
+            status: Mutex::new(SimStatus::default()),
+        });
+        let wire = match &cfg.wire {
+            Wire::None | Wire::Peer(_) => WireState::none(),
+            Wire::Loopback => WireState {
+                out: Outbound::Inbox(sh.inbox.clone()),
+                chan_in: None,
+                sock_in: None,
+            },
+            Wire::Iface(ifname) => {
+                let s = Arc::new(sys::PacketSocket::open(ifname).map_err(|source| {
+                    let hint = matches!(source.raw_os_error(), Some(libc::EPERM | libc::EACCES))
+                        .then_some(
+                            "AF_PACKET needs CAP_NET_RAW: run as root or grant the capability",
+                        )
+                        .or_else(|| {
+                            (source.raw_os_error() == Some(libc::ENODEV)).then_some(
+                                "no such interface: check the name with `ip link` (a veth pair \
+                             must exist before the VF starts)",
+                            )
+                        });
+                    Error::Os {
+                        op: format!(
+                            "simulated iavf {}: open an AF_PACKET socket on {ifname}",
+                            cfg.name
+                        ),
+                        source,
+                        hint,
+                    }
+                })?);
+                WireState {
+                    out: Outbound::Socket(s.clone()),
+                    chan_in: None,
+                    sock_in: Some(s),
+                }
+            }
+        };
+        let device = Device::new(sh.clone(), &cfg, wire);
+        sh.iommu.set_live(true);
+        let thread = std::thread::Builder::new()
+            .name(format!("iavf-sim-{}", cfg.name))
+            .spawn(move || device.run())
+            .map_err(|source| Error::Os {
+                op: format!("simulated iavf {}: spawn the device thread", cfg.name),
+                source,
+                hint: None,
+            })?;
+        sh.regs.waker.set_thread(thread.thread().clone());
+        let vf = SimVf {
+            sh,
+            thread: Some(thread),
+        };
+        vf.wait_started();
+        if let Wire::Peer(name) = &cfg.wire {
+            vf.join_peer(name);
+        }
+        Ok(vf)
+    }
+
+    /// Wait until the device thread has published its first status.
+    fn wait_started(&self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.status().reset_state == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    }
+
+    fn join_peer(&self, name: &str) {
+        let mut peers = PEERS.lock().unwrap_or_else(|e| e.into_inner());
+        peers.retain(|(_, w)| w.strong_count() > 0);
+        if let Some(i) = peers.iter().position(|(n, _)| n == name) {
+            let (_, other) = peers.remove(i);
+            if let Some(other) = other.upgrade() {
+                drop(peers);
+                Self::link(&self.sh, &other);
+                return;
+            }
+        }
+        peers.push((name.to_string(), Arc::downgrade(&self.sh)));
+    }
+
+    fn link(a: &Arc<Shared>, b: &Arc<Shared>) {
+        set_wire(
+            a,
+            WireState {
+                out: Outbound::Inbox(b.inbox.clone()),
+                chan_in: None,
+                sock_in: None,
+            },
+        );
+        set_wire(
+            b,
+            WireState {
+                out: Outbound::Inbox(a.inbox.clone()),
+                chan_in: None,
+                sock_in: None,
+            },
+        );
+    }
+
+    /// The VF's BAR0, for the driver (`IavfPort<SimVfBar>`).
+    pub fn bar(&self) -> SimVfBar {
+        SimVfBar {
+            regs: self.sh.regs.clone(),
+        }
+    }
+
+    /// Make `region` reachable by the device at the IOVAs it reports
+    /// (`region.iova(offset)`), as `VFIO_IOMMU_MAP_DMA` does. Mapping a region
+    /// twice is harmless.
+    ///
+    /// The region must stay allocated while it is mapped: call
+    /// [`unmap_dma`](Self::unmap_dma) (or drop the `SimVf`) before dropping it,
+    /// as memory is unmapped from a VFIO container before it is freed. (An entry
+    /// left by a region freed without an unmap is replaced, with a warning, when
+    /// a new region gets its IOVAs; until then a driver that still programs those
+    /// IOVAs makes the device touch memory that is gone.)
+    pub fn map_dma(&self, region: &DmaRegion) -> Result<()> {
+        let r = self.sh.iommu.map(region).map_err(|e| Error::VfioSetup {
+            object: format!(
+                "simulated iavf {} DMA map of {}",
+                self.sh.name,
+                region.what()
+            ),
+            reason: match e {
+                MapError::Empty => "the region is empty".into(),
+            },
+        });
+        // In effect for the device when this returns, as with an IOMMU.
+        self.sh.regs.waker.wake();
+        self.sh.iommu.quiesce();
+        r
+    }
+
+    /// Make `region` unreachable again. Returns once the device thread no longer
+    /// uses the old translation (later accesses are DMA faults), so the region
+    /// may then be dropped. Unmapping a region that is not mapped is an error.
+    pub fn unmap_dma(&self, region: &DmaRegion) -> Result<()> {
+        let removed = self.sh.iommu.unmap(region);
+        self.sh.regs.waker.wake();
+        self.sh.iommu.quiesce();
+        if removed == 0 {
+            return Err(Error::VfioSetup {
+                object: format!(
+                    "simulated iavf {} DMA unmap of {}",
+                    self.sh.name,
+                    region.what()
+                ),
+                reason: "the region is not mapped".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Connect two simulated VFs back to back: what one transmits, the other
+    /// receives (replacing whatever wire each had).
+    pub fn connect(a: &SimVf, b: &SimVf) {
+        Self::link(&a.sh, &b.sh);
+    }
+
+    /// Replace the VF's wire with a pair of channels for a test: frames sent on
+    /// the `Sender` arrive at the VF's receive side (through its MAC filters);
+    /// frames the VF transmits come out of the `Receiver` (up to 65536 waiting,
+    /// then they are lost and counted in `wire_lost`).
+    pub fn wire_channel(&self) -> (Sender<Vec<u8>>, Receiver<Vec<u8>>) {
+        let (in_tx, in_rx) = std::sync::mpsc::channel();
+        let (out_tx, out_rx) = std::sync::mpsc::sync_channel(65536);
+        set_wire(
+            &self.sh,
+            WireState {
+                out: Outbound::Channel(out_tx),
+                chan_in: Some(in_rx),
+                sock_in: None,
+            },
+        );
+        (in_tx, out_rx)
+    }
+
+    /// The fault knobs.
+    pub fn faults(&self) -> Faults {
+        Faults {
+            sh: self.sh.clone(),
+        }
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> SimStats {
+        let c = &self.sh.counters;
+        SimStats {
+            eth: c.eth(),
+            rx_delivered: c.rx_delivered.get(),
+            rx_missed: c.rx_missed.get(),
+            rx_filtered: c.rx_filtered.get(),
+            rx_queue_off: c.rx_queue_off.get(),
+            rx_oversize: c.rx_oversize.get(),
+            rx_link_down: c.rx_link_down.get(),
+            tx_frames: c.tx_frames.get(),
+            tx_spoofed: c.tx_spoofed.get(),
+            tx_bad_desc: c.tx_bad_desc.get(),
+            wire_lost: c.wire_lost.get() + self.sh.inbox.dropped.load(Ordering::Relaxed),
+            mdd_events: c.mdd_events.get(),
+            aq_commands: c.aq_commands.get(),
+            aq_errors: c.aq_errors.get(),
+            arq_posted: c.arq_posted.get(),
+            arq_lost: c.arq_lost.get(),
+            pf_ignored: c.pf_ignored.get(),
+            resets: c.resets.get(),
+            dropped_writes: self.sh.regs.dropped_writes(),
+            dma_faults: self.sh.iommu.faults(),
+        }
+    }
+
+    /// The PF-side state of the VF (as of the last message, queue or reset event).
+    pub fn status(&self) -> SimStatus {
+        self.sh
+            .status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// DMA faults so far.
+    pub fn dma_faults(&self) -> u64 {
+        self.sh.iommu.faults()
+    }
+
+    /// The most recent DMA fault.
+    pub fn last_dma_fault(&self) -> Option<DmaFault> {
+        self.sh.iommu.last_fault()
+    }
+
+    /// Read DMA memory at `iova` through the VF's IOMMU table, as a debugger
+    /// looking at guest memory would (not counted as a device access). Tests play
+    /// the driver with this and [`write_iova`](Self::write_iova); an unmapped
+    /// range is an error.
+    pub fn read_iova(&self, iova: u64, buf: &mut [u8]) -> std::result::Result<(), DmaFault> {
+        self.sh
+            .iommu
+            .host_read(iova, buf)
+            .map_err(|e| e.with_context("reading through SimVf::read_iova"))
+    }
+
+    /// Write DMA memory at `iova` through the VF's IOMMU table (see
+    /// [`read_iova`](Self::read_iova)).
+    pub fn write_iova(&self, iova: u64, data: &[u8]) -> std::result::Result<(), DmaFault> {
+        self.sh
+            .iommu
+            .host_write(iova, data)
+            .map_err(|e| e.with_context("writing through SimVf::write_iova"))
+    }
+
+    /// IOVA ranges mapped (one per region in IOVA modes VA and DC).
+    pub fn dma_mapping_count(&self) -> usize {
+        self.sh.iommu.mapping_count()
+    }
+
+    /// The VF's name.
+    pub fn name(&self) -> &str {
+        &self.sh.name
+    }
+}
+
+/// Hand `wire` to the device thread and wait (bounded) until it took it.
+fn set_wire(sh: &Arc<Shared>, wire: WireState) {
+    *sh.pending_wire.lock().unwrap_or_else(|e| e.into_inner()) = Some(wire);
+    sh.wire_pending.store(true, Ordering::Release);
+    sh.regs.waker.wake();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while sh.wire_pending.load(Ordering::Acquire) && Instant::now() < deadline {
+        if sh.stop.load(Ordering::Acquire) {
+            return;
+        }
+        std::thread::sleep(Duration::from_micros(20));
+    }
+}
+
+impl Drop for SimVf {
+    fn drop(&mut self) {
+        self.sh.stop.store(true, Ordering::Release);
+        self.sh.regs.waker.wake();
+        if let Some(t) = self.thread.take()
+            && t.join().is_err()
+        {
+            log::error!(
+                "simulated iavf {}: the device thread panicked",
+                self.sh.name
+            );
+        }
+        self.sh.iommu.set_live(false);
+        let mut peers = PEERS.lock().unwrap_or_else(|e| e.into_inner());
+        peers.retain(|(_, w)| w.strong_count() > 0 && !std::ptr::eq(w.as_ptr(), &*self.sh));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn handles_are_send_and_sync() {
+        send_sync::<SimVf>();
+        send_sync::<SimVfBar>();
+        send_sync::<Faults>();
+    }
+
+    #[test]
+    fn idle_device_sleeps() {
+        // An idle VF must not keep a core busy: after its short spin it parks.
+        let vf = SimVf::new(SimConfig::default()).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        let asleep = (0..20)
+            .filter(|_| {
+                std::thread::sleep(Duration::from_micros(300));
+                vf.sh.regs.waker_is_sleeping()
+            })
+            .count();
+        assert!(asleep >= 10, "asleep in {asleep} of 20 samples");
+    }
+}

@@ -1,0 +1,568 @@
+//! The admin queue (facts §2.3; DPDK `base/iavf_adminq.c`, `iavf_adminq_cmd.h`):
+//! a send queue (ATQ, VF → PF) and a receive queue (ARQ, PF → VF) of 32-byte
+//! descriptors with 4 KiB message buffers, in DMA memory, driven through the
+//! `VF_ATQ*` / `VF_ARQ*` registers. virtchnl rides on it: every message is an
+//! indirect `send_msg_to_pf` command whose cookies carry the virtchnl opcode
+//! and status.
+#![deny(unsafe_code)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nicpoll::bar::Bar;
+use nicpoll::memory::DmaRegion;
+
+use crate::error::{IavfError, Result};
+use crate::regs;
+use crate::ring::{DescRing, DmaBytes};
+
+/// Entries per queue (`IAVF_AQ_LEN` in DPDK and Linux).
+pub const AQ_LEN: u16 = 32;
+/// Bytes per message buffer (`IAVF_AQ_BUF_SZ`).
+pub const AQ_BUF_SIZE: usize = 4096;
+/// How long the PF's firmware may take to consume an ATQ descriptor
+/// (`IAVF_ASQ_CMD_TIMEOUT`, 250 ms).
+pub const ASQ_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// Admin queue opcode for a VF's message to its PF.
+pub const AQC_SEND_MSG_TO_PF: u16 = 0x0801;
+/// Admin queue opcode for a PF's message to a VF (what ARQ entries carry).
+pub const AQC_SEND_MSG_TO_VF: u16 = 0x0802;
+
+/// Descriptor flag bits (`IAVF_AQ_FLAG_*`).
+pub mod flags {
+    /// Descriptor done.
+    pub const DD: u16 = 0x0001;
+    /// Command completed.
+    pub const CMP: u16 = 0x0002;
+    /// Error: `retval` says which.
+    pub const ERR: u16 = 0x0004;
+    /// The buffer is larger than 512 bytes.
+    pub const LB: u16 = 0x0200;
+    /// The firmware reads the buffer (host → firmware data).
+    pub const RD: u16 = 0x0400;
+    /// The descriptor has a buffer.
+    pub const BUF: u16 = 0x1000;
+    /// Suppress the completion interrupt.
+    pub const SI: u16 = 0x2000;
+}
+
+/// Admin queue descriptor (`struct iavf_aq_desc`), 32 bytes, little-endian.
+#[repr(C)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+pub struct AqDesc {
+    pub(crate) flags: u16,
+    opcode: u16,
+    datalen: u16,
+    retval: u16,
+    cookie_high: u32,
+    cookie_low: u32,
+    param0: u32,
+    param1: u32,
+    addr_high: u32,
+    addr_low: u32,
+}
+
+const _: () = assert!(size_of::<AqDesc>() == 32);
+
+impl AqDesc {
+    /// A `send_msg_to_pf` command carrying virtchnl opcode `v_op`, with an
+    /// indirect buffer `(iova, len)` if there is a payload (§2.3 "Sending").
+    pub fn send_msg_to_pf(v_op: u32, buf: Option<(u64, u16)>) -> AqDesc {
+        let mut d = AqDesc {
+            flags: flags::SI,
+            opcode: AQC_SEND_MSG_TO_PF,
+            cookie_high: v_op,
+            ..AqDesc::default()
+        };
+        if let Some((iova, len)) = buf {
+            d.flags |= flags::BUF | flags::RD | if len > 512 { flags::LB } else { 0 };
+            d.datalen = len;
+            d.set_addr(iova);
+        }
+        d.to_le()
+    }
+
+    /// An ARQ slot armed with a buffer of `size` bytes at `iova`.
+    pub fn arq_buffer(iova: u64, size: u16) -> AqDesc {
+        let mut d = AqDesc {
+            flags: flags::BUF | if size > 512 { flags::LB } else { 0 },
+            datalen: size,
+            ..AqDesc::default()
+        };
+        d.set_addr(iova);
+        d.to_le()
+    }
+
+    /// A PF's message as it lands on the ARQ (for tests and device models).
+    pub fn pf_message(v_op: u32, v_retval: i32, len: u16, buf_iova: u64) -> AqDesc {
+        let mut d = AqDesc {
+            flags: flags::DD | flags::CMP | if len > 0 { flags::BUF } else { 0 },
+            opcode: AQC_SEND_MSG_TO_VF,
+            datalen: len,
+            cookie_high: v_op,
+            cookie_low: v_retval as u32,
+            ..AqDesc::default()
+        };
+        d.set_addr(buf_iova);
+        d.to_le()
+    }
+
+    fn set_addr(&mut self, iova: u64) {
+        self.addr_high = (iova >> 32) as u32;
+        self.addr_low = iova as u32;
+    }
+
+    /// Convert every field to little-endian (a no-op on x86).
+    fn to_le(self) -> AqDesc {
+        AqDesc {
+            flags: self.flags.to_le(),
+            opcode: self.opcode.to_le(),
+            datalen: self.datalen.to_le(),
+            retval: self.retval.to_le(),
+            cookie_high: self.cookie_high.to_le(),
+            cookie_low: self.cookie_low.to_le(),
+            param0: self.param0.to_le(),
+            param1: self.param1.to_le(),
+            addr_high: self.addr_high.to_le(),
+            addr_low: self.addr_low.to_le(),
+        }
+    }
+
+    /// Flag bits ([`flags`]).
+    pub fn flags(&self) -> u16 {
+        u16::from_le(self.flags)
+    }
+    /// Admin queue opcode.
+    pub fn opcode(&self) -> u16 {
+        u16::from_le(self.opcode)
+    }
+    /// Buffer length (sent) or received length.
+    pub fn datalen(&self) -> u16 {
+        u16::from_le(self.datalen)
+    }
+    /// Admin-queue status (`enum iavf_admin_queue_err`).
+    pub fn retval(&self) -> u16 {
+        u16::from_le(self.retval)
+    }
+    /// The virtchnl opcode (cookie high).
+    pub fn v_opcode(&self) -> u32 {
+        u32::from_le(self.cookie_high)
+    }
+    /// The virtchnl status (cookie low).
+    pub fn v_retval(&self) -> i32 {
+        u32::from_le(self.cookie_low) as i32
+    }
+    /// Buffer IOVA.
+    pub fn addr(&self) -> u64 {
+        ((u32::from_le(self.addr_high) as u64) << 32) | u32::from_le(self.addr_low) as u64
+    }
+
+    /// The descriptor's 32 bytes as they lie in memory (for device models).
+    pub fn to_bytes(&self) -> [u8; 32] {
+        let mut b = [0u8; 32];
+        b[0..2].copy_from_slice(&self.flags().to_le_bytes());
+        b[2..4].copy_from_slice(&self.opcode().to_le_bytes());
+        b[4..6].copy_from_slice(&self.datalen().to_le_bytes());
+        b[6..8].copy_from_slice(&self.retval().to_le_bytes());
+        b[8..12].copy_from_slice(&self.v_opcode().to_le_bytes());
+        b[12..16].copy_from_slice(&(self.v_retval() as u32).to_le_bytes());
+        b[16..20].copy_from_slice(&u32::from_le(self.param0).to_le_bytes());
+        b[20..24].copy_from_slice(&u32::from_le(self.param1).to_le_bytes());
+        b[24..28].copy_from_slice(&u32::from_le(self.addr_high).to_le_bytes());
+        b[28..32].copy_from_slice(&u32::from_le(self.addr_low).to_le_bytes());
+        b
+    }
+
+    /// A descriptor from its 32 bytes in memory (for device models).
+    pub fn from_bytes(b: &[u8; 32]) -> AqDesc {
+        let u16_at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
+        let u32_at = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+        AqDesc {
+            flags: u16_at(0),
+            opcode: u16_at(2),
+            datalen: u16_at(4),
+            retval: u16_at(6),
+            cookie_high: u32_at(8),
+            cookie_low: u32_at(12),
+            param0: u32_at(16),
+            param1: u32_at(20),
+            addr_high: u32_at(24),
+            addr_low: u32_at(28),
+        }
+        .to_le()
+    }
+
+    /// Set the completion fields as firmware does on an ATQ descriptor (tests).
+    pub fn completed(mut self, retval: u16) -> AqDesc {
+        let f = self.flags() | flags::DD | flags::CMP | if retval != 0 { flags::ERR } else { 0 };
+        self.flags = f.to_le();
+        self.retval = retval.to_le();
+        self
+    }
+}
+
+/// Name of an admin-queue error code (`enum iavf_admin_queue_err`).
+pub fn aq_error_name(code: u16) -> &'static str {
+    const NAMES: [&str; 23] = [
+        "OK", "EPERM", "ENOENT", "ESRCH", "EINTR", "EIO", "ENXIO", "E2BIG", "EAGAIN", "ENOMEM",
+        "EACCES", "EFAULT", "EBUSY", "EEXIST", "EINVAL", "ENOTTY", "ENOSPC", "ENOSYS", "ERANGE",
+        "EFLUSHED", "BAD_ADDR", "EMODE", "EFBIG",
+    ];
+    NAMES.get(code as usize).copied().unwrap_or("unknown")
+}
+
+/// What registers of a device in (or gone through) a hardware reset read.
+pub fn is_unreadable(v: u32) -> bool {
+    v == 0xDEAD_BEEF || v == u32::MAX
+}
+
+fn len_enabled(v: u32) -> bool {
+    !is_unreadable(v) && v & regs::AQ_LEN_ENABLE != 0
+}
+
+/// A message the PF put on the ARQ.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArqMessage {
+    /// virtchnl opcode (17 for events).
+    pub v_op: u32,
+    /// virtchnl status.
+    pub v_retval: i32,
+    /// Admin-queue status if the descriptor had ERR set.
+    pub aq_error: Option<u16>,
+    /// The payload.
+    pub payload: Vec<u8>,
+}
+
+/// Offsets of the admin queue's memory inside its region.
+const ATQ_RING_OFF: usize = 0;
+const ARQ_RING_OFF: usize = 4096;
+const BUFS_OFF: usize = 8192;
+
+/// Bytes of DMA memory one admin queue needs: two rings (4 KiB-aligned, as
+/// DPDK's `IAVF_ADMINQ_DESC_ALIGNMENT`) and 2 × 32 buffers of 4 KiB.
+pub const fn region_size() -> usize {
+    BUFS_OFF + 2 * AQ_LEN as usize * AQ_BUF_SIZE
+}
+
+/// Poll `f` until it returns `Some`, spinning briefly then sleeping `every`,
+/// for at most `timeout`.
+pub(crate) fn poll_until<T>(
+    timeout: Duration,
+    every: Duration,
+    mut f: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    let start = Instant::now();
+    let mut spins = 0u32;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if start.elapsed() >= timeout {
+            return None;
+        }
+        if spins < 64 {
+            spins += 1;
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(every);
+        }
+    }
+}
+
+/// The admin queue client: rings, buffers and indices. Driven from the
+/// control thread only (the port's control lock).
+pub struct AdminQueue {
+    device: String,
+    atq: DescRing<AqDesc>,
+    arq: DescRing<AqDesc>,
+    atq_bufs: Vec<DmaBytes>,
+    arq_bufs: Vec<DmaBytes>,
+    atq_next: u16,
+    arq_next: u16,
+    send_timeout: Duration,
+}
+
+impl AdminQueue {
+    /// Lay the queues out in `region` (at least [`region_size`] bytes).
+    pub fn new(region: Arc<DmaRegion>, device: &str) -> Result<AdminQueue> {
+        let mem_err = |reason: String| IavfError::Memory {
+            device: device.to_string(),
+            reason,
+        };
+        let atq = DescRing::new(region.clone(), ATQ_RING_OFF, AQ_LEN).map_err(mem_err)?;
+        let arq = DescRing::new(region.clone(), ARQ_RING_OFF, AQ_LEN).map_err(mem_err)?;
+        let buf = |i: usize| DmaBytes::new(region.clone(), BUFS_OFF + i * AQ_BUF_SIZE, AQ_BUF_SIZE);
+        let atq_bufs = (0..AQ_LEN as usize)
+            .map(buf)
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(mem_err)?;
+        let arq_bufs = (AQ_LEN as usize..2 * AQ_LEN as usize)
+            .map(buf)
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(mem_err)?;
+        Ok(AdminQueue {
+            device: device.to_string(),
+            atq,
+            arq,
+            atq_bufs,
+            arq_bufs,
+            atq_next: 0,
+            arq_next: 0,
+            send_timeout: ASQ_TIMEOUT,
+        })
+    }
+
+    /// Change how long [`send`](Self::send) waits for the firmware.
+    pub fn set_send_timeout(&mut self, t: Duration) {
+        self.send_timeout = t;
+    }
+
+    fn err(&self, op: &'static str, reason: String) -> IavfError {
+        IavfError::AdminQueue {
+            device: self.device.clone(),
+            op,
+            reason,
+        }
+    }
+
+    /// Program both queues (§2.3 "Bring-up of the queues", DPDK
+    /// `iavf_config_asq_regs` / `iavf_config_arq_regs`).
+    pub fn init<B: Bar>(&mut self, bar: &B) -> Result<()> {
+        self.shutdown(bar);
+        // §2.3 step 1, ATQ: head = tail = 0, length | ENABLE, base address;
+        // read the base back to be sure the device took it.
+        self.atq.clear();
+        self.atq_next = 0;
+        let atq = self.atq.iova();
+        bar.write32(regs::VF_ATQH1, 0);
+        bar.write32(regs::VF_ATQT1, 0);
+        bar.write32(regs::VF_ATQLEN1, AQ_LEN as u32 | regs::AQ_LEN_ENABLE);
+        bar.write32(regs::VF_ATQBAL1, atq as u32);
+        bar.write32(regs::VF_ATQBAH1, (atq >> 32) as u32);
+        let back = bar.read32(regs::VF_ATQBAL1);
+        if back != atq as u32 {
+            return Err(self.err(
+                "ATQ setup",
+                format!(
+                    "VF_ATQBAL1 reads {back:#x} after writing {:#x}: the BAR is not the VF's, or \
+                     the VF is in a reset",
+                    atq as u32
+                ),
+            ));
+        }
+        // §2.3 step 2, ARQ: arm every slot with its buffer first, then head =
+        // tail = 0, length | ENABLE, base, and tail = entries - 1 hands all
+        // buffers to the PF.
+        for i in 0..AQ_LEN {
+            let d = AqDesc::arq_buffer(self.arq_bufs[i as usize].iova(), AQ_BUF_SIZE as u16);
+            self.arq.write(i, d);
+        }
+        self.arq_next = 0;
+        let arq = self.arq.iova();
+        bar.write32(regs::VF_ARQH1, 0);
+        bar.write32(regs::VF_ARQT1, 0);
+        bar.write32(regs::VF_ARQLEN1, AQ_LEN as u32 | regs::AQ_LEN_ENABLE);
+        bar.write32(regs::VF_ARQBAL1, arq as u32);
+        bar.write32(regs::VF_ARQBAH1, (arq >> 32) as u32);
+        bar.write32(regs::VF_ARQT1, AQ_LEN as u32 - 1);
+        let back = bar.read32(regs::VF_ARQBAL1);
+        if back != arq as u32 {
+            return Err(self.err(
+                "ARQ setup",
+                format!(
+                    "VF_ARQBAL1 reads {back:#x} after writing {:#x}: the BAR is not the VF's, or \
+                     the VF is in a reset",
+                    arq as u32
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Turn both queues off (§2.3 step 3: zero head, tail, length and base).
+    pub fn shutdown<B: Bar>(&mut self, bar: &B) {
+        for r in [
+            regs::VF_ATQH1,
+            regs::VF_ATQT1,
+            regs::VF_ATQLEN1,
+            regs::VF_ATQBAL1,
+            regs::VF_ATQBAH1,
+            regs::VF_ARQH1,
+            regs::VF_ARQT1,
+            regs::VF_ARQLEN1,
+            regs::VF_ARQBAL1,
+            regs::VF_ARQBAH1,
+        ] {
+            bar.write32(r, 0);
+        }
+    }
+
+    /// Whether the PF left our ARQ enabled; a cleared enable bit means the PF
+    /// reset the VF (DPDK `iavf_is_reset`). A register that reads as a
+    /// device in reset does (0xDEADBEEF, all ones) counts as disabled.
+    pub fn arq_enabled<B: Bar>(bar: &B) -> bool {
+        len_enabled(bar.read32(regs::VF_ARQLEN1))
+    }
+
+    /// Whether the ATQ is enabled.
+    pub fn atq_enabled<B: Bar>(bar: &B) -> bool {
+        len_enabled(bar.read32(regs::VF_ATQLEN1))
+    }
+
+    /// Post a virtchnl message and wait until the firmware consumed it (§2.3
+    /// "Sending a virtchnl message"). The PF's answer arrives on the ARQ.
+    pub fn send<B: Bar>(&mut self, bar: &B, v_op: u32, payload: &[u8]) -> Result<()> {
+        if payload.len() > AQ_BUF_SIZE {
+            return Err(self.err(
+                "send",
+                format!(
+                    "a {}-byte message does not fit the {AQ_BUF_SIZE}-byte buffer",
+                    payload.len()
+                ),
+            ));
+        }
+        if !Self::atq_enabled(bar) {
+            return Err(IavfError::Resetting {
+                device: self.device.clone(),
+            });
+        }
+        let i = self.atq_next;
+        let buf = if payload.is_empty() {
+            None
+        } else {
+            let b = &mut self.atq_bufs[i as usize];
+            b.write(payload);
+            Some((b.iova(), payload.len() as u16))
+        };
+        self.atq.write(i, AqDesc::send_msg_to_pf(v_op, buf));
+        self.atq_next = (i + 1) % AQ_LEN;
+        // The doorbell orders itself after the descriptor and buffer writes.
+        bar.write32(regs::VF_ATQT1, self.atq_next as u32);
+        let next = self.atq_next as u32;
+        // Completion: the head catches up with what we posted (Intel
+        // recommends the head over the DD bit).
+        let done = poll_until(self.send_timeout, Duration::from_micros(50), || {
+            (bar.read32(regs::VF_ATQH1) & regs::AQ_HEAD_MASK == next).then_some(())
+        });
+        if done.is_none() {
+            if !Self::atq_enabled(bar) || !Self::arq_enabled(bar) {
+                return Err(IavfError::Resetting {
+                    device: self.device.clone(),
+                });
+            }
+            return Err(self.err(
+                "send",
+                format!(
+                    "the firmware did not consume virtchnl {} in {} ms (VF_ATQH1 = {:#x}, \
+                     VF_ATQLEN1 = {:#x}): the PF driver is not running or the device hung",
+                    crate::virtchnl::Op::name_of(v_op),
+                    self.send_timeout.as_millis(),
+                    bar.read32(regs::VF_ATQH1),
+                    bar.read32(regs::VF_ATQLEN1)
+                ),
+            ));
+        }
+        let d = self.atq.read(i);
+        if d.flags() & flags::ERR != 0 || d.retval() != 0 {
+            return Err(self.err(
+                "send",
+                format!(
+                    "the firmware refused virtchnl {}: admin queue error {} ({}); the PF may be \
+                     resetting or out of resources",
+                    crate::virtchnl::Op::name_of(v_op),
+                    d.retval(),
+                    aq_error_name(d.retval())
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Take the next message off the ARQ, if any, and give its slot back
+    /// (§2.3 "Receiving", DPDK `iavf_clean_arq_element`).
+    pub fn receive<B: Bar>(&mut self, bar: &B) -> Option<ArqMessage> {
+        let head = bar.read32(regs::VF_ARQH1) & regs::AQ_HEAD_MASK;
+        if head == self.arq_next as u32 || head >= AQ_LEN as u32 {
+            return None;
+        }
+        let i = self.arq_next;
+        let d = self.arq.read(i);
+        let len = (d.datalen() as usize).min(AQ_BUF_SIZE);
+        let mut payload = vec![0u8; len];
+        self.arq_bufs[i as usize].read(&mut payload);
+        let aq_error = (d.flags() & flags::ERR != 0).then_some(d.retval());
+        // Re-arm the slot and hand it back: the tail is the index just cleaned.
+        let buf = self.arq_bufs[i as usize].iova();
+        self.arq
+            .write(i, AqDesc::arq_buffer(buf, AQ_BUF_SIZE as u16));
+        bar.write32(regs::VF_ARQT1, i as u32);
+        self.arq_next = (i + 1) % AQ_LEN;
+        Some(ArqMessage {
+            v_op: d.v_opcode(),
+            v_retval: d.v_retval(),
+            aq_error,
+            payload,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptor_layout() {
+        let d = AqDesc::send_msg_to_pf(6, Some((0x1_2345_6000, 136)));
+        assert_eq!(d.opcode(), 0x0801);
+        assert_eq!(d.flags(), flags::SI | flags::BUF | flags::RD);
+        assert_eq!(d.datalen(), 136);
+        assert_eq!(d.v_opcode(), 6);
+        assert_eq!(d.addr(), 0x1_2345_6000);
+        // addr_high at 0x18, addr_low at 0x1C (high word first).
+        assert_eq!(u32::from_le(d.addr_high), 1);
+        assert_eq!(u32::from_le(d.addr_low), 0x2345_6000);
+        let big = AqDesc::send_msg_to_pf(6, Some((0, 1000)));
+        assert_ne!(big.flags() & flags::LB, 0);
+        let bare = AqDesc::send_msg_to_pf(2, None);
+        assert_eq!(bare.flags(), flags::SI);
+        assert_eq!(bare.datalen(), 0);
+        let arq = AqDesc::arq_buffer(0x8000, 4096);
+        assert_eq!(arq.flags(), flags::BUF | flags::LB);
+        assert_eq!(arq.datalen(), 4096);
+        let m = AqDesc::pf_message(17, -5, 16, 0x9000);
+        assert_eq!((m.v_opcode(), m.v_retval(), m.datalen()), (17, -5, 16));
+        assert_eq!(aq_error_name(12), "EBUSY");
+        assert_eq!(aq_error_name(99), "unknown");
+        assert_eq!(region_size(), 8192 + 64 * 4096);
+        let b = d.to_bytes();
+        assert_eq!(&b[2..4], &[0x01, 0x08], "opcode at 0x02");
+        assert_eq!(&b[8..12], &6u32.to_le_bytes(), "virtchnl opcode at 0x08");
+        assert_eq!(&b[24..28], &1u32.to_le_bytes(), "address high at 0x18");
+        assert_eq!(AqDesc::from_bytes(&b), d);
+    }
+
+    #[test]
+    fn field_offsets() {
+        let d = AqDesc {
+            flags: 1,
+            opcode: 2,
+            datalen: 3,
+            retval: 4,
+            cookie_high: 5,
+            cookie_low: 6,
+            param0: 7,
+            param1: 8,
+            addr_high: 9,
+            addr_low: 10,
+        };
+        let base = &d as *const AqDesc as usize;
+        assert_eq!(std::ptr::addr_of!(d.opcode) as usize - base, 0x02);
+        assert_eq!(std::ptr::addr_of!(d.retval) as usize - base, 0x06);
+        assert_eq!(std::ptr::addr_of!(d.cookie_high) as usize - base, 0x08);
+        assert_eq!(std::ptr::addr_of!(d.cookie_low) as usize - base, 0x0C);
+        assert_eq!(std::ptr::addr_of!(d.param0) as usize - base, 0x10);
+        assert_eq!(std::ptr::addr_of!(d.addr_high) as usize - base, 0x18);
+        assert_eq!(std::ptr::addr_of!(d.addr_low) as usize - base, 0x1C);
+    }
+}

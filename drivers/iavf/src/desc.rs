@@ -1,0 +1,403 @@
+//! Data descriptors: the legacy 32-byte receive descriptor (§2.8, DPDK
+//! `base/iavf_type.h` `union iavf_32byte_rx_desc`) and the 16-byte transmit
+//! data descriptor (§2.9, `struct iavf_tx_desc`).
+//!
+//! Typed `#[repr(C)]` little-endian structures with size asserts; every field
+//! is reached through an accessor, so no call site twiddles bits. They live in
+//! DMA memory and are read and written only through [`crate::ring`], whole and
+//! volatile.
+#![deny(unsafe_code)]
+
+/// Receive descriptor, 32 bytes: read format (software → device) and
+/// write-back format (device → software) share the memory.
+///
+/// Read: qword 0 packet buffer address, qword 1 header buffer address (0: no
+/// header split; its bit 0 overlaps DD, so writing 0 clears DD), qwords 2-3 zero.
+#[repr(C, align(32))]
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub struct RxDesc {
+    pub(crate) qw0: u64,
+    pub(crate) qw1: u64,
+    pub(crate) qw2: u64,
+    pub(crate) qw3: u64,
+}
+
+const _: () = assert!(size_of::<RxDesc>() == 32);
+const _: () = assert!(align_of::<RxDesc>() == 32);
+
+/// Status bits of a receive write-back (qword 1 bits 0-18).
+pub mod rx_status {
+    /// Descriptor done: the device wrote it back.
+    pub const DD: u32 = 1 << 0;
+    /// Last descriptor of a packet.
+    pub const EOF: u32 = 1 << 1;
+    /// L2TAG1 holds a stripped VLAN tag.
+    pub const L2TAG1P: u32 = 1 << 2;
+    /// The device checked L3/L4 checksums.
+    pub const L3L4P: u32 = 1 << 3;
+    /// FLTSTAT (bits 12-13) shift.
+    pub const FLTSTAT_SHIFT: u32 = 12;
+    /// FLTSTAT value: qword 0 bits 32-63 hold the RSS hash.
+    pub const FLTSTAT_RSS_HASH: u32 = 3;
+}
+
+/// Error bits of a receive write-back (qword 1 bits 19-26, shifted down).
+pub mod rx_error {
+    /// Receive error (CRC, ...).
+    pub const RXE: u8 = 1 << 0;
+    /// Header buffer overflow.
+    pub const HBO: u8 = 1 << 2;
+    /// IP header checksum error.
+    pub const IPE: u8 = 1 << 3;
+    /// L4 checksum error.
+    pub const L4E: u8 = 1 << 4;
+    /// Outer IP checksum error.
+    pub const EIPE: u8 = 1 << 5;
+    /// Frame larger than the buffer chain allows.
+    pub const OVERSIZE: u8 = 1 << 6;
+    /// Errors that make the frame unusable (checksum errors only flag it).
+    pub const FATAL: u8 = RXE | HBO | OVERSIZE;
+}
+
+const RX_STATUS_MASK: u64 = (1 << 19) - 1;
+const RX_ERROR_SHIFT: u32 = 19;
+const RX_PTYPE_SHIFT: u32 = 30;
+const RX_PLEN_SHIFT: u32 = 38;
+const RX_PLEN_MASK: u64 = 0x3FFF;
+const RX_HLEN_SHIFT: u32 = 52;
+const RX_HLEN_MASK: u64 = 0x7FF;
+const RX_SPH: u64 = 1 << 63;
+
+impl RxDesc {
+    /// Read format: hand a buffer at IOVA `pkt_addr` to the device.
+    #[inline(always)]
+    pub fn read_format(pkt_addr: u64) -> RxDesc {
+        RxDesc {
+            qw0: pkt_addr.to_le(),
+            qw1: 0,
+            qw2: 0,
+            qw3: 0,
+        }
+    }
+
+    /// Write-back format, as a device writes it (for tests and device models).
+    pub fn writeback(pkt_len: u16, status: u32, error: u8, rss_hash: u32) -> RxDesc {
+        let qw1 = (status as u64 & RX_STATUS_MASK)
+            | ((error as u64) << RX_ERROR_SHIFT)
+            | ((pkt_len as u64 & RX_PLEN_MASK) << RX_PLEN_SHIFT);
+        RxDesc {
+            qw0: ((rss_hash as u64) << 32).to_le(),
+            qw1: qw1.to_le(),
+            qw2: 0,
+            qw3: 0,
+        }
+    }
+
+    /// The 32 bytes as they lie in memory (for device models and tests).
+    pub fn to_bytes(&self) -> [u8; 32] {
+        let mut b = [0u8; 32];
+        for (i, w) in [self.qw0, self.qw1, self.qw2, self.qw3].iter().enumerate() {
+            b[i * 8..i * 8 + 8].copy_from_slice(&u64::from_le(*w).to_le_bytes());
+        }
+        b
+    }
+
+    /// A descriptor from its 32 bytes in memory (for device models and tests).
+    pub fn from_bytes(b: &[u8; 32]) -> RxDesc {
+        let q =
+            |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().expect("8 bytes")).to_le();
+        RxDesc {
+            qw0: q(0),
+            qw1: q(1),
+            qw2: q(2),
+            qw3: q(3),
+        }
+    }
+
+    #[inline(always)]
+    fn q0(&self) -> u64 {
+        u64::from_le(self.qw0)
+    }
+
+    #[inline(always)]
+    fn q1(&self) -> u64 {
+        u64::from_le(self.qw1)
+    }
+
+    /// Read format: the packet buffer address.
+    pub fn pkt_addr(&self) -> u64 {
+        self.q0()
+    }
+
+    /// Read format: the header buffer address (0).
+    pub fn hdr_addr(&self) -> u64 {
+        self.q1()
+    }
+
+    /// Write-back status bits ([`rx_status`]).
+    #[inline(always)]
+    pub fn status(&self) -> u32 {
+        (self.q1() & RX_STATUS_MASK) as u32
+    }
+
+    /// The device is done with this descriptor.
+    #[inline(always)]
+    pub fn is_done(&self) -> bool {
+        self.status() & rx_status::DD != 0
+    }
+
+    /// Last descriptor of its packet.
+    #[inline(always)]
+    pub fn is_eop(&self) -> bool {
+        self.status() & rx_status::EOF != 0
+    }
+
+    /// Write-back error bits ([`rx_error`]).
+    #[inline(always)]
+    pub fn errors(&self) -> u8 {
+        (self.q1() >> RX_ERROR_SHIFT) as u8
+    }
+
+    /// Packet type (8 bits).
+    #[inline(always)]
+    pub fn ptype(&self) -> u8 {
+        (self.q1() >> RX_PTYPE_SHIFT) as u8
+    }
+
+    /// Bytes written to the packet buffer (14 bits; CRC stripped).
+    #[inline(always)]
+    pub fn pkt_len(&self) -> u16 {
+        ((self.q1() >> RX_PLEN_SHIFT) & RX_PLEN_MASK) as u16
+    }
+
+    /// Bytes written to the header buffer (header split only).
+    pub fn hdr_len(&self) -> u16 {
+        ((self.q1() >> RX_HLEN_SHIFT) & RX_HLEN_MASK) as u16
+    }
+
+    /// Header split happened.
+    pub fn sph(&self) -> bool {
+        self.q1() & RX_SPH != 0
+    }
+
+    /// The RSS hash, when FLTSTAT says qword 0 holds one.
+    #[inline(always)]
+    pub fn rss_hash(&self) -> Option<u32> {
+        let fltstat = (self.status() >> rx_status::FLTSTAT_SHIFT) & 3;
+        (fltstat == rx_status::FLTSTAT_RSS_HASH).then(|| (self.q0() >> 32) as u32)
+    }
+
+    /// A stripped VLAN tag, if any.
+    pub fn l2tag1(&self) -> Option<u16> {
+        (self.status() & rx_status::L2TAG1P != 0).then(|| (self.q0() >> 16) as u16)
+    }
+}
+
+impl std::fmt::Debug for RxDesc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "RxDesc {{ qw0: {:#018x}, qw1: {:#018x}, dd: {}, eop: {}, len: {}, err: {:#x} }}",
+            self.q0(),
+            self.q1(),
+            self.is_done(),
+            self.is_eop(),
+            self.pkt_len(),
+            self.errors()
+        )
+    }
+}
+
+/// Transmit data descriptor, 16 bytes: buffer address and
+/// `cmd_type_offset_bsz`.
+#[repr(C, align(16))]
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub struct TxDesc {
+    pub(crate) addr: u64,
+    pub(crate) cmd_type_offset_bsz: u64,
+}
+
+const _: () = assert!(size_of::<TxDesc>() == 16);
+
+/// Transmit command bits (`IAVF_TX_DESC_CMD_*`, before the shift by 4).
+pub mod tx_cmd {
+    /// End of packet.
+    pub const EOP: u16 = 0x001;
+    /// Report status: the device writes DTYPE = DESC_DONE back.
+    pub const RS: u16 = 0x002;
+    /// Insert the CRC (always set).
+    pub const ICRC: u16 = 0x004;
+}
+
+/// DTYPE of a data descriptor.
+pub const TX_DTYPE_DATA: u8 = 0x0;
+/// DTYPE the device writes back when an RS descriptor is done.
+pub const TX_DTYPE_DESC_DONE: u8 = 0xF;
+/// Largest buffer one descriptor carries (14 bits).
+pub const TX_MAX_BUF: usize = 0x3FFF;
+
+const TX_CMD_SHIFT: u32 = 4;
+const TX_CMD_MASK: u64 = 0xFFF;
+const TX_BSZ_SHIFT: u32 = 34;
+const TX_BSZ_MASK: u64 = 0x3FFF;
+
+impl TxDesc {
+    /// A data descriptor for one whole packet of `len` bytes at IOVA `addr`
+    /// (EOP and ICRC set), with RS if `report` is true.
+    #[inline(always)]
+    pub fn packet(addr: u64, len: u16, report: bool) -> TxDesc {
+        let cmd = tx_cmd::EOP | tx_cmd::ICRC | if report { tx_cmd::RS } else { 0 };
+        let qw1 = TX_DTYPE_DATA as u64
+            | ((cmd as u64) << TX_CMD_SHIFT)
+            | ((len as u64 & TX_BSZ_MASK) << TX_BSZ_SHIFT);
+        TxDesc {
+            addr: addr.to_le(),
+            cmd_type_offset_bsz: qw1.to_le(),
+        }
+    }
+
+    /// What a device writes back on an RS descriptor it finished (for tests
+    /// and device models): DTYPE = DESC_DONE.
+    pub fn done() -> TxDesc {
+        TxDesc {
+            addr: 0,
+            cmd_type_offset_bsz: (TX_DTYPE_DESC_DONE as u64).to_le(),
+        }
+    }
+
+    /// The 16 bytes as they lie in memory (for device models and tests).
+    pub fn to_bytes(&self) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        b[0..8].copy_from_slice(&u64::from_le(self.addr).to_le_bytes());
+        b[8..16].copy_from_slice(&self.qw1().to_le_bytes());
+        b
+    }
+
+    /// A descriptor from its 16 bytes in memory (for device models and tests).
+    pub fn from_bytes(b: &[u8; 16]) -> TxDesc {
+        TxDesc {
+            addr: u64::from_le_bytes(b[0..8].try_into().expect("8 bytes")).to_le(),
+            cmd_type_offset_bsz: u64::from_le_bytes(b[8..16].try_into().expect("8 bytes")).to_le(),
+        }
+    }
+
+    #[inline(always)]
+    fn qw1(&self) -> u64 {
+        u64::from_le(self.cmd_type_offset_bsz)
+    }
+
+    /// Buffer address.
+    pub fn addr(&self) -> u64 {
+        u64::from_le(self.addr)
+    }
+
+    /// DTYPE (4 bits).
+    #[inline(always)]
+    pub fn dtype(&self) -> u8 {
+        (self.qw1() & 0xF) as u8
+    }
+
+    /// Whether the device wrote DESC_DONE back.
+    #[inline(always)]
+    pub fn is_done(&self) -> bool {
+        self.dtype() == TX_DTYPE_DESC_DONE
+    }
+
+    /// Command bits ([`tx_cmd`]).
+    pub fn cmd(&self) -> u16 {
+        ((self.qw1() >> TX_CMD_SHIFT) & TX_CMD_MASK) as u16
+    }
+
+    /// Buffer size in bytes.
+    pub fn buf_size(&self) -> u16 {
+        ((self.qw1() >> TX_BSZ_SHIFT) & TX_BSZ_MASK) as u16
+    }
+}
+
+impl std::fmt::Debug for TxDesc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "TxDesc {{ addr: {:#x}, dtype: {:#x}, cmd: {:#x}, len: {} }}",
+            self.addr(),
+            self.dtype(),
+            self.cmd(),
+            self.buf_size()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rx_read_format_clears_dd() {
+        let d = RxDesc::read_format(0x1234_5000);
+        assert_eq!(d.pkt_addr(), 0x1234_5000);
+        assert_eq!(d.hdr_addr(), 0);
+        assert!(!d.is_done());
+        assert_eq!(d.qw2 | d.qw3, 0);
+    }
+
+    #[test]
+    fn rx_writeback_fields_decode_at_their_bits() {
+        let status = rx_status::DD
+            | rx_status::EOF
+            | (rx_status::FLTSTAT_RSS_HASH << rx_status::FLTSTAT_SHIFT);
+        let d = RxDesc::writeback(1514, status, 0, 0xDEAD_BEEF);
+        let q1 = u64::from_le(d.qw1);
+        assert_eq!(q1 & 1, 1, "DD is bit 0");
+        assert_eq!((q1 >> 1) & 1, 1, "EOF is bit 1");
+        assert_eq!((q1 >> 38) & 0x3FFF, 1514, "length at bits 38-51");
+        assert!(d.is_done() && d.is_eop());
+        assert_eq!(d.pkt_len(), 1514);
+        assert_eq!(d.errors(), 0);
+        assert_eq!(d.rss_hash(), Some(0xDEAD_BEEF));
+        assert_eq!(d.l2tag1(), None);
+        let bad = RxDesc::writeback(64, rx_status::DD, rx_error::RXE | rx_error::OVERSIZE, 0);
+        assert!(!bad.is_eop());
+        assert_eq!(
+            bad.errors() & rx_error::FATAL,
+            rx_error::RXE | rx_error::OVERSIZE
+        );
+        assert_eq!(
+            (u64::from_le(bad.qw1) >> 19) & 0xFF,
+            0x41,
+            "errors at bits 19-26"
+        );
+        assert_eq!(bad.rss_hash(), None);
+        let full = RxDesc::writeback(0x3FFF, rx_status::DD | rx_status::EOF, 0, 0);
+        assert_eq!(full.pkt_len(), 16383);
+        let raw = RxDesc {
+            qw0: 0,
+            qw1: ((0x5Au64 << 30) | (7u64 << 52) | (1 << 63)).to_le(),
+            qw2: 0,
+            qw3: 0,
+        };
+        assert_eq!((raw.ptype(), raw.hdr_len(), raw.sph()), (0x5A, 7, true));
+        assert_eq!(RxDesc::from_bytes(&d.to_bytes()), d);
+        assert_eq!(
+            &d.to_bytes()[4..8],
+            &0xDEAD_BEEFu32.to_le_bytes(),
+            "hash in qword 0 bits 32-63"
+        );
+    }
+
+    #[test]
+    fn tx_packet_descriptor_layout() {
+        let d = TxDesc::packet(0xABCD_0000, 60, false);
+        let q1 = u64::from_le(d.cmd_type_offset_bsz);
+        assert_eq!(q1 & 0xF, 0, "DTYPE data");
+        assert_eq!((q1 >> 4) & 0xFFF, 0x005, "EOP|ICRC");
+        assert_eq!(q1 >> 34, 60, "size at bits 34-47");
+        assert_eq!(d.addr(), 0xABCD_0000);
+        let rs = TxDesc::packet(0x1000, 1514, true);
+        assert_eq!(rs.cmd(), tx_cmd::EOP | tx_cmd::RS | tx_cmd::ICRC);
+        assert_eq!(rs.buf_size(), 1514);
+        assert!(!rs.is_done());
+        assert!(TxDesc::done().is_done());
+        assert_eq!(TxDesc::from_bytes(&rs.to_bytes()), rs);
+        assert_eq!(&rs.to_bytes()[0..8], &0x1000u64.to_le_bytes());
+    }
+}

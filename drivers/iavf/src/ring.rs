@@ -1,0 +1,570 @@
+//! The driver's unsafe code: memory shared with the device.
+//!
+//! - [`DescRing`]: a ring of typed descriptors in DMA memory, read and written
+//!   whole with volatile accesses, never through a Rust reference (the device
+//!   writes descriptors back at any time).
+//! - [`DmaBytes`]: a byte buffer in DMA memory (admin-queue message buffers),
+//!   copied in and out with volatile accesses.
+//! - [`MbufSlots`]: which mbuf each descriptor slot holds while the device owns
+//!   it, as raw element pointers (an mbuf handed to a device is not a Rust
+//!   value: `Mbuf::into_raw` on the way in, `Mbuf::from_raw` on the way out).
+//!
+//! Ordering. Descriptor reads load the word the device sets last (receive:
+//! qword 1 with DD; admin queue: flags) first, then the rest after an acquire
+//! fence, so a descriptor seen done is seen whole. Writes store the whole
+//! descriptor; the tail doorbell that publishes it goes through
+//! [`Bar::write32`](nicpoll::bar::Bar::write32), which orders it after earlier
+//! memory writes (a release fence), as DPDK's `rte_write32` does.
+
+use std::marker::PhantomData;
+use std::ptr::NonNull;
+use std::sync::Arc;
+use std::sync::atomic::{Ordering, fence};
+
+use nicpoll::mbuf::MbufHeader;
+use nicpoll::memory::DmaRegion;
+use nicpoll::{Mbuf, Mempool};
+
+use crate::adminq::AqDesc;
+use crate::desc::{RxDesc, TxDesc};
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// A descriptor type that may live in a [`DescRing`]: plain data of a fixed
+/// layout, loaded and stored with volatile accesses in a defined word order.
+pub trait DmaDesc: Copy + Default + sealed::Sealed {
+    /// Read a descriptor the device may be writing.
+    ///
+    /// # Safety
+    /// `p` must be valid for reads of `Self` and aligned.
+    unsafe fn load(p: *const Self) -> Self;
+
+    /// Write a descriptor the device may read.
+    ///
+    /// # Safety
+    /// `p` must be valid for writes of `Self` and aligned.
+    unsafe fn store(p: *mut Self, v: Self);
+}
+
+impl sealed::Sealed for RxDesc {}
+impl DmaDesc for RxDesc {
+    #[inline(always)]
+    unsafe fn load(p: *const RxDesc) -> RxDesc {
+        // SAFETY: the caller guarantees `p` is valid and aligned; the fields
+        // are u64 at their natural offsets. Qword 1 (status with DD) first: the
+        // device writes the whole descriptor back, so once DD is seen the
+        // other words read after the fence are the written-back ones.
+        unsafe {
+            let qw1 = std::ptr::addr_of!((*p).qw1).read_volatile();
+            fence(Ordering::Acquire);
+            RxDesc {
+                qw0: std::ptr::addr_of!((*p).qw0).read_volatile(),
+                qw1,
+                qw2: std::ptr::addr_of!((*p).qw2).read_volatile(),
+                qw3: std::ptr::addr_of!((*p).qw3).read_volatile(),
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn store(p: *mut RxDesc, v: RxDesc) {
+        // SAFETY: the caller guarantees `p` is valid and aligned.
+        unsafe { p.write_volatile(v) }
+    }
+}
+
+impl sealed::Sealed for TxDesc {}
+impl DmaDesc for TxDesc {
+    #[inline(always)]
+    unsafe fn load(p: *const TxDesc) -> TxDesc {
+        // SAFETY: as for RxDesc; qword 1 carries DTYPE = DESC_DONE.
+        unsafe {
+            let qw1 = std::ptr::addr_of!((*p).cmd_type_offset_bsz).read_volatile();
+            fence(Ordering::Acquire);
+            TxDesc {
+                addr: std::ptr::addr_of!((*p).addr).read_volatile(),
+                cmd_type_offset_bsz: qw1,
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn store(p: *mut TxDesc, v: TxDesc) {
+        // SAFETY: the caller guarantees `p` is valid and aligned.
+        unsafe { p.write_volatile(v) }
+    }
+}
+
+impl sealed::Sealed for AqDesc {}
+impl DmaDesc for AqDesc {
+    #[inline(always)]
+    unsafe fn load(p: *const AqDesc) -> AqDesc {
+        // SAFETY: the caller guarantees `p` is valid and aligned. Flags (DD)
+        // first, then the rest after an acquire fence.
+        unsafe {
+            let flags = std::ptr::addr_of!((*p).flags).read_volatile();
+            fence(Ordering::Acquire);
+            let mut d = p.read_volatile();
+            d.flags = flags;
+            d
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn store(p: *mut AqDesc, v: AqDesc) {
+        // SAFETY: the caller guarantees `p` is valid and aligned.
+        unsafe { p.write_volatile(v) }
+    }
+}
+
+/// A ring of `len` descriptors of type `D` inside a DMA region.
+pub struct DescRing<D: DmaDesc> {
+    base: NonNull<D>,
+    len: u16,
+    iova: u64,
+    /// Keeps the memory mapped as long as the ring exists.
+    _region: Arc<DmaRegion>,
+    _d: PhantomData<D>,
+}
+
+// SAFETY: a DescRing is the only software user of its descriptors (each ring
+// has one owner: a queue's lcore, or the control thread for the admin queue),
+// it keeps the region alive, and it reaches the memory only with volatile
+// accesses; moving it to another thread moves that ownership.
+unsafe impl<D: DmaDesc> Send for DescRing<D> {}
+
+impl<D: DmaDesc> DescRing<D> {
+    /// The ring of `len` descriptors at `offset` in `region`. Fails (with the
+    /// reason) unless the ring lies inside the region, is aligned to 128 bytes
+    /// (the i40e PF stores ring bases in 128-byte units) and has contiguous
+    /// IOVAs.
+    pub fn new(region: Arc<DmaRegion>, offset: usize, len: u16) -> Result<DescRing<D>, String> {
+        let bytes = len as usize * size_of::<D>();
+        if len == 0
+            || offset
+                .checked_add(bytes)
+                .is_none_or(|end| end > region.len())
+        {
+            return Err(format!(
+                "a ring of {len} descriptors at offset {offset} does not fit the {}-byte region {}",
+                region.len(),
+                region.what()
+            ));
+        }
+        let iova = region.iova(offset);
+        let addr = region.as_ptr() as usize + offset;
+        if !addr.is_multiple_of(128) || !iova.is_multiple_of(128) {
+            return Err(format!(
+                "ring at offset {offset} of {} is not 128-byte aligned",
+                region.what()
+            ));
+        }
+        if !region.is_iova_contiguous(offset, bytes) {
+            return Err(format!(
+                "the {bytes}-byte ring at offset {offset} of {} spans physically discontiguous \
+                 pages; use hugepages (2 MiB or 1 GiB) for device memory",
+                region.what()
+            ));
+        }
+        let base = NonNull::new(addr as *mut D).expect("region pointers are not null");
+        Ok(DescRing {
+            base,
+            len,
+            iova,
+            _region: region,
+            _d: PhantomData,
+        })
+    }
+
+    /// Number of descriptors.
+    #[inline(always)]
+    pub fn len(&self) -> u16 {
+        self.len
+    }
+
+    /// Whether the ring has no descriptors (never: `new` refuses).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// IOVA of descriptor 0.
+    pub fn iova(&self) -> u64 {
+        self.iova
+    }
+
+    #[inline(always)]
+    fn slot(&self, i: u16) -> *mut D {
+        assert!(
+            i < self.len,
+            "descriptor index {i} outside a ring of {}",
+            self.len
+        );
+        // SAFETY: `i < len` and `new` checked that `len` descriptors fit the
+        // region from `base`.
+        unsafe { self.base.as_ptr().add(i as usize) }
+    }
+
+    /// Read descriptor `i` (volatile; status word first).
+    #[inline(always)]
+    pub fn read(&self, i: u16) -> D {
+        let p = self.slot(i);
+        // SAFETY: `slot` returns an in-bounds pointer; the region is mapped
+        // while `_region` lives and `new` checked the alignment (128 bytes and
+        // the descriptor's own alignment, since region offsets of rings are
+        // multiples of it).
+        unsafe { D::load(p) }
+    }
+
+    /// Write descriptor `i` (volatile).
+    #[inline(always)]
+    pub fn write(&mut self, i: u16, d: D) {
+        let p = self.slot(i);
+        // SAFETY: as in `read`; `&mut self` makes this the only writer.
+        unsafe { D::store(p, d) }
+    }
+
+    /// Zero every descriptor.
+    pub fn clear(&mut self) {
+        for i in 0..self.len {
+            self.write(i, D::default());
+        }
+    }
+}
+
+/// A byte buffer in DMA memory (an admin-queue message buffer).
+pub struct DmaBytes {
+    base: NonNull<u8>,
+    len: usize,
+    iova: u64,
+    _region: Arc<DmaRegion>,
+}
+
+// SAFETY: as for DescRing: one owner, volatile access only, region kept alive.
+unsafe impl Send for DmaBytes {}
+
+impl DmaBytes {
+    /// `len` bytes at `offset` of `region`; they must lie inside it and have
+    /// contiguous IOVAs.
+    pub fn new(region: Arc<DmaRegion>, offset: usize, len: usize) -> Result<DmaBytes, String> {
+        if !region.is_iova_contiguous(offset, len) || len == 0 {
+            return Err(format!(
+                "a {len}-byte buffer at offset {offset} of {} is outside it or spans \
+                 discontiguous pages",
+                region.what()
+            ));
+        }
+        let iova = region.iova(offset);
+        let base = NonNull::new((region.as_ptr() as usize + offset) as *mut u8).expect("not null");
+        Ok(DmaBytes {
+            base,
+            len,
+            iova,
+            _region: region,
+        })
+    }
+
+    /// Size in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether it has no bytes (never).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// IOVA of the first byte.
+    pub fn iova(&self) -> u64 {
+        self.iova
+    }
+
+    /// Copy `data` to the start of the buffer (at most `len` bytes).
+    pub fn write(&mut self, data: &[u8]) {
+        let n = data.len().min(self.len);
+        for (i, b) in data[..n].iter().enumerate() {
+            // SAFETY: `i < n <= len`, inside the buffer `new` checked.
+            unsafe { self.base.as_ptr().add(i).write_volatile(*b) }
+        }
+    }
+
+    /// Copy the first `out.len()` bytes (at most `len`) out of the buffer.
+    pub fn read(&self, out: &mut [u8]) {
+        let n = out.len().min(self.len);
+        fence(Ordering::Acquire);
+        for (i, b) in out[..n].iter_mut().enumerate() {
+            // SAFETY: `i < n <= len`, inside the buffer.
+            *b = unsafe { self.base.as_ptr().add(i).read_volatile() };
+        }
+    }
+}
+
+/// Which mbuf each descriptor slot holds, as raw element pointers (0: none).
+///
+/// While a slot holds an mbuf, the device may read or write its buffer: the
+/// queue code takes it out ([`take`](Self::take)) only once the device is done
+/// with it (DD seen, or the queue stopped). Dropping the table returns every
+/// held mbuf to its pool, so it must only be dropped once the device has
+/// stopped using the ring (see the port's parking of queues in `port.rs`).
+#[derive(Debug)]
+pub struct MbufSlots {
+    slots: Box<[usize]>,
+}
+
+impl MbufSlots {
+    /// `n` empty slots.
+    pub fn new(n: usize) -> MbufSlots {
+        MbufSlots {
+            slots: vec![0usize; n].into_boxed_slice(),
+        }
+    }
+
+    /// Number of slots.
+    #[inline(always)]
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether there are no slots.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Whether slot `i` holds an mbuf.
+    #[inline(always)]
+    pub fn is_held(&self, i: usize) -> bool {
+        self.slots[i] != 0
+    }
+
+    /// Fill the `count` empty slots from `start` (no wrap) with fresh buffers
+    /// from `pool`, in one bulk get; false (nothing taken) if the pool is short.
+    #[inline]
+    pub fn fill(&mut self, pool: &Mempool, start: usize, count: usize) -> bool {
+        let s = &mut self.slots[start..start + count];
+        debug_assert!(s.iter().all(|&p| p == 0), "refilling a held slot");
+        // SAFETY: the elements become owned by this table, which gives each
+        // back exactly once (take, free or drop).
+        unsafe { pool.alloc_raw(s) }
+    }
+
+    /// The IOVA where a device must write a frame into slot `i`'s buffer: the
+    /// element's fixed data offset (`buf_iova + default_headroom`). Panics
+    /// if the slot is empty.
+    #[inline(always)]
+    pub fn rx_iova(&self, i: usize) -> u64 {
+        let p = self.slots[i];
+        assert!(p != 0, "slot {i} holds no mbuf");
+        // SAFETY: a held slot is an element this table owns; the temporary Mbuf
+        // is turned back into the raw pointer without being dropped.
+        let m = unsafe { Mbuf::from_raw(NonNull::new_unchecked(p as *mut MbufHeader)) };
+        let iova = m.buf_iova() + m.default_headroom() as u64;
+        let _ = m.into_raw();
+        iova
+    }
+
+    /// Take the mbuf out of slot `i` (the device is done with it).
+    #[inline(always)]
+    pub fn take(&mut self, i: usize) -> Option<Mbuf> {
+        let p = std::mem::take(&mut self.slots[i]);
+        // SAFETY: a non-zero slot is an element this table owned; ownership
+        // moves to the returned Mbuf and the slot is now empty.
+        NonNull::new(p as *mut MbufHeader).map(|h| unsafe { Mbuf::from_raw(h) })
+    }
+
+    /// Put an mbuf into empty slot `i` (handing it to the device). Returns the
+    /// mbuf if the slot is not empty.
+    #[inline(always)]
+    pub fn put(&mut self, i: usize, m: Mbuf) -> Result<(), Mbuf> {
+        if self.slots[i] != 0 {
+            return Err(m);
+        }
+        self.slots[i] = m.into_raw().as_ptr() as usize;
+        Ok(())
+    }
+
+    /// Move every held mbuf to the front slots, keeping their order; returns
+    /// how many are held. Only while the device does not use the ring.
+    pub fn compact(&mut self) -> usize {
+        let mut w = 0;
+        for r in 0..self.slots.len() {
+            if self.slots[r] != 0 {
+                self.slots.swap(w, r);
+                w += 1;
+            }
+        }
+        w
+    }
+
+    /// Return every held mbuf to its pool; returns how many.
+    pub fn free_all(&mut self) -> usize {
+        let mut n = 0;
+        for i in 0..self.slots.len() {
+            if let Some(m) = self.take(i) {
+                drop(m);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// How many slots hold an mbuf.
+    pub fn held(&self) -> usize {
+        self.slots.iter().filter(|&&p| p != 0).count()
+    }
+}
+
+impl Drop for MbufSlots {
+    fn drop(&mut self) {
+        self.free_all();
+    }
+}
+
+/// Test support: a device's view of DMA memory by IOVA, for the fake PF of the
+/// admin-queue tests (the real device model lives in `sim/`).
+#[cfg(test)]
+pub(crate) mod fake {
+    use std::sync::Mutex;
+
+    use nicpoll::memory::DmaRegion;
+
+    use crate::dma::DmaMap;
+
+    /// Remembers every region the driver maps, as (iova, va, len), and reads
+    /// and writes them by IOVA. Tests keep the port (which owns the regions)
+    /// alive while a responder uses this.
+    #[derive(Default)]
+    pub struct FakeIommu {
+        regions: Mutex<Vec<(u64, usize, usize)>>,
+    }
+
+    impl DmaMap for FakeIommu {
+        fn map(&self, region: &DmaRegion) -> nicpoll::Result<()> {
+            self.regions.lock().unwrap().push((
+                region.iova(0),
+                region.as_ptr() as usize,
+                region.len(),
+            ));
+            Ok(())
+        }
+    }
+
+    impl FakeIommu {
+        fn translate(&self, iova: u64, len: usize) -> *mut u8 {
+            let r = self.regions.lock().unwrap();
+            let &(base, va, _) = r
+                .iter()
+                .find(|&&(b, _, l)| iova >= b && iova + len as u64 <= b + l as u64)
+                .unwrap_or_else(|| panic!("IOVA {iova:#x}+{len} is not mapped"));
+            (va + (iova - base) as usize) as *mut u8
+        }
+
+        /// Read `out.len()` bytes at `iova`.
+        pub fn read(&self, iova: u64, out: &mut [u8]) {
+            let p = self.translate(iova, out.len());
+            for (i, b) in out.iter_mut().enumerate() {
+                // SAFETY: `translate` checked the range lies in a mapped region,
+                // which the test keeps alive.
+                *b = unsafe { p.add(i).read_volatile() };
+            }
+        }
+
+        /// Write the 8-byte-aligned `v` at `iova` in one store, as a device
+        /// writes a descriptor's status word.
+        pub fn write_u64(&self, iova: u64, v: u64) {
+            let p = self.translate(iova, 8);
+            assert!(
+                (p as usize).is_multiple_of(8),
+                "unaligned qword at {iova:#x}"
+            );
+            // SAFETY: as in `read`; aligned.
+            unsafe { (p as *mut u64).write_volatile(v.to_le()) }
+        }
+
+        /// Write `data` at `iova`.
+        pub fn write(&self, iova: u64, data: &[u8]) {
+            let p = self.translate(iova, data.len());
+            for (i, b) in data.iter().enumerate() {
+                // SAFETY: as in `read`.
+                unsafe { p.add(i).write_volatile(*b) }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nicpoll::memory::DmaMemory;
+    use nicpoll::mempool::MempoolConfig;
+
+    #[test]
+    fn rings_are_checked_and_read_back() {
+        let mem = DmaMemory::plain();
+        let region = Arc::new(mem.alloc("ring test", 8192).unwrap());
+        assert!(DescRing::<TxDesc>::new(region.clone(), 8192 - 16 * 4, 8).is_err());
+        assert!(
+            DescRing::<TxDesc>::new(region.clone(), 64, 8).is_err(),
+            "128-byte alignment"
+        );
+        let mut r = DescRing::<TxDesc>::new(region.clone(), 128, 64).unwrap();
+        assert_eq!(r.iova(), region.iova(128));
+        r.write(3, TxDesc::packet(0x1000, 64, true));
+        assert_eq!(r.read(3), TxDesc::packet(0x1000, 64, true));
+        r.clear();
+        assert_eq!(r.read(3), TxDesc::default());
+        let mut rx = DescRing::<RxDesc>::new(region.clone(), 4096, 32).unwrap();
+        rx.write(31, RxDesc::read_format(0xAB00));
+        assert_eq!(rx.read(31).pkt_addr(), 0xAB00);
+        let mut b = DmaBytes::new(region, 0, 16).unwrap();
+        b.write(&[1, 2, 3]);
+        let mut out = [0u8; 4];
+        b.read(&mut out);
+        assert_eq!(out, [1, 2, 3, 0]);
+    }
+
+    #[test]
+    #[should_panic(expected = "outside a ring")]
+    fn out_of_range_descriptor_panics() {
+        let mem = DmaMemory::plain();
+        let region = Arc::new(mem.alloc("ring test", 4096).unwrap());
+        let r = DescRing::<TxDesc>::new(region, 0, 4).unwrap();
+        r.read(4);
+    }
+
+    #[test]
+    fn slots_fill_take_and_free() {
+        let mem = DmaMemory::plain();
+        let pool = Mempool::new(&mem, &MempoolConfig::new("slots", 16)).unwrap();
+        let mut s = MbufSlots::new(8);
+        assert!(s.fill(&pool, 2, 4));
+        assert_eq!(pool.in_use(), 4);
+        assert!(s.fill(&pool, 0, 2));
+        assert_eq!(pool.in_use(), 6);
+        let iova = s.rx_iova(2);
+        let m = s.take(2).unwrap();
+        assert_eq!(iova, m.buf_iova() + m.default_headroom() as u64);
+        assert_eq!(
+            m.buf_addr() as usize + m.default_headroom(),
+            m.element_addr() as usize + nicpoll::mbuf::ELEMENT_DATA_OFFSET,
+            "frames land at the element's fixed data offset"
+        );
+        assert!(s.take(2).is_none());
+        assert!(s.put(7, m).is_ok());
+        let held = s.held();
+        assert_eq!(s.compact(), held);
+        assert!((0..held).all(|i| s.is_held(i)));
+        drop(s);
+        assert_eq!(pool.in_use(), 0);
+    }
+
+    #[test]
+    fn pool_shortage_takes_nothing() {
+        let mem = DmaMemory::plain();
+        let pool = Mempool::new(&mem, &MempoolConfig::new("short", 4)).unwrap();
+        let mut s = MbufSlots::new(8);
+        assert!(!s.fill(&pool, 0, 8));
+        assert_eq!(s.held(), 0);
+        assert_eq!(pool.in_use(), 0);
+    }
+}

@@ -1,0 +1,645 @@
+//! The device thread: its loop, the admin queue engine (ATQ in, ARQ out), VF
+//! resets, and the control requests from the `SimVf` handle.
+#![deny(unsafe_code)]
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::datapath::{RssCache, RxQ, TxQ};
+use super::dma::DmaView;
+use super::pf::Pf;
+use super::spec::{self, aq, msg, op, reg, vfr};
+use super::wire::WireState;
+use super::{
+    FaultState, PfModel, Promisc, QueueStatus, ResetTiming, Shared, SimConfig, SimStatus, VectorMap,
+};
+use nicpoll::port::MacAddr;
+
+/// Where the VF is in a reset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Phase {
+    /// Running.
+    Active,
+    /// RESET_IMPENDING sent; the hardware reset starts at `at`.
+    Impending { at: Instant },
+    /// `VFGEN_RSTAT` = in progress until `until`.
+    InProgress { until: Instant },
+    /// `VFGEN_RSTAT` = completed until `until`, then active.
+    Completed { until: Instant },
+}
+
+/// Configuration the device keeps from `SimConfig`.
+pub(super) struct DevConfig {
+    pub default_queue_pairs: u16,
+    pub trusted: bool,
+    pub spoofchk: bool,
+    pub link_speed_mbps: u32,
+    pub pf: PfModel,
+    pub max_vectors: u16,
+    pub first_vsi_id: u16,
+    pub invalid_msg_limit: Option<u32>,
+    pub mac: [u8; 6],
+}
+
+/// The simulated device: everything mutable lives here, owned by its thread.
+pub(crate) struct Device {
+    pub(super) sh: Arc<Shared>,
+    pub(super) cfg: DevConfig,
+    pub(super) dma: DmaView,
+    pub(super) wire: WireState,
+    pub(super) pf: Pf,
+    pub(super) rxq: Vec<RxQ>,
+    pub(super) txq: Vec<TxQ>,
+    pub(super) rss: RssCache,
+    pub(super) phase: Phase,
+    pub(super) link_up: bool,
+    /// The link state last reported in an event.
+    pub(super) link_reported: bool,
+    /// Frames taken from the wire, waiting to be received.
+    pub(super) rx_frames: Vec<Vec<u8>>,
+    /// Frames transmitted, waiting to go out.
+    pub(super) tx_frames: Vec<Vec<u8>>,
+    pub(super) sock_buf: Vec<u8>,
+    /// The status needs republishing.
+    pub(super) dirty: bool,
+}
+
+/// Work done by one poll (0: idle).
+pub(super) type Work = usize;
+
+/// Longest idle sleep.
+const MAX_SLEEP: Duration = Duration::from_millis(1);
+/// Spin this long after the last work before sleeping.
+const SPIN: Duration = Duration::from_micros(50);
+
+impl Device {
+    pub(super) fn new(sh: Arc<Shared>, cfg: &SimConfig, wire: WireState) -> Device {
+        let dcfg = DevConfig {
+            default_queue_pairs: cfg.queue_pairs,
+            trusted: cfg.trusted,
+            spoofchk: cfg.spoofchk,
+            link_speed_mbps: cfg.link_speed_mbps,
+            pf: cfg.pf,
+            max_vectors: cfg.max_vectors,
+            first_vsi_id: cfg.vsi_id,
+            invalid_msg_limit: cfg.invalid_msg_limit,
+            mac: cfg.mac.0,
+        };
+        let dma = sh.iommu.view();
+        let mut d = Device {
+            pf: Pf::new(&dcfg),
+            cfg: dcfg,
+            dma,
+            wire,
+            rxq: Vec::new(),
+            txq: Vec::new(),
+            rss: RssCache::default(),
+            phase: Phase::Active,
+            link_up: cfg.link_up,
+            link_reported: false,
+            rx_frames: Vec::with_capacity(256),
+            tx_frames: Vec::with_capacity(256),
+            sock_buf: vec![0u8; 16 * 1024],
+            dirty: true,
+            sh,
+        };
+        // As the PF leaves a VF after enabling SR-IOV: reset done, resources
+        // allocated, active.
+        d.allocate_resources();
+        d.sh.regs.set(reg::VFGEN_RSTAT, vfr::VFACTIVE);
+        d
+    }
+
+    /// The thread body.
+    pub(super) fn run(mut self) {
+        // When the device last found nothing to do (None: it is busy).
+        let mut idle_since: Option<Instant> = None;
+        let mut sleep = Duration::from_micros(20);
+        while !self.sh.stop.load(Ordering::Acquire) {
+            self.sh.iommu.refresh(&mut self.dma);
+            let work = self.poll_once();
+            if self.dirty {
+                self.publish_status();
+            }
+            if work > 0 {
+                idle_since = None;
+                sleep = Duration::from_micros(20);
+                continue;
+            }
+            if idle_since.get_or_insert_with(Instant::now).elapsed() < SPIN {
+                std::hint::spin_loop();
+                continue;
+            }
+            // Announce the sleep, look once more (a doorbell written before the
+            // announcement is seen here; one written after it unparks us).
+            self.sh.regs.waker.sleeping(true);
+            if self.poll_once() == 0 && !self.sh.stop.load(Ordering::Acquire) {
+                let mut t = sleep;
+                if let Some(deadline) = self.phase_deadline() {
+                    t = t.min(deadline.saturating_duration_since(Instant::now()));
+                }
+                std::thread::park_timeout(t);
+                sleep = (sleep * 2).min(MAX_SLEEP);
+            } else {
+                idle_since = None;
+            }
+            self.sh.regs.waker.sleeping(false);
+        }
+        // Stopped: in-flight frames are gone.
+        self.sh.inbox.clear();
+    }
+
+    fn poll_once(&mut self) -> Work {
+        let mut work = self.control();
+        work += self.step_reset();
+        if matches!(self.phase, Phase::InProgress { .. }) {
+            // The function is in reset: no admin queue, no queues; the wire still
+            // delivers (and the frames are lost).
+            work += self.drain_wire_during_reset();
+            return work;
+        }
+        work += self.poll_atq();
+        work += self.poll_tx();
+        work += self.poll_rx();
+        work
+    }
+
+    fn phase_deadline(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Active => None,
+            Phase::Impending { at } => Some(at),
+            Phase::InProgress { until } | Phase::Completed { until } => Some(until),
+        }
+    }
+
+    /// Requests from the handle: a new wire, fault knobs that act at once.
+    fn control(&mut self) -> Work {
+        let mut work = 0;
+        let sh = self.sh.clone();
+        if sh.wire_pending.load(Ordering::Acquire) {
+            if let Some(w) = sh
+                .pending_wire
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+            {
+                self.wire = w;
+            }
+            sh.wire_pending.store(false, Ordering::Release);
+            work += 1;
+        }
+        let f = &sh.faults;
+        if f.reset_now.swap(false, Ordering::AcqRel) {
+            self.start_reset(true);
+            work += 1;
+        }
+        match f.link_change.swap(0, Ordering::AcqRel) {
+            1 => {
+                self.link_up = false;
+                self.notify_link();
+                work += 1;
+            }
+            2 => {
+                self.link_up = true;
+                self.notify_link();
+                work += 1;
+            }
+            _ => {}
+        }
+        if f.preset_pending.swap(false, Ordering::AcqRel)
+            && let Some(s) = f.preset.lock().unwrap_or_else(|e| e.into_inner()).take()
+        {
+            sh.counters.set_eth(&s);
+            work += 1;
+        }
+        work
+    }
+
+    // ---------------------------------------------------------------- resets
+
+    /// Begin a VF reset. `notify`: a PF-initiated reset, announced with a
+    /// RESET_IMPENDING event (i40e `i40e_vc_notify_vf_reset`); RESET_VF from the
+    /// VF itself is not announced.
+    pub(super) fn start_reset(&mut self, notify: bool) {
+        if self.phase != Phase::Active {
+            return;
+        }
+        let timing = self.timing();
+        let announce = notify && (self.pf.init || self.pf.active);
+        if announce {
+            let mut ev = [0u8; msg::PF_EVENT_LEN];
+            ev[0..4].copy_from_slice(&msg::EVENT_RESET_IMPENDING.to_le_bytes());
+            ev[12..16].copy_from_slice(&msg::SEVERITY_CERTAIN_DOOM.to_le_bytes());
+            self.send_to_vf(op::EVENT, 0, &ev);
+        }
+        // i40e_trigger_vf_reset: the configuration API closes at once.
+        self.pf.active = false;
+        self.pf.init = false;
+        self.dirty = true;
+        log::debug!("simulated iavf {}: VF reset", self.sh.name);
+        // The PF acts from its service task, after the firmware completed the
+        // VF's command: the hardware reset comes a little later in any case.
+        if !timing.impending.is_zero() {
+            self.phase = Phase::Impending {
+                at: Instant::now() + timing.impending,
+            };
+        } else {
+            self.enter_in_progress(timing);
+        }
+    }
+
+    fn timing(&self) -> ResetTiming {
+        *self
+            .sh
+            .faults
+            .timing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn enter_in_progress(&mut self, timing: ResetTiming) {
+        let regs = &self.sh.regs;
+        // Writes are lost from now on; then the state reads "in progress" (so a
+        // VF that sees its admin queues disabled reads it too); then the
+        // hardware resets the VF's registers: admin queues disabled (the first
+        // thing a VF driver notices: ARQLEN.ENABLE clear), tails zero.
+        regs.set_in_reset(true, self.sh.faults.deadbeef.load(Ordering::Acquire));
+        regs.set(reg::VFGEN_RSTAT, vfr::INPROGRESS);
+        regs.clear_vf_registers();
+        self.sh.counters.resets.inc();
+        for q in &mut self.rxq {
+            *q = RxQ::default();
+        }
+        for q in &mut self.txq {
+            *q = TxQ::default();
+        }
+        self.sh.inbox.clear();
+        self.phase = Phase::InProgress {
+            until: Instant::now() + timing.in_progress,
+        };
+        self.dirty = true;
+    }
+
+    fn step_reset(&mut self) -> Work {
+        let now = Instant::now();
+        match self.phase {
+            Phase::Active => 0,
+            Phase::Impending { at } if now >= at => {
+                let t = self.timing();
+                self.enter_in_progress(t);
+                1
+            }
+            Phase::InProgress { until } if now >= until => {
+                let regs = self.sh.regs.clone();
+                // Writes that raced with the start of the reset are gone too.
+                regs.clear_vf_registers();
+                regs.set_in_reset(false, false);
+                // i40e_cleanup_reset_vf: free and re-create the VF's resources
+                // (the VF may configure again), then report VFACTIVE.
+                self.allocate_resources();
+                regs.set(reg::VFGEN_RSTAT, vfr::COMPLETED);
+                self.phase = Phase::Completed {
+                    until: now + self.timing().completed,
+                };
+                self.dirty = true;
+                1
+            }
+            Phase::Completed { until } if now >= until => {
+                self.sh.regs.set(reg::VFGEN_RSTAT, vfr::VFACTIVE);
+                self.phase = Phase::Active;
+                self.dirty = true;
+                1
+            }
+            _ => 0,
+        }
+    }
+
+    fn drain_wire_during_reset(&mut self) -> Work {
+        let mut frames = std::mem::take(&mut self.rx_frames);
+        self.sh.inbox.drain(&mut frames, 256);
+        self.wire.receive(&mut frames, 256, &mut self.sock_buf);
+        let n = frames.len();
+        self.sh.counters.rx_link_down.add(n as u64);
+        frames.clear();
+        self.rx_frames = frames;
+        n
+    }
+
+    /// The VF's resources after a reset (i40e `i40e_alloc_vf_res`): queue pairs,
+    /// VSI, default MAC and broadcast filters, RSS off, counters zero.
+    fn allocate_resources(&mut self) {
+        let new_vsi = self.sh.faults.new_vsi_id.load(Ordering::Acquire);
+        self.pf.reallocate(&self.cfg, new_vsi);
+        let n = usize::from(self.pf.num_qps);
+        self.rxq = (0..n).map(|_| RxQ::default()).collect();
+        self.txq = (0..n).map(|_| TxQ::default()).collect();
+        // RSS: key and LUT zero until the VF sets them, HENA to the PF default.
+        let regs = &self.sh.regs;
+        for i in 0..13 {
+            regs.set(reg::vfqf_hkey(i), 0);
+        }
+        for i in 0..16 {
+            regs.set(reg::vfqf_hlut(i), 0);
+        }
+        let hena = spec::pctype::DEFAULT_HENA;
+        regs.set(reg::vfqf_hena(0), hena as u32);
+        regs.set(reg::vfqf_hena(1), (hena >> 32) as u32);
+        regs.bump_rss_gen();
+        self.sh.counters.set_eth(&super::EthStats::default());
+        self.dirty = true;
+    }
+
+    // ----------------------------------------------------------- admin queue
+
+    /// Process ATQ descriptors up to the tail.
+    fn poll_atq(&mut self) -> Work {
+        let regs = self.sh.regs.clone();
+        let mut work = 0;
+        // A bounded batch: the datapath gets its turn.
+        for _ in 0..16 {
+            let len_reg = regs.get(reg::VF_ATQLEN1);
+            if len_reg & reg::AQ_LEN_ENABLE == 0 || len_reg & reg::AQ_LEN_CRIT != 0 {
+                return work;
+            }
+            let n = len_reg & reg::AQ_LEN_MASK;
+            let head = regs.get(reg::VF_ATQH1) & reg::AQ_PTR_MASK;
+            let tail = regs.get(reg::VF_ATQT1) & reg::AQ_PTR_MASK;
+            if head == tail || n == 0 {
+                return work;
+            }
+            if head >= n || tail >= n {
+                log::error!(
+                    "simulated iavf {}: ATQ head {head} / tail {tail} outside its {n} entries: \
+                     admin queue stopped (ATQLEN.CRIT)",
+                    self.sh.name
+                );
+                regs.set_bits(reg::VF_ATQLEN1, reg::AQ_LEN_CRIT);
+                return work + 1;
+            }
+            let base =
+                (u64::from(regs.get(reg::VF_ATQBAH1)) << 32) | u64::from(regs.get(reg::VF_ATQBAL1));
+            let at = base + u64::from(head) * aq::DESC_LEN as u64;
+            let mut d = [0u8; aq::DESC_LEN];
+            if let Err(e) = self.dma.read(at, &mut d) {
+                self.fault(e.with_context(format!("reading ATQ descriptor {head}")));
+                // The descriptor cannot even be completed: stop the queue.
+                regs.set_bits(reg::VF_ATQLEN1, reg::AQ_LEN_CRIT);
+                return work + 1;
+            }
+            work += 1;
+            self.sh.counters.aq_commands.inc();
+            let flags = u16_at(&d, aq::FLAGS);
+            let opcode = u16_at(&d, aq::OPCODE);
+            let datalen = usize::from(u16_at(&d, aq::DATALEN));
+            let v_op = u32_at(&d, aq::COOKIE_HIGH);
+            let addr =
+                (u64::from(u32_at(&d, aq::ADDR_HIGH)) << 32) | u64::from(u32_at(&d, aq::ADDR_LOW));
+            let mut rc = aq::rc::OK;
+            let mut payload = Vec::new();
+            if opcode != aq::OPC_SEND_MSG_TO_PF {
+                // A VF may only talk to its PF.
+                rc = aq::rc::ESRCH;
+            } else if flags & aq::FLAG_BUF != 0 && datalen > 0 {
+                if datalen > aq::MAX_BUF {
+                    rc = aq::rc::E2BIG;
+                } else {
+                    payload.resize(datalen, 0);
+                    if let Err(e) = self.dma.read(addr, &mut payload) {
+                        self.fault(e.with_context(format!(
+                            "reading the buffer of ATQ descriptor {head} (virtchnl op {v_op})"
+                        )));
+                        rc = aq::rc::BAD_ADDR;
+                    }
+                }
+            }
+            // Write back: retval, then the flags (DD last), then move the head.
+            let mut wb_flags = flags | aq::FLAG_DD | aq::FLAG_CMP;
+            if rc != aq::rc::OK {
+                wb_flags |= aq::FLAG_ERR;
+                self.sh.counters.aq_errors.inc();
+            }
+            let _ = self.dma.write(at + aq::RETVAL as u64, &rc.to_le_bytes());
+            let _ = self
+                .dma
+                .write(at + aq::FLAGS as u64, &wb_flags.to_le_bytes());
+            regs.set(reg::VF_ATQH1, (head + 1) % n);
+            if rc == aq::rc::OK {
+                self.handle_message(v_op, &payload);
+            }
+        }
+        work
+    }
+
+    /// A message from the PF to the VF: into the next ARQ buffer the driver
+    /// posted. Lost if the PF is silent, the ARQ is disabled or full.
+    pub(super) fn send_to_vf(&mut self, v_op: u32, status: i32, payload: &[u8]) {
+        let faults: &FaultState = &self.sh.faults;
+        if faults.pf_silent.load(Ordering::Acquire) {
+            self.sh.counters.arq_lost.inc();
+            return;
+        }
+        if v_op != op::EVENT && FaultState::take(&faults.drop_replies) {
+            self.sh.counters.arq_lost.inc();
+            return;
+        }
+        let (p0, p1) = if v_op == op::VERSION && payload.len() >= 8 {
+            (u32_at(payload, 0), u32_at(payload, 4))
+        } else {
+            (0, 0)
+        };
+        let regs = self.sh.regs.clone();
+        let len_reg = regs.get(reg::VF_ARQLEN1);
+        let n = len_reg & reg::AQ_LEN_MASK;
+        if len_reg & reg::AQ_LEN_ENABLE == 0 || n == 0 {
+            self.sh.counters.arq_lost.inc();
+            return;
+        }
+        let head = regs.get(reg::VF_ARQH1) & reg::AQ_PTR_MASK;
+        let tail = regs.get(reg::VF_ARQT1) & reg::AQ_PTR_MASK;
+        if head >= n || tail >= n {
+            log::error!(
+                "simulated iavf {}: ARQ head {head} / tail {tail} outside its {n} entries",
+                self.sh.name
+            );
+            self.sh.counters.arq_lost.inc();
+            return;
+        }
+        if head == tail {
+            // No buffer left: the message is dropped and the overflow flagged.
+            regs.set_bits(reg::VF_ARQLEN1, reg::AQ_LEN_OVFL);
+            self.sh.counters.arq_lost.inc();
+            log::warn!(
+                "simulated iavf {}: ARQ full, virtchnl op {v_op} lost (ARQLEN.OVFL set)",
+                self.sh.name
+            );
+            return;
+        }
+        let base =
+            (u64::from(regs.get(reg::VF_ARQBAH1)) << 32) | u64::from(regs.get(reg::VF_ARQBAL1));
+        let at = base + u64::from(head) * aq::DESC_LEN as u64;
+        let mut d = [0u8; aq::DESC_LEN];
+        if let Err(e) = self.dma.read(at, &mut d) {
+            self.fault(e.with_context(format!("reading ARQ descriptor {head}")));
+            self.sh.counters.arq_lost.inc();
+            return;
+        }
+        let flags = u16_at(&d, aq::FLAGS);
+        let buf_len = usize::from(u16_at(&d, aq::DATALEN));
+        let addr =
+            (u64::from(u32_at(&d, aq::ADDR_HIGH)) << 32) | u64::from(u32_at(&d, aq::ADDR_LOW));
+        let mut wb_flags = aq::FLAG_DD | aq::FLAG_CMP | (flags & (aq::FLAG_BUF | aq::FLAG_LB));
+        let mut retval = aq::rc::OK;
+        let mut datalen = payload.len();
+        if !payload.is_empty() {
+            if flags & aq::FLAG_BUF == 0 || buf_len < payload.len() {
+                // The posted buffer cannot hold the message.
+                wb_flags |= aq::FLAG_ERR;
+                retval = aq::rc::E2BIG;
+                datalen = 0;
+            } else if let Err(e) = self.dma.write(addr, payload) {
+                self.fault(e.with_context(format!(
+                    "writing virtchnl op {v_op} into the buffer of ARQ descriptor {head}"
+                )));
+                wb_flags |= aq::FLAG_ERR;
+                retval = aq::rc::BAD_ADDR;
+                datalen = 0;
+            }
+        }
+        put_u16(&mut d, aq::OPCODE, aq::OPC_SEND_MSG_TO_VF);
+        put_u16(&mut d, aq::DATALEN, datalen as u16);
+        put_u16(&mut d, aq::RETVAL, retval);
+        put_u32(&mut d, aq::COOKIE_HIGH, v_op);
+        put_u32(&mut d, aq::COOKIE_LOW, status as u32);
+        put_u32(&mut d, aq::PARAM0, p0);
+        put_u32(&mut d, aq::PARAM1, p1);
+        // Everything but the flags, then the flags (DD) last.
+        let _ = self.dma.write(at + 2, &d[2..]);
+        let _ = self.dma.write(at, &wb_flags.to_le_bytes());
+        regs.set(reg::VF_ARQH1, (head + 1) % n);
+        regs.set_bits(reg::VFINT_ICR01, reg::ICR01_ADMINQ);
+        self.sh.counters.arq_posted.inc();
+    }
+
+    /// A LINK_CHANGE event (i40e `i40e_vc_notify_vf_link_state`: reported down
+    /// while the VF's queues are not enabled).
+    pub(super) fn notify_link(&mut self) {
+        let up = self.link_up && self.pf.queues_enabled;
+        let speed = if up {
+            msg::legacy_link_speed(self.cfg.link_speed_mbps)
+        } else {
+            0
+        };
+        let mut ev = [0u8; msg::PF_EVENT_LEN];
+        ev[0..4].copy_from_slice(&msg::EVENT_LINK_CHANGE.to_le_bytes());
+        ev[4..8].copy_from_slice(&speed.to_le_bytes());
+        ev[8] = u8::from(up);
+        ev[12..16].copy_from_slice(&msg::SEVERITY_INFO.to_le_bytes());
+        self.link_reported = up;
+        self.dirty = true;
+        self.send_to_vf(op::EVENT, 0, &ev);
+    }
+
+    pub(super) fn fault(&self, f: super::DmaFault) {
+        self.sh.iommu.record_fault(f, &self.sh.name);
+    }
+
+    fn publish_status(&mut self) {
+        self.dirty = false;
+        let regs = &self.sh.regs;
+        let mut key = Vec::with_capacity(spec::pf::RSS_KEY_SIZE);
+        for i in 0..13 {
+            key.extend_from_slice(&regs.get(reg::vfqf_hkey(i)).to_le_bytes());
+        }
+        let mut lut = Vec::with_capacity(spec::pf::RSS_LUT_SIZE);
+        for i in 0..16 {
+            lut.extend_from_slice(&regs.get(reg::vfqf_hlut(i)).to_le_bytes());
+        }
+        let hena =
+            u64::from(regs.get(reg::vfqf_hena(0))) | (u64::from(regs.get(reg::vfqf_hena(1))) << 32);
+        let p = &self.pf;
+        let s = SimStatus {
+            reset_state: regs.get(reg::VFGEN_RSTAT) & reg::RSTAT_MASK,
+            active: p.active,
+            mailbox_disabled: p.disabled,
+            version: p.vf_ver,
+            requested_caps: p.driver_caps,
+            granted_caps: p.granted,
+            vsi_id: p.vsi_id,
+            num_queue_pairs: p.num_qps,
+            mac_filters: p.filters.iter().map(|m| MacAddr(*m)).collect(),
+            vlan_filters: p.vlans.clone(),
+            vlan_strip: p.vlan_strip,
+            promisc: Promisc {
+                requested_unicast: p.promisc_req.0,
+                requested_multicast: p.promisc_req.1,
+                unicast: p.promisc.0,
+                multicast: p.promisc.1,
+            },
+            queues_enabled: p.queues_enabled,
+            rx_queues: self
+                .rxq
+                .iter()
+                .map(|q| QueueStatus {
+                    enabled: q.enabled,
+                    ring_iova: q.base,
+                    ring_len: q.len,
+                    buffer_size: q.dbuff,
+                    max_frame: q.rxmax,
+                })
+                .collect(),
+            tx_queues: self
+                .txq
+                .iter()
+                .map(|q| QueueStatus {
+                    enabled: q.enabled,
+                    ring_iova: q.base,
+                    ring_len: q.len,
+                    buffer_size: 0,
+                    max_frame: 0,
+                })
+                .collect(),
+            irq_map: p
+                .irq_map
+                .iter()
+                .map(|m| VectorMap {
+                    vector_id: m.0,
+                    rxq_map: m.1,
+                    txq_map: m.2,
+                    rxitr_idx: m.3,
+                    txitr_idx: m.4,
+                })
+                .collect(),
+            rss_key: key,
+            rss_lut: lut,
+            rss_hena: hena,
+            link_reported_up: self.link_reported,
+        };
+        *self.sh.status.lock().unwrap_or_else(|e| e.into_inner()) = s;
+    }
+}
+
+#[inline]
+pub(super) fn u16_at(b: &[u8], o: usize) -> u16 {
+    u16::from_le_bytes([b[o], b[o + 1]])
+}
+
+#[inline]
+pub(super) fn u32_at(b: &[u8], o: usize) -> u32 {
+    u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
+}
+
+#[inline]
+pub(super) fn u64_at(b: &[u8], o: usize) -> u64 {
+    u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes"))
+}
+
+#[inline]
+fn put_u16(b: &mut [u8], o: usize, v: u16) {
+    b[o..o + 2].copy_from_slice(&v.to_le_bytes());
+}
+
+#[inline]
+fn put_u32(b: &mut [u8], o: usize, v: u32) {
+    b[o..o + 4].copy_from_slice(&v.to_le_bytes());
+}

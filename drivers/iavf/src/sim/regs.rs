@@ -1,0 +1,242 @@
+//! The VF's BAR0 register file ([`SimVfBar`]), shared by the driver (through the
+//! [`Bar`] trait) and the device thread.
+//!
+//! Registers are atomics, so the BAR is `Send + Sync` and cheap to clone. Most
+//! registers store what the driver writes; the exceptions are those the hardware
+//! owns or reacts to:
+//!
+//! - `VFGEN_RSTAT` is owned by the device (driver writes are ignored);
+//! - `VFINT_ICR01` clears on read (the interrupt cause register of vector 0);
+//! - writes to `VF_ATQT1` and the Tx tail doorbells wake the device thread;
+//! - while a VF reset is in progress every write is dropped (the function is in
+//!   reset), and, if asked for with `Faults::deadbeef_during_reset`, every read
+//!   returns 0xDEADBEEF as the hardware does.
+#![deny(unsafe_code)]
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering, fence};
+use std::sync::{Arc, OnceLock};
+use std::thread::Thread;
+
+use nicpoll::bar::Bar;
+
+use super::spec::{self, reg};
+
+/// Wakes the device thread when it sleeps while idle.
+#[derive(Default)]
+pub(crate) struct Waker {
+    thread: OnceLock<Thread>,
+    sleeping: AtomicBool,
+}
+
+impl Waker {
+    pub(crate) fn set_thread(&self, t: Thread) {
+        let _ = self.thread.set(t);
+    }
+
+    /// Called after making work visible (a doorbell, a frame in an inbox).
+    #[inline]
+    pub(crate) fn wake(&self) {
+        fence(Ordering::SeqCst);
+        if self.sleeping.load(Ordering::Relaxed)
+            && let Some(t) = self.thread.get()
+        {
+            t.unpark();
+        }
+    }
+
+    /// The device thread announces it is about to sleep; it must look for work
+    /// once more after this, then park.
+    pub(crate) fn sleeping(&self, on: bool) {
+        self.sleeping.store(on, Ordering::SeqCst);
+    }
+}
+
+impl Regs {
+    #[cfg(test)]
+    pub(crate) fn waker_is_sleeping(&self) -> bool {
+        self.waker.sleeping.load(Ordering::SeqCst)
+    }
+}
+
+/// The register words and the bits of state that change how accesses behave.
+pub(crate) struct Regs {
+    words: Box<[AtomicU32]>,
+    /// A VF reset is in progress: driver writes are dropped.
+    in_reset: AtomicBool,
+    /// Reads return 0xDEADBEEF (a reset in progress, if the fault is armed).
+    deadbeef: AtomicBool,
+    /// Bumped on driver writes to the RSS registers.
+    rss_gen: AtomicU64,
+    dropped_writes: AtomicU64,
+    pub(crate) waker: Waker,
+}
+
+impl Regs {
+    pub(crate) fn new() -> Regs {
+        Regs {
+            words: (0..spec::BAR0_LEN / 4).map(|_| AtomicU32::new(0)).collect(),
+            in_reset: AtomicBool::new(false),
+            deadbeef: AtomicBool::new(false),
+            rss_gen: AtomicU64::new(0),
+            dropped_writes: AtomicU64::new(0),
+            waker: Waker::default(),
+        }
+    }
+
+    /// Device-side read (no side effects).
+    #[inline]
+    pub(crate) fn get(&self, off: usize) -> u32 {
+        self.words[off / 4].load(Ordering::Acquire)
+    }
+
+    /// Device-side write.
+    #[inline]
+    pub(crate) fn set(&self, off: usize, v: u32) {
+        self.words[off / 4].store(v, Ordering::Release);
+    }
+
+    /// Device-side OR of bits.
+    #[inline]
+    pub(crate) fn set_bits(&self, off: usize, bits: u32) {
+        self.words[off / 4].fetch_or(bits, Ordering::AcqRel);
+    }
+
+    pub(crate) fn set_in_reset(&self, on: bool, deadbeef: bool) {
+        self.in_reset.store(on, Ordering::Release);
+        self.deadbeef.store(on && deadbeef, Ordering::Release);
+    }
+
+    pub(crate) fn rss_gen(&self) -> u64 {
+        self.rss_gen.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn bump_rss_gen(&self) {
+        self.rss_gen.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub(crate) fn dropped_writes(&self) -> u64 {
+        self.dropped_writes.load(Ordering::Relaxed)
+    }
+
+    /// What a VF reset does to the registers the VF owns: admin queues, tails and
+    /// interrupt registers to 0. `VFGEN_RSTAT` and the RSS registers are left to
+    /// the caller (the PF reprograms RSS).
+    pub(crate) fn clear_vf_registers(&self) {
+        for (i, w) in self.words.iter().enumerate() {
+            let off = i * 4;
+            if off == reg::VFGEN_RSTAT || (reg::RSS_FIRST..reg::RSS_END).contains(&off) {
+                continue;
+            }
+            w.store(0, Ordering::Release);
+        }
+    }
+
+    #[inline]
+    fn check(&self, offset: usize, size: usize) {
+        let len = self.words.len() * 4;
+        if offset & (size - 1) != 0 || offset >= len || len - offset < size {
+            panic!(
+                "SimVfBar: {size}-byte register access at offset {offset:#x} is misaligned or \
+                 outside the {len:#x}-byte BAR"
+            );
+        }
+    }
+
+    #[inline]
+    fn driver_read32(&self, offset: usize) -> u32 {
+        if self.deadbeef.load(Ordering::Acquire) {
+            return reg::DEADBEEF;
+        }
+        if offset == reg::VFINT_ICR01 {
+            return self.words[offset / 4].swap(0, Ordering::AcqRel);
+        }
+        self.words[offset / 4].load(Ordering::Acquire)
+    }
+
+    #[inline]
+    fn driver_write32(&self, offset: usize, value: u32) {
+        if self.in_reset.load(Ordering::Acquire) {
+            self.dropped_writes.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        match offset {
+            // Owned by the device: status and read-to-clear cause registers.
+            reg::VFGEN_RSTAT | reg::VFINT_ICR01 => {}
+            reg::VF_ATQT1 => {
+                self.words[offset / 4].store(value, Ordering::Release);
+                self.waker.wake();
+            }
+            o if o < reg::QTX_TAIL_BASE + reg::TAIL_SPAN => {
+                self.words[offset / 4].store(value, Ordering::Release);
+                self.waker.wake();
+            }
+            o if (reg::RSS_FIRST..reg::RSS_END).contains(&o) => {
+                self.words[offset / 4].store(value, Ordering::Release);
+                self.bump_rss_gen();
+            }
+            _ => self.words[offset / 4].store(value, Ordering::Release),
+        }
+    }
+}
+
+/// The simulated VF's BAR0: implements [`Bar`], so a driver generic over `B: Bar`
+/// runs on it unchanged. Cheap to clone (all clones are the same registers).
+#[derive(Clone)]
+pub struct SimVfBar {
+    pub(crate) regs: Arc<Regs>,
+}
+
+impl fmt::Debug for SimVfBar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SimVfBar")
+            .field("len", &format_args!("{:#x}", spec::BAR0_LEN))
+            .finish()
+    }
+}
+
+impl Bar for SimVfBar {
+    fn len(&self) -> usize {
+        spec::BAR0_LEN
+    }
+
+    #[inline]
+    fn read32(&self, offset: usize) -> u32 {
+        self.regs.check(offset, 4);
+        self.regs.driver_read32(offset)
+    }
+
+    #[inline]
+    fn write32(&self, offset: usize, value: u32) {
+        self.regs.check(offset, 4);
+        self.regs.driver_write32(offset, value)
+    }
+
+    fn read16(&self, offset: usize) -> u16 {
+        self.regs.check(offset, 2);
+        (self.regs.driver_read32(offset & !3) >> ((offset % 4) * 8)) as u16
+    }
+
+    fn write16(&self, offset: usize, value: u16) {
+        self.regs.check(offset, 2);
+        let word = offset & !3;
+        let shift = (offset % 4) * 8;
+        let old = self.regs.get(word);
+        let new = (old & !(0xFFFF << shift)) | (u32::from(value) << shift);
+        self.regs.driver_write32(word, new)
+    }
+
+    fn read8(&self, offset: usize) -> u8 {
+        self.regs.check(offset, 1);
+        (self.regs.driver_read32(offset & !3) >> ((offset % 4) * 8)) as u8
+    }
+
+    fn write8(&self, offset: usize, value: u8) {
+        self.regs.check(offset, 1);
+        let word = offset & !3;
+        let shift = (offset % 4) * 8;
+        let old = self.regs.get(word);
+        let new = (old & !(0xFF << shift)) | (u32::from(value) << shift);
+        self.regs.driver_write32(word, new)
+    }
+}

@@ -1,0 +1,206 @@
+//! A transmit queue: the 16-byte data descriptor ring (§2.9), one packet per
+//! descriptor, report-status every `rs_thresh` descriptors and cleanup in
+//! batches of `rs_thresh`, one tail doorbell per burst (DPDK's simple path,
+//! `iavf_xmit_pkts_simple` / `ci_tx_free_bufs`).
+//!
+//! Descriptors whose index is `rs_thresh - 1` modulo `rs_thresh` carry RS; the
+//! device writes DTYPE = DESC_DONE back into them when it has read them and
+//! everything before. When fewer than `free_thresh` descriptors are free, the
+//! queue checks the next RS descriptor and, if done, frees the `rs_thresh`
+//! mbufs it covers in one bulk put.
+#![deny(unsafe_code)]
+
+use std::sync::Arc;
+
+use nicpoll::TxQueue;
+use nicpoll::bar::Bar;
+use nicpoll::mbuf::MbufBatch;
+use nicpoll::port::counters::QueueCountersRef;
+
+use crate::desc::{TX_MAX_BUF, TxDesc};
+use crate::regs;
+use crate::ring::{DescRing, MbufSlots};
+use crate::stats::QueueExtraRef;
+use crate::sync::QueueShared;
+
+/// Report status every this many descriptors (`IAVF_DEFAULT_TX_RS_THRESH`).
+pub const RS_THRESH: u16 = 32;
+/// Clean up when fewer descriptors than this are free
+/// (`IAVF_DEFAULT_TX_FREE_THRESH`).
+pub const FREE_THRESH: u16 = 32;
+
+/// One transmit queue of a started port. Owned by one lcore.
+pub struct IavfTxQueue<B: Bar> {
+    ring: DescRing<TxDesc>,
+    slots: Option<MbufSlots>,
+    bar: Arc<B>,
+    tail_reg: usize,
+    n: u16,
+    /// Next descriptor to write.
+    tail: u16,
+    /// The RS descriptor to check next.
+    next_dd: u16,
+    nb_free: u16,
+    /// Mbufs on their way back to their pools, freed in bulk.
+    done: MbufBatch,
+    queue_id: u16,
+    counters: QueueCountersRef,
+    extra: QueueExtraRef,
+    shared: Arc<QueueShared>,
+    seen_gen: u64,
+}
+
+impl<B: Bar> IavfTxQueue<B> {
+    /// An empty queue with its tail at 0. `ring.len()` must be a multiple of
+    /// [`RS_THRESH`].
+    pub(crate) fn new(
+        ring: DescRing<TxDesc>,
+        bar: Arc<B>,
+        queue_id: u16,
+        counters: QueueCountersRef,
+        extra: QueueExtraRef,
+        shared: Arc<QueueShared>,
+    ) -> IavfTxQueue<B> {
+        let n = ring.len();
+        assert!(n >= 2 * RS_THRESH && n.is_multiple_of(RS_THRESH));
+        let mut q = IavfTxQueue {
+            slots: Some(MbufSlots::new(n as usize)),
+            tail_reg: regs::qtx_tail(queue_id),
+            n,
+            tail: 0,
+            next_dd: RS_THRESH - 1,
+            nb_free: n - 1,
+            done: MbufBatch::with_burst(RS_THRESH as usize),
+            queue_id,
+            seen_gen: shared.generation(),
+            ring,
+            bar,
+            counters,
+            extra,
+            shared,
+        };
+        q.ring.clear();
+        q.bar.write32(q.tail_reg, 0);
+        q
+    }
+
+    #[inline(always)]
+    fn slots(&mut self) -> &mut MbufSlots {
+        self.slots.as_mut().expect("slots live until drop")
+    }
+
+    /// Free the `RS_THRESH` mbufs covered by the next RS descriptor, if the
+    /// device is done with it. Returns whether it was.
+    #[inline]
+    fn free_done(&mut self) -> bool {
+        if !self.ring.read(self.next_dd).is_done() {
+            return false;
+        }
+        let first = self.next_dd + 1 - RS_THRESH;
+        for i in first..=self.next_dd {
+            if let Some(m) = self.slots().take(i as usize) {
+                // The batch holds RS_THRESH; it is emptied below.
+                let _ = self.done.push(m);
+            }
+        }
+        self.done.clear();
+        self.nb_free += RS_THRESH;
+        self.next_dd += RS_THRESH;
+        if self.next_dd >= self.n {
+            self.next_dd = RS_THRESH - 1;
+        }
+        true
+    }
+
+    /// After a VF reset: what the device reported done before it was sent;
+    /// the rest of what was in flight is lost (its fate is unknown). Start
+    /// over at 0.
+    fn rearm(&mut self) {
+        // Only RS descriptors written in this lap say anything: the one at
+        // `next_dd` was, if at least RS_THRESH packets are in flight.
+        while self.n - 1 - self.nb_free >= RS_THRESH && self.free_done() {}
+        let lost = self.slots().free_all() as u64;
+        self.ring.clear();
+        self.tail = 0;
+        self.next_dd = RS_THRESH - 1;
+        self.nb_free = self.n - 1;
+        self.bar.write32(self.tail_reg, 0);
+        self.extra.reset_dropped.add(lost);
+        self.extra.rearms.add(1);
+    }
+
+    #[inline]
+    fn transmit(&mut self, pkts: &mut MbufBatch) -> usize {
+        if self.nb_free < FREE_THRESH {
+            self.free_done();
+        }
+        let count = pkts.len().min(self.nb_free as usize);
+        if count == 0 {
+            return 0;
+        }
+        let (mut bytes, mut bad) = (0u64, 0u64);
+        let mut tail = self.tail;
+        for _ in 0..count {
+            let m = pkts.pop_front().expect("count <= len");
+            let len = m.len();
+            if len == 0 || len > TX_MAX_BUF {
+                // Cannot be described in one descriptor: counted, freed.
+                bad += 1;
+                drop(m);
+                continue;
+            }
+            let report = tail % RS_THRESH == RS_THRESH - 1;
+            self.ring
+                .write(tail, TxDesc::packet(m.data_iova(), len as u16, report));
+            bytes += len as u64;
+            if let Err(m) = self.slots().put(tail as usize, m) {
+                // Cannot happen (nb_free bounds what is in flight).
+                debug_assert!(false, "transmit slot {tail} still held");
+                drop(m);
+            }
+            tail += 1;
+            if tail == self.n {
+                tail = 0;
+            }
+        }
+        let sent = count as u64 - bad;
+        if sent > 0 {
+            self.nb_free -= sent as u16;
+            self.tail = tail;
+            // One doorbell per burst, ordered after the descriptors.
+            self.bar.write32(self.tail_reg, tail as u32);
+            self.counters.tx_packets.add(sent);
+            self.counters.tx_bytes.add(bytes);
+        }
+        if bad > 0 {
+            self.counters.tx_errors.add(bad);
+            self.extra.tx_bad_len.add(bad);
+        }
+        count
+    }
+}
+
+impl<B: Bar> TxQueue for IavfTxQueue<B> {
+    #[inline]
+    fn tx_burst(&mut self, pkts: &mut MbufBatch) -> usize {
+        let g = self.shared.generation();
+        if g != self.seen_gen {
+            if g % 2 == 1 {
+                // The VF is being reset: keep the packets with the caller.
+                return 0;
+            }
+            self.rearm();
+            self.seen_gen = g;
+            self.shared.ack_tx(self.queue_id as usize, g);
+        }
+        self.transmit(pkts)
+    }
+}
+
+impl<B: Bar> Drop for IavfTxQueue<B> {
+    fn drop(&mut self) {
+        if let Some(slots) = self.slots.take() {
+            self.shared.retire(false, self.queue_id as usize, slots);
+        }
+    }
+}

@@ -1,0 +1,511 @@
+//! The virtchnl client: one request at a time over the admin queue, the VF's
+//! bring-up (§2.7: reset done, admin queue, VERSION, GET_VF_RESOURCES), and the
+//! PF's events (link changes, resets).
+//!
+//! Everything here runs on the control path, under the port's control lock.
+#![deny(unsafe_code)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nicpoll::bar::Bar;
+use nicpoll::memory::DmaRegion;
+use nicpoll::port::Link;
+
+use crate::adminq::{AdminQueue, poll_until};
+use crate::error::{IavfError, Result};
+use crate::regs::{self, ResetState};
+use crate::virtchnl::{
+    self, EthStats, Op, PfEvent, QueuePairInfo, QueueSelect, VectorMap, VersionInfo, VfResource,
+};
+
+/// How long the driver waits for the device and the PF.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// The firmware consuming an ATQ descriptor (`IAVF_ASQ_CMD_TIMEOUT`, 250 ms).
+    pub aq_send: Duration,
+    /// The PF answering a virtchnl request (DPDK: 2000 x 1 ms).
+    pub reply: Duration,
+    /// `VFGEN_RSTAT` reaching COMPLETED or VFACTIVE (Linux: 2000 x 10 ms).
+    pub reset_done: Duration,
+    /// A reset announced or requested becoming visible (ARQ disabled; Linux:
+    /// 500 x 5 ms).
+    pub reset_detect: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            aq_send: Duration::from_millis(250),
+            reply: Duration::from_millis(2000),
+            reset_done: Duration::from_secs(20),
+            reset_detect: Duration::from_millis(2500),
+        }
+    }
+}
+
+/// The VF as the PF described it, plus the state of the conversation.
+pub struct Vf {
+    device: String,
+    aq: AdminQueue,
+    pub(crate) timeouts: Timeouts,
+    /// The PF's virtchnl version.
+    pub(crate) pf_version: Option<VersionInfo>,
+    /// The last GET_VF_RESOURCES answer.
+    pub(crate) res: Option<VfResource>,
+    /// Our VSI.
+    pub(crate) vsi_id: u16,
+    /// Capabilities granted.
+    pub(crate) caps: u32,
+    /// Link state from the PF's events.
+    pub(crate) link: Link,
+    /// The PF announced a reset (RESET_IMPENDING) or its driver is closing.
+    pub(crate) reset_impending: bool,
+    /// Link events seen.
+    pub(crate) link_events: u64,
+    /// Answers that matched no request (late or duplicate).
+    pub(crate) stray_replies: u64,
+}
+
+impl Vf {
+    /// A VF whose admin queue lives in `aq_region`.
+    pub fn new(device: &str, aq_region: Arc<DmaRegion>, timeouts: Timeouts) -> Result<Vf> {
+        let mut aq = AdminQueue::new(aq_region, device)?;
+        aq.set_send_timeout(timeouts.aq_send);
+        Ok(Vf {
+            device: device.to_string(),
+            aq,
+            timeouts,
+            pf_version: None,
+            res: None,
+            vsi_id: 0,
+            caps: 0,
+            link: Link::default(),
+            reset_impending: false,
+            link_events: 0,
+            stray_replies: 0,
+        })
+    }
+
+    /// The device name.
+    pub fn device(&self) -> &str {
+        &self.device
+    }
+
+    /// Queue pairs granted.
+    pub fn num_queue_pairs(&self) -> u16 {
+        self.res.as_ref().map_or(0, |r| r.num_queue_pairs)
+    }
+
+    /// Whether the PF granted `cap` ([`virtchnl::caps`]).
+    pub fn has_cap(&self, cap: u32) -> bool {
+        self.caps & cap != 0
+    }
+
+    /// Wait until `VFGEN_RSTAT` says the VF reset is done (COMPLETED or
+    /// VFACTIVE), as DPDK's `iavf_check_vf_reset_done` (§2.7 step 2).
+    pub fn wait_reset_done<B: Bar>(&self, bar: &B, what: &'static str) -> Result<()> {
+        let start = Instant::now();
+        let mut last = 0;
+        let ok = poll_until(self.timeouts.reset_done, Duration::from_millis(10), || {
+            last = bar.read32(regs::VFGEN_RSTAT);
+            ResetState::from_reg(last).is_done().then_some(())
+        });
+        match ok {
+            Some(()) => Ok(()),
+            None => Err(IavfError::ResetTimeout {
+                device: self.device.clone(),
+                rstat: last,
+                waited_ms: start.elapsed().as_millis() as u64,
+                what,
+            }),
+        }
+    }
+
+    /// Wait until the PF disabled our ARQ, its first step of a VF reset;
+    /// true if it did within the detection timeout.
+    pub fn wait_reset_detected<B: Bar>(&self, bar: &B) -> bool {
+        poll_until(self.timeouts.reset_detect, Duration::from_millis(5), || {
+            let rstat = ResetState::from_reg(bar.read32(regs::VFGEN_RSTAT));
+            (!AdminQueue::arq_enabled(bar) || !rstat.is_done()).then_some(())
+        })
+        .is_some()
+    }
+
+    /// Bring the VF up to the point where it can be configured (§2.7 steps
+    /// 2-5): reset done, admin queue, VERSION, GET_VF_RESOURCES.
+    pub fn init<B: Bar>(&mut self, bar: &B) -> Result<()> {
+        // §2.7 step 2: VFGEN_RSTAT must say the VF is out of reset.
+        self.wait_reset_done(bar, "waiting for the VF to come out of reset")?;
+        // §2.7 step 3 / §2.3: ATQ and ARQ, 32 entries of 4 KiB each.
+        self.aq.init(bar)?;
+        self.reset_impending = false;
+        // §2.7 step 4: VIRTCHNL_OP_VERSION {1, 1}.
+        self.negotiate_version(bar)?;
+        // §2.7 step 5: VIRTCHNL_OP_GET_VF_RESOURCES with the capabilities we
+        // implement (no RX_FLEX_DESC: legacy 32-byte receive descriptors).
+        self.get_vf_resources(bar)?;
+        Ok(())
+    }
+
+    /// Turn the admin queue off (§2.3 step 3).
+    pub fn shutdown<B: Bar>(&mut self, bar: &B) {
+        self.aq.shutdown(bar);
+    }
+
+    fn protocol(&self, op: Op, reason: String) -> IavfError {
+        IavfError::Protocol {
+            device: self.device.clone(),
+            op: op.raw(),
+            reason,
+        }
+    }
+
+    /// VIRTCHNL_OP_VERSION: offer 1.1; refuse a PF that speaks a newer
+    /// version (Linux and DPDK do) or one older than 1.1 (as DPDK).
+    fn negotiate_version<B: Bar>(&mut self, bar: &B) -> Result<()> {
+        let reply = self.request(bar, Op::Version, &VersionInfo::OURS.encode())?;
+        let v =
+            VersionInfo::decode(&reply).map_err(|e| self.protocol(Op::Version, e.to_string()))?;
+        let ours = VersionInfo::OURS;
+        if (v.major, v.minor) > (ours.major, ours.minor) {
+            return Err(self.protocol(
+                Op::Version,
+                format!(
+                    "the PF speaks virtchnl {}.{}, newer than our {}.{}; use a PF driver that \
+                     offers {}.{}",
+                    v.major, v.minor, ours.major, ours.minor, ours.major, ours.minor
+                ),
+            ));
+        }
+        if (v.major, v.minor) < (ours.major, ours.minor) {
+            return Err(self.protocol(
+                Op::Version,
+                format!(
+                    "the PF speaks virtchnl {}.{}; this driver needs {}.{} (capability \
+                     negotiation): update the host's i40e/ice driver",
+                    v.major, v.minor, ours.major, ours.minor
+                ),
+            ));
+        }
+        self.pf_version = Some(v);
+        Ok(())
+    }
+
+    /// VIRTCHNL_OP_GET_VF_RESOURCES: ask for [`virtchnl::caps::REQUESTED`],
+    /// keep the SR-IOV VSI.
+    fn get_vf_resources<B: Bar>(&mut self, bar: &B) -> Result<()> {
+        let payload = virtchnl::encode_get_vf_resources(virtchnl::caps::REQUESTED);
+        let reply = self.request(bar, Op::GetVfResources, &payload)?;
+        let res = VfResource::decode(&reply)
+            .map_err(|e| self.protocol(Op::GetVfResources, e.to_string()))?;
+        let Some(vsi) = res.sriov_vsi().copied() else {
+            return Err(self.protocol(
+                Op::GetVfResources,
+                format!(
+                    "no VSI of type SR-IOV (6) among {} listed; the PF did not set this VF up",
+                    res.vsi_res.len()
+                ),
+            ));
+        };
+        if res.num_queue_pairs == 0 {
+            return Err(self.protocol(Op::GetVfResources, "the PF granted no queue pairs".into()));
+        }
+        if res.vf_cap_flags & virtchnl::caps::L2 == 0 {
+            log::warn!(
+                "iavf {}: the PF did not grant VIRTCHNL_VF_OFFLOAD_L2 (granted: {})",
+                self.device,
+                virtchnl::caps::describe(res.vf_cap_flags)
+            );
+        }
+        log::info!(
+            "iavf {}: virtchnl {}.{}, VSI {}, {} queue pairs, {} vectors, RSS key {} B / LUT {}, caps {}",
+            self.device,
+            self.pf_version.map_or(0, |v| v.major),
+            self.pf_version.map_or(0, |v| v.minor),
+            vsi.vsi_id,
+            res.num_queue_pairs,
+            res.max_vectors,
+            res.rss_key_size,
+            res.rss_lut_size,
+            virtchnl::caps::describe(res.vf_cap_flags)
+        );
+        self.vsi_id = vsi.vsi_id;
+        self.caps = res.vf_cap_flags;
+        self.res = Some(res);
+        Ok(())
+    }
+
+    /// Send `op` with `payload` and wait for the PF's answer to it, handling
+    /// the events that arrive meanwhile. A non-zero virtchnl status is an
+    /// error naming the opcode, the status and its usual cause.
+    pub fn request<B: Bar>(&mut self, bar: &B, op: Op, payload: &[u8]) -> Result<Vec<u8>> {
+        if !AdminQueue::arq_enabled(bar) {
+            return Err(IavfError::Resetting {
+                device: self.device.clone(),
+            });
+        }
+        self.aq.send(bar, op.raw(), payload)?;
+        let start = Instant::now();
+        let mut answer: Option<Result<Vec<u8>>> = None;
+        let mut resetting = false;
+        let timeout = self.timeouts.reply;
+        poll_until(timeout, Duration::from_micros(100), || {
+            while let Some(msg) = self.aq.receive(bar) {
+                if msg.v_op == Op::Event.raw() {
+                    self.handle_event(&msg.payload);
+                } else if msg.v_op == op.raw() {
+                    answer = Some(if msg.v_retval != virtchnl::STATUS_SUCCESS {
+                        Err(IavfError::Virtchnl {
+                            device: self.device.clone(),
+                            op: op.raw(),
+                            status: msg.v_retval,
+                        })
+                    } else if let Some(code) = msg.aq_error {
+                        Err(IavfError::AdminQueue {
+                            device: self.device.clone(),
+                            op: "receive",
+                            reason: format!(
+                                "the answer to {} came with admin queue error {code} ({})",
+                                op,
+                                crate::adminq::aq_error_name(code)
+                            ),
+                        })
+                    } else {
+                        Ok(msg.payload)
+                    });
+                    return Some(());
+                } else {
+                    self.stray_replies += 1;
+                    log::debug!(
+                        "iavf {}: dropped an answer to {} ({}) while waiting for {}",
+                        self.device,
+                        Op::name_of(msg.v_op),
+                        msg.v_op,
+                        op
+                    );
+                }
+            }
+            if !AdminQueue::arq_enabled(bar) {
+                resetting = true;
+                return Some(());
+            }
+            None
+        });
+        if let Some(a) = answer {
+            return a;
+        }
+        if resetting {
+            return Err(IavfError::Resetting {
+                device: self.device.clone(),
+            });
+        }
+        Err(IavfError::VirtchnlTimeout {
+            device: self.device.clone(),
+            op: op.raw(),
+            waited_ms: start.elapsed().as_millis() as u64,
+        })
+    }
+
+    /// A request whose answer carries no payload we use.
+    fn command<B: Bar>(&mut self, bar: &B, op: Op, payload: &[u8]) -> Result<()> {
+        self.request(bar, op, payload).map(|_| ())
+    }
+
+    /// Drain the ARQ: handle events, drop stray answers. Returns how many
+    /// messages were taken.
+    pub fn poll_events<B: Bar>(&mut self, bar: &B) -> usize {
+        let mut n = 0;
+        if !AdminQueue::arq_enabled(bar) {
+            return 0;
+        }
+        while let Some(msg) = self.aq.receive(bar) {
+            n += 1;
+            if msg.v_op == Op::Event.raw() {
+                self.handle_event(&msg.payload);
+            } else {
+                self.stray_replies += 1;
+                log::debug!(
+                    "iavf {}: dropped an unexpected answer to {} ({})",
+                    self.device,
+                    Op::name_of(msg.v_op),
+                    msg.v_op
+                );
+            }
+        }
+        n
+    }
+
+    /// A VIRTCHNL_OP_EVENT from the PF.
+    fn handle_event(&mut self, payload: &[u8]) {
+        let adv = self.has_cap(virtchnl::caps::ADV_LINK_SPEED);
+        match PfEvent::decode(payload, adv) {
+            Ok(PfEvent::LinkChange { up, speed_mbps }) => {
+                self.link_events += 1;
+                let link = Link {
+                    up,
+                    speed_mbps: if up { speed_mbps } else { 0 },
+                    full_duplex: up,
+                };
+                if link != self.link {
+                    log::info!("iavf {}: link {}", self.device, link);
+                }
+                self.link = link;
+            }
+            Ok(PfEvent::ResetImpending) => {
+                log::warn!(
+                    "iavf {}: the PF announced a VF reset (VIRTCHNL_EVENT_RESET_IMPENDING)",
+                    self.device
+                );
+                self.reset_impending = true;
+            }
+            Ok(PfEvent::PfDriverClose) => {
+                log::warn!(
+                    "iavf {}: the PF driver is closing (VIRTCHNL_EVENT_PF_DRIVER_CLOSE); the VF \
+                     will be reset",
+                    self.device
+                );
+                self.link = Link::default();
+                self.reset_impending = true;
+            }
+            Ok(PfEvent::Other(e)) => {
+                log::debug!("iavf {}: ignored PF event {e}", self.device)
+            }
+            Err(e) => log::warn!("iavf {}: malformed PF event: {e}", self.device),
+        }
+    }
+
+    /// VIRTCHNL_OP_CONFIG_VSI_QUEUES, in messages of at most 32 pairs.
+    pub fn config_vsi_queues<B: Bar>(&mut self, bar: &B, pairs: &[QueuePairInfo]) -> Result<()> {
+        for chunk in pairs.chunks(virtchnl::MAX_QPAIRS_PER_MSG) {
+            let msg = virtchnl::encode_vsi_queues(self.vsi_id, chunk);
+            self.command(bar, Op::ConfigVsiQueues, &msg)?;
+        }
+        Ok(())
+    }
+
+    /// VIRTCHNL_OP_CONFIG_IRQ_MAP: every queue on one vector.
+    pub fn config_irq_map<B: Bar>(
+        &mut self,
+        bar: &B,
+        vector: u16,
+        rx_queues: u16,
+        tx_queues: u16,
+    ) -> Result<()> {
+        let map = VectorMap {
+            vsi_id: self.vsi_id,
+            vector_id: vector,
+            rxq_map: virtchnl::queue_bitmap(rx_queues) as u16,
+            txq_map: virtchnl::queue_bitmap(tx_queues) as u16,
+            rxitr_idx: 0,
+            txitr_idx: 0,
+        };
+        self.command(bar, Op::ConfigIrqMap, &virtchnl::encode_irq_map(&[map]))
+    }
+
+    /// VIRTCHNL_OP_ENABLE_QUEUES for the queues in the bitmaps.
+    pub fn enable_queues<B: Bar>(&mut self, bar: &B, rx: u32, tx: u32) -> Result<()> {
+        let sel = QueueSelect {
+            vsi_id: self.vsi_id,
+            rx_queues: rx,
+            tx_queues: tx,
+        };
+        self.command(bar, Op::EnableQueues, &sel.encode())
+    }
+
+    /// VIRTCHNL_OP_DISABLE_QUEUES for the queues in the bitmaps.
+    pub fn disable_queues<B: Bar>(&mut self, bar: &B, rx: u32, tx: u32) -> Result<()> {
+        let sel = QueueSelect {
+            vsi_id: self.vsi_id,
+            rx_queues: rx,
+            tx_queues: tx,
+        };
+        self.command(bar, Op::DisableQueues, &sel.encode())
+    }
+
+    /// VIRTCHNL_OP_ADD_ETH_ADDR (add) or DEL_ETH_ADDR: our primary MAC filter.
+    pub fn eth_addr<B: Bar>(&mut self, bar: &B, mac: [u8; 6], add: bool) -> Result<()> {
+        let msg =
+            virtchnl::encode_ether_addr_list(self.vsi_id, &[(mac, virtchnl::ETHER_ADDR_PRIMARY)]);
+        let op = if add { Op::AddEthAddr } else { Op::DelEthAddr };
+        self.command(bar, op, &msg)
+    }
+
+    /// VIRTCHNL_OP_CONFIG_PROMISCUOUS_MODE: unicast and multicast on or off.
+    pub fn config_promisc<B: Bar>(&mut self, bar: &B, on: bool) -> Result<()> {
+        let flags = if on {
+            virtchnl::PROMISC_UNICAST | virtchnl::PROMISC_MULTICAST
+        } else {
+            0
+        };
+        self.command(
+            bar,
+            Op::ConfigPromiscuousMode,
+            &virtchnl::encode_promisc(self.vsi_id, flags),
+        )
+    }
+
+    /// RSS through the PF: VIRTCHNL_OP_CONFIG_RSS_KEY, CONFIG_RSS_LUT (entry
+    /// i = queue i mod nb_rxq), then the packet types to hash
+    /// (GET_RSS_HENA_CAPS, SET_RSS_HENA), as DPDK's `iavf_configure_rss`.
+    pub fn config_rss<B: Bar>(&mut self, bar: &B, key: &[u8], nb_rxq: u16) -> Result<()> {
+        let Some(res) = self.res.clone() else {
+            return Ok(());
+        };
+        let key_len = (res.rss_key_size as usize).min(key.len());
+        if key_len > 0 {
+            let msg = virtchnl::encode_rss_key_or_lut(self.vsi_id, &key[..key_len]);
+            self.command(bar, Op::ConfigRssKey, &msg)?;
+        }
+        let lut_len = (res.rss_lut_size as usize).min(crate::adminq::AQ_BUF_SIZE - 8);
+        if lut_len > 0 {
+            let lut: Vec<u8> = (0..lut_len)
+                .map(|i| (i % nb_rxq.max(1) as usize) as u8)
+                .collect();
+            let msg = virtchnl::encode_rss_key_or_lut(self.vsi_id, &lut);
+            self.command(bar, Op::ConfigRssLut, &msg)?;
+        }
+        let hena = match self.request(bar, Op::GetRssHenaCaps, &[]) {
+            Ok(b) => virtchnl::decode_hena(&b)
+                .map_err(|e| self.protocol(Op::GetRssHenaCaps, e.to_string()))?,
+            Err(IavfError::Virtchnl { status, .. })
+                if status == virtchnl::STATUS_ERR_NOT_SUPPORTED =>
+            {
+                log::info!(
+                    "iavf {}: the PF does not report RSS packet types; keeping its default",
+                    self.device
+                );
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let want = match hena & virtchnl::DEFAULT_RSS_HENA {
+            0 => hena,
+            h => h,
+        };
+        if want != 0 {
+            self.command(bar, Op::SetRssHena, &virtchnl::encode_hena(want))?;
+        }
+        Ok(())
+    }
+
+    /// VIRTCHNL_OP_GET_STATS: the VSI's counters.
+    pub fn get_stats<B: Bar>(&mut self, bar: &B) -> Result<EthStats> {
+        let sel = QueueSelect {
+            vsi_id: self.vsi_id,
+            ..QueueSelect::default()
+        };
+        let reply = self.request(bar, Op::GetStats, &sel.encode())?;
+        EthStats::decode(&reply).map_err(|e| self.protocol(Op::GetStats, e.to_string()))
+    }
+
+    /// VIRTCHNL_OP_RESET_VF: ask the PF to reset us (no answer), wait until
+    /// the reset shows (ARQ disabled), then turn our admin queue off (DPDK
+    /// `iavf_dev_close`). True if the reset was seen.
+    pub fn reset_vf<B: Bar>(&mut self, bar: &B) -> Result<bool> {
+        self.aq.send(bar, Op::ResetVf.raw(), &[])?;
+        let seen = self.wait_reset_detected(bar);
+        self.aq.shutdown(bar);
+        Ok(seen)
+    }
+}
