@@ -387,13 +387,14 @@ pub enum PortSelect {
     List(Vec<u16>),
 }
 
-/// The demo's arguments: two cross-connected in-memory ports, io forwarding
-/// primed with one burst per stream, live statistics, ten seconds.
+/// The demo's arguments: two simulated X710 VFs (the real iavf driver against
+/// nicpoll's device model) wired back to back, io forwarding primed with one
+/// burst per stream, live statistics, ten seconds.
 pub const DEMO_ARGS: &[&str] = &[
     "--vdev",
-    "net_ring0,peer=net_ring1",
+    "net_iavf_sim0,peer=net_iavf_sim1",
     "--vdev",
-    "net_ring1,peer=net_ring0",
+    "net_iavf_sim1,peer=net_iavf_sim0",
     "--",
     "--forward-mode=io",
     "--tx-first",

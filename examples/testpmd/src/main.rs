@@ -7,6 +7,7 @@ mod cli;
 mod display;
 mod doctor;
 mod entrypoint;
+mod iavf_sim;
 mod interactive;
 mod metrics;
 mod plan;
@@ -59,7 +60,8 @@ fn main() -> ExitCode {
     }
     if cfg.demo {
         println!(
-            "nicpoll testpmd demo: io forwarding between two in-memory ports (net_ring0 <-> net_ring1) for 10 s.\n\
+            "nicpoll testpmd demo: io forwarding between two simulated X710 VFs (the iavf driver against\n\
+             nicpoll's device model, wired back to back) for 10 s.\n\
              Stop earlier with Ctrl-C. The same run by hand:\n  testpmd {}\n",
             cli::DEMO_ARGS.join(" ")
         );

@@ -29,6 +29,7 @@ pub const VDEV_DRIVERS: &[&str] = &[
     nicpoll_af_xdp::DRIVER,
     nicpoll_tap::DRIVER,
     nicpoll_mlx5::DRIVER,
+    crate::iavf_sim::DRIVER,
 ];
 
 /// Whether a `-a` device is a Mellanox device bound to mlx5_core: DPDK's
@@ -42,14 +43,22 @@ pub fn is_mlx5(spec: &PciSpec) -> bool {
 pub enum PciDriver {
     /// `net_virtio` (nicpoll-virtio).
     Virtio,
+    /// `net_iavf` (nicpoll-iavf): Intel X700/E800 series VFs.
+    Iavf,
 }
 
 /// Every PCI id a driver takes: (vendor, device, driver, description).
 pub fn pci_ids() -> Vec<(u16, u16, PciDriver, &'static str)> {
-    nicpoll_virtio::PCI_IDS
+    let mut ids: Vec<(u16, u16, PciDriver, &'static str)> = nicpoll_iavf::PCI_DEVICE_IDS
         .iter()
-        .map(|&(v, d, what)| (v, d, PciDriver::Virtio, what))
-        .collect()
+        .map(|&(d, what)| (0x8086, d, PciDriver::Iavf, what))
+        .collect();
+    ids.extend(
+        nicpoll_virtio::PCI_IDS
+            .iter()
+            .map(|&(v, d, what)| (v, d, PciDriver::Virtio, what)),
+    );
+    ids
 }
 
 /// The driver for a device with these ids, or an error listing the supported ids.
@@ -65,8 +74,8 @@ pub fn driver_for(addr: &PciAddress, vendor: u16, device: u16) -> Result<PciDriv
     Err(Error::Pci {
         device: addr.to_string(),
         reason: format!(
-            "no driver for {vendor:04x}:{device:04x}; nicpoll drives {} (Intel iavf and \
-             Mellanox mlx5 virtual functions come next)",
+            "no driver for {vendor:04x}:{device:04x}; nicpoll drives {} over VFIO, and \
+             Mellanox devices bound to mlx5_core through verbs",
             list.join(", ")
         ),
     })
@@ -79,6 +88,8 @@ pub struct PciEnv {
     pub ctx: Arc<VfioContext>,
     /// DMA memory for descriptor rings.
     pub mem: Arc<DmaMemory>,
+    /// Maps DMA memory into the container once, whichever driver asks.
+    pub dma: Arc<nicpoll_iavf::VfioDma>,
 }
 
 /// Create one port per device: PCI devices first (`-a`, in order), then virtual
@@ -106,6 +117,13 @@ pub fn create_ports(
             };
             let dev = sysfs.device(&spec.addr)?;
             let port: Box<dyn Port> = match driver_for(&spec.addr, dev.vendor, dev.device)? {
+                PciDriver::Iavf => Box::new(nicpoll_iavf::open_pci(
+                    env.dma.clone(),
+                    &spec.addr,
+                    env.mem.clone(),
+                    &spec.args,
+                    i as u16,
+                )?),
                 PciDriver::Virtio => Box::new(VirtioPort::open(
                     env.ctx.clone(),
                     env.mem.clone(),
@@ -130,6 +148,9 @@ pub fn create_ports(
             continue;
         }
         match driver.as_str() {
+            crate::iavf_sim::DRIVER => {
+                slots.push(Some(crate::iavf_sim::create(&normalized(d, &driver), id)?))
+            }
             nicpoll_af_packet::DRIVER => slots.push(Some(Box::new(AfPacketPort::from_devargs(
                 &normalized(d, &driver),
                 id,

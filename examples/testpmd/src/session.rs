@@ -217,6 +217,7 @@ impl Session {
             (Some(ctx), Some(mem)) => Some(PciEnv {
                 ctx: ctx.clone(),
                 mem: mem.clone(),
+                dma: Arc::new(nicpoll_iavf::VfioDma::new(ctx.clone())),
             }),
             _ => None,
         };
@@ -232,6 +233,9 @@ impl Session {
                 }
                 e => RunError::Runtime(e.into()),
             })?;
+        // One mapper for the container: the pool is mapped once, whichever
+        // driver (or this code) asks first.
+        let pci_dma = env.as_ref().map(|e| e.dma.clone());
         drop(env);
         for (id, spec) in cfg.pci.iter().enumerate() {
             let info = ports[id].info();
@@ -271,8 +275,8 @@ impl Session {
         let (mem, pool) = match pci_mem {
             Some(mem) => {
                 let pool = Mempool::new(&mem, &pool_cfg)?;
-                if let Some(ctx) = &vfio {
-                    ctx.map_dma(pool.region())?;
+                if let Some(dma) = &pci_dma {
+                    nicpoll_iavf::DmaMap::map(dma.as_ref(), pool.region())?;
                 }
                 (mem, pool)
             }

@@ -429,6 +429,32 @@ fn every_mode_runs_and_returns_every_mbuf() {
 }
 
 #[test]
+fn two_simulated_x710_vfs_forward_with_the_iavf_driver() {
+    let out = run(&eal(&[
+        "--vdev=net_iavf_sim0,peer=net_iavf_sim1",
+        "--vdev=net_iavf_sim1,peer=net_iavf_sim0",
+        "--",
+        "--forward-mode=io",
+        "--tx-first",
+        "--run-time=1",
+        "--stats-format=json",
+    ]));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ev = json_events(&out);
+    let fin = event(&ev, "final");
+    for p in fin["ports"].as_array().unwrap() {
+        assert!(p["rx_packets"].as_u64().unwrap() > 1000, "{fin}");
+        assert_eq!(p["rx_dropped"].as_u64(), Some(0), "{fin}");
+    }
+    assert_eq!(event(&ev, "mempool")["mempool"]["in_use"].as_u64(), Some(0));
+}
+
+#[test]
 fn demo_runs_without_arguments_root_or_hugepages() {
     let t = Instant::now();
     let out = testpmd().stdin(Stdio::null()).output().unwrap();
