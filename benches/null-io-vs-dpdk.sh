@@ -192,6 +192,7 @@ fi
 } > "$OUT/env.txt" 2>&1
 
 # ------------------------------------------------------------------ helpers
+# shellcheck disable=SC2054  # "-l 0,1" is one argument
 EAL=(--no-pci -l 0,1 --vdev=net_null0 --vdev=net_null1)
 # shellcheck disable=SC2206
 APP=(--forward-mode=io --burst="$BURST" --nb-cores=1 --rxq=1 --txq=1 --stats-period=1 $APP_EXTRA)
@@ -278,6 +279,7 @@ kthread_ticks() { pid_ticks $(pgrep -x 'ksoftirqd/[0-9]+') $(pgrep '^napi/'); }
 our_pids() { local p; for p in "$@"; do echo "$p"; pgrep -P "$p"; done; }   # timeout + its child
 # this script itself, including the children it has reaped (the polling greps, awks, ...)
 self_ticks() { awk '{ print $14 + $15 + $16 + $17 }' "/proc/$$/stat"; }
+# shellcheck disable=SC2046  # a list of PIDs, split on purpose
 our_ticks() { echo $(( $(pid_ticks $(our_pids "$@")) + $(self_ticks) )); }
 fg_begin() { FG_T0=$(date +%s.%N); FG_B0=$(busy_ticks); FG_O0=$(our_ticks "$@"); FG_K0=$(kthread_ticks); FG_S0=$(steal_snap); }
 fg_end() {
