@@ -2,8 +2,8 @@
 //! resets, and the control requests from the `SimVf` handle.
 #![deny(unsafe_code)]
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::datapath::{RssCache, RxQ, TxQ};
@@ -42,7 +42,8 @@ pub(super) struct DevConfig {
     pub mac: [u8; 6],
 }
 
-/// The simulated device: everything mutable lives here, owned by its thread.
+/// The simulated device: everything mutable lives here, behind a mutex that
+/// its thread takes per loop iteration (and `SimVf::step` in manual mode).
 pub(crate) struct Device {
     pub(super) sh: Arc<Shared>,
     pub(super) cfg: DevConfig,
@@ -72,6 +73,14 @@ pub(super) type Work = usize;
 const MAX_SLEEP: Duration = Duration::from_millis(1);
 /// Spin this long after the last work before sleeping.
 const SPIN: Duration = Duration::from_micros(50);
+/// How long the thread parks at a time in manual mode (it is unparked when
+/// manual mode ends or the VF is dropped; this only bounds a lost wake-up).
+const MANUAL_PARK: Duration = Duration::from_millis(100);
+
+/// Lock the device (a panic in a step on another thread leaves it usable).
+pub(super) fn lock(dev: &Mutex<Device>) -> MutexGuard<'_, Device> {
+    dev.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 impl Device {
     pub(super) fn new(sh: Arc<Shared>, cfg: &SimConfig, wire: WireState) -> Device {
@@ -111,43 +120,73 @@ impl Device {
         d
     }
 
-    /// The thread body.
-    pub(super) fn run(mut self) {
+    /// The thread body. The device is locked for one loop iteration at a time
+    /// (uncontended unless the handle steps it or waits for it), and left alone
+    /// while the VF is in manual mode (`SimVf::set_manual`): then only
+    /// [`step`](Self::step), on the caller's thread, moves it.
+    pub(super) fn run(dev: Arc<Mutex<Device>>) {
+        let sh = lock(&dev).sh.clone();
         // When the device last found nothing to do (None: it is busy).
         let mut idle_since: Option<Instant> = None;
         let mut sleep = Duration::from_micros(20);
-        while !self.sh.stop.load(Ordering::Acquire) {
-            self.sh.iommu.refresh(&mut self.dma);
-            let work = self.poll_once();
-            if self.dirty {
-                self.publish_status();
+        while !sh.stop.load(Ordering::Acquire) {
+            if sh.manual.load(Ordering::Acquire) {
+                // Parked until manual mode ends (set_manual and Drop unpark us).
+                idle_since = None;
+                std::thread::park_timeout(MANUAL_PARK);
+                continue;
             }
-            if work > 0 {
+            let mut d = lock(&dev);
+            // Checked again under the lock: once `set_manual(true)` has taken and
+            // released the lock, no iteration of this thread starts.
+            if sh.manual.load(Ordering::Acquire) {
+                continue;
+            }
+            if d.step() > 0 {
                 idle_since = None;
                 sleep = Duration::from_micros(20);
                 continue;
             }
             if idle_since.get_or_insert_with(Instant::now).elapsed() < SPIN {
+                drop(d);
                 std::hint::spin_loop();
                 continue;
             }
             // Announce the sleep, look once more (a doorbell written before the
             // announcement is seen here; one written after it unparks us).
-            self.sh.regs.waker.sleeping(true);
-            if self.poll_once() == 0 && !self.sh.stop.load(Ordering::Acquire) {
+            sh.regs.waker.sleeping(true);
+            if d.poll_once() == 0 && !sh.stop.load(Ordering::Acquire) {
                 let mut t = sleep;
-                if let Some(deadline) = self.phase_deadline() {
+                if let Some(deadline) = d.phase_deadline() {
                     t = t.min(deadline.saturating_duration_since(Instant::now()));
                 }
+                drop(d);
                 std::thread::park_timeout(t);
                 sleep = (sleep * 2).min(MAX_SLEEP);
             } else {
                 idle_since = None;
             }
-            self.sh.regs.waker.sleeping(false);
+            sh.regs.waker.sleeping(false);
         }
         // Stopped: in-flight frames are gone.
-        self.sh.inbox.clear();
+        sh.inbox.clear();
+    }
+
+    /// One iteration of the device: switch to the current IOMMU table, poll the
+    /// control requests, the admin queue, the Tx and Rx queues and the wire once,
+    /// and publish the status if it changed. Returns the work done (0: idle).
+    pub(super) fn step(&mut self) -> Work {
+        self.sh.iommu.refresh(&mut self.dma);
+        let work = self.poll_once();
+        if self.dirty {
+            self.publish_status();
+        }
+        work
+    }
+
+    /// Bring the device's view of DMA memory up to date (after a map or unmap).
+    pub(super) fn refresh_dma(&mut self) {
+        self.sh.iommu.refresh(&mut self.dma);
     }
 
     fn poll_once(&mut self) -> Work {

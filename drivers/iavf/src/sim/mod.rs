@@ -14,6 +14,9 @@
 //! SimVf::map_dma(&DmaRegion) -> Result<()>         IOMMU: make the region's IOVAs reachable
 //! SimVf::unmap_dma(&DmaRegion) -> Result<()>       ... and unreachable (waits for the device)
 //! SimVf::connect(&a, &b)                           two VFs back to back
+//! SimVf::set_manual(bool), SimVf::is_manual()      park the device thread / let it run again
+//! SimVf::step() -> usize                           one device iteration on the caller's thread
+//!                                                  (work done; manual mode: the only way it moves)
 //! SimVf::wire_channel() -> (Sender<Vec<u8>>, Receiver<Vec<u8>>)
 //!                                                  frames into the VF's receive side / out of its transmit side
 //! SimVf::faults() -> Faults                        fault knobs (resets, silent PF, link, corruption ...)
@@ -68,7 +71,12 @@
 //!   driver programmed, translated with the table `map_dma` fills; an access to an
 //!   unmapped IOVA is a DMA fault: counted, logged, the access dropped.
 //! - **Device thread**: polls the registers and the wire, spins a little when idle
-//!   then sleeps (at most 1 ms; doorbell writes wake it).
+//!   then sleeps (at most 1 ms; doorbell writes wake it). It takes the device's
+//!   mutex for one iteration at a time. In manual mode (`set_manual(true)`) it
+//!   parks, and the device moves only when the handle's owner calls `step()`:
+//!   deterministic, single-threaded runs (a callgrind benchmark, where valgrind
+//!   serializes threads and a polling device thread would starve; tests that
+//!   check what each step moved).
 //!
 //! Fidelity notes and decisions are at the items (`pf.rs`, `datapath.rs`,
 //! `device.rs`) and in docs/DECISIONS.md.
@@ -498,11 +506,13 @@ impl Faults {
             .unwrap_or_else(|e| e.into_inner()) = Some(s);
         self.sh.faults.preset_pending.store(true, Ordering::Release);
         self.sh.regs.waker.wake();
-        // Taken by the device thread before this returns.
+        // Taken by the device thread before this returns (in manual mode: at
+        // the next step).
         let deadline = Instant::now() + Duration::from_secs(2);
         while self.sh.faults.preset_pending.load(Ordering::Acquire)
             && Instant::now() < deadline
             && !self.sh.stop.load(Ordering::Acquire)
+            && !self.sh.manual.load(Ordering::Acquire)
         {
             std::thread::sleep(Duration::from_micros(20));
         }
@@ -650,6 +660,8 @@ pub(crate) struct Shared {
     pub(crate) counters: Counters,
     pub(crate) faults: FaultState,
     pub(crate) stop: AtomicBool,
+    /// Manual mode: the device thread is parked; `SimVf::step` runs the device.
+    pub(crate) manual: AtomicBool,
     /// A new wire for the device thread to take.
     pub(crate) pending_wire: Mutex<Option<WireState>>,
     pub(crate) wire_pending: AtomicBool,
@@ -660,6 +672,9 @@ pub(crate) struct Shared {
 /// device and joins its thread.
 pub struct SimVf {
     sh: Arc<Shared>,
+    /// The device, run by its thread one iteration at a time, or by
+    /// [`SimVf::step`].
+    device: Arc<Mutex<Device>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -725,6 +740,7 @@ impl SimVf {
                 ..FaultState::default()
             },
             stop: AtomicBool::new(false),
+            manual: AtomicBool::new(false),
             pending_wire: Mutex::new(None),
             wire_pending: AtomicBool::new(false),
             status: Mutex::new(SimStatus::default()),
@@ -764,11 +780,12 @@ impl SimVf {
                 }
             }
         };
-        let device = Device::new(sh.clone(), &cfg, wire);
+        let device = Arc::new(Mutex::new(Device::new(sh.clone(), &cfg, wire)));
         sh.iommu.set_live(true);
+        let dev = device.clone();
         let thread = std::thread::Builder::new()
             .name(format!("iavf-sim-{}", cfg.name))
-            .spawn(move || device.run())
+            .spawn(move || Device::run(dev))
             .map_err(|source| Error::Os {
                 op: format!("simulated iavf {}: spawn the device thread", cfg.name),
                 source,
@@ -777,6 +794,7 @@ impl SimVf {
         sh.regs.waker.set_thread(thread.thread().clone());
         let vf = SimVf {
             sh,
+            device,
             thread: Some(thread),
         };
         vf.wait_started();
@@ -856,8 +874,7 @@ impl SimVf {
             },
         });
         // In effect for the device when this returns, as with an IOMMU.
-        self.sh.regs.waker.wake();
-        self.sh.iommu.quiesce();
+        self.sync_dma();
         r
     }
 
@@ -866,8 +883,7 @@ impl SimVf {
     /// may then be dropped. Unmapping a region that is not mapped is an error.
     pub fn unmap_dma(&self, region: &DmaRegion) -> Result<()> {
         let removed = self.sh.iommu.unmap(region);
-        self.sh.regs.waker.wake();
-        self.sh.iommu.quiesce();
+        self.sync_dma();
         if removed == 0 {
             return Err(Error::VfioSetup {
                 object: format!(
@@ -879,6 +895,61 @@ impl SimVf {
             });
         }
         Ok(())
+    }
+
+    /// Make the device use the current IOMMU table before this returns: taking
+    /// the device's lock waits for the iteration in progress (the thread's or a
+    /// [`step`](Self::step)), and the device switches tables here, so this works
+    /// in manual mode too, where the thread does not run.
+    fn sync_dma(&self) {
+        {
+            let mut d = device::lock(&self.device);
+            d.refresh_dma();
+        }
+        // Returns at once now (the table the device uses is the current one).
+        self.sh.iommu.quiesce();
+    }
+
+    /// Manual mode on (`true`) or off. On: the device thread parks, and the
+    /// device moves only when [`step`](Self::step) is called, on the caller's
+    /// thread (a benchmark under valgrind, which runs one thread at a time, or a
+    /// test that wants every frame accounted for at each step). Returns once the
+    /// thread is out of the device (no iteration of it runs after this returns).
+    /// Off: the thread runs the device again.
+    ///
+    /// In manual mode, whatever waits for the device thread waits for a step
+    /// instead: a [`connect`](Self::connect) or [`wire_channel`](Self::wire_channel)
+    /// takes effect at the next step (before it moves frames),
+    /// [`Faults::preset_stats`] too, and a reset's phases advance only at steps
+    /// made after their time has come. Bring a driver's port up (its admin
+    /// queue) before turning manual mode on, or step while it waits.
+    pub fn set_manual(&self, on: bool) {
+        self.sh.manual.store(on, Ordering::SeqCst);
+        if on {
+            // The thread re-checks the flag under the lock: once we have held
+            // the lock, it starts no iteration until manual mode ends.
+            drop(device::lock(&self.device));
+        } else {
+            self.sh.regs.waker.unpark();
+        }
+    }
+
+    /// Whether the VF is in manual mode ([`set_manual`](Self::set_manual)).
+    pub fn is_manual(&self) -> bool {
+        self.sh.manual.load(Ordering::Acquire)
+    }
+
+    /// Run one iteration of the device on the caller's thread: pending control
+    /// requests (a new wire, fault knobs), reset phases, the admin queue, every
+    /// Tx queue up to its tail (frames sent to the wire, RS write-backs), then
+    /// the wire and inbox into the Rx queues (up to 256 frames), and the status.
+    /// Returns the work done (descriptors, frames and events; 0: nothing to do).
+    ///
+    /// Meant for manual mode ([`set_manual`](Self::set_manual)); outside it, a
+    /// step is safe too (it excludes the thread's iteration) but races it for
+    /// the work.
+    pub fn step(&self) -> usize {
+        device::lock(&self.device).step()
     }
 
     /// Connect two simulated VFs back to back: what one transmits, the other
@@ -996,7 +1067,8 @@ fn set_wire(sh: &Arc<Shared>, wire: WireState) {
     sh.regs.waker.wake();
     let deadline = Instant::now() + Duration::from_secs(2);
     while sh.wire_pending.load(Ordering::Acquire) && Instant::now() < deadline {
-        if sh.stop.load(Ordering::Acquire) {
+        if sh.stop.load(Ordering::Acquire) || sh.manual.load(Ordering::Acquire) {
+            // Manual mode: the next step takes it.
             return;
         }
         std::thread::sleep(Duration::from_micros(20));
@@ -1007,6 +1079,7 @@ impl Drop for SimVf {
     fn drop(&mut self) {
         self.sh.stop.store(true, Ordering::Release);
         self.sh.regs.waker.wake();
+        self.sh.regs.waker.unpark();
         if let Some(t) = self.thread.take()
             && t.join().is_err()
         {
@@ -1032,6 +1105,55 @@ mod tests {
         send_sync::<SimVf>();
         send_sync::<SimVfBar>();
         send_sync::<Faults>();
+    }
+
+    #[test]
+    fn manual_mode_runs_the_device_only_in_steps() {
+        let vf = SimVf::new(SimConfig {
+            reset_timing: ResetTiming {
+                impending: Duration::ZERO,
+                in_progress: Duration::from_millis(5),
+                completed: Duration::from_millis(5),
+            },
+            ..SimConfig::default()
+        })
+        .unwrap();
+        vf.set_manual(true);
+        assert!(vf.is_manual());
+        // A control request waits for a step, not for the parked thread.
+        let preset = EthStats {
+            rx_bytes: 1234,
+            ..EthStats::default()
+        };
+        let t = Instant::now();
+        vf.faults().preset_stats(preset);
+        assert!(t.elapsed() < Duration::from_secs(1), "preset_stats waited");
+        vf.faults().reset_vf();
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(vf.stats().eth.rx_bytes, 0, "taken without a step");
+        assert_eq!(vf.stats().resets, 0, "reset without a step");
+        assert_eq!(vf.status().reset_state, spec::vfr::VFACTIVE);
+        // One step: the preset and the start of the reset.
+        assert!(vf.step() >= 2);
+        assert_eq!(vf.stats().resets, 1);
+        assert_eq!(vf.status().reset_state, spec::vfr::INPROGRESS);
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(
+            vf.status().reset_state,
+            spec::vfr::INPROGRESS,
+            "moved on its own"
+        );
+        vf.step();
+        assert_eq!(vf.status().reset_state, spec::vfr::COMPLETED);
+        std::thread::sleep(Duration::from_millis(10));
+        vf.step();
+        assert_eq!(vf.status().reset_state, spec::vfr::VFACTIVE);
+        assert_eq!(vf.step(), 0, "nothing left to do");
+        // The thread takes over again.
+        vf.set_manual(false);
+        assert!(!vf.is_manual());
+        vf.faults().preset_stats(preset);
+        assert_eq!(vf.stats().eth.rx_bytes, 1234, "the thread took the preset");
     }
 
     #[test]

@@ -45,6 +45,14 @@ impl Waker {
         }
     }
 
+    /// Unpark the device thread whether or not it announced a sleep (manual
+    /// mode ending, the VF stopping).
+    pub(crate) fn unpark(&self) {
+        if let Some(t) = self.thread.get() {
+            t.unpark();
+        }
+    }
+
     /// The device thread announces it is about to sleep; it must look for work
     /// once more after this, then park.
     pub(crate) fn sleeping(&self, on: bool) {
