@@ -109,8 +109,16 @@ const KEYS: &[&str] = &[
 ];
 /// Most queues one port takes (DPDK's af_xdp limit is 128; ours is a u16 anyway).
 const MAX_QUEUES: u32 = 128;
-/// Ring sizes when none is asked for (libxdp's and DPDK's default).
-const DEFAULT_DESCS: u16 = 2048;
+/// Receive (and fill) ring size when none is asked for: four times libxdp's
+/// and DPDK's 2048. A poller that loses its CPU for a moment (a process the
+/// scheduler runs there, the hypervisor taking the vCPU) finds on return what
+/// arrived meanwhile; 2048 entries last 2.3 ms at 0.9 Mpps and overflowed on
+/// veth in a VM, 8192 last 9 ms (docs/DECISIONS.md, BENCHMARKS.md §3). The
+/// cost is memory: 8192 more mbufs (16 MiB with 2 KiB elements) per queue.
+const DEFAULT_RX_DESCS: u16 = 8192;
+/// Transmit ring size when none is asked for (libxdp's and DPDK's default): a
+/// full TX ring only delays the sender, nothing is lost.
+const DEFAULT_TX_DESCS: u16 = 2048;
 const MIN_DESCS: u16 = 64;
 const MAX_DESCS: u16 = 32768;
 /// SO_BUSY_POLL value when busy_budget is on (DPDK's).
@@ -468,8 +476,8 @@ impl Port for AfXdpPort {
             name: self.name.clone(),
             max_rx_queues: self.opts.queue_count as u16,
             max_tx_queues: self.opts.queue_count as u16,
-            default_rxd: DEFAULT_DESCS,
-            default_txd: DEFAULT_DESCS,
+            default_rxd: DEFAULT_RX_DESCS,
+            default_txd: DEFAULT_TX_DESCS,
             min_rxd: MIN_DESCS,
             max_rxd: MAX_DESCS,
             min_txd: MIN_DESCS,

@@ -241,6 +241,50 @@ fn skb_mode_receives_but_not_mirred_frames() {
     assert_eq!(pool.in_use(), 0);
 }
 
+/// At the default ring size a receiver that does not poll for a while (its
+/// CPU taken by another process or by the hypervisor) loses nothing of what
+/// arrived meanwhile: 6000 frames are 6.7 ms at 0.9 Mpps, three times what
+/// libxdp's and DPDK's 2048 entries hold.
+#[test]
+fn a_receiver_that_pauses_loses_nothing_at_the_default_ring_size() {
+    let Some(pair) = veth("npxdp9") else { return };
+    let far_index = sys::if_nametoindex(&pair.b).unwrap();
+    let far = sys::PacketSocket::open(far_index).unwrap();
+    let mut p = port(&pair.a, "", 9).unwrap();
+    let info = p.info();
+    let pool = new_pool(
+        "xdp-pause",
+        u32::from(info.default_rxd) + u32::from(info.default_txd) + 1024,
+    );
+    let mut c = conf(&pool, 9);
+    c.nb_rxd = info.default_rxd;
+    c.nb_txd = info.default_txd;
+    p.configure(&c).unwrap();
+    let mut q = p.start().unwrap();
+    const FRAMES: usize = 6000;
+    let frame = testing::test_frame(7, 60);
+    for _ in 0..FRAMES {
+        far.send(&frame).unwrap();
+    }
+    // Only now does the receiver poll.
+    let got = recv_n(&mut *q.rx[0], FRAMES);
+    let xs = p.xstats();
+    let x = |k: &str| xs.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
+    assert_eq!(
+        got.iter().filter(|f| **f == frame).count(),
+        FRAMES,
+        "{} of {FRAMES} frames arrived after the pause (fill ring empty {:?}, rx ring full {:?})",
+        got.len(),
+        x("xsk_rx_fill_ring_empty"),
+        x("xsk_rx_ring_full")
+    );
+    assert_eq!(p.stats().imissed, 0);
+    drop(got);
+    drop(q);
+    drop(p);
+    assert_eq!(pool.in_use(), 0, "every mbuf back in the pool");
+}
+
 /// Frames a raw AF_PACKET socket sends on the far end arrive byte-exact, as
 /// zero-copy mbufs at data_off 384; what the port sends (from its own pool and
 /// from another pool) arrives byte-exact at the far end.
