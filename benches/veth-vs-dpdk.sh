@@ -31,20 +31,28 @@ cleanup() {
 trap cleanup EXIT; trap 'exit 130' INT TERM
 (( $(cat /proc/sys/vm/nr_hugepages) >= 1024 )) || echo 1024 > /proc/sys/vm/nr_hugepages
 
-# CPU ticks (user+nice+system) of all CPUs
-busy_ticks() { awk '/^cpu /{print $2+$3+$4}' /proc/stat; }
-# ticks (utime+stime) of the given pids and all their threads/children + ksoftirqd
+# The measurement window must not start processes: each one preempts a
+# polling receiver for a millisecond or more (its fork, exec and exit run on
+# whichever CPU is free, and both are busy), which overflowed AF_XDP's 2048-entry
+# rings and showed as rx-missed. So the window uses bash builtins only: CPU
+# ticks from /proc with `read`, the clock from EPOCHREALTIME, and naps as a
+# `read -t` on a FIFO nobody writes.
+mkfifo "$OUT/.nap"; exec 9<>"$OUT/.nap"; rm -f "$OUT/.nap"
+nap() { read -r -t "$1" -u 9 _ || true; }
+# BUSY = CPU ticks (user+nice+system) of all CPUs
+busy_ticks() { local _c u n s _r; read -r _c u n s _r < /proc/stat; BUSY=$((u + n + s)); }
+# OWN = ticks (utime+stime) of the given pids (whole processes) + ksoftirqd
 own_ticks() {
-  local t=0 p
-  for p in $(pgrep -x ksoftirqd/0) $(pgrep -x ksoftirqd/1) "$@"; do
-    [[ -r /proc/$p/stat ]] && t=$((t + $(awk '{print $14+$15}' /proc/$p/stat)))
-  done; echo $t
+  local t=0 p f
+  for p in "$@"; do
+    if [[ -r /proc/$p/stat ]] && read -r -a f < "/proc/$p/stat"; then t=$((t + f[13] + f[14])); fi
+  done; OWN=$t
 }
 tree_pids() { local p; for p in "$@"; do echo "$p"; tree_pids $(pgrep -P "$p"); done; }
 quiet_gate() {  # wait until others use < QUIET_PCT % of one CPU over 2 s
   local t0=$SECONDS b0 b1
   while (( SECONDS - t0 < QUIET_WAIT )); do
-    b0=$(busy_ticks); sleep 2; b1=$(busy_ticks)
+    busy_ticks; b0=$BUSY; sleep 2; busy_ticks; b1=$BUSY
     (( (b1 - b0) * 100 / (2 * $(getconf CLK_TCK)) < QUIET_PCT )) && { echo $((SECONDS - t0)); return 0; }
   done; echo "busy"; return 1
 }
@@ -62,7 +70,7 @@ samples() {
 wait_blocks() {  # tool log n pid timeout
   local t0=$SECONDS
   while (( $(blocks "$1" "$2") < $3 )); do
-    kill -0 "$4" 2>/dev/null || return 1; (( SECONDS - t0 > $5 )) && return 2; sleep 0.2
+    kill -0 "$4" 2>/dev/null || return 1; (( SECONDS - t0 > $5 )) && return 2; nap 0.2
   done
 }
 vdev() {  # case iface
@@ -102,15 +110,18 @@ run_one() {  # case tool round [profile]
     fi
   done
   if [[ $RUN_STATUS == ok ]]; then
-    local b0 n0 f0 o0 f1 o1 hz; hz=$(getconf CLK_TCK)
+    local b0 n0 f0 o0 f1 o1 hz own; hz=$(getconf CLK_TCK)
     b0=$(blocks $tool "$base-rx.log")
+    own=$(tree_pids $rxp $txp; pgrep -x ksoftirqd/0; pgrep -x ksoftirqd/1)
     wait_blocks $tool "$base-rx.log" $((b0 + WARM)) $rxp 20
-    f0=$(busy_ticks); o0=$(own_ticks $(tree_pids $rxp $txp)); local t0=$(date +%s.%N)
+    # The window: builtins only (see busy_ticks) until it has ended.
+    busy_ticks; f0=$BUSY; own_ticks $own; o0=$OWN; local t0=$EPOCHREALTIME
     if [[ $prof == 1 ]]; then
       perf record -a -g -e cpu-clock -F 999 -o "$base.perf.data" -- sleep 4 > "$base.perf.log" 2>&1
     fi
+    nap "$MEAS.3"  # the last block is printed about MEAS s after the first
     wait_blocks $tool "$base-rx.log" $((b0 + WARM + MEAS)) $rxp 30 || RUN_STATUS=short
-    f1=$(busy_ticks); o1=$(own_ticks $(tree_pids $rxp $txp)); local t1=$(date +%s.%N)
+    busy_ticks; f1=$BUSY; own_ticks $own; o1=$OWN; local t1=$EPOCHREALTIME
     RUN_FOR=$(awk -v d=$(( (f1-f0)-(o1-o0) )) -v hz=$hz -v t=$(awk -v a=$t0 -v b=$t1 'BEGIN{print b-a}') 'BEGIN{v=100*d/hz/t; if(v<0)v=0; printf "%.0f", v}')
     samples $tool "$base-rx.log" > "$base-rx.samples"; samples $tool "$base-tx.log" > "$base-tx.samples"
     read -r RUN_RX RUN_MISS < <(awk -v a=$((b0+WARM+1)) -v b=$((b0+WARM+MEAS)) 'NR==a-1{m0=$3} NR>=a&&NR<=b{s+=$1;n++;m=$3} END{printf "%.3f %d\n", s/n/1e6, m-m0}' "$base-rx.samples")
