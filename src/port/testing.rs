@@ -70,15 +70,17 @@ pub fn fill(pool: &Mempool, batch: &mut MbufBatch, first: u32, n: usize, len: us
 /// driver and the broken promise.
 pub fn run_conformance(driver: &str, make: &mut MakePort<'_>, delivery: Delivery) {
     let mem = DmaMemory::plain();
+    let mut port = make(0).unwrap_or_else(|e| panic!("{driver}: create: {e}"));
+    // Two queue pairs at the default ring sizes, filled, plus bursts in flight.
+    let info = port.info();
+    let rings = 2 * (u32::from(info.default_rxd) + u32::from(info.default_txd));
     let pool = Mempool::new(
         &mem,
-        &MempoolConfig::new(&format!("conformance-{driver}"), 4096),
+        &MempoolConfig::new(&format!("conformance-{driver}"), rings + 4096),
     )
     .unwrap_or_else(|e| panic!("{driver}: pool: {e}"));
-    {
-        let mut port = make(0).unwrap_or_else(|e| panic!("{driver}: create: {e}"));
-        limits_and_lifecycle(driver, port.as_mut(), &pool);
-    }
+    limits_and_lifecycle(driver, port.as_mut(), &pool);
+    drop(port);
     {
         let mut port = make(1).unwrap_or_else(|e| panic!("{driver}: create: {e}"));
         bursts_and_stats(driver, port.as_mut(), &pool, delivery);

@@ -247,7 +247,7 @@ fn skb_mode_receives_but_not_mirred_frames() {
 /// libxdp's and DPDK's 2048 entries hold.
 #[test]
 fn a_receiver_that_pauses_loses_nothing_at_the_default_ring_size() {
-    let Some(pair) = veth("npxdp9") else { return };
+    let Some(pair) = veth("npxdpd") else { return };
     let far_index = sys::if_nametoindex(&pair.b).unwrap();
     let far = sys::PacketSocket::open(far_index).unwrap();
     let mut p = port(&pair.a, "", 9).unwrap();
