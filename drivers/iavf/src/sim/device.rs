@@ -473,6 +473,11 @@ impl Device {
     /// A message from the PF to the VF: into the next ARQ buffer the driver
     /// posted. Lost if the PF is silent, the ARQ is disabled or full.
     pub(super) fn send_to_vf(&mut self, v_op: u32, status: i32, payload: &[u8]) {
+        // Whoever reads the message may look at `SimVf::status()` next: make it
+        // show what the PF did before the message is posted.
+        if self.dirty {
+            self.publish_status();
+        }
         let faults: &FaultState = &self.sh.faults;
         if faults.pf_silent.load(Ordering::Acquire) {
             self.sh.counters.arq_lost.inc();
