@@ -624,6 +624,47 @@ impl MbufBatch {
     pub(crate) fn commit_back(&mut self, n: usize) {
         self.end += n;
     }
+
+    /// Driver fast path (a PMD's receive loop): `n` spare slots at the back
+    /// (`n <= spare()`, else a panic), for the driver to write raw element
+    /// pointers into; [`commit_raw`](Self::commit_raw) then appends the first
+    /// `k` of them. A receive loop fills the batch without a `push` per packet.
+    #[inline(always)]
+    pub fn spare_raw(&mut self, n: usize) -> &mut [usize] {
+        assert!(
+            n <= self.spare(),
+            "spare_raw({n}) with {} spare",
+            self.spare()
+        );
+        self.raw_spare(n)
+    }
+
+    /// Append the first `n` pointers written into the slice of the last
+    /// [`spare_raw`](Self::spare_raw) call.
+    ///
+    /// # Safety
+    /// `n` is at most that slice's length, no other method of the batch was
+    /// called since, and each of the `n` pointers is an mbuf element the caller
+    /// owned (from [`Mbuf::into_raw`], [`Mempool::alloc_raw`](crate::Mempool::alloc_raw)
+    /// or [`take_front_raw`](Self::take_front_raw)): ownership moves to the batch.
+    #[inline(always)]
+    pub unsafe fn commit_raw(&mut self, n: usize) {
+        debug_assert!(n <= self.spare() && self.end + n <= MAX_BURST);
+        self.commit_back(n);
+    }
+
+    /// Driver fast path (a PMD's transmit loop): the first `n` packets (`n <=
+    /// len()`, else a panic) leave the batch as raw element pointers, owned by
+    /// the caller from now on, as [`Mbuf::into_raw`] does for one: give each
+    /// back with [`Mbuf::from_raw`] (or hand it to a device and do so later),
+    /// or it leaks.
+    #[inline(always)]
+    pub fn take_front_raw(&mut self, n: usize) -> &[usize] {
+        assert!(n <= self.len(), "take_front_raw({n}) of {}", self.len());
+        let s = self.start;
+        self.forget_front(n);
+        &self.slots[s..s + n]
+    }
 }
 
 /// Return raw element pointers to their pools, one bulk put per run of the same

@@ -278,3 +278,50 @@ fn pa_mode_keeps_every_element_inside_one_page() {
     assert_eq!(m.buf_iova(), r.iova(off));
     assert_ne!(m.buf_iova(), m.buf_addr() as u64, "PA is not the VA");
 }
+
+#[test]
+fn raw_batch_transfers_keep_ownership_and_order() {
+    let (_m, p) = pool(64, 0);
+    let mut a = MbufBatch::with_burst(8);
+    for i in 0..6u8 {
+        let mut m = p.alloc().unwrap();
+        assert!(m.set_len(1));
+        m.data_mut()[0] = i;
+        a.push(m).unwrap();
+    }
+    // Two leave `a` as raw pointers (a transmit path) ...
+    let taken: Vec<usize> = a.take_front_raw(2).to_vec();
+    assert_eq!(a.len(), 4);
+    assert_eq!(a.as_slice()[0].data(), &[2]);
+    assert_eq!(p.in_use(), 6, "taken, not freed");
+    // ... and enter `b` through its spare slots (a receive path).
+    let mut b = MbufBatch::with_burst(4);
+    b.push(p.alloc().unwrap()).unwrap();
+    let spare = b.spare_raw(3);
+    assert_eq!(spare.len(), 3);
+    spare[..2].copy_from_slice(&taken);
+    // SAFETY: the two pointers came from `take_front_raw`: ours to hand over.
+    unsafe { b.commit_raw(2) };
+    assert_eq!(b.len(), 3);
+    assert_eq!(
+        (b.as_slice()[1].data(), b.as_slice()[2].data()),
+        (&[0u8][..], &[1u8][..])
+    );
+    // Everything of `a` can leave, which empties it.
+    let rest: Vec<usize> = a.take_front_raw(4).to_vec();
+    assert!(a.is_empty());
+    b.clear();
+    assert_eq!(p.in_use(), 4, "the four taken from `a` are the caller's");
+    for r in rest {
+        // SAFETY: taken from `a` above and not used since.
+        drop(unsafe { Mbuf::from_raw(std::ptr::NonNull::new(r as *mut MbufHeader).unwrap()) });
+    }
+    assert_eq!(p.in_use(), 0);
+}
+
+#[test]
+#[should_panic(expected = "spare_raw")]
+fn spare_raw_refuses_more_than_the_burst() {
+    let mut b = MbufBatch::with_burst(4);
+    let _ = b.spare_raw(5);
+}
