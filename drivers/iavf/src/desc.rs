@@ -146,6 +146,14 @@ impl RxDesc {
         self.status() & rx_status::DD != 0
     }
 
+    /// The common case in one test: written back (DD), the whole frame in this
+    /// descriptor (EOF) and no error bit at all (not even a checksum error).
+    #[inline(always)]
+    pub fn is_clean_eop(&self) -> bool {
+        const MASK: u64 = (rx_status::DD | rx_status::EOF) as u64 | (0xFF << RX_ERROR_SHIFT);
+        self.q1() & MASK == (rx_status::DD | rx_status::EOF) as u64
+    }
+
     /// Last descriptor of its packet.
     #[inline(always)]
     pub fn is_eop(&self) -> bool {
@@ -168,6 +176,15 @@ impl RxDesc {
     #[inline(always)]
     pub fn pkt_len(&self) -> u16 {
         ((self.q1() >> RX_PLEN_SHIFT) & RX_PLEN_MASK) as u16
+    }
+
+    /// The packet length field together with the header-split fields above
+    /// it (HLEN, SPH; zero without header split): equal to
+    /// [`pkt_len`](Self::pkt_len) when those are zero, larger otherwise. A
+    /// range check on it checks both at once (the receive fast path).
+    #[inline(always)]
+    pub fn pkt_len_unsplit(&self) -> u64 {
+        self.q1() >> RX_PLEN_SHIFT
     }
 
     /// Bytes written to the header buffer (header split only).
@@ -253,6 +270,15 @@ impl TxDesc {
         TxDesc {
             addr: addr.to_le(),
             cmd_type_offset_bsz: qw1.to_le(),
+        }
+    }
+
+    /// The same descriptor with RS (report status) set.
+    #[inline(always)]
+    pub fn with_rs(self) -> TxDesc {
+        TxDesc {
+            addr: self.addr,
+            cmd_type_offset_bsz: (self.qw1() | ((tx_cmd::RS as u64) << TX_CMD_SHIFT)).to_le(),
         }
     }
 
@@ -376,6 +402,15 @@ mod tests {
             qw3: 0,
         };
         assert_eq!((raw.ptype(), raw.hdr_len(), raw.sph()), (0x5A, 7, true));
+        assert_eq!(d.pkt_len_unsplit(), 1514, "no split bits: the length");
+        assert!(
+            raw.pkt_len_unsplit() > 0x3FFF,
+            "split bits: out of any range"
+        );
+        assert!(d.is_clean_eop() && !bad.is_clean_eop());
+        let csum = RxDesc::writeback(64, rx_status::DD | rx_status::EOF, rx_error::L4E, 0);
+        assert!(!csum.is_clean_eop(), "any error bit leaves the fast path");
+        assert!(!RxDesc::writeback(64, rx_status::EOF, 0, 0).is_clean_eop());
         assert_eq!(RxDesc::from_bytes(&d.to_bytes()), d);
         assert_eq!(
             &d.to_bytes()[4..8],
@@ -397,6 +432,8 @@ mod tests {
         assert_eq!(rs.buf_size(), 1514);
         assert!(!rs.is_done());
         assert!(TxDesc::done().is_done());
+        let with = TxDesc::packet(0x1000, 1514, false).with_rs();
+        assert_eq!(with, rs, "with_rs sets RS and nothing else");
         assert_eq!(TxDesc::from_bytes(&rs.to_bytes()), rs);
         assert_eq!(&rs.to_bytes()[0..8], &0x1000u64.to_le_bytes());
     }

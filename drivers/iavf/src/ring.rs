@@ -8,11 +8,19 @@
 //! - [`MbufSlots`]: which mbuf each descriptor slot holds while the device owns
 //!   it, as raw element pointers (an mbuf handed to a device is not a Rust
 //!   value: `Mbuf::into_raw` on the way in, `Mbuf::from_raw` on the way out).
+//!   It also holds the data path's inner loops ([`MbufSlots::refill_rx`],
+//!   [`MbufSlots::rx_clean`], [`MbufSlots::tx_fill`], [`MbufSlots::free_range`]):
+//!   they walk descriptors, slots and the caller's batch with raw pointers,
+//!   one bounds check per burst instead of three per packet, and move mbufs
+//!   in and out of batches in bulk (`MbufBatch::spare_raw` / `take_front_raw`).
+//!   The queue modules decide what is valid and what to count; these loops
+//!   only move buffers.
 //!
 //! Ordering. Descriptor reads load the word the device sets last (receive:
 //! qword 1 with DD; admin queue: flags) first, then the rest after an acquire
-//! fence, so a descriptor seen done is seen whole. Writes store the whole
-//! descriptor; the tail doorbell that publishes it goes through
+//! fence, so a descriptor seen done is seen whole (the receive path reads only
+//! qwords 1 and 0). Writes store the whole descriptor (receive refills: the
+//! two qwords of the read format); the tail doorbell that publishes it goes through
 //! [`Bar::write32`](nicpoll::bar::Bar::write32), which orders it after earlier
 //! memory writes (a release fence), as DPDK's `rte_write32` does.
 
@@ -21,7 +29,7 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{Ordering, fence};
 
-use nicpoll::mbuf::MbufHeader;
+use nicpoll::mbuf::{MbufBatch, MbufHeader};
 use nicpoll::memory::DmaRegion;
 use nicpoll::{Mbuf, Mempool};
 
@@ -196,11 +204,9 @@ impl<D: DmaDesc> DescRing<D> {
 
     #[inline(always)]
     fn slot(&self, i: u16) -> *mut D {
-        assert!(
-            i < self.len,
-            "descriptor index {i} outside a ring of {}",
-            self.len
-        );
+        if i >= self.len {
+            outside(i, self.len);
+        }
         // SAFETY: `i < len` and `new` checked that `len` descriptors fit the
         // region from `base`.
         unsafe { self.base.as_ptr().add(i as usize) }
@@ -231,6 +237,143 @@ impl<D: DmaDesc> DescRing<D> {
             self.write(i, D::default());
         }
     }
+}
+
+impl DescRing<RxDesc> {
+    /// Read the write-back words of receive descriptor `i` that the driver
+    /// uses, qword 1 (status, error, length) first and qword 0 (RSS hash,
+    /// L2TAG1) after an acquire fence; qwords 2-3 (extended status, flexible
+    /// data) are not read and come back zero. Cheaper than [`read`](Self::read)
+    /// on the receive path.
+    #[inline(always)]
+    pub fn read_wb(&self, i: u16) -> RxDesc {
+        let p = self.slot(i);
+        // SAFETY: as in `read`: `slot` is in bounds, the region mapped and the
+        // descriptor aligned.
+        unsafe { rx_wb(p) }
+    }
+
+    /// Whether the device has written receive descriptor `i` back (DD): one
+    /// load of its status word.
+    #[inline(always)]
+    pub fn is_done(&self, i: u16) -> bool {
+        let p = self.slot(i);
+        // SAFETY: as in `read`.
+        let qw1 = unsafe { std::ptr::addr_of!((*p).qw1).read_volatile() };
+        RxDesc {
+            qw0: 0,
+            qw1,
+            qw2: 0,
+            qw3: 0,
+        }
+        .is_done()
+    }
+
+    /// Hand buffer `iova` to the device in descriptor `i` (read format: packet
+    /// buffer address, header buffer address 0, which also clears DD). Qwords
+    /// 2-3 are reserved in the read format and left as they are, as DPDK and
+    /// Linux do.
+    #[inline(always)]
+    pub fn arm(&mut self, i: u16, iova: u64) {
+        let p = self.slot(i);
+        // SAFETY: as in `write`.
+        unsafe { rx_arm(p, iova) }
+    }
+}
+
+/// # Safety
+/// `p` must be valid for reads of an `RxDesc` and aligned.
+#[inline(always)]
+unsafe fn rx_wb(p: *const RxDesc) -> RxDesc {
+    // SAFETY: the caller's guarantee; status word first, as in `RxDesc::load`.
+    unsafe {
+        let qw1 = std::ptr::addr_of!((*p).qw1).read_volatile();
+        fence(Ordering::Acquire);
+        RxDesc {
+            qw0: std::ptr::addr_of!((*p).qw0).read_volatile(),
+            qw1,
+            qw2: 0,
+            qw3: 0,
+        }
+    }
+}
+
+/// Free an mbuf off the fast path (a call the hot loops keep out of line).
+#[cold]
+#[inline(never)]
+pub fn discard(m: Mbuf) {
+    drop(m);
+}
+
+/// # Safety
+/// `p` must be valid for writes of a `TxDesc` and aligned.
+#[inline(always)]
+unsafe fn tx_put(p: *mut TxDesc, d: TxDesc) {
+    // SAFETY: the caller's guarantee.
+    unsafe {
+        std::ptr::addr_of_mut!((*p).addr).write_volatile(d.addr);
+        std::ptr::addr_of_mut!((*p).cmd_type_offset_bsz).write_volatile(d.cmd_type_offset_bsz);
+    }
+}
+
+/// # Safety
+/// `p` must be valid for writes of an `RxDesc` and aligned.
+#[inline(always)]
+unsafe fn rx_arm(p: *mut RxDesc, iova: u64) {
+    let d = RxDesc::read_format(iova);
+    // SAFETY: the caller's guarantee.
+    unsafe {
+        std::ptr::addr_of_mut!((*p).qw0).write_volatile(d.qw0);
+        std::ptr::addr_of_mut!((*p).qw1).write_volatile(d.qw1);
+    }
+}
+
+impl DescRing<TxDesc> {
+    /// Write transmit descriptor `i` as two volatile qword stores (a whole
+    /// 16-byte volatile store goes through the stack).
+    #[inline(always)]
+    pub fn put(&mut self, i: u16, d: TxDesc) {
+        let p = self.slot(i);
+        // SAFETY: as in `write`.
+        unsafe { tx_put(p, d) }
+    }
+
+    /// Set RS on descriptor `i`, written by the driver and not yet handed to
+    /// the device (its tail has not passed it).
+    #[inline(always)]
+    pub fn set_rs(&mut self, i: u16) {
+        let p = self.slot(i);
+        // SAFETY: as in `read` and `write`; the device does not own it yet.
+        unsafe {
+            let d = TxDesc {
+                addr: std::ptr::addr_of!((*p).addr).read_volatile(),
+                cmd_type_offset_bsz: std::ptr::addr_of!((*p).cmd_type_offset_bsz).read_volatile(),
+            };
+            tx_put(p, d.with_rs());
+        }
+    }
+
+    /// Read the status qword (DTYPE, written back as DESC_DONE) of descriptor `i`.
+    #[inline(always)]
+    pub fn read_status(&self, i: u16) -> TxDesc {
+        let p = self.slot(i);
+        // SAFETY: as in `read`.
+        let qw1 = unsafe { std::ptr::addr_of!((*p).cmd_type_offset_bsz).read_volatile() };
+        fence(Ordering::Acquire);
+        TxDesc {
+            addr: 0,
+            cmd_type_offset_bsz: qw1,
+        }
+    }
+}
+
+/// The panic of an index outside a ring, out of line (the check inline costs
+/// a compare and a branch, and keeps no register for the message).
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn outside(i: u16, len: u16) -> ! {
+    panic!("descriptor index {i} outside a ring of {len}")
 }
 
 /// A byte buffer in DMA memory (an admin-queue message buffer).
@@ -381,6 +524,229 @@ impl MbufSlots {
         }
         self.slots[i] = m.into_raw().as_ptr() as usize;
         Ok(())
+    }
+
+    /// Receive-ring refill: fill the `count` empty slots from `start` (no
+    /// wrap) with fresh buffers from `pool` in one bulk get, let `prep` set up
+    /// each one's header (the receive path then writes only what the device
+    /// reports), and hand each to the device in the descriptor of the same
+    /// index of `ring` (read format, at the element's fixed data offset, see
+    /// [`rx_iova`](Self::rx_iova)). False, and nothing taken or written, if
+    /// the pool is short.
+    #[inline]
+    pub fn refill_rx(
+        &mut self,
+        ring: &mut DescRing<RxDesc>,
+        pool: &Mempool,
+        start: usize,
+        count: usize,
+        mut prep: impl FnMut(&mut Mbuf),
+    ) -> bool {
+        let end = start + count;
+        assert!(
+            end <= self.slots.len() && end <= ring.len as usize,
+            "refill of [{start}, {end}) outside the ring"
+        );
+        let s = &mut self.slots[start..end];
+        debug_assert!(s.iter().all(|&p| p == 0), "refilling a held slot");
+        // SAFETY: the elements become owned by this table, which gives each
+        // back exactly once (take, free or drop).
+        if !unsafe { pool.alloc_raw(s) } {
+            return false;
+        }
+        // SAFETY: `start < end <= ring.len`.
+        let base = unsafe { ring.base.as_ptr().add(start) };
+        for (k, &p) in s.iter().enumerate() {
+            // SAFETY: `p` is an element the pool just handed out (not null),
+            // owned by this table; the temporary Mbuf is never dropped. The
+            // descriptor `start + k < end <= ring.len` was checked above.
+            unsafe {
+                let mut m = std::mem::ManuallyDrop::new(Mbuf::from_raw(NonNull::new_unchecked(
+                    p as *mut MbufHeader,
+                )));
+                let iova = m.buf_iova() + m.default_headroom() as u64;
+                prep(&mut m);
+                rx_arm(base.add(k), iova);
+            }
+        }
+        true
+    }
+
+    /// The receive fast loop: from descriptor `start`, at most `max`
+    /// descriptors (no wrap), while each is a clean whole frame
+    /// ([`RxDesc::is_clean_eop`]) of a length in `lo..=lo + span`, set the
+    /// length and RSS hash of its slot's mbuf (the rest of the header was
+    /// prepared at refill, see [`refill_rx`](Self::refill_rx)) and move it to
+    /// `out`'s spare slots (`out` must have room for `max`). Stops at the first
+    /// descriptor not written back, or at one that is not such a frame (or
+    /// whose slot holds no mbuf), leaving it for the caller's slow path.
+    /// Returns (descriptors taken = mbufs delivered, their bytes, whether it
+    /// stopped at a written-back descriptor it left).
+    #[inline(always)]
+    pub fn rx_clean(
+        &mut self,
+        ring: &DescRing<RxDesc>,
+        start: usize,
+        max: usize,
+        lo: usize,
+        span: usize,
+        out: &mut MbufBatch,
+    ) -> (usize, u64, bool) {
+        let end = start + max;
+        assert!(
+            end <= self.slots.len() && end <= ring.len as usize,
+            "receive scan of [{start}, {end}) outside the ring"
+        );
+        let slots = self.slots[start..end].as_mut_ptr();
+        let dst = out.spare_raw(max).as_mut_ptr();
+        // SAFETY: `start <= end <= ring.len`.
+        let base = unsafe { ring.base.as_ptr().add(start) };
+        let mut k = 0;
+        let mut bytes = 0u64;
+        let unusual = loop {
+            if k == max {
+                break false;
+            }
+            // SAFETY: `k < max`: descriptor `start + k < end <= ring.len` is
+            // in bounds, mapped, aligned; so is slot `start + k`, and spare
+            // slot `k` of `out` (`max` long).
+            unsafe {
+                let d = rx_wb(base.add(k));
+                if !d.is_clean_eop() {
+                    break d.is_done();
+                }
+                // In range, and no header-split bits set.
+                let len = d.pkt_len_unsplit() as usize;
+                if len.wrapping_sub(lo) > span {
+                    break true;
+                }
+                let raw = *slots.add(k);
+                let Some(h) = NonNull::new(raw as *mut MbufHeader) else {
+                    break true;
+                };
+                // A non-zero slot is an element this table owns; the temporary
+                // Mbuf is not dropped: the element stays in the slot or moves
+                // to `out` below.
+                let mut m = std::mem::ManuallyDrop::new(Mbuf::from_raw(h));
+                if !m.set_len(len) {
+                    break true;
+                }
+                if let Some(hash) = d.rss_hash() {
+                    m.set_rss_hash(hash);
+                    // The flags were cleared at refill.
+                    m.set_ol_flags(nicpoll::mbuf::flags::RX_RSS_HASH);
+                }
+                *slots.add(k) = 0;
+                dst.add(k).write(raw);
+                bytes += len as u64;
+            }
+            k += 1;
+        };
+        // SAFETY: the first `k` spare slots hold the elements taken from the
+        // slots, which this table owned and no longer holds.
+        unsafe { out.commit_raw(k) };
+        (k, bytes, unusual)
+    }
+
+    /// The transmit fast loop: take up to `max` mbufs from the front of
+    /// `pkts` (descriptors `[start, start + max)` free, no wrap) and hand each
+    /// to the device: its descriptor and length from `describe` (None: it
+    /// cannot be sent; it is freed) at the next index, the mbuf in that slot.
+    /// Returns (descriptors written, mbufs taken from `pkts`, bytes written).
+    #[inline(always)]
+    pub fn tx_fill(
+        &mut self,
+        ring: &mut DescRing<TxDesc>,
+        start: usize,
+        max: usize,
+        pkts: &mut MbufBatch,
+        describe: impl Fn(&Mbuf) -> Option<(TxDesc, u16)>,
+    ) -> (usize, usize, u64) {
+        let end = start + max;
+        assert!(
+            end <= self.slots.len() && end <= ring.len as usize,
+            "transmit of [{start}, {end}) outside the ring"
+        );
+        let taken = pkts.take_front_raw(max.min(pkts.len()));
+        let count = taken.len();
+        let src = taken.as_ptr();
+        // Packet `j` goes to descriptor and slot `start + j - refused`: in a
+        // run without a refused packet both move with `j`, so the run loop
+        // uses one index on bases shifted back by `refused` (only ever indexed
+        // at `j >= refused`, i.e. at or after `start`).
+        let desc0 = ring.base.as_ptr().wrapping_add(start);
+        let slot0 = self.slots.as_mut_ptr().wrapping_add(start);
+        let (mut j, mut refused, mut bytes) = (0usize, 0usize, 0u64);
+        while j < count {
+            let dbase = desc0.wrapping_sub(refused);
+            let sbase = slot0.wrapping_sub(refused);
+            // The run: no call, nothing dropped.
+            while j < count {
+                // SAFETY: `j < count`: `taken` holds `count` elements, which
+                // `take_front_raw` gave us; the temporary Mbuf is not dropped
+                // (it moves to the slot below).
+                let p = unsafe { *src.add(j) };
+                let m = std::mem::ManuallyDrop::new(unsafe {
+                    Mbuf::from_raw(NonNull::new_unchecked(p as *mut MbufHeader))
+                });
+                let Some((d, len)) = describe(&m) else { break };
+                // SAFETY: `dbase + j` and `sbase + j` are descriptor and slot
+                // `start + j - refused` with `j - refused < count <= max`, so
+                // below `end <= ring.len`: in bounds (the descriptor mapped,
+                // aligned, and not read by the device before the tail moves).
+                unsafe {
+                    tx_put(dbase.wrapping_add(j), d);
+                    let slot = sbase.wrapping_add(j);
+                    // An empty slot by the caller's accounting; were it not,
+                    // its mbuf would leak (never be freed twice).
+                    debug_assert_eq!(*slot, 0, "transmit slot still held");
+                    *slot = p;
+                }
+                bytes += len as u64;
+                j += 1;
+            }
+            if j < count {
+                // SAFETY: as above; this one is not sent: ours to free.
+                discard(unsafe {
+                    Mbuf::from_raw(NonNull::new_unchecked(*src.add(j) as *mut MbufHeader))
+                });
+                refused += 1;
+                j += 1;
+            }
+        }
+        let used = count - refused;
+        (used, count, bytes)
+    }
+
+    /// Transmit-ring cleanup: take the mbufs of slots `[start, start + count)`
+    /// (the device is done with them) and give them back to their pools in
+    /// bulk, through `scratch` (emptied; at least `count` spare). Returns how
+    /// many slots held one.
+    #[inline]
+    pub fn free_range(&mut self, start: usize, count: usize, scratch: &mut MbufBatch) -> usize {
+        let s = &mut self.slots[start..start + count];
+        let dst = scratch.spare_raw(count);
+        let mut n = 0;
+        for (&p, d) in s.iter().zip(dst.iter_mut()) {
+            *d = p;
+        }
+        if s.iter().all(|&p| p != 0) {
+            n = count;
+        } else {
+            // Some slot held nothing (never in a completed group): compact.
+            for &p in s.iter() {
+                if p != 0 {
+                    dst[n] = p;
+                    n += 1;
+                }
+            }
+        }
+        s.fill(0);
+        // SAFETY: the first `n` spare slots hold the non-zero slots' elements,
+        // which this table owned and no longer holds.
+        unsafe { scratch.commit_raw(n) };
+        scratch.clear();
+        n
     }
 
     /// Move every held mbuf to the front slots, keeping their order; returns

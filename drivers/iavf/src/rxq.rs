@@ -14,6 +14,15 @@
 //! fit one buffer; everything up to its EOP is dropped too), with a fatal error
 //! bit, or with a length outside the buffer is counted in `rx_errors` /
 //! `bad_desc` and its mbuf freed.
+//!
+//! Fast path. A refill prepares each buffer's header (data offset, no flags,
+//! port, queue) when it posts it, while the header is being read for the
+//! buffer's address anyway; a burst then runs the common case — written back,
+//! one whole frame, no error bit at all, a length in range — in one tight loop
+//! ([`MbufSlots::rx_clean`]) that sets only the length and the RSS hash.
+//! Anything else (a ring wrap, a chained frame, an error or checksum bit, a
+//! bad length) stops that loop and goes one descriptor at a time through the
+//! cold path. An idle queue costs one status read.
 #![deny(unsafe_code)]
 
 use std::sync::Arc;
@@ -21,7 +30,7 @@ use std::sync::Arc;
 use nicpoll::bar::Bar;
 use nicpoll::mbuf::{MbufBatch, flags};
 use nicpoll::port::counters::QueueCountersRef;
-use nicpoll::{Mempool, RxQueue};
+use nicpoll::{Mbuf, Mempool, RxQueue};
 
 use crate::desc::{RxDesc, rx_error, rx_status};
 use crate::regs;
@@ -128,14 +137,26 @@ impl<B: Bar> IavfRxQueue<B> {
         let start = self.wrap(self.next + self.n - hold);
         let first = hold.min(self.n - start);
         let slots = self.slots.as_mut().expect("slots live until drop");
-        if !slots.fill(&self.pool, start as usize, first as usize) {
+        let (port, queue) = (self.port_id, self.queue_id);
+        // What the receive path does not write: the data offset, no flags, no
+        // VLAN tag, no packet type (`reset`), the port and queue.
+        let prep = |m: &mut Mbuf| {
+            m.reset();
+            m.set_port(port);
+            m.set_queue(queue);
+        };
+        if !slots.refill_rx(
+            &mut self.ring,
+            &self.pool,
+            start as usize,
+            first as usize,
+            prep,
+        ) {
             self.counters.rx_nombuf.add(hold as u64);
             return false;
         }
-        self.arm(start, first);
         let rest = hold - first;
-        let slots = self.slots.as_mut().expect("slots live until drop");
-        if rest > 0 && !slots.fill(&self.pool, 0, rest as usize) {
+        if rest > 0 && !slots.refill_rx(&mut self.ring, &self.pool, 0, rest as usize, prep) {
             // Only the run up to the end of the ring was refilled; the empty
             // slots [0, rest) are still just behind `next`.
             self.nb_hold = rest;
@@ -143,9 +164,6 @@ impl<B: Bar> IavfRxQueue<B> {
             self.bar.write32(self.tail_reg, self.tail as u32);
             self.counters.rx_nombuf.add(rest as u64);
             return false;
-        }
-        if rest > 0 {
-            self.arm(0, rest);
         }
         self.nb_hold = 0;
         self.tail = self.wrap(self.next + self.n - 1);
@@ -155,11 +173,10 @@ impl<B: Bar> IavfRxQueue<B> {
     }
 
     /// Write read-format descriptors for `count` filled slots from `start`.
-    #[inline]
     fn arm(&mut self, start: u16, count: u16) {
         for i in start..start + count {
             let iova = self.slots.as_ref().expect("live").rx_iova(i as usize);
-            self.ring.write(i, RxDesc::read_format(iova));
+            self.ring.arm(i, iova);
         }
     }
 
@@ -188,73 +205,38 @@ impl<B: Bar> IavfRxQueue<B> {
         self.extra.rearms.add(1);
     }
 
-    /// The receive loop proper.
-    #[inline]
+    /// The receive loop proper: a run of clean whole frames in the fast loop
+    /// ([`MbufSlots::rx_clean`]); a ring wrap or anything else goes on in
+    /// [`receive_rest`](Self::receive_rest).
+    #[inline(never)]
     fn receive(&mut self, out: &mut MbufBatch) -> usize {
-        let spare = out.spare();
         let avail = self.wrap(self.tail + self.n - self.next) as usize;
-        let max = spare.min(avail);
-        let (mut got, mut bytes, mut bad) = (0usize, 0u64, 0u64);
-        let mut scanned = 0;
-        while scanned < max {
-            let i = self.next;
-            let d = self.ring.read(i);
-            if !d.is_done() {
-                break;
-            }
-            scanned += 1;
-            self.next = self.wrap(i + 1);
-            self.nb_hold += 1;
-            let Some(mut m) = self.slots().take(i as usize) else {
-                bad += 1;
-                continue;
-            };
-            let len = d.pkt_len() as usize;
-            let errors = d.errors();
-            if self.discarding || !d.is_eop() || errors & rx_error::FATAL != 0 {
-                // A chained frame's fragments, or a frame the device flagged:
-                // counted once per descriptor, mbuf freed.
-                self.discarding = !d.is_eop();
-                bad += 1;
-                drop(m);
-                continue;
-            }
-            if !(MIN_FRAME..=self.buf_len as usize).contains(&len) {
-                bad += 1;
-                drop(m);
-                continue;
-            }
-            m.reset();
-            if !m.set_len(len) {
-                bad += 1;
-                drop(m);
-                continue;
-            }
-            m.set_port(self.port_id);
-            m.set_queue(self.queue_id);
-            if let Some(h) = d.rss_hash() {
-                m.set_rss_hash(h);
-            }
-            if d.status() & rx_status::L3L4P != 0 && errors & (rx_error::IPE | rx_error::L4E) != 0 {
-                let mut f = m.ol_flags();
-                if errors & rx_error::IPE != 0 {
-                    f |= flags::RX_IP_CKSUM_BAD;
-                }
-                if errors & rx_error::L4E != 0 {
-                    f |= flags::RX_L4_CKSUM_BAD;
-                }
-                m.set_ol_flags(f);
-            }
-            bytes += len as u64;
-            got += 1;
-            if let Err(m) = out.push(m) {
-                // Cannot happen (max <= spare); never lose a packet silently.
-                drop(m);
-                bad += 1;
-                got -= 1;
-                bytes -= len as u64;
-            }
+        let max = out.spare().min(avail);
+        let n = self.n as usize;
+        // Valid lengths are MIN_FRAME..=buf_len: one unsigned compare.
+        let span = (self.buf_len as usize).wrapping_sub(MIN_FRAME);
+        let i = self.next as usize;
+        let chunk = max.min(n - i);
+        let slots = self.slots.as_mut().expect("slots live until drop");
+        let (k, mut bytes, unusual) = if self.discarding {
+            (0, 0, true)
+        } else {
+            slots.rx_clean(&self.ring, i, chunk, MIN_FRAME, span, out)
+        };
+        let (mut scanned, mut got) = (k, k);
+        let mut i = i + k;
+        if i == n {
+            i = 0;
         }
+        if unusual || (k == chunk && max > chunk) {
+            let (s, g, b) = self.receive_rest(out, i, max - k, span);
+            scanned += s;
+            got += g;
+            bytes += b;
+            i = self.next as usize;
+        }
+        self.next = i as u16;
+        self.nb_hold += scanned as u16;
         if self.nb_hold >= self.free_thresh {
             self.refill();
         }
@@ -262,26 +244,156 @@ impl<B: Bar> IavfRxQueue<B> {
             self.counters.rx_packets.add(got as u64);
             self.counters.rx_bytes.add(bytes);
         }
+        let bad = (scanned - got) as u64;
         if bad > 0 {
             self.counters.rx_errors.add(bad);
             self.extra.bad_desc.add(bad);
         }
         got
     }
+
+    /// The rest of a burst from descriptor `i` (at most `left` descriptors)
+    /// after a ring wrap or a descriptor off the fast path: runs of clean
+    /// frames in the fast loop, anything else one descriptor at a time in
+    /// [`unusual`](Self::unusual). Leaves `next` after what it took; returns
+    /// (descriptors taken, mbufs delivered, their bytes).
+    #[cold]
+    #[inline(never)]
+    fn receive_rest(
+        &mut self,
+        out: &mut MbufBatch,
+        mut i: usize,
+        mut left: usize,
+        span: usize,
+    ) -> (usize, usize, u64) {
+        let n = self.n as usize;
+        let slots = self.slots.as_mut().expect("slots live until drop");
+        let (mut scanned, mut got, mut bytes) = (0usize, 0usize, 0u64);
+        while left > 0 {
+            let chunk = left.min(n - i);
+            let (k, b, unusual) = if self.discarding {
+                (0, 0, true)
+            } else {
+                slots.rx_clean(&self.ring, i, chunk, MIN_FRAME, span, out)
+            };
+            scanned += k;
+            got += k;
+            bytes += b;
+            i += k;
+            if i == n {
+                i = 0;
+            }
+            left -= k;
+            if !unusual {
+                if k < chunk {
+                    break;
+                }
+                continue;
+            }
+            // One descriptor off the fast path (DD set, unless discarding).
+            let d = self.ring.read_wb(i as u16);
+            if !d.is_done() {
+                break;
+            }
+            let m = slots.take(i);
+            scanned += 1;
+            i += 1;
+            if i == n {
+                i = 0;
+            }
+            left -= 1;
+            let Some(m) = m else { continue };
+            let (m, still) = Self::unusual(m, &d, self.discarding, span);
+            self.discarding = still;
+            if let Some(m) = m {
+                let len = m.len() as u64;
+                match out.push(m) {
+                    Ok(()) => {
+                        got += 1;
+                        bytes += len;
+                    }
+                    // Cannot happen (left <= spare); never lose a buffer silently.
+                    Err(m) => drop(m),
+                }
+            }
+        }
+        self.next = i as u16;
+        (scanned, got, bytes)
+    }
+
+    /// A descriptor off the common path: fragments of a chained frame
+    /// (dropped up to its EOP), a fatal error bit or a length outside the
+    /// buffer (dropped), or checksum errors (delivered with their flags).
+    /// Returns the mbuf to deliver (None: count it as bad; the mbuf is freed)
+    /// and whether the following descriptors are to be dropped up to an EOP.
+    #[cold]
+    #[inline(never)]
+    fn unusual(m: Mbuf, d: &RxDesc, discarding: bool, span: usize) -> (Option<Mbuf>, bool) {
+        let errors = d.errors();
+        if discarding || !d.is_eop() || errors & rx_error::FATAL != 0 {
+            // A chained frame's fragments, or a frame the device flagged:
+            // counted once per descriptor, mbuf freed.
+            return (None, !d.is_eop());
+        }
+        let len = d.pkt_len() as usize;
+        if len.wrapping_sub(MIN_FRAME) > span {
+            return (None, false);
+        }
+        let mut m = m;
+        if !m.set_len(len) {
+            return (None, false);
+        }
+        if let Some(h) = d.rss_hash() {
+            m.set_rss_hash(h);
+        }
+        if d.status() & rx_status::L3L4P != 0 && errors & (rx_error::IPE | rx_error::L4E) != 0 {
+            let mut f = m.ol_flags();
+            if errors & rx_error::IPE != 0 {
+                f |= flags::RX_IP_CKSUM_BAD;
+            }
+            if errors & rx_error::L4E != 0 {
+                f |= flags::RX_L4_CKSUM_BAD;
+            }
+            m.set_ol_flags(f);
+        }
+        (Some(m), false)
+    }
 }
 
 impl<B: Bar> RxQueue for IavfRxQueue<B> {
     #[inline]
     fn rx_burst(&mut self, out: &mut MbufBatch) -> usize {
-        let g = self.shared.generation();
-        if g != self.seen_gen {
-            if g % 2 == 1 {
-                // The VF is being reset: leave the ring alone.
-                return 0;
+        if self.shared.generation() != self.seen_gen {
+            return self.new_generation(out);
+        }
+        // An idle queue costs one status read: nothing written back at `next`
+        // (or no buffer posted at all: `next == tail`).
+        if self.next == self.tail || !self.ring.is_done(self.next) {
+            if self.nb_hold >= self.free_thresh {
+                // A refill the pool was too short for: retried at every burst.
+                self.refill();
             }
-            self.rearm();
-            self.seen_gen = g;
-            self.shared.ack_rx(self.queue_id as usize, g);
+            return 0;
+        }
+        self.receive(out)
+    }
+}
+
+impl<B: Bar> IavfRxQueue<B> {
+    /// The generation changed: the VF is being reset (leave the ring alone),
+    /// or it was, and the ring is re-armed before receiving again.
+    #[cold]
+    #[inline(never)]
+    fn new_generation(&mut self, out: &mut MbufBatch) -> usize {
+        let g = self.shared.generation();
+        if g % 2 == 1 {
+            return 0;
+        }
+        self.rearm();
+        self.seen_gen = g;
+        self.shared.ack_rx(self.queue_id as usize, g);
+        if self.next == self.tail || !self.ring.is_done(self.next) {
+            return 0;
         }
         self.receive(out)
     }

@@ -76,6 +76,8 @@ enum Corrupt {
     RxError,
     /// A frame split over two descriptors (first without EOP).
     Chained,
+    /// L3/L4 checked, L4 checksum bad (the frame is still delivered).
+    L4Checksum,
 }
 
 #[derive(Default)]
@@ -304,6 +306,14 @@ fn deliver(bar: &SimBar, mem: &FakeIommu, st: &mut FakeState, txq: u16, frame: &
     match st.corrupt.take() {
         Some(Corrupt::TooLong) => write(head, frame, true, r.buf as u16 + 1, 0),
         Some(Corrupt::RxError) => write(head, frame, true, frame.len() as u16, rx_error::RXE),
+        Some(Corrupt::L4Checksum) => {
+            let at = r.ring + head as u64 * 32;
+            let d = read_rx(mem, at);
+            mem.write(d.pkt_addr(), frame);
+            let status = rx_status::DD | rx_status::EOF | rx_status::L3L4P | fltstat;
+            let wb = RxDesc::writeback(frame.len() as u16, status, rx_error::L4E, hash);
+            write_rx(mem, at, wb);
+        }
         Some(Corrupt::Chained) if (r.head + 1) % r.len != tail => {
             let half = frame.len() / 2;
             write(head, &frame[..half], false, half as u16, 0);
@@ -927,6 +937,107 @@ fn transmit_refuses_unsendable_lengths() {
     assert_eq!(q.tx[0].tx_burst(&mut b), 1, "taken (and dropped)");
     assert_eq!(port.stats().oerrors, 1);
     assert_eq!(port.stats().opackets, 0);
+    drop(q);
+    port.stop().unwrap();
+    drop(port);
+    assert_eq!(pool.in_use(), 0);
+}
+
+#[test]
+fn receive_sets_every_header_field() {
+    let pf = FakePf::new();
+    let mem = Arc::new(DmaMemory::plain());
+    let pool = Mempool::new(&mem, &MempoolConfig::new("hdr", 160)).unwrap();
+    // Buffers come back to the pool with whatever their last user left in
+    // their headers; the receive path must not keep any of it.
+    let mut dirty = MbufBatch::with_burst(160);
+    assert!(pool.alloc_bulk(&mut dirty, 160));
+    for m in dirty.iter_mut() {
+        assert!(m.set_len(100) && m.adj(10));
+        m.set_vlan_tci(7);
+        m.set_rss_hash(1);
+        m.set_ol_flags(u64::MAX);
+        m.set_port(9);
+        m.set_queue(9);
+    }
+    dirty.clear();
+    let mut port = make_port(&pf, &mem, options(), 3).unwrap();
+    let mut c = conf(&pool, 1, 64, 64);
+    c.port_id = 3;
+    port.configure(&c).unwrap();
+    let mut q = port.start().unwrap();
+    let mut b = MbufBatch::with_burst(4);
+    testing::fill(&pool, &mut b, 500, 3, 90);
+    let sent: Vec<Vec<u8>> = b.iter().map(|m| m.data().to_vec()).collect();
+    // The first frame comes with a bad L4 checksum (delivered, flagged).
+    pf.state().corrupt = Some(Corrupt::L4Checksum);
+    assert_eq!(q.tx[0].tx_burst(&mut b), 3);
+    let mut r = MbufBatch::with_burst(8);
+    wait_for("3 frames", Duration::from_secs(5), || {
+        q.rx[0].rx_burst(&mut r);
+        r.len() >= 3
+    });
+    for (k, m) in r.iter().enumerate() {
+        assert_eq!(m.data(), sent[k].as_slice(), "frame {k}");
+        assert_eq!(m.headroom(), m.default_headroom(), "frame {k}: data offset");
+        assert_eq!((m.port(), m.queue(), m.vlan_tci()), (3, 0, 0), "frame {k}");
+        assert_eq!(m.rss_hash(), flow_hash(&sent[k]), "frame {k}");
+        let want = nicpoll::mbuf::flags::RX_RSS_HASH
+            | if k == 0 {
+                nicpoll::mbuf::flags::RX_L4_CKSUM_BAD
+            } else {
+                0
+            };
+        assert_eq!(m.ol_flags(), want, "frame {k}: flags");
+    }
+    assert_eq!(
+        port.stats().ierrors,
+        0,
+        "a checksum error is not a receive error"
+    );
+    r.clear();
+    drop(q);
+    port.stop().unwrap();
+    drop(port);
+    assert_eq!(pool.in_use(), 0);
+}
+
+#[test]
+fn transmit_skips_refused_packets_in_order() {
+    let pf = FakePf::new();
+    let mem = Arc::new(DmaMemory::plain());
+    let pool = Mempool::new(&mem, &MempoolConfig::new("refused", 512)).unwrap();
+    let mut port = make_port(&pf, &mem, options(), 0).unwrap();
+    port.configure(&conf(&pool, 1, 64, 64)).unwrap();
+    let mut q = port.start().unwrap();
+    let mut r = MbufBatch::with_burst(64);
+    let mut want = Vec::new();
+    let (mut refused, mut got) = (0u64, Vec::new());
+    // Bursts of 20 with empty packets at the front, in the middle and at the
+    // end, over several laps of the 64-entry ring (and across its end).
+    for round in 0..10u32 {
+        let mut b = MbufBatch::with_burst(20);
+        for i in 0..20u32 {
+            if i == 0 || i == 7 || i == 8 || i == 19 || (round % 3 == 1 && i == 13) {
+                b.push(pool.alloc().unwrap()).unwrap();
+                refused += 1;
+            } else {
+                testing::fill(&pool, &mut b, round * 100 + i, 1, 64 + i as usize);
+                want.push(b.as_slice()[b.len() - 1].data().to_vec());
+            }
+        }
+        assert_eq!(q.tx[0].tx_burst(&mut b), 20, "round {round}: all taken");
+        wait_for("the frames", Duration::from_secs(5), || {
+            q.rx[0].rx_burst(&mut r);
+            while let Some(m) = r.pop_front() {
+                got.push(m.data().to_vec());
+            }
+            got.len() == want.len()
+        });
+    }
+    assert_eq!(got, want, "sent in order, none lost, none doubled");
+    let s = port.stats();
+    assert_eq!((s.opackets, s.oerrors), (want.len() as u64, refused));
     drop(q);
     port.stop().unwrap();
     drop(port);

@@ -7,11 +7,14 @@
 //! device writes DTYPE = DESC_DONE back into them when it has read them and
 //! everything before. When fewer than `free_thresh` descriptors are free, the
 //! queue checks the next RS descriptor and, if done, frees the `rs_thresh`
-//! mbufs it covers in one bulk put.
+//! mbufs it covers in one bulk put. A burst writes its descriptors in one
+//! loop without RS ([`MbufSlots::tx_fill`]), then sets RS on the few that need
+//! it, before the doorbell.
 #![deny(unsafe_code)]
 
 use std::sync::Arc;
 
+use nicpoll::Mbuf;
 use nicpoll::TxQueue;
 use nicpoll::bar::Bar;
 use nicpoll::mbuf::MbufBatch;
@@ -28,6 +31,7 @@ pub const RS_THRESH: u16 = 32;
 /// Clean up when fewer descriptors than this are free
 /// (`IAVF_DEFAULT_TX_FREE_THRESH`).
 pub const FREE_THRESH: u16 = 32;
+const _: () = assert!(RS_THRESH.is_power_of_two());
 
 /// One transmit queue of a started port. Owned by one lcore.
 pub struct IavfTxQueue<B: Bar> {
@@ -93,17 +97,12 @@ impl<B: Bar> IavfTxQueue<B> {
     /// device is done with it. Returns whether it was.
     #[inline]
     fn free_done(&mut self) -> bool {
-        if !self.ring.read(self.next_dd).is_done() {
+        if !self.ring.read_status(self.next_dd).is_done() {
             return false;
         }
         let first = self.next_dd + 1 - RS_THRESH;
-        for i in first..=self.next_dd {
-            if let Some(m) = self.slots().take(i as usize) {
-                // The batch holds RS_THRESH; it is emptied below.
-                let _ = self.done.push(m);
-            }
-        }
-        self.done.clear();
+        let slots = self.slots.as_mut().expect("slots live until drop");
+        slots.free_range(first as usize, RS_THRESH as usize, &mut self.done);
         self.nb_free += RS_THRESH;
         self.next_dd += RS_THRESH;
         if self.next_dd >= self.n {
@@ -129,7 +128,7 @@ impl<B: Bar> IavfTxQueue<B> {
         self.extra.rearms.add(1);
     }
 
-    #[inline]
+    #[inline(never)]
     fn transmit(&mut self, pkts: &mut MbufBatch) -> usize {
         if self.nb_free < FREE_THRESH {
             self.free_done();
@@ -138,60 +137,82 @@ impl<B: Bar> IavfTxQueue<B> {
         if count == 0 {
             return 0;
         }
-        let (mut bytes, mut bad) = (0u64, 0u64);
-        let mut tail = self.tail;
-        for _ in 0..count {
-            let m = pkts.pop_front().expect("count <= len");
-            let len = m.len();
-            if len == 0 || len > TX_MAX_BUF {
-                // Cannot be described in one descriptor: counted, freed.
-                bad += 1;
-                drop(m);
-                continue;
+        // One descriptor per packet; RS is set below on every RS_THRESH-th.
+        let describe = |m: &Mbuf| {
+            let len = m.len() as u32;
+            // Empty or too long for one descriptor: not sent (counted, freed).
+            (len.wrapping_sub(1) < TX_MAX_BUF as u32)
+                .then(|| (TxDesc::packet(m.data_iova(), len as u16, false), len as u16))
+        };
+        let n = self.n as usize;
+        let slots = self.slots.as_mut().expect("slots live until drop");
+        let mut tail = self.tail as usize;
+        let (mut left, mut sent, mut bytes) = (count, 0usize, 0u64);
+        while left > 0 {
+            let chunk = left.min(n - tail);
+            let (used, taken, b) = slots.tx_fill(&mut self.ring, tail, chunk, pkts, describe);
+            // Report status on every RS_THRESH-th descriptor written.
+            let mut rs = tail | (RS_THRESH as usize - 1);
+            while rs < tail + used {
+                self.ring.set_rs(rs as u16);
+                rs += RS_THRESH as usize;
             }
-            let report = tail % RS_THRESH == RS_THRESH - 1;
-            self.ring
-                .write(tail, TxDesc::packet(m.data_iova(), len as u16, report));
-            bytes += len as u64;
-            if let Err(m) = self.slots().put(tail as usize, m) {
-                // Cannot happen (nb_free bounds what is in flight).
-                debug_assert!(false, "transmit slot {tail} still held");
-                drop(m);
-            }
-            tail += 1;
-            if tail == self.n {
+            sent += used;
+            bytes += b;
+            tail += used;
+            if tail == n {
                 tail = 0;
             }
+            left -= taken;
+            if taken < chunk {
+                break;
+            }
         }
-        let sent = count as u64 - bad;
+        let bad = (count - left - sent) as u64;
         if sent > 0 {
             self.nb_free -= sent as u16;
-            self.tail = tail;
+            self.tail = tail as u16;
             // One doorbell per burst, ordered after the descriptors.
             self.bar.write32(self.tail_reg, tail as u32);
-            self.counters.tx_packets.add(sent);
+            self.counters.tx_packets.add(sent as u64);
             self.counters.tx_bytes.add(bytes);
         }
         if bad > 0 {
             self.counters.tx_errors.add(bad);
             self.extra.tx_bad_len.add(bad);
         }
-        count
+        count - left
     }
 }
 
 impl<B: Bar> TxQueue for IavfTxQueue<B> {
     #[inline]
     fn tx_burst(&mut self, pkts: &mut MbufBatch) -> usize {
+        if self.shared.generation() != self.seen_gen {
+            return self.new_generation(pkts);
+        }
+        if pkts.is_empty() {
+            return 0;
+        }
+        self.transmit(pkts)
+    }
+}
+
+impl<B: Bar> IavfTxQueue<B> {
+    /// The generation changed: the VF is being reset (keep the packets with
+    /// the caller), or it was, and the ring is re-armed before sending again.
+    #[cold]
+    #[inline(never)]
+    fn new_generation(&mut self, pkts: &mut MbufBatch) -> usize {
         let g = self.shared.generation();
-        if g != self.seen_gen {
-            if g % 2 == 1 {
-                // The VF is being reset: keep the packets with the caller.
-                return 0;
-            }
-            self.rearm();
-            self.seen_gen = g;
-            self.shared.ack_tx(self.queue_id as usize, g);
+        if g % 2 == 1 {
+            return 0;
+        }
+        self.rearm();
+        self.seen_gen = g;
+        self.shared.ack_tx(self.queue_id as usize, g);
+        if pkts.is_empty() {
+            return 0;
         }
         self.transmit(pkts)
     }
