@@ -119,7 +119,7 @@ run_one() {  # case tool round [profile]
     if [[ $prof == 1 ]]; then
       perf record -a -g -e cpu-clock -F 999 -o "$base.perf.data" -- sleep 4 > "$base.perf.log" 2>&1
     fi
-    nap "$MEAS.3"  # the last block is printed about MEAS s after the first
+    nap "$MEAS.7"  # the last block is printed about MEAS s after the first; be past it
     wait_blocks $tool "$base-rx.log" $((b0 + WARM + MEAS)) $rxp 30 || RUN_STATUS=short
     busy_ticks; f1=$BUSY; own_ticks $own; o1=$OWN; local t1=$EPOCHREALTIME
     RUN_FOR=$(awk -v d=$(( (f1-f0)-(o1-o0) )) -v hz=$hz -v t=$(awk -v a=$t0 -v b=$t1 'BEGIN{print b-a}') 'BEGIN{v=100*d/hz/t; if(v<0)v=0; printf "%.0f", v}')
