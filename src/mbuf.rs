@@ -188,6 +188,18 @@ impl Mbuf {
         true
     }
 
+    /// Set the packet length without the capacity check of
+    /// [`set_len`](Self::set_len): a receive fast path whose lengths were
+    /// already checked against the buffer's room.
+    ///
+    /// # Safety
+    /// `len <= self.capacity()` (the invariant `data()` relies on).
+    #[inline(always)]
+    pub unsafe fn set_len_unchecked(&mut self, len: usize) {
+        debug_assert!(len <= self.capacity());
+        self.hdr_mut().data_len = len as u16;
+    }
+
     /// Grow the packet at its end by `n` bytes and return them.
     pub fn append(&mut self, n: usize) -> Option<&mut [u8]> {
         if n > self.tailroom() {
@@ -397,6 +409,95 @@ impl fmt::Debug for Mbuf {
             .field("port", &self.port())
             .field("iova", &format_args!("{:#x}", self.buf_iova()))
             .finish()
+    }
+}
+
+/// What a receive ring's refill writes into the header of every buffer it
+/// posts, built once per queue: the state [`Mbuf::reset`] leaves (default
+/// headroom, length 0, no flags, no VLAN tag, no packet type) plus the
+/// receiving port and queue, in three stores (the data offset, length, port
+/// and queue are one 8-byte word). The receive path then writes only what the
+/// device reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RxHeaderTemplate {
+    /// The 8 bytes at `data_off` (data_off, data_len, port, queue) with
+    /// data_off 0: the element's own default data offset is or-ed in.
+    word: u64,
+}
+
+/// Bytes 16..24 of a header: data_off, data_len, port, queue.
+#[repr(C, align(8))]
+struct OffLenPortQueue {
+    data_off: u16,
+    data_len: u16,
+    port: u16,
+    queue: u16,
+}
+
+const _: () = assert!(std::mem::offset_of!(MbufHeader, data_off) == 16);
+const _: () = assert!(std::mem::offset_of!(MbufHeader, data_len) == 18);
+const _: () = assert!(std::mem::offset_of!(MbufHeader, port) == 20);
+const _: () = assert!(std::mem::offset_of!(MbufHeader, queue) == 22);
+
+impl OffLenPortQueue {
+    #[inline(always)]
+    const fn word(&self) -> u64 {
+        let (a, b, c, d) = (
+            self.data_off.to_ne_bytes(),
+            self.data_len.to_ne_bytes(),
+            self.port.to_ne_bytes(),
+            self.queue.to_ne_bytes(),
+        );
+        u64::from_ne_bytes([a[0], a[1], b[0], b[1], c[0], c[1], d[0], d[1]])
+    }
+}
+
+impl RxHeaderTemplate {
+    /// The template of receive queue `queue` of port `port`.
+    pub const fn new(port: u16, queue: u16) -> RxHeaderTemplate {
+        RxHeaderTemplate {
+            word: OffLenPortQueue {
+                data_off: 0,
+                data_len: 0,
+                port,
+                queue,
+            }
+            .word(),
+        }
+    }
+
+    /// Prepare the header of element `hdr` for receiving: afterwards it reads
+    /// as after `reset()`, `set_port(port)` and `set_queue(queue)`. Returns
+    /// the IOVA where the device is to write the frame (the buffer start plus
+    /// the default headroom: the element's fixed data offset).
+    ///
+    /// # Safety
+    /// `hdr` is a pool element the caller owns (from
+    /// [`Mempool::alloc_raw`](crate::Mempool::alloc_raw) or
+    /// [`Mbuf::into_raw`]), with no reference to its header alive.
+    #[inline(always)]
+    pub unsafe fn apply(&self, hdr: NonNull<MbufHeader>) -> u64 {
+        let h = hdr.as_ptr();
+        // SAFETY: the caller owns the element, so its header is valid for
+        // reads and writes and nothing else accesses it; the word lies at
+        // offset 16 (asserted above), 8-aligned in a 64-aligned header.
+        unsafe {
+            let ddo = (*h).default_data_off;
+            let iova = (*h).buf_iova + ddo as u64;
+            let w = self.word
+                | OffLenPortQueue {
+                    data_off: ddo,
+                    data_len: 0,
+                    port: 0,
+                    queue: 0,
+                }
+                .word();
+            std::ptr::addr_of_mut!((*h).data_off).cast::<u64>().write(w);
+            (*h).ol_flags = 0;
+            (*h).vlan_tci = 0;
+            (*h).packet_type = 0;
+            iova
+        }
     }
 }
 
@@ -665,6 +766,63 @@ impl MbufBatch {
         self.forget_front(n);
         &self.slots[s..s + n]
     }
+}
+
+/// Give raw element pointers back to their pools: a driver's transmit cleanup,
+/// straight from its table of slots. Zero entries (empty slots) are skipped.
+/// When every entry is an element of the first one's pool (one pass over the
+/// headers), one bulk put; otherwise one per run of the same pool. Returns
+/// how many elements were freed.
+///
+/// # Safety
+/// Each non-zero entry is a pool element the caller owns (from
+/// [`Mbuf::into_raw`], [`MbufBatch::take_front_raw`] or
+/// [`Mempool::alloc_raw`](crate::Mempool::alloc_raw)), none appears twice,
+/// and the caller gives up its ownership (it must clear or forget the entries).
+#[inline]
+pub unsafe fn free_raw(ptrs: &[usize]) -> usize {
+    let Some(&first) = ptrs.first() else {
+        return 0;
+    };
+    if first != 0 {
+        // SAFETY: the caller owns every non-zero element; its header names
+        // its pool, which outlives it.
+        unsafe {
+            let pool = (*(first as *const MbufHeader)).pool;
+            // A compare and branch per element (a branch-free or of
+            // differences gets vectorized into far more instructions).
+            if ptrs
+                .iter()
+                .all(|&p| p != 0 && (*(p as *const MbufHeader)).pool == pool)
+            {
+                (*pool).put_bulk(ptrs);
+                return ptrs.len();
+            }
+        }
+    }
+    free_mixed(ptrs)
+}
+
+/// The slow case of [`free_raw`]: elements of several pools, or empty slots.
+#[cold]
+#[inline(never)]
+fn free_mixed(ptrs: &[usize]) -> usize {
+    let mut n = 0;
+    let mut i = 0;
+    while i < ptrs.len() {
+        if ptrs[i] == 0 {
+            i += 1;
+            continue;
+        }
+        let mut j = i + 1;
+        while j < ptrs.len() && ptrs[j] != 0 {
+            j += 1;
+        }
+        free_raw_bulk(&ptrs[i..j]);
+        n += j - i;
+        i = j;
+    }
+    n
 }
 
 /// Return raw element pointers to their pools, one bulk put per run of the same

@@ -325,3 +325,120 @@ fn spare_raw_refuses_more_than_the_burst() {
     let mut b = MbufBatch::with_burst(4);
     let _ = b.spare_raw(5);
 }
+
+#[test]
+fn rx_header_template_prepares_what_reset_port_queue_do() {
+    use crate::mbuf::RxHeaderTemplate;
+    let (_m, p) = pool(16, 0);
+    let t = RxHeaderTemplate::new(7, 0xBEEF);
+    // Every color (header position) of element, each dirtied first.
+    let mut raw = [0usize; 8];
+    // SAFETY: the elements are ours until given back below.
+    assert!(unsafe { p.alloc_raw(&mut raw) });
+    for &r in &raw {
+        let h = std::ptr::NonNull::new(r as *mut MbufHeader).unwrap();
+        // SAFETY: `r` is ours; the Mbufs below are turned back into raw pointers.
+        let mut a = unsafe { Mbuf::from_raw(h) };
+        assert!(a.set_data(3, 100));
+        a.set_ol_flags(0xFF);
+        a.set_vlan_tci(9);
+        // SAFETY: `a` owns the element; no reference to its header is alive.
+        unsafe { (*h.as_ptr()).packet_type = 5 };
+        a.set_rss_hash(0x1234);
+        a.set_timestamp(77);
+        a.set_port(1);
+        a.set_queue(2);
+        // The reference: reset + set_port + set_queue, on a copy of the header.
+        // SAFETY: a plain copy of a valid header (no Drop).
+        let mut expect = unsafe { std::ptr::read(h.as_ptr()) };
+        {
+            // SAFETY: a header copy no pool knows of; never dropped (into_raw).
+            let mut b = unsafe { Mbuf::from_raw(std::ptr::NonNull::from(&mut expect)) };
+            b.reset();
+            b.set_port(7);
+            b.set_queue(0xBEEF);
+            let _ = b.into_raw();
+        }
+        let _ = a.into_raw();
+        // SAFETY: `r` is ours, no reference to its header is alive.
+        let iova = unsafe { t.apply(h) };
+        // SAFETY: a plain copy of a valid header.
+        let got = unsafe { std::ptr::read(h.as_ptr()) };
+        assert_eq!(format!("{got:?}"), format!("{expect:?}"));
+        // SAFETY: as above; turned back into a raw pointer below.
+        let m = unsafe { Mbuf::from_raw(h) };
+        assert_eq!(iova, m.buf_iova() + m.default_headroom() as u64);
+        assert_eq!(iova, m.data_iova(), "fresh data offset");
+        assert_eq!(
+            (m.len(), m.port(), m.queue(), m.ol_flags()),
+            (0, 7, 0xBEEF, 0)
+        );
+        let _ = m.into_raw();
+    }
+    // SAFETY: ours, freed once.
+    assert_eq!(unsafe { crate::mbuf::free_raw(&raw) }, 8);
+    assert_eq!(p.in_use(), 0);
+}
+
+#[test]
+fn set_len_unchecked_sets_the_length() {
+    let (_m, p) = pool(4, 0);
+    let mut m = p.alloc().unwrap();
+    let cap = m.capacity();
+    // SAFETY: within the capacity.
+    unsafe { m.set_len_unchecked(cap) };
+    assert_eq!(m.len(), cap);
+    assert_eq!(m.tailroom(), 0);
+}
+
+#[test]
+fn free_raw_returns_every_mbuf_of_one_or_several_pools() {
+    let (_m, a) = pool(64, 0);
+    let (_n, b) = pool(64, 32);
+    let lc = lcore::register(41).unwrap();
+    // One pool: the single bulk put.
+    let mut raw = [0usize; 32];
+    // SAFETY: ours until freed below, once.
+    assert!(unsafe { a.alloc_raw(&mut raw) });
+    assert_eq!(a.in_use(), 32);
+    assert_eq!(unsafe { crate::mbuf::free_raw(&raw) }, 32);
+    assert_eq!(a.in_use(), 0);
+    // Mixed pools, interleaved: the fallback, per run. SAFETY (all below):
+    // the elements are ours, each freed once.
+    let mut x = [0usize; 16];
+    let mut y = [0usize; 16];
+    // SAFETY: as above.
+    assert!(unsafe { a.alloc_raw(&mut x) });
+    assert!(unsafe { b.alloc_raw(&mut y) });
+    let mut mixed = Vec::new();
+    for i in 0..16 {
+        mixed.push(x[i]);
+        mixed.push(y[i]);
+    }
+    // One foreign element at the end only.
+    assert_eq!(unsafe { crate::mbuf::free_raw(&mixed[..31]) }, 31);
+    assert_eq!(unsafe { crate::mbuf::free_raw(&mixed[31..]) }, 1);
+    assert_eq!((a.in_use(), b.in_use()), (0, 0));
+    assert!(unsafe { a.alloc_raw(&mut x) });
+    assert!(unsafe { b.alloc_raw(&mut y[..1]) });
+    let own = x[15];
+    x[15] = y[0];
+    assert_eq!(unsafe { crate::mbuf::free_raw(&x) }, 16);
+    assert_eq!(
+        (a.in_use(), b.in_use()),
+        (1, 0),
+        "x's own 16th is still out"
+    );
+    assert_eq!(unsafe { crate::mbuf::free_raw(&[own]) }, 1);
+    assert_eq!(a.in_use(), 0);
+    assert_eq!(unsafe { crate::mbuf::free_raw(&[]) }, 0);
+    // Empty slots (0) are skipped, first or among the others.
+    assert!(unsafe { a.alloc_raw(&mut x[..3]) });
+    let slots = [0, x[0], 0, x[1], x[2], 0];
+    assert_eq!(unsafe { crate::mbuf::free_raw(&slots) }, 3);
+    assert!(unsafe { a.alloc_raw(&mut x[..2]) });
+    assert_eq!(unsafe { crate::mbuf::free_raw(&[x[0], 0, x[1]]) }, 2);
+    assert_eq!(unsafe { crate::mbuf::free_raw(&[0, 0]) }, 0);
+    assert_eq!((a.in_use(), b.in_use()), (0, 0));
+    drop(lc);
+}

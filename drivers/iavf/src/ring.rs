@@ -29,7 +29,7 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{Ordering, fence};
 
-use nicpoll::mbuf::{MbufBatch, MbufHeader};
+use nicpoll::mbuf::{MbufBatch, MbufHeader, RxHeaderTemplate};
 use nicpoll::memory::DmaRegion;
 use nicpoll::{Mbuf, Mempool};
 
@@ -453,6 +453,13 @@ impl DmaBytes {
 #[derive(Debug)]
 pub struct MbufSlots {
     slots: Box<[usize]>,
+    /// A length every held mbuf has room for: the smallest data room of the
+    /// pools [`refill_rx`](Self::refill_rx) filled from (it prepares each
+    /// header with the default data offset, so its capacity is the pool's data
+    /// room); 0 once a slot was filled otherwise (`fill`, `put`: headers not
+    /// prepared). [`rx_clean`](Self::rx_clean) sets lengths up to it without a
+    /// check per packet.
+    rx_room: usize,
 }
 
 impl MbufSlots {
@@ -460,6 +467,7 @@ impl MbufSlots {
     pub fn new(n: usize) -> MbufSlots {
         MbufSlots {
             slots: vec![0usize; n].into_boxed_slice(),
+            rx_room: usize::MAX,
         }
     }
 
@@ -484,6 +492,7 @@ impl MbufSlots {
     /// from `pool`, in one bulk get; false (nothing taken) if the pool is short.
     #[inline]
     pub fn fill(&mut self, pool: &Mempool, start: usize, count: usize) -> bool {
+        self.rx_room = 0;
         let s = &mut self.slots[start..start + count];
         debug_assert!(s.iter().all(|&p| p == 0), "refilling a held slot");
         // SAFETY: the elements become owned by this table, which gives each
@@ -522,17 +531,18 @@ impl MbufSlots {
         if self.slots[i] != 0 {
             return Err(m);
         }
+        self.rx_room = 0;
         self.slots[i] = m.into_raw().as_ptr() as usize;
         Ok(())
     }
 
     /// Receive-ring refill: fill the `count` empty slots from `start` (no
-    /// wrap) with fresh buffers from `pool` in one bulk get, let `prep` set up
-    /// each one's header (the receive path then writes only what the device
-    /// reports), and hand each to the device in the descriptor of the same
-    /// index of `ring` (read format, at the element's fixed data offset, see
-    /// [`rx_iova`](Self::rx_iova)). False, and nothing taken or written, if
-    /// the pool is short.
+    /// wrap) with fresh buffers from `pool` in one bulk get, prepare each
+    /// one's header from `tmpl` (the receive path then writes only what the
+    /// device reports), and hand each to the device in the descriptor of the
+    /// same index of `ring` (read format, at the element's fixed data offset,
+    /// see [`rx_iova`](Self::rx_iova)). False, and nothing taken or written,
+    /// if the pool is short.
     #[inline]
     pub fn refill_rx(
         &mut self,
@@ -540,7 +550,7 @@ impl MbufSlots {
         pool: &Mempool,
         start: usize,
         count: usize,
-        mut prep: impl FnMut(&mut Mbuf),
+        tmpl: &RxHeaderTemplate,
     ) -> bool {
         let end = start + count;
         assert!(
@@ -558,17 +568,15 @@ impl MbufSlots {
         let base = unsafe { ring.base.as_ptr().add(start) };
         for (k, &p) in s.iter().enumerate() {
             // SAFETY: `p` is an element the pool just handed out (not null),
-            // owned by this table; the temporary Mbuf is never dropped. The
-            // descriptor `start + k < end <= ring.len` was checked above.
+            // owned by this table, no reference to it alive. The descriptor
+            // `start + k < end <= ring.len` was checked above.
             unsafe {
-                let mut m = std::mem::ManuallyDrop::new(Mbuf::from_raw(NonNull::new_unchecked(
-                    p as *mut MbufHeader,
-                )));
-                let iova = m.buf_iova() + m.default_headroom() as u64;
-                prep(&mut m);
+                let iova = tmpl.apply(NonNull::new_unchecked(p as *mut MbufHeader));
                 rx_arm(base.add(k), iova);
             }
         }
+        // Prepared headers: capacity = the pool's data room.
+        self.rx_room = self.rx_room.min(pool.data_room());
         true
     }
 
@@ -597,6 +605,14 @@ impl MbufSlots {
             end <= self.slots.len() && end <= ring.len as usize,
             "receive scan of [{start}, {end}) outside the ring"
         );
+        // Lengths up to `rx_room` fit every held mbuf (see `rx_room`): the
+        // range check below is the capacity check too. If `lo` itself does
+        // not fit, no length passes (every frame goes to the slow path).
+        let (lo, span) = if lo <= self.rx_room {
+            (lo, span.min(self.rx_room - lo))
+        } else {
+            (usize::MAX, 0)
+        };
         let slots = self.slots[start..end].as_mut_ptr();
         let dst = out.spare_raw(max).as_mut_ptr();
         // SAFETY: `start <= end <= ring.len`.
@@ -628,9 +644,8 @@ impl MbufSlots {
                 // Mbuf is not dropped: the element stays in the slot or moves
                 // to `out` below.
                 let mut m = std::mem::ManuallyDrop::new(Mbuf::from_raw(h));
-                if !m.set_len(len) {
-                    break true;
-                }
+                // `lo <= len <= lo + span <= rx_room <= m.capacity()`.
+                m.set_len_unchecked(len);
                 if let Some(hash) = d.rss_hash() {
                     m.set_rss_hash(hash);
                     // The flags were cleared at refill.
@@ -719,33 +734,16 @@ impl MbufSlots {
     }
 
     /// Transmit-ring cleanup: take the mbufs of slots `[start, start + count)`
-    /// (the device is done with them) and give them back to their pools in
-    /// bulk, through `scratch` (emptied; at least `count` spare). Returns how
-    /// many slots held one.
+    /// (the device is done with them) and give them back to their pools, in
+    /// one bulk put straight from the slots when all are held and from one
+    /// pool ([`nicpoll::mbuf::free_raw`]). Returns how many slots held one.
     #[inline]
-    pub fn free_range(&mut self, start: usize, count: usize, scratch: &mut MbufBatch) -> usize {
+    pub fn free_range(&mut self, start: usize, count: usize) -> usize {
         let s = &mut self.slots[start..start + count];
-        let dst = scratch.spare_raw(count);
-        let mut n = 0;
-        for (&p, d) in s.iter().zip(dst.iter_mut()) {
-            *d = p;
-        }
-        if s.iter().all(|&p| p != 0) {
-            n = count;
-        } else {
-            // Some slot held nothing (never in a completed group): compact.
-            for &p in s.iter() {
-                if p != 0 {
-                    dst[n] = p;
-                    n += 1;
-                }
-            }
-        }
+        // SAFETY: every non-zero slot holds an element this table owns; the
+        // slots are emptied below, so ownership moves to the pools.
+        let n = unsafe { nicpoll::mbuf::free_raw(s) };
         s.fill(0);
-        // SAFETY: the first `n` spare slots hold the non-zero slots' elements,
-        // which this table owned and no longer holds.
-        unsafe { scratch.commit_raw(n) };
-        scratch.clear();
         n
     }
 

@@ -28,7 +28,7 @@
 use std::sync::Arc;
 
 use nicpoll::bar::Bar;
-use nicpoll::mbuf::{MbufBatch, flags};
+use nicpoll::mbuf::{MbufBatch, RxHeaderTemplate, flags};
 use nicpoll::port::counters::QueueCountersRef;
 use nicpoll::{Mbuf, Mempool, RxQueue};
 
@@ -58,8 +58,9 @@ pub struct IavfRxQueue<B: Bar> {
     buf_len: u16,
     /// Dropping descriptors up to the next EOP.
     discarding: bool,
-    port_id: u16,
     queue_id: u16,
+    /// The header every posted buffer gets (port, queue, fresh state).
+    rx_template: RxHeaderTemplate,
     counters: QueueCountersRef,
     extra: QueueExtraRef,
     shared: Arc<QueueShared>,
@@ -96,8 +97,8 @@ impl<B: Bar> IavfRxQueue<B> {
             free_thresh: p.free_thresh.clamp(1, n - 1),
             buf_len: p.buf_len,
             discarding: false,
-            port_id: p.port_id,
             queue_id: p.queue_id,
+            rx_template: RxHeaderTemplate::new(p.port_id, p.queue_id),
             seen_gen: p.shared.generation(),
             ring: p.ring,
             bar: p.bar,
@@ -137,26 +138,21 @@ impl<B: Bar> IavfRxQueue<B> {
         let start = self.wrap(self.next + self.n - hold);
         let first = hold.min(self.n - start);
         let slots = self.slots.as_mut().expect("slots live until drop");
-        let (port, queue) = (self.port_id, self.queue_id);
         // What the receive path does not write: the data offset, no flags, no
-        // VLAN tag, no packet type (`reset`), the port and queue.
-        let prep = |m: &mut Mbuf| {
-            m.reset();
-            m.set_port(port);
-            m.set_queue(queue);
-        };
+        // VLAN tag, no packet type (as `reset` leaves them), the port and queue.
+        let tmpl = &self.rx_template;
         if !slots.refill_rx(
             &mut self.ring,
             &self.pool,
             start as usize,
             first as usize,
-            prep,
+            tmpl,
         ) {
             self.counters.rx_nombuf.add(hold as u64);
             return false;
         }
         let rest = hold - first;
-        if rest > 0 && !slots.refill_rx(&mut self.ring, &self.pool, 0, rest as usize, prep) {
+        if rest > 0 && !slots.refill_rx(&mut self.ring, &self.pool, 0, rest as usize, tmpl) {
             // Only the run up to the end of the ring was refilled; the empty
             // slots [0, rest) are still just behind `next`.
             self.nb_hold = rest;

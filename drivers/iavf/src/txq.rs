@@ -45,8 +45,6 @@ pub struct IavfTxQueue<B: Bar> {
     /// The RS descriptor to check next.
     next_dd: u16,
     nb_free: u16,
-    /// Mbufs on their way back to their pools, freed in bulk.
-    done: MbufBatch,
     queue_id: u16,
     counters: QueueCountersRef,
     extra: QueueExtraRef,
@@ -74,7 +72,6 @@ impl<B: Bar> IavfTxQueue<B> {
             tail: 0,
             next_dd: RS_THRESH - 1,
             nb_free: n - 1,
-            done: MbufBatch::with_burst(RS_THRESH as usize),
             queue_id,
             seen_gen: shared.generation(),
             ring,
@@ -102,7 +99,7 @@ impl<B: Bar> IavfTxQueue<B> {
         }
         let first = self.next_dd + 1 - RS_THRESH;
         let slots = self.slots.as_mut().expect("slots live until drop");
-        slots.free_range(first as usize, RS_THRESH as usize, &mut self.done);
+        slots.free_range(first as usize, RS_THRESH as usize);
         self.nb_free += RS_THRESH;
         self.next_dd += RS_THRESH;
         if self.next_dd >= self.n {
