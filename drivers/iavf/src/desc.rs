@@ -154,6 +154,23 @@ impl RxDesc {
         self.q1() & MASK == (rx_status::DD | rx_status::EOF) as u64
     }
 
+    /// [`is_clean_eop`](Self::is_clean_eop), and qword 0 holds the RSS hash
+    /// (FLTSTAT): the common case with RSS on, in one test.
+    #[inline(always)]
+    pub fn is_clean_eop_rss(&self) -> bool {
+        const FLT: u64 = (rx_status::FLTSTAT_RSS_HASH as u64) << rx_status::FLTSTAT_SHIFT;
+        const WANT: u64 = (rx_status::DD | rx_status::EOF) as u64 | FLT;
+        const MASK: u64 = WANT | (0xFF << RX_ERROR_SHIFT);
+        self.q1() & MASK == WANT
+    }
+
+    /// The RSS hash field of qword 0, valid when FLTSTAT says so (see
+    /// [`rss_hash`](Self::rss_hash), [`is_clean_eop_rss`](Self::is_clean_eop_rss)).
+    #[inline(always)]
+    pub fn rss_hash_field(&self) -> u32 {
+        (self.q0() >> 32) as u32
+    }
+
     /// Last descriptor of its packet.
     #[inline(always)]
     pub fn is_eop(&self) -> bool {

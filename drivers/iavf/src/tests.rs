@@ -78,6 +78,8 @@ enum Corrupt {
     Chained,
     /// L3/L4 checked, L4 checksum bad (the frame is still delivered).
     L4Checksum,
+    /// A clean frame without an RSS hash (FLTSTAT 0).
+    NoHash,
 }
 
 #[derive(Default)]
@@ -312,6 +314,14 @@ fn deliver(bar: &SimBar, mem: &FakeIommu, st: &mut FakeState, txq: u16, frame: &
             mem.write(d.pkt_addr(), frame);
             let status = rx_status::DD | rx_status::EOF | rx_status::L3L4P | fltstat;
             let wb = RxDesc::writeback(frame.len() as u16, status, rx_error::L4E, hash);
+            write_rx(mem, at, wb);
+        }
+        Some(Corrupt::NoHash) => {
+            let at = r.ring + head as u64 * 32;
+            let d = read_rx(mem, at);
+            mem.write(d.pkt_addr(), frame);
+            let status = rx_status::DD | rx_status::EOF;
+            let wb = RxDesc::writeback(frame.len() as u16, status, 0, hash);
             write_rx(mem, at, wb);
         }
         Some(Corrupt::Chained) if (r.head + 1) % r.len != tail => {
@@ -937,6 +947,50 @@ fn transmit_refuses_unsendable_lengths() {
     assert_eq!(q.tx[0].tx_burst(&mut b), 1, "taken (and dropped)");
     assert_eq!(port.stats().oerrors, 1);
     assert_eq!(port.stats().opackets, 0);
+    drop(q);
+    port.stop().unwrap();
+    drop(port);
+    assert_eq!(pool.in_use(), 0);
+}
+
+#[test]
+fn a_frame_without_hash_in_a_burst_of_hashed_ones() {
+    let pf = FakePf::new();
+    let mem = Arc::new(DmaMemory::plain());
+    let pool = Mempool::new(&mem, &MempoolConfig::new("nohash", 160)).unwrap();
+    let mut port = make_port(&pf, &mem, options(), 3).unwrap();
+    port.configure(&conf(&pool, 1, 64, 64)).unwrap();
+    let mut q = port.start().unwrap();
+    let mut sent = Vec::new();
+    // Two hashed frames, one without a hash, two hashed: one receive burst.
+    for (n, corrupt) in [(2, None), (1, Some(Corrupt::NoHash)), (2, None)] {
+        let mut b = MbufBatch::with_burst(4);
+        testing::fill(&pool, &mut b, 500, n, 90);
+        sent.extend(b.iter().map(|m| m.data().to_vec()));
+        pf.state().corrupt = corrupt;
+        assert_eq!(q.tx[0].tx_burst(&mut b), n);
+        let want = sent.len() as u64;
+        wait_for("delivered", Duration::from_secs(5), || {
+            pf.state().stats.rx_unicast >= want
+        });
+    }
+    let mut r = MbufBatch::with_burst(8);
+    assert_eq!(q.rx[0].rx_burst(&mut r), 5);
+    for (k, m) in r.iter().enumerate() {
+        assert_eq!(m.data(), sent[k].as_slice(), "frame {k}");
+        assert_eq!(m.len(), sent[k].len(), "frame {k}");
+        let want = if k == 2 {
+            0
+        } else {
+            nicpoll::mbuf::flags::RX_RSS_HASH
+        };
+        assert_eq!(m.ol_flags(), want, "frame {k}: flags");
+        if k != 2 {
+            assert_eq!(m.rss_hash(), flow_hash(&sent[k]), "frame {k}");
+        }
+    }
+    assert_eq!(port.stats().ierrors, 0);
+    r.clear();
     drop(q);
     port.stop().unwrap();
     drop(port);
