@@ -125,6 +125,9 @@ impl<B: Bar> IavfTxQueue<B> {
         self.extra.rearms.add(1);
     }
 
+    /// A burst: the common case — the descriptors fit before the end of
+    /// the ring — in one run of the fast loop; a ring wrap in
+    /// [`transmit_wrap`](Self::transmit_wrap).
     #[inline(never)]
     fn transmit(&mut self, pkts: &mut MbufBatch) -> usize {
         if self.nb_free < FREE_THRESH {
@@ -134,26 +137,65 @@ impl<B: Bar> IavfTxQueue<B> {
         if count == 0 {
             return 0;
         }
-        // One descriptor per packet; RS is set below on every RS_THRESH-th.
-        let describe = |m: &Mbuf| {
-            let len = m.len() as u32;
-            // Empty or too long for one descriptor: not sent (counted, freed).
-            (len.wrapping_sub(1) < TX_MAX_BUF as u32)
-                .then(|| (TxDesc::packet(m.data_iova(), len as u16, false), len as u16))
-        };
-        let n = self.n as usize;
+        let tail = self.tail as usize;
+        if tail + count > self.n as usize {
+            return self.transmit_wrap(pkts, count);
+        }
         let slots = self.slots.as_mut().expect("slots live until drop");
+        // Takes all `count` (refused ones are freed).
+        let (used, _, bytes) = slots.tx_fill(&mut self.ring, tail, count, pkts, describe);
+        self.set_rs(tail, used);
+        let mut end = tail + used;
+        if end == self.n as usize {
+            end = 0;
+        }
+        self.publish(end, used, count, bytes)
+    }
+
+    /// Report status on every RS_THRESH-th descriptor of `[from, from + used)`
+    /// (no wrap).
+    #[inline(always)]
+    fn set_rs(&mut self, from: usize, used: usize) {
+        let mut rs = from | (RS_THRESH as usize - 1);
+        while rs < from + used {
+            self.ring.set_rs(rs as u16);
+            rs += RS_THRESH as usize;
+        }
+    }
+
+    /// After a burst wrote `sent` descriptors of the `count` packets it took,
+    /// the new tail `tail`: move it (one doorbell, ordered after the
+    /// descriptors) and count. Returns `count`.
+    #[inline(always)]
+    fn publish(&mut self, tail: usize, sent: usize, count: usize, bytes: u64) -> usize {
+        if sent > 0 {
+            self.nb_free -= sent as u16;
+            self.tail = tail as u16;
+            self.bar.write32(self.tail_reg, tail as u32);
+            self.counters.tx_packets.add(sent as u64);
+            self.counters.tx_bytes.add(bytes);
+        }
+        let bad = (count - sent) as u64;
+        if bad > 0 {
+            self.counters.tx_errors.add(bad);
+            self.extra.tx_bad_len.add(bad);
+        }
+        count
+    }
+
+    /// A burst of `count` packets whose descriptors wrap around the end of
+    /// the ring: one run up to the end, one from 0.
+    #[cold]
+    #[inline(never)]
+    fn transmit_wrap(&mut self, pkts: &mut MbufBatch, count: usize) -> usize {
+        let n = self.n as usize;
         let mut tail = self.tail as usize;
         let (mut left, mut sent, mut bytes) = (count, 0usize, 0u64);
         while left > 0 {
             let chunk = left.min(n - tail);
+            let slots = self.slots.as_mut().expect("slots live until drop");
             let (used, taken, b) = slots.tx_fill(&mut self.ring, tail, chunk, pkts, describe);
-            // Report status on every RS_THRESH-th descriptor written.
-            let mut rs = tail | (RS_THRESH as usize - 1);
-            while rs < tail + used {
-                self.ring.set_rs(rs as u16);
-                rs += RS_THRESH as usize;
-            }
+            self.set_rs(tail, used);
             sent += used;
             bytes += b;
             tail += used;
@@ -161,25 +203,19 @@ impl<B: Bar> IavfTxQueue<B> {
                 tail = 0;
             }
             left -= taken;
-            if taken < chunk {
-                break;
-            }
         }
-        let bad = (count - left - sent) as u64;
-        if sent > 0 {
-            self.nb_free -= sent as u16;
-            self.tail = tail as u16;
-            // One doorbell per burst, ordered after the descriptors.
-            self.bar.write32(self.tail_reg, tail as u32);
-            self.counters.tx_packets.add(sent as u64);
-            self.counters.tx_bytes.add(bytes);
-        }
-        if bad > 0 {
-            self.counters.tx_errors.add(bad);
-            self.extra.tx_bad_len.add(bad);
-        }
-        count - left
+        self.publish(tail, sent, count, bytes)
     }
+}
+
+/// One descriptor per packet (RS is set after the loop on every
+/// RS_THRESH-th). Empty or too long for one descriptor: not sent (counted,
+/// freed).
+#[inline(always)]
+fn describe(m: &Mbuf) -> Option<(TxDesc, u16)> {
+    let len = m.len() as u32;
+    (len.wrapping_sub(1) < TX_MAX_BUF as u32)
+        .then(|| (TxDesc::packet(m.data_iova(), len as u16, false), len as u16))
 }
 
 impl<B: Bar> TxQueue for IavfTxQueue<B> {
