@@ -543,7 +543,7 @@ impl MbufSlots {
     /// same index of `ring` (read format, at the element's fixed data offset,
     /// see [`rx_iova`](Self::rx_iova)). False, and nothing taken or written,
     /// if the pool is short.
-    #[inline]
+    #[inline(always)]
     pub fn refill_rx(
         &mut self,
         ring: &mut DescRing<RxDesc>,

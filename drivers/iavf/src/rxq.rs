@@ -136,7 +136,35 @@ impl<B: Bar> IavfRxQueue<B> {
             return true;
         }
         let start = self.wrap(self.next + self.n - hold);
-        let first = hold.min(self.n - start);
+        if hold > self.n - start {
+            return self.refill_wrap(start, hold);
+        }
+        let slots = self.slots.as_mut().expect("slots live until drop");
+        // What the receive path does not write: the data offset, no flags, no
+        // VLAN tag, no packet type (as `reset` leaves them), the port and queue.
+        if !slots.refill_rx(
+            &mut self.ring,
+            &self.pool,
+            start as usize,
+            hold as usize,
+            &self.rx_template,
+        ) {
+            self.counters.rx_nombuf.add(hold as u64);
+            return false;
+        }
+        self.nb_hold = 0;
+        self.tail = self.wrap(self.next + self.n - 1);
+        // One doorbell for the whole refill, ordered after the descriptors.
+        self.bar.write32(self.tail_reg, self.tail as u32);
+        true
+    }
+
+    /// [`refill`](Self::refill) of `hold` slots from `start` across the end
+    /// of the ring: up to the end, then from 0.
+    #[cold]
+    #[inline(never)]
+    fn refill_wrap(&mut self, start: u16, hold: u16) -> bool {
+        let first = self.n - start;
         let slots = self.slots.as_mut().expect("slots live until drop");
         // What the receive path does not write: the data offset, no flags, no
         // VLAN tag, no packet type (as `reset` leaves them), the port and queue.
