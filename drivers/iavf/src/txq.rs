@@ -14,7 +14,6 @@
 
 use std::sync::Arc;
 
-use nicpoll::Mbuf;
 use nicpoll::TxQueue;
 use nicpoll::bar::Bar;
 use nicpoll::mbuf::MbufBatch;
@@ -143,7 +142,7 @@ impl<B: Bar> IavfTxQueue<B> {
         }
         let slots = self.slots.as_mut().expect("slots live until drop");
         // Takes all `count` (refused ones are freed).
-        let (used, _, bytes) = slots.tx_fill(&mut self.ring, tail, count, pkts, describe);
+        let (used, _, bytes) = slots.tx_fill(&mut self.ring, tail, count, pkts, TX_MAX_BUF);
         self.set_rs(tail, used);
         let mut end = tail + used;
         if end == self.n as usize {
@@ -194,7 +193,7 @@ impl<B: Bar> IavfTxQueue<B> {
         while left > 0 {
             let chunk = left.min(n - tail);
             let slots = self.slots.as_mut().expect("slots live until drop");
-            let (used, taken, b) = slots.tx_fill(&mut self.ring, tail, chunk, pkts, describe);
+            let (used, taken, b) = slots.tx_fill(&mut self.ring, tail, chunk, pkts, TX_MAX_BUF);
             self.set_rs(tail, used);
             sent += used;
             bytes += b;
@@ -206,16 +205,6 @@ impl<B: Bar> IavfTxQueue<B> {
         }
         self.publish(tail, sent, count, bytes)
     }
-}
-
-/// One descriptor per packet (RS is set after the loop on every
-/// RS_THRESH-th). Empty or too long for one descriptor: not sent (counted,
-/// freed).
-#[inline(always)]
-fn describe(m: &Mbuf) -> Option<(TxDesc, u16)> {
-    let len = m.len() as u32;
-    (len.wrapping_sub(1) < TX_MAX_BUF as u32)
-        .then(|| (TxDesc::packet(m.data_iova(), len as u16, false), len as u16))
 }
 
 impl<B: Bar> TxQueue for IavfTxQueue<B> {
