@@ -414,10 +414,11 @@ impl fmt::Debug for Mbuf {
 
 /// What a receive ring's refill writes into the header of every buffer it
 /// posts, built once per queue: the state [`Mbuf::reset`] leaves (default
-/// headroom, length 0, no flags, no VLAN tag, no packet type) plus the
-/// receiving port and queue, in three stores (the data offset, length, port
-/// and queue are one 8-byte word). The receive path then writes only what the
-/// device reports.
+/// headroom, length 0, no VLAN tag, no packet type) plus the receiving port
+/// and queue, in three stores (the length, port and queue are one 8-byte word
+/// with the data offset). The flags are left as they are: the receive path
+/// writes them whole ([`Mbuf::set_ol_flags`]) with the length and what else
+/// the device reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RxHeaderTemplate {
     /// The 8 bytes at `data_off` (data_off, data_len, port, queue) with
@@ -467,7 +468,8 @@ impl RxHeaderTemplate {
     }
 
     /// Prepare the header of element `hdr` for receiving: afterwards it reads
-    /// as after `reset()`, `set_port(port)` and `set_queue(queue)`. Returns
+    /// as after `reset()`, `set_port(port)` and `set_queue(queue)`, except
+    /// for the flags, which are unchanged (the receiver must set them). Returns
     /// the IOVA where the device is to write the frame (the buffer start plus
     /// the default headroom: the element's fixed data offset).
     ///
@@ -484,16 +486,12 @@ impl RxHeaderTemplate {
         unsafe {
             let ddo = (*h).default_data_off;
             let iova = (*h).buf_iova + ddo as u64;
-            let w = self.word
-                | OffLenPortQueue {
-                    data_off: ddo,
-                    data_len: 0,
-                    port: 0,
-                    queue: 0,
-                }
-                .word();
-            std::ptr::addr_of_mut!((*h).data_off).cast::<u64>().write(w);
-            (*h).ol_flags = 0;
+            // The word with data_off 0, then data_off: two stores and no
+            // arithmetic.
+            std::ptr::addr_of_mut!((*h).data_off)
+                .cast::<u64>()
+                .write(self.word);
+            (*h).data_off = ddo;
             (*h).vlan_tci = 0;
             (*h).packet_type = 0;
             iova

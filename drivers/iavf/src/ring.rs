@@ -663,6 +663,7 @@ impl MbufSlots {
                 let mut m1 = std::mem::ManuallyDrop::new(Mbuf::from_raw(h1));
                 m0.set_len_unchecked(l0);
                 m0.set_rss_hash(d0.rss_hash_field());
+                // All the flags (the refill leaves them to us).
                 m0.set_ol_flags(nicpoll::mbuf::flags::RX_RSS_HASH);
                 m1.set_len_unchecked(l1);
                 m1.set_rss_hash(d1.rss_hash_field());
@@ -702,7 +703,7 @@ impl MbufSlots {
                 let mut m = std::mem::ManuallyDrop::new(Mbuf::from_raw(h));
                 m.set_len_unchecked(len);
                 m.set_rss_hash(d.rss_hash_field());
-                // The flags were cleared at refill.
+                // All the flags (the refill leaves them to us).
                 m.set_ol_flags(nicpoll::mbuf::flags::RX_RSS_HASH);
                 *slots.add(k) = 0;
                 dst.add(k).write(raw);
@@ -740,10 +741,12 @@ impl MbufSlots {
                 let mut m = std::mem::ManuallyDrop::new(Mbuf::from_raw(h));
                 // `lo <= len <= lo + span <= rx_room <= m.capacity()`.
                 m.set_len_unchecked(len);
+                // The refill leaves the flags to the receive path.
                 if let Some(hash) = d.rss_hash() {
                     m.set_rss_hash(hash);
-                    // The flags were cleared at refill.
                     m.set_ol_flags(nicpoll::mbuf::flags::RX_RSS_HASH);
+                } else {
+                    m.set_ol_flags(0);
                 }
                 *slots.add(k) = 0;
                 dst.add(k).write(raw);

@@ -15,8 +15,8 @@
 //! bit, or with a length outside the buffer is counted in `rx_errors` /
 //! `bad_desc` and its mbuf freed.
 //!
-//! Fast path. A refill prepares each buffer's header (data offset, no flags,
-//! port, queue) when it posts it, while the header is being read for the
+//! Fast path. A refill prepares each buffer's header (data offset, port,
+//! queue; the flags are left to the receive path) when it posts it, while the header is being read for the
 //! buffer's address anyway; a burst then runs the common case — written back,
 //! one whole frame, no error bit at all, a length in range — in one tight loop
 //! ([`MbufSlots::rx_clean`]) that sets only the length and the RSS hash.
@@ -140,8 +140,8 @@ impl<B: Bar> IavfRxQueue<B> {
             return self.refill_wrap(start, hold);
         }
         let slots = self.slots.as_mut().expect("slots live until drop");
-        // What the receive path does not write: the data offset, no flags, no
-        // VLAN tag, no packet type (as `reset` leaves them), the port and queue.
+        // What the receive path does not write: the data offset, no VLAN tag,
+        // no packet type (as `reset` leaves them), the port and queue.
         if !slots.refill_rx(
             &mut self.ring,
             &self.pool,
@@ -166,8 +166,8 @@ impl<B: Bar> IavfRxQueue<B> {
     fn refill_wrap(&mut self, start: u16, hold: u16) -> bool {
         let first = self.n - start;
         let slots = self.slots.as_mut().expect("slots live until drop");
-        // What the receive path does not write: the data offset, no flags, no
-        // VLAN tag, no packet type (as `reset` leaves them), the port and queue.
+        // What the receive path does not write: the data offset, no VLAN tag,
+        // no packet type (as `reset` leaves them), the port and queue.
         let tmpl = &self.rx_template;
         if !slots.refill_rx(
             &mut self.ring,
@@ -367,6 +367,8 @@ impl<B: Bar> IavfRxQueue<B> {
         if !m.set_len(len) {
             return (None, false);
         }
+        // The refill leaves the flags to the receive path.
+        m.set_ol_flags(0);
         if let Some(h) = d.rss_hash() {
             m.set_rss_hash(h);
         }
