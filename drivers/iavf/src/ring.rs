@@ -622,12 +622,12 @@ impl MbufSlots {
         );
         // Lengths up to `rx_room` fit every held mbuf (see `rx_room`): the
         // range check below is the capacity check too. If `lo` itself does
-        // not fit, no length passes (every frame goes to the slow path).
-        let (lo, span) = if lo <= self.rx_room {
-            (lo, span.min(self.rx_room - lo))
-        } else {
-            (usize::MAX, 0)
-        };
+        // not fit, nothing is taken here: every descriptor goes to the
+        // caller's slow path.
+        if lo > self.rx_room {
+            return (0, 0, true);
+        }
+        let span = span.min(self.rx_room - lo);
         let slots = self.slots[start..end].as_mut_ptr();
         let dst = out.spare_raw(max).as_mut_ptr();
         // SAFETY: `start <= end <= ring.len`.
@@ -638,7 +638,9 @@ impl MbufSlots {
         // and whose flag are stored without a test per packet. A clean frame
         // without a hash goes on in the general loop below.
         // Two at a time while both pass (half the loop overhead) ...
-        while k + 2 <= max {
+        // `k < max - 1`, i.e. `k + 1 < max` (none if `max` is 0 or 1).
+        let last = max.saturating_sub(1);
+        while k < last {
             // SAFETY: `k + 1 < max`: as in the general loop below, for
             // descriptors, slots and spare slots `k` and `k + 1`.
             unsafe {
@@ -648,7 +650,10 @@ impl MbufSlots {
                     break;
                 }
                 let (l0, l1) = (d0.pkt_len_unsplit() as usize, d1.pkt_len_unsplit() as usize);
-                if (l0.wrapping_sub(lo) > span) | (l1.wrapping_sub(lo) > span) {
+                // Both in range if the or of `len - lo` is: at least the
+                // larger, so a pair refused here may still be fine (the loops
+                // after decide).
+                if l0.wrapping_sub(lo) | l1.wrapping_sub(lo) > span {
                     break;
                 }
                 let (r0, r1) = (*slots.add(k), *slots.add(k + 1));
@@ -1068,6 +1073,46 @@ mod tests {
         let held = s.held();
         assert_eq!(s.compact(), held);
         assert!((0..held).all(|i| s.is_held(i)));
+        drop(s);
+        assert_eq!(pool.in_use(), 0);
+    }
+
+    #[test]
+    fn receive_fast_loop_takes_only_prepared_buffers() {
+        use crate::desc::rx_status;
+        let mem = DmaMemory::plain();
+        let region = Arc::new(mem.alloc("rx ring", 4096).unwrap());
+        let mut ring = DescRing::<RxDesc>::new(region, 0, 8).unwrap();
+        let pool = Mempool::new(&mem, &MempoolConfig::new("rx", 16)).unwrap();
+        let clean = rx_status::DD
+            | rx_status::EOF
+            | (rx_status::FLTSTAT_RSS_HASH << rx_status::FLTSTAT_SHIFT);
+        let mut out = MbufBatch::with_burst(8);
+        // Filled without prepared headers: the fast loop leaves them all.
+        let mut s = MbufSlots::new(8);
+        assert!(s.fill(&pool, 0, 8));
+        for i in 0..8 {
+            ring.write(i, RxDesc::writeback(60, clean, 0, 7));
+        }
+        assert_eq!(s.rx_clean(&ring, 0, 8, 14, 2000, &mut out), (0, 0, true));
+        assert!(out.is_empty());
+        drop(s);
+        // Prepared by refill_rx: taken, two by two and the odd one.
+        let mut s = MbufSlots::new(8);
+        let tmpl = RxHeaderTemplate::new(1, 2);
+        assert!(s.refill_rx(&mut ring, &pool, 0, 8, &tmpl));
+        for i in 0..7 {
+            ring.write(i, RxDesc::writeback(60 + i, clean, 0, 7));
+        }
+        let (k, bytes, unusual) = s.rx_clean(&ring, 0, 8, 14, 2000, &mut out);
+        assert_eq!((k, bytes, unusual), (7, (60..67).sum::<u64>(), false));
+        for (i, m) in out.iter().enumerate() {
+            assert_eq!(
+                (m.len(), m.rss_hash(), m.port(), m.queue()),
+                (60 + i, 7, 1, 2)
+            );
+        }
+        out.clear();
         drop(s);
         assert_eq!(pool.in_use(), 0);
     }
