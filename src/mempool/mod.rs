@@ -148,12 +148,11 @@ impl PoolInner {
                 return false;
             }
         }
-        // Hand out the most recently freed (cache-hot) elements first (a
-        // reversed copy without per-element bounds checks: it vectorizes).
+        // Hand out the most recently freed (cache-hot) elements: the top `n`
+        // of the stack, in one block copy (their order within the burst does
+        // not matter; a reversed copy costs about twice the instructions).
         let top = len as usize;
-        for (o, &p) in out.iter_mut().zip(objs[top - n as usize..top].iter().rev()) {
-            *o = p;
-        }
+        out.copy_from_slice(&objs[top - n as usize..top]);
         cache.len.store(len - n, Ordering::Release);
         true
     }
