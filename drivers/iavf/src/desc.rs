@@ -164,13 +164,6 @@ impl RxDesc {
         self.q1() & MASK == WANT
     }
 
-    /// The RSS hash field of qword 0, valid when FLTSTAT says so (see
-    /// [`rss_hash`](Self::rss_hash), [`is_clean_eop_rss`](Self::is_clean_eop_rss)).
-    #[inline(always)]
-    pub fn rss_hash_field(&self) -> u32 {
-        (self.q0() >> 32) as u32
-    }
-
     /// Last descriptor of its packet.
     #[inline(always)]
     pub fn is_eop(&self) -> bool {

@@ -91,7 +91,7 @@ impl<B: Bar> IavfTxQueue<B> {
 
     /// Free the `RS_THRESH` mbufs covered by the next RS descriptor, if the
     /// device is done with it. Returns whether it was.
-    #[inline]
+    #[inline(always)]
     fn free_done(&mut self) -> bool {
         if !self.ring.read_status(self.next_dd).is_done() {
             return false;
