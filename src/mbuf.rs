@@ -769,7 +769,7 @@ impl MbufBatch {
 /// Give raw element pointers back to their pools: a driver's transmit cleanup,
 /// straight from its table of slots. Zero entries (empty slots) are skipped.
 /// When every entry is an element of the first one's pool (one pass over the
-/// headers), one bulk put; otherwise one per run of the same pool. Returns
+/// pointers, checked against that pool's memory), one bulk put; otherwise one per run of the same pool. Returns
 /// how many elements were freed.
 ///
 /// # Safety
@@ -787,12 +787,12 @@ pub unsafe fn free_raw(ptrs: &[usize]) -> usize {
         // its pool, which outlives it.
         unsafe {
             let pool = (*(first as *const MbufHeader)).pool;
-            // A compare and branch per element (a branch-free or of
-            // differences gets vectorized into far more instructions).
-            if ptrs
-                .iter()
-                .all(|&p| p != 0 && (*(p as *const MbufHeader)).pool == pool)
-            {
+            // An element of some pool (the caller's contract) inside this
+            // pool's memory is this pool's: one range test per element, no
+            // header read, and an empty slot (0) fails it. (A branch-free
+            // or of tests gets vectorized into far more instructions.)
+            let (base, span) = (*pool).span();
+            if ptrs.iter().all(|&p| p.wrapping_sub(base) < span) {
                 (*pool).put_bulk(ptrs);
                 return ptrs.len();
             }

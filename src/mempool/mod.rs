@@ -121,6 +121,12 @@ impl PoolInner {
         &self.name
     }
 
+    /// Start address and length of the memory holding every element.
+    #[inline(always)]
+    pub(crate) fn span(&self) -> (usize, usize) {
+        (self.region.as_ptr() as usize, self.region.len())
+    }
+
     /// Get exactly `out.len()` elements or none. The common case (an lcore
     /// whose cache holds enough) inline; anything else in
     /// [`get_bulk_slow`](Self::get_bulk_slow).
