@@ -399,49 +399,50 @@ fn free_raw_returns_every_mbuf_of_one_or_several_pools() {
     let (_m, a) = pool(64, 0);
     let (_n, b) = pool(64, 32);
     let lc = lcore::register(41).unwrap();
+    // SAFETY (both helpers): every caller below gets elements it then owns,
+    // and frees each of them exactly once.
+    let free = |p: &[usize]| unsafe { crate::mbuf::free_raw(p) };
+    let get = |pool: &Mempool, out: &mut [usize]| unsafe { pool.alloc_raw(out) };
     // One pool: the single bulk put.
     let mut raw = [0usize; 32];
-    // SAFETY: ours until freed below, once.
-    assert!(unsafe { a.alloc_raw(&mut raw) });
+    assert!(get(&a, &mut raw));
     assert_eq!(a.in_use(), 32);
-    assert_eq!(unsafe { crate::mbuf::free_raw(&raw) }, 32);
+    assert_eq!(free(&raw), 32);
     assert_eq!(a.in_use(), 0);
-    // Mixed pools, interleaved: the fallback, per run. SAFETY (all below):
-    // the elements are ours, each freed once.
+    // Mixed pools, interleaved: the fallback, per run.
     let mut x = [0usize; 16];
     let mut y = [0usize; 16];
-    // SAFETY: as above.
-    assert!(unsafe { a.alloc_raw(&mut x) });
-    assert!(unsafe { b.alloc_raw(&mut y) });
+    assert!(get(&a, &mut x));
+    assert!(get(&b, &mut y));
     let mut mixed = Vec::new();
     for i in 0..16 {
         mixed.push(x[i]);
         mixed.push(y[i]);
     }
     // One foreign element at the end only.
-    assert_eq!(unsafe { crate::mbuf::free_raw(&mixed[..31]) }, 31);
-    assert_eq!(unsafe { crate::mbuf::free_raw(&mixed[31..]) }, 1);
+    assert_eq!(free(&mixed[..31]), 31);
+    assert_eq!(free(&mixed[31..]), 1);
     assert_eq!((a.in_use(), b.in_use()), (0, 0));
-    assert!(unsafe { a.alloc_raw(&mut x) });
-    assert!(unsafe { b.alloc_raw(&mut y[..1]) });
+    assert!(get(&a, &mut x));
+    assert!(get(&b, &mut y[..1]));
     let own = x[15];
     x[15] = y[0];
-    assert_eq!(unsafe { crate::mbuf::free_raw(&x) }, 16);
+    assert_eq!(free(&x), 16);
     assert_eq!(
         (a.in_use(), b.in_use()),
         (1, 0),
         "x's own 16th is still out"
     );
-    assert_eq!(unsafe { crate::mbuf::free_raw(&[own]) }, 1);
+    assert_eq!(free(&[own]), 1);
     assert_eq!(a.in_use(), 0);
-    assert_eq!(unsafe { crate::mbuf::free_raw(&[]) }, 0);
+    assert_eq!(free(&[]), 0);
     // Empty slots (0) are skipped, first or among the others.
-    assert!(unsafe { a.alloc_raw(&mut x[..3]) });
+    assert!(get(&a, &mut x[..3]));
     let slots = [0, x[0], 0, x[1], x[2], 0];
-    assert_eq!(unsafe { crate::mbuf::free_raw(&slots) }, 3);
-    assert!(unsafe { a.alloc_raw(&mut x[..2]) });
-    assert_eq!(unsafe { crate::mbuf::free_raw(&[x[0], 0, x[1]]) }, 2);
-    assert_eq!(unsafe { crate::mbuf::free_raw(&[0, 0]) }, 0);
+    assert_eq!(free(&slots), 3);
+    assert!(get(&a, &mut x[..2]));
+    assert_eq!(free(&[x[0], 0, x[1]]), 2);
+    assert_eq!(free(&[0, 0]), 0);
     assert_eq!((a.in_use(), b.in_use()), (0, 0));
     drop(lc);
 }
