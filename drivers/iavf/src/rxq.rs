@@ -44,7 +44,8 @@ const MIN_FRAME: usize = 14;
 /// One receive queue of a started port. Owned by one lcore.
 pub struct IavfRxQueue<B: Bar> {
     ring: DescRing<RxDesc>,
-    slots: Option<MbufSlots>,
+    /// Empty (no slots) only once retired, or when `new` failed.
+    slots: MbufSlots,
     bar: Arc<B>,
     tail_reg: usize,
     pool: Mempool,
@@ -88,7 +89,7 @@ impl<B: Bar> IavfRxQueue<B> {
     pub(crate) fn new(p: RxQueueParts<B>) -> Result<IavfRxQueue<B>, usize> {
         let n = p.ring.len();
         let mut q = IavfRxQueue {
-            slots: Some(MbufSlots::new(n as usize)),
+            slots: MbufSlots::new(n as usize),
             tail_reg: regs::qrx_tail(p.queue_id),
             n,
             next: 0,
@@ -110,15 +111,10 @@ impl<B: Bar> IavfRxQueue<B> {
         q.ring.clear();
         if !q.refill() {
             // Nothing was taken (a fill is all or nothing from slot 0).
-            q.slots = None;
+            q.slots = MbufSlots::new(0);
             return Err(n as usize);
         }
         Ok(q)
-    }
-
-    #[inline(always)]
-    fn slots(&mut self) -> &mut MbufSlots {
-        self.slots.as_mut().expect("slots live until drop")
     }
 
     #[inline(always)]
@@ -128,8 +124,10 @@ impl<B: Bar> IavfRxQueue<B> {
 
     /// Give buffers to the `nb_hold` empty slots behind `next` and move the
     /// tail. Returns false if the pool is short (the slots stay empty and are
-    /// retried at the next burst).
-    #[inline]
+    /// retried at the next burst). Inline in the receive path (no call, no
+    /// second prologue per burst); [`refill_retry`](Self::refill_retry) is the
+    /// idle path's out-of-line copy.
+    #[inline(always)]
     fn refill(&mut self) -> bool {
         let hold = self.nb_hold;
         if hold == 0 {
@@ -139,7 +137,7 @@ impl<B: Bar> IavfRxQueue<B> {
         if hold > self.n - start {
             return self.refill_wrap(start, hold);
         }
-        let slots = self.slots.as_mut().expect("slots live until drop");
+        let slots = &mut self.slots;
         // What the receive path does not write: the data offset, no VLAN tag,
         // no packet type (as `reset` leaves them), the port and queue.
         if !slots.refill_rx(
@@ -159,13 +157,21 @@ impl<B: Bar> IavfRxQueue<B> {
         true
     }
 
+    /// [`refill`](Self::refill) out of line: an idle poll's retry of a refill
+    /// the pool was too short for (the idle path stays small).
+    #[cold]
+    #[inline(never)]
+    fn refill_retry(&mut self) -> bool {
+        self.refill()
+    }
+
     /// [`refill`](Self::refill) of `hold` slots from `start` across the end
     /// of the ring: up to the end, then from 0.
     #[cold]
     #[inline(never)]
     fn refill_wrap(&mut self, start: u16, hold: u16) -> bool {
         let first = self.n - start;
-        let slots = self.slots.as_mut().expect("slots live until drop");
+        let slots = &mut self.slots;
         // What the receive path does not write: the data offset, no VLAN tag,
         // no packet type (as `reset` leaves them), the port and queue.
         let tmpl = &self.rx_template;
@@ -199,7 +205,7 @@ impl<B: Bar> IavfRxQueue<B> {
     /// Write read-format descriptors for `count` filled slots from `start`.
     fn arm(&mut self, start: u16, count: u16) {
         for i in start..start + count {
-            let iova = self.slots.as_ref().expect("live").rx_iova(i as usize);
+            let iova = self.slots.rx_iova(i as usize);
             self.ring.arm(i, iova);
         }
     }
@@ -216,7 +222,7 @@ impl<B: Bar> IavfRxQueue<B> {
             }
             i = self.wrap(i + 1);
         }
-        let held = self.slots().compact() as u16;
+        let held = self.slots.compact() as u16;
         self.ring.clear();
         self.arm(0, held);
         self.next = 0;
@@ -241,7 +247,7 @@ impl<B: Bar> IavfRxQueue<B> {
         let span = (self.buf_len as usize).wrapping_sub(MIN_FRAME);
         let i = self.next as usize;
         let chunk = max.min(n - i);
-        let slots = self.slots.as_mut().expect("slots live until drop");
+        let slots = &mut self.slots;
         let (k, mut bytes, unusual) = if self.discarding {
             (0, 0, true)
         } else {
@@ -291,7 +297,7 @@ impl<B: Bar> IavfRxQueue<B> {
         span: usize,
     ) -> (usize, usize, u64) {
         let n = self.n as usize;
-        let slots = self.slots.as_mut().expect("slots live until drop");
+        let slots = &mut self.slots;
         let (mut scanned, mut got, mut bytes) = (0usize, 0usize, 0u64);
         while left > 0 {
             let chunk = left.min(n - i);
@@ -397,7 +403,7 @@ impl<B: Bar> RxQueue for IavfRxQueue<B> {
         if self.next == self.tail || !self.ring.is_done(self.next) {
             if self.nb_hold >= self.free_thresh {
                 // A refill the pool was too short for: retried at every burst.
-                self.refill();
+                self.refill_retry();
             }
             return 0;
         }
@@ -427,7 +433,8 @@ impl<B: Bar> IavfRxQueue<B> {
 
 impl<B: Bar> Drop for IavfRxQueue<B> {
     fn drop(&mut self) {
-        if let Some(slots) = self.slots.take() {
+        if !self.slots.is_empty() {
+            let slots = std::mem::replace(&mut self.slots, MbufSlots::new(0));
             self.shared.retire(true, self.queue_id as usize, slots);
         }
     }

@@ -35,7 +35,8 @@ const _: () = assert!(RS_THRESH.is_power_of_two());
 /// One transmit queue of a started port. Owned by one lcore.
 pub struct IavfTxQueue<B: Bar> {
     ring: DescRing<TxDesc>,
-    slots: Option<MbufSlots>,
+    /// Empty (no slots) only once retired, or when `new` failed.
+    slots: MbufSlots,
     bar: Arc<B>,
     tail_reg: usize,
     n: u16,
@@ -65,7 +66,7 @@ impl<B: Bar> IavfTxQueue<B> {
         let n = ring.len();
         assert!(n >= 2 * RS_THRESH && n.is_multiple_of(RS_THRESH));
         let mut q = IavfTxQueue {
-            slots: Some(MbufSlots::new(n as usize)),
+            slots: MbufSlots::new(n as usize),
             tail_reg: regs::qtx_tail(queue_id),
             n,
             tail: 0,
@@ -84,11 +85,6 @@ impl<B: Bar> IavfTxQueue<B> {
         q
     }
 
-    #[inline(always)]
-    fn slots(&mut self) -> &mut MbufSlots {
-        self.slots.as_mut().expect("slots live until drop")
-    }
-
     /// Free the `RS_THRESH` mbufs covered by the next RS descriptor, if the
     /// device is done with it. Returns whether it was.
     #[inline(always)]
@@ -97,7 +93,7 @@ impl<B: Bar> IavfTxQueue<B> {
             return false;
         }
         let first = self.next_dd + 1 - RS_THRESH;
-        let slots = self.slots.as_mut().expect("slots live until drop");
+        let slots = &mut self.slots;
         slots.free_range(first as usize, RS_THRESH as usize);
         self.nb_free += RS_THRESH;
         self.next_dd += RS_THRESH;
@@ -114,7 +110,7 @@ impl<B: Bar> IavfTxQueue<B> {
         // Only RS descriptors written in this lap say anything: the one at
         // `next_dd` was, if at least RS_THRESH packets are in flight.
         while self.n - 1 - self.nb_free >= RS_THRESH && self.free_done() {}
-        let lost = self.slots().free_all() as u64;
+        let lost = self.slots.free_all() as u64;
         self.ring.clear();
         self.tail = 0;
         self.next_dd = RS_THRESH - 1;
@@ -140,7 +136,7 @@ impl<B: Bar> IavfTxQueue<B> {
         if tail + count > self.n as usize {
             return self.transmit_wrap(pkts, count);
         }
-        let slots = self.slots.as_mut().expect("slots live until drop");
+        let slots = &mut self.slots;
         // Takes all `count` (refused ones are freed).
         let (used, _, bytes) = slots.tx_fill(&mut self.ring, tail, count, pkts, TX_MAX_BUF);
         self.set_rs(tail, used);
@@ -192,7 +188,7 @@ impl<B: Bar> IavfTxQueue<B> {
         let (mut left, mut sent, mut bytes) = (count, 0usize, 0u64);
         while left > 0 {
             let chunk = left.min(n - tail);
-            let slots = self.slots.as_mut().expect("slots live until drop");
+            let slots = &mut self.slots;
             let (used, taken, b) = slots.tx_fill(&mut self.ring, tail, chunk, pkts, TX_MAX_BUF);
             self.set_rs(tail, used);
             sent += used;
@@ -242,7 +238,8 @@ impl<B: Bar> IavfTxQueue<B> {
 
 impl<B: Bar> Drop for IavfTxQueue<B> {
     fn drop(&mut self) {
-        if let Some(slots) = self.slots.take() {
+        if !self.slots.is_empty() {
+            let slots = std::mem::replace(&mut self.slots, MbufSlots::new(0));
             self.shared.retire(false, self.queue_id as usize, slots);
         }
     }

@@ -483,6 +483,83 @@ fn manual_mode_moves_frames_only_when_stepped() {
     assert_eq!(p.in_use(), 0);
 }
 
+/// A receive refill the pool is too short for: the burst still delivers,
+/// the empty slots are counted in `rx_nombuf`, idle polls retry the refill
+/// (counted again while the pool stays empty) and, once buffers are back,
+/// fill the ring so frames flow again.
+#[test]
+fn receive_refill_short_pool_is_retried_by_idle_polls() {
+    let mem = Arc::new(DmaMemory::plain());
+    let p = pool(&mem, "short", 2048);
+    let o = IavfOptions {
+        watchdog: None,
+        ..opts()
+    };
+    let a = rig(sim("short-a", MAC_A, Wire::None), &mem, o.clone());
+    let b = rig(sim("short-b", MAC_B, Wire::None), &mem, o);
+    SimVf::connect(&a.vf, &b.vf);
+    let (mut pa, mut pb) = (a.port, b.port);
+    pa.configure(&conf(&p, 1, 256)).unwrap();
+    pb.configure(&conf(&p, 1, 256)).unwrap();
+    let mut qa = pa.start().unwrap();
+    let mut qb = pb.start().unwrap();
+    a.vf.set_manual(true);
+    b.vf.set_manual(true);
+    let mut tx = MbufBatch::with_burst(32);
+    let mut rx = MbufBatch::with_burst(32);
+    let send = |qa: &mut nicpoll::port::PortQueues, tx: &mut MbufBatch, round: u32| {
+        for i in 0..32 {
+            push(&p, tx, &udp_frame(MAC_B, MAC_A, round * 100 + i, 7, 60));
+        }
+        assert_eq!(qa.tx[0].tx_burst(tx), 32);
+        assert!(a.vf.step() >= 32);
+        assert!(b.vf.step() >= 32);
+    };
+    send(&mut qa, &mut tx, 0);
+    // The pool runs dry before B's receive refills.
+    let mut hoard = Vec::new();
+    while let Some(m) = p.alloc() {
+        hoard.push(m);
+    }
+    assert_eq!(qb.rx[0].rx_burst(&mut rx), 32, "delivered without a refill");
+    // Kept too: the pool stays empty.
+    while let Some(m) = rx.pop_front() {
+        hoard.push(m);
+    }
+    a.vf.set_manual(false);
+    b.vf.set_manual(false);
+    assert_eq!(pb.stats().rx_nombuf, 32);
+    a.vf.set_manual(true);
+    b.vf.set_manual(true);
+    // An idle poll retries, still short.
+    assert_eq!(qb.rx[0].rx_burst(&mut rx), 0);
+    // Buffers back: the next idle poll refills.
+    drop(hoard);
+    assert_eq!(qb.rx[0].rx_burst(&mut rx), 0);
+    a.vf.set_manual(false);
+    b.vf.set_manual(false);
+    let after = pb.stats().rx_nombuf;
+    assert_eq!(after, 64, "the failed retry is counted too");
+    a.vf.set_manual(true);
+    b.vf.set_manual(true);
+    // The ring is whole again: a full ring's worth of frames arrives.
+    for round in 1..=8 {
+        send(&mut qa, &mut tx, round);
+        assert_eq!(qb.rx[0].rx_burst(&mut rx), 32, "round {round}");
+        for (k, m) in rx.as_slice().iter().enumerate() {
+            assert_eq!(tag_of(m.data()), round * 100 + k as u32);
+        }
+        rx.clear();
+    }
+    a.vf.set_manual(false);
+    b.vf.set_manual(false);
+    assert_eq!(pb.stats().rx_nombuf, after, "no refill failed since");
+    assert_eq!(pb.stats().ipackets, 9 * 32);
+    drop((qa, qb));
+    drop((pa, pb, a.vf, b.vf));
+    assert_eq!(p.in_use(), 0);
+}
+
 #[test]
 fn ring_wrap_and_full_receive_ring() {
     let mem = Arc::new(DmaMemory::plain());
