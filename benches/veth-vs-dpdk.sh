@@ -56,7 +56,8 @@ quiet_gate() {  # wait until others use < QUIET_PCT % of one CPU over 2 s
     (( (b1 - b0) * 100 / (2 * $(getconf CLK_TCK)) < QUIET_PCT )) && { echo $((SECONDS - t0)); return 0; }
   done; echo "busy"; return 1
 }
-blocks() {  # $1 tool $2 log
+blocks() {  # $1 tool $2 log (0 until the launched process has created its log)
+  [[ -e $2 ]] || { echo 0; return; }
   if [[ $1 == dpdk ]]; then grep -ac 'Port statistics' "$2"; else grep -c '"event":"stats"' "$2"; fi
 }
 # per-block "rx_pps tx_pps rx_missed" lines
