@@ -307,6 +307,12 @@ impl Rig {
         self.bar.write32(r::ATQT, self.ntu);
         let deadline = Instant::now() + Duration::from_secs(5);
         while self.bar.read32(r::ATQH) != self.ntu {
+            // A message that resets the VF (RESET_VF, REQUEST_QUEUES) may have
+            // the reset clear the queue registers, head included, between two
+            // of our reads: the queue is gone then, not stuck.
+            if self.bar.read32(r::ATQLEN) & r::LEN_ENABLE == 0 {
+                break;
+            }
             assert!(
                 Instant::now() < deadline,
                 "ATQ head did not move (op {v_op})"
