@@ -289,7 +289,11 @@ fn null_io_run_ends_by_itself_with_json_statistics() {
         p0["rx_pps"].as_f64().unwrap(),
         p0["rx_wire_bps"].as_f64().unwrap(),
     );
-    assert!((wire - pps * 88.0 * 8.0).abs() <= 1.0 + wire * 1e-9, "{p0}");
+    // The statistics read a port's packet and byte counters one after the
+    // other while the lcore forwards, so a period's bytes may include one burst
+    // more than its packets (32 x 64 B over 0.2 s: 1e-5 of this rate); a wrong
+    // per-packet overhead would be off by 4 % or more.
+    assert!((wire - pps * 88.0 * 8.0).abs() <= 1.0 + wire * 1e-4, "{p0}");
     let fin = event(&ev, "final");
     let total = &fin["total"];
     assert!(total["rx_packets"].as_u64().unwrap() > 0);
