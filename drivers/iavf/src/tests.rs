@@ -581,6 +581,23 @@ fn make_port(
     IavfPort::with_options(pf.driver_bar(), pf.dma(), mem.clone(), "fake0", opts, id)
 }
 
+/// A port on `pf` with the test options, its own memory and a pool of
+/// `pool_size` mbufs, configured with `(queue pairs, rxd, txd)` and started.
+fn started(
+    pf: &FakePf,
+    pool_name: &str,
+    pool_size: u32,
+    id: u16,
+    (q, rxd, txd): (u16, u16, u16),
+) -> (Mempool, IavfPort<SharedBar>, nicpoll::port::PortQueues) {
+    let mem = Arc::new(DmaMemory::plain());
+    let pool = Mempool::new(&mem, &MempoolConfig::new(pool_name, pool_size)).unwrap();
+    let mut port = make_port(pf, &mem, options(), id).unwrap();
+    port.configure(&conf(&pool, q, rxd, txd)).unwrap();
+    let queues = port.start().unwrap();
+    (pool, port, queues)
+}
+
 fn conf(pool: &Mempool, q: u16, rxd: u16, txd: u16) -> PortConf {
     PortConf {
         port_id: 0,
@@ -668,11 +685,7 @@ fn exact_message_lengths_are_accepted() {
     // The fake PF refuses any length other than §2.6's with
     // ERR_OPCODE_MISMATCH; a full start exercises every message.
     let pf = FakePf::new();
-    let mem = Arc::new(DmaMemory::plain());
-    let pool = Mempool::new(&mem, &MempoolConfig::new("len", 4096)).unwrap();
-    let mut port = make_port(&pf, &mem, options(), 0).unwrap();
-    port.configure(&conf(&pool, 4, 512, 512)).unwrap();
-    let q = port.start().unwrap();
+    let (pool, mut port, q) = started(&pf, "len", 4096, 0, (4, 512, 512));
     port.set_promiscuous(true).unwrap();
     let _ = port.stats();
     let log = pf.state().log.clone();
@@ -817,11 +830,7 @@ fn send_and_receive(
 #[test]
 fn ring_wrap_and_full_rings() {
     let pf = FakePf::new();
-    let mem = Arc::new(DmaMemory::plain());
-    let pool = Mempool::new(&mem, &MempoolConfig::new("wrap", 1024)).unwrap();
-    let mut port = make_port(&pf, &mem, options(), 0).unwrap();
-    port.configure(&conf(&pool, 1, 64, 64)).unwrap();
-    let mut q = port.start().unwrap();
+    let (pool, mut port, mut q) = started(&pf, "wrap", 1024, 0, (1, 64, 64));
     // Many laps of both 64-entry rings, content checked in order.
     let got = send_and_receive(&pool, q.tx[0].as_mut(), &mut q.rx, 1000, 1000, 0);
     for (i, (_, f)) in got.iter().enumerate() {
@@ -878,11 +887,7 @@ fn bar_tail(pf: &FakePf, q: u16) -> u16 {
 #[test]
 fn rss_spreads_flows_over_queues() {
     let pf = FakePf::new();
-    let mem = Arc::new(DmaMemory::plain());
-    let pool = Mempool::new(&mem, &MempoolConfig::new("rss", 4096)).unwrap();
-    let mut port = make_port(&pf, &mem, options(), 0).unwrap();
-    port.configure(&conf(&pool, 4, 128, 128)).unwrap();
-    let mut q = port.start().unwrap();
+    let (pool, mut port, mut q) = started(&pf, "rss", 4096, 0, (4, 128, 128));
     let mut tx0 = q.tx.remove(0);
     let got = send_and_receive(&pool, tx0.as_mut(), &mut q.rx, 400, 400, 0);
     let mut per_q = [0usize; 4];
@@ -907,11 +912,7 @@ fn rss_spreads_flows_over_queues() {
 #[test]
 fn bad_descriptors_are_counted_and_freed() {
     let pf = FakePf::new();
-    let mem = Arc::new(DmaMemory::plain());
-    let pool = Mempool::new(&mem, &MempoolConfig::new("bad", 1024)).unwrap();
-    let mut port = make_port(&pf, &mem, options(), 0).unwrap();
-    port.configure(&conf(&pool, 1, 64, 64)).unwrap();
-    let mut q = port.start().unwrap();
+    let (pool, mut port, mut q) = started(&pf, "bad", 1024, 0, (1, 64, 64));
     // Each corruption spoils one frame of three; the other two arrive.
     for (k, c) in [Corrupt::TooLong, Corrupt::RxError, Corrupt::Chained]
         .into_iter()
@@ -937,11 +938,7 @@ fn bad_descriptors_are_counted_and_freed() {
 #[test]
 fn transmit_refuses_unsendable_lengths() {
     let pf = FakePf::new();
-    let mem = Arc::new(DmaMemory::plain());
-    let pool = Mempool::new(&mem, &MempoolConfig::new("len0", 256)).unwrap();
-    let mut port = make_port(&pf, &mem, options(), 0).unwrap();
-    port.configure(&conf(&pool, 1, 64, 64)).unwrap();
-    let mut q = port.start().unwrap();
+    let (pool, mut port, mut q) = started(&pf, "len0", 256, 0, (1, 64, 64));
     let mut b = MbufBatch::with_burst(4);
     b.push(pool.alloc().unwrap()).unwrap(); // length 0
     assert_eq!(q.tx[0].tx_burst(&mut b), 1, "taken (and dropped)");
@@ -956,11 +953,7 @@ fn transmit_refuses_unsendable_lengths() {
 #[test]
 fn bursts_straddling_the_ring_ends_arrive_whole_and_in_order() {
     let pf = FakePf::new();
-    let mem = Arc::new(DmaMemory::plain());
-    let pool = Mempool::new(&mem, &MempoolConfig::new("wrap", 400)).unwrap();
-    let mut port = make_port(&pf, &mem, options(), 3).unwrap();
-    port.configure(&conf(&pool, 1, 64, 64)).unwrap();
-    let mut q = port.start().unwrap();
+    let (pool, mut port, mut q) = started(&pf, "wrap", 400, 3, (1, 64, 64));
     // Bursts of 7 on rings of 64: transmit bursts and receive refills
     // (odd counts too) cross the end of both rings again and again.
     let mut r = MbufBatch::with_burst(7);
@@ -992,11 +985,7 @@ fn bursts_straddling_the_ring_ends_arrive_whole_and_in_order() {
 #[test]
 fn a_frame_without_hash_in_a_burst_of_hashed_ones() {
     let pf = FakePf::new();
-    let mem = Arc::new(DmaMemory::plain());
-    let pool = Mempool::new(&mem, &MempoolConfig::new("nohash", 160)).unwrap();
-    let mut port = make_port(&pf, &mem, options(), 3).unwrap();
-    port.configure(&conf(&pool, 1, 64, 64)).unwrap();
-    let mut q = port.start().unwrap();
+    let (pool, mut port, mut q) = started(&pf, "nohash", 160, 3, (1, 64, 64));
     let mut sent = Vec::new();
     // Two hashed frames, one without a hash, two hashed: one receive burst.
     for (n, corrupt) in [(2, None), (1, Some(Corrupt::NoHash)), (2, None)] {
@@ -1095,11 +1084,7 @@ fn receive_sets_every_header_field() {
 #[test]
 fn transmit_skips_refused_packets_in_order() {
     let pf = FakePf::new();
-    let mem = Arc::new(DmaMemory::plain());
-    let pool = Mempool::new(&mem, &MempoolConfig::new("refused", 512)).unwrap();
-    let mut port = make_port(&pf, &mem, options(), 0).unwrap();
-    port.configure(&conf(&pool, 1, 64, 64)).unwrap();
-    let mut q = port.start().unwrap();
+    let (pool, mut port, mut q) = started(&pf, "refused", 512, 0, (1, 64, 64));
     let mut r = MbufBatch::with_burst(64);
     let mut want = Vec::new();
     let (mut refused, mut got) = (0u64, Vec::new());
@@ -1253,11 +1238,7 @@ fn link_events_reach_the_port() {
 #[test]
 fn stop_refuses_while_queues_live_and_drop_parks_buffers() {
     let pf = FakePf::new();
-    let mem = Arc::new(DmaMemory::plain());
-    let pool = Mempool::new(&mem, &MempoolConfig::new("park", 1024)).unwrap();
-    let mut port = make_port(&pf, &mem, options(), 0).unwrap();
-    port.configure(&conf(&pool, 1, 64, 64)).unwrap();
-    let q = port.start().unwrap();
+    let (pool, mut port, q) = started(&pf, "park", 1024, 0, (1, 64, 64));
     let e = port.stop().unwrap_err().to_string();
     assert!(e.contains("still in use"), "{e}");
     drop(q);
