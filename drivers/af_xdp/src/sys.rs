@@ -105,6 +105,16 @@ const XDP_UMEM_PGOFF_COMPLETION_RING: libc::off_t = 0x1_8000_0000;
 pub(crate) const XDP_PACKET_HEADROOM: usize = 256;
 /// Largest XDP metadata the kernel may copy in front of a frame.
 const XDP_MAX_METADATA: usize = 32;
+/// An unaligned-mode RX descriptor address: (UMEM address in the chunk, the
+/// frame's offset from that chunk's start).
+#[inline(always)]
+fn split_rx_addr(addr: u64) -> (u64, usize) {
+    (
+        addr & XSK_UNALIGNED_BUF_ADDR_MASK,
+        (addr >> XSK_UNALIGNED_BUF_OFFSET_SHIFT) as usize,
+    )
+}
+
 /// UMEM headroom: frames land at the mbuf's default data offset.
 pub(crate) const UMEM_HEADROOM: usize = ELEMENT_DATA_OFFSET - XDP_PACKET_HEADROOM;
 // Every header position ends before anything the kernel may write.
@@ -971,8 +981,7 @@ impl RxSide {
                 // 6.15 put the chunk + UMEM headroom in the low bits (fixed by
                 // "xsk: Fix offset calculation in unaligned mode"), so the
                 // chunk is taken as the element that address falls in.
-                let chunk = d.addr & XSK_UNALIGNED_BUF_ADDR_MASK;
-                let offset = (d.addr >> XSK_UNALIGNED_BUF_OFFSET_SHIFT) as usize;
+                let (chunk, offset) = split_rx_addr(d.addr);
                 let Some(hdr) = ledger.take(chunk) else {
                     // Not a chunk we posted: never make an mbuf of it.
                     o.errors += 1;
@@ -1360,6 +1369,23 @@ mod tests {
             assert_eq!(l.take(o + ELEMENT_DATA_OFFSET as u64), Some(h));
             l.give(h);
         }
+        // RX addresses in unaligned mode, as kernels since 6.15 write them
+        // (chunk | offset << 48) and as earlier ones did (chunk + headroom in
+        // the low bits): both name the element and a frame at its data offset.
+        for addr in [
+            offs[2] | (ELEMENT_DATA_OFFSET as u64) << 48,
+            (offs[2] + UMEM_HEADROOM as u64) | (ELEMENT_DATA_OFFSET as u64) << 48,
+        ] {
+            let (chunk, off) = split_rx_addr(addr);
+            assert_eq!(
+                l.chunk_start(chunk) + off,
+                offs[2] as usize + ELEMENT_DATA_OFFSET
+            );
+            assert_eq!(l.take(chunk), Some(raw[2]));
+            l.give(raw[2]);
+        }
+        // Garbage in the low bits names no element of ours.
+        assert_eq!(l.take(split_rx_addr(u64::MAX).0), None);
         assert_eq!(l.take(offs[0] + 448), Some(raw[0]));
         assert_eq!(l.take(offs[0] + 448), None, "taken twice");
         assert_eq!(l.take(u64::MAX), None, "outside the UMEM");
