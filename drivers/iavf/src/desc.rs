@@ -62,7 +62,14 @@ pub mod rx_error {
 const RX_STATUS_MASK: u64 = (1 << 19) - 1;
 const RX_ERROR_SHIFT: u32 = 19;
 const RX_PTYPE_SHIFT: u32 = 30;
-const RX_PLEN_SHIFT: u32 = 38;
+/// Qword 1 of a clean whole frame with an RSS hash, under
+/// [`RX_CLEAN_RSS_MASK`]: DD, EOF, FLTSTAT = hash, no error bit
+/// ([`RxDesc::is_clean_eop_rss`], and the vector receive loop).
+pub(crate) const RX_CLEAN_RSS_WANT: u64 = (rx_status::DD | rx_status::EOF) as u64
+    | ((rx_status::FLTSTAT_RSS_HASH as u64) << rx_status::FLTSTAT_SHIFT);
+/// The qword 1 bits [`RX_CLEAN_RSS_WANT`] is compared under.
+pub(crate) const RX_CLEAN_RSS_MASK: u64 = RX_CLEAN_RSS_WANT | (0xFF << RX_ERROR_SHIFT);
+pub(crate) const RX_PLEN_SHIFT: u32 = 38;
 const RX_PLEN_MASK: u64 = 0x3FFF;
 const RX_HLEN_SHIFT: u32 = 52;
 const RX_HLEN_MASK: u64 = 0x7FF;
@@ -158,10 +165,7 @@ impl RxDesc {
     /// (FLTSTAT): the common case with RSS on, in one test.
     #[inline(always)]
     pub fn is_clean_eop_rss(&self) -> bool {
-        const FLT: u64 = (rx_status::FLTSTAT_RSS_HASH as u64) << rx_status::FLTSTAT_SHIFT;
-        const WANT: u64 = (rx_status::DD | rx_status::EOF) as u64 | FLT;
-        const MASK: u64 = WANT | (0xFF << RX_ERROR_SHIFT);
-        self.q1() & MASK == WANT
+        self.q1() & RX_CLEAN_RSS_MASK == RX_CLEAN_RSS_WANT
     }
 
     /// Last descriptor of its packet.
@@ -265,7 +269,12 @@ pub const TX_MAX_BUF: usize = 0x3FFF;
 
 const TX_CMD_SHIFT: u32 = 4;
 const TX_CMD_MASK: u64 = 0xFFF;
-const TX_BSZ_SHIFT: u32 = 34;
+pub(crate) const TX_BSZ_SHIFT: u32 = 34;
+/// Qword 1 of a data descriptor for a whole packet without RS, but for its
+/// length: DTYPE data, EOP, ICRC ([`TxDesc::packet_fitting`], and the vector
+/// transmit loop).
+pub(crate) const TX_WHOLE_PACKET_QW1: u64 =
+    TX_DTYPE_DATA as u64 | (((tx_cmd::EOP | tx_cmd::ICRC) as u64) << TX_CMD_SHIFT);
 const TX_BSZ_MASK: u64 = 0x3FFF;
 
 impl TxDesc {
@@ -289,9 +298,7 @@ impl TxDesc {
     #[inline(always)]
     pub fn packet_fitting(addr: u64, len: usize) -> TxDesc {
         debug_assert!(len <= TX_MAX_BUF);
-        let cmd = tx_cmd::EOP | tx_cmd::ICRC;
-        let qw1 =
-            TX_DTYPE_DATA as u64 | ((cmd as u64) << TX_CMD_SHIFT) | ((len as u64) << TX_BSZ_SHIFT);
+        let qw1 = TX_WHOLE_PACKET_QW1 | ((len as u64) << TX_BSZ_SHIFT);
         TxDesc {
             addr: addr.to_le(),
             cmd_type_offset_bsz: qw1.to_le(),

@@ -11,7 +11,7 @@ use crate::vf::Timeouts;
 /// The keys [`IavfOptions::from_devargs`] reads. A registry that also passes
 /// keys meant for a simulated device (`peer=`, `iface=`, ...) checks the union
 /// with `DevArgs::check_keys`; unknown keys are not refused here.
-pub const DEVARGS_KEYS: &[&str] = &["promisc", "watchdog_ms", "rx_free_thresh"];
+pub const DEVARGS_KEYS: &[&str] = &["promisc", "watchdog_ms", "rx_free_thresh", "simd"];
 
 /// Options of an iavf port.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,6 +25,10 @@ pub struct IavfOptions {
     /// Refill the receive ring once this many descriptors are free
     /// (`rx_free_thresh`, default 32 as DPDK's `IAVF_DEFAULT_RX_FREE_THRESH`).
     pub rx_free_thresh: u16,
+    /// Run the receive and transmit loops with AVX2 when the CPU has it
+    /// (`simd`, default 1; `simd=0`: the scalar loops, as DPDK's
+    /// `--force-max-simd-bitwidth=64`). Both deliver the same packets.
+    pub simd: bool,
     /// How long to wait for the device and the PF.
     pub timeouts: Timeouts,
 }
@@ -35,6 +39,7 @@ impl Default for IavfOptions {
             promisc: false,
             watchdog: Some(Duration::from_millis(100)),
             rx_free_thresh: 32,
+            simd: true,
             timeouts: Timeouts::default(),
         }
     }
@@ -56,6 +61,7 @@ impl IavfOptions {
                 .get_u64("rx_free_thresh", 1..=4064)?
                 .map(|v| v as u16)
                 .unwrap_or(d.rx_free_thresh),
+            simd: args.get_bool("simd")?.unwrap_or(d.simd),
             timeouts: d.timeouts,
         })
     }
@@ -68,16 +74,23 @@ mod tests {
     #[test]
     fn parses_and_checks() {
         let o = IavfOptions::from_devargs(
-            &DevArgs::parse("0000:03:02.0,promisc=1,watchdog_ms=0,rx_free_thresh=64").unwrap(),
+            &DevArgs::parse("0000:03:02.0,promisc=1,watchdog_ms=0,rx_free_thresh=64,simd=0")
+                .unwrap(),
         )
         .unwrap();
         assert!(o.promisc);
         assert_eq!(o.watchdog, None);
         assert_eq!(o.rx_free_thresh, 64);
+        assert!(!o.simd);
         let d =
             IavfOptions::from_devargs(&DevArgs::parse("net_iavf_sim0,peer=x").unwrap()).unwrap();
         assert_eq!(d, IavfOptions::default());
-        for bad in ["x,promisc=maybe", "x,watchdog_ms=-1", "x,rx_free_thresh=0"] {
+        for bad in [
+            "x,promisc=maybe",
+            "x,watchdog_ms=-1",
+            "x,rx_free_thresh=0",
+            "x,simd=avx",
+        ] {
             assert!(
                 IavfOptions::from_devargs(&DevArgs::parse(bad).unwrap()).is_err(),
                 "{bad}"

@@ -1011,6 +1011,7 @@ impl<B: Bar + 'static> Port for IavfPort<B> {
                 counters: c.counters.rx(q as usize),
                 extra: c.rx_extra[q as usize].clone(),
                 shared: shared.clone(),
+                simd: c.opts.simd,
             };
             match IavfRxQueue::new(parts) {
                 Ok(rq) => queues.rx.push(Box::new(rq) as Box<dyn RxQueue>),
@@ -1068,6 +1069,20 @@ impl<B: Bar + 'static> Port for IavfPort<B> {
             generation: 0,
             pending: (0, 0),
         });
+        log::info!(
+            "iavf {}: {} receive/transmit loops{}",
+            c.name,
+            if c.opts.simd && crate::ring::cpu_has_avx2() {
+                "AVX2"
+            } else {
+                "scalar"
+            },
+            match (c.opts.simd, crate::ring::cpu_has_avx2()) {
+                (false, _) => " (simd=0)",
+                (true, false) => " (this CPU has no AVX2)",
+                (true, true) => "",
+            }
+        );
         Ok(queues)
     }
 

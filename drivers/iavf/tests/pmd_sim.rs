@@ -317,11 +317,27 @@ fn bring_up_and_every_virtchnl_exchange() {
 
 #[test]
 fn traffic_both_ways_between_two_vfs() {
+    traffic_both_ways(true);
+}
+
+/// The same with the scalar receive and transmit loops (`simd=0`; the test
+/// above runs the AVX2 ones on a CPU that has them).
+#[test]
+fn traffic_both_ways_between_two_vfs_scalar() {
+    traffic_both_ways(false);
+}
+
+fn traffic_both_ways(simd: bool) {
     let mem = Arc::new(DmaMemory::plain());
     let p = pool(&mem, "peers", 4096);
+    let o = IavfOptions { simd, ..opts() };
     // Wire::Peer connects the two VFs that name the same link.
-    let a = rig(sim("peer-a", MAC_A, Wire::Peer("a-b".into())), &mem, opts());
-    let b = rig(sim("peer-b", MAC_B, Wire::Peer("a-b".into())), &mem, opts());
+    let a = rig(
+        sim("peer-a", MAC_A, Wire::Peer("a-b".into())),
+        &mem,
+        o.clone(),
+    );
+    let b = rig(sim("peer-b", MAC_B, Wire::Peer("a-b".into())), &mem, o);
     let (mut pa, mut pb) = (a.port, b.port);
     pa.configure(&conf(&p, 1, 512)).unwrap();
     pb.configure(&conf(&p, 1, 512)).unwrap();
@@ -562,13 +578,23 @@ fn receive_refill_short_pool_is_retried_by_idle_polls() {
 
 #[test]
 fn ring_wrap_and_full_receive_ring() {
+    ring_wrap_and_full(true);
+}
+
+/// The same with the scalar loops (`simd=0`).
+#[test]
+fn ring_wrap_and_full_receive_ring_scalar() {
+    ring_wrap_and_full(false);
+}
+
+fn ring_wrap_and_full(simd: bool) {
     let mem = Arc::new(DmaMemory::plain());
     let p = pool(&mem, "wrap", 2048);
     let cfg = SimConfig {
         spoofchk: false,
         ..sim("wrap", MAC_A, Wire::Loopback)
     };
-    let Rig { vf, mut port } = rig(cfg, &mem, opts());
+    let Rig { vf, mut port } = rig(cfg, &mem, IavfOptions { simd, ..opts() });
     port.configure(&conf(&p, 1, 64)).unwrap();
     let mut q = port.start().unwrap();
     // Many laps of 64-entry rings, in order and intact.
@@ -1135,10 +1161,20 @@ fn frames_to_and_from_a_kernel_veth() {
 
 #[test]
 fn passes_the_port_conformance_suite() {
+    conformance("net_iavf (simulated VF)", "watchdog_ms=5");
+}
+
+/// The same with the scalar loops (`simd=0`).
+#[test]
+fn passes_the_port_conformance_suite_scalar() {
+    conformance("net_iavf (simulated VF, simd=0)", "watchdog_ms=5,simd=0");
+}
+
+fn conformance(label: &str, devargs: &str) {
     let mem = Arc::new(DmaMemory::plain());
     let vfs = std::cell::RefCell::new(Vec::<Arc<SimVf>>::new());
     testing::run_conformance(
-        "net_iavf (simulated VF)",
+        label,
         &mut |id| {
             // The suite's frames go from 02:..:02 to 02:..:01, the VF's MAC.
             let vf = Arc::new(SimVf::new(SimConfig {
@@ -1150,7 +1186,7 @@ fn passes_the_port_conformance_suite() {
                 vf.clone() as Arc<dyn DmaMap>,
                 mem.clone(),
                 &format!("net_iavf_sim{id}"),
-                &nicpoll::port::DevArgs::parse("net_iavf_sim0,watchdog_ms=5")?,
+                &nicpoll::port::DevArgs::parse(&format!("net_iavf_sim0,{devargs}"))?,
                 id,
             )?;
             vfs.borrow_mut().push(vf);

@@ -5,7 +5,7 @@
 //! each other or one names the other), `iface=IF` (the VF's wire is a kernel
 //! interface through AF_PACKET), `loopback=1`, `mac=`, `queues=` (queue pairs
 //! the PF grants, default 4), `trusted=`, `spoofchk=`, and the PMD's own keys
-//! (`promisc`, `watchdog_ms`, `rx_free_thresh`). A lab VF defaults to trusted,
+//! (`promisc`, `watchdog_ms`, `rx_free_thresh`, `simd`). A lab VF defaults to trusted,
 //! spoof checking off and promiscuous on, so io forwarding between two of them
 //! works the way it does between two null or ring ports; `trusted=0,spoofchk=1,
 //! promisc=0` gives the untrusted VF a cloud tenant gets.
