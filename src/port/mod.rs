@@ -270,6 +270,13 @@ pub trait Port: Send {
 pub trait RxQueue: Send {
     /// Append up to `out.spare()` received packets to `out`; return how many.
     fn rx_burst(&mut self, out: &mut MbufBatch) -> usize;
+
+    /// Which receive loop runs, for drivers that have several (DPDK's
+    /// `rte_eth_rx_burst_mode_get`: "AVX2 Vector", "Scalar"); None if the
+    /// driver has one.
+    fn burst_mode(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 /// One transmit queue. Owned by one lcore; never blocks, never fails.
@@ -277,6 +284,11 @@ pub trait TxQueue: Send {
     /// Send packets from the front of `pkts`; return how many were taken. The
     /// unsent tail stays in `pkts` for the caller to retry or drop.
     fn tx_burst(&mut self, pkts: &mut MbufBatch) -> usize;
+
+    /// Which transmit loop runs, as [`RxQueue::burst_mode`].
+    fn burst_mode(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 /// Resolve and check queue and ring sizes against a port's limits.

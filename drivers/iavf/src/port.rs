@@ -1040,6 +1040,7 @@ impl<B: Bar + 'static> Port for IavfPort<B> {
                 c.counters.tx(q as usize),
                 c.tx_extra[q as usize].clone(),
                 shared.clone(),
+                c.opts.simd,
             )) as Box<dyn TxQueue>);
         }
         let result = (|| {

@@ -399,6 +399,10 @@ impl<B: Bar> IavfRxQueue<B> {
 }
 
 impl<B: Bar> RxQueue for IavfRxQueue<B> {
+    fn burst_mode(&self) -> Option<&'static str> {
+        Some(self.slots.burst_mode())
+    }
+
     #[inline]
     fn rx_burst(&mut self, out: &mut MbufBatch) -> usize {
         if self.shared.generation() != self.seen_gen {

@@ -343,6 +343,13 @@ fn traffic_both_ways(simd: bool) {
     pb.configure(&conf(&p, 1, 512)).unwrap();
     let mut qa = pa.start().unwrap();
     let mut qb = pb.start().unwrap();
+    let mode = if simd && nicpoll_iavf::ring::cpu_has_avx2() {
+        "AVX2 Vector"
+    } else {
+        "Scalar"
+    };
+    assert_eq!(qa.rx[0].burst_mode(), Some(mode));
+    assert_eq!(qb.tx[0].burst_mode(), Some(mode));
     let ab: Vec<Vec<u8>> = (0..500)
         .map(|i| udp_frame(MAC_B, MAC_A, i, 7, 60 + (i as usize * 13) % 1400))
         .collect();

@@ -899,6 +899,16 @@ impl Session {
                 slot.rx.len(),
                 slot.tx.len(),
             );
+            // Which loops the driver runs (DPDK prints it in `show rxq info`),
+            // while queue 0 is with us rather than on a forwarding lcore.
+            let rx_mode = slot.rx.first().and_then(|q| q.as_ref()?.burst_mode());
+            let tx_mode = slot.tx.first().and_then(|q| q.as_ref()?.burst_mode());
+            if let Some(m) = rx_mode {
+                text += &format!("Rx burst mode: {m}\n");
+            }
+            if let Some(m) = tx_mode {
+                text += &format!("Tx burst mode: {m}\n");
+            }
         }
         self.out.text(&text);
         Ok(())

@@ -202,3 +202,57 @@ fn tempfile_dir() -> std::path::PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+/// `show port info` names the receive and transmit loops a driver runs
+/// (iavf: AVX2 unless `simd=0` or the CPU has none), while the queues are
+/// with the session.
+#[test]
+fn port_info_shows_the_burst_mode() {
+    let mut child = Command::new(BIN)
+        .args([
+            "--no-huge",
+            "-l",
+            "0,1",
+            "--vdev",
+            "net_iavf_sim0,peer=net_iavf_sim1,simd=0",
+            "--vdev",
+            "net_iavf_sim1,peer=net_iavf_sim0",
+            "--",
+            "-i",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"show port info all\nquit\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (p0, p1) = text
+        .split_once("Infos for port 1")
+        .expect("both ports shown");
+    assert!(
+        p0.contains("Rx burst mode: Scalar\nTx burst mode: Scalar"),
+        "{text}"
+    );
+    #[cfg(target_arch = "x86_64")]
+    let vector = std::arch::is_x86_feature_detected!("avx2");
+    #[cfg(not(target_arch = "x86_64"))]
+    let vector = false;
+    let mode = if vector { "AVX2 Vector" } else { "Scalar" };
+    assert!(
+        p1.contains(&format!("Rx burst mode: {mode}\nTx burst mode: {mode}")),
+        "{text}"
+    );
+}
