@@ -35,6 +35,7 @@
 #   CG_ITERS(20000)               callgrind fwd iterations (1.28 M packets)
 #   CG_EMPTY(200000)              callgrind empty polls
 #   IAVF_BENCH_RING(512)          descriptors per ring (read by the bench)
+#   IAVF_BENCH_SIMD(1)            1: AVX2 loops if the CPU has them; 0: scalar
 #   CARGO_TARGET_DIR              as usual; BENCH_BIN: a prebuilt binary (no build)
 #
 # Output (OUT): summary.txt (the figures), plain.N.out, callgrind.{fwd,empty}.out
@@ -80,7 +81,7 @@ bin=$OUT/bin/sim_burst
     echo "rustc: $(rustc --version 2>/dev/null || echo unknown)"
     echo "commit: $(git -C "$here" rev-parse HEAD 2>/dev/null || echo unknown)$(git -C "$here" diff --quiet HEAD -- drivers/iavf src 2>/dev/null || echo ' (+ uncommitted changes in drivers/iavf or src)')"
     echo "binary: $bin sha256 $(sha256sum "$bin" | cut -c1-16)"
-    echo "settings: REPS=$REPS PLAIN_ITERS=$PLAIN_ITERS CG_ITERS=$CG_ITERS CG_EMPTY=$CG_EMPTY IAVF_BENCH_RING=${IAVF_BENCH_RING:-512}"
+    echo "settings: REPS=$REPS PLAIN_ITERS=$PLAIN_ITERS CG_ITERS=$CG_ITERS CG_EMPTY=$CG_EMPTY IAVF_BENCH_RING=${IAVF_BENCH_RING:-512} IAVF_BENCH_SIMD=${IAVF_BENCH_SIMD:-1}"
 } >"$OUT/env.txt"
 
 # 2. Plain runs.
@@ -219,6 +220,7 @@ per() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", a / b }'; }
     echo "binary: $(grep '^binary:' "$OUT/env.txt" | cut -d' ' -f2-)"
     grep '^commit:' "$OUT/env.txt"
     grep '^valgrind:' "$OUT/env.txt"
+    grep -m1 '^burst mode:' "$OUT/valgrind.fwd.log" || echo "burst mode: not reported"
     echo
     echo "instructions (valgrind callgrind, inclusive Ir; fwd: $pkts packets, $rx_calls rx_burst + $tx_calls tx_burst calls):"
     printf '  %-34s %10s %18s\n' "" "Ir/packet" "driver only (-BAR)"

@@ -35,7 +35,9 @@
 //! testpmd, so callgrind names them `<...IavfRxQueue<B> as ...RxQueue>::rx_burst`.
 //!
 //! Environment: `IAVF_BENCH_RING` (descriptors per ring, default 512),
-//! `IAVF_BENCH_CPU` (CPU to pin to; default: not pinned).
+//! `IAVF_BENCH_CPU` (CPU to pin to; default: not pinned), `IAVF_BENCH_SIMD`
+//! (1, default: the AVX2 loops if the CPU has them; 0: the scalar loops, the
+//! driver's `simd=0`). The loops that ran are printed ("burst mode").
 //!
 //! Run: `cargo bench -p nicpoll-iavf --bench sim_burst -- fwd 200000`.
 // Without `harness = false` cargo would build this as a libtest harness, where
@@ -97,7 +99,7 @@ struct Vf {
 /// A simulated VF and its started port, as testpmd's `--vdev net_iavf_sim`
 /// makes it: trusted, no spoof check, promiscuous (io forwarding sends the
 /// frames back unchanged).
-fn vf(name: &str, mac: MacAddr, mem: &Arc<DmaMemory>, pool: &Mempool, ring: u16) -> Vf {
+fn vf(name: &str, mac: MacAddr, mem: &Arc<DmaMemory>, pool: &Mempool, ring: u16, simd: bool) -> Vf {
     let sim = Arc::new(
         SimVf::new(SimConfig {
             name: name.to_string(),
@@ -120,6 +122,7 @@ fn vf(name: &str, mac: MacAddr, mem: &Arc<DmaMemory>, pool: &Mempool, ring: u16)
             reset_done: Duration::from_secs(60),
             reset_detect: Duration::from_secs(10),
         },
+        simd,
         ..IavfOptions::default()
     };
     let mut port = IavfPort::with_options(
@@ -248,8 +251,14 @@ fn main() -> ExitCode {
     // driver maps, as in testpmd's net_iavf_sim (no hugepages needed).
     let mem = Arc::new(DmaMemory::plain());
     let pool = Mempool::new(&mem, &MempoolConfig::new("sim-burst", 8192)).expect("mempool");
-    let mut a = vf("bench-a", MAC_A, &mem, &pool, ring);
-    let mut b = vf("bench-b", MAC_B, &mem, &pool, ring);
+    let simd = env_num("IAVF_BENCH_SIMD", 1) != 0;
+    let mut a = vf("bench-a", MAC_A, &mem, &pool, ring, simd);
+    let mut b = vf("bench-b", MAC_B, &mem, &pool, ring, simd);
+    println!(
+        "burst mode: rx {}, tx {}",
+        a.q.rx[0].burst_mode().unwrap_or("?"),
+        a.q.tx[0].burst_mode().unwrap_or("?")
+    );
     SimVf::connect(&a.sim, &b.sim);
     a.sim.set_manual(true);
     b.sim.set_manual(true);
