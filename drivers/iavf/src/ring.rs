@@ -1209,6 +1209,25 @@ mod avx2 {
         (k, sum >> TX_BSZ_SHIFT)
     }
 
+    /// A received frame's header fields (the refill prepared the rest): its
+    /// length and hash, each stored straight from a vector lane (the
+    /// extracts become `vpextrw`/`vpextrd` to memory), and its flags whole.
+    ///
+    /// # Safety
+    /// `hdr` is the header of an element the caller owns (no reference to it
+    /// alive); `len` fits its data room.
+    #[inline(always)]
+    unsafe fn received(hdr: usize, len: i32, hash: i32) {
+        let h = hdr as *mut u8;
+        // SAFETY: the caller's guarantee; the fields lie at their (aligned)
+        // offsets in the 64-aligned header.
+        unsafe {
+            h.add(off::DATA_LEN).cast::<u16>().write(len as u16);
+            h.add(off::RSS_HASH).cast::<u32>().write(hash as u32);
+            h.add(off::OL_FLAGS).cast::<u64>().write(flags::RX_RSS_HASH);
+        }
+    }
+
     /// [`MbufSlots::rx_clean`](super::MbufSlots::rx_clean)'s hashed loop
     /// four at a time: from descriptor 0 at `base`, groups of four while all
     /// four are clean whole frames with a hash ([`RxDesc::is_clean_eop_rss`]),
@@ -1292,55 +1311,26 @@ mod avx2 {
                 let hi2 = _mm256_extracti128_si256::<1>(lh);
                 // The refill prepared the rest of each header; the flags are
                 // ours to write whole.
-                let hdr = |i: usize| h[i] as *mut u8;
-                hdr(0)
-                    .add(off::DATA_LEN)
-                    .cast::<u16>()
-                    .write(_mm_extract_epi16::<0>(lo2) as u16);
-                hdr(0)
-                    .add(off::RSS_HASH)
-                    .cast::<u32>()
-                    .write(_mm_extract_epi32::<1>(lo2) as u32);
-                hdr(0)
-                    .add(off::OL_FLAGS)
-                    .cast::<u64>()
-                    .write(flags::RX_RSS_HASH);
-                hdr(1)
-                    .add(off::DATA_LEN)
-                    .cast::<u16>()
-                    .write(_mm_extract_epi16::<4>(lo2) as u16);
-                hdr(1)
-                    .add(off::RSS_HASH)
-                    .cast::<u32>()
-                    .write(_mm_extract_epi32::<3>(lo2) as u32);
-                hdr(1)
-                    .add(off::OL_FLAGS)
-                    .cast::<u64>()
-                    .write(flags::RX_RSS_HASH);
-                hdr(2)
-                    .add(off::DATA_LEN)
-                    .cast::<u16>()
-                    .write(_mm_extract_epi16::<0>(hi2) as u16);
-                hdr(2)
-                    .add(off::RSS_HASH)
-                    .cast::<u32>()
-                    .write(_mm_extract_epi32::<1>(hi2) as u32);
-                hdr(2)
-                    .add(off::OL_FLAGS)
-                    .cast::<u64>()
-                    .write(flags::RX_RSS_HASH);
-                hdr(3)
-                    .add(off::DATA_LEN)
-                    .cast::<u16>()
-                    .write(_mm_extract_epi16::<4>(hi2) as u16);
-                hdr(3)
-                    .add(off::RSS_HASH)
-                    .cast::<u32>()
-                    .write(_mm_extract_epi32::<3>(hi2) as u32);
-                hdr(3)
-                    .add(off::OL_FLAGS)
-                    .cast::<u64>()
-                    .write(flags::RX_RSS_HASH);
+                received(
+                    h[0],
+                    _mm_extract_epi16::<0>(lo2),
+                    _mm_extract_epi32::<1>(lo2),
+                );
+                received(
+                    h[1],
+                    _mm_extract_epi16::<4>(lo2),
+                    _mm_extract_epi32::<3>(lo2),
+                );
+                received(
+                    h[2],
+                    _mm_extract_epi16::<0>(hi2),
+                    _mm_extract_epi32::<1>(hi2),
+                );
+                received(
+                    h[3],
+                    _mm_extract_epi16::<4>(hi2),
+                    _mm_extract_epi32::<3>(hi2),
+                );
             }
             k += 4;
         }
