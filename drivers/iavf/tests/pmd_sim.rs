@@ -65,6 +65,49 @@ fn rig(cfg: SimConfig, mem: &Arc<DmaMemory>, o: IavfOptions) -> Rig {
     Rig { vf, port }
 }
 
+/// Two started simulated VFs, A (`MAC_A`) and B (`MAC_B`), each port with
+/// one queue pair of `ring` descriptors from `pool`.
+struct Pair {
+    qa: nicpoll::port::PortQueues,
+    qb: nicpoll::port::PortQueues,
+    pa: SimPort,
+    pb: SimPort,
+    va: Arc<SimVf>,
+    vb: Arc<SimVf>,
+}
+
+/// [`Pair`] named `name-a`/`name-b`, wired by `Wire::Peer(link)` as testpmd's
+/// `peer=` does, or, with no link, by `SimVf::connect` (what manual mode and
+/// the benchmark use).
+fn started_pair(
+    name: &str,
+    link: Option<&str>,
+    mem: &Arc<DmaMemory>,
+    pool: &Mempool,
+    ring: u16,
+    o: IavfOptions,
+) -> Pair {
+    let wire = || link.map_or(Wire::None, |l| Wire::Peer(l.into()));
+    let a = rig(sim(&format!("{name}-a"), MAC_A, wire()), mem, o.clone());
+    let b = rig(sim(&format!("{name}-b"), MAC_B, wire()), mem, o);
+    if link.is_none() {
+        SimVf::connect(&a.vf, &b.vf);
+    }
+    let (mut pa, mut pb) = (a.port, b.port);
+    pa.configure(&conf(pool, 1, ring)).unwrap();
+    pb.configure(&conf(pool, 1, ring)).unwrap();
+    let qa = pa.start().unwrap();
+    let qb = pb.start().unwrap();
+    Pair {
+        qa,
+        qb,
+        pa,
+        pb,
+        va: a.vf,
+        vb: b.vf,
+    }
+}
+
 fn conf(pool: &Mempool, q: u16, ring: u16) -> PortConf {
     PortConf {
         port_id: 0,
@@ -332,17 +375,14 @@ fn traffic_both_ways(simd: bool) {
     let p = pool(&mem, "peers", 4096);
     let o = IavfOptions { simd, ..opts() };
     // Wire::Peer connects the two VFs that name the same link.
-    let a = rig(
-        sim("peer-a", MAC_A, Wire::Peer("a-b".into())),
-        &mem,
-        o.clone(),
-    );
-    let b = rig(sim("peer-b", MAC_B, Wire::Peer("a-b".into())), &mem, o);
-    let (mut pa, mut pb) = (a.port, b.port);
-    pa.configure(&conf(&p, 1, 512)).unwrap();
-    pb.configure(&conf(&p, 1, 512)).unwrap();
-    let mut qa = pa.start().unwrap();
-    let mut qb = pb.start().unwrap();
+    let Pair {
+        mut qa,
+        mut qb,
+        pa,
+        pb,
+        va,
+        vb,
+    } = started_pair("peer", Some("a-b"), &mem, &p, 512, o);
     let mode = if simd && nicpoll_iavf::ring::cpu_has_avx2() {
         "AVX2 Vector"
     } else {
@@ -375,7 +415,7 @@ fn traffic_both_ways(simd: bool) {
         (0, 0, 0, 0)
     );
     drop((qa, qb));
-    drop((pa, pb, a.vf, b.vf));
+    drop((pa, pb, va, vb));
     assert_eq!(p.in_use(), 0);
 }
 
@@ -392,17 +432,17 @@ fn manual_mode_moves_frames_only_when_stepped() {
         watchdog: None,
         ..opts()
     };
-    let a = rig(sim("manual-a", MAC_A, Wire::None), &mem, o.clone());
-    let b = rig(sim("manual-b", MAC_B, Wire::None), &mem, o);
-    SimVf::connect(&a.vf, &b.vf);
-    let (mut pa, mut pb) = (a.port, b.port);
-    pa.configure(&conf(&p, 1, 256)).unwrap();
-    pb.configure(&conf(&p, 1, 256)).unwrap();
-    let mut qa = pa.start().unwrap();
-    let mut qb = pb.start().unwrap();
-    a.vf.set_manual(true);
-    b.vf.set_manual(true);
-    assert!(a.vf.is_manual() && b.vf.is_manual());
+    let Pair {
+        mut qa,
+        mut qb,
+        pa,
+        pb,
+        va,
+        vb,
+    } = started_pair("manual", None, &mem, &p, 256, o);
+    va.set_manual(true);
+    vb.set_manual(true);
+    assert!(va.is_manual() && vb.is_manual());
     let mut tx = MbufBatch::with_burst(32);
     let mut rx = MbufBatch::with_burst(64);
     // Enough rounds to wrap the 256-entry rings and recycle Tx descriptors.
@@ -422,7 +462,7 @@ fn manual_mode_moves_frames_only_when_stepped() {
         for f in &ab {
             push(&p, &mut tx, f);
         }
-        let (a0, b0) = (a.vf.stats(), b.vf.stats());
+        let (a0, b0) = (va.stats(), vb.stats());
         assert_eq!(qa.tx[0].tx_burst(&mut tx), 32);
         if round < 2 {
             // Parked devices: the doorbell wakes nobody.
@@ -434,20 +474,20 @@ fn manual_mode_moves_frames_only_when_stepped() {
             "round {round}: moved without a step"
         );
         assert_eq!(
-            a.vf.stats().tx_frames,
+            va.stats().tx_frames,
             a0.tx_frames,
             "A transmitted on its own"
         );
-        assert_eq!(b.vf.step(), 0, "B had nothing to do before A stepped");
-        assert!(a.vf.step() >= 32, "A's step sends the 32 frames");
-        assert_eq!(a.vf.stats().tx_frames, a0.tx_frames + 32);
+        assert_eq!(vb.step(), 0, "B had nothing to do before A stepped");
+        assert!(va.step() >= 32, "A's step sends the 32 frames");
+        assert_eq!(va.stats().tx_frames, a0.tx_frames + 32);
         assert_eq!(
             qb.rx[0].rx_burst(&mut rx),
             0,
             "in B's inbox, not in its ring yet"
         );
-        assert!(b.vf.step() >= 32, "B's step places them in its ring");
-        assert_eq!(b.vf.stats().rx_delivered, b0.rx_delivered + 32);
+        assert!(vb.step() >= 32, "B's step places them in its ring");
+        assert_eq!(vb.stats().rx_delivered, b0.rx_delivered + 32);
         assert_eq!(qb.rx[0].rx_burst(&mut rx), 32);
         for (k, f) in ab.iter().enumerate() {
             assert_eq!(
@@ -475,8 +515,8 @@ fn manual_mode_moves_frames_only_when_stepped() {
         }
         assert_eq!(qb.tx[0].tx_burst(&mut tx), 32);
         assert_eq!(qa.rx[0].rx_burst(&mut rx), 0);
-        assert!(b.vf.step() >= 32);
-        assert!(a.vf.step() >= 32);
+        assert!(vb.step() >= 32);
+        assert!(va.step() >= 32);
         assert_eq!(qa.rx[0].rx_burst(&mut rx), 32);
         for (k, f) in ba.iter().enumerate() {
             assert_eq!(
@@ -488,21 +528,21 @@ fn manual_mode_moves_frames_only_when_stepped() {
         rx.clear();
     }
     // Idle devices do no work.
-    assert_eq!(a.vf.step() + b.vf.step(), 0);
-    let (sa, sb) = (a.vf.stats(), b.vf.stats());
+    assert_eq!(va.step() + vb.step(), 0);
+    let (sa, sb) = (va.stats(), vb.stats());
     assert_eq!((sa.tx_frames, sb.rx_delivered), (640, 640));
     assert_eq!((sb.tx_frames, sa.rx_delivered), (640, 640));
     assert_eq!(sa.rx_missed + sb.rx_missed + sa.wire_lost + sb.wire_lost, 0);
     // Threads back (the ports' control path needs the PF again).
-    a.vf.set_manual(false);
-    b.vf.set_manual(false);
+    va.set_manual(false);
+    vb.set_manual(false);
     let (ia, ib) = (pa.stats(), pb.stats());
     assert_eq!(
         (ia.opackets, ia.ipackets, ib.opackets, ib.ipackets),
         (640, 640, 640, 640)
     );
     drop((qa, qb));
-    drop((pa, pb, a.vf, b.vf));
+    drop((pa, pb, va, vb));
     assert_eq!(p.in_use(), 0);
 }
 
@@ -518,16 +558,16 @@ fn receive_refill_short_pool_is_retried_by_idle_polls() {
         watchdog: None,
         ..opts()
     };
-    let a = rig(sim("short-a", MAC_A, Wire::None), &mem, o.clone());
-    let b = rig(sim("short-b", MAC_B, Wire::None), &mem, o);
-    SimVf::connect(&a.vf, &b.vf);
-    let (mut pa, mut pb) = (a.port, b.port);
-    pa.configure(&conf(&p, 1, 256)).unwrap();
-    pb.configure(&conf(&p, 1, 256)).unwrap();
-    let mut qa = pa.start().unwrap();
-    let mut qb = pb.start().unwrap();
-    a.vf.set_manual(true);
-    b.vf.set_manual(true);
+    let Pair {
+        mut qa,
+        mut qb,
+        pa,
+        pb,
+        va,
+        vb,
+    } = started_pair("short", None, &mem, &p, 256, o);
+    va.set_manual(true);
+    vb.set_manual(true);
     let mut tx = MbufBatch::with_burst(32);
     let mut rx = MbufBatch::with_burst(32);
     let send = |qa: &mut nicpoll::port::PortQueues, tx: &mut MbufBatch, round: u32| {
@@ -535,8 +575,8 @@ fn receive_refill_short_pool_is_retried_by_idle_polls() {
             push(&p, tx, &udp_frame(MAC_B, MAC_A, round * 100 + i, 7, 60));
         }
         assert_eq!(qa.tx[0].tx_burst(tx), 32);
-        assert!(a.vf.step() >= 32);
-        assert!(b.vf.step() >= 32);
+        assert!(va.step() >= 32);
+        assert!(vb.step() >= 32);
     };
     send(&mut qa, &mut tx, 0);
     // The pool runs dry before B's receive refills.
@@ -549,22 +589,22 @@ fn receive_refill_short_pool_is_retried_by_idle_polls() {
     while let Some(m) = rx.pop_front() {
         hoard.push(m);
     }
-    a.vf.set_manual(false);
-    b.vf.set_manual(false);
+    va.set_manual(false);
+    vb.set_manual(false);
     assert_eq!(pb.stats().rx_nombuf, 32);
-    a.vf.set_manual(true);
-    b.vf.set_manual(true);
+    va.set_manual(true);
+    vb.set_manual(true);
     // An idle poll retries, still short.
     assert_eq!(qb.rx[0].rx_burst(&mut rx), 0);
     // Buffers back: the next idle poll refills.
     drop(hoard);
     assert_eq!(qb.rx[0].rx_burst(&mut rx), 0);
-    a.vf.set_manual(false);
-    b.vf.set_manual(false);
+    va.set_manual(false);
+    vb.set_manual(false);
     let after = pb.stats().rx_nombuf;
     assert_eq!(after, 64, "the failed retry is counted too");
-    a.vf.set_manual(true);
-    b.vf.set_manual(true);
+    va.set_manual(true);
+    vb.set_manual(true);
     // The ring is whole again: a full ring's worth of frames arrives.
     for round in 1..=8 {
         send(&mut qa, &mut tx, round);
@@ -574,12 +614,12 @@ fn receive_refill_short_pool_is_retried_by_idle_polls() {
         }
         rx.clear();
     }
-    a.vf.set_manual(false);
-    b.vf.set_manual(false);
+    va.set_manual(false);
+    vb.set_manual(false);
     assert_eq!(pb.stats().rx_nombuf, after, "no refill failed since");
     assert_eq!(pb.stats().ipackets, 9 * 32);
     drop((qa, qb));
-    drop((pa, pb, a.vf, b.vf));
+    drop((pa, pb, va, vb));
     assert_eq!(p.in_use(), 0);
 }
 
