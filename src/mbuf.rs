@@ -269,7 +269,8 @@ impl Mbuf {
     #[inline(always)]
     pub fn set_data(&mut self, data_off: usize, len: usize) -> bool {
         let h = self.hdr_mut();
-        if data_off + len > h.buf_len as usize {
+        // Not `data_off + len > buf_len`: that sum can wrap.
+        if len > h.buf_len as usize || data_off > h.buf_len as usize - len {
             return false;
         }
         h.data_off = data_off as u16;
@@ -691,26 +692,51 @@ impl MbufBatch {
     }
 
     /// Keep the packets for which `keep` returns true, in order; free the others.
-    /// Returns how many were freed.
+    /// Returns how many were freed. If `keep` panics, the packet it was given
+    /// is freed (once) by the unwinding and the batch holds the others.
     pub fn retain_mut(&mut self, mut keep: impl FnMut(&mut Mbuf) -> bool) -> usize {
-        let mut w = self.start;
+        /// Closes the gap the freed packets left, also when `keep` unwinds:
+        /// slots `[read, end)` were not looked at yet and move down behind the
+        /// kept ones at `[start, write)`.
+        struct Gap<'a> {
+            batch: &'a mut MbufBatch,
+            read: usize,
+            write: usize,
+        }
+        impl Drop for Gap<'_> {
+            fn drop(&mut self) {
+                let b = &mut *self.batch;
+                let rest = b.end - self.read;
+                b.slots.copy_within(self.read..b.end, self.write);
+                b.end = self.write + rest;
+                if b.start == b.end {
+                    b.start = 0;
+                    b.end = 0;
+                }
+            }
+        }
+        let (start, end) = (self.start, self.end);
+        let mut g = Gap {
+            batch: self,
+            read: start,
+            write: start,
+        };
         let mut freed = 0;
-        for r in self.start..self.end {
-            let p = self.slots[r];
-            // SAFETY: slot r is held; we either move it to slot w (kept) or free it.
+        while g.read < end {
+            let p = g.batch.slots[g.read];
+            // Taken out of its slot before `keep` runs: from here on `m` owns
+            // it (an unwinding drops it), not the batch.
+            g.read += 1;
+            // SAFETY: the slot was held; it is no longer counted as held
+            // (`read` moved past it), so `m` is its only owner.
             let mut m = unsafe { Mbuf::from_raw(NonNull::new_unchecked(p as *mut MbufHeader)) };
             if keep(&mut m) {
-                self.slots[w] = m.into_raw().as_ptr() as usize;
-                w += 1;
+                g.batch.slots[g.write] = m.into_raw().as_ptr() as usize;
+                g.write += 1;
             } else {
                 drop(m);
                 freed += 1;
             }
-        }
-        self.end = w;
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
         }
         freed
     }

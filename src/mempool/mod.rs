@@ -243,6 +243,11 @@ impl PoolInner {
             // Return the oldest (coldest) elements to the ring and keep the ones
             // just freed, which are still in this CPU's cache.
             let old = (len + n - self.cache_size as usize).min(len);
+            // Uncount them here before the ring counts them: a pool's last
+            // handle frees it when ring + caches hold every element, so
+            // they must never be counted twice (counted in neither for a
+            // moment, the pool only leaks if dropped just then).
+            cache.len.store((len - old) as u32, Ordering::Release);
             let ok = self.ring.enqueue_bulk(&objs[..old]);
             debug_assert!(ok, "mempool ring overflow: an element was freed twice");
             objs.copy_within(old..len, 0);
@@ -261,6 +266,9 @@ impl PoolInner {
     }
 
     fn available(&self) -> u64 {
+        // The ring first, then the caches: an element a flush moves from a
+        // cache to the ring leaves the cache first, so this never counts it
+        // twice (see `put_bulk_slow`).
         self.ring.len() as u64 + self.cached()
     }
 

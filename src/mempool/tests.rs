@@ -102,6 +102,10 @@ fn mbuf_data_operations_respect_bounds() {
     assert!(m.append(m.tailroom() + 1).is_none());
     assert!(!m.set_len(m.capacity() + 1));
     assert!(!m.set_data(2000, 100), "offset + length beyond the buffer");
+    // A sum that wraps is no way around the check.
+    assert!(!m.set_data(usize::MAX - 5, 10));
+    assert!(!m.set_data(10, usize::MAX - 5));
+    assert!(m.set_data(m.buf_len(), 0) && m.set_data(0, m.buf_len()));
     assert!(m.set_data(0, 100));
     assert_eq!(m.data_iova(), m.buf_iova());
     m.set_rss_hash(0xabcd);
@@ -445,4 +449,35 @@ fn free_raw_returns_every_mbuf_of_one_or_several_pools() {
     assert_eq!(free(&[0, 0]), 0);
     assert_eq!((a.in_use(), b.in_use()), (0, 0));
     drop(lc);
+}
+
+/// A `keep` closure that panics: the packet it was given is freed once (by
+/// the unwinding), the batch keeps the ones kept before and the ones not yet
+/// looked at, and nothing is freed twice.
+#[test]
+fn retain_mut_survives_a_panicking_closure() {
+    let (_m, p) = pool(64, 0);
+    let mut b = MbufBatch::with_burst(8);
+    for i in 0..6 {
+        let mut m = p.alloc().unwrap();
+        assert!(m.set_len(i + 1));
+        b.push(m).unwrap();
+    }
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        b.retain_mut(|m| match m.len() {
+            2 => false,
+            4 => panic!("a closure that panics"),
+            _ => true,
+        })
+    }));
+    assert!(r.is_err());
+    // 2 freed by the closure's answer, 4 by the unwinding; 1, 3, 5, 6 left.
+    assert_eq!(
+        b.iter().map(|m| m.len()).collect::<Vec<_>>(),
+        vec![1, 3, 5, 6]
+    );
+    assert_eq!(p.in_use(), 4);
+    drop(b);
+    assert_eq!(p.in_use(), 0);
+    assert_eq!(p.stats().available, p.stats().size, "nothing freed twice");
 }
