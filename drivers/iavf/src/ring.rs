@@ -230,7 +230,8 @@ impl<D: DmaDesc> DescRing<D> {
     #[inline(always)]
     pub fn write(&mut self, i: u16, d: D) {
         let p = self.slot(i);
-        // SAFETY: as in `read`; `&mut self` makes this the only writer.
+        // SAFETY: as in `read`; `&mut self` makes this the only software
+        // writer (the device may write other descriptors back meanwhile).
         unsafe { D::store(p, d) }
     }
 
@@ -487,8 +488,9 @@ pub struct MbufSlots {
     /// pools [`refill_rx`](Self::refill_rx) filled from (it prepares each
     /// header with the default data offset, so its capacity is the pool's data
     /// room); 0 once a slot was filled otherwise (`fill`, `put`: headers not
-    /// prepared). [`rx_clean`](Self::rx_clean) sets lengths up to it without a
-    /// check per packet.
+    /// prepared), for good: a table filled that way (none of iavf's receive
+    /// rings) always takes the slow path. [`rx_clean`](Self::rx_clean) sets
+    /// lengths up to it without a check per packet.
     rx_room: usize,
     /// The loops run their AVX2 versions (see [`set_vector`](Self::set_vector)).
     avx2: bool,
@@ -625,7 +627,7 @@ impl MbufSlots {
         if !unsafe { pool.alloc_raw(s) } {
             return false;
         }
-        // SAFETY: `start < end <= ring.len`.
+        // SAFETY: `start <= end <= ring.len` (one past the end at most).
         let base = unsafe { ring.base.as_ptr().add(start) };
         // Two buffers per iteration (half the loop overhead), then the odd one.
         let pairs = s.chunks_exact(2);
@@ -664,8 +666,10 @@ impl MbufSlots {
     /// `out`'s spare slots (`out` must have room for `max`). Stops at the first
     /// descriptor not written back, or at one that is not such a frame (or
     /// whose slot holds no mbuf), leaving it for the caller's slow path.
-    /// Returns (descriptors taken = mbufs delivered, their bytes, whether it
-    /// stopped at a written-back descriptor it left).
+    /// Returns (descriptors taken = mbufs delivered, their bytes, whether the
+    /// caller must look at the descriptor after them itself: it stopped at a
+    /// written-back descriptor it left, or the table's buffers were not
+    /// prepared by [`refill_rx`](Self::refill_rx) and it took none).
     #[inline(always)]
     pub fn rx_clean(
         &mut self,
@@ -875,12 +879,12 @@ impl MbufSlots {
             let dbase = desc0.wrapping_sub(refused);
             let sbase = slot0.wrapping_sub(refused);
             #[cfg(target_arch = "x86_64")]
-            if self.avx2 {
+            if self.avx2 && max_len > 0 {
                 // SAFETY: the CPU has AVX2 (`set_vector`). Packets `j..count`
                 // are in `taken`, owned by us; descriptor and slot `start + j
                 // - refused + i` for `i < count - j` are below `end <=
                 // ring.len` (as in the loops below), the slots empty by the
-                // caller's accounting; `max_len <= TX_MAX_BUF`.
+                // caller's accounting; `1 <= max_len <= TX_MAX_BUF`.
                 let (n, b) = unsafe {
                     avx2::tx_fill(
                         src.add(j),
@@ -1128,7 +1132,7 @@ mod avx2 {
     /// (ownership of those taken moves to the slots); `desc` points to `max`
     /// writable ring descriptors (16-aligned) the device does not read before
     /// the next tail write, `slots` to `max` writable empty slots;
-    /// `max_len <= TX_MAX_BUF`.
+    /// `1 <= max_len <= TX_MAX_BUF`.
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn tx_fill(
         src: *const usize,
@@ -1685,7 +1689,8 @@ mod tests {
         for trial in 0..3000 {
             let start = r.below(N as u64) as usize;
             let max = r.below((N - start) as u64 + 1) as usize;
-            let max_len = [60usize, 1000, TX_MAX_BUF][r.below(3) as usize];
+            // (0: a limit nothing fits, every packet refused.)
+            let max_len = [0usize, 60, 1000, TX_MAX_BUF][r.below(4) as usize];
             let burst = r.below(40) as usize;
             // (length, headroom change) of each packet: mostly sendable.
             let shapes: Vec<(usize, isize)> = (0..burst)
@@ -1693,7 +1698,7 @@ mod tests {
                     let len = match r.below(40) {
                         0 => 0,
                         1 => max_len + 1 + r.below(100) as usize,
-                        _ => 1 + r.below(max_len as u64) as usize,
+                        _ => 1 + r.below(max_len.max(1) as u64) as usize,
                     };
                     (len.min(1500), r.below(64) as isize - 32)
                 })

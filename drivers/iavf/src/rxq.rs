@@ -130,7 +130,9 @@ impl<B: Bar> IavfRxQueue<B> {
 
     /// Give buffers to the `nb_hold` empty slots behind `next` and move the
     /// tail. Returns false if the pool is short (the slots stay empty and are
-    /// retried at the next burst). Inline in the receive path (no call, no
+    /// retried at the next burst); each failed attempt adds the buffers it
+    /// wanted to `rx_nombuf`, as DPDK's iavf adds its refill size to
+    /// `rx_mbuf_alloc_failed` per failed bulk allocation. Inline in the receive path (no call, no
     /// second prologue per burst); [`refill_retry`](Self::refill_retry) is the
     /// idle path's out-of-line copy.
     #[inline(always)]
