@@ -1070,20 +1070,12 @@ impl<B: Bar + 'static> Port for IavfPort<B> {
             generation: 0,
             pending: (0, 0),
         });
-        log::info!(
-            "iavf {}: {} receive/transmit loops{}",
-            c.name,
-            if c.opts.simd && crate::ring::cpu_has_avx2() {
-                "AVX2"
-            } else {
-                "scalar"
-            },
-            match (c.opts.simd, crate::ring::cpu_has_avx2()) {
-                (false, _) => " (simd=0)",
-                (true, false) => " (this CPU has no AVX2)",
-                (true, true) => "",
-            }
-        );
+        let loops = match (c.opts.simd, crate::ring::cpu_has_avx2()) {
+            (true, true) => "AVX2",
+            (true, false) => "scalar (this CPU has no AVX2)",
+            (false, _) => "scalar (simd=0)",
+        };
+        log::info!("iavf {}: {loops} receive/transmit loops", c.name);
         Ok(queues)
     }
 
