@@ -1,0 +1,284 @@
+//! What the project's tests share.
+//!
+//! **Skips.** A test that cannot run here (no root, no `tshark`, no free hugepages)
+//! calls [`skip`] with what is missing, *before* the product runs, after a check
+//! that does not use our own code ([`have_command`], [`is_root`],
+//! [`free_hugepages`], [`raw_socket_permission`], an EPERM/EACCES from the OS).
+//! [`skip`] prints the reason past the test harness's output capture, records it
+//! for the end-of-run report, and — when the `CI` environment variable is set —
+//! panics: under CI a skip is a failure, so a run cannot be green without running.
+//!
+//! **The report.** Every skip of one `cargo test` run is appended to a file named
+//! after the cargo process (the tests' parent); [`report_skips`], called by the
+//! last test binary of the workspace (`examples/testpmd/tests/zz_skip_report.rs`),
+//! prints how many tests were skipped and why.
+#![deny(unsafe_code)]
+
+use std::fmt::Display;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Whether this run is under CI: `CI` set to anything but "", "0" or "false"
+/// (GitHub, GitLab and our `.ci/run` set `CI=true`).
+pub fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false"))
+}
+
+/// The folder holding the skip logs of test runs.
+fn skip_dir() -> PathBuf {
+    std::env::temp_dir().join("nicpoll-test-skips")
+}
+
+/// The skip log of the `cargo test` run this process belongs to.
+fn skip_log() -> PathBuf {
+    skip_dir().join(format!("{}.log", std::os::unix::process::parent_id()))
+}
+
+/// The running test's name (libtest names each test's thread after it).
+fn test_name() -> String {
+    std::thread::current()
+        .name()
+        .unwrap_or("(unnamed test)")
+        .to_string()
+}
+
+/// The test binary's name without cargo's hash suffix.
+fn binary_name() -> String {
+    let exe = std::env::args().next().unwrap_or_default();
+    let base = Path::new(&exe)
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match base.rsplit_once('-') {
+        Some((name, hash)) if hash.chars().all(|c| c.is_ascii_hexdigit()) => name.to_string(),
+        _ => base,
+    }
+}
+
+/// Say that the calling test cannot run because `missing` is absent, record it
+/// for the end-of-run report, and return so the test can `return skip(..)`.
+///
+/// `missing` names what is missing and how to get it ("tshark (apt-get install
+/// tshark)", "root: AF_PACKET sockets need CAP_NET_RAW"). Under CI this panics:
+/// a skip fails the run.
+#[track_caller]
+pub fn skip(missing: impl Display) {
+    let test = test_name();
+    let line = format!("{}\t{test}\t{missing}", binary_name());
+    // Written to the process's stderr directly, not through eprintln!, which
+    // libtest captures for passing tests: a skip must be seen.
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {missing}");
+    if std::fs::create_dir_all(skip_dir()).is_ok()
+        && let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(skip_log())
+    {
+        // One write of one line: O_APPEND keeps lines from parallel tests whole.
+        let _ = f.write_all(format!("{line}\n").as_bytes());
+    }
+    if under_ci() {
+        panic!("skipped under CI (a skip fails the run): {test}: {missing}");
+    }
+}
+
+/// Whether `tool` is an executable file on `PATH` (no process is started).
+pub fn have_command(tool: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::var_os("PATH").is_some_and(|p| {
+        std::env::split_paths(&p).any(|d| {
+            std::fs::metadata(d.join(tool))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
+}
+
+/// The first of `tools` missing from `PATH`, to name in a skip.
+pub fn missing_command<'a>(tools: &[&'a str]) -> Option<&'a str> {
+    tools.iter().copied().find(|t| !have_command(t))
+}
+
+/// Whether the effective user is root.
+pub fn is_root() -> bool {
+    euid() == 0
+}
+
+#[allow(unsafe_code)]
+fn euid() -> u32 {
+    // SAFETY: geteuid(2) takes no arguments, cannot fail and touches no memory of ours.
+    unsafe { libc::geteuid() }
+}
+
+/// Free hugepages of the default size, read from /proc/meminfo.
+pub fn free_hugepages() -> u64 {
+    meminfo_field("HugePages_Free").unwrap_or(0)
+}
+
+/// One numeric field of /proc/meminfo (the unit, if any, is dropped).
+pub fn meminfo_field(name: &str) -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        (k.trim() == name).then(|| v.split_whitespace().next()?.parse().ok())?
+    })
+}
+
+/// Whether a hugetlbfs is mounted at `dir` (read from /proc/self/mounts).
+pub fn hugetlbfs_mounted_at(dir: &str) -> bool {
+    std::fs::read_to_string("/proc/self/mounts").is_ok_and(|m| {
+        m.lines().any(|l| {
+            let mut f = l.split_whitespace();
+            let (_, at, fstype) = (f.next(), f.next(), f.next());
+            at == Some(dir) && fstype == Some("hugetlbfs")
+        })
+    })
+}
+
+/// Whether this process may open a raw AF_PACKET socket: `Err` with the OS
+/// error when the kernel refuses (EPERM without CAP_NET_RAW). Opened here with
+/// libc, not through our drivers, so a driver bug cannot turn into a skip.
+#[allow(unsafe_code)]
+pub fn raw_socket_permission() -> std::io::Result<()> {
+    // SAFETY: socket(2) with constant arguments; the descriptor is closed below.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd was returned by socket(2) above and is closed once.
+    unsafe { libc::close(fd) };
+    Ok(())
+}
+
+/// Whether `e` is the kernel refusing for want of privilege (EPERM/EACCES):
+/// the only OS errors a test may turn into a skip.
+pub fn is_permission_error(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES))
+}
+
+/// The skips recorded by the current `cargo test` run: (binary, test, reason).
+pub fn recorded_skips() -> Vec<(String, String, String)> {
+    let text = std::fs::read_to_string(skip_log()).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.splitn(3, '\t');
+            Some((
+                f.next()?.to_string(),
+                f.next()?.to_string(),
+                f.next()?.to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// Print how many tests this `cargo test` run skipped and why, then remove the
+/// run's log (and logs of runs older than a day). Returns the number skipped.
+pub fn report_skips() -> usize {
+    let skips = recorded_skips();
+    let mut out = String::new();
+    if skips.is_empty() {
+        out.push_str("skip report: no test was skipped in this run\n");
+    } else {
+        out.push_str(&format!(
+            "skip report: {} test(s) did not run in this run:\n",
+            skips.len()
+        ));
+        for (bin, test, why) in &skips {
+            out.push_str(&format!("  {bin}: {test}: {why}\n"));
+        }
+        if !under_ci() {
+            out.push_str("  (under CI=true each of these fails the run)\n");
+        }
+    }
+    let _ = std::io::stderr().write_all(out.as_bytes());
+    let _ = std::fs::remove_file(skip_log());
+    if let Ok(dir) = std::fs::read_dir(skip_dir()) {
+        for e in dir.flatten() {
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age.as_secs() > 86_400);
+            if old {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    skips.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meminfo_fields_parse() {
+        assert!(meminfo_field("MemTotal").is_some_and(|kb| kb > 0));
+        assert_eq!(meminfo_field("NoSuchField"), None);
+    }
+
+    #[test]
+    fn commands_are_found_on_path_only_when_executable() {
+        assert!(have_command("sh"));
+        assert!(!have_command("no-such-tool-nicpoll"));
+        assert_eq!(
+            missing_command(&["sh", "no-such-tool-nicpoll"]),
+            Some("no-such-tool-nicpoll")
+        );
+    }
+
+    #[test]
+    fn binary_names_lose_the_hash() {
+        // The test binary itself: cargo names it nicpoll_testkit-<hash>.
+        assert_eq!(binary_name(), "nicpoll_testkit");
+    }
+
+    /// Not a test by itself: the child that `skips_fail_only_under_ci` runs.
+    #[test]
+    #[ignore = "run by skips_fail_only_under_ci in a child process"]
+    fn child_skips() {
+        skip("a thing this test needs (for the testkit's own test)");
+    }
+
+    #[test]
+    fn skips_fail_only_under_ci() {
+        let run = |ci: Option<&str>| {
+            let mut c = std::process::Command::new(std::env::current_exe().unwrap());
+            // Without --nocapture: the skip line must get past libtest's capture.
+            c.args(["--ignored", "--exact", "tests::child_skips"]);
+            match ci {
+                Some(v) => c.env("CI", v),
+                None => c.env_remove("CI"),
+            };
+            c.output().unwrap()
+        };
+        let quiet = run(None);
+        assert!(quiet.status.success(), "a skip outside CI passes");
+        let err = String::from_utf8_lossy(&quiet.stderr);
+        assert!(
+            err.contains("SKIPPED tests::child_skips: a thing this test needs"),
+            "{err}"
+        );
+        assert!(run(Some("false")).status.success(), "CI=false is not CI");
+        let ci = run(Some("true"));
+        assert!(!ci.status.success(), "under CI a skip fails");
+        // The children's parent is this process: their skips are in our log.
+        let log = skip_dir().join(format!("{}.log", std::process::id()));
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(text.matches("tests::child_skips").count(), 3, "{text}");
+        let _ = std::fs::remove_file(log);
+    }
+
+    #[test]
+    fn permission_errors_are_only_eperm_and_eacces() {
+        assert!(is_permission_error(&std::io::Error::from_raw_os_error(
+            libc::EPERM
+        )));
+        assert!(is_permission_error(&std::io::Error::from_raw_os_error(
+            libc::EACCES
+        )));
+        assert!(!is_permission_error(&std::io::Error::from_raw_os_error(
+            libc::ENOENT
+        )));
+    }
+}
