@@ -331,6 +331,8 @@ pub struct VethPair {
     pub a: String,
     /// The other end.
     pub b: String,
+    /// Host-wide lock on the names, so concurrent test runs take turns.
+    _lock: nicpoll_testkit::NameLock,
 }
 
 impl VethPair {
@@ -340,6 +342,9 @@ impl VethPair {
     pub fn create(tag: &str) -> Option<VethPair> {
         assert!(tag.len() <= 12, "interface names are at most 15 bytes");
         let (a, b) = (format!("{tag}a"), format!("{tag}b"));
+        // Held before the stale-pair removal below, so it never removes the
+        // live pair of another test run on this machine.
+        let lock = nicpoll_testkit::lock_name(&a);
         let ip = |args: &[&str]| {
             std::process::Command::new("ip")
                 .args(args)
@@ -362,7 +367,7 @@ impl VethPair {
                 return None;
             }
         }
-        let pair = VethPair { a, b };
+        let pair = VethPair { a, b, _lock: lock };
         for end in [&pair.a, &pair.b] {
             let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{end}/disable_ipv6"), "1");
             let ok = ip(&["link", "set", end, "up"])

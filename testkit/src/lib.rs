@@ -155,6 +155,48 @@ pub fn is_permission_error(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES))
 }
 
+/// A host-wide lock on a name (an interface, a network namespace) that tests
+/// create with a fixed name: held for the guard's lifetime, so two test runs on
+/// one machine (two checkouts, two users) take turns instead of deleting each
+/// other's interfaces. Blocks until the name is free.
+#[derive(Debug)]
+pub struct NameLock {
+    _file: std::fs::File,
+}
+
+/// Take the host-wide lock on `name` (see [`NameLock`]).
+///
+/// # Panics
+/// When the lock file cannot be created or locked: the test cannot safely go on.
+#[allow(unsafe_code)]
+pub fn lock_name(name: &str) -> NameLock {
+    use std::os::fd::AsRawFd;
+    let dir = std::env::temp_dir().join("nicpoll-test-locks");
+    let _ = std::fs::create_dir_all(&dir);
+    let path = dir.join(format!("{name}.lock"));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("cannot create the test lock {}: {e}", path.display()));
+    loop {
+        // SAFETY: flock(2) on a descriptor this function owns; no memory is passed.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        if rc == 0 {
+            break;
+        }
+        let e = std::io::Error::last_os_error();
+        assert!(
+            e.kind() == std::io::ErrorKind::Interrupted,
+            "cannot lock {}: {e}",
+            path.display()
+        );
+    }
+    // The lock is released when the descriptor closes, also if the test process dies.
+    NameLock { _file: file }
+}
+
 /// The skips recorded by the current `cargo test` run: (binary, test, reason).
 pub fn recorded_skips() -> Vec<(String, String, String)> {
     let text = std::fs::read_to_string(skip_log()).unwrap_or_default();
@@ -267,6 +309,25 @@ mod tests {
         let text = std::fs::read_to_string(&log).unwrap();
         assert_eq!(text.matches("tests::child_skips").count(), 3, "{text}");
         let _ = std::fs::remove_file(log);
+    }
+
+    #[test]
+    fn name_locks_exclude_each_other_until_dropped() {
+        let first = lock_name("testkit-selftest");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t = std::thread::spawn(move || {
+            let _second = lock_name("testkit-selftest");
+            tx.send(()).unwrap();
+        });
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_millis(200))
+                .is_err(),
+            "a held name cannot be taken"
+        );
+        drop(first);
+        rx.recv_timeout(std::time::Duration::from_secs(5))
+            .expect("the name is free once the first guard is gone");
+        t.join().unwrap();
     }
 
     #[test]
