@@ -1,6 +1,8 @@
-//! Data descriptors: the legacy 32-byte receive descriptor (§2.8, DPDK
-//! `base/iavf_type.h` `union iavf_32byte_rx_desc`) and the 16-byte transmit
-//! data descriptor (§2.9, `struct iavf_tx_desc`).
+//! The descriptors the VF shares with the device: the legacy 32-byte receive
+//! descriptor (§2.8, DPDK `base/iavf_type.h` `union iavf_32byte_rx_desc`), the
+//! 16-byte transmit data descriptor (§2.9, `struct iavf_tx_desc`) and the
+//! 32-byte admin queue descriptor (§2.3, `iavf_adminq_cmd.h` `struct
+//! iavf_aq_desc`; the queue that uses it is [`crate::adminq`]).
 //!
 //! Typed `#[repr(C)]` little-endian structures with size asserts; every field
 //! is reached through an accessor, so no call site twiddles bits. They live in
@@ -385,6 +387,187 @@ impl std::fmt::Debug for TxDesc {
     }
 }
 
+/// Admin queue opcode for a VF's message to its PF.
+pub const AQC_SEND_MSG_TO_PF: u16 = 0x0801;
+/// Admin queue opcode for a PF's message to a VF (what ARQ entries carry).
+pub const AQC_SEND_MSG_TO_VF: u16 = 0x0802;
+
+/// Admin queue descriptor flag bits (`IAVF_AQ_FLAG_*`).
+pub mod aq_flags {
+    /// Descriptor done.
+    pub const DD: u16 = 0x0001;
+    /// Command completed.
+    pub const CMP: u16 = 0x0002;
+    /// Error: `retval` says which.
+    pub const ERR: u16 = 0x0004;
+    /// The buffer is larger than 512 bytes.
+    pub const LB: u16 = 0x0200;
+    /// The firmware reads the buffer (host → firmware data).
+    pub const RD: u16 = 0x0400;
+    /// The descriptor has a buffer.
+    pub const BUF: u16 = 0x1000;
+    /// Suppress the completion interrupt.
+    pub const SI: u16 = 0x2000;
+}
+
+/// Admin queue descriptor (`struct iavf_aq_desc`), 32 bytes, little-endian.
+#[repr(C)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+pub struct AqDesc {
+    pub(crate) flags: u16,
+    opcode: u16,
+    datalen: u16,
+    retval: u16,
+    cookie_high: u32,
+    cookie_low: u32,
+    param0: u32,
+    param1: u32,
+    addr_high: u32,
+    addr_low: u32,
+}
+
+const _: () = assert!(size_of::<AqDesc>() == 32);
+
+impl AqDesc {
+    /// A `send_msg_to_pf` command carrying virtchnl opcode `v_op`, with an
+    /// indirect buffer `(iova, len)` if there is a payload (§2.3 "Sending").
+    pub fn send_msg_to_pf(v_op: u32, buf: Option<(u64, u16)>) -> AqDesc {
+        let mut d = AqDesc {
+            flags: aq_flags::SI,
+            opcode: AQC_SEND_MSG_TO_PF,
+            cookie_high: v_op,
+            ..AqDesc::default()
+        };
+        if let Some((iova, len)) = buf {
+            d.flags |= aq_flags::BUF | aq_flags::RD | if len > 512 { aq_flags::LB } else { 0 };
+            d.datalen = len;
+            d.set_addr(iova);
+        }
+        d.to_le()
+    }
+
+    /// An ARQ slot armed with a buffer of `size` bytes at `iova`.
+    pub fn arq_buffer(iova: u64, size: u16) -> AqDesc {
+        let mut d = AqDesc {
+            flags: aq_flags::BUF | if size > 512 { aq_flags::LB } else { 0 },
+            datalen: size,
+            ..AqDesc::default()
+        };
+        d.set_addr(iova);
+        d.to_le()
+    }
+
+    /// A PF's message as it lands on the ARQ (for tests and device models).
+    pub fn pf_message(v_op: u32, v_retval: i32, len: u16, buf_iova: u64) -> AqDesc {
+        let mut d = AqDesc {
+            flags: aq_flags::DD | aq_flags::CMP | if len > 0 { aq_flags::BUF } else { 0 },
+            opcode: AQC_SEND_MSG_TO_VF,
+            datalen: len,
+            cookie_high: v_op,
+            cookie_low: v_retval as u32,
+            ..AqDesc::default()
+        };
+        d.set_addr(buf_iova);
+        d.to_le()
+    }
+
+    fn set_addr(&mut self, iova: u64) {
+        self.addr_high = (iova >> 32) as u32;
+        self.addr_low = iova as u32;
+    }
+
+    /// Convert every field to little-endian (a no-op on x86).
+    fn to_le(self) -> AqDesc {
+        AqDesc {
+            flags: self.flags.to_le(),
+            opcode: self.opcode.to_le(),
+            datalen: self.datalen.to_le(),
+            retval: self.retval.to_le(),
+            cookie_high: self.cookie_high.to_le(),
+            cookie_low: self.cookie_low.to_le(),
+            param0: self.param0.to_le(),
+            param1: self.param1.to_le(),
+            addr_high: self.addr_high.to_le(),
+            addr_low: self.addr_low.to_le(),
+        }
+    }
+
+    /// Flag bits ([`aq_flags`]).
+    pub fn flags(&self) -> u16 {
+        u16::from_le(self.flags)
+    }
+    /// Admin queue opcode.
+    pub fn opcode(&self) -> u16 {
+        u16::from_le(self.opcode)
+    }
+    /// Buffer length (sent) or received length.
+    pub fn datalen(&self) -> u16 {
+        u16::from_le(self.datalen)
+    }
+    /// Admin-queue status (`enum iavf_admin_queue_err`).
+    pub fn retval(&self) -> u16 {
+        u16::from_le(self.retval)
+    }
+    /// The virtchnl opcode (cookie high).
+    pub fn v_opcode(&self) -> u32 {
+        u32::from_le(self.cookie_high)
+    }
+    /// The virtchnl status (cookie low).
+    pub fn v_retval(&self) -> i32 {
+        u32::from_le(self.cookie_low) as i32
+    }
+    /// Buffer IOVA.
+    pub fn addr(&self) -> u64 {
+        ((u32::from_le(self.addr_high) as u64) << 32) | u32::from_le(self.addr_low) as u64
+    }
+
+    /// The descriptor's 32 bytes as they lie in memory (for device models).
+    pub fn to_bytes(&self) -> [u8; 32] {
+        let mut b = [0u8; 32];
+        b[0..2].copy_from_slice(&self.flags().to_le_bytes());
+        b[2..4].copy_from_slice(&self.opcode().to_le_bytes());
+        b[4..6].copy_from_slice(&self.datalen().to_le_bytes());
+        b[6..8].copy_from_slice(&self.retval().to_le_bytes());
+        b[8..12].copy_from_slice(&self.v_opcode().to_le_bytes());
+        b[12..16].copy_from_slice(&(self.v_retval() as u32).to_le_bytes());
+        b[16..20].copy_from_slice(&u32::from_le(self.param0).to_le_bytes());
+        b[20..24].copy_from_slice(&u32::from_le(self.param1).to_le_bytes());
+        b[24..28].copy_from_slice(&u32::from_le(self.addr_high).to_le_bytes());
+        b[28..32].copy_from_slice(&u32::from_le(self.addr_low).to_le_bytes());
+        b
+    }
+
+    /// A descriptor from its 32 bytes in memory (for device models).
+    pub fn from_bytes(b: &[u8; 32]) -> AqDesc {
+        let u16_at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
+        let u32_at = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+        AqDesc {
+            flags: u16_at(0),
+            opcode: u16_at(2),
+            datalen: u16_at(4),
+            retval: u16_at(6),
+            cookie_high: u32_at(8),
+            cookie_low: u32_at(12),
+            param0: u32_at(16),
+            param1: u32_at(20),
+            addr_high: u32_at(24),
+            addr_low: u32_at(28),
+        }
+        .to_le()
+    }
+
+    /// Set the completion fields as firmware does on an ATQ descriptor (tests).
+    pub fn completed(mut self, retval: u16) -> AqDesc {
+        let f = self.flags()
+            | aq_flags::DD
+            | aq_flags::CMP
+            | if retval != 0 { aq_flags::ERR } else { 0 };
+        self.flags = f.to_le();
+        self.retval = retval.to_le();
+        self
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -468,5 +651,57 @@ mod tests {
         assert_eq!(with, rs, "with_rs sets RS and nothing else");
         assert_eq!(TxDesc::from_bytes(&rs.to_bytes()), rs);
         assert_eq!(&rs.to_bytes()[0..8], &0x1000u64.to_le_bytes());
+    }
+
+    #[test]
+    fn aq_descriptor_layout() {
+        let d = AqDesc::send_msg_to_pf(6, Some((0x1_2345_6000, 136)));
+        assert_eq!(d.opcode(), 0x0801);
+        assert_eq!(d.flags(), aq_flags::SI | aq_flags::BUF | aq_flags::RD);
+        assert_eq!(d.datalen(), 136);
+        assert_eq!(d.v_opcode(), 6);
+        assert_eq!(d.addr(), 0x1_2345_6000);
+        // addr_high at 0x18, addr_low at 0x1C (high word first).
+        assert_eq!(u32::from_le(d.addr_high), 1);
+        assert_eq!(u32::from_le(d.addr_low), 0x2345_6000);
+        let big = AqDesc::send_msg_to_pf(6, Some((0, 1000)));
+        assert_ne!(big.flags() & aq_flags::LB, 0);
+        let bare = AqDesc::send_msg_to_pf(2, None);
+        assert_eq!(bare.flags(), aq_flags::SI);
+        assert_eq!(bare.datalen(), 0);
+        let arq = AqDesc::arq_buffer(0x8000, 4096);
+        assert_eq!(arq.flags(), aq_flags::BUF | aq_flags::LB);
+        assert_eq!(arq.datalen(), 4096);
+        let m = AqDesc::pf_message(17, -5, 16, 0x9000);
+        assert_eq!((m.v_opcode(), m.v_retval(), m.datalen()), (17, -5, 16));
+        let b = d.to_bytes();
+        assert_eq!(&b[2..4], &[0x01, 0x08], "opcode at 0x02");
+        assert_eq!(&b[8..12], &6u32.to_le_bytes(), "virtchnl opcode at 0x08");
+        assert_eq!(&b[24..28], &1u32.to_le_bytes(), "address high at 0x18");
+        assert_eq!(AqDesc::from_bytes(&b), d);
+    }
+
+    #[test]
+    fn aq_field_offsets() {
+        let d = AqDesc {
+            flags: 1,
+            opcode: 2,
+            datalen: 3,
+            retval: 4,
+            cookie_high: 5,
+            cookie_low: 6,
+            param0: 7,
+            param1: 8,
+            addr_high: 9,
+            addr_low: 10,
+        };
+        let base = &d as *const AqDesc as usize;
+        assert_eq!(std::ptr::addr_of!(d.opcode) as usize - base, 0x02);
+        assert_eq!(std::ptr::addr_of!(d.retval) as usize - base, 0x06);
+        assert_eq!(std::ptr::addr_of!(d.cookie_high) as usize - base, 0x08);
+        assert_eq!(std::ptr::addr_of!(d.cookie_low) as usize - base, 0x0C);
+        assert_eq!(std::ptr::addr_of!(d.param0) as usize - base, 0x10);
+        assert_eq!(std::ptr::addr_of!(d.addr_high) as usize - base, 0x18);
+        assert_eq!(std::ptr::addr_of!(d.addr_low) as usize - base, 0x1C);
     }
 }

@@ -8,10 +8,11 @@
 //! style):
 //!
 //! - [`regs`]: BAR0 register offsets and fields (facts §2.2);
-//! - [`adminq`]: the admin queue and its descriptor (§2.3);
+//! - [`adminq`]: the admin queue (§2.3);
 //! - [`virtchnl`]: opcodes, capabilities and message layouts (§2.4-2.6);
 //! - [`vf`]: the virtchnl client and the VF's bring-up (§2.7);
-//! - [`desc`]: receive and transmit descriptors (§2.8, §2.9);
+//! - [`desc`]: admin-queue, receive and transmit descriptors (§2.3, §2.8,
+//!   §2.9);
 //! - [`ring`]: the only unsafe module: DMA memory, descriptor rings and the
 //!   mbufs the device holds;
 //! - `rxq` / `txq`: the data path; `sync`: how queues and the control
