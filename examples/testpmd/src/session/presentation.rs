@@ -1,0 +1,460 @@
+//! What the session shows: `show port stats|info|summary|xstats`, `show fwd
+//! stats`, `show config fwd`, the final forward statistics, and the telemetry
+//! it hands to the metrics server.
+
+use std::time::Instant;
+
+use nicpoll::fwd::{FwdCountersRef, LatencyRecorder};
+use nicpoll::lcore::{self, Lcore};
+use nicpoll::port::{MacAddr, PortStats};
+use nicpoll::stats::Rates;
+use serde_json::json;
+
+use crate::cli::Config;
+use crate::display::{self, FwdPortTotals};
+use crate::metrics::{self, PortSample};
+use crate::plan::{self, Plan, PlanInput};
+
+use super::{PortSlot, PortState, PreparedLcore, RunError, Session, usage};
+
+impl Session {
+    /// `show port stats`: one NIC block per port with rates since the last show.
+    /// `ports` None = the forwarding ports while forwarding, else every open port.
+    pub fn show_port_stats(&mut self, ports: Option<&[u16]>, header: bool) {
+        let now = Instant::now();
+        let fwd_ports: Option<Vec<u16>> = self.fwd.as_ref().map(|f| f.plan.fwd_ports.clone());
+        let ids: Vec<u16> = match (ports, &fwd_ports) {
+            (Some(p), _) => p.to_vec(),
+            (None, Some(f)) => f.clone(),
+            (None, None) => (0..self.ports.len() as u16)
+                .filter(|&i| self.ports[i as usize].state != PortState::Closed)
+                .collect(),
+        };
+        let fwd_ports = fwd_ports.unwrap_or_else(|| ids.clone());
+        let mut text = String::new();
+        if header {
+            if self.out.clear {
+                text += "\x1b[2J\x1b[1;1H";
+            }
+            text += "\n  Port statistics ====================================\n";
+        }
+        let mut jports = Vec::new();
+        let (mut tot_rx, mut tot_tx) = (0.0, 0.0);
+        for &p in &ids {
+            let Some(slot) = self.ports.get_mut(p as usize) else {
+                continue;
+            };
+            let s = slot.port.stats();
+            let r: Rates = slot.meter.sample(s, now);
+            if fwd_ports.contains(&p) {
+                tot_rx += r.rx_pps;
+                tot_tx += r.tx_pps;
+            }
+            text += &display::nic_stats_block(p, &s, &r);
+            let dropped = self
+                .fwd
+                .as_ref()
+                .map_or(0, |f| fwd_dropped_by_port(&f.plan, &f.counters, p));
+            jports.push(display::port_json(
+                p,
+                &self.ports[p as usize].port.info().name,
+                &s,
+                &r,
+                dropped,
+            ));
+        }
+        if header {
+            text += &format!(
+                "  Total: Rx-pps: {:.0}  Tx-pps: {:.0}  ({:.3} Mpps received)\n",
+                tot_rx,
+                tot_tx,
+                tot_rx / 1e6
+            );
+        }
+        self.out.text(&text);
+        let elapsed = self
+            .fwd
+            .as_ref()
+            .map_or(0.0, |f| now.duration_since(f.started).as_secs_f64());
+        self.out.json(json!({
+            "event": "stats",
+            "elapsed_s": elapsed,
+            "ports": jports,
+            "total": {"rx_pps": tot_rx, "tx_pps": tot_tx},
+        }));
+    }
+
+    /// Render the telemetry text and hand it to the metrics server (if any).
+    pub fn publish_metrics(&mut self) {
+        let Some(server) = &self.metrics else { return };
+        let now = Instant::now();
+        let mut latency = LatencyRecorder::new();
+        match &self.fwd {
+            Some(f) => {
+                for sh in &f.latency_shares {
+                    if let Ok(g) = sh.lock() {
+                        latency.merge(&g);
+                    }
+                }
+            }
+            None => latency.merge(&self.last_latency),
+        }
+        let names: Vec<String> = self.ports.iter().map(|p| p.port.info().name).collect();
+        let samples: Vec<PortSample<'_>> = self
+            .ports
+            .iter()
+            .zip(self.metric_meters.iter_mut())
+            .enumerate()
+            .map(|(i, (slot, meter))| {
+                let stats = slot.port.stats();
+                PortSample {
+                    port: i as u16,
+                    name: &names[i],
+                    stats,
+                    rates: meter.sample(stats, now),
+                    xstats: slot.port.xstats(),
+                    fwd_dropped: self
+                        .fwd
+                        .as_ref()
+                        .map_or(0, |f| fwd_dropped_by_port(&f.plan, &f.counters, i as u16)),
+                    link_up: slot.port.link().up,
+                }
+            })
+            .collect();
+        let ps = self.pool.stats();
+        let text = metrics::render(
+            &samples,
+            self.fwd.is_some(),
+            self.cfg.mode.name(),
+            &latency,
+            (self.pool.name(), &ps),
+        );
+        server.publish(text);
+    }
+
+    /// Take a rate sample of every port without printing (the next show then
+    /// reports rates since now).
+    pub fn sample_rates(&mut self) {
+        let now = Instant::now();
+        for slot in self.ports.iter_mut() {
+            let s = slot.port.stats();
+            slot.meter.sample(s, now);
+        }
+    }
+
+    /// `clear port stats all`.
+    pub fn clear_port_stats(&mut self) {
+        for slot in self.ports.iter_mut() {
+            slot.port.reset_stats();
+            slot.meter.reset();
+        }
+        if let Some(f) = self.fwd.as_mut() {
+            f.base = vec![PortStats::default(); f.base.len()];
+        }
+        self.out.text("  NIC statistics cleared\n");
+    }
+
+    /// `show fwd stats all`: forward statistics of the running forwarding.
+    pub fn show_fwd_stats(&mut self) -> Result<(), RunError> {
+        let Some(f) = &self.fwd else {
+            return Err(usage("packet forwarding not started"));
+        };
+        let text = fwd_stats_text(&self.ports, &f.plan, &f.counters, &f.base);
+        self.out.text(&text);
+        Ok(())
+    }
+
+    /// `show port info N|all`.
+    pub fn show_port_info(&mut self, ids: &[u16]) -> Result<(), RunError> {
+        let mut text = String::new();
+        for &id in ids {
+            let slot = self.slot(id)?;
+            let info = slot.port.info();
+            text += &format!(
+                "\n********************* Infos for port {id}  *********************\n\
+                 MAC address: {}\nDevice name: {}\nDriver name: {}\nConnect to socket: {}\n\
+                 Port state: {:?}\nLink status: {}\nPromiscuous mode: {}\n\
+                 Max possible RX queues: {}\nMax possible number of RXDs per queue: {}\n\
+                 Min possible number of RXDs per queue: {}\nRXDs number alignment: {}\n\
+                 Max possible TX queues: {}\nMax possible number of TXDs per queue: {}\n\
+                 Min possible number of TXDs per queue: {}\nTXDs number alignment: {}\n\
+                 Max RX packet length: {}\nCurrent number of RX queues: {}\nCurrent number of TX queues: {}\n",
+                slot.port.mac_addr(),
+                info.name,
+                info.driver,
+                info.numa_node
+                    .map_or("unknown".to_string(), |n| n.to_string()),
+                slot.state,
+                slot.port.link(),
+                if slot.port.promiscuous() {
+                    "enabled"
+                } else {
+                    "disabled"
+                },
+                info.max_rx_queues,
+                info.max_rxd,
+                info.min_rxd,
+                info.desc_align,
+                info.max_tx_queues,
+                info.max_txd,
+                info.min_txd,
+                info.desc_align,
+                info.max_rx_pktlen,
+                slot.rx.len(),
+                slot.tx.len(),
+            );
+            // Which loops the driver runs (DPDK prints it in `show rxq info`),
+            // while queue 0 is with us rather than on a forwarding lcore.
+            let rx_mode = slot.rx.first().and_then(|q| q.as_ref()?.burst_mode());
+            let tx_mode = slot.tx.first().and_then(|q| q.as_ref()?.burst_mode());
+            if let Some(m) = rx_mode {
+                text += &format!("Rx burst mode: {m}\n");
+            }
+            if let Some(m) = tx_mode {
+                text += &format!("Tx burst mode: {m}\n");
+            }
+        }
+        self.out.text(&text);
+        Ok(())
+    }
+
+    /// `show port summary all`: one line per port.
+    pub fn show_port_summary(&mut self, ids: &[u16]) {
+        let mut text = format!(
+            "Number of available ports: {}
+Port MAC Address       Name         Driver         Status   Link
+",
+            self.ports.len()
+        );
+        for &id in ids {
+            let Some(slot) = self.ports.get(id as usize) else {
+                continue;
+            };
+            let info = slot.port.info();
+            let link = slot.port.link();
+            text += &format!(
+                "{id:<4} {} {:<12} {:<14} {:<8} {}\n",
+                slot.port.mac_addr(),
+                info.name,
+                info.driver,
+                if link.up { "up" } else { "down" },
+                if link.speed_mbps % 1000 == 0 {
+                    format!("{} Gbps", link.speed_mbps / 1000)
+                } else {
+                    format!("{} Mbps", link.speed_mbps)
+                }
+            );
+        }
+        self.out.text(&text);
+    }
+
+    /// `show port xstats N`.
+    pub fn show_port_xstats(&mut self, ids: &[u16]) -> Result<(), RunError> {
+        let mut text = String::new();
+        for &id in ids {
+            let slot = self.slot(id)?;
+            text += &format!("###### NIC extended statistics for port {id:<2} ######\n");
+            for (k, v) in slot.port.xstats() {
+                text += &format!("{k}: {v}\n");
+            }
+        }
+        self.out.text(&text);
+        Ok(())
+    }
+
+    /// `show config fwd`.
+    pub fn show_config_fwd(&mut self) -> Result<(), RunError> {
+        let workers: Vec<Lcore> = self.cfg.lcores.workers().cloned().collect();
+        let plan = plan::plan(&PlanInput {
+            nb_ports: self.ports.len(),
+            select: &self.cfg.port_select,
+            topology: self.cfg.topology,
+            rxq: self.cfg.rxq,
+            txq: self.cfg.txq,
+            workers: &workers,
+            nb_cores: self.cfg.nb_cores,
+        })?;
+        let mut text = format!(
+            "{} packet forwarding{} - ports={} - cores={} - streams={} - NUMA support disabled, MP allocation mode: native\n",
+            self.cfg.mode,
+            if self.cfg.retry.enabled {
+                " with retry"
+            } else {
+                ""
+            },
+            plan.fwd_ports.len(),
+            plan.lcores.len(),
+            plan.streams.len()
+        );
+        for (lc, ids) in &plan.lcores {
+            text += &format!(
+                "Logical Core {} (CPU {}) forwards packets on {} streams:\n",
+                lc.id,
+                lcore::format_cpu_list(&lc.cpus),
+                ids.len()
+            );
+            for &i in ids {
+                let s = plan.streams[i];
+                let peer = self
+                    .cfg
+                    .eth_peers
+                    .get(&s.tx_port)
+                    .copied()
+                    .unwrap_or(MacAddr::local(s.tx_port));
+                text += &format!("  {s} peer={peer}\n");
+            }
+        }
+        self.out.text(&text);
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn final_report(
+        &self,
+        plan: &Plan,
+        counters: &[FwdCountersRef],
+        base: &[PortStats],
+        latency: &LatencyRecorder,
+        elapsed: std::time::Duration,
+        mode: nicpoll::fwd::FwdMode,
+    ) {
+        let mut text = fwd_stats_text(&self.ports, plan, counters, base);
+        let total = fwd_totals(&self.ports, plan, counters, base);
+        let secs = elapsed.as_secs_f64().max(1e-9);
+        let fwd_pkts = if mode.generates() {
+            total.1.tx_packets
+        } else {
+            total.1.rx_packets
+        };
+        text += &format!(
+            "\n  Run time {:.3} s: {:.3} Mpps {} ({:.0} packets per second over all ports)\n",
+            secs,
+            fwd_pkts as f64 / secs / 1e6,
+            if mode.generates() { "sent" } else { "received" },
+            fwd_pkts as f64 / secs
+        );
+        let lat = latency.summary();
+        if lat.samples > 0 {
+            text += &format!("\n{}", display::latency_block(&lat));
+        }
+        text += "\nDone.\n";
+        self.out.text(&text);
+        let jports: Vec<serde_json::Value> = total
+            .0
+            .iter()
+            .map(|(p, t)| {
+                let mut j = display::fwd_json(t);
+                j["port"] = json!(p);
+                j
+            })
+            .collect();
+        self.out.json(json!({
+            "event": "final",
+            "elapsed_s": secs,
+            "mode": mode.name(),
+            "ports": jports,
+            "total": display::fwd_json(&total.1),
+            "mpps": fwd_pkts as f64 / secs / 1e6,
+            "latency": display::latency_json(&lat),
+        }));
+    }
+}
+
+pub(super) fn config_text(cfg: &Config, plan: &Plan, works: &[PreparedLcore]) -> String {
+    let mut text = format!(
+        "{} packet forwarding{} - ports={} - cores={} - streams={} - NUMA support disabled, MP allocation mode: native\n",
+        cfg.mode,
+        if cfg.retry.enabled { " with retry" } else { "" },
+        plan.fwd_ports.len(),
+        plan.lcores.len(),
+        plan.streams.len()
+    );
+    for (lc, w, _, _) in works {
+        text += &format!(
+            "Logical Core {} (CPU {}) forwards packets on {} streams:\n",
+            lc.id,
+            lcore::format_cpu_list(&lc.cpus),
+            w.streams.len()
+        );
+        for s in &w.streams {
+            text += &format!("  {} peer={}\n", s.info.spec, s.info.peer_mac);
+        }
+    }
+    text += &format!(
+        "\n  {} packet forwarding packets/burst={}\n  nb forwarding cores={} - nb forwarding ports={}\n",
+        cfg.mode,
+        cfg.burst,
+        plan.lcores.len(),
+        plan.fwd_ports.len()
+    );
+    text
+}
+
+fn fwd_dropped_by_port(plan: &Plan, counters: &[FwdCountersRef], port: u16) -> u64 {
+    plan.streams
+        .iter()
+        .zip(counters)
+        .filter(|(s, _)| s.tx_port == port)
+        .map(|(_, c)| c.fwd_dropped.get())
+        .sum()
+}
+
+fn rx_bad_by_port(plan: &Plan, counters: &[FwdCountersRef], port: u16) -> u64 {
+    plan.streams
+        .iter()
+        .zip(counters)
+        .filter(|(s, _)| s.rx_port == port)
+        .map(|(_, c)| c.rx_bad.get())
+        .sum()
+}
+
+type PortTotals = (Vec<(u16, FwdPortTotals)>, FwdPortTotals);
+
+fn fwd_totals(
+    ports: &[PortSlot],
+    plan: &Plan,
+    counters: &[FwdCountersRef],
+    base: &[PortStats],
+) -> PortTotals {
+    let mut total = FwdPortTotals::default();
+    let mut per = Vec::new();
+    for &p in &plan.fwd_ports {
+        let s = ports[p as usize].port.stats().since(&base[p as usize]);
+        let t = FwdPortTotals {
+            rx_packets: s.ipackets,
+            rx_dropped: s.imissed,
+            tx_packets: s.opackets,
+            tx_dropped: s.oerrors + fwd_dropped_by_port(plan, counters, p),
+            rx_errors: s.ierrors,
+            rx_nombuf: s.rx_nombuf,
+            rx_bad: rx_bad_by_port(plan, counters, p),
+        };
+        total.add(&t);
+        per.push((p, t));
+    }
+    (per, total)
+}
+
+fn fwd_stats_text(
+    ports: &[PortSlot],
+    plan: &Plan,
+    counters: &[FwdCountersRef],
+    base: &[PortStats],
+) -> String {
+    let mut text = String::new();
+    if plan.streams.len() > plan.fwd_ports.len() {
+        for (s, c) in plan.streams.iter().zip(counters) {
+            let f = c.snapshot();
+            text += &format!(
+                "\n  ------- Forward Stats for {s} -------\n  RX-packets: {:<14} TX-packets: {:<14} TX-dropped: {}\n",
+                f.rx_packets, f.tx_packets, f.fwd_dropped
+            );
+        }
+    }
+    let (per, total) = fwd_totals(ports, plan, counters, base);
+    for (p, t) in &per {
+        text += &format!("\n{}", display::fwd_port_block(*p, t));
+    }
+    text += &format!("\n{}", display::fwd_total_block(&total));
+    text
+}
