@@ -209,44 +209,79 @@ fn parse_num(s: &str, option: &'static str, value: &str, form: &str) -> Result<u
     })
 }
 
-/// Parse a CPU list such as `0-3,5,7-8` (DPDK's `-l`).
+/// The highest CPU number a kernel CPU list may name
+/// ([`parse_kernel_cpu_list`]); Linux's `NR_CPUS` stays far below it.
+pub const MAX_KERNEL_CPU: usize = 1 << 16;
+
+/// Parse a CPU list such as `0-3,5,7-8` (DPDK's `-l`): lcore ids up to
+/// [`MAX_LCORES`]` - 1`, in the order given, each once.
 pub fn parse_cpu_list(value: &str, option: &'static str) -> Result<Vec<usize>> {
+    parse_ranges(value, value, option, MAX_LCORES - 1, "lcore id")
+}
+
+/// Parse a CPU list as the kernel writes it (`/sys/devices/system/cpu/online`,
+/// `Cpus_allowed_list`, cpuset files, `isolcpus=`): the grammar of
+/// [`parse_cpu_list`], but an empty list is no CPU, empty parts are skipped,
+/// CPU numbers go up to [`MAX_KERNEL_CPU`] (machines have more CPUs than we
+/// have lcores), and the result is sorted. `what` names the list in errors.
+pub fn parse_kernel_cpu_list(value: &str, what: &'static str) -> Result<Vec<usize>> {
+    let parts: Vec<&str> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect();
+    if parts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut cpus = parse_ranges(&parts.join(","), value, what, MAX_KERNEL_CPU, "CPU number")?;
+    cpus.sort_unstable();
+    Ok(cpus)
+}
+
+/// The one parser of `A-B,C` lists: numbers up to `max` (a `max_name`), each
+/// once, in the order given. Errors quote `shown` (the value as written).
+fn parse_ranges(
+    value: &str,
+    shown: &str,
+    option: &'static str,
+    max: usize,
+    max_name: &str,
+) -> Result<Vec<usize>> {
     const FORM: &str = "a list like 0-3,5";
+    let err = |reason: String| Error::Lcore {
+        option,
+        value: shown.to_string(),
+        reason,
+    };
     let mut out = Vec::new();
     if value.trim().is_empty() {
-        return Err(Error::Lcore {
-            option,
-            value: value.to_string(),
-            reason: format!("empty; expected {FORM}"),
-        });
+        return Err(err(format!("empty; expected {FORM}")));
     }
+    // Which numbers are in `out` already: one bit each, so a long range costs
+    // no quadratic search.
+    let mut seen = vec![0u64; max / 64 + 1];
     for part in value.split(',') {
         let (a, b) = match part.split_once('-') {
             Some((a, b)) => (
-                parse_num(a, option, value, FORM)?,
-                parse_num(b, option, value, FORM)?,
+                parse_num(a, option, shown, FORM)?,
+                parse_num(b, option, shown, FORM)?,
             ),
             None => {
-                let n = parse_num(part, option, value, FORM)?;
+                let n = parse_num(part, option, shown, FORM)?;
                 (n, n)
             }
         };
         if a > b {
-            return Err(Error::Lcore {
-                option,
-                value: value.to_string(),
-                reason: format!("range {a}-{b} runs backwards; expected {FORM}"),
-            });
+            return Err(err(format!(
+                "range {a}-{b} runs backwards; expected {FORM}"
+            )));
         }
-        if b >= MAX_LCORES {
-            return Err(Error::Lcore {
-                option,
-                value: value.to_string(),
-                reason: format!("{b} is above the highest lcore id {}", MAX_LCORES - 1),
-            });
+        if b > max {
+            return Err(err(format!("{b} is above the highest {max_name} {max}")));
         }
         for c in a..=b {
-            if !out.contains(&c) {
+            if seen[c / 64] & (1 << (c % 64)) == 0 {
+                seen[c / 64] |= 1 << (c % 64);
                 out.push(c);
             }
         }
@@ -386,6 +421,19 @@ mod tests {
             let e = parse_cpu_list(bad, "-l").unwrap_err().to_string();
             assert!(e.starts_with("-l "), "{e}");
         }
+    }
+
+    #[test]
+    fn kernel_cpu_lists_are_sorted_may_be_empty_and_go_past_the_lcores() {
+        let p = |s| parse_kernel_cpu_list(s, "cpu list").ok();
+        assert_eq!(p("0-3,8,10-11\n"), Some(vec![0, 1, 2, 3, 8, 10, 11]));
+        assert_eq!(p("\n"), Some(vec![]));
+        assert_eq!(p("200-201"), Some(vec![200, 201]));
+        assert_eq!(p("3-1"), None);
+        assert_eq!(p("x"), None);
+        assert_eq!(p("8,2-3,3"), Some(vec![2, 3, 8]));
+        assert_eq!(p("65536"), Some(vec![65536]));
+        assert_eq!(p("65537"), None);
     }
 
     #[test]
