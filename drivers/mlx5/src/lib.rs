@@ -99,8 +99,10 @@
 
 mod datapath;
 pub mod error;
+mod flow;
 #[cfg(test)]
 mod layout_test;
+mod netlink;
 pub mod options;
 pub mod sysfs;
 mod verbs;
@@ -119,8 +121,10 @@ pub use error::{Mlx5Error, Result};
 pub use options::{DRIVER, Mlx5Options, Selector, is_mlx5_devargs, normalize_pci};
 pub use sysfs::is_mlx5_pci;
 use sysfs::{Netdev, Resolved};
+use flow::FlowRule;
+use netlink::{Kernel, Netlink};
 use verbs::{
-    Context, DeviceLimits, Flow, FlowRule, IBV_LINK_LAYER_ETHERNET, IBV_RX_HASH_DST_IPV4,
+    Context, DeviceLimits, Flow, IBV_LINK_LAYER_ETHERNET, IBV_RX_HASH_DST_IPV4,
     IBV_RX_HASH_DST_IPV6, IBV_RX_HASH_DST_PORT_TCP, IBV_RX_HASH_DST_PORT_UDP, IBV_RX_HASH_SRC_IPV4,
     IBV_RX_HASH_SRC_IPV6, IBV_RX_HASH_SRC_PORT_TCP, IBV_RX_HASH_SRC_PORT_UDP, IndTable, Mr, Qp,
     VerbError, Verbs, Wq,
@@ -224,6 +228,7 @@ pub struct Mlx5Port {
     dev: Resolved,
     netdev: Netdev,
     ctx: Arc<Context>,
+    kernel: Arc<dyn Kernel>,
     limits: DeviceLimits,
     mac: MacAddr,
     port_id: u16,
@@ -270,21 +275,41 @@ impl Mlx5Port {
     /// QP may be created (so a missing capability is reported now, not at start).
     pub fn open(opts: &Mlx5Options, port_id: u16) -> Result<Mlx5Port> {
         let verbs = Verbs::load()?;
-        Mlx5Port::open_with(verbs, Path::new("/"), opts, port_id)
+        Mlx5Port::open_with(verbs, Arc::new(Netlink), Path::new("/"), opts, port_id)
     }
 
     fn open_with(
         verbs: Arc<Verbs>,
+        kernel: Arc<dyn Kernel>,
         root: &Path,
         opts: &Mlx5Options,
         port_id: u16,
     ) -> Result<Mlx5Port> {
         let wanted = opts.select.to_string();
-        let dev = sysfs::resolve(root, &opts.select).map_err(|nf| Mlx5Error::NoDevice {
+        let mut dev = sysfs::resolve(root, &opts.select).map_err(|nf| Mlx5Error::NoDevice {
             wanted: wanted.clone(),
             reason: nf.reason,
             found: nf.found,
         })?;
+        // The IB port that carries the interface, as RDMA netlink names it (DPDK's
+        // mlx5_nl_ifindex); sysfs's dev_port + 1 is right for a single-port
+        // function but not for multi-port devices (representors, bonds).
+        if let Some(ifindex) = Netdev::new(root, &dev.netdev).ifindex() {
+            match kernel.rdma_port(&dev.ibdev, ifindex) {
+                Ok(Some(p)) => dev.port = p,
+                Ok(None) => log::debug!(
+                    "{}: RDMA netlink names no port for {}; using dev_port + 1 = {}",
+                    dev.ibdev,
+                    dev.netdev,
+                    dev.port
+                ),
+                Err(e) => log::debug!(
+                    "{}: no RDMA netlink answer ({e}); using dev_port + 1 = {}",
+                    dev.ibdev,
+                    dev.port
+                ),
+            }
+        }
         let ctx = match verbs.open(&dev.ibdev) {
             Ok(Some(ctx)) => ctx,
             Ok(None) => {
@@ -373,6 +398,7 @@ impl Mlx5Port {
             dev,
             netdev,
             ctx,
+            kernel,
             limits,
             mac,
             port_id,
@@ -611,7 +637,7 @@ impl Mlx5Port {
             return;
         };
         for m in extra {
-            match self.ctx.fdb(ifindex, m.0, true) {
+            match self.kernel.fdb(ifindex, m.0, true) {
                 Ok(()) => started.fdb_added.push(m.0),
                 Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
                 Err(e) => log::warn!(
@@ -628,7 +654,7 @@ impl Mlx5Port {
     fn teardown(&mut self, started: Started) {
         if let Some(ifindex) = self.netdev.ifindex() {
             for m in &started.fdb_added {
-                if let Err(e) = self.ctx.fdb(ifindex, *m, false) {
+                if let Err(e) = self.kernel.fdb(ifindex, *m, false) {
                     log::warn!(
                         "{}: cannot remove {} from the FDB of {}: {e}",
                         self.name,

@@ -13,6 +13,7 @@ use nicpoll::port::testing::{self, Delivery};
 use super::*;
 use crate::sysfs::fake_tree::{TempRoot, add_function, add_virtual};
 use crate::verbs::fake::{FakeConfig, Nic};
+use crate::flow::FlowRule;
 use crate::verbs::{
     IBV_LINK_LAYER_INFINIBAND, IBV_WC_LOC_PROT_ERR, IBV_WC_RECV, IBV_WC_SUCCESS, IbvWc,
 };
@@ -47,7 +48,7 @@ fn tree() -> TempRoot {
 fn open_fake(nic: &Arc<Nic>, root: &Path, spec: &str, id: u16) -> Result<Mlx5Port> {
     let verbs = nic.install();
     let opts = Mlx5Options::from_devargs(&DevArgs::parse(spec).expect("devargs parse"))?;
-    Mlx5Port::open_with(verbs, root, &opts, id)
+    Mlx5Port::open_with(verbs, nic.kernel(), root, &opts, id)
 }
 
 fn pool(n: u32) -> Mempool {
@@ -766,6 +767,28 @@ fn a_pci_address_selects_the_same_port() {
     assert_eq!(port.rdma_device(), ("mlx5_0", 1));
     assert!(is_mlx5_pci(&root.0, BDF));
     assert!(!is_mlx5_pci(&root.0, "0000:05:00.0"));
+}
+
+#[test]
+fn rdma_netlink_names_the_port_of_a_multi_port_device() {
+    // A bond or representor device: the interface is on IB port 2 although its
+    // dev_port (0) says 1.
+    let mut b = Bench::new(
+        FakeConfig {
+            rdma_port: Some(2),
+            ..FakeConfig::default()
+        },
+        "net_mlx5,iface=fake0",
+        1,
+        1,
+        32,
+        1024,
+    );
+    assert_eq!(b.port.rdma_device(), ("mlx5_0", 2));
+    assert!(b.nic.flows().iter().all(|f| f.rule.port == 2), "rules on port 2");
+    b.nic.receive(&frame(OUR_MAC, 0x88b5, 64, 1));
+    assert_eq!(drain(b.q.rx[0].as_mut()).len(), 1);
+    b.finish();
 }
 
 // ---------------------------------------------------------------------------

@@ -34,6 +34,11 @@ use std::ptr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::*;
+use crate::flow::FlowRule;
+use crate::netlink::Kernel;
+use crate::verbs::library::set_errno;
+use std::ffi::c_char;
+use std::io;
 
 /// What the fake NIC does.
 #[derive(Clone, Debug)]
@@ -59,6 +64,10 @@ pub struct FakeConfig {
     pub loopback: bool,
     /// post_send refuses (EINVAL) a request of this length.
     pub refuse_send_len: Option<u32>,
+    /// What the PF says of the VF's trust (`None`: no PF visible).
+    pub vf_trusted: Option<bool>,
+    /// The IB port RDMA netlink names for the interface (`None`: no answer).
+    pub rdma_port: Option<u8>,
 }
 
 impl Default for FakeConfig {
@@ -74,6 +83,8 @@ impl Default for FakeConfig {
             max_inline: 256,
             loopback: false,
             refuse_send_len: None,
+            vf_trusted: None,
+            rdma_port: None,
         }
     }
 }
@@ -145,6 +156,7 @@ struct State {
     missed: u64,
     fail_next_send: Option<u32>,
     fdb: Vec<(u32, [u8; 6], bool)>,
+    promisc_log: Vec<(u32, bool)>,
     ebusy: u32,
     sq_overflows: u32,
     cq_overruns: u32,
@@ -258,7 +270,12 @@ impl Nic {
     /// library.
     pub fn install(self: &Arc<Self>) -> Arc<Verbs> {
         CURRENT.with(|c| *c.borrow_mut() = Some(self.clone()));
-        Verbs::from_fns("fake-libibverbs", fake_fns(), fake_fdb)
+        Verbs::from_fns("fake-libibverbs", fake_fns())
+    }
+
+    /// The fake kernel next to this NIC: it records netlink requests.
+    pub fn kernel(self: &Arc<Self>) -> Arc<dyn Kernel> {
+        Arc::new(FakeKernel(self.clone()))
     }
 
     fn st(&self) -> MutexGuard<'_, State> {
@@ -402,13 +419,27 @@ impl Drop for Nic {
     }
 }
 
-fn fake_fdb(ifindex: u32, mac: [u8; 6], add: bool) -> io::Result<()> {
-    CURRENT.with(|c| {
-        if let Some(nic) = c.borrow().as_ref() {
-            nic.st().fdb.push((ifindex, mac, add));
-        }
-    });
-    Ok(())
+/// The kernel beside the fake NIC: FDB entries and interface flags recorded.
+struct FakeKernel(Arc<Nic>);
+
+impl Kernel for FakeKernel {
+    fn fdb(&self, ifindex: u32, mac: [u8; 6], add: bool) -> io::Result<()> {
+        self.0.st().fdb.push((ifindex, mac, add));
+        Ok(())
+    }
+
+    fn set_promisc(&self, ifindex: u32, on: bool) -> io::Result<()> {
+        self.0.st().promisc_log.push((ifindex, on));
+        Ok(())
+    }
+
+    fn vf_trust(&self, _pf_ifindex: u32, _vf: u32) -> io::Result<Option<bool>> {
+        Ok(self.0.cfg.vf_trusted)
+    }
+
+    fn rdma_port(&self, _ibdev: &str, _ifindex: u32) -> io::Result<Option<u8>> {
+        Ok(self.0.cfg.rdma_port)
+    }
 }
 
 fn fake_fns() -> Fns {
@@ -664,7 +695,8 @@ unsafe extern "C" fn f_query_port_compat(
     port: u8,
     attr: *mut IbvPortAttr,
 ) -> c_int {
-    if port != 1 {
+    // SAFETY: ctx came from f_open_device.
+    if port != 1 && Some(port) != unsafe { nic_of(ctx) }.cfg.rdma_port {
         return libc::EINVAL;
     }
     // SAFETY: ctx came from f_open_device; attr is the caller's out-struct.
@@ -873,7 +905,9 @@ unsafe extern "C" fn f_modify_qp(qp: *mut IbvQp, attr: *mut IbvQpAttr, mask: c_i
     }
     let ok = match (*state, a.qp_state) {
         (_, IBV_QPS_RESET) => true,
-        (IBV_QPS_RESET, IBV_QPS_INIT) => mask & IBV_QP_PORT != 0 && a.port_num == 1,
+        (IBV_QPS_RESET, IBV_QPS_INIT) => {
+            mask & IBV_QP_PORT != 0 && (a.port_num == 1 || Some(a.port_num) == nic.cfg.rdma_port)
+        }
         (IBV_QPS_INIT, IBV_QPS_RTR) | (IBV_QPS_RTR, IBV_QPS_RTS) => true,
         (_, IBV_QPS_ERR) => true,
         _ => false,
@@ -1161,7 +1195,7 @@ unsafe extern "C" fn f_create_flow(qp: *mut IbvQp, attr: *mut IbvFlowAttr) -> *m
     let Some(rule) = (unsafe { decode_flow(attr) }) else {
         return fail(libc::EINVAL);
     };
-    if rule.port != 1 {
+    if rule.port != 1 && Some(rule.port) != nic.cfg.rdma_port {
         return fail(libc::EINVAL);
     }
     let mut st = nic.st();
