@@ -407,6 +407,14 @@ impl Mbuf {
         self.hdr_mut().vlan_tci = tci;
     }
 
+    /// A handle on the pool the buffer belongs to (`None` once the pool's
+    /// last handle was dropped). For drivers that register a pool's memory
+    /// with a device the first time they see one of its buffers.
+    pub fn mempool(&self) -> Option<crate::mempool::Mempool> {
+        // SAFETY: see `pool_name`.
+        unsafe { (*self.hdr().pool).handle() }
+    }
+
     /// Name of the pool the buffer belongs to.
     pub fn pool_name(&self) -> &str {
         // SAFETY: the pool outlives every element it handed out (it leaks itself

@@ -107,6 +107,8 @@ pub struct PoolInner {
     caches: Box<[CachePadded<LcoreCache>]>,
     /// Failed bulk gets (a refill found the ring short), for diagnostics.
     get_fails: AtomicU64,
+    /// The pool's handle, for [`Mbuf::mempool`](crate::mbuf::Mbuf::mempool).
+    handle: std::sync::OnceLock<std::sync::Weak<PoolHandle>>,
 }
 
 // SAFETY: the ring is thread-safe; each cache is touched only by the thread that
@@ -117,6 +119,12 @@ unsafe impl std::marker::Sync for PoolInner {}
 unsafe impl Send for PoolInner {}
 
 impl PoolInner {
+    /// A handle on the pool, unless its last handle is already gone.
+    pub(crate) fn handle(&self) -> Option<Mempool> {
+        let shared = self.handle.get()?.upgrade()?;
+        Some(Mempool { shared })
+    }
+
     pub(crate) fn name(&self) -> &str {
         &self.name
     }
@@ -385,6 +393,7 @@ impl Mempool {
             ring: PtrRing::new(cfg.count as usize, Sync::Multi, Sync::Multi),
             caches,
             get_fails: AtomicU64::new(0),
+            handle: std::sync::OnceLock::new(),
             region,
         });
         let inner = NonNull::from(Box::leak(inner));
@@ -420,9 +429,9 @@ impl Mempool {
         }
         let ok = pool.ring.enqueue_bulk(&ptrs);
         debug_assert!(ok);
-        Ok(Mempool {
-            shared: Arc::new(PoolHandle { inner }),
-        })
+        let shared = Arc::new(PoolHandle { inner });
+        let _ = pool.handle.set(Arc::downgrade(&shared));
+        Ok(Mempool { shared })
     }
 
     #[inline(always)]

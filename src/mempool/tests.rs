@@ -481,3 +481,18 @@ fn retain_mut_survives_a_panicking_closure() {
     assert_eq!(p.in_use(), 0);
     assert_eq!(p.stats().available, p.stats().size, "nothing freed twice");
 }
+
+#[test]
+fn an_mbuf_leads_back_to_its_pool_while_the_pool_lives() {
+    let (_mem, p) = pool(8, 0);
+    let m = p.alloc().unwrap();
+    let again = m.mempool().expect("the pool has a handle");
+    assert_eq!(again.region().as_ptr(), p.region().as_ptr());
+    assert_eq!(again.name(), p.name());
+    drop(again);
+    drop(p);
+    // The pool was dropped with this mbuf out: its memory is kept (leaked),
+    // but no handle can be made any more.
+    assert!(m.mempool().is_none());
+    let _ = m.into_raw();
+}

@@ -1,17 +1,19 @@
-//! The fast path: receive rings over work queues, transmit rings over send QPs.
-//! An unsafe module only for the three calls that hand buffers to the device
-//! (`post_recv`, `post_send`) or read completions (`poll_cq`); everything else
-//! is plain Rust over `Option<Mbuf>` slots.
+//! The fast path: receive and transmit rings over the FFI layer's safe queue
+//! owners ([`RecvQueue`], [`SendQueue`], [`CqPoller`]). What to do with each
+//! completion, when to refill, how to send each frame, and the counters live
+//! here; no `unsafe`.
 //!
-//! Per burst: one `poll_cq`, at most one `post_recv` or `post_send` (each is a
-//! userspace doorbell write in libmlx5: no system call), no allocation, no
-//! lock (run with MLX5_SINGLE_THREADED=1 so libmlx5 skips its own spinlocks),
-//! counters stored once. Error completions put the queue through a reset
-//! (RESET → ready, a few kernel commands) in the burst that sees them, as DPDK's
-//! mlx5 does; that is the one exception, and it only happens after a device error.
-#![allow(unsafe_code)]
+//! Per burst: one poll of the CQ (libmlx5's single-threaded extended poll
+//! functions: no lock), at most one `post_recv` or `post_send` (each a
+//! userspace doorbell write into the queue's own doorbell register: no system
+//! call), no allocation, counters stored once. Two exceptions, both outside
+//! steady traffic: a queue error puts the queue through a reset (a few kernel
+//! commands) in the burst that sees it, as DPDK's mlx5 does; and the first
+//! frame of a mempool the port has not seen registers that pool's memory
+//! (DPDK's `mlx5_mr_mb2mr_bh`), once per pool.
+#![deny(unsafe_code)]
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use nicpoll::mbuf::{MAX_BURST, Mbuf, MbufBatch};
 use nicpoll::mempool::Mempool;
@@ -19,8 +21,8 @@ use nicpoll::port::counters::{Counter, QueueCountersRef};
 use nicpoll::{RxQueue, TxQueue};
 
 use crate::verbs::{
-    Cq, IBV_SEND_INLINE, IBV_SEND_SIGNALED, IBV_WC_SUCCESS, IBV_WQS_RDY, IBV_WQS_RESET,
-    IBV_WR_SEND, IbvRecvWr, IbvSendWr, IbvSge, IbvWc, Mr, Qp, Wq,
+    Completion, Context, CqPoller, IBV_WC_LOC_LEN_ERR, IBV_WC_LOC_PROT_ERR, IBV_WC_LOC_QP_OP_ERR,
+    IBV_WC_SUCCESS, IBV_WC_WR_FLUSH_ERR, Mr, RecvQueue, SendQueue, TxPlan,
 };
 
 /// Receive requests per `post_recv` call.
@@ -37,6 +39,8 @@ pub const TX_SIGNAL_EVERY: u64 = 32;
 /// a VLAN tag) of every raw packet into the WQE on ConnectX-4/4 Lx and refuses
 /// shorter ones (`copy_eth_inline_headers`).
 pub const TX_MIN_FRAME: usize = 18;
+/// Memory regions of other mempools a transmit queue remembers.
+pub const TX_MR_CACHE: usize = 8;
 
 /// Driver-specific counters of one queue, for xstats. Written by the queue's
 /// lcore only (single writer, relaxed).
@@ -47,6 +51,9 @@ pub struct QueueExtra {
     pub bad_status: Counter,
     /// Receive completions reporting more bytes than the buffer holds.
     pub bad_length: Counter,
+    /// Frames longer than the receive buffer (IBV_WC_LOC_LEN_ERR): dropped,
+    /// the buffer reposted, the queue left running.
+    pub too_long: Counter,
     /// Completions naming no outstanding request.
     pub bad_wr_id: Counter,
     /// Queue resets after an error completion.
@@ -55,34 +62,41 @@ pub struct QueueExtra {
     pub dead: Counter,
     /// post_recv / post_send calls the library refused (part of a chain).
     pub post_errors: Counter,
-    /// poll_cq failures (CQ in error).
+    /// Poll failures (the library reports the CQ in error).
     pub poll_errors: Counter,
     /// Frames sent inline.
     pub inline: Counter,
-    /// Transmit frames dropped: outside the registered mempool and too long to
-    /// inline, shorter than 18 bytes, or refused by the library.
+    /// Transmit frames dropped: shorter than 18 bytes, from memory that could
+    /// not be registered, or refused by the library.
     pub unsendable: Counter,
+    /// Transmit frames from another mempool, whose memory was registered on
+    /// first sight (counted once per pool and queue).
+    pub mr_registered: Counter,
 }
 
 /// Shared handle on a queue's extra counters.
 pub type ExtraRef = Arc<QueueExtra>;
 
+/// Whether an error completion means the receive queue must be reset: the
+/// syndromes DPDK's mlx5 resets on (`mlx5_rx.c` mlx5_rx_err_handle: LOCAL_QP_OP,
+/// LOCAL_PROT, WR_FLUSH, which libmlx5 reports as these statuses,
+/// `providers/mlx5/cq.c`). Others (a frame longer than the buffer) leave the
+/// queue running.
+#[inline(always)]
+fn rx_needs_reset(status: u32) -> bool {
+    matches!(
+        status,
+        IBV_WC_LOC_QP_OP_ERR | IBV_WC_LOC_PROT_ERR | IBV_WC_WR_FLUSH_ERR
+    )
+}
+
 /// One receive queue: a WQ in the port's indirection tables, its CQ, and the
 /// mbufs posted to it.
 pub struct RxRing {
-    wq: Arc<Wq>,
-    cq: Arc<Cq>,
-    lkey: u32,
-    _mr: Arc<Mr>,
+    rq: RecvQueue,
+    cq: CqPoller,
     pool: Mempool,
-    /// Posted buffers by slot (the request's wr_id).
-    slots: Box<[Option<Mbuf>]>,
-    /// Stack of slots with no buffer posted.
-    free: Box<[u32]>,
-    nfree: usize,
-    wrs: Box<[IbvRecvWr]>,
-    sges: Box<[IbvSge]>,
-    wc: Box<[IbvWc]>,
+    comps: Box<[Completion]>,
     scratch: MbufBatch,
     /// Bytes the device may write into each buffer.
     room: u32,
@@ -94,10 +108,6 @@ pub struct RxRing {
     dead: bool,
     _alive: Arc<()>,
 }
-
-// SAFETY: the raw pointers inside `wrs` only ever point into this ring's own
-// boxed `wrs`/`sges` arrays, which move with it; the verbs objects are Send.
-unsafe impl Send for RxRing {}
 
 /// Why a ring could not be built.
 #[derive(Debug)]
@@ -114,15 +124,12 @@ pub enum RingError {
 }
 
 impl RxRing {
-    /// A ring of `size` buffers from `pool` (registered as `mr`) on `wq`/`cq`,
-    /// filled completely.
+    /// A ring over `rq` (filled completely from `pool`) completing on `cq`.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        wq: Arc<Wq>,
-        cq: Arc<Cq>,
-        mr: Arc<Mr>,
+        rq: RecvQueue,
+        cq: CqPoller,
         pool: Mempool,
-        size: usize,
         port: u16,
         queue: u16,
         counters: QueueCountersRef,
@@ -131,17 +138,10 @@ impl RxRing {
     ) -> Result<RxRing, RingError> {
         let room = pool.data_room() as u32;
         let mut r = RxRing {
-            wq,
+            rq,
             cq,
-            lkey: mr.lkey,
-            _mr: mr,
             pool,
-            slots: (0..size).map(|_| None).collect(),
-            free: (0..size as u32).rev().collect(),
-            nfree: size,
-            wrs: vec![IbvRecvWr::default(); RX_POST_MAX].into(),
-            sges: vec![IbvSge::default(); RX_POST_MAX].into(),
-            wc: vec![IbvWc::default(); MAX_BURST].into(),
+            comps: vec![Completion::default(); MAX_BURST].into(),
             scratch: MbufBatch::with_burst(RX_POST_MAX),
             room,
             port,
@@ -152,9 +152,9 @@ impl RxRing {
             dead: false,
             _alive: alive,
         };
-        while r.nfree > 0 {
-            let k = r.nfree.min(RX_POST_MAX);
-            match r.post(k) {
+        let size = r.rq.size();
+        while r.rq.free_slots() > 0 {
+            match r.post_some() {
                 None => {
                     return Err(RingError::NoBuffers {
                         needed: size,
@@ -168,69 +168,28 @@ impl RxRing {
         Ok(r)
     }
 
-    /// Buffers posted now.
-    pub fn posted(&self) -> usize {
-        self.slots.len() - self.nfree
-    }
-
-    /// Allocate `k` buffers and post them in one chain. None if the pool is
-    /// short (nothing posted); Some(Err(errno)) if the library refused part of
-    /// the chain (the refused buffers are back in the pool).
-    fn post(&mut self, k: usize) -> Option<Result<(), i32>> {
-        debug_assert!(k <= self.nfree && k <= RX_POST_MAX);
+    /// Allocate up to RX_POST_MAX buffers for the free slots and post them in
+    /// one chain. None if the pool is short (nothing posted).
+    fn post_some(&mut self) -> Option<Result<(), i32>> {
+        let k = self.rq.free_slots().min(RX_POST_MAX);
         if !self.pool.alloc_bulk(&mut self.scratch, k) {
             return None;
         }
-        let wrs = self.wrs.as_mut_ptr();
-        let sges = self.sges.as_mut_ptr();
-        for j in 0..k {
-            let m = self.scratch.pop_front().expect("k buffers allocated");
-            let slot = self.free[self.nfree - 1 - j] as usize;
-            // A fresh mbuf's data starts at its default headroom, with the
-            // pool's whole data room after it.
-            self.sges[j] = IbvSge {
-                addr: m.buf_addr() as u64 + m.default_headroom() as u64,
-                length: self.room,
-                lkey: self.lkey,
-            };
-            self.wrs[j] = IbvRecvWr {
-                wr_id: slot as u64,
-                next: if j + 1 < k {
-                    wrs.wrapping_add(j + 1)
-                } else {
-                    std::ptr::null_mut()
-                },
-                sg_list: sges.wrapping_add(j),
-                num_sge: 1,
-            };
-            self.slots[slot] = Some(m);
-        }
-        self.nfree -= k;
-        // SAFETY: wrs[0..k] is a NULL-terminated chain whose SGEs point into
-        // buffers of the registered pool; each buffer is held in `slots` (owned
-        // by this ring, untouched) until its completion is polled or the WQ is
-        // reset in `recover`/`drop`; this ring is the WQ's only poster.
-        if let Err((errno, posted)) = unsafe { self.wq.post_recv(self.wrs.as_mut_ptr(), k) } {
+        let r = self.rq.post(&mut self.scratch);
+        if r.is_err() {
             self.extra.post_errors.add(1);
-            for j in posted..k {
-                let slot = self.wrs[j].wr_id as usize;
-                drop(self.slots[slot].take());
-                self.free[self.nfree] = slot as u32;
-                self.nfree += 1;
-            }
-            return Some(Err(errno));
         }
-        Some(Ok(()))
+        Some(r)
     }
 
     /// Top the ring up when enough slots are free: at least a quarter of the
     /// ring (or RX_REFILL_MIN), in chains of up to RX_POST_MAX requests.
     #[inline]
     fn refill(&mut self) {
-        let threshold = RX_REFILL_MIN.min(self.slots.len() / 4).max(1);
-        while self.nfree >= threshold {
-            let k = self.nfree.min(RX_POST_MAX);
-            match self.post(k) {
+        let threshold = RX_REFILL_MIN.min(self.rq.size() / 4).max(1);
+        while self.rq.free_slots() >= threshold {
+            let k = self.rq.free_slots().min(RX_POST_MAX);
+            match self.post_some() {
                 Some(Ok(())) => {}
                 Some(Err(_)) => return,
                 None => {
@@ -241,32 +200,20 @@ impl RxRing {
         }
     }
 
-    /// After an error completion: reset the WQ (the device drops every posted
-    /// buffer and stops writing them), give the buffers back, make it ready
-    /// and post fresh ones.
+    /// After a fatal error completion: reset the WQ (the device drops every
+    /// posted buffer and stops writing them), make it ready, post fresh ones.
     #[cold]
     fn recover(&mut self) {
         self.needs_recovery = false;
-        if self.wq.modify(IBV_WQS_RESET).is_err() {
-            self.dead = true;
-            self.extra.dead.add(1);
-            return;
-        }
-        for (i, s) in self.slots.iter_mut().enumerate() {
-            if s.take().is_some() {
-                self.free[self.nfree] = i as u32;
-                self.nfree += 1;
-            }
-        }
-        if self.wq.modify(IBV_WQS_RDY).is_err() {
+        if self.rq.reset().is_err() || self.rq.ready().is_err() {
             self.dead = true;
             self.extra.dead.add(1);
             return;
         }
         self.extra.recoveries.add(1);
-        while self.nfree > 0 {
-            let k = self.nfree.min(RX_POST_MAX);
-            match self.post(k) {
+        while self.rq.free_slots() > 0 {
+            let k = self.rq.free_slots().min(RX_POST_MAX);
+            match self.post_some() {
                 Some(Ok(())) => {}
                 Some(Err(_)) => break,
                 None => {
@@ -284,46 +231,53 @@ impl RxQueue for RxRing {
         if self.dead {
             return 0;
         }
-        let want = out.spare().min(self.wc.len());
+        let want = out.spare().min(self.comps.len());
         let mut got = 0usize;
         if want > 0 {
-            // SAFETY: this ring is the CQ's only poller.
-            let n = unsafe { self.cq.poll(&mut self.wc[..want]) };
-            if n < 0 {
-                self.extra.poll_errors.add(1);
-                self.needs_recovery = true;
-            }
+            let n = match self.cq.poll(&mut self.comps[..want]) {
+                Ok(n) => n,
+                Err(_) => {
+                    // A CQ error is not fixed by resetting the WQ; the device
+                    // also reports it as an async event (logged).
+                    self.extra.poll_errors.add(1);
+                    0
+                }
+            };
             let (mut bytes, mut errors) = (0u64, 0u64);
-            let (mut bad_status, mut bad_length, mut bad_wr_id) = (0u64, 0u64, 0u64);
-            for i in 0..n.max(0) as usize {
-                let wc = self.wc[i];
-                let slot = wc.wr_id as usize;
-                let Some(mut m) = self.slots.get_mut(slot).and_then(Option::take) else {
+            let (mut bad_status, mut bad_length, mut bad_wr_id, mut too_long) =
+                (0u64, 0u64, 0u64, 0u64);
+            for i in 0..n {
+                let c = self.comps[i];
+                let Some(mut m) = self.rq.complete(c.wr_id) else {
                     // Not a buffer we posted: never trust it.
                     bad_wr_id += 1;
                     errors += 1;
                     continue;
                 };
-                self.free[self.nfree] = slot as u32;
-                self.nfree += 1;
-                if wc.status != IBV_WC_SUCCESS {
-                    bad_status += 1;
+                if c.status != IBV_WC_SUCCESS {
                     errors += 1;
-                    self.needs_recovery = true;
+                    if c.status == IBV_WC_LOC_LEN_ERR {
+                        too_long += 1;
+                    } else {
+                        bad_status += 1;
+                        if rx_needs_reset(c.status) {
+                            self.needs_recovery = true;
+                        }
+                    }
                     drop(m);
                     continue;
                 }
-                if wc.byte_len > self.room {
+                if c.byte_len > self.room {
                     bad_length += 1;
                     errors += 1;
                     drop(m);
                     continue;
                 }
                 m.reset();
-                m.set_len(wc.byte_len as usize);
+                m.set_len(c.byte_len as usize);
                 m.set_port(self.port);
                 m.set_queue(self.queue);
-                bytes += wc.byte_len as u64;
+                bytes += c.byte_len as u64;
                 if out.push(m).is_ok() {
                     got += 1;
                 }
@@ -337,6 +291,7 @@ impl RxQueue for RxRing {
                 self.extra.bad_status.add(bad_status);
                 self.extra.bad_length.add(bad_length);
                 self.extra.bad_wr_id.add(bad_wr_id);
+                self.extra.too_long.add(too_long);
             }
         }
         if self.needs_recovery {
@@ -347,52 +302,99 @@ impl RxQueue for RxRing {
     }
 }
 
-impl Drop for RxRing {
-    fn drop(&mut self) {
-        // The device must stop writing the posted buffers before they go back
-        // to the pool: reset the WQ. If that fails, leak them rather than let
-        // the device write into buffers someone else owns.
-        if let Err(e) = self.wq.modify(IBV_WQS_RESET) {
-            log::error!(
-                "mlx5 rx queue {}: cannot reset its work queue ({e}); leaking {} posted mbufs",
-                self.queue,
-                self.posted()
-            );
-            for s in self.slots.iter_mut() {
-                if let Some(m) = s.take() {
-                    let _ = m.into_raw();
-                }
-            }
+/// The memory regions of a port's mempools, registered the first time one of
+/// their buffers is sent: shared by the port's transmit queues, consulted
+/// only when a queue's own cache misses.
+pub struct MrRegistry {
+    ctx: Arc<Context>,
+    mrs: Mutex<Vec<Arc<Mr>>>,
+}
+
+impl MrRegistry {
+    /// A registry for `ctx` holding `primary` (the port's own pool).
+    pub fn new(ctx: Arc<Context>, primary: Arc<Mr>) -> MrRegistry {
+        MrRegistry {
+            ctx,
+            mrs: Mutex::new(vec![primary]),
         }
+    }
+
+    /// The region covering `m`'s pool, registering that pool now if needed.
+    #[cold]
+    fn region_of(&self, m: &Mbuf) -> Option<Arc<Mr>> {
+        let addr = m.data().as_ptr() as usize;
+        let mut mrs = self.mrs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(mr) = mrs.iter().find(|r| r.covers(addr, m.len())) {
+            return Some(mr.clone());
+        }
+        let pool = m.mempool()?;
+        let mr = self.ctx.reg_mr(&pool).ok()?;
+        mrs.push(mr.clone());
+        Some(mr)
     }
 }
 
-const KIND_DMA: u8 = 0;
-const KIND_INLINE: u8 = 1;
-const KIND_DROP: u8 = 2;
+/// A transmit queue's lkey lookup: the port's pool first (one range check),
+/// then the other pools this queue has sent from.
+struct LkeyCache {
+    primary: (usize, usize, u32),
+    extra: Vec<(usize, usize, u32, Arc<Mr>)>,
+    next_victim: usize,
+    registry: Arc<MrRegistry>,
+}
 
-/// One transmit queue: a send-only RAW_PACKET QP, its CQ, and the mbufs the
-/// device may still be reading.
+impl LkeyCache {
+    fn new(primary: &Mr, registry: Arc<MrRegistry>) -> LkeyCache {
+        LkeyCache {
+            primary: (primary.start, primary.start + primary.len, primary.lkey),
+            extra: Vec::with_capacity(TX_MR_CACHE),
+            next_victim: 0,
+            registry,
+        }
+    }
+
+    /// The lkey of the region holding `m`'s data; `None` if its memory cannot
+    /// be registered. `registered` counts first sightings of a pool.
+    #[inline(always)]
+    fn lkey(&mut self, m: &Mbuf, registered: &mut u64) -> Option<u32> {
+        let start = m.data().as_ptr() as usize;
+        let end = start + m.len();
+        let (s, e, k) = self.primary;
+        if start >= s && end <= e {
+            return Some(k);
+        }
+        for (s, e, k, _) in &self.extra {
+            if start >= *s && end <= *e {
+                return Some(*k);
+            }
+        }
+        self.miss(m, registered)
+    }
+
+    #[cold]
+    fn miss(&mut self, m: &Mbuf, registered: &mut u64) -> Option<u32> {
+        let mr = self.registry.region_of(m)?;
+        *registered += 1;
+        let entry = (mr.start, mr.start + mr.len, mr.lkey, mr);
+        let lkey = entry.2;
+        if self.extra.len() < TX_MR_CACHE {
+            self.extra.push(entry);
+        } else {
+            self.extra[self.next_victim] = entry;
+            self.next_victim = (self.next_victim + 1) % TX_MR_CACHE;
+        }
+        Some(lkey)
+    }
+}
+
+/// One transmit queue: a send-only RAW_PACKET QP in its own thread domain, its
+/// CQ, and the mbufs the device may still be reading.
 pub struct TxRing {
-    qp: Arc<Qp>,
-    cq: Arc<Cq>,
-    mr: Arc<Mr>,
-    /// In-flight buffers by request sequence number modulo the ring size.
-    slots: Box<[Option<Mbuf>]>,
-    /// Oldest outstanding request sequence number.
-    head: u64,
-    /// Next request sequence number (the wr_id it gets).
-    tail: u64,
-    wrs: Box<[IbvSendWr]>,
-    sges: Box<[IbvSge]>,
-    /// For each request of the burst being built, the packet index it sends.
-    wr_pkt: Box<[u16]>,
-    /// For each packet of the burst being built, how it goes.
-    kind: Box<[u8]>,
-    wc: Box<[IbvWc]>,
-    free_batch: MbufBatch,
-    max_inline: u32,
-    signal_every: u64,
+    sq: SendQueue,
+    cq: CqPoller,
+    lkeys: LkeyCache,
+    plan: Box<[TxPlan]>,
+    comps: Box<[Completion]>,
     counters: QueueCountersRef,
     extra: ExtraRef,
     needs_recovery: bool,
@@ -400,39 +402,24 @@ pub struct TxRing {
     _alive: Arc<()>,
 }
 
-// SAFETY: as for RxRing: the raw pointers in `wrs` only point into this ring's
-// own boxed arrays.
-unsafe impl Send for TxRing {}
-
 impl TxRing {
-    /// A ring of `size` requests on `qp`/`cq`; frames up to `max_inline` bytes
-    /// are inlined; others must lie in `mr`.
-    #[allow(clippy::too_many_arguments)]
+    /// A ring over `sq` completing on `cq`; DMA'd frames must lie in the
+    /// port's pool (`primary`) or a pool `registry` can register.
     pub fn new(
-        qp: Arc<Qp>,
-        cq: Arc<Cq>,
-        mr: Arc<Mr>,
-        size: usize,
-        max_inline: u32,
+        sq: SendQueue,
+        cq: CqPoller,
+        primary: &Mr,
+        registry: Arc<MrRegistry>,
         counters: QueueCountersRef,
         extra: ExtraRef,
         alive: Arc<()>,
     ) -> TxRing {
         TxRing {
-            qp,
+            sq,
             cq,
-            mr,
-            slots: (0..size).map(|_| None).collect(),
-            head: 0,
-            tail: 0,
-            wrs: vec![IbvSendWr::default(); TX_POST_MAX].into(),
-            sges: vec![IbvSge::default(); TX_POST_MAX].into(),
-            wr_pkt: vec![0u16; TX_POST_MAX].into(),
-            kind: vec![0u8; TX_POST_MAX].into(),
-            wc: vec![IbvWc::default(); TX_POLL_MAX].into(),
-            free_batch: MbufBatch::new(),
-            max_inline,
-            signal_every: TX_SIGNAL_EVERY.min((size as u64 / 2).max(1)),
+            lkeys: LkeyCache::new(primary, registry),
+            plan: vec![TxPlan::Drop; TX_POST_MAX].into(),
+            comps: vec![Completion::default(); TX_POLL_MAX].into(),
             counters,
             extra,
             needs_recovery: false,
@@ -441,54 +428,45 @@ impl TxRing {
         }
     }
 
-    /// Requests posted and not yet known complete.
-    pub fn outstanding(&self) -> usize {
-        (self.tail - self.head) as usize
-    }
-
-    #[inline(always)]
-    fn give_back(&mut self, m: Mbuf) {
-        if let Err(m) = self.free_batch.push(m) {
-            self.free_batch.clear();
-            let _ = self.free_batch.push(m);
+    /// Frames counted as sent that the device did not send: out of sent, into
+    /// errors.
+    #[inline]
+    fn unsend(&self, frames: u64, bytes: u64) {
+        if frames > 0 {
+            self.counters.tx_packets.add(frames.wrapping_neg());
+            self.counters.tx_bytes.add(bytes.wrapping_neg());
+            self.counters.tx_errors.add(frames);
         }
     }
 
     /// Poll send completions and free what they cover.
     #[inline]
     fn reap(&mut self) {
-        // SAFETY: this ring is the CQ's only poller.
-        let n = unsafe { self.cq.poll(&mut self.wc) };
-        if n < 0 {
-            self.extra.poll_errors.add(1);
-            self.needs_recovery = true;
-            return;
-        }
-        let size = self.slots.len() as u64;
-        let (mut errors, mut bad_wr_id) = (0u64, 0u64);
-        for i in 0..n as usize {
-            let wc = self.wc[i];
-            let seq = wc.wr_id;
-            if seq < self.head || seq >= self.tail {
+        let n = match self.cq.poll(&mut self.comps) {
+            Ok(n) => n,
+            Err(_) => {
+                self.extra.poll_errors.add(1);
+                return;
+            }
+        };
+        let (mut failed, mut failed_bytes, mut bad_wr_id) = (0u64, 0u64, 0u64);
+        for i in 0..n {
+            let c = self.comps[i];
+            // A completion covers every earlier request of the send queue.
+            let Some(covered) = self.sq.complete_through(c.wr_id) else {
                 bad_wr_id += 1;
                 continue;
-            }
-            if wc.status != IBV_WC_SUCCESS {
-                errors += 1;
+            };
+            if c.status != IBV_WC_SUCCESS {
+                // The named request was not sent; the ones before it were.
+                failed += 1;
+                failed_bytes += covered.last_bytes;
                 self.needs_recovery = true;
             }
-            // A completion covers every earlier request of the send queue.
-            while self.head <= seq {
-                if let Some(m) = self.slots[(self.head % size) as usize].take() {
-                    self.give_back(m);
-                }
-                self.head += 1;
-            }
         }
-        self.free_batch.clear();
-        if errors > 0 {
-            self.counters.tx_errors.add(errors);
-            self.extra.bad_status.add(errors);
+        if failed > 0 {
+            self.unsend(failed, failed_bytes);
+            self.extra.bad_status.add(failed);
         }
         if bad_wr_id > 0 {
             self.extra.bad_wr_id.add(bad_wr_id);
@@ -497,26 +475,19 @@ impl TxRing {
 
     /// After an error completion: reset the QP (the send queue is emptied, the
     /// device reads none of its buffers any more), count what was in flight as
-    /// lost, and take the QP back to RTS.
+    /// not sent, and take the QP back to RTS.
     #[cold]
     fn recover(&mut self) {
         self.needs_recovery = false;
-        if self.qp.reset().is_err() {
-            self.dead = true;
-            self.extra.dead.add(1);
-            return;
-        }
-        let size = self.slots.len() as u64;
-        let lost = self.tail - self.head;
-        while self.head < self.tail {
-            if let Some(m) = self.slots[(self.head % size) as usize].take() {
-                self.give_back(m);
+        match self.sq.reset() {
+            Ok(lost) => self.unsend(lost.frames, lost.bytes),
+            Err(_) => {
+                self.dead = true;
+                self.extra.dead.add(1);
+                return;
             }
-            self.head += 1;
         }
-        self.free_batch.clear();
-        self.counters.tx_errors.add(lost);
-        if self.qp.to_rts().is_err() {
+        if self.sq.to_rts().is_err() {
             self.dead = true;
             self.extra.dead.add(1);
             return;
@@ -531,7 +502,7 @@ impl TxQueue for TxRing {
         if self.dead {
             return 0;
         }
-        if self.outstanding() > 0 {
+        if self.sq.outstanding() > 0 {
             self.reap();
         }
         if self.needs_recovery {
@@ -540,136 +511,43 @@ impl TxQueue for TxRing {
                 return 0;
             }
         }
-        let size = self.slots.len();
-        let n = pkts.len().min(size - self.outstanding()).min(TX_POST_MAX);
+        let n = pkts.len().min(self.sq.room()).min(TX_POST_MAX);
         if n == 0 {
             return 0;
         }
-        let wrs = self.wrs.as_mut_ptr();
-        let sges = self.sges.as_mut_ptr();
-        let mut nwr = 0usize;
+        let max_inline = self.sq.max_inline() as usize;
+        let mut registered = 0u64;
         for (i, m) in pkts.as_slice()[..n].iter().enumerate() {
             let len = m.len();
-            let addr = m.data().as_ptr() as usize;
-            let inline = len as u32 <= self.max_inline;
-            if len < TX_MIN_FRAME || (!inline && !self.mr.covers(addr, len)) {
-                self.kind[i] = KIND_DROP;
-                continue;
-            }
-            self.kind[i] = if inline { KIND_INLINE } else { KIND_DMA };
-            let seq = self.tail + nwr as u64;
-            self.sges[nwr] = IbvSge {
-                addr: addr as u64,
-                length: len as u32,
-                lkey: if inline { 0 } else { self.mr.lkey },
-            };
-            let mut flags = if inline { IBV_SEND_INLINE } else { 0 };
-            if (seq + 1).is_multiple_of(self.signal_every) {
-                flags |= IBV_SEND_SIGNALED;
-            }
-            self.wrs[nwr] = IbvSendWr {
-                wr_id: seq,
-                next: wrs.wrapping_add(nwr + 1),
-                sg_list: sges.wrapping_add(nwr),
-                num_sge: 1,
-                opcode: IBV_WR_SEND,
-                send_flags: flags,
-                ..IbvSendWr::default()
-            };
-            self.wr_pkt[nwr] = i as u16;
-            nwr += 1;
-        }
-        let mut posted = 0usize;
-        let mut refused: Option<usize> = None;
-        if nwr > 0 {
-            // The last request of every burst is signalled, so nothing waits
-            // for a completion that no later burst would bring.
-            self.wrs[nwr - 1].next = std::ptr::null_mut();
-            self.wrs[nwr - 1].send_flags |= IBV_SEND_SIGNALED;
-            // SAFETY: wrs[0..nwr] is a NULL-terminated chain; every non-inline
-            // SGE lies in the registered pool (checked above) and its mbuf is
-            // moved into `slots` below, untouched until a completion at or
-            // after it is polled or the QP is reset; inline data is copied
-            // during the call; this ring is the QP's only poster.
-            posted = match unsafe { self.qp.post_send(self.wrs.as_mut_ptr(), nwr) } {
-                Ok(()) => nwr,
-                Err((errno, k)) => {
-                    self.extra.post_errors.add(1);
-                    // A full send queue (ENOMEM) is retried by the caller; any
-                    // other refusal would be refused again: drop that frame.
-                    if errno != libc::ENOMEM && k < nwr {
-                        refused = Some(k);
-                    }
-                    k
+            self.plan[i] = if len < TX_MIN_FRAME {
+                TxPlan::Drop
+            } else if len <= max_inline {
+                TxPlan::Inline
+            } else {
+                match self.lkeys.lkey(m, &mut registered) {
+                    Some(lkey) => TxPlan::Dma(lkey),
+                    None => TxPlan::Drop,
                 }
             };
         }
-        // Packets taken: all n if everything was posted, else those before the
-        // first packet whose request was not posted (and that one if it was
-        // refused for good).
-        let taken = if posted == nwr {
-            n
-        } else if let Some(k) = refused {
-            let i = self.wr_pkt[k] as usize;
-            self.kind[i] = KIND_DROP;
-            i + 1
-        } else {
-            self.wr_pkt[posted] as usize
-        };
-        let (mut bytes, mut dropped, mut inlined) = (0u64, 0u64, 0u64);
-        let mut w = 0u64;
-        for i in 0..taken {
-            let m = pkts.pop_front().expect("taken <= n <= len");
-            match self.kind[i] {
-                KIND_DROP => {
-                    dropped += 1;
-                    self.give_back(m);
-                }
-                kind => {
-                    bytes += m.len() as u64;
-                    let slot = ((self.tail + w) % size as u64) as usize;
-                    w += 1;
-                    if kind == KIND_INLINE {
-                        inlined += 1;
-                        self.give_back(m);
-                    } else {
-                        self.slots[slot] = Some(m);
-                    }
-                }
-            }
+        let p = self.sq.post(pkts, &self.plan[..n]);
+        if p.posted > 0 {
+            self.counters.tx_packets.add(p.posted);
+            self.counters.tx_bytes.add(p.bytes);
         }
-        debug_assert_eq!(w, posted as u64);
-        self.tail += posted as u64;
-        self.free_batch.clear();
-        if posted > 0 {
-            self.counters.tx_packets.add(posted as u64);
-            self.counters.tx_bytes.add(bytes);
+        if p.inlined > 0 {
+            self.extra.inline.add(p.inlined);
         }
-        if inlined > 0 {
-            self.extra.inline.add(inlined);
+        if p.dropped > 0 {
+            self.counters.tx_errors.add(p.dropped);
+            self.extra.unsendable.add(p.dropped);
         }
-        if dropped > 0 {
-            self.counters.tx_errors.add(dropped);
-            self.extra.unsendable.add(dropped);
+        if p.refused.is_some() {
+            self.extra.post_errors.add(1);
         }
-        taken
-    }
-}
-
-impl Drop for TxRing {
-    fn drop(&mut self) {
-        // Stop the device reading in-flight buffers before they go back to the
-        // pool; leak them if the QP cannot be reset.
-        if let Err(e) = self.qp.reset() {
-            log::error!(
-                "mlx5 tx queue: cannot reset its queue pair ({e}); leaking {} in-flight mbufs",
-                self.outstanding()
-            );
-            for s in self.slots.iter_mut() {
-                if let Some(m) = s.take() {
-                    let _ = m.into_raw();
-                }
-            }
+        if registered > 0 {
+            self.extra.mr_registered.add(registered);
         }
+        p.taken
     }
 }

@@ -116,7 +116,7 @@ use nicpoll::port::{
 };
 use nicpoll::{Port, RxQueue, TxQueue};
 
-use datapath::{ExtraRef, QueueExtra, RingError, RxRing, TxRing};
+use datapath::{ExtraRef, MrRegistry, QueueExtra, RingError, RxRing, TX_SIGNAL_EVERY, TxRing};
 pub use error::{Mlx5Error, Result};
 pub use options::{DRIVER, Mlx5Options, Selector, is_mlx5_devargs, normalize_pci};
 pub use sysfs::is_mlx5_pci;
@@ -127,7 +127,7 @@ use verbs::{
     Context, DeviceLimits, Flow, IBV_LINK_LAYER_ETHERNET, IBV_RX_HASH_DST_IPV4,
     IBV_RX_HASH_DST_IPV6, IBV_RX_HASH_DST_PORT_TCP, IBV_RX_HASH_DST_PORT_UDP, IBV_RX_HASH_SRC_IPV4,
     IBV_RX_HASH_SRC_IPV6, IBV_RX_HASH_SRC_PORT_TCP, IBV_RX_HASH_SRC_PORT_UDP, IndTable, Mr, Qp,
-    VerbError, Verbs, Wq,
+    RecvQueue, SendQueue, ThreadDomain, VerbError, Verbs, Wq,
 };
 
 /// Most receive or transmit queues per port.
@@ -234,6 +234,9 @@ pub struct Mlx5Port {
     port_id: u16,
     conf: Option<(PortConf, u16, u16)>,
     mr: Option<Arc<Mr>>,
+    registry: Option<Arc<MrRegistry>>,
+    /// Whether thread domains are known to be missing (warned once).
+    no_thread_domains: std::sync::atomic::AtomicBool,
     started: Option<Started>,
     promisc: bool,
     counters: PortCounters,
@@ -355,7 +358,7 @@ impl Mlx5Port {
         // Probe: a RAW_PACKET QP needs CAP_NET_RAW and a capable provider.
         {
             let cq = ctx.create_cq(1).map_err(verb)?;
-            ctx.create_send_qp(&cq, 1, opts.txq_inline_max as u32, dev.port)
+            ctx.create_send_qp(&cq, 1, opts.txq_inline_max as u32, dev.port, None)
                 .map_err(|e| match Mlx5Error::from_verb(&name, e.op, e.err) {
                     Mlx5Error::Verbs {
                         device, op, source, ..
@@ -374,12 +377,6 @@ impl Mlx5Port {
             reason: format!("cannot read the MAC address of {}", dev.netdev),
             found: Vec::new(),
         })?;
-        if std::env::var_os("MLX5_SINGLE_THREADED").is_none() {
-            log::info!(
-                "{name}: MLX5_SINGLE_THREADED is not set; libmlx5 takes an (uncontended) spinlock \
-                 on every post and poll: set it to 1, each queue is used by one lcore"
-            );
-        }
         log::info!(
             "{name}: port {} of {}, interface {} ({mac}), firmware {}, vendor part {}",
             dev.port,
@@ -404,6 +401,8 @@ impl Mlx5Port {
             port_id,
             conf: None,
             mr: None,
+            registry: None,
+            no_thread_domains: std::sync::atomic::AtomicBool::new(false),
             started: None,
             promisc: false,
             counters: PortCounters::default(),
@@ -431,6 +430,31 @@ impl Mlx5Port {
             name: self.name.clone(),
             op,
             reason,
+        }
+    }
+
+    /// A thread domain for one transmit queue: its own doorbell register and
+    /// no lock in libmlx5's post path. Without one (a provider or rdma-core
+    /// too old to have them) the queue still works, sharing doorbell registers
+    /// under libmlx5's lock; that is said once.
+    fn thread_domain(&self) -> Option<Arc<ThreadDomain>> {
+        match self.ctx.alloc_thread_domain() {
+            Ok(td) => Some(td),
+            Err(e) => {
+                if !self
+                    .no_thread_domains
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    log::warn!(
+                        "{}: no thread domain for the transmit queues ({}: {}); they share \
+                         doorbell registers under libmlx5's lock (install rdma-core 20 or newer)",
+                        self.name,
+                        e.op,
+                        e.err
+                    );
+                }
+                None
+            }
         }
     }
 
@@ -504,12 +528,11 @@ impl Mlx5Port {
                 .ctx
                 .create_wq(&cq, rxd as u32)
                 .map_err(|e| self.verb_err(e))?;
+            let rq = RecvQueue::new(wq.clone(), mr.clone(), rxd as usize, pool.data_room() as u32);
             let ring = RxRing::new(
-                wq.clone(),
-                cq,
-                mr.clone(),
+                rq,
+                cq.poller().expect("a new CQ has its poller"),
                 pool.clone(),
-                rxd as usize,
                 conf.port_id,
                 q,
                 self.counters.rx(q as usize),
@@ -580,7 +603,9 @@ impl Mlx5Port {
             promisc_flows,
             fdb_added: Vec::new(),
         };
+        let registry = self.registry.clone().expect("registered by configure");
         for q in 0..conf.nb_txq {
+            let domain = self.thread_domain();
             let cq = self
                 .ctx
                 .create_cq(txd as u32)
@@ -592,15 +617,20 @@ impl Mlx5Port {
                     txd as u32,
                     self.opts.txq_inline_max as u32,
                     self.dev.port,
+                    domain.as_ref(),
                 )
                 .map_err(|e| self.verb_err(e))?;
-            let inline = qp.cap.max_inline_data.min(self.opts.txq_inline_max as u32);
-            let ring = TxRing::new(
+            let sq = SendQueue::new(
                 qp,
-                cq,
-                mr.clone(),
                 txd as usize,
-                inline,
+                self.opts.txq_inline_max as u32,
+                TX_SIGNAL_EVERY,
+            );
+            let ring = TxRing::new(
+                sq,
+                cq.poller().expect("a new CQ has its poller"),
+                &mr,
+                registry.clone(),
                 self.counters.tx(q as usize),
                 self.tx_extra[q as usize].clone(),
                 alive.clone(),
@@ -705,6 +735,7 @@ impl Port for Mlx5Port {
             .is_some_and(|m| m.start == conf.mempool.region().as_ptr() as usize);
         if !same_pool {
             self.mr = None;
+            self.registry = None;
             let mr = self.ctx.reg_mr(&conf.mempool).map_err(|e| {
                 let e = Mlx5Error::RegisterMemory {
                     device: self.dev.ibdev.clone(),
@@ -713,6 +744,7 @@ impl Port for Mlx5Port {
                 };
                 self.err("configure", e.to_string())
             })?;
+            self.registry = Some(Arc::new(MrRegistry::new(self.ctx.clone(), mr.clone())));
             self.mr = Some(mr);
         }
         let frame = self.info().max_rx_pktlen as usize;
@@ -828,6 +860,7 @@ impl Port for Mlx5Port {
             for (name, c) in [
                 ("bad_status", &e.bad_status),
                 ("bad_length", &e.bad_length),
+                ("too_long", &e.too_long),
                 ("bad_wr_id", &e.bad_wr_id),
                 ("recoveries", &e.recoveries),
                 ("dead", &e.dead),
@@ -835,6 +868,7 @@ impl Port for Mlx5Port {
                 ("poll_errors", &e.poll_errors),
                 ("inline", &e.inline),
                 ("unsendable", &e.unsendable),
+                ("mr_registered", &e.mr_registered),
             ] {
                 v.push((format!("{dir}_q{q}_{name}"), c.get()));
             }

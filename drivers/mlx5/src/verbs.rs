@@ -6,7 +6,9 @@
 //! - [`ffi`]: the struct mirrors and constants of `<infiniband/verbs.h>`;
 //! - [`library`]: dlopen and the exported functions ([`Fns`], [`Verbs`]);
 //! - [`context`]: the device context and the verbs that create objects in it;
-//! - [`objects`]: the owning handles (MR, CQ, WQ, table, QP, flow rule).
+//! - [`objects`]: the owning handles (MR, CQ, WQ, table, QP, flow rule,
+//!   thread domain) and the one poller of each CQ;
+//! - [`rings`]: the safe owners of the buffers posted to the device.
 //!
 //! Three ways into libibverbs, mirroring `<infiniband/verbs.h>` (rdma-core 44):
 //!
@@ -77,8 +79,10 @@ pub(crate) mod fake;
 pub mod ffi;
 pub mod library;
 pub mod objects;
+pub mod rings;
 
 pub use context::{Context, DeviceLimits, VerbError};
 pub use ffi::*;
-pub use library::{Fns, Verbs};
-pub use objects::{Cq, Flow, IndTable, Mr, Qp, Wq};
+pub use library::Verbs;
+pub use objects::{Completion, CqPoller, Flow, IndTable, Mr, Qp, ThreadDomain, Wq};
+pub use rings::{RecvQueue, SendQueue, TxPlan};

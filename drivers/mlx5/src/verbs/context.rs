@@ -2,7 +2,7 @@
 //! an object in it. The `verbs_context` extension ops are found as the
 //! header's `verbs_get_ctx_op` finds them ([`vctx_op!`](crate::verbs)).
 
-use std::ffi::{c_int, c_void};
+use std::ffi::c_void;
 use std::io;
 use std::mem::size_of;
 use std::ptr::{self, NonNull};
@@ -12,7 +12,7 @@ use nicpoll::mempool::Mempool;
 
 use super::ffi::*;
 use super::library::{Fns, Verbs, clear_errno, errno_or, rc_to_result};
-use super::objects::{Cq, Flow, IndTable, Mr, Qp, Wq};
+use super::objects::{Cq, Flow, IndTable, Mr, PollFns, Qp, ThreadDomain, Wq};
 use crate::flow::FlowRule;
 
 pub(super) fn eopnotsupp() -> io::Error {
@@ -51,6 +51,41 @@ pub struct Context {
     pub(super) pd: NonNull<IbvPd>,
     /// The RDMA device name (`mlx5_0`).
     pub name: String,
+    /// Serialises destroys with `ibv_get_async_event` (see `next_async_event`).
+    pub(super) destroy_lock: std::sync::Mutex<()>,
+}
+
+/// An asynchronous event of the device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AsyncEvent {
+    /// `enum ibv_event_type`.
+    pub kind: u32,
+    /// The port, for port events (the element union's `port_num`).
+    pub port: u32,
+}
+
+/// Whether this CPU is one DPDK keeps relaxed ordering off for (Intel
+/// Haswell or Broadwell, family 6: `mlx5_common.c` mlx5_is_haswell_broadwell_cpu).
+pub(crate) fn cpu_mishandles_relaxed_ordering() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::__cpuid;
+        let v = __cpuid(0);
+        if v.eax < 1 || v.ebx != 0x756e_6547 {
+            return false;
+        }
+        let l1 = __cpuid(1);
+        let family = (l1.eax >> 8) & 0x0f;
+        let model = ((l1.eax >> 4) & 0x0f) + ((l1.eax >> 12) & 0xf0);
+        let brand = l1.ebx & 0xff;
+        family == 6
+            && brand == 0
+            && [0x3d, 0x47, 0x4f, 0x56, 0x3c, 0x3f, 0x45, 0x46].contains(&model)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
 // SAFETY: verbs objects may be used from any thread; the control operations
@@ -141,20 +176,41 @@ impl Context {
         })
     }
 
-    /// Register the whole memory of `pool` for local write (one MR per pool).
+    /// Register the whole memory of `pool` for local write (one MR per pool),
+    /// with relaxed ordering where the library and CPU allow it (as DPDK's
+    /// `mlx5_os_reg_mr`: it lets the device reorder its writes, which matters
+    /// in virtual machines; not on Haswell/Broadwell, whose root ports mishandle
+    /// it).
     pub fn reg_mr(self: &Arc<Self>, pool: &Mempool) -> VResult<Arc<Mr>> {
         let region = pool.region();
         let (addr, len) = (region.as_ptr(), region.len());
+        let relaxed = !cpu_mishandles_relaxed_ordering();
         clear_errno();
         // SAFETY: the region is mapped for its whole length and stays mapped while
         // the Mr (which keeps a pool handle) lives.
-        let mr = unsafe {
-            (self.fns().reg_mr)(
-                self.pd.as_ptr(),
-                addr as *mut c_void,
-                len,
-                IBV_ACCESS_LOCAL_WRITE,
-            )
+        let (mr, access) = unsafe {
+            match self.verbs.reg_mr_iova2 {
+                Some(iova2) if relaxed => {
+                    let access = (IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_RELAXED_ORDERING) as u32;
+                    let mr = iova2(
+                        self.pd.as_ptr(),
+                        addr as *mut c_void,
+                        len,
+                        addr as u64,
+                        access,
+                    );
+                    (mr, access)
+                }
+                _ => {
+                    let mr = (self.fns().reg_mr)(
+                        self.pd.as_ptr(),
+                        addr as *mut c_void,
+                        len,
+                        IBV_ACCESS_LOCAL_WRITE,
+                    );
+                    (mr, IBV_ACCESS_LOCAL_WRITE as u32)
+                }
+            }
         };
         let mr = NonNull::new(mr)
             .ok_or_else(|| errno_or(libc::ENOMEM))
@@ -167,29 +223,121 @@ impl Context {
             lkey,
             start: addr as usize,
             len,
+            access,
             _pool: pool.clone(),
         }))
     }
 
-    /// A completion queue of at least `cqe` entries.
+    /// A completion queue of at least `cqe` entries, polled through the
+    /// extended API (`ibv_create_cq_ex`) and created single-threaded: its
+    /// `ibv_start_poll`/`ibv_next_poll`/`ibv_end_poll` take no lock
+    /// (libmlx5 picks lock-free poll functions for such a CQ, `cq.c`; plain
+    /// `ibv_poll_cq` would lock unless MLX5_SINGLE_THREADED is set for the
+    /// whole process). Each CQ is polled by one lcore: [`Cq::poller`] hands
+    /// out its only poller.
     pub fn create_cq(self: &Arc<Self>, cqe: u32) -> VResult<Arc<Cq>> {
-        clear_errno();
-        // SAFETY: plain create; no channel, vector 0.
-        let cq = unsafe {
-            (self.fns().create_cq)(
-                self.ctx.as_ptr(),
-                cqe.max(1) as c_int,
-                ptr::null_mut(),
-                ptr::null_mut(),
-                0,
-            )
+        let ctx = self.ctx.as_ptr();
+        let op = vctx_op!(ctx, create_cq_ex)
+            .ok_or_else(eopnotsupp)
+            .op("ibv_create_cq_ex")?;
+        let mut attr = IbvCqInitAttrEx {
+            cqe: cqe.max(1),
+            cq_context: ptr::null_mut(),
+            channel: ptr::null_mut(),
+            comp_vector: 0,
+            wc_flags: IBV_WC_EX_WITH_BYTE_LEN,
+            comp_mask: IBV_CQ_INIT_ATTR_MASK_FLAGS,
+            flags: IBV_CREATE_CQ_ATTR_SINGLE_THREADED,
+            parent_domain: ptr::null_mut(),
         };
+        clear_errno();
+        // SAFETY: the op's prototype with a valid attribute struct.
+        let cq = unsafe { op(ctx, &mut attr) };
         let cq = NonNull::new(cq)
             .ok_or_else(|| errno_or(libc::ENOMEM))
-            .op("ibv_create_cq")?;
-        Ok(Arc::new(Cq {
+            .op("ibv_create_cq_ex")?;
+        // SAFETY: a fresh CQ; the poll functions are the provider's.
+        let (start, next, end, byte_len, wc_flags) = unsafe {
+            let c = cq.as_ptr();
+            (
+                (*c).start_poll,
+                (*c).next_poll,
+                (*c).end_poll,
+                (*c).read_byte_len,
+                (*c).read_wc_flags,
+            )
+        };
+        let fns = match (start, next, end, byte_len, wc_flags) {
+            (Some(start), Some(next), Some(end), Some(byte_len), Some(wc_flags)) => {
+                Some(PollFns {
+                    start,
+                    next,
+                    end,
+                    byte_len,
+                    wc_flags,
+                })
+            }
+            _ => None,
+        };
+        let missing = fns.is_none();
+        let cq = Arc::new(Cq {
             ctx: self.clone(),
             cq,
+            fns,
+            polled: std::sync::atomic::AtomicBool::new(false),
+        });
+        if missing {
+            // Dropping it destroys it again.
+            return Err(eopnotsupp()).op("ibv_create_cq_ex (extended poll functions)");
+        }
+        Ok(cq)
+    }
+
+    /// A thread domain and the parent domain that carries it: objects created
+    /// in it get a doorbell register of their own and no lock, because one
+    /// thread uses them (`ibv_alloc_td(3)`; libmlx5 attaches a dedicated UAR,
+    /// `verbs.c` mlx5_alloc_td, and creates the QP's lock disabled,
+    /// `mlx5_spinlock_init_pd`).
+    pub fn alloc_thread_domain(self: &Arc<Self>) -> VResult<Arc<ThreadDomain>> {
+        let ctx = self.ctx.as_ptr();
+        let alloc_td = vctx_op!(ctx, alloc_td)
+            .ok_or_else(eopnotsupp)
+            .op("ibv_alloc_td")?;
+        let alloc_pd = vctx_op!(ctx, alloc_parent_domain)
+            .ok_or_else(eopnotsupp)
+            .op("ibv_alloc_parent_domain")?;
+        let mut td_attr = IbvTdInitAttr::default();
+        clear_errno();
+        // SAFETY: the op's prototype with a valid attribute struct.
+        let td = unsafe { alloc_td(ctx, &mut td_attr) };
+        let td = NonNull::new(td)
+            .ok_or_else(|| errno_or(libc::ENOMEM))
+            .op("ibv_alloc_td")?;
+        let mut pd_attr = IbvParentDomainInitAttr {
+            pd: self.pd.as_ptr(),
+            td: td.as_ptr(),
+            comp_mask: 0,
+            alloc: None,
+            free: None,
+            pd_context: ptr::null_mut(),
+        };
+        clear_errno();
+        // SAFETY: as above; pd and td are live.
+        let pd = unsafe { alloc_pd(ctx, &mut pd_attr) };
+        let Some(pd) = NonNull::new(pd) else {
+            let e = errno_or(libc::ENOMEM);
+            // The thread domain alone goes again.
+            drop(ThreadDomain {
+                ctx: self.clone(),
+                td,
+                pd: None,
+            });
+            return Err(e).op("ibv_alloc_parent_domain");
+        };
+        Ok(Arc::new(ThreadDomain {
+            ctx: self.clone(),
+            td,
+            pd: Some(pd),
         }))
     }
 
@@ -207,7 +355,7 @@ impl Context {
             max_wr,
             max_sge: 1,
             pd: self.pd.as_ptr(),
-            cq: cq.cq.as_ptr(),
+            cq: cq.cq.as_ptr() as *mut IbvCq,
             comp_mask: 0,
             create_flags: 0,
         };
@@ -304,25 +452,123 @@ impl Context {
             ctx: self.clone(),
             _cq: None,
             _table: Some(table.clone()),
+            _domain: None,
             qp,
             cap: IbvQpCap::default(),
             port: 0,
         }))
     }
 
-    /// A send-only RAW_PACKET QP completing on `cq`, taken to RTS on `port`.
-    /// Its actual capabilities (max_inline_data as granted) are in `Qp::cap`.
+    /// A send-only RAW_PACKET QP completing on `cq`, taken to RTS on `port`,
+    /// in the parent domain of `domain` if given (`ibv_create_qp_ex` with
+    /// IBV_QP_INIT_ATTR_PD), else in the context's PD (`ibv_create_qp`). Its
+    /// actual capabilities (max_inline_data as granted) are in `Qp::cap`.
     pub fn create_send_qp(
         self: &Arc<Self>,
         cq: &Arc<Cq>,
         max_send_wr: u32,
         max_inline: u32,
         port: u8,
+        domain: Option<&Arc<ThreadDomain>>,
     ) -> VResult<Arc<Qp>> {
+        let cap = IbvQpCap {
+            max_send_wr,
+            max_recv_wr: 0,
+            max_send_sge: 1,
+            max_recv_sge: 0,
+            max_inline_data: max_inline,
+        };
+        let cqp = cq.cq.as_ptr() as *mut IbvCq;
+        let (qp, cap, op) = match domain.and_then(|d| d.pd.map(|pd| (d, pd))) {
+            Some((_, pd)) => {
+                let ctx = self.ctx.as_ptr();
+                let op = vctx_op!(ctx, create_qp_ex)
+                    .ok_or_else(eopnotsupp)
+                    .op("ibv_create_qp_ex(RAW_PACKET, thread domain)")?;
+                // SAFETY: an all-zero ibv_qp_init_attr_ex is valid (pointers,
+                // integers); the fields that matter are set below.
+                let mut attr: IbvQpInitAttrEx = unsafe { std::mem::zeroed() };
+                attr.send_cq = cqp;
+                attr.recv_cq = cqp;
+                attr.cap = cap;
+                attr.qp_type = IBV_QPT_RAW_PACKET;
+                attr.comp_mask = IBV_QP_INIT_ATTR_PD;
+                attr.pd = pd.as_ptr();
+                clear_errno();
+                // SAFETY: the op's prototype with a valid attribute struct.
+                let qp = unsafe { op(ctx, &mut attr) };
+                (qp, attr.cap, "ibv_create_qp_ex(RAW_PACKET, thread domain)")
+            }
+            None => {
+                let mut attr = IbvQpInitAttr {
+                    qp_context: ptr::null_mut(),
+                    send_cq: cqp,
+                    recv_cq: cqp,
+                    srq: ptr::null_mut(),
+                    cap,
+                    qp_type: IBV_QPT_RAW_PACKET,
+                    sq_sig_all: 0,
+                };
+                clear_errno();
+                // SAFETY: exported function with a valid attribute struct.
+                let qp = unsafe { (self.fns().create_qp)(self.pd.as_ptr(), &mut attr) };
+                (qp, attr.cap, "ibv_create_qp(RAW_PACKET)")
+            }
+        };
+        let qp = NonNull::new(qp)
+            .ok_or_else(|| errno_or(libc::EINVAL))
+            .op(op)?;
+        let qp = Arc::new(Qp {
+            ctx: self.clone(),
+            _cq: Some(cq.clone()),
+            _table: None,
+            _domain: domain.cloned(),
+            qp,
+            // The create call writes back what it granted.
+            cap,
+            port,
+        });
+        qp.to_rts().op("ibv_modify_qp(INIT, RTR, RTS)")?;
+        Ok(qp)
+    }
+
+    /// The most send requests a raw packet QP with `max_inline` bytes of inline
+    /// data can have on this device, found by trying (libmlx5 refuses with
+    /// EINVAL when the WQE blocks exceed the device's `max_send_wqebb`,
+    /// `mlx5_calc_sq_size`; the block count depends on the inline size, so
+    /// `max_qp_wr` overstates it). Binary search over `[1, upper]`, a dozen
+    /// short-lived QPs at open. 0 if not even one request fits.
+    pub fn max_send_wr(self: &Arc<Self>, upper: u32, max_inline: u32, port: u8) -> VResult<u32> {
+        let cq = self.create_cq(1)?;
+        let fits = |n: u32| self.create_send_qp_unmodified(&cq, n, max_inline, port);
+        if fits(upper)? {
+            return Ok(upper);
+        }
+        let (mut lo, mut hi) = (0u32, upper);
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if fits(mid)? {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(lo)
+    }
+
+    /// Whether a send QP of `max_send_wr` requests can be created (created and
+    /// destroyed at once). EINVAL and ENOMEM say no; other errors are errors.
+    fn create_send_qp_unmodified(
+        self: &Arc<Self>,
+        cq: &Arc<Cq>,
+        max_send_wr: u32,
+        max_inline: u32,
+        _port: u8,
+    ) -> VResult<bool> {
         let mut attr = IbvQpInitAttr {
             qp_context: ptr::null_mut(),
-            send_cq: cq.cq.as_ptr(),
-            recv_cq: cq.cq.as_ptr(),
+            send_cq: cq.cq.as_ptr() as *mut IbvCq,
+            recv_cq: cq.cq.as_ptr() as *mut IbvCq,
             srq: ptr::null_mut(),
             cap: IbvQpCap {
                 max_send_wr,
@@ -337,20 +583,67 @@ impl Context {
         clear_errno();
         // SAFETY: exported function with a valid attribute struct.
         let qp = unsafe { (self.fns().create_qp)(self.pd.as_ptr(), &mut attr) };
-        let qp = NonNull::new(qp)
-            .ok_or_else(|| errno_or(libc::EINVAL))
-            .op("ibv_create_qp(RAW_PACKET)")?;
-        let qp = Arc::new(Qp {
-            ctx: self.clone(),
-            _cq: Some(cq.clone()),
-            _table: None,
-            qp,
-            // ibv_create_qp writes back what it granted.
-            cap: attr.cap,
-            port,
-        });
-        qp.to_rts().op("ibv_modify_qp(INIT, RTR, RTS)")?;
-        Ok(qp)
+        match NonNull::new(qp) {
+            Some(qp) => {
+                let _guard = self.destroy_guard();
+                // SAFETY: just created, used by nothing.
+                let rc = unsafe { (self.fns().destroy_qp)(qp.as_ptr()) };
+                rc_to_result(rc).op("ibv_destroy_qp")?;
+                Ok(true)
+            }
+            None => {
+                let e = errno_or(libc::EINVAL);
+                match e.raw_os_error() {
+                    Some(libc::EINVAL) | Some(libc::ENOMEM) => Ok(false),
+                    _ => Err(e).op("ibv_create_qp(RAW_PACKET)"),
+                }
+            }
+        }
+    }
+
+    /// The context's asynchronous event descriptor, borrowed for as long as
+    /// the context lives (to poll it; [`Context::next_async_event`] reads it).
+    pub fn async_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        // SAFETY: ctx is live; async_fd is the library's descriptor, open until
+        // ibv_close_device in our Drop, which cannot run while &self lives.
+        unsafe {
+            std::os::fd::BorrowedFd::borrow_raw((*self.ctx.as_ptr()).async_fd)
+        }
+    }
+
+    /// The next asynchronous event (`ibv_get_async_event`, acknowledged at
+    /// once): `Ok(None)` if none is pending (the descriptor must be
+    /// non-blocking), `Err` with EIO once the device is gone. Serialised with
+    /// every destroy, as RDMAV_ALLOW_DISASSOC_DESTROY requires
+    /// (`ibv_open_device(3)`).
+    pub fn next_async_event(&self) -> io::Result<Option<AsyncEvent>> {
+        let _guard = self.destroy_guard();
+        let mut ev = IbvAsyncEvent {
+            element: ptr::null_mut(),
+            event_type: 0,
+        };
+        clear_errno();
+        // SAFETY: exported function; ev is a valid out-struct.
+        let rc = unsafe { (self.fns().get_async_event)(self.ctx.as_ptr(), &mut ev) };
+        if rc != 0 {
+            let e = errno_or(libc::EIO);
+            return match e.raw_os_error() {
+                Some(libc::EAGAIN) => Ok(None),
+                _ => Err(e),
+            };
+        }
+        let event = AsyncEvent {
+            kind: ev.event_type,
+            port: ev.element as usize as u32,
+        };
+        // SAFETY: the event get_async_event returned, acknowledged once.
+        unsafe { (self.fns().ack_async_event)(&mut ev) };
+        Ok(Some(event))
+    }
+
+    /// Held while destroying an object or reading an async event.
+    pub(super) fn destroy_guard(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.destroy_lock.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Attach a flow rule to `qp`.

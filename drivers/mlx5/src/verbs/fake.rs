@@ -36,7 +36,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use super::*;
 use crate::flow::FlowRule;
 use crate::netlink::Kernel;
-use crate::verbs::library::set_errno;
+use crate::verbs::library::{Fns, set_errno};
 use std::ffi::c_char;
 use std::io;
 
@@ -68,6 +68,8 @@ pub struct FakeConfig {
     pub vf_trusted: Option<bool>,
     /// The IB port RDMA netlink names for the interface (`None`: no answer).
     pub rdma_port: Option<u8>,
+    /// The provider has thread domains (`ibv_alloc_td`).
+    pub thread_domains: bool,
 }
 
 impl Default for FakeConfig {
@@ -85,6 +87,7 @@ impl Default for FakeConfig {
             refuse_send_len: None,
             vf_trusted: None,
             rdma_port: None,
+            thread_domains: true,
         }
     }
 }
@@ -99,6 +102,10 @@ enum Src {
 struct CqRec {
     cap: usize,
     entries: VecDeque<(IbvWc, Src)>,
+    /// The completion the extended poll functions are on.
+    current: Option<IbvWc>,
+    /// `ibv_cq_init_attr_ex.flags`.
+    flags: u32,
 }
 
 struct WqRec {
@@ -115,6 +122,11 @@ enum QpRec {
         state: u32,
         posted: u64,
         done: u64,
+        /// The doorbell register (UAR) its posts ring, and whether it is one
+        /// of libmlx5's shared ones (rung under a lock, by several QPs).
+        doorbell: (u32, bool),
+        /// The parent domain it was created in.
+        pd: Option<u32>,
     },
     Rss {
         table: u32,
@@ -123,6 +135,7 @@ enum QpRec {
 }
 
 struct MrRec {
+    access: u32,
     lkey: u32,
     start: usize,
     len: usize,
@@ -156,6 +169,21 @@ struct State {
     missed: u64,
     fail_next_send: Option<u32>,
     fdb: Vec<(u32, [u8; 6], bool)>,
+    /// Thread domains alive.
+    tds: Vec<u32>,
+    /// Parent domains alive: (id, thread domain).
+    parent_pds: Vec<(u32, u32)>,
+    /// Doorbell registers handed out: next id, low-latency ones in use, the
+    /// shared ones with their users (libmlx5: 4 dedicated, then 12 shared,
+    /// then the least used shared one; `verbs.c` mlx5_get_qp_uar).
+    next_doorbell: u32,
+    low_latency_used: u32,
+    shared_doorbells: Vec<(u32, u32)>,
+    /// ibv_poll_cq calls (which lock in libmlx5 unless MLX5_SINGLE_THREADED).
+    locking_polls: u64,
+    /// Pending async events and the eventfd that signals them.
+    async_events: VecDeque<u32>,
+    async_fd: Option<Arc<std::os::fd::OwnedFd>>,
     promisc_log: Vec<(u32, bool)>,
     ebusy: u32,
     sq_overflows: u32,
@@ -175,6 +203,42 @@ impl State {
                 self.cq_overruns += 1;
             }
             c.entries.push_back((wc, src));
+        }
+    }
+
+    /// A doorbell register for a new send QP, as libmlx5 hands them out.
+    fn doorbell(&mut self, thread_domain: bool) -> (u32, bool) {
+        self.next_doorbell += 1;
+        let fresh = self.next_doorbell;
+        if thread_domain {
+            return (fresh, false);
+        }
+        if self.low_latency_used < 4 {
+            self.low_latency_used += 1;
+            return (fresh, false);
+        }
+        if self.shared_doorbells.len() < 12 {
+            self.shared_doorbells.push((fresh, 1));
+            return (fresh, true);
+        }
+        let least = self
+            .shared_doorbells
+            .iter_mut()
+            .min_by_key(|(_, users)| *users)
+            .expect("12 shared registers");
+        least.1 += 1;
+        (least.0, true)
+    }
+
+    fn release_doorbell(&mut self, doorbell: (u32, bool), thread_domain: bool) {
+        match doorbell {
+            (_, false) if !thread_domain => self.low_latency_used -= 1,
+            (reg, true) => {
+                if let Some(d) = self.shared_doorbells.iter_mut().find(|(r, _)| *r == reg) {
+                    d.1 -= 1;
+                }
+            }
+            _ => {}
         }
     }
 
@@ -270,7 +334,7 @@ impl Nic {
     /// library.
     pub fn install(self: &Arc<Self>) -> Arc<Verbs> {
         CURRENT.with(|c| *c.borrow_mut() = Some(self.clone()));
-        Verbs::from_fns("fake-libibverbs", fake_fns())
+        Verbs::from_fns("fake-libibverbs", fake_fns(), Some(f_reg_mr_iova2))
     }
 
     /// The fake kernel next to this NIC: it records netlink requests.
@@ -374,6 +438,74 @@ impl Nic {
         self.st().fail_next_send = Some(status);
     }
 
+    /// The doorbell register of each live send QP: (register, shared, QPs
+    /// ringing it).
+    pub fn send_doorbells(&self) -> Vec<(u32, bool, usize)> {
+        let st = self.st();
+        let regs: Vec<u32> = st
+            .qps
+            .values()
+            .filter_map(|q| match q {
+                QpRec::Send { doorbell, .. } => Some(doorbell.0),
+                _ => None,
+            })
+            .collect();
+        st.qps
+            .values()
+            .filter_map(|q| match q {
+                QpRec::Send { doorbell, .. } => Some((
+                    doorbell.0,
+                    doorbell.1,
+                    regs.iter().filter(|r| **r == doorbell.0).count(),
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Live send QPs created in a thread domain.
+    pub fn send_qps_in_thread_domains(&self) -> usize {
+        self.st()
+            .qps
+            .values()
+            .filter(|q| matches!(q, QpRec::Send { pd: Some(_), .. }))
+            .count()
+    }
+
+    /// The creation flags of every live CQ.
+    pub fn cq_flags(&self) -> Vec<u32> {
+        self.st().cqs.values().map(|c| c.flags).collect()
+    }
+
+    /// ibv_poll_cq calls seen (each takes libmlx5's CQ lock).
+    pub fn locking_polls(&self) -> u64 {
+        self.st().locking_polls
+    }
+
+    /// The access flags of every live memory region.
+    pub fn mr_access(&self) -> Vec<u32> {
+        self.st().mrs.values().map(|m| m.access).collect()
+    }
+
+    /// Live memory regions.
+    pub fn mr_count(&self) -> usize {
+        self.st().mrs.len()
+    }
+
+    /// Raise an async event (IBV_EVENT_*) on the open contexts.
+    pub fn async_event(&self, kind: u32) {
+        let mut st = self.st();
+        st.async_events.push_back(kind);
+        if let Some(fd) = &st.async_fd {
+            let _ = rustix::io::write(fd.as_ref(), &1u64.to_ne_bytes());
+        }
+    }
+
+    /// IFF_PROMISC requests seen (ifindex, on).
+    pub fn promisc_log(&self) -> Vec<(u32, bool)> {
+        self.st().promisc_log.clone()
+    }
+
     /// FDB requests seen (ifindex, mac, add).
     pub fn fdb_log(&self) -> Vec<(u32, [u8; 6], bool)> {
         self.st().fdb.clone()
@@ -389,6 +521,8 @@ impl Nic {
             + st.tables.len()
             + st.qps.len()
             + st.flows.len()
+            + st.tds.len()
+            + st.parent_pds.len()
     }
 
     /// Things the driver must never cause: destroying an object still in use,
@@ -459,6 +593,8 @@ fn fake_fns() -> Fns {
         create_qp: f_create_qp,
         modify_qp: f_modify_qp,
         destroy_qp: f_destroy_qp,
+        get_async_event: f_get_async_event,
+        ack_async_event: f_ack_async_event,
     }
 }
 
@@ -572,8 +708,10 @@ fn deliver(st: &mut State, frame: &[u8]) {
         ..Default::default()
     };
     if frame.len() > sge.length as usize {
+        // A frame longer than the buffer: the buffer is consumed with a local
+        // length error; the queue keeps running (DPDK's mlx5 treats this
+        // syndrome as non-fatal, `mlx5_rx.c` mlx5_rx_err_handle).
         wc.status = IBV_WC_LOC_LEN_ERR;
-        rec.state = IBV_WQS_ERR;
     } else {
         // SAFETY: the SGE was checked against a registered region when posted,
         // and the driver keeps the buffer untouched until it polls this
@@ -637,7 +775,19 @@ unsafe extern "C" fn f_open_device(dev: *mut IbvDevice) -> *mut IbvContext {
     v.context.ops.post_send = Some(f_post_send);
     v.context.ops.post_recv = Some(f_qp_post_recv);
     v.context.cmd_fd = -1;
-    v.context.async_fd = -1;
+    let efd = rustix::event::eventfd(
+        0,
+        rustix::event::EventfdFlags::SEMAPHORE
+            | rustix::event::EventfdFlags::NONBLOCK
+            | rustix::event::EventfdFlags::CLOEXEC,
+    )
+    .map(Arc::new)
+    .ok();
+    v.context.async_fd = efd
+        .as_ref()
+        .map(|f| std::os::fd::AsRawFd::as_raw_fd(f.as_ref()))
+        .unwrap_or(-1);
+    nic.st().async_fd = efd;
     if nic.cfg.extended {
         v.context.abi_compat = usize::MAX as *mut c_void;
         v.sz = size_of::<VerbsContext>();
@@ -650,6 +800,12 @@ unsafe extern "C" fn f_open_device(dev: *mut IbvDevice) -> *mut IbvContext {
         v.ibv_create_flow = Some(f_create_flow);
         v.ibv_destroy_flow = Some(f_destroy_flow);
         v.create_qp_ex = Some(f_create_qp_ex);
+        v.create_cq_ex = Some(f_create_cq_ex);
+        if nic.cfg.thread_domains {
+            v.alloc_td = Some(f_alloc_td);
+            v.dealloc_td = Some(f_dealloc_td);
+            v.alloc_parent_domain = Some(f_alloc_parent_domain);
+        }
     }
     nic.st().ctxs += 1;
     let f = Box::into_raw(Box::new(FakeCtx { vctx: v, nic }));
@@ -733,9 +889,23 @@ unsafe extern "C" fn f_alloc_pd(ctx: *mut IbvContext) -> *mut IbvPd {
 }
 
 unsafe extern "C" fn f_dealloc_pd(pd: *mut IbvPd) -> c_int {
-    // SAFETY: pd came from f_alloc_pd.
-    let nic = unsafe { nic_of((*pd).context) };
+    // SAFETY: pd came from f_alloc_pd or f_alloc_parent_domain.
+    let (nic, id) = unsafe { (nic_of((*pd).context), id_of(pd)) };
     let mut st = nic.st();
+    if let Some(i) = st.parent_pds.iter().position(|(p, _)| *p == id) {
+        if st
+            .qps
+            .values()
+            .any(|q| matches!(q, QpRec::Send { pd: Some(p), .. } if *p == id))
+        {
+            st.ebusy += 1;
+            return libc::EBUSY;
+        }
+        st.parent_pds.remove(i);
+        // SAFETY: as above.
+        unsafe { unbox(pd) };
+        return 0;
+    }
     if !st.mrs.is_empty() || !st.qps.is_empty() || !st.wqs.is_empty() {
         st.ebusy += 1;
         return libc::EBUSY;
@@ -768,6 +938,7 @@ unsafe extern "C" fn f_reg_mr(
     st.mrs.insert(
         id,
         MrRec {
+            access: access as u32,
             lkey,
             start: addr as usize,
             len,
@@ -785,6 +956,20 @@ unsafe extern "C" fn f_reg_mr(
         },
         id,
     )
+}
+
+unsafe extern "C" fn f_reg_mr_iova2(
+    pd: *mut IbvPd,
+    addr: *mut c_void,
+    len: usize,
+    iova: u64,
+    access: u32,
+) -> *mut IbvMr {
+    if iova != addr as u64 {
+        return fail(libc::EINVAL);
+    }
+    // SAFETY: the same contract.
+    unsafe { f_reg_mr(pd, addr, len, access as c_int) }
 }
 
 unsafe extern "C" fn f_dereg_mr(mr: *mut IbvMr) -> c_int {
@@ -815,18 +1000,20 @@ unsafe extern "C" fn f_create_cq(
         CqRec {
             cap: cqe as usize,
             entries: VecDeque::new(),
+            current: None,
+            flags: 0,
         },
     );
-    let mut cq: IbvCq = zeroed();
+    let mut cq: IbvCqEx = zeroed();
     cq.context = ctx;
     cq.handle = id;
     cq.cqe = cqe;
-    boxed(cq, id)
+    boxed(cq, id) as *mut IbvCq
 }
 
 unsafe extern "C" fn f_destroy_cq(cq: *mut IbvCq) -> c_int {
-    // SAFETY: cq came from f_create_cq.
-    let (nic, id) = unsafe { (nic_of((*cq).context), id_of(cq)) };
+    // SAFETY: cq came from f_create_cq_ex (an ibv_cq_ex starts as an ibv_cq).
+    let (nic, id) = unsafe { (nic_of((*cq).context), id_of(cq as *mut IbvCqEx)) };
     let mut st = nic.st();
     let used = st.wqs.values().any(|w| w.cq == id)
         || st
@@ -839,7 +1026,7 @@ unsafe extern "C" fn f_destroy_cq(cq: *mut IbvCq) -> c_int {
     }
     st.cqs.remove(&id);
     // SAFETY: as above.
-    unsafe { unbox(cq) };
+    unsafe { unbox(cq as *mut IbvCqEx) };
     0
 }
 
@@ -854,14 +1041,15 @@ unsafe extern "C" fn f_create_qp(pd: *mut IbvPd, attr: *mut IbvQpInitAttr) -> *m
     if a.qp_type != IBV_QPT_RAW_PACKET || a.send_cq.is_null() || a.cap.max_send_wr == 0 {
         return fail(libc::EINVAL);
     }
-    if a.cap.max_inline_data > 1024 {
+    if !send_queue_fits(&a.cap) {
         return fail(libc::EINVAL);
     }
     a.cap.max_inline_data = a.cap.max_inline_data.min(nic.cfg.max_inline);
     // SAFETY: send_cq is one of ours.
-    let cq = unsafe { id_of(a.send_cq) };
+    let cq = unsafe { id_of(a.send_cq as *mut IbvCqEx) };
     let mut st = nic.st();
     let id = st.id();
+    let doorbell = st.doorbell(false);
     st.qps.insert(
         id,
         QpRec::Send {
@@ -870,6 +1058,8 @@ unsafe extern "C" fn f_create_qp(pd: *mut IbvPd, attr: *mut IbvQpInitAttr) -> *m
             state: IBV_QPS_RESET,
             posted: 0,
             done: 0,
+            doorbell,
+            pd: None,
         },
     );
     let mut qp: IbvQp = zeroed();
@@ -880,6 +1070,22 @@ unsafe extern "C" fn f_create_qp(pd: *mut IbvPd, attr: *mut IbvQpInitAttr) -> *m
     qp.qp_num = id;
     qp.qp_type = IBV_QPT_RAW_PACKET;
     boxed(qp, id)
+}
+
+/// libmlx5's send queue sizing for a raw packet QP with one gather entry:
+/// a WQE is the control and Ethernet segments (32 bytes) plus a data pointer
+/// (16) or the inline data (4-byte header, rounded to 16), in 64-byte blocks;
+/// the queue is the next power of two of `max_send_wr` WQEs and must hold at
+/// most `max_send_wqebb` (here 32768) blocks (`verbs.c` mlx5_calc_sq_size).
+fn send_queue_fits(cap: &IbvQpCap) -> bool {
+    if cap.max_inline_data > 1024 {
+        return false;
+    }
+    let inline = 32 + (4 + cap.max_inline_data as u64).div_ceil(16) * 16;
+    let wqe = (32u64 + 16).max(if cap.max_inline_data > 0 { inline } else { 0 });
+    let wqe = wqe.div_ceil(64) * 64;
+    let bytes = (cap.max_send_wr as u64 * wqe).next_power_of_two();
+    bytes / 64 <= 32768
 }
 
 unsafe extern "C" fn f_modify_qp(qp: *mut IbvQp, attr: *mut IbvQpAttr, mask: c_int) -> c_int {
@@ -939,7 +1145,9 @@ unsafe extern "C" fn f_destroy_qp(qp: *mut IbvQp) -> c_int {
         st.ebusy += 1;
         return libc::EBUSY;
     }
-    st.qps.remove(&id);
+    if let Some(QpRec::Send { doorbell, pd, .. }) = st.qps.remove(&id) {
+        st.release_doorbell(doorbell, pd.is_some());
+    }
     // SAFETY: as above.
     unsafe { unbox(qp) };
     0
@@ -956,6 +1164,10 @@ unsafe extern "C" fn f_create_qp_ex(
     let (nic, a) = unsafe { (nic_of(ctx), &*attr) };
     if let Some(e) = nic.cfg.create_qp_errno {
         return fail(e);
+    }
+    if a.comp_mask == IBV_QP_INIT_ATTR_PD {
+        // SAFETY: as above.
+        return unsafe { create_send_qp_ex(&nic, ctx, attr) };
     }
     let want = IBV_QP_INIT_ATTR_PD | IBV_QP_INIT_ATTR_IND_TABLE | IBV_QP_INIT_ATTR_RX_HASH;
     let h = &a.rx_hash_conf;
@@ -996,14 +1208,238 @@ unsafe extern "C" fn f_create_qp_ex(
     boxed(qp, id)
 }
 
+/// A send-only raw packet QP through `ibv_create_qp_ex`, in the PD (or parent
+/// domain) the attributes name.
+///
+/// # Safety
+/// `attr` is the caller's valid struct; its PD and CQ are ours.
+unsafe fn create_send_qp_ex(nic: &Nic, ctx: *mut IbvContext, attr: *mut IbvQpInitAttrEx) -> *mut IbvQp {
+    // SAFETY: the caller's contract.
+    let a = unsafe { &mut *attr };
+    if a.qp_type != IBV_QPT_RAW_PACKET || a.send_cq.is_null() || a.pd.is_null() {
+        return fail(libc::EINVAL);
+    }
+    if !send_queue_fits(&a.cap) {
+        return fail(libc::EINVAL);
+    }
+    a.cap.max_inline_data = a.cap.max_inline_data.min(nic.cfg.max_inline);
+    // SAFETY: the caller's contract.
+    let (cq, pd) = unsafe { (id_of(a.send_cq as *mut IbvCqEx), id_of(a.pd)) };
+    let mut st = nic.st();
+    let parent = st.parent_pds.iter().any(|(p, _)| *p == pd);
+    let id = st.id();
+    let doorbell = st.doorbell(parent);
+    st.qps.insert(
+        id,
+        QpRec::Send {
+            cq,
+            cap: a.cap,
+            state: IBV_QPS_RESET,
+            posted: 0,
+            done: 0,
+            doorbell,
+            pd: parent.then_some(pd),
+        },
+    );
+    let mut qp: IbvQp = zeroed();
+    qp.context = ctx;
+    qp.pd = a.pd;
+    qp.send_cq = a.send_cq;
+    qp.recv_cq = a.recv_cq;
+    qp.qp_num = id;
+    qp.qp_type = IBV_QPT_RAW_PACKET;
+    boxed(qp, id)
+}
+
+unsafe extern "C" fn f_create_cq_ex(
+    ctx: *mut IbvContext,
+    attr: *mut IbvCqInitAttrEx,
+) -> *mut IbvCqEx {
+    // SAFETY: ctx is ours; attr is the caller's struct.
+    let (nic, a) = unsafe { (nic_of(ctx), &*attr) };
+    if a.cqe < 1 || a.wc_flags & !IBV_WC_EX_WITH_BYTE_LEN != 0 {
+        return fail(libc::EINVAL);
+    }
+    let flags = if a.comp_mask & IBV_CQ_INIT_ATTR_MASK_FLAGS != 0 {
+        a.flags
+    } else {
+        0
+    };
+    let mut st = nic.st();
+    let id = st.id();
+    st.cqs.insert(
+        id,
+        CqRec {
+            cap: a.cqe as usize,
+            entries: VecDeque::new(),
+            current: None,
+            flags,
+        },
+    );
+    let mut cq: IbvCqEx = zeroed();
+    cq.context = ctx;
+    cq.handle = id;
+    cq.cqe = a.cqe as c_int;
+    cq.start_poll = Some(f_start_poll);
+    cq.next_poll = Some(f_next_poll);
+    cq.end_poll = Some(f_end_poll);
+    cq.read_byte_len = Some(f_read_byte_len);
+    cq.read_wc_flags = Some(f_read_wc_flags);
+    boxed(cq, id)
+}
+
+/// Move the CQ to its next completion (what start_poll and next_poll do).
+///
+/// # Safety
+/// `cq` is one of ours.
+unsafe fn advance(cq: *mut IbvCqEx) -> c_int {
+    // SAFETY: the caller's contract.
+    let (nic, id) = unsafe { (nic_of((*cq).context), id_of(cq)) };
+    let mut st = nic.st();
+    let Some(c) = st.cqs.get_mut(&id) else {
+        return libc::EINVAL;
+    };
+    let Some((wc, src)) = c.entries.pop_front() else {
+        c.current = None;
+        return libc::ENOENT;
+    };
+    c.current = Some(wc);
+    // Polling a send completion frees its slots of the send queue.
+    if let Src::Send(q, seq) = src
+        && let Some(QpRec::Send { done, .. }) = st.qps.get_mut(&q)
+    {
+        *done = (*done).max(seq + 1);
+    }
+    // SAFETY: the caller's contract.
+    unsafe {
+        (*cq).wr_id = wc.wr_id;
+        (*cq).status = wc.status;
+    }
+    0
+}
+
+unsafe extern "C" fn f_start_poll(cq: *mut IbvCqEx, attr: *mut IbvPollCqAttr) -> c_int {
+    // SAFETY: attr is the caller's struct.
+    if unsafe { (*attr).comp_mask } != 0 {
+        return libc::EINVAL;
+    }
+    // SAFETY: cq is ours.
+    unsafe { advance(cq) }
+}
+
+unsafe extern "C" fn f_next_poll(cq: *mut IbvCqEx) -> c_int {
+    // SAFETY: cq is ours.
+    unsafe { advance(cq) }
+}
+
+unsafe extern "C" fn f_end_poll(_cq: *mut IbvCqEx) {}
+
+/// The current completion of a CQ.
+///
+/// # Safety
+/// `cq` is one of ours.
+unsafe fn current(cq: *mut IbvCqEx) -> IbvWc {
+    // SAFETY: the caller's contract.
+    let (nic, id) = unsafe { (nic_of((*cq).context), id_of(cq)) };
+    let st = nic.st();
+    st.cqs
+        .get(&id)
+        .and_then(|c| c.current)
+        .unwrap_or_default()
+}
+
+unsafe extern "C" fn f_read_byte_len(cq: *mut IbvCqEx) -> u32 {
+    // SAFETY: cq is ours.
+    unsafe { current(cq) }.byte_len
+}
+
+unsafe extern "C" fn f_read_wc_flags(cq: *mut IbvCqEx) -> u32 {
+    // SAFETY: cq is ours.
+    unsafe { current(cq) }.wc_flags
+}
+
+unsafe extern "C" fn f_alloc_td(ctx: *mut IbvContext, attr: *mut IbvTdInitAttr) -> *mut IbvTd {
+    // SAFETY: ctx is ours; attr is the caller's struct.
+    let (nic, a) = unsafe { (nic_of(ctx), &*attr) };
+    if a.comp_mask != 0 {
+        return fail(libc::EINVAL);
+    }
+    let mut st = nic.st();
+    let id = st.id();
+    st.tds.push(id);
+    boxed(IbvTd { context: ctx }, id)
+}
+
+unsafe extern "C" fn f_dealloc_td(td: *mut IbvTd) -> c_int {
+    // SAFETY: td is ours.
+    let (nic, id) = unsafe { (nic_of((*td).context), id_of(td)) };
+    let mut st = nic.st();
+    if st.parent_pds.iter().any(|(_, t)| *t == id) {
+        st.ebusy += 1;
+        return libc::EBUSY;
+    }
+    st.tds.retain(|t| *t != id);
+    // SAFETY: as above.
+    unsafe { unbox(td) };
+    0
+}
+
+unsafe extern "C" fn f_alloc_parent_domain(
+    ctx: *mut IbvContext,
+    attr: *mut IbvParentDomainInitAttr,
+) -> *mut IbvPd {
+    // SAFETY: ctx is ours; attr is the caller's struct.
+    let (nic, a) = unsafe { (nic_of(ctx), &*attr) };
+    if a.pd.is_null() || a.comp_mask != 0 {
+        return fail(libc::EINVAL);
+    }
+    // SAFETY: the TD, if any, is ours.
+    let td = if a.td.is_null() { 0 } else { unsafe { id_of(a.td) } };
+    let mut st = nic.st();
+    if td != 0 && !st.tds.contains(&td) {
+        return fail(libc::EINVAL);
+    }
+    let id = st.id();
+    st.parent_pds.push((id, td));
+    boxed(
+        IbvPd {
+            context: ctx,
+            handle: id,
+        },
+        id,
+    )
+}
+
+unsafe extern "C" fn f_get_async_event(ctx: *mut IbvContext, ev: *mut IbvAsyncEvent) -> c_int {
+    // SAFETY: ctx is ours.
+    let nic = unsafe { nic_of(ctx) };
+    let mut st = nic.st();
+    let Some(kind) = st.async_events.pop_front() else {
+        set_errno(libc::EAGAIN);
+        return -1;
+    };
+    if let Some(fd) = &st.async_fd {
+        let mut b = [0u8; 8];
+        let _ = rustix::io::read(fd.as_ref(), &mut b);
+    }
+    // SAFETY: ev is the caller's out-struct.
+    unsafe {
+        (*ev).event_type = kind;
+        (*ev).element = 1usize as *mut c_void;
+    }
+    0
+}
+
+unsafe extern "C" fn f_ack_async_event(_ev: *mut IbvAsyncEvent) {}
+
 unsafe extern "C" fn f_create_wq(ctx: *mut IbvContext, attr: *mut IbvWqInitAttr) -> *mut IbvWq {
     // SAFETY: ctx is ours; attr is the caller's struct.
     let (nic, a) = unsafe { (nic_of(ctx), &*attr) };
     if a.wq_type != IBV_WQT_RQ || a.max_sge != 1 || a.max_wr == 0 || a.cq.is_null() {
         return fail(libc::EINVAL);
     }
-    // SAFETY: the CQ is ours.
-    let cq = unsafe { id_of(a.cq) };
+    // SAFETY: the CQ is ours (an ibv_cq_ex).
+    let cq = unsafe { id_of(a.cq as *mut IbvCqEx) };
     let mut st = nic.st();
     let id = st.id();
     st.wqs.insert(
@@ -1228,8 +1664,9 @@ unsafe extern "C" fn f_destroy_flow(flow: *mut IbvFlow) -> c_int {
 
 unsafe extern "C" fn f_poll_cq(cq: *mut IbvCq, n: c_int, wc: *mut IbvWc) -> c_int {
     // SAFETY: cq is ours.
-    let (nic, id) = unsafe { (nic_of((*cq).context), id_of(cq)) };
+    let (nic, id) = unsafe { (nic_of((*cq).context), id_of(cq as *mut IbvCqEx)) };
     let mut st = nic.st();
+    st.locking_polls += 1;
     let mut got = 0usize;
     let mut done: Vec<(u32, u64)> = Vec::new();
     if let Some(c) = st.cqs.get_mut(&id) {
@@ -1324,6 +1761,7 @@ unsafe extern "C" fn f_post_send(
             state,
             posted,
             done,
+            ..
         }) = st.qps.get(&id)
         else {
             // SAFETY: bad is the caller's out-pointer.

@@ -113,6 +113,32 @@ pub const IBV_WQS_RDY: u32 = 1;
 pub const IBV_WQS_ERR: u32 = 2;
 /// `IBV_WQ_ATTR_STATE`.
 pub const IBV_WQ_ATTR_STATE: u32 = 1;
+/// `IBV_WC_LOC_QP_OP_ERR`.
+pub const IBV_WC_LOC_QP_OP_ERR: u32 = 2;
+/// `IBV_WC_IP_CSUM_OK` (a `wc_flags` bit).
+#[cfg_attr(not(test), allow(dead_code))] // used by the fake NIC and the layout test
+pub const IBV_WC_IP_CSUM_OK: u32 = 1 << 2;
+/// `IBV_WC_EX_WITH_BYTE_LEN` (`ibv_cq_init_attr_ex.wc_flags`).
+pub const IBV_WC_EX_WITH_BYTE_LEN: u64 = 1;
+/// `IBV_CQ_INIT_ATTR_MASK_FLAGS`.
+pub const IBV_CQ_INIT_ATTR_MASK_FLAGS: u32 = 1;
+/// `IBV_CREATE_CQ_ATTR_SINGLE_THREADED`: the extended poll functions
+/// (`ibv_start_poll` ...) of such a CQ take no lock.
+pub const IBV_CREATE_CQ_ATTR_SINGLE_THREADED: u32 = 1;
+/// `IBV_ACCESS_RELAXED_ORDERING` (`IBV_ACCESS_OPTIONAL_FIRST`).
+pub const IBV_ACCESS_RELAXED_ORDERING: c_int = 1 << 20;
+/// `IBV_EVENT_CQ_ERR`.
+pub const IBV_EVENT_CQ_ERR: u32 = 0;
+/// `IBV_EVENT_QP_FATAL`.
+pub const IBV_EVENT_QP_FATAL: u32 = 1;
+/// `IBV_EVENT_DEVICE_FATAL`.
+pub const IBV_EVENT_DEVICE_FATAL: u32 = 8;
+/// `IBV_EVENT_PORT_ACTIVE`.
+pub const IBV_EVENT_PORT_ACTIVE: u32 = 9;
+/// `IBV_EVENT_PORT_ERR`.
+pub const IBV_EVENT_PORT_ERR: u32 = 10;
+/// `IBV_EVENT_WQ_FATAL`.
+pub const IBV_EVENT_WQ_FATAL: u32 = 19;
 
 /// The Toeplitz key DPDK's mlx5 driver uses by default (`rss_hash_default_key`).
 pub const RSS_KEY: [u8; 40] = [
@@ -222,9 +248,10 @@ pub struct VerbsContext {
     pub destroy_flow_action: Unused,
     pub create_flow_action_esp: Unused,
     pub modify_qp_rate_limit: Unused,
-    pub alloc_parent_domain: Unused,
-    pub dealloc_td: Unused,
-    pub alloc_td: Unused,
+    pub alloc_parent_domain:
+        Option<unsafe extern "C" fn(*mut IbvContext, *mut IbvParentDomainInitAttr) -> *mut IbvPd>,
+    pub dealloc_td: Option<unsafe extern "C" fn(*mut IbvTd) -> c_int>,
+    pub alloc_td: Option<unsafe extern "C" fn(*mut IbvContext, *mut IbvTdInitAttr) -> *mut IbvTd>,
     pub modify_cq: Unused,
     pub post_srq_ops: Unused,
     pub destroy_rwq_ind_table: Option<unsafe extern "C" fn(*mut IbvRwqIndTable) -> c_int>,
@@ -235,7 +262,8 @@ pub struct VerbsContext {
     pub modify_wq: Option<unsafe extern "C" fn(*mut IbvWq, *mut IbvWqAttr) -> c_int>,
     pub create_wq: Option<unsafe extern "C" fn(*mut IbvContext, *mut IbvWqInitAttr) -> *mut IbvWq>,
     pub query_rt_values: Unused,
-    pub create_cq_ex: Unused,
+    pub create_cq_ex:
+        Option<unsafe extern "C" fn(*mut IbvContext, *mut IbvCqInitAttrEx) -> *mut IbvCqEx>,
     pub priv_: *mut c_void,
     pub query_device_ex: Unused,
     pub ibv_destroy_flow: Option<unsafe extern "C" fn(*mut IbvFlow) -> c_int>,
@@ -359,6 +387,104 @@ pub struct IbvCq {
     pub cond: libc::pthread_cond_t,
     pub comp_events_completed: u32,
     pub async_events_completed: u32,
+}
+
+/// `ibv_cq_ex.start_poll`.
+pub type StartPollFn = unsafe extern "C" fn(*mut IbvCqEx, *mut IbvPollCqAttr) -> c_int;
+/// `ibv_cq_ex.next_poll`.
+pub type NextPollFn = unsafe extern "C" fn(*mut IbvCqEx) -> c_int;
+/// `ibv_cq_ex.end_poll`.
+pub type EndPollFn = unsafe extern "C" fn(*mut IbvCqEx);
+/// `ibv_cq_ex.read_byte_len` and the other `uint32_t` readers.
+pub type ReadU32Fn = unsafe extern "C" fn(*mut IbvCqEx) -> u32;
+
+/// `struct ibv_cq_ex`: an `ibv_cq` prefix, then the current completion and the
+/// extended poll functions (`ibv_start_poll`, `ibv_next_poll`, `ibv_end_poll`
+/// and the `ibv_wc_read_*` readers are the header's inline calls of these).
+#[repr(C)]
+pub struct IbvCqEx {
+    pub context: *mut IbvContext,
+    pub channel: *mut c_void,
+    pub cq_context: *mut c_void,
+    pub handle: u32,
+    pub cqe: c_int,
+    pub mutex: libc::pthread_mutex_t,
+    pub cond: libc::pthread_cond_t,
+    pub comp_events_completed: u32,
+    pub async_events_completed: u32,
+    pub comp_mask: u32,
+    pub status: u32,
+    pub wr_id: u64,
+    pub start_poll: Option<StartPollFn>,
+    pub next_poll: Option<NextPollFn>,
+    pub end_poll: Option<EndPollFn>,
+    pub read_opcode: Option<ReadU32Fn>,
+    pub read_vendor_err: Option<ReadU32Fn>,
+    pub read_byte_len: Option<ReadU32Fn>,
+    pub read_imm_data: Option<ReadU32Fn>,
+    pub read_qp_num: Option<ReadU32Fn>,
+    pub read_src_qp: Option<ReadU32Fn>,
+    pub read_wc_flags: Option<ReadU32Fn>,
+    pub read_slid: Option<ReadU32Fn>,
+    pub read_sl: Unused,
+    pub read_dlid_path_bits: Unused,
+    pub read_completion_ts: Unused,
+    pub read_cvlan: Unused,
+    pub read_flow_tag: Option<ReadU32Fn>,
+    pub read_tm_info: Unused,
+    pub read_completion_wallclock_ns: Unused,
+}
+
+/// `struct ibv_cq_init_attr_ex`.
+#[repr(C)]
+pub struct IbvCqInitAttrEx {
+    pub cqe: u32,
+    pub cq_context: *mut c_void,
+    pub channel: *mut c_void,
+    pub comp_vector: u32,
+    pub wc_flags: u64,
+    pub comp_mask: u32,
+    pub flags: u32,
+    pub parent_domain: *mut IbvPd,
+}
+
+/// `struct ibv_poll_cq_attr`.
+#[repr(C)]
+#[derive(Default)]
+pub struct IbvPollCqAttr {
+    pub comp_mask: u32,
+}
+
+/// `struct ibv_td_init_attr`.
+#[repr(C)]
+#[derive(Default)]
+pub struct IbvTdInitAttr {
+    pub comp_mask: u32,
+}
+
+/// `struct ibv_td`.
+#[repr(C)]
+pub struct IbvTd {
+    pub context: *mut IbvContext,
+}
+
+/// `struct ibv_parent_domain_init_attr`.
+#[repr(C)]
+pub struct IbvParentDomainInitAttr {
+    pub pd: *mut IbvPd,
+    pub td: *mut IbvTd,
+    pub comp_mask: u32,
+    pub alloc: Unused,
+    pub free: Unused,
+    pub pd_context: *mut c_void,
+}
+
+/// `struct ibv_async_event`: the element union (a CQ, QP, SRQ or WQ pointer,
+/// or a port number) and the event type.
+#[repr(C)]
+pub struct IbvAsyncEvent {
+    pub element: *mut c_void,
+    pub event_type: u32,
 }
 
 /// `struct ibv_qp`.

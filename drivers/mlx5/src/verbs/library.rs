@@ -96,13 +96,29 @@ exported! {
     create_qp: "ibv_create_qp" => unsafe extern "C" fn(*mut IbvPd, *mut IbvQpInitAttr) -> *mut IbvQp,
     modify_qp: "ibv_modify_qp" => unsafe extern "C" fn(*mut IbvQp, *mut IbvQpAttr, c_int) -> c_int,
     destroy_qp: "ibv_destroy_qp" => unsafe extern "C" fn(*mut IbvQp) -> c_int,
+    get_async_event: "ibv_get_async_event" => unsafe extern "C" fn(*mut IbvContext, *mut IbvAsyncEvent) -> c_int,
+    ack_async_event: "ibv_ack_async_event" => unsafe extern "C" fn(*mut IbvAsyncEvent),
 }
+
+/// `ibv_reg_mr_iova2` (IBVERBS_1.8, rdma-core 23): what the header's `ibv_reg_mr`
+/// macro calls when an optional access flag such as relaxed ordering is asked
+/// for. Older libraries lack it; then the MR goes without relaxed ordering.
+pub type RegMrIova2Fn =
+    unsafe extern "C" fn(*mut IbvPd, *mut c_void, usize, u64, u32) -> *mut IbvMr;
+
+/// The environment variable that makes libibverbs treat EIO from a destroy
+/// command as success once the device is gone (`libibverbs/init.c`,
+/// `ibv_open_device(3)`), so queues of a removed device are torn down without
+/// leaking. Read once, by the library's first `ibv_get_device_list`.
+pub const ALLOW_DISASSOC_DESTROY: &str = "RDMAV_ALLOW_DISASSOC_DESTROY";
 
 /// libibverbs, loaded: its exported functions.
 pub struct Verbs {
     /// What was loaded (for messages).
     pub library: String,
     pub(super) fns: Fns,
+    /// `ibv_reg_mr_iova2`, if the library has it.
+    pub(super) reg_mr_iova2: Option<RegMrIova2Fn>,
     /// Keeps the shared object mapped while any function pointer may be used.
     _lib: Option<Library>,
 }
@@ -123,6 +139,13 @@ impl Verbs {
 
     /// dlopen `library` (a SONAME or a path) and look up every function we use.
     pub fn load_from(library: &str) -> Result<Arc<Verbs>, Mlx5Error> {
+        if std::env::var_os(ALLOW_DISASSOC_DESTROY).is_none() {
+            // SAFETY: setenv races with getenv in other threads. Ports are opened
+            // by the control thread before any lcore or watcher thread of ours
+            // runs, and libibverbs reads its environment only in its first
+            // ibv_get_device_list, which comes after this.
+            unsafe { std::env::set_var(ALLOW_DISASSOC_DESTROY, "1") };
+        }
         // SAFETY: loading runs the library's initialisers; libibverbs' only
         // initialise its own state (it reads /etc/libibverbs.d lazily).
         let lib = unsafe { Library::new(library) }.map_err(|e| Mlx5Error::LibraryMissing {
@@ -130,19 +153,30 @@ impl Verbs {
             reason: e.to_string(),
         })?;
         let fns = Fns::load(&lib, library)?;
+        // SAFETY: the prototype in <infiniband/verbs.h>; the pointer lives as
+        // long as `lib`, which Verbs keeps.
+        let reg_mr_iova2 = unsafe { lib.get::<RegMrIova2Fn>(b"ibv_reg_mr_iova2") }
+            .ok()
+            .map(|s| *s);
         Ok(Arc::new(Verbs {
             library: library.to_string(),
             fns,
+            reg_mr_iova2,
             _lib: Some(lib),
         }))
     }
 
     /// A library made of the given functions (the fake NIC of the tests).
     #[cfg(test)]
-    pub(crate) fn from_fns(library: &str, fns: Fns) -> Arc<Verbs> {
+    pub(crate) fn from_fns(
+        library: &str,
+        fns: Fns,
+        reg_mr_iova2: Option<RegMrIova2Fn>,
+    ) -> Arc<Verbs> {
         Arc::new(Verbs {
             library: library.to_string(),
             fns,
+            reg_mr_iova2,
             _lib: None,
         })
     }
@@ -223,6 +257,7 @@ impl Verbs {
             ctx,
             pd,
             name: ibdev.to_string(),
+            destroy_lock: std::sync::Mutex::new(()),
         })))
     }
 }

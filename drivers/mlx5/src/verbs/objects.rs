@@ -24,6 +24,8 @@ pub struct Mr {
     pub start: usize,
     /// Length in bytes.
     pub len: usize,
+    /// The access flags it was registered with.
+    pub access: u32,
     pub(super) _pool: Mempool,
 }
 
@@ -42,6 +44,7 @@ impl Mr {
 
 impl Drop for Mr {
     fn drop(&mut self) {
+        let _guard = self.ctx.destroy_guard();
         // SAFETY: every WQ/QP that used this MR was reset or destroyed before its
         // holder released its Arc on us.
         let rc = unsafe { (self.ctx.fns().dereg_mr)(self.mr.as_ptr()) };
@@ -51,46 +54,167 @@ impl Drop for Mr {
     }
 }
 
-/// A completion queue.
-pub struct Cq {
+/// A thread domain with the parent domain that carries it (see
+/// [`Context::alloc_thread_domain`]).
+pub struct ThreadDomain {
     pub(super) ctx: Arc<Context>,
-    pub(super) cq: NonNull<IbvCq>,
+    pub(super) td: NonNull<IbvTd>,
+    pub(super) pd: Option<NonNull<IbvPd>>,
 }
 
-// SAFETY: see Context; polling is an unsafe fn whose contract is one poller.
+// SAFETY: see Context; the domain is only referenced by the QPs created in it.
+unsafe impl Send for ThreadDomain {}
+// SAFETY: as above.
+unsafe impl Sync for ThreadDomain {}
+
+impl Drop for ThreadDomain {
+    fn drop(&mut self) {
+        let _guard = self.ctx.destroy_guard();
+        if let Some(pd) = self.pd {
+            // SAFETY: every QP in this parent domain holds an Arc on us, so none
+            // is left; ibv_dealloc_pd frees parent domains too.
+            let rc = unsafe { (self.ctx.fns().dealloc_pd)(pd.as_ptr()) };
+            if let Err(e) = rc_to_result(rc) {
+                log::error!("{}: ibv_dealloc_pd(parent domain): {e}", self.ctx.name);
+            }
+        }
+        let ctx = self.ctx.ctx.as_ptr();
+        let rc = match vctx_op!(ctx, dealloc_td) {
+            // SAFETY: the parent domain that referred to it is gone.
+            Some(op) => unsafe { op(self.td.as_ptr()) },
+            None => libc::EOPNOTSUPP,
+        };
+        if let Err(e) = rc_to_result(rc) {
+            log::error!("{}: ibv_dealloc_td: {e}", self.ctx.name);
+        }
+    }
+}
+
+/// The extended poll functions of a CQ (copied once from its `ibv_cq_ex`).
+#[derive(Clone, Copy)]
+pub(super) struct PollFns {
+    pub(super) start: StartPollFn,
+    pub(super) next: NextPollFn,
+    pub(super) end: EndPollFn,
+    pub(super) byte_len: ReadU32Fn,
+    pub(super) wc_flags: ReadU32Fn,
+}
+
+/// A completion queue (an `ibv_cq_ex`).
+pub struct Cq {
+    pub(super) ctx: Arc<Context>,
+    pub(super) cq: NonNull<IbvCqEx>,
+    pub(super) fns: Option<PollFns>,
+    /// Whether its one poller was handed out.
+    pub(super) polled: std::sync::atomic::AtomicBool,
+}
+
+// SAFETY: see Context; polling goes through the one CqPoller.
 unsafe impl Send for Cq {}
 // SAFETY: as above.
 unsafe impl Sync for Cq {}
 
 impl Cq {
-    /// Poll up to `wc.len()` completions (`ibv_poll_cq`: `ctx->ops.poll_cq`).
-    /// Returns the number written, or a negative value if the CQ is in error.
-    ///
-    /// # Safety
-    /// Only one thread may poll a CQ at a time (the provider may have been told
-    /// it is single-threaded with MLX5_SINGLE_THREADED).
-    #[inline(always)]
-    pub unsafe fn poll(&self, wc: &mut [IbvWc]) -> c_int {
-        let cq = self.cq.as_ptr();
-        // SAFETY: cq is live while self is; its context and ops table are the
-        // library's; wc is writable for wc.len() entries.
-        unsafe {
-            let ops = &(*(*cq).context).ops;
-            match ops.poll_cq {
-                Some(f) => f(cq, wc.len() as c_int, wc.as_mut_ptr()),
-                None => -1,
-            }
+    /// The CQ's poller; only one is ever handed out, so the single-threaded
+    /// poll functions are called by one thread at a time.
+    pub fn poller(self: &Arc<Self>) -> Option<CqPoller> {
+        let fns = self.fns?;
+        if self.polled.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return None;
         }
+        Some(CqPoller {
+            cq: self.clone(),
+            fns,
+        })
     }
 }
 
 impl Drop for Cq {
     fn drop(&mut self) {
-        // SAFETY: every QP/WQ on this CQ holds an Arc on it, so none is left.
-        let rc = unsafe { (self.ctx.fns().destroy_cq)(self.cq.as_ptr()) };
+        let _guard = self.ctx.destroy_guard();
+        // SAFETY: every QP/WQ on this CQ holds an Arc on it, so none is left; an
+        // ibv_cq_ex begins with an ibv_cq (ibv_cq_ex_to_cq is a cast).
+        let rc = unsafe { (self.ctx.fns().destroy_cq)(self.cq.as_ptr() as *mut IbvCq) };
         if let Err(e) = rc_to_result(rc) {
             log::error!("{}: ibv_destroy_cq: {e}", self.ctx.name);
         }
+    }
+}
+
+/// One completion, as the datapath needs it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Completion {
+    /// The request's wr_id.
+    pub wr_id: u64,
+    /// `enum ibv_wc_status`.
+    pub status: u32,
+    /// Bytes received (successful receive completions only).
+    pub byte_len: u32,
+    /// `ibv_wc_flags` (successful completions only).
+    pub wc_flags: u32,
+}
+
+/// The only poller of a CQ.
+pub struct CqPoller {
+    cq: Arc<Cq>,
+    fns: PollFns,
+}
+
+impl CqPoller {
+    /// Read up to `out.len()` completions (`ibv_start_poll`, `ibv_next_poll`,
+    /// `ibv_end_poll`). `Err(errno)` if the library reports the CQ in error.
+    #[inline]
+    pub fn poll(&mut self, out: &mut [Completion]) -> Result<usize, i32> {
+        if out.is_empty() {
+            return Ok(0);
+        }
+        let cq = self.cq.cq.as_ptr();
+        let f = self.fns;
+        let mut attr = IbvPollCqAttr::default();
+        // SAFETY: cq is live while self is; we are its only poller (&mut self
+        // and Cq::poller); the functions are the provider's for this CQ.
+        let rc = unsafe { (f.start)(cq, &mut attr) };
+        if rc == libc::ENOENT {
+            return Ok(0);
+        }
+        if rc != 0 {
+            return Err(rc);
+        }
+        let mut n = 0usize;
+        let mut err = 0;
+        loop {
+            // SAFETY: between start_poll/next_poll returning 0 and the next
+            // call, the current completion is readable.
+            let c = unsafe {
+                let status = (*cq).status;
+                let ok = status == IBV_WC_SUCCESS;
+                Completion {
+                    wr_id: (*cq).wr_id,
+                    status,
+                    byte_len: if ok { (f.byte_len)(cq) } else { 0 },
+                    wc_flags: if ok { (f.wc_flags)(cq) } else { 0 },
+                }
+            };
+            out[n] = c;
+            n += 1;
+            if n == out.len() {
+                break;
+            }
+            // SAFETY: as above.
+            let rc = unsafe { (f.next)(cq) };
+            if rc != 0 {
+                if rc != libc::ENOENT {
+                    err = rc;
+                }
+                break;
+            }
+        }
+        // SAFETY: a successful start_poll is always paired with end_poll.
+        unsafe { (f.end)(cq) };
+        if err != 0 && n == 0 {
+            return Err(err);
+        }
+        Ok(n)
     }
 }
 
@@ -133,7 +257,7 @@ impl Wq {
     /// untouched until its completion is polled or the WQ is reset; one thread
     /// posts to a WQ at a time.
     #[inline(always)]
-    pub unsafe fn post_recv(&self, head: *mut IbvRecvWr, n: usize) -> Result<(), (i32, usize)> {
+    pub(super) unsafe fn post_recv(&self, head: *mut IbvRecvWr, n: usize) -> Result<(), (i32, usize)> {
         let w = self.wq.as_ptr();
         let mut bad: *mut IbvRecvWr = ptr::null_mut();
         // SAFETY: the caller's contract; w is live.
@@ -183,6 +307,7 @@ impl Linked for IbvSendWr {
 
 impl Drop for Wq {
     fn drop(&mut self) {
+        let _guard = self.ctx.destroy_guard();
         let w = self.wq.as_ptr();
         // SAFETY: w is live.
         let ctx = unsafe { (*w).context };
@@ -211,6 +336,7 @@ unsafe impl Sync for IndTable {}
 
 impl Drop for IndTable {
     fn drop(&mut self) {
+        let _guard = self.ctx.destroy_guard();
         let ctx = self.ctx.ctx.as_ptr();
         let rc = match vctx_op!(ctx, destroy_rwq_ind_table) {
             // SAFETY: every QP over this table holds an Arc on it, so none is left.
@@ -229,6 +355,8 @@ pub struct Qp {
     pub(super) ctx: Arc<Context>,
     pub(super) _cq: Option<Arc<Cq>>,
     pub(super) _table: Option<Arc<IndTable>>,
+    /// The thread domain the QP was created in, if any (freed after the QP).
+    pub(super) _domain: Option<Arc<ThreadDomain>>,
     pub(super) qp: NonNull<IbvQp>,
     /// Capabilities granted at creation (send QPs).
     pub cap: IbvQpCap,
@@ -272,7 +400,7 @@ impl Qp {
     /// untouched and alive until a completion at or after it is polled or the QP
     /// is reset; one thread posts to a QP at a time.
     #[inline(always)]
-    pub unsafe fn post_send(&self, head: *mut IbvSendWr, n: usize) -> Result<(), (i32, usize)> {
+    pub(super) unsafe fn post_send(&self, head: *mut IbvSendWr, n: usize) -> Result<(), (i32, usize)> {
         let q = self.qp.as_ptr();
         let mut bad: *mut IbvSendWr = ptr::null_mut();
         // SAFETY: the caller's contract; q and its context are live.
@@ -292,6 +420,7 @@ impl Qp {
 
 impl Drop for Qp {
     fn drop(&mut self) {
+        let _guard = self.ctx.destroy_guard();
         // SAFETY: every flow on this QP holds an Arc on it, so none is left.
         let rc = unsafe { (self.ctx.fns().destroy_qp)(self.qp.as_ptr()) };
         if let Err(e) = rc_to_result(rc) {
@@ -314,6 +443,7 @@ unsafe impl Sync for Flow {}
 
 impl Drop for Flow {
     fn drop(&mut self) {
+        let _guard = self.qp.ctx.destroy_guard();
         let f = self.flow.as_ptr();
         // SAFETY: f is a live ibv_flow; ibv_destroy_flow finds the op through
         // flow->context.
