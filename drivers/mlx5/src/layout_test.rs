@@ -130,7 +130,12 @@ fn items() -> Vec<Item> {
         abi_compat
     );
 
-    size!(v, "verbs_context", VerbsContext);
+    // rdma-core adds ops at the front of verbs_context (six more in v59), so
+    // what must hold is the distance from our first op to the end.
+    v.push((
+        "sizeof(struct verbs_context) - offsetof(struct verbs_context, query_port)".into(),
+        size_of::<VerbsContext>() - offset_of!(VerbsContext, query_port),
+    ));
     vctx!(
         v,
         query_port,
@@ -222,7 +227,15 @@ fn items() -> Vec<Item> {
         phys_port_cnt,
     );
 
-    size!(v, "ibv_port_attr", IbvPortAttr);
+    // rdma-core 49 appended active_speed_ex; libibverbs copies a shorter
+    // struct's worth (`__lib_query_port`), so ours may be a prefix.
+    v.push((
+        format!(
+            "sizeof(struct ibv_port_attr) >= {}",
+            size_of::<IbvPortAttr>()
+        ),
+        1,
+    ));
     off!(
         v,
         "ibv_port_attr",
@@ -274,6 +287,74 @@ fn items() -> Vec<Item> {
         comp_events_completed,
         async_events_completed,
     );
+
+    size!(v, "ibv_cq_ex", IbvCqEx);
+    off!(
+        v,
+        "ibv_cq_ex",
+        IbvCqEx,
+        context,
+        channel,
+        cq_context,
+        handle,
+        cqe,
+        mutex,
+        cond,
+        comp_events_completed,
+        async_events_completed,
+        comp_mask,
+        status,
+        wr_id,
+        start_poll,
+        next_poll,
+        end_poll,
+        read_opcode,
+        read_vendor_err,
+        read_byte_len,
+        read_imm_data,
+        read_qp_num,
+        read_src_qp,
+        read_wc_flags,
+        read_slid,
+        read_sl,
+        read_dlid_path_bits,
+        read_completion_ts,
+        read_cvlan,
+        read_flow_tag,
+        read_tm_info,
+        read_completion_wallclock_ns,
+    );
+    size!(v, "ibv_cq_init_attr_ex", IbvCqInitAttrEx);
+    off!(
+        v,
+        "ibv_cq_init_attr_ex",
+        IbvCqInitAttrEx,
+        cqe,
+        cq_context,
+        channel,
+        comp_vector,
+        wc_flags,
+        comp_mask,
+        flags,
+        parent_domain
+    );
+    size!(v, "ibv_poll_cq_attr", IbvPollCqAttr);
+    size!(v, "ibv_td_init_attr", IbvTdInitAttr);
+    size!(v, "ibv_td", IbvTd);
+    size!(v, "ibv_parent_domain_init_attr", IbvParentDomainInitAttr);
+    off!(
+        v,
+        "ibv_parent_domain_init_attr",
+        IbvParentDomainInitAttr,
+        pd,
+        td,
+        comp_mask,
+        alloc,
+        free,
+        pd_context
+    );
+    size!(v, "ibv_async_event", IbvAsyncEvent);
+    off!(v, "ibv_async_event", IbvAsyncEvent, element, event_type);
 
     size!(v, "ibv_qp", IbvQp);
     off!(
@@ -657,6 +738,21 @@ fn items() -> Vec<Item> {
         ("IBV_WQS_RDY", IBV_WQS_RDY as usize),
         ("IBV_WQS_ERR", IBV_WQS_ERR as usize),
         ("IBV_WQ_ATTR_STATE", IBV_WQ_ATTR_STATE as usize),
+        ("IBV_WC_LOC_QP_OP_ERR", IBV_WC_LOC_QP_OP_ERR as usize),
+        ("IBV_WC_IP_CSUM_OK", IBV_WC_IP_CSUM_OK as usize),
+        ("IBV_WC_EX_WITH_BYTE_LEN", IBV_WC_EX_WITH_BYTE_LEN as usize),
+        ("IBV_CQ_INIT_ATTR_MASK_FLAGS", IBV_CQ_INIT_ATTR_MASK_FLAGS as usize),
+        (
+            "IBV_CREATE_CQ_ATTR_SINGLE_THREADED",
+            IBV_CREATE_CQ_ATTR_SINGLE_THREADED as usize,
+        ),
+        ("IBV_ACCESS_RELAXED_ORDERING", IBV_ACCESS_RELAXED_ORDERING as usize),
+        ("IBV_EVENT_CQ_ERR", IBV_EVENT_CQ_ERR as usize),
+        ("IBV_EVENT_QP_FATAL", IBV_EVENT_QP_FATAL as usize),
+        ("IBV_EVENT_DEVICE_FATAL", IBV_EVENT_DEVICE_FATAL as usize),
+        ("IBV_EVENT_PORT_ACTIVE", IBV_EVENT_PORT_ACTIVE as usize),
+        ("IBV_EVENT_PORT_ERR", IBV_EVENT_PORT_ERR as usize),
+        ("IBV_EVENT_WQ_FATAL", IBV_EVENT_WQ_FATAL as usize),
         ("UINTPTR_MAX == (uintptr_t)__VERBS_ABI_IS_EXTENDED", 1),
     ] {
         v.push((expr.to_string(), val));
@@ -686,25 +782,33 @@ fn mirrors_match_the_installed_verbs_header() {
     let exe = dir.join("layout");
     std::fs::write(&src, c_program(&items)).unwrap();
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-    let out = match Command::new(&cc).arg("-o").arg(&exe).arg(&src).output() {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!(
-                "skipped: cannot run the C compiler {cc:?} ({e}); install gcc to run the layout test"
-            );
-            let _ = std::fs::remove_dir_all(&dir);
-            return;
-        }
-    };
+    if !nicpoll_testkit::have_command(&cc) {
+        let _ = std::fs::remove_dir_all(&dir);
+        return nicpoll_testkit::skip(format!(
+            "the C compiler {cc:?} (apt-get install gcc) to compare the FFI mirrors with rdma-core's layouts"
+        ));
+    }
+    // NICPOLL_VERBS_INCLUDE points at another rdma-core's headers (an
+    // unpacked libibverbs-dev: `dpkg-deb -x libibverbs-dev_*.deb DIR`, then
+    // DIR/usr/include); they are searched before the installed ones.
+    let mut cmd = Command::new(&cc);
+    if let Some(inc) = std::env::var_os("NICPOLL_VERBS_INCLUDE") {
+        cmd.arg("-I").arg(inc);
+    }
+    let out = cmd
+        .arg("-o")
+        .arg(&exe)
+        .arg(&src)
+        .output()
+        .expect("run the C compiler");
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
         let _ = std::fs::remove_dir_all(&dir);
         if stderr.contains("infiniband/verbs.h") {
-            eprintln!(
-                "skipped: <infiniband/verbs.h> not installed; `apt-get install -y libibverbs-dev` \
-                 to compare the FFI mirrors with rdma-core's layouts"
+            return nicpoll_testkit::skip(
+                "<infiniband/verbs.h> (apt-get install libibverbs-dev) to compare the FFI \
+                 mirrors with rdma-core's layouts",
             );
-            return;
         }
         panic!("the layout program does not compile:\n{stderr}");
     }
