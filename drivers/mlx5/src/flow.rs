@@ -7,7 +7,9 @@ use std::mem::{offset_of, size_of};
 
 use crate::verbs::ffi::*;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// One flow rule: an Ethernet match plus optional L3/L4 matches, steered to a
+/// hash QP. `None` fields match anything.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowRule {
     /// Lower wins.
     pub priority: u16,
@@ -17,22 +19,31 @@ pub struct FlowRule {
     pub dst_mac: Option<[u8; 6]>,
     /// VLAN id to match (`None`: any, tagged or not).
     pub vlan: Option<u16>,
+    /// EtherType to match, for non-IP protocols (IP is matched by `ipv6`).
+    pub ether_type: Option<u16>,
     /// Match IPv4 (`Some(false)`) or IPv6 (`Some(true)`).
     pub ipv6: Option<bool>,
-    /// Match TCP (`Some(true)`) or UDP (`Some(false)`).
+    /// IP protocol / IPv6 next header to match, other than TCP and UDP
+    /// (those are `tcp`); needs `ipv6`.
+    pub ip_proto: Option<u8>,
+    /// Match TCP (`Some(true)`) or UDP (`Some(false)`); needs `ipv6`.
     pub tcp: Option<bool>,
+    /// TCP/UDP destination port to match; needs `tcp`.
+    pub dst_port: Option<u16>,
 }
 
 impl FlowRule {
     /// `ibv_flow_attr` followed by its specs, as `ibv_create_flow` reads them,
     /// written field by field at the mirrors' offsets (padding stays zero).
-    /// Returned in u64 words so the buffer is 8-aligned.
+    /// Multi-byte match values are in network byte order. Returned in u64
+    /// words so the buffer is 8-aligned.
     pub fn encode(&self) -> Vec<u64> {
         let eth = size_of::<IbvFlowSpecEth>();
-        let l3 = match self.ipv6 {
-            Some(false) => size_of::<IbvFlowSpecIpv4>(),
-            Some(true) => size_of::<IbvFlowSpecIpv6>(),
-            None => 0,
+        let l3 = match (self.ipv6, self.ip_proto) {
+            (Some(false), None) => size_of::<IbvFlowSpecIpv4>(),
+            (Some(false), Some(_)) => size_of::<IbvFlowSpecIpv4Ext>(),
+            (Some(true), _) => size_of::<IbvFlowSpecIpv6>(),
+            (None, _) => 0,
         };
         let l4 = if self.tcp.is_some() {
             size_of::<IbvFlowSpecTcpUdp>()
@@ -95,22 +106,57 @@ impl FlowRule {
                 &0x0fffu16.to_be_bytes(),
             );
         }
-        // L3 and L4 specs match the protocol only (all-zero value and mask).
-        let mut at = e + eth;
-        if let Some(v6) = self.ipv6 {
-            let (ty, size) = if v6 {
-                (IBV_FLOW_SPEC_IPV6, size_of::<IbvFlowSpecIpv6>())
-            } else {
-                (IBV_FLOW_SPEC_IPV4, size_of::<IbvFlowSpecIpv4>())
-            };
-            put(&mut b, at, &ty.to_ne_bytes());
+        // The kernel matches the IP version itself for an L3 spec (mlx5_ib
+        // fs.c parse_flow_attr); an EtherType is given only without one.
+        if let (Some(et), None) = (self.ether_type, self.ipv6) {
             put(
                 &mut b,
-                at + offset_of!(IbvFlowSpecIpv4, size),
-                &(size as u16).to_ne_bytes(),
+                val + offset_of!(IbvFlowEthFilter, ether_type),
+                &et.to_be_bytes(),
             );
-            at += size;
+            put(
+                &mut b,
+                mask + offset_of!(IbvFlowEthFilter, ether_type),
+                &0xffffu16.to_be_bytes(),
+            );
         }
+        let mut at = e + eth;
+        match (self.ipv6, self.ip_proto) {
+            (Some(false), None) => {
+                put(&mut b, at, &IBV_FLOW_SPEC_IPV4.to_ne_bytes());
+                put(
+                    &mut b,
+                    at + offset_of!(IbvFlowSpecIpv4, size),
+                    &(l3 as u16).to_ne_bytes(),
+                );
+            }
+            (Some(false), Some(proto)) => {
+                put(&mut b, at, &IBV_FLOW_SPEC_IPV4_EXT.to_ne_bytes());
+                put(
+                    &mut b,
+                    at + offset_of!(IbvFlowSpecIpv4Ext, size),
+                    &(l3 as u16).to_ne_bytes(),
+                );
+                let p = offset_of!(IbvFlowIpv4ExtFilter, proto);
+                put(&mut b, at + offset_of!(IbvFlowSpecIpv4Ext, val) + p, &[proto]);
+                put(&mut b, at + offset_of!(IbvFlowSpecIpv4Ext, mask) + p, &[0xff]);
+            }
+            (Some(true), proto) => {
+                put(&mut b, at, &IBV_FLOW_SPEC_IPV6.to_ne_bytes());
+                put(
+                    &mut b,
+                    at + offset_of!(IbvFlowSpecIpv6, size),
+                    &(l3 as u16).to_ne_bytes(),
+                );
+                if let Some(proto) = proto {
+                    let p = offset_of!(IbvFlowIpv6Filter, next_hdr);
+                    put(&mut b, at + offset_of!(IbvFlowSpecIpv6, val) + p, &[proto]);
+                    put(&mut b, at + offset_of!(IbvFlowSpecIpv6, mask) + p, &[0xff]);
+                }
+            }
+            (None, _) => {}
+        }
+        at += l3;
         if let Some(tcp) = self.tcp {
             let ty = if tcp {
                 IBV_FLOW_SPEC_TCP
@@ -121,15 +167,27 @@ impl FlowRule {
             put(
                 &mut b,
                 at + offset_of!(IbvFlowSpecTcpUdp, size),
-                &(size_of::<IbvFlowSpecTcpUdp>() as u16).to_ne_bytes(),
+                &(l4 as u16).to_ne_bytes(),
             );
+            if let Some(port) = self.dst_port {
+                let d = offset_of!(IbvFlowTcpUdpFilter, dst_port);
+                put(
+                    &mut b,
+                    at + offset_of!(IbvFlowSpecTcpUdp, val) + d,
+                    &port.to_be_bytes(),
+                );
+                put(
+                    &mut b,
+                    at + offset_of!(IbvFlowSpecTcpUdp, mask) + d,
+                    &0xffffu16.to_be_bytes(),
+                );
+            }
         }
         b.chunks_exact(8)
             .map(|c| u64::from_ne_bytes(c.try_into().expect("8 bytes")))
             .collect()
     }
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -144,6 +202,7 @@ mod tests {
             vlan: Some(100),
             ipv6: Some(false),
             tcp: Some(true),
+            ..FlowRule::default()
         };
         let words = rule.encode();
         let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
@@ -167,13 +226,47 @@ mod tests {
             port: 1,
             dst_mac: None,
             vlan: None,
-            ipv6: None,
-            tcp: None,
+            ..FlowRule::default()
         }
         .encode();
         let b: Vec<u8> = plain.iter().flat_map(|w| w.to_le_bytes()).collect();
         assert_eq!(b[12], 1);
         assert!(b[26..60].iter().all(|x| *x == 0), "promiscuous: zero masks");
+        // An IP protocol other than TCP/UDP over IPv4 needs the extended spec;
+        // a port goes in network order with a full mask.
+        let proto = FlowRule {
+            port: 1,
+            ipv6: Some(false),
+            ip_proto: Some(47),
+            ..FlowRule::default()
+        }
+        .encode();
+        let b: Vec<u8> = proto.iter().flat_map(|w| w.to_le_bytes()).collect();
+        assert_eq!(u32::from_le_bytes(b[60..64].try_into().unwrap()), 0x32);
+        assert_eq!(u16::from_le_bytes([b[64], b[65]]), 32);
+        assert_eq!((b[60 + 8 + 8], b[60 + 20 + 8]), (47, 0xff), "proto value, mask");
+        let udp = FlowRule {
+            port: 1,
+            ipv6: Some(true),
+            tcp: Some(false),
+            dst_port: Some(4789),
+            ..FlowRule::default()
+        }
+        .encode();
+        let b: Vec<u8> = udp.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let l4 = 20 + 40 + size_of::<IbvFlowSpecIpv6>();
+        assert_eq!(u32::from_le_bytes(b[l4..l4 + 4].try_into().unwrap()), 0x41);
+        assert_eq!(&b[l4 + 6..l4 + 8], &4789u16.to_be_bytes());
+        assert_eq!(&b[l4 + 10..l4 + 12], &[0xff, 0xff]);
+        let et = FlowRule {
+            port: 1,
+            ether_type: Some(0x88b5),
+            ..FlowRule::default()
+        }
+        .encode();
+        let b: Vec<u8> = et.iter().flat_map(|w| w.to_le_bytes()).collect();
+        assert_eq!(&b[20 + 6 + 12..20 + 6 + 14], &[0x88, 0xb5]);
+        assert_eq!(&b[20 + 22 + 12..20 + 22 + 14], &[0xff, 0xff]);
     }
 
 }

@@ -629,6 +629,28 @@ fn items() -> Vec<Item> {
         mask
     );
 
+    size!(v, "ibv_flow_ipv4_ext_filter", IbvFlowIpv4ExtFilter);
+    off!(
+        v,
+        "ibv_flow_ipv4_ext_filter",
+        IbvFlowIpv4ExtFilter,
+        src_ip,
+        dst_ip,
+        proto,
+        tos,
+        ttl,
+        flags
+    );
+    size!(v, "ibv_flow_spec_ipv4_ext", IbvFlowSpecIpv4Ext);
+    off!(
+        v,
+        "ibv_flow_spec_ipv4_ext",
+        IbvFlowSpecIpv4Ext,
+        type_ = "type",
+        size,
+        val,
+        mask
+    );
     size!(v, "ibv_flow_ipv6_filter", IbvFlowIpv6Filter);
     off!(
         v,
@@ -698,6 +720,7 @@ fn items() -> Vec<Item> {
         ("IBV_FLOW_SPEC_ETH", IBV_FLOW_SPEC_ETH as usize),
         ("IBV_FLOW_SPEC_IPV4", IBV_FLOW_SPEC_IPV4 as usize),
         ("IBV_FLOW_SPEC_IPV6", IBV_FLOW_SPEC_IPV6 as usize),
+        ("IBV_FLOW_SPEC_IPV4_EXT", IBV_FLOW_SPEC_IPV4_EXT as usize),
         ("IBV_FLOW_SPEC_TCP", IBV_FLOW_SPEC_TCP as usize),
         ("IBV_FLOW_SPEC_UDP", IBV_FLOW_SPEC_UDP as usize),
         ("IBV_QP_INIT_ATTR_PD", IBV_QP_INIT_ATTR_PD as usize),

@@ -104,6 +104,7 @@ mod flow;
 mod layout_test;
 mod netlink;
 pub mod options;
+mod steering;
 pub mod sysfs;
 mod verbs;
 
@@ -122,11 +123,10 @@ pub use options::{DRIVER, Mlx5Options, Selector, is_mlx5_devargs, normalize_pci}
 pub use sysfs::is_mlx5_pci;
 use sysfs::{Netdev, Resolved};
 use flow::FlowRule;
+use steering::HashKind;
 use netlink::{Kernel, Netlink};
 use verbs::{
-    Context, DeviceLimits, Flow, IBV_LINK_LAYER_ETHERNET, IBV_RX_HASH_DST_IPV4,
-    IBV_RX_HASH_DST_IPV6, IBV_RX_HASH_DST_PORT_TCP, IBV_RX_HASH_DST_PORT_UDP, IBV_RX_HASH_SRC_IPV4,
-    IBV_RX_HASH_SRC_IPV6, IBV_RX_HASH_SRC_PORT_TCP, IBV_RX_HASH_SRC_PORT_UDP, IndTable, Mr, Qp,
+    Context, DeviceLimits, Flow, IBV_LINK_LAYER_ETHERNET, IndTable, Mr, Qp,
     RecvQueue, SendQueue, ThreadDomain, VerbError, Verbs, Wq,
 };
 
@@ -135,79 +135,6 @@ pub const MAX_QUEUES: u16 = 64;
 const DEFAULT_DESC: u16 = 512;
 const MIN_DESC: u16 = 16;
 const MAX_DESC: u16 = 32768;
-
-/// The traffic types of the hash QPs (DPDK's `hash_rxq_init`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum HashKind {
-    Tcp4,
-    Udp4,
-    Ip4,
-    Tcp6,
-    Udp6,
-    Ip6,
-    Eth,
-}
-
-impl HashKind {
-    const ALL: [HashKind; 7] = [
-        HashKind::Tcp4,
-        HashKind::Udp4,
-        HashKind::Ip4,
-        HashKind::Tcp6,
-        HashKind::Udp6,
-        HashKind::Ip6,
-        HashKind::Eth,
-    ];
-
-    fn for_queues(nb_rxq: u16) -> &'static [HashKind] {
-        if nb_rxq > 1 {
-            &HashKind::ALL
-        } else {
-            &HashKind::ALL[6..]
-        }
-    }
-
-    fn fields(self) -> u64 {
-        let v4 = IBV_RX_HASH_SRC_IPV4 | IBV_RX_HASH_DST_IPV4;
-        let v6 = IBV_RX_HASH_SRC_IPV6 | IBV_RX_HASH_DST_IPV6;
-        let tcp = IBV_RX_HASH_SRC_PORT_TCP | IBV_RX_HASH_DST_PORT_TCP;
-        let udp = IBV_RX_HASH_SRC_PORT_UDP | IBV_RX_HASH_DST_PORT_UDP;
-        match self {
-            HashKind::Tcp4 => v4 | tcp,
-            HashKind::Udp4 => v4 | udp,
-            HashKind::Ip4 => v4,
-            HashKind::Tcp6 => v6 | tcp,
-            HashKind::Udp6 => v6 | udp,
-            HashKind::Ip6 => v6,
-            HashKind::Eth => 0,
-        }
-    }
-
-    fn ipv6(self) -> Option<bool> {
-        match self {
-            HashKind::Tcp4 | HashKind::Udp4 | HashKind::Ip4 => Some(false),
-            HashKind::Tcp6 | HashKind::Udp6 | HashKind::Ip6 => Some(true),
-            HashKind::Eth => None,
-        }
-    }
-
-    fn tcp(self) -> Option<bool> {
-        match self {
-            HashKind::Tcp4 | HashKind::Tcp6 => Some(true),
-            HashKind::Udp4 | HashKind::Udp6 => Some(false),
-            _ => None,
-        }
-    }
-
-    /// More specific rules must win: lower number, higher priority.
-    fn priority(self) -> u16 {
-        match self {
-            HashKind::Tcp4 | HashKind::Udp4 | HashKind::Tcp6 | HashKind::Udp6 => 0,
-            HashKind::Ip4 | HashKind::Ip6 => 1,
-            HashKind::Eth => 2,
-        }
-    }
-}
 
 /// What a started port holds besides its queues. Dropping it removes the flow
 /// rules (traffic goes back to the kernel), then the hash QPs, tables, WQs and
@@ -230,6 +157,8 @@ pub struct Mlx5Port {
     ctx: Arc<Context>,
     kernel: Arc<dyn Kernel>,
     limits: DeviceLimits,
+    /// Most send requests a transmit queue can have (found at open).
+    max_txd: u16,
     mac: MacAddr,
     port_id: u16,
     conf: Option<(PortConf, u16, u16)>,
@@ -239,6 +168,8 @@ pub struct Mlx5Port {
     no_thread_domains: std::sync::atomic::AtomicBool,
     started: Option<Started>,
     promisc: bool,
+    /// We set the interface's IFF_PROMISC (and clear it again).
+    set_iff_promisc: bool,
     counters: PortCounters,
     rx_extra: Vec<ExtraRef>,
     tx_extra: Vec<ExtraRef>,
@@ -371,6 +302,14 @@ impl Mlx5Port {
                     other => other,
                 })?;
         }
+        // The device's own limit on send requests with this inline size
+        // (max_qp_wr overstates it: a WQE with inline data takes several
+        // blocks).
+        let upper = (MAX_DESC as u32).min(limits.max_qp_wr).max(MIN_DESC as u32);
+        let max_txd = ctx
+            .max_send_wr(upper, opts.txq_inline_max as u32, dev.port)
+            .map_err(verb)?
+            .min(u16::MAX as u32) as u16;
         let netdev = Netdev::new(root, &dev.netdev);
         let mac = netdev.mac().ok_or_else(|| Mlx5Error::NoDevice {
             wanted: wanted.clone(),
@@ -397,6 +336,7 @@ impl Mlx5Port {
             ctx,
             kernel,
             limits,
+            max_txd,
             mac,
             port_id,
             conf: None,
@@ -405,6 +345,7 @@ impl Mlx5Port {
             no_thread_domains: std::sync::atomic::AtomicBool::new(false),
             started: None,
             promisc: false,
+            set_iff_promisc: false,
             counters: PortCounters::default(),
             rx_extra: Vec::new(),
             tx_extra: Vec::new(),
@@ -458,6 +399,97 @@ impl Mlx5Port {
         }
     }
 
+    /// The interface's IFF_PROMISC, which the vport needs to pass foreign
+    /// unicast to a VF at all (DPDK's mlx5_os_set_promisc, mlx5_nl_promisc),
+    /// set on `on` and cleared when we set it. A VF gets foreign frames only if
+    /// its PF trusts it: say so when the PF says it does not, or cannot be
+    /// asked.
+    fn kernel_promisc(&mut self, on: bool) {
+        let Some(ifindex) = self.netdev.ifindex() else {
+            return;
+        };
+        if on {
+            if self.netdev.flags().is_some_and(|f| f & netlink::IFF_PROMISC != 0) {
+                return;
+            }
+            match self.kernel.set_promisc(ifindex, true) {
+                Ok(()) => self.set_iff_promisc = true,
+                Err(e) => log::warn!(
+                    "{}: cannot set IFF_PROMISC on {} ({e}): frames to other MACs may not reach \
+                     it; grant CAP_NET_ADMIN, or run `ip link set {} promisc on`",
+                    self.name,
+                    self.dev.netdev,
+                    self.dev.netdev
+                ),
+            }
+            match self.vf_trusted() {
+                Some(true) => {}
+                Some(false) => log::warn!(
+                    "{}: {} is an untrusted VF: its PF passes it no frames for other MACs, \
+                     promiscuous or not; on the host: `ip link set PF vf N trust on`",
+                    self.name,
+                    self.dev.netdev
+                ),
+                None if self.netdev.is_vf() => log::warn!(
+                    "{}: {} is a VF whose PF is not visible here, so its trust cannot be \
+                     checked: an untrusted VF receives no frames for other MACs (host: `ip link \
+                     set PF vf N trust on`)",
+                    self.name,
+                    self.dev.netdev
+                ),
+                None => {}
+            }
+        } else if self.set_iff_promisc {
+            match self.kernel.set_promisc(ifindex, false) {
+                Ok(()) => self.set_iff_promisc = false,
+                Err(e) => log::warn!(
+                    "{}: cannot clear IFF_PROMISC on {} ({e})",
+                    self.name,
+                    self.dev.netdev
+                ),
+            }
+        }
+    }
+
+    /// Whether the PF trusts this VF (`None`: not a VF, or the PF is not here).
+    fn vf_trusted(&self) -> Option<bool> {
+        let (pf, vf) = self.netdev.pf_and_vf_index()?;
+        let pf_ifindex = Netdev::new(&self.root, &pf).ifindex()?;
+        self.kernel.vf_trust(pf_ifindex, vf).ok().flatten()
+    }
+
+    /// Why mbufs of `conf`'s pool cannot take `frame`-byte frames, and the fix.
+    /// A frame must fit one mbuf: there are no multi-segment mbufs yet, so
+    /// the driver cannot scatter one over several (DPDK's mlx5 refuses such a
+    /// configuration too unless scatter is on, `mlx5_rxq.c`).
+    fn mbuf_too_small(&self, conf: &PortConf, frame: usize) -> String {
+        let headroom = nicpoll::mbuf::DEFAULT_HEADROOM as usize;
+        let need = frame + headroom;
+        let mtu = self.netdev.mtu().unwrap_or(1500);
+        let pf = match self.netdev.pf_mtu() {
+            Some(p) if p > mtu => format!(
+                " (the PF's MTU, {p}: a VF receives up to it whatever its own MTU says)"
+            ),
+            _ => format!(" (the MTU of {}, {mtu})", self.dev.netdev),
+        };
+        let fix = if need <= nicpoll::mempool::MAX_BUF_SIZE {
+            format!("raise --mbuf-size to {need} or more")
+        } else {
+            format!(
+                "--mbuf-size goes up to {} and nicpoll has no multi-segment mbufs yet, so lower \
+                 the MTU to {} or less (ip link set DEV mtu N, on the PF for a VF)",
+                nicpoll::mempool::MAX_BUF_SIZE,
+                nicpoll::mempool::MAX_BUF_SIZE - headroom - 18
+            )
+        };
+        format!(
+            "mbufs of pool {} hold {} bytes but frames of up to {frame} bytes can arrive{pf}; \
+             each frame must fit one mbuf: {fix}",
+            conf.mempool.name(),
+            conf.mempool.data_room(),
+        )
+    }
+
     fn verb_err(&self, e: VerbError) -> Mlx5Error {
         Mlx5Error::from_verb(&self.dev.ibdev, e.op, e.err)
     }
@@ -470,46 +502,62 @@ impl Mlx5Port {
             .unwrap_or(0)
     }
 
-    /// The (dst MAC, VLAN) pairs to steer; promiscuous: without MAC.
-    fn matchers(&self, promisc: bool) -> Vec<(Option<[u8; 6]>, Option<u16>)> {
+    /// The rules to create: isolated mode's `flow=` rules, or the default
+    /// mode's (the interface's MAC and `mac=`, or any MAC when `promisc`).
+    fn rules(&self, kinds: &[HashKind], promisc: bool) -> Vec<(HashKind, FlowRule)> {
+        if self.opts.isolated {
+            return steering::isolated_rules(self.dev.port, &self.opts.flows);
+        }
         let macs: Vec<Option<[u8; 6]>> = if promisc {
             vec![None]
         } else {
-            std::iter::once(self.mac)
-                .chain(self.opts.macs.iter().copied().filter(|m| *m != self.mac))
-                .map(|m| Some(m.0))
-                .collect()
+            self.steered_macs().iter().map(|m| Some(m.0)).collect()
         };
-        let vlans: Vec<Option<u16>> = if self.opts.vlans.is_empty() {
-            vec![None]
-        } else {
-            self.opts.vlans.iter().map(|v| Some(*v)).collect()
-        };
-        macs.iter()
-            .flat_map(|m| vlans.iter().map(move |v| (*m, *v)))
+        steering::default_rules(self.dev.port, &macs, &self.opts.vlans, kinds)
+    }
+
+    /// The unicast MACs the default mode steers: the interface's, then `mac=`.
+    fn steered_macs(&self) -> Vec<MacAddr> {
+        std::iter::once(self.mac)
+            .chain(self.opts.macs.iter().copied().filter(|m| *m != self.mac))
             .collect()
     }
 
     fn create_flows(&self, hash_qps: &[(HashKind, Arc<Qp>)], promisc: bool) -> Result<Vec<Flow>> {
+        let kinds: Vec<HashKind> = hash_qps.iter().map(|(k, _)| *k).collect();
         let mut flows = Vec::new();
-        for (dst_mac, vlan) in self.matchers(promisc) {
-            for (kind, qp) in hash_qps {
-                let rule = FlowRule {
-                    priority: kind.priority(),
-                    port: self.dev.port,
-                    dst_mac,
-                    vlan,
-                    ipv6: kind.ipv6(),
-                    tcp: kind.tcp(),
-                };
-                flows.push(
-                    self.ctx
-                        .create_flow(qp, &rule)
-                        .map_err(|e| self.verb_err(e))?,
-                );
-            }
+        for (kind, rule) in self.rules(&kinds, promisc) {
+            // A kind without its own hash QP (one receive queue) goes to the
+            // queue-0 QP that every port has.
+            let qp = hash_qps
+                .iter()
+                .find(|(k, _)| *k == kind)
+                .or_else(|| hash_qps.iter().find(|(k, _)| *k == HashKind::Eth))
+                .map(|(_, qp)| qp)
+                .expect("the Eth hash QP exists whenever there is a receive queue");
+            flows.push(
+                self.ctx
+                    .create_flow(qp, &rule)
+                    .map_err(|e| self.verb_err(e))?,
+            );
         }
         Ok(flows)
+    }
+
+    /// What the port takes from the kernel, as said at start.
+    pub fn steering_summary(&self) -> String {
+        steering::summary(
+            &self.dev.netdev,
+            self.mac,
+            &self.steered_macs()[1..],
+            &self.opts.vlans,
+            if self.opts.isolated {
+                &self.opts.flows
+            } else {
+                &[]
+            },
+            self.promisc,
+        )
     }
 
     fn start_inner(&mut self) -> Result<(PortQueues, Started)> {
@@ -591,7 +639,14 @@ impl Mlx5Port {
             }
         }
         let flows = self.create_flows(&hash_qps, false)?;
-        let promisc_flows = if self.promisc && !hash_qps.is_empty() {
+        if !hash_qps.is_empty() {
+            if self.opts.isolated {
+                log::info!("{}: {}", self.name, self.steering_summary());
+            } else {
+                log::warn!("{}: {}", self.name, self.steering_summary());
+            }
+        }
+        let promisc_flows = if self.promisc && !hash_qps.is_empty() && !self.opts.isolated {
             self.create_flows(&hash_qps, true)?
         } else {
             Vec::new()
@@ -648,13 +703,22 @@ impl Mlx5Port {
     /// interface's FDB (as DPDK's mlx5 does). A failure is not fatal (a trusted
     /// VF in promiscuous mode passes them anyway), but it is logged with the fix.
     fn fdb_add(&self, started: &mut Started) {
-        let extra: Vec<MacAddr> = self
-            .opts
-            .macs
-            .iter()
-            .copied()
-            .filter(|m| *m != self.mac)
-            .collect();
+        let wanted: Vec<MacAddr> = if self.opts.isolated {
+            self.opts
+                .flows
+                .iter()
+                .filter_map(|f| f.dst_mac.map(MacAddr))
+                .filter(|m| !m.is_multicast())
+                .collect()
+        } else {
+            self.opts.macs.clone()
+        };
+        let mut extra: Vec<MacAddr> = Vec::new();
+        for m in wanted {
+            if m != self.mac && !extra.contains(&m) {
+                extra.push(m);
+            }
+        }
         if extra.is_empty() {
             return;
         }
@@ -714,9 +778,15 @@ impl Port for Mlx5Port {
             min_rxd: MIN_DESC,
             max_rxd: max_desc,
             min_txd: MIN_DESC,
-            max_txd: max_desc,
+            max_txd: max_desc.min(self.max_txd).max(MIN_DESC),
             desc_align: 1,
-            max_rx_pktlen: self.netdev.mtu().unwrap_or(1500) + 18,
+            // A VF receives up to its PF's MTU; FCS stripped, a VLAN tag kept.
+            max_rx_pktlen: self
+                .netdev
+                .mtu()
+                .unwrap_or(1500)
+                .max(self.netdev.pf_mtu().unwrap_or(0))
+                + 18,
             numa_node: self.netdev.numa_node(),
         }
     }
@@ -749,13 +819,7 @@ impl Port for Mlx5Port {
         }
         let frame = self.info().max_rx_pktlen as usize;
         if conf.nb_rxq > 0 && conf.mempool.data_room() < frame {
-            log::warn!(
-                "{}: mbufs hold {} bytes but {} may receive {frame}-byte frames (MTU); longer \
-                 frames end in error completions: raise --mbuf-size or lower the MTU",
-                self.name,
-                conf.mempool.data_room(),
-                self.dev.netdev
-            );
+            return Err(self.err("configure", self.mbuf_too_small(conf, frame)));
         }
         self.counters
             .reconfigure(conf.nb_rxq as usize, conf.nb_txq as usize);
@@ -819,6 +883,16 @@ impl Port for Mlx5Port {
         if on == self.promisc {
             return Ok(());
         }
+        if on && self.opts.isolated {
+            // DPDK's mlx5 ignores it in isolated mode (mlx5_rxmode.c); saying so
+            // is clearer than a switch that does nothing.
+            return Err(self.err(
+                "promiscuous",
+                "isolated mode takes only what flow= names; promiscuous mode would take every \
+                 frame from the kernel (drop isolated=1 to use it)"
+                    .into(),
+            ));
+        }
         if let Some(s) = &self.started {
             if on && !s.hash_qps.is_empty() {
                 let flows = self
@@ -833,6 +907,7 @@ impl Port for Mlx5Port {
                     .clear();
             }
         }
+        self.kernel_promisc(on);
         self.promisc = on;
         Ok(())
     }
@@ -893,6 +968,9 @@ impl Drop for Mlx5Port {
     fn drop(&mut self) {
         if let Some(s) = self.started.take() {
             self.teardown(s);
+        }
+        if self.set_iff_promisc {
+            self.kernel_promisc(false);
         }
     }
 }

@@ -10,16 +10,41 @@ use crate::error::{Mlx5Error, Result};
 pub const DRIVER: &str = "net_mlx5";
 
 /// Keys we implement.
-pub const KEYS: &[&str] = &["iface", "dev", "mac", "vlan", "txq_inline_max"];
+pub const KEYS: &[&str] = &[
+    "iface",
+    "dev",
+    "mac",
+    "vlan",
+    "txq_inline_max",
+    "isolated",
+    "flow",
+    "dv_flow_en",
+    "rxq_cqe_comp_en",
+    "mprq_en",
+    "rx_vec_en",
+    "tx_vec_en",
+    "txq_mpw_en",
+    "rxq_pkt_pad_en",
+];
+
+/// DPDK mlx5 keys accepted with the one value that describes what this
+/// backend does (plain verbs flows, no CQE compression, no striding RQ, no
+/// vector or multi-packet paths, no padding), so a DPDK command line that
+/// states them still runs; any other value is refused by name.
+const DPDK_KEYS_AS_WE_DO: &[(&str, &str)] = &[
+    ("dv_flow_en", "0"),
+    ("rxq_cqe_comp_en", "0"),
+    ("mprq_en", "0"),
+    ("rx_vec_en", "0"),
+    ("tx_vec_en", "0"),
+    ("txq_mpw_en", "0"),
+    ("rxq_pkt_pad_en", "0"),
+];
 
 /// DPDK mlx5 device arguments this plain-verbs backend does not implement,
 /// refused by name (they need Direct Verbs / DevX, which write WQEs and CQEs
 /// directly, or steering modes plain verbs lack).
 const DPDK_KEYS_NOT_HERE: &[&str] = &[
-    "rxq_cqe_comp_en",
-    "rxq_pkt_pad_en",
-    "rx_vec_en",
-    "mprq_en",
     "mprq_log_stride_num",
     "mprq_log_stride_size",
     "mprq_max_memcpy_len",
@@ -29,16 +54,13 @@ const DPDK_KEYS_NOT_HERE: &[&str] = &[
     "txq_inline_mpw",
     "txqs_min_inline",
     "txqs_max_vec",
-    "txq_mpw_en",
     "txq_mpw_hdr_dseg_en",
     "txq_max_inline_len",
-    "tx_vec_en",
     "tx_pp",
     "tx_skew",
     "vf_nl_en",
     "l3_vxlan_en",
     "dv_xmeta_en",
-    "dv_flow_en",
     "dv_esw_en",
     "lacp_by_user",
     "mr_ext_memseg_en",
@@ -63,6 +85,108 @@ pub const MAX_INLINE: u16 = 960;
 pub const MAX_MACS: usize = 8;
 /// Most VLANs (`vlan=`).
 pub const MAX_VLANS: usize = 16;
+/// Most rules in `flow=`.
+pub const MAX_FLOWS: usize = 16;
+
+/// One `flow=` rule of isolated mode: what a frame must carry to be steered
+/// to the port (`None`: anything). Items of a rule are joined by `/`, rules
+/// by `+`: `flow=eth_type:0x88b5+udp_dst:4789/dst_mac:02:00:00:00:00:09`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowPattern {
+    /// `dst_mac:M`.
+    pub dst_mac: Option<[u8; 6]>,
+    /// `vlan:N`.
+    pub vlan: Option<u16>,
+    /// `eth_type:N` (0x0800 and 0x86dd are the same as `ipv4`, `ipv6`).
+    pub ether_type: Option<u16>,
+    /// `ipv4` (`Some(false)`) or `ipv6` (`Some(true)`); `None`: either for IP
+    /// items.
+    pub ipv6: Option<bool>,
+    /// `ip_proto:N` (6 and 17 are `tcp`, `udp`).
+    pub ip_proto: Option<u8>,
+    /// `tcp` / `tcp_dst:N` (`Some(true)`) or `udp` / `udp_dst:N` (`Some(false)`).
+    pub tcp: Option<bool>,
+    /// The destination port of `tcp_dst:`/`udp_dst:`.
+    pub dst_port: Option<u16>,
+}
+
+impl FlowPattern {
+    /// Parse one rule (items joined by `/`).
+    pub fn parse(rule: &str) -> std::result::Result<FlowPattern, String> {
+        let mut p = FlowPattern::default();
+        let num = |key: &str, v: &str, max: u64| -> std::result::Result<u64, String> {
+            let n = match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
+                Some(h) => u64::from_str_radix(h, 16),
+                None => v.parse(),
+            };
+            n.ok()
+                .filter(|n| *n <= max)
+                .ok_or_else(|| format!("{key}:{v} is not a number from 0 to {max}"))
+        };
+        let set_l4 = |p: &mut FlowPattern, tcp: bool| -> std::result::Result<(), String> {
+            if p.tcp.is_some_and(|t| t != tcp) {
+                return Err("a rule matches TCP or UDP, not both".into());
+            }
+            p.tcp = Some(tcp);
+            Ok(())
+        };
+        let set_ip = |p: &mut FlowPattern, v6: bool| -> std::result::Result<(), String> {
+            if p.ipv6.is_some_and(|x| x != v6) {
+                return Err("a rule matches IPv4 or IPv6, not both".into());
+            }
+            p.ipv6 = Some(v6);
+            Ok(())
+        };
+        for item in rule.split('/') {
+            let (key, v) = item.split_once(':').unwrap_or((item, ""));
+            match (key, v) {
+                ("ipv4", "") => set_ip(&mut p, false)?,
+                ("ipv6", "") => set_ip(&mut p, true)?,
+                ("tcp", "") => set_l4(&mut p, true)?,
+                ("udp", "") => set_l4(&mut p, false)?,
+                ("tcp_dst" | "udp_dst", v) => {
+                    set_l4(&mut p, key == "tcp_dst")?;
+                    p.dst_port = Some(num(key, v, u16::MAX as u64)? as u16);
+                }
+                ("ip_proto", v) => match num(key, v, 255)? as u8 {
+                    6 => set_l4(&mut p, true)?,
+                    17 => set_l4(&mut p, false)?,
+                    n => p.ip_proto = Some(n),
+                },
+                ("eth_type", v) => match num(key, v, u16::MAX as u64)? as u16 {
+                    0x0800 => set_ip(&mut p, false)?,
+                    0x86dd => set_ip(&mut p, true)?,
+                    n => p.ether_type = Some(n),
+                },
+                ("vlan", v) => {
+                    let id = num(key, v, 4094)? as u16;
+                    if id == 0 {
+                        return Err("vlan:0 is not a VLAN id (1 to 4094)".into());
+                    }
+                    p.vlan = Some(id);
+                }
+                ("dst_mac", v) => {
+                    let mac: MacAddr = v.parse().map_err(|e: String| format!("dst_mac: {e}"))?;
+                    p.dst_mac = Some(mac.0);
+                }
+                _ => {
+                    return Err(format!(
+                        "{item:?} is not a flow item; items: eth_type:N, ipv4, ipv6, ip_proto:N, \
+                         tcp, udp, tcp_dst:PORT, udp_dst:PORT, dst_mac:MAC, vlan:ID, joined by /"
+                    ));
+                }
+            }
+        }
+        if p.ether_type.is_some() && (p.ipv6.is_some() || p.ip_proto.is_some() || p.tcp.is_some())
+        {
+            return Err("eth_type: names a non-IP protocol; it cannot go with IP items".into());
+        }
+        if p.ip_proto.is_some() && p.tcp.is_some() {
+            return Err("ip_proto: and tcp/udp name two protocols".into());
+        }
+        Ok(p)
+    }
+}
 
 /// Which device to drive.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -94,6 +218,10 @@ pub struct Mlx5Options {
     pub vlans: Vec<u16>,
     /// Inline frames up to this length on transmit.
     pub txq_inline_max: u16,
+    /// Isolated mode: steer only what `flows` names; the kernel keeps the rest.
+    pub isolated: bool,
+    /// The rules of isolated mode.
+    pub flows: Vec<FlowPattern>,
 }
 
 impl Mlx5Options {
@@ -104,6 +232,8 @@ impl Mlx5Options {
             macs: Vec::new(),
             vlans: Vec::new(),
             txq_inline_max: DEFAULT_INLINE,
+            isolated: false,
+            flows: Vec::new(),
         }
     }
 
@@ -124,6 +254,16 @@ impl Mlx5Options {
             }
         }
         args.check_keys(KEYS)?;
+        for (k, want) in DPDK_KEYS_AS_WE_DO {
+            if let Some(v) = args.get(k)
+                && v != *want
+            {
+                return Err(bad(format!(
+                    "{k}={v}: nicpoll's plain-verbs mlx5 backend does what {k}={want} says and \
+                     cannot do otherwise (it needs Direct Verbs)"
+                )));
+            }
+        }
         let bare_pci = normalize_pci(&args.name);
         let select = match (bare_pci, args.get("iface"), args.get("dev")) {
             (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
@@ -193,6 +333,46 @@ impl Mlx5Options {
         }
         if let Some(n) = args.get_u64("txq_inline_max", 0..=MAX_INLINE as u64)? {
             o.txq_inline_max = n as u16;
+        }
+        o.isolated = match args.get("isolated") {
+            None | Some("0") => false,
+            Some("1") => true,
+            Some(v) => return Err(bad(format!("isolated={v:?}: 0 or 1"))),
+        };
+        if let Some(list) = args.get("flow") {
+            for rule in list.split('+') {
+                let p = FlowPattern::parse(rule).map_err(|e| bad(format!("flow=: {e}")))?;
+                if !o.flows.contains(&p) {
+                    o.flows.push(p);
+                }
+            }
+            if o.flows.len() > MAX_FLOWS {
+                return Err(bad(format!("flow=: at most {MAX_FLOWS} rules")));
+            }
+        }
+        match (o.isolated, o.flows.is_empty()) {
+            (true, true) => {
+                return Err(bad(
+                    "isolated=1 steers only what flow= names: give at least one rule, e.g. \
+                     flow=udp_dst:4789 (the kernel keeps everything else)"
+                        .into(),
+                ));
+            }
+            (false, false) => {
+                return Err(bad(
+                    "flow= rules need isolated=1 (without it the port takes every unicast frame \
+                     to the interface's MAC already)"
+                        .into(),
+                ));
+            }
+            _ => {}
+        }
+        if o.isolated && (!o.macs.is_empty() || !o.vlans.is_empty()) {
+            return Err(bad(
+                "in isolated mode name MACs and VLANs in the flow= rules (dst_mac:M, vlan:N) \
+                 instead of mac= and vlan="
+                    .into(),
+            ));
         }
         Ok(o)
     }
@@ -280,6 +460,43 @@ mod tests {
         assert!(is_mlx5_devargs(&DevArgs::parse("eth_mlx5_0").unwrap()));
         assert!(!is_mlx5_devargs(&DevArgs::parse("net_mlx4").unwrap()));
         assert!(!is_mlx5_devargs(&DevArgs::parse("net_mlx5x").unwrap()));
+        let o = parse("net_mlx5,iface=e,dv_flow_en=0,rxq_cqe_comp_en=0,mprq_en=0").unwrap();
+        assert!(!o.isolated);
+        let o = parse(
+            "net_mlx5,iface=e,isolated=1,flow=eth_type:0x88b5+udp_dst:4789/vlan:7+ip_proto:47/ipv6+tcp_dst:80/dst_mac:02:00:00:00:00:09+eth_type:0x0800",
+        )
+        .unwrap();
+        assert!(o.isolated);
+        assert_eq!(
+            o.flows,
+            vec![
+                FlowPattern {
+                    ether_type: Some(0x88b5),
+                    ..FlowPattern::default()
+                },
+                FlowPattern {
+                    tcp: Some(false),
+                    dst_port: Some(4789),
+                    vlan: Some(7),
+                    ..FlowPattern::default()
+                },
+                FlowPattern {
+                    ip_proto: Some(47),
+                    ipv6: Some(true),
+                    ..FlowPattern::default()
+                },
+                FlowPattern {
+                    tcp: Some(true),
+                    dst_port: Some(80),
+                    dst_mac: Some([2, 0, 0, 0, 0, 9]),
+                    ..FlowPattern::default()
+                },
+                FlowPattern {
+                    ipv6: Some(false),
+                    ..FlowPattern::default()
+                },
+            ]
+        );
     }
 
     #[test]
@@ -291,7 +508,7 @@ mod tests {
             ("0000:03:00.0,iface=eth0", "neither iface= nor dev="),
             (
                 "net_mlx5,iface=eth0,mprq_en=1",
-                "mprq_en is a DPDK mlx5 option",
+                "mprq_en=0 says",
             ),
             ("net_mlx5,iface=eth0,bogus=1", "unknown key \"bogus\""),
             ("net_mlx5,iface=eth0,mac=01:00:5e:00:00:01", "only unicast"),
@@ -299,6 +516,16 @@ mod tests {
             ("net_mlx5,iface=eth0,vlan=4095", "VLAN id from 1 to 4094"),
             ("net_mlx5,iface=eth0,txq_inline_max=5000", "from 0 to 960"),
             ("net_null0,iface=eth0", "not a net_mlx5 device"),
+            ("net_mlx5,iface=eth0,isolated=1", "give at least one rule"),
+            ("net_mlx5,iface=eth0,flow=udp", "need isolated=1"),
+            ("net_mlx5,iface=eth0,isolated=1,flow=tcp/udp", "TCP or UDP"),
+            ("net_mlx5,iface=eth0,isolated=1,flow=ipv4/ipv6", "IPv4 or IPv6"),
+            ("net_mlx5,iface=eth0,isolated=1,flow=eth_type:0x88b5/udp", "non-IP"),
+            ("net_mlx5,iface=eth0,isolated=1,flow=udp_dst:70000", "from 0 to 65535"),
+            ("net_mlx5,iface=eth0,isolated=1,flow=bogus", "not a flow item"),
+            ("net_mlx5,iface=eth0,isolated=1,flow=udp,vlan=5", "in isolated mode"),
+            ("net_mlx5,iface=eth0,isolated=2,flow=udp", "0 or 1"),
+            ("net_mlx5,iface=eth0,dv_flow_en=1", "dv_flow_en=0 says"),
         ] {
             let e = parse(spec).unwrap_err();
             assert!(matches!(e, Mlx5Error::DevArgs { .. }), "{spec}: {e:?}");

@@ -12,6 +12,11 @@ use crate::options::{Selector, normalize_pci};
 
 /// Mellanox's PCI vendor id.
 pub const MELLANOX_VENDOR: &str = "0x15b3";
+/// PCI device ids of ConnectX virtual functions (ConnectX-4, -4 Lx, -5,
+/// -5 Ex, -6, and the mlx5 generic VF of later ones; the kernel's mlx5_core
+/// `mlx5_core_pci_table`).
+pub const MLX5_VF_IDS: &[&str] = &["0x1014", "0x1016", "0x1018", "0x101a", "0x101c", "0x101e"];
+
 /// The kernel driver of ConnectX-4 and newer functions.
 pub const MLX5_DRIVER: &str = "mlx5_core";
 
@@ -278,6 +283,41 @@ impl Netdev {
     /// The interface's MTU.
     pub fn mtu(&self) -> Option<u32> {
         read_trim(&self.dir().join("mtu"))?.parse().ok()
+    }
+
+    /// The interface's flags (`IFF_*`).
+    pub fn flags(&self) -> Option<u32> {
+        let f = read_trim(&self.dir().join("flags"))?;
+        u32::from_str_radix(f.trim_start_matches("0x"), 16).ok()
+    }
+
+    /// Whether the interface is an SR-IOV virtual function: its PF is linked
+    /// (`device/physfn`, on the host), or its PCI device id is a ConnectX VF's
+    /// (in a VM, where the PF is not visible).
+    pub fn is_vf(&self) -> bool {
+        let dev = self.dir().join("device");
+        dev.join("physfn").exists()
+            || read_trim(&dev.join("device")).is_some_and(|id| MLX5_VF_IDS.contains(&id.as_str()))
+    }
+
+    /// The PF's interface and this VF's index on it, when the PF is visible.
+    pub fn pf_and_vf_index(&self) -> Option<(String, u32)> {
+        let dev = fs::canonicalize(self.dir().join("device")).ok()?;
+        let pf = self.dir().join("device/physfn");
+        let pf_if = sorted_entries(&pf.join("net")).into_iter().next()?;
+        let vf = sorted_entries(&pf).into_iter().find_map(|e| {
+            let n: u32 = e.strip_prefix("virtfn")?.parse().ok()?;
+            (fs::canonicalize(pf.join(&e)).ok()? == dev).then_some(n)
+        })?;
+        Some((pf_if, vf))
+    }
+
+    /// The MTU of the PF, when visible: a VF receives frames up to it,
+    /// whatever its own MTU says (DPDK's mlx5 guide, "Virtual Function").
+    pub fn pf_mtu(&self) -> Option<u32> {
+        let pf = self.dir().join("device/physfn/net");
+        let pf_if = sorted_entries(&pf).into_iter().next()?;
+        read_trim(&pf.join(pf_if).join("mtu"))?.parse().ok()
     }
 
     /// The interface index (for netlink).

@@ -236,9 +236,7 @@ fn steers_our_mac_and_leaves_the_rest_to_the_kernel() {
             priority: 2,
             port: 1,
             dst_mac: Some(OUR_MAC),
-            vlan: None,
-            ipv6: None,
-            tcp: None
+            ..FlowRule::default()
         }
     );
     assert_eq!(b.nic.rss_qp(flows[0].qp), Some((0, vec![0])));
@@ -976,6 +974,262 @@ fn rdma_netlink_names_the_port_of_a_multi_port_device() {
     b.nic.receive(&frame(OUR_MAC, 0x88b5, 64, 1));
     assert_eq!(drain(b.q.rx[0].as_mut()).len(), 1);
     b.finish();
+}
+
+// ---------------------------------------------------------------------------
+// Isolated mode, frame sizes, ring sizes, promiscuous mode
+
+fn rule(kind_priority: u16, f: impl FnOnce(&mut FlowRule)) -> FlowRule {
+    let mut r = FlowRule {
+        priority: kind_priority,
+        port: 1,
+        ..FlowRule::default()
+    };
+    f(&mut r);
+    r
+}
+
+#[test]
+fn isolated_mode_creates_exactly_the_flow_rules() {
+    // Each case: flow=, the rules the fake library must have been given.
+    let cases: Vec<(&str, Vec<FlowRule>)> = vec![
+        ("eth_type:0x88b5", vec![rule(2, |r| r.ether_type = Some(0x88b5))]),
+        (
+            "ip_proto:47",
+            vec![
+                rule(1, |r| {
+                    r.ipv6 = Some(false);
+                    r.ip_proto = Some(47)
+                }),
+                rule(1, |r| {
+                    r.ipv6 = Some(true);
+                    r.ip_proto = Some(47)
+                }),
+            ],
+        ),
+        (
+            "udp_dst:4789/ipv4",
+            vec![rule(0, |r| {
+                r.ipv6 = Some(false);
+                r.tcp = Some(false);
+                r.dst_port = Some(4789)
+            })],
+        ),
+        (
+            "tcp_dst:80",
+            vec![
+                rule(0, |r| {
+                    r.ipv6 = Some(false);
+                    r.tcp = Some(true);
+                    r.dst_port = Some(80)
+                }),
+                rule(0, |r| {
+                    r.ipv6 = Some(true);
+                    r.tcp = Some(true);
+                    r.dst_port = Some(80)
+                }),
+            ],
+        ),
+        (
+            "dst_mac:02:00:00:00:00:01/vlan:100+eth_type:0x0806/dst_mac:02:00:00:00:00:01",
+            vec![
+                rule(2, |r| {
+                    r.dst_mac = Some(OUR_MAC);
+                    r.vlan = Some(100)
+                }),
+                rule(2, |r| {
+                    r.dst_mac = Some(OUR_MAC);
+                    r.ether_type = Some(0x0806)
+                }),
+            ],
+        ),
+    ];
+    for (flows, want) in cases {
+        let b = Bench::new(
+            FakeConfig::default(),
+            &format!("net_mlx5,iface=fake0,isolated=1,flow={flows}"),
+            4,
+            1,
+            32,
+            2048,
+        );
+        let got: Vec<FlowRule> = b.nic.flows().iter().map(|f| f.rule).collect();
+        assert_eq!(got, want, "flow={flows}");
+        // Each rule goes to the hash QP of its traffic type.
+        for f in b.nic.flows() {
+            let (fields, table) = b.nic.rss_qp(f.qp).unwrap();
+            match (f.rule.ipv6, f.rule.tcp) {
+                (None, _) => assert_eq!((fields, table), (0, vec![0]), "flow={flows}"),
+                (Some(_), None) => assert_eq!(fields.count_ones(), 2, "flow={flows}"),
+                (Some(_), Some(_)) => assert_eq!(fields.count_ones(), 4, "flow={flows}"),
+            }
+        }
+        assert!(b.port.steering_summary().starts_with("isolated mode: only"));
+        b.finish();
+    }
+}
+
+#[test]
+fn isolated_mode_leaves_the_kernel_everything_else() {
+    let mut b = Bench::new(
+        FakeConfig::default(),
+        "net_mlx5,iface=fake0,isolated=1,flow=udp_dst:4789+eth_type:0x88b5",
+        2,
+        1,
+        32,
+        2048,
+    );
+    let vxlan = ip4(OUR_MAC, 17, 5555, 4789);
+    b.nic.receive(&vxlan);
+    b.nic.receive(&frame(OUR_MAC, 0x88b5, 64, 1));
+    // The kernel's own traffic to the interface's MAC: SSH, DNS, ARP.
+    b.nic.receive(&ip4(OUR_MAC, 6, 40000, 22));
+    b.nic.receive(&ip4(OUR_MAC, 17, 5555, 53));
+    b.nic.receive(&frame(OUR_MAC, 0x0806, 60, 2));
+    let got: usize = b.q.rx.iter_mut().map(|q| drain(q.as_mut()).len()).sum();
+    assert_eq!(got, 2, "only what flow= names reaches the port");
+    assert_eq!(b.nic.kernel_frames().len(), 3, "SSH, DNS and ARP stay with the kernel");
+    assert_eq!(b.nic.kernel_frames()[0][36..38], 22u16.to_be_bytes());
+    // Promiscuous mode would take the kernel's frames: refused.
+    let e = b.port.set_promiscuous(true).unwrap_err().to_string();
+    assert!(e.contains("isolated mode"), "{e}");
+    b.finish();
+}
+
+#[test]
+fn the_default_mode_says_what_it_takes_from_the_kernel() {
+    let b = Bench::new(
+        FakeConfig::default(),
+        "net_mlx5,iface=fake0,mac=02:00:00:00:00:09",
+        1,
+        1,
+        32,
+        1024,
+    );
+    let s = b.port.steering_summary();
+    assert!(
+        s.contains("every unicast frame to 02:00:00:00:00:01, 02:00:00:00:00:09")
+            && s.contains("from fake0")
+            && s.contains("SSH")
+            && s.contains("isolated=1"),
+        "{s}"
+    );
+    b.finish();
+}
+
+#[test]
+fn mbufs_smaller_than_the_frames_that_can_arrive_are_refused() {
+    let root = tree();
+    let nic = Nic::new(FakeConfig::default());
+    let mtu = root.0.join("sys/class/net/fake0/mtu");
+    // A jumbo MTU: 9018-byte frames cannot fit a 2 KiB mbuf, nor any mbuf.
+    std::fs::write(&mtu, "9000\n").unwrap();
+    let mut port = open_fake(&nic, &root.0, "net_mlx5,iface=fake0", 0).unwrap();
+    assert_eq!(port.info().max_rx_pktlen, 9018);
+    let p = pool(256);
+    let e = port.configure(&conf(&p, 1, 1, 32)).unwrap_err().to_string();
+    assert!(
+        e.contains("frames of up to 9018 bytes")
+            && e.contains("--mbuf-size")
+            && e.contains("no multi-segment mbufs")
+            && e.contains("lower the MTU"),
+        "{e}"
+    );
+    // Transmit only: nothing arrives, nothing to refuse.
+    port.configure(&conf(&p, 0, 1, 32)).unwrap();
+    drop(port);
+    // An MTU a bigger mbuf can take: the fix is --mbuf-size.
+    std::fs::write(&mtu, "2000\n").unwrap();
+    let mut port = open_fake(&nic, &root.0, "net_mlx5,iface=fake0", 0).unwrap();
+    let e = port.configure(&conf(&p, 1, 1, 32)).unwrap_err().to_string();
+    assert!(e.contains("raise --mbuf-size to 2146"), "{e}");
+    drop(port);
+    // The VF's own MTU is 1500 but its PF's is 9000: the PF's counts.
+    std::fs::write(&mtu, "1500\n").unwrap();
+    let pf = root.0.join("sys/devices/pci0000:00/0000:03:00.0/physfn");
+    std::fs::create_dir_all(pf.join("net/pf0")).unwrap();
+    std::fs::write(pf.join("net/pf0/mtu"), "9000\n").unwrap();
+    let port = open_fake(&nic, &root.0, "net_mlx5,iface=fake0", 0).unwrap();
+    assert_eq!(port.info().max_rx_pktlen, 9018);
+    drop(port);
+    assert_eq!(nic.live_objects(), 0);
+}
+
+#[test]
+fn txd_is_capped_at_what_the_device_can_hold() {
+    // libmlx5 sizes a send queue in 64-byte blocks: with 128 bytes of inline
+    // data a request takes 3, and the device holds 32768 blocks (rounded to a
+    // power of two): 10922 requests, not max_qp_wr's 32768.
+    let root = tree();
+    let nic = Nic::new(FakeConfig::default());
+    let mut port = open_fake(&nic, &root.0, "net_mlx5,iface=fake0", 0).unwrap();
+    assert_eq!(port.info().max_txd, 10922);
+    let p = pool(256);
+    let mut c = conf(&p, 0, 1, 32);
+    c.nb_txd = 10923;
+    let e = port.configure(&c).unwrap_err().to_string();
+    assert!(e.contains("--txd") && e.contains("10922"), "{e}");
+    c.nb_txd = 10922;
+    port.configure(&c).unwrap();
+    let q = port.start().expect("the largest ring starts");
+    drop(q);
+    port.stop().unwrap();
+    drop(port);
+    // Without inline data a request is one block.
+    let port = open_fake(&nic, &root.0, "net_mlx5,iface=fake0,txq_inline_max=0", 0).unwrap();
+    assert_eq!(port.info().max_txd, 32768);
+    drop(port);
+    assert_eq!(nic.live_objects(), 0);
+    assert!(nic.clean(), "{}", nic.violations());
+}
+
+#[test]
+fn promiscuous_mode_sets_iff_promisc_and_clears_what_it_set() {
+    let mut b = Bench::new(
+        FakeConfig {
+            vf_trusted: Some(false),
+            ..FakeConfig::default()
+        },
+        "net_mlx5,iface=fake0",
+        1,
+        1,
+        32,
+        1024,
+    );
+    b.port.set_promiscuous(true).unwrap();
+    assert_eq!(b.nic.promisc_log(), vec![(7, true)]);
+    b.port.set_promiscuous(false).unwrap();
+    assert_eq!(b.nic.promisc_log(), vec![(7, true), (7, false)]);
+    // Already promiscuous in the kernel: left as it is.
+    std::fs::write(b.root.0.join("sys/class/net/fake0/flags"), "0x1103\n").unwrap();
+    b.port.set_promiscuous(true).unwrap();
+    b.port.set_promiscuous(false).unwrap();
+    assert_eq!(b.nic.promisc_log().len(), 2);
+    b.finish();
+}
+
+#[test]
+fn a_vf_the_pf_does_not_trust_is_found_untrusted() {
+    let root = tree();
+    // fake0's function is VF 3 of a PF whose interface is pf0 (ifindex 2).
+    let dev = root.0.join("sys/devices/pci0000:00/0000:03:00.0");
+    let pf = root.0.join("sys/devices/pci0000:00/0000:03:00.1");
+    std::fs::create_dir_all(pf.join("net/pf0")).unwrap();
+    std::os::unix::fs::symlink(&pf, dev.join("physfn")).unwrap();
+    std::os::unix::fs::symlink(&dev, pf.join("virtfn3")).unwrap();
+    std::fs::create_dir_all(root.0.join("sys/class/net")).unwrap();
+    std::os::unix::fs::symlink(pf.join("net/pf0"), root.0.join("sys/class/net/pf0")).unwrap();
+    std::fs::write(pf.join("net/pf0/ifindex"), "2\n").unwrap();
+    for trusted in [Some(false), Some(true)] {
+        let nic = Nic::new(FakeConfig {
+            vf_trusted: trusted,
+            ..FakeConfig::default()
+        });
+        let port = open_fake(&nic, &root.0, "net_mlx5,iface=fake0", 0).unwrap();
+        assert!(port.netdev.is_vf());
+        assert_eq!(port.netdev.pf_and_vf_index(), Some(("pf0".into(), 3)));
+        assert_eq!(port.vf_trusted(), trusted);
+    }
 }
 
 // ---------------------------------------------------------------------------

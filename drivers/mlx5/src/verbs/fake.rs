@@ -642,10 +642,27 @@ fn rule_matches(r: &FlowRule, frame: &[u8]) -> bool {
         Some(true) if et != 0x86dd => return false,
         _ => {}
     }
+    if let (Some(want), None) = (r.ether_type, r.ipv6)
+        && et != want
+    {
+        return false;
+    }
+    if let Some(p) = r.ip_proto
+        && l4_proto(frame, et, l3) != Some(p)
+    {
+        return false;
+    }
     match r.tcp {
         Some(true) if l4_proto(frame, et, l3) != Some(6) => return false,
         Some(false) if l4_proto(frame, et, l3) != Some(17) => return false,
         _ => {}
+    }
+    if let Some(port) = r.dst_port {
+        // IPv4 without options (IHL 5) or IPv6 without extension headers.
+        let l4 = l3 + if et == 0x86dd { 40 } else { 20 };
+        if frame.get(l4 + 2..l4 + 4) != Some(&port.to_be_bytes()[..]) {
+            return false;
+        }
     }
     true
 }
@@ -1574,10 +1591,7 @@ unsafe fn decode_flow(attr: *const IbvFlowAttr) -> Option<FlowRule> {
     let mut rule = FlowRule {
         priority: a.priority,
         port: a.port,
-        dst_mac: None,
-        vlan: None,
-        ipv6: None,
-        tcp: None,
+        ..FlowRule::default()
     };
     let mut at = size_of::<IbvFlowAttr>();
     for _ in 0..a.num_of_specs {
@@ -1607,11 +1621,47 @@ unsafe fn decode_flow(attr: *const IbvFlowAttr) -> Option<FlowRule> {
                 } else if vmask != 0 {
                     return None;
                 }
+                let t = offset_of!(IbvFlowEthFilter, ether_type);
+                match u16::from_be(u16_at(mask + t)) {
+                    0xffff => rule.ether_type = Some(u16::from_be(u16_at(val + t))),
+                    0 => {}
+                    // The kernel takes only a full EtherType mask (fs.c
+                    // is_valid_ethertype).
+                    _ => return None,
+                }
             }
             IBV_FLOW_SPEC_IPV4 if size == size_of::<IbvFlowSpecIpv4>() => rule.ipv6 = Some(false),
-            IBV_FLOW_SPEC_IPV6 if size == size_of::<IbvFlowSpecIpv6>() => rule.ipv6 = Some(true),
-            IBV_FLOW_SPEC_TCP if size == size_of::<IbvFlowSpecTcpUdp>() => rule.tcp = Some(true),
-            IBV_FLOW_SPEC_UDP if size == size_of::<IbvFlowSpecTcpUdp>() => rule.tcp = Some(false),
+            IBV_FLOW_SPEC_IPV4_EXT if size == size_of::<IbvFlowSpecIpv4Ext>() => {
+                rule.ipv6 = Some(false);
+                let p = offset_of!(IbvFlowIpv4ExtFilter, proto);
+                match b[at + offset_of!(IbvFlowSpecIpv4Ext, mask) + p] {
+                    0xff => rule.ip_proto = Some(b[at + offset_of!(IbvFlowSpecIpv4Ext, val) + p]),
+                    0 => {}
+                    _ => return None,
+                }
+            }
+            IBV_FLOW_SPEC_IPV6 if size == size_of::<IbvFlowSpecIpv6>() => {
+                rule.ipv6 = Some(true);
+                let p = offset_of!(IbvFlowIpv6Filter, next_hdr);
+                match b[at + offset_of!(IbvFlowSpecIpv6, mask) + p] {
+                    0xff => rule.ip_proto = Some(b[at + offset_of!(IbvFlowSpecIpv6, val) + p]),
+                    0 => {}
+                    _ => return None,
+                }
+            }
+            IBV_FLOW_SPEC_TCP | IBV_FLOW_SPEC_UDP if size == size_of::<IbvFlowSpecTcpUdp>() => {
+                rule.tcp = Some(ty == IBV_FLOW_SPEC_TCP);
+                let d = offset_of!(IbvFlowTcpUdpFilter, dst_port);
+                match u16::from_be(u16_at(at + offset_of!(IbvFlowSpecTcpUdp, mask) + d)) {
+                    0xffff => {
+                        rule.dst_port = Some(u16::from_be(u16_at(
+                            at + offset_of!(IbvFlowSpecTcpUdp, val) + d,
+                        )))
+                    }
+                    0 => {}
+                    _ => return None,
+                }
+            }
             _ => return None,
         }
         at += size;

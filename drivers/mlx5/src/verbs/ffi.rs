@@ -72,6 +72,8 @@ pub const IBV_FLOW_ATTR_NORMAL: u32 = 0;
 pub const IBV_FLOW_SPEC_ETH: u32 = 0x20;
 /// `IBV_FLOW_SPEC_IPV4`.
 pub const IBV_FLOW_SPEC_IPV4: u32 = 0x30;
+/// `IBV_FLOW_SPEC_IPV4_EXT` (IPv4 with protocol, ToS, TTL, flags).
+pub const IBV_FLOW_SPEC_IPV4_EXT: u32 = 0x32;
 /// `IBV_FLOW_SPEC_IPV6`.
 pub const IBV_FLOW_SPEC_IPV6: u32 = 0x31;
 /// `IBV_FLOW_SPEC_TCP`.
@@ -783,6 +785,28 @@ pub struct IbvFlowSpecIpv4 {
     pub size: u16,
     pub val: IbvFlowIpv4Filter,
     pub mask: IbvFlowIpv4Filter,
+}
+
+/// `struct ibv_flow_ipv4_ext_filter`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct IbvFlowIpv4ExtFilter {
+    pub src_ip: u32,
+    pub dst_ip: u32,
+    pub proto: u8,
+    pub tos: u8,
+    pub ttl: u8,
+    pub flags: u8,
+}
+
+/// `struct ibv_flow_spec_ipv4_ext`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct IbvFlowSpecIpv4Ext {
+    pub type_: u32,
+    pub size: u16,
+    pub val: IbvFlowIpv4ExtFilter,
+    pub mask: IbvFlowIpv4ExtFilter,
 }
 
 /// `struct ibv_flow_ipv6_filter`.
