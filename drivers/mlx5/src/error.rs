@@ -135,8 +135,8 @@ impl fmt::Display for Mlx5Error {
                 reason,
             } => write!(
                 f,
-                "{library} has no {symbol} ({reason}): install rdma-core 17 or newer \
-                 (libibverbs1 and ibverbs-providers)"
+                "{library} has no {symbol} ({reason}): it is not rdma-core's libibverbs; install \
+                 libibverbs1 and ibverbs-providers (rdma-core 20 or newer)"
             ),
             Mlx5Error::NoDevice {
                 wanted,
@@ -180,9 +180,10 @@ impl fmt::Display for Mlx5Error {
             ),
             Mlx5Error::RawPacketUnsupported { device, op } => write!(
                 f,
-                "{device}: {op} is not supported (EOPNOTSUPP): the device or its verbs provider \
-                 cannot do RAW_PACKET queue pairs and flow steering; a ConnectX-4 or newer in \
-                 Ethernet mode with rdma-core's mlx5 provider is needed (soft-RoCE rxe and siw \
+                "{device}: {op} is not supported (EOPNOTSUPP): the device, its verbs provider, or \
+                 a kernel or rdma-core too old for it cannot do raw packet queues and flow \
+                 steering; needed: a ConnectX-4 or newer in Ethernet mode, Linux 4.14 or newer \
+                 (mlx5_ib), rdma-core 20 or newer with its mlx5 provider (soft-RoCE rxe and siw \
                  cannot)"
             ),
             Mlx5Error::NeedCapNetRaw { device, op } => write!(

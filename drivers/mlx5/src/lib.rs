@@ -99,6 +99,7 @@
 
 mod datapath;
 pub mod error;
+mod events;
 mod flow;
 #[cfg(test)]
 mod layout_test;
@@ -157,6 +158,9 @@ pub struct Mlx5Port {
     ctx: Arc<Context>,
     kernel: Arc<dyn Kernel>,
     limits: DeviceLimits,
+    /// The device is gone (set by the event watcher).
+    fatal: Arc<std::sync::atomic::AtomicBool>,
+    _events: Option<events::EventWatcher>,
     /// Most send requests a transmit queue can have (found at open).
     max_txd: u16,
     mac: MacAddr,
@@ -310,6 +314,14 @@ impl Mlx5Port {
             .max_send_wr(upper, opts.txq_inline_max as u32, dev.port)
             .map_err(verb)?
             .min(u16::MAX as u32) as u16;
+        let fatal = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let events = match events::EventWatcher::start(ctx.clone(), name.clone(), fatal.clone()) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                log::warn!("{name}: cannot watch the device's events ({e}); removal goes unnoticed");
+                None
+            }
+        };
         let netdev = Netdev::new(root, &dev.netdev);
         let mac = netdev.mac().ok_or_else(|| Mlx5Error::NoDevice {
             wanted: wanted.clone(),
@@ -336,6 +348,8 @@ impl Mlx5Port {
             ctx,
             kernel,
             limits,
+            fatal,
+            _events: events,
             max_txd,
             mac,
             port_id,
@@ -358,6 +372,11 @@ impl Mlx5Port {
     /// The RDMA device (`mlx5_0`) and IB port number.
     pub fn rdma_device(&self) -> (&str, u8) {
         (&self.dev.ibdev, self.dev.port)
+    }
+
+    /// Whether the device was removed or hit a fatal error.
+    pub fn device_gone(&self) -> bool {
+        self.fatal.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The kernel network interface whose traffic the port shares.
@@ -835,6 +854,15 @@ impl Port for Mlx5Port {
     }
 
     fn start(&mut self) -> nicpoll::Result<PortQueues> {
+        if self.device_gone() {
+            return Err(self.err(
+                "start",
+                format!(
+                    "{} is gone (removed, or a fatal error): open the port again once it is back",
+                    self.dev.ibdev
+                ),
+            ));
+        }
         if self.conf.is_none() {
             return Err(self.err("start", "the port is not configured".into()));
         }
@@ -868,6 +896,9 @@ impl Port for Mlx5Port {
     }
 
     fn link(&self) -> Link {
+        if self.device_gone() {
+            return Link::default();
+        }
         self.netdev.link()
     }
 
@@ -954,6 +985,7 @@ impl Port for Mlx5Port {
         for (q, e) in self.tx_extra.iter().enumerate() {
             extra(&mut v, "tx", q, e);
         }
+        v.push(("device_fatal".into(), self.device_gone() as u64));
         v.extend(sysfs::hw_counters(
             &self.root,
             &self.dev.ibdev,

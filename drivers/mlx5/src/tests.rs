@@ -1232,6 +1232,43 @@ fn a_vf_the_pf_does_not_trust_is_found_untrusted() {
     }
 }
 
+#[test]
+fn device_removal_is_seen_and_reported() {
+    let mut b = Bench::new(
+        FakeConfig::default(),
+        "net_mlx5,iface=fake0",
+        1,
+        1,
+        32,
+        1024,
+    );
+    assert!(!b.port.device_gone());
+    assert!(b.port.link().up);
+    b.nic.async_event(crate::verbs::IBV_EVENT_PORT_ERR);
+    b.nic.async_event(crate::verbs::IBV_EVENT_DEVICE_FATAL);
+    let end = Instant::now() + Duration::from_secs(5);
+    while !b.port.device_gone() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(b.port.device_gone(), "the watcher saw DEVICE_FATAL");
+    assert_eq!(b.xstat("device_fatal"), 1);
+    assert!(!b.port.link().up, "a gone device has no link");
+    drop(std::mem::take(&mut b.q));
+    b.port.stop().unwrap();
+    let e = b.port.start().unwrap_err().to_string();
+    assert!(e.contains("is gone"), "{e}");
+    b.q = PortQueues::default();
+    b.finish();
+}
+
+#[test]
+fn the_library_is_loaded_with_disassociated_destroy_allowed() {
+    // Loading sets it (before libibverbs reads its environment) unless the
+    // user set it; libc stands in for a library here, and fails to be one.
+    let _ = Verbs::load_from("libc.so.6");
+    assert!(std::env::var_os("RDMAV_ALLOW_DISASSOC_DESTROY").is_some());
+}
+
 // ---------------------------------------------------------------------------
 // Error variants
 

@@ -188,27 +188,25 @@ impl Context {
         clear_errno();
         // SAFETY: the region is mapped for its whole length and stays mapped while
         // the Mr (which keeps a pool handle) lives.
-        let (mr, access) = unsafe {
+        let mr = unsafe {
             match self.verbs.reg_mr_iova2 {
                 Some(iova2) if relaxed => {
                     let access = (IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_RELAXED_ORDERING) as u32;
-                    let mr = iova2(
+                    iova2(
                         self.pd.as_ptr(),
                         addr as *mut c_void,
                         len,
                         addr as u64,
                         access,
-                    );
-                    (mr, access)
+                    )
                 }
                 _ => {
-                    let mr = (self.fns().reg_mr)(
+                    (self.fns().reg_mr)(
                         self.pd.as_ptr(),
                         addr as *mut c_void,
                         len,
                         IBV_ACCESS_LOCAL_WRITE,
-                    );
-                    (mr, IBV_ACCESS_LOCAL_WRITE as u32)
+                    )
                 }
             }
         };
@@ -223,7 +221,6 @@ impl Context {
             lkey,
             start: addr as usize,
             len,
-            access,
             _pool: pool.clone(),
         }))
     }

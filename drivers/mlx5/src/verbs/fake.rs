@@ -588,7 +588,6 @@ fn fake_fns() -> Fns {
         dealloc_pd: f_dealloc_pd,
         reg_mr: f_reg_mr,
         dereg_mr: f_dereg_mr,
-        create_cq: f_create_cq,
         destroy_cq: f_destroy_cq,
         create_qp: f_create_qp,
         modify_qp: f_modify_qp,
@@ -996,36 +995,6 @@ unsafe extern "C" fn f_dereg_mr(mr: *mut IbvMr) -> c_int {
     // SAFETY: as above.
     unsafe { unbox(mr) };
     0
-}
-
-unsafe extern "C" fn f_create_cq(
-    ctx: *mut IbvContext,
-    cqe: c_int,
-    _cq_context: *mut c_void,
-    _channel: *mut c_void,
-    _vector: c_int,
-) -> *mut IbvCq {
-    if cqe < 1 {
-        return fail(libc::EINVAL);
-    }
-    // SAFETY: ctx is one of ours.
-    let nic = unsafe { nic_of(ctx) };
-    let mut st = nic.st();
-    let id = st.id();
-    st.cqs.insert(
-        id,
-        CqRec {
-            cap: cqe as usize,
-            entries: VecDeque::new(),
-            current: None,
-            flags: 0,
-        },
-    );
-    let mut cq: IbvCqEx = zeroed();
-    cq.context = ctx;
-    cq.handle = id;
-    cq.cqe = cqe;
-    boxed(cq, id) as *mut IbvCq
 }
 
 unsafe extern "C" fn f_destroy_cq(cq: *mut IbvCq) -> c_int {

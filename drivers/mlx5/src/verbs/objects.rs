@@ -24,8 +24,6 @@ pub struct Mr {
     pub start: usize,
     /// Length in bytes.
     pub len: usize,
-    /// The access flags it was registered with.
-    pub access: u32,
     pub(super) _pool: Mempool,
 }
 
