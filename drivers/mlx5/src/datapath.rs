@@ -487,7 +487,7 @@ impl TxRing {
                 return;
             }
         }
-        if self.sq.to_rts().is_err() {
+        if self.sq.make_ready().is_err() {
             self.dead = true;
             self.extra.dead.add(1);
             return;

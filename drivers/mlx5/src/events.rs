@@ -71,7 +71,9 @@ fn watch(ctx: &Context, name: &str, fatal: &AtomicBool, stop: &AtomicBool) {
             Ok(_) => {}
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => {
-                log::error!("{name}: cannot watch the device's events ({e}); device removal will go unnoticed");
+                log::error!(
+                    "{name}: cannot watch the device's events ({e}); device removal will go unnoticed"
+                );
                 return;
             }
         }

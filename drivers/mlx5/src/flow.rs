@@ -138,8 +138,16 @@ impl FlowRule {
                     &(l3 as u16).to_ne_bytes(),
                 );
                 let p = offset_of!(IbvFlowIpv4ExtFilter, proto);
-                put(&mut b, at + offset_of!(IbvFlowSpecIpv4Ext, val) + p, &[proto]);
-                put(&mut b, at + offset_of!(IbvFlowSpecIpv4Ext, mask) + p, &[0xff]);
+                put(
+                    &mut b,
+                    at + offset_of!(IbvFlowSpecIpv4Ext, val) + p,
+                    &[proto],
+                );
+                put(
+                    &mut b,
+                    at + offset_of!(IbvFlowSpecIpv4Ext, mask) + p,
+                    &[0xff],
+                );
             }
             (Some(true), proto) => {
                 put(&mut b, at, &IBV_FLOW_SPEC_IPV6.to_ne_bytes());
@@ -244,7 +252,11 @@ mod tests {
         let b: Vec<u8> = proto.iter().flat_map(|w| w.to_le_bytes()).collect();
         assert_eq!(u32::from_le_bytes(b[60..64].try_into().unwrap()), 0x32);
         assert_eq!(u16::from_le_bytes([b[64], b[65]]), 32);
-        assert_eq!((b[60 + 8 + 8], b[60 + 20 + 8]), (47, 0xff), "proto value, mask");
+        assert_eq!(
+            (b[60 + 8 + 8], b[60 + 20 + 8]),
+            (47, 0xff),
+            "proto value, mask"
+        );
         let udp = FlowRule {
             port: 1,
             ipv6: Some(true),
@@ -268,5 +280,4 @@ mod tests {
         assert_eq!(&b[20 + 6 + 12..20 + 6 + 14], &[0x88, 0xb5]);
         assert_eq!(&b[20 + 22 + 12..20 + 22 + 14], &[0xff, 0xff]);
     }
-
 }

@@ -764,12 +764,18 @@ fn items() -> Vec<Item> {
         ("IBV_WC_LOC_QP_OP_ERR", IBV_WC_LOC_QP_OP_ERR as usize),
         ("IBV_WC_IP_CSUM_OK", IBV_WC_IP_CSUM_OK as usize),
         ("IBV_WC_EX_WITH_BYTE_LEN", IBV_WC_EX_WITH_BYTE_LEN as usize),
-        ("IBV_CQ_INIT_ATTR_MASK_FLAGS", IBV_CQ_INIT_ATTR_MASK_FLAGS as usize),
+        (
+            "IBV_CQ_INIT_ATTR_MASK_FLAGS",
+            IBV_CQ_INIT_ATTR_MASK_FLAGS as usize,
+        ),
         (
             "IBV_CREATE_CQ_ATTR_SINGLE_THREADED",
             IBV_CREATE_CQ_ATTR_SINGLE_THREADED as usize,
         ),
-        ("IBV_ACCESS_RELAXED_ORDERING", IBV_ACCESS_RELAXED_ORDERING as usize),
+        (
+            "IBV_ACCESS_RELAXED_ORDERING",
+            IBV_ACCESS_RELAXED_ORDERING as usize,
+        ),
         ("IBV_EVENT_CQ_ERR", IBV_EVENT_CQ_ERR as usize),
         ("IBV_EVENT_QP_FATAL", IBV_EVENT_QP_FATAL as usize),
         ("IBV_EVENT_DEVICE_FATAL", IBV_EVENT_DEVICE_FATAL as usize),

@@ -14,9 +14,11 @@
 //! needs the packages `libibverbs1` and `ibverbs-providers`, the `mlx5_ib`
 //! module, access to `/dev/infiniband/uverbsN`, CAP_NET_RAW (raw packet QPs and
 //! flow rules) and enough RLIMIT_MEMLOCK (or CAP_IPC_LOCK) to pin the mempool.
-//! Each error says which of these is missing ([`Mlx5Error`]). Run with
-//! `MLX5_SINGLE_THREADED=1`: each queue is used by one lcore, so libmlx5 can
-//! skip its per-call spinlocks.
+//! Each error says which of these is missing ([`Mlx5Error`]). Do not set
+//! `MLX5_SINGLE_THREADED`: it drops libmlx5's locks for the whole process,
+//! shared doorbell registers included. The driver needs none of those locks:
+//! each transmit queue has its own thread domain and each CQ is polled
+//! lock-free (below).
 //!
 //! # Device arguments
 //!
@@ -28,9 +30,14 @@
 //! | `mac=M1+M2` | also steer these unicast MACs (added to the interface's FDB with netlink, as `bridge fdb add M dev IF self`, so a VF's vport accepts them) |
 //! | `vlan=V1+V2` | steer only frames tagged with these VLANs (untagged and other VLANs stay with the kernel) |
 //! | `txq_inline_max=N` | inline frames up to N bytes on transmit (default 128, 0 to 960; the device may grant less) |
+//! | `isolated=1` | isolated mode: steer only what `flow=` names, the kernel keeps the rest (DPDK's `rte_flow_isolate`) |
+//! | `flow=R1+R2` | isolated mode's rules; a rule is items joined by `/`: `eth_type:N`, `ipv4`, `ipv6`, `ip_proto:N`, `tcp`, `udp`, `tcp_dst:PORT`, `udp_dst:PORT`, `dst_mac:M`, `vlan:ID` |
 //!
-//! DPDK's other mlx5 keys (`mprq_en`, `rxq_cqe_comp_en`, `txq_mpw_en`, ...) are
-//! refused by name: they need Direct Verbs, which this backend does not use.
+//! DPDK keys that describe what this backend does anyway (`dv_flow_en=0`,
+//! `rxq_cqe_comp_en=0`, `mprq_en=0`, `rx_vec_en=0`, `tx_vec_en=0`,
+//! `txq_mpw_en=0`, `rxq_pkt_pad_en=0`) are accepted; DPDK's other mlx5 keys
+//! and other values are refused by name: they need Direct Verbs, which this
+//! backend does not use.
 //!
 //! # How it maps onto verbs
 //!
@@ -47,46 +54,76 @@
 //!   0, no hash: the kernel allows no hash fields only there). With one
 //!   receive queue only that last one exists. ("One flow per queue with a
 //!   hash" is not something verbs flow specs can express.)
-//! - Steering: for each MAC (the interface's own and `mac=`), each VLAN of
-//!   `vlan=` (or any), and each traffic type, an `ibv_create_flow` rule
-//!   (ETH [+ IPv4/IPv6 [+ TCP/UDP]] specs) to that type's hash QP; more specific
-//!   rules get a higher priority (L4 0, L3 1, L2 2). Promiscuous mode adds the
-//!   same rules without a MAC, taking *all* the interface's traffic from the
-//!   kernel. Broadcast and multicast are never steered: ARP and neighbour
-//!   discovery keep working in the kernel. As with DPDK, the kernel no longer
-//!   receives unicast frames for a MAC we steer.
-//! - Transmit queue *q*: a CQ and a send-only RAW_PACKET QP taken
-//!   INIT → RTR → RTS. Frames up to the granted `max_inline_data` go inline
-//!   (IBV_SEND_INLINE, the mbuf is freed at once); larger ones are read from
-//!   the registered mempool by DMA. A completion is requested every 32 requests
-//!   and on the last of each burst (`sq_sig_all = 0`).
-//! - The fast path calls `ibv_poll_cq`, `ibv_post_wq_recv` and `ibv_post_send`
-//!   the way the header's inline functions do, through `ibv_context.ops` and
-//!   `ibv_wq.post_recv`. Error completions are counted, and the queue is reset
-//!   and brought back (as DPDK's mlx5 does).
+//! - Steering, default mode: for each MAC (the interface's own and `mac=`),
+//!   each VLAN of `vlan=` (or any), and each traffic type, an `ibv_create_flow`
+//!   rule (ETH [+ IPv4/IPv6 [+ TCP/UDP]] specs) to that type's hash QP; more
+//!   specific rules get a higher priority (L4 0, L3 1, L2 2). As with DPDK,
+//!   the kernel no longer receives unicast frames for a MAC we steer (SSH,
+//!   ARP replies, neighbour discovery): the port says so at start.
+//!   Broadcast and multicast are not steered. Promiscuous mode adds the same
+//!   rules without a MAC, taking *every* frame of the interface, broadcast and
+//!   multicast included, and sets the interface's IFF_PROMISC (a VF gets
+//!   foreign frames only if its PF trusts it; the port warns when it cannot).
+//! - Steering, isolated mode: exactly the `flow=` rules (a rule naming an IP
+//!   protocol or port without an IP version is made for both), each to the
+//!   hash QP of its traffic type; everything else stays with the kernel.
+//!   Promiscuous mode is refused there.
+//! - Transmit queue *q*: a CQ and a send-only RAW_PACKET QP in its own thread
+//!   domain (`ibv_alloc_td`, a parent domain, `ibv_create_qp_ex`: a doorbell
+//!   register of its own, no lock in libmlx5), taken INIT → RTR → RTS. Frames
+//!   up to the granted `max_inline_data` go inline (IBV_SEND_INLINE, the mbuf
+//!   is freed at once); larger ones are read by DMA from the registered
+//!   mempool, or from another pool whose memory is registered the first time
+//!   one of its frames is sent. A completion is requested every 32 requests
+//!   and on the last of each burst (`sq_sig_all = 0`). `--txd` goes up to what
+//!   the device takes with the inline size (found at open).
+//! - CQs are created single-threaded (`ibv_create_cq_ex`) and read with the
+//!   extended poll functions, which libmlx5 runs without a lock for them;
+//!   `ibv_post_wq_recv` and `ibv_post_send` are called the way the header's
+//!   inline functions do (`ibv_wq.post_recv`, `ibv_context.ops`).
+//! - Receive errors: a frame longer than the mbuf (`rx_qN_too_long`) is
+//!   counted and its buffer reposted; only the errors DPDK resets on
+//!   (local QP operation, protection, flush) reset the queue. A configuration
+//!   whose mbufs are smaller than the frames that can arrive (the MTU, or a
+//!   VF's PF's MTU, plus 18) is refused with the `--mbuf-size` to use.
+//! - Device removal (IBV_EVENT_DEVICE_FATAL) is watched by a thread per port
+//!   and reported; the library is loaded with RDMAV_ALLOW_DISASSOC_DESTROY=1.
 //! - Counters per queue; `xstats` adds per-queue error counters, the RDMA
-//!   port's `hw_counters` (`out_of_buffer` is `imissed`), and the interface's
-//!   `statistics`. Link state comes from the interface (operstate, speed,
-//!   duplex).
+//!   port's `hw_counters` (`out_of_buffer` is `imissed`; it counts the drops
+//!   of every verbs receive queue of the function, other programs' too), and
+//!   the interface's `statistics`. Link state comes from the interface
+//!   (operstate, speed, duplex). Checksum and RSS hash results are not
+//!   reported: plain verbs give no hash, and only a "checksum good" flag the
+//!   mbuf has no field for.
 //!
 //! # unsafe
 //!
-//! `#![deny(unsafe_code)]` everywhere except two modules: `verbs` (the FFI:
-//! dlopen, struct mirrors, calls through function pointers, the netlink
-//! request; and its test-only fake NIC `verbs::fake`) and `datapath` (the
-//! three calls that hand buffers to the device or read completions). Every
-//! `unsafe` block there has a `// SAFETY:` comment.
+//! `#![deny(unsafe_code)]` at the crate root and in every module except the
+//! FFI folder `verbs/` (dlopen, struct mirrors, calls through function
+//! pointers, and the safe owners of the buffers posted to the device; with
+//! its test-only fake NIC `verbs::fake`). The datapath and the netlink
+//! requests (rustix) are safe code. Every `unsafe` block has a `// SAFETY:`
+//! comment.
 //!
 //! # Hardware test
 //!
-//! `hw_steers_our_mac_and_leaves_the_rest_to_the_kernel` is `#[ignore]`d. On a
-//! machine with two ConnectX interfaces on the same Ethernet segment (two VFs of
-//! one PF are enough: the e-switch connects them), as root:
+//! `hw_steers_our_mac_and_leaves_the_rest_to_the_kernel` and
+//! `hw_isolated_mode_leaves_the_kernel_its_ping_and_takes_a_jumbo_frame` are
+//! `#[ignore]`d. On a machine with two ConnectX interfaces on the same
+//! Ethernet segment (two VFs of one PF are enough: the e-switch connects
+//! them), as root:
 //!
 //! ```text
-//! NICPOLL_MLX5_IFACE=ens1f0v0 NICPOLL_MLX5_PEER=ens1f0v1 MLX5_SINGLE_THREADED=1 \
+//! NICPOLL_MLX5_IFACE=ens1f0v0 NICPOLL_MLX5_PEER=ens1f0v1 NICPOLL_MLX5_PING=192.0.2.1 \
 //!     cargo test -p nicpoll-mlx5 --release -- --ignored --nocapture hw_
 //! ```
+//!
+//! The isolated-mode test runs the port with `isolated=1,flow=eth_type:0x88b5`,
+//! pings `NICPOLL_MLX5_PING` (an address the kernel reaches through the
+//! interface) and wants the ping answered, then has the peer send 100 frames
+//! and one of the largest size that can arrive, and wants them all, the big
+//! one whole and no length error (or, when no mbuf can hold it, the refusal
+//! naming `--mbuf-size`).
 //!
 //! The peer port (no receive queue, so it steers nothing) sends 1000 frames to
 //! the tested interface's MAC and 1000 broadcast frames; the tested port must
@@ -120,15 +157,15 @@ use nicpoll::{Port, RxQueue, TxQueue};
 
 use datapath::{ExtraRef, MrRegistry, QueueExtra, RingError, RxRing, TX_SIGNAL_EVERY, TxRing};
 pub use error::{Mlx5Error, Result};
+use flow::FlowRule;
+use netlink::{Kernel, Netlink};
 pub use options::{DRIVER, Mlx5Options, Selector, is_mlx5_devargs, normalize_pci};
+use steering::HashKind;
 pub use sysfs::is_mlx5_pci;
 use sysfs::{Netdev, Resolved};
-use flow::FlowRule;
-use steering::HashKind;
-use netlink::{Kernel, Netlink};
 use verbs::{
-    Context, DeviceLimits, Flow, IBV_LINK_LAYER_ETHERNET, IndTable, Mr, Qp,
-    RecvQueue, SendQueue, ThreadDomain, VerbError, Verbs, Wq,
+    Context, DeviceLimits, Flow, IBV_LINK_LAYER_ETHERNET, IndTable, Mr, Qp, RecvQueue, SendQueue,
+    ThreadDomain, VerbError, Verbs, Wq,
 };
 
 /// Most receive or transmit queues per port.
@@ -318,7 +355,9 @@ impl Mlx5Port {
         let events = match events::EventWatcher::start(ctx.clone(), name.clone(), fatal.clone()) {
             Ok(w) => Some(w),
             Err(e) => {
-                log::warn!("{name}: cannot watch the device's events ({e}); removal goes unnoticed");
+                log::warn!(
+                    "{name}: cannot watch the device's events ({e}); removal goes unnoticed"
+                );
                 None
             }
         };
@@ -428,7 +467,11 @@ impl Mlx5Port {
             return;
         };
         if on {
-            if self.netdev.flags().is_some_and(|f| f & netlink::IFF_PROMISC != 0) {
+            if self
+                .netdev
+                .flags()
+                .is_some_and(|f| f & netlink::IFF_PROMISC != 0)
+            {
                 return;
             }
             match self.kernel.set_promisc(ifindex, true) {
@@ -486,9 +529,9 @@ impl Mlx5Port {
         let need = frame + headroom;
         let mtu = self.netdev.mtu().unwrap_or(1500);
         let pf = match self.netdev.pf_mtu() {
-            Some(p) if p > mtu => format!(
-                " (the PF's MTU, {p}: a VF receives up to it whatever its own MTU says)"
-            ),
+            Some(p) if p > mtu => {
+                format!(" (the PF's MTU, {p}: a VF receives up to it whatever its own MTU says)")
+            }
             _ => format!(" (the MTU of {}, {mtu})", self.dev.netdev),
         };
         let fix = if need <= nicpoll::mempool::MAX_BUF_SIZE {
@@ -595,7 +638,12 @@ impl Mlx5Port {
                 .ctx
                 .create_wq(&cq, rxd as u32)
                 .map_err(|e| self.verb_err(e))?;
-            let rq = RecvQueue::new(wq.clone(), mr.clone(), rxd as usize, pool.data_room() as u32);
+            let rq = RecvQueue::new(
+                wq.clone(),
+                mr.clone(),
+                rxd as usize,
+                pool.data_room() as u32,
+            );
             let ring = RxRing::new(
                 rq,
                 cq.poller().expect("a new CQ has its poller"),

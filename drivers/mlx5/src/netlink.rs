@@ -290,7 +290,11 @@ fn ack_of(buf: &[u8]) -> io::Result<()> {
             format!("unexpected netlink reply type {}", m.ty),
         ));
     }
-    match m.payload.get(..4).map(|b| i32::from_ne_bytes(b.try_into().unwrap())) {
+    match m
+        .payload
+        .get(..4)
+        .map(|b| i32::from_ne_bytes(b.try_into().unwrap()))
+    {
         Some(0) => Ok(()),
         Some(err) => Err(io::Error::from_raw_os_error(-err)),
         None => Err(io::Error::new(
@@ -302,7 +306,9 @@ fn ack_of(buf: &[u8]) -> io::Result<()> {
 
 /// IFLA_VF_TRUST of VF `vf` in an RTM_NEWLINK payload (ifinfomsg, attributes).
 fn vf_trust_in(payload: &[u8], vf: u32) -> Option<bool> {
-    let list = attrs(payload.get(16..)?).find(|(t, _)| *t == IFLA_VFINFO_LIST)?.1;
+    let list = attrs(payload.get(16..)?)
+        .find(|(t, _)| *t == IFLA_VFINFO_LIST)?
+        .1;
     for (t, info) in attrs(list) {
         if t != IFLA_VF_INFO {
             continue;
@@ -474,7 +480,10 @@ mod tests {
                 (RDMA_NL_NLDEV << 10) + 1,
                 NLM_F_MULTI,
                 &[],
-                &[(RDMA_NLDEV_ATTR_DEV_INDEX, &i.to_ne_bytes()), (RDMA_NLDEV_ATTR_DEV_NAME, name)],
+                &[
+                    (RDMA_NLDEV_ATTR_DEV_INDEX, &i.to_ne_bytes()),
+                    (RDMA_NLDEV_ATTR_DEV_NAME, name),
+                ],
             )
         };
         let mut devs = dev(3, b"mlx5_0\0");
@@ -558,9 +567,13 @@ mod tests {
             u32::from_str_radix(s.trim().trim_start_matches("0x"), 16).unwrap()
         };
         assert_eq!(flags() & IFF_PROMISC, 0);
-        Netlink.set_promisc(ifindex(&pair.a), true).expect("RTM_NEWLINK");
+        Netlink
+            .set_promisc(ifindex(&pair.a), true)
+            .expect("RTM_NEWLINK");
         assert_ne!(flags() & IFF_PROMISC, 0, "the kernel reports IFF_PROMISC");
-        Netlink.set_promisc(ifindex(&pair.a), false).expect("RTM_NEWLINK");
+        Netlink
+            .set_promisc(ifindex(&pair.a), false)
+            .expect("RTM_NEWLINK");
         assert_eq!(flags() & IFF_PROMISC, 0);
         // A veth has no VFs: the kernel's RTM_NEWLINK carries no VF list.
         assert_eq!(Netlink.vf_trust(ifindex(&pair.a), 0).unwrap(), None);

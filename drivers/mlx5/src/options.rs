@@ -177,8 +177,7 @@ impl FlowPattern {
                 }
             }
         }
-        if p.ether_type.is_some() && (p.ipv6.is_some() || p.ip_proto.is_some() || p.tcp.is_some())
-        {
+        if p.ether_type.is_some() && (p.ipv6.is_some() || p.ip_proto.is_some() || p.tcp.is_some()) {
             return Err("eth_type: names a non-IP protocol; it cannot go with IP items".into());
         }
         if p.ip_proto.is_some() && p.tcp.is_some() {
@@ -506,10 +505,7 @@ mod tests {
             ("net_mlx5,iface=a,dev=03:00.0", "not both"),
             ("net_mlx5,dev=eth0", "not a PCI address"),
             ("0000:03:00.0,iface=eth0", "neither iface= nor dev="),
-            (
-                "net_mlx5,iface=eth0,mprq_en=1",
-                "mprq_en=0 says",
-            ),
+            ("net_mlx5,iface=eth0,mprq_en=1", "mprq_en=0 says"),
             ("net_mlx5,iface=eth0,bogus=1", "unknown key \"bogus\""),
             ("net_mlx5,iface=eth0,mac=01:00:5e:00:00:01", "only unicast"),
             ("net_mlx5,iface=eth0,mac=zz", "mac=:"),
@@ -519,11 +515,26 @@ mod tests {
             ("net_mlx5,iface=eth0,isolated=1", "give at least one rule"),
             ("net_mlx5,iface=eth0,flow=udp", "need isolated=1"),
             ("net_mlx5,iface=eth0,isolated=1,flow=tcp/udp", "TCP or UDP"),
-            ("net_mlx5,iface=eth0,isolated=1,flow=ipv4/ipv6", "IPv4 or IPv6"),
-            ("net_mlx5,iface=eth0,isolated=1,flow=eth_type:0x88b5/udp", "non-IP"),
-            ("net_mlx5,iface=eth0,isolated=1,flow=udp_dst:70000", "from 0 to 65535"),
-            ("net_mlx5,iface=eth0,isolated=1,flow=bogus", "not a flow item"),
-            ("net_mlx5,iface=eth0,isolated=1,flow=udp,vlan=5", "in isolated mode"),
+            (
+                "net_mlx5,iface=eth0,isolated=1,flow=ipv4/ipv6",
+                "IPv4 or IPv6",
+            ),
+            (
+                "net_mlx5,iface=eth0,isolated=1,flow=eth_type:0x88b5/udp",
+                "non-IP",
+            ),
+            (
+                "net_mlx5,iface=eth0,isolated=1,flow=udp_dst:70000",
+                "from 0 to 65535",
+            ),
+            (
+                "net_mlx5,iface=eth0,isolated=1,flow=bogus",
+                "not a flow item",
+            ),
+            (
+                "net_mlx5,iface=eth0,isolated=1,flow=udp,vlan=5",
+                "in isolated mode",
+            ),
             ("net_mlx5,iface=eth0,isolated=2,flow=udp", "0 or 1"),
             ("net_mlx5,iface=eth0,dv_flow_en=1", "dv_flow_en=0 says"),
         ] {

@@ -9,9 +9,8 @@ use nicpoll::port::MacAddr;
 use crate::flow::FlowRule;
 use crate::options::FlowPattern;
 use crate::verbs::{
-    IBV_RX_HASH_DST_IPV4, IBV_RX_HASH_DST_IPV6, IBV_RX_HASH_DST_PORT_TCP,
-    IBV_RX_HASH_DST_PORT_UDP, IBV_RX_HASH_SRC_IPV4, IBV_RX_HASH_SRC_IPV6,
-    IBV_RX_HASH_SRC_PORT_TCP, IBV_RX_HASH_SRC_PORT_UDP,
+    IBV_RX_HASH_DST_IPV4, IBV_RX_HASH_DST_IPV6, IBV_RX_HASH_DST_PORT_TCP, IBV_RX_HASH_DST_PORT_UDP,
+    IBV_RX_HASH_SRC_IPV4, IBV_RX_HASH_SRC_IPV6, IBV_RX_HASH_SRC_PORT_TCP, IBV_RX_HASH_SRC_PORT_UDP,
 };
 
 /// The traffic types of the hash QPs (DPDK's `hash_rxq_init`).
@@ -202,7 +201,11 @@ pub fn summary(
     } else {
         format!(
             " tagged with VLAN {}",
-            vlans.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", ")
+            vlans
+                .iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         )
     };
     let mut s = format!(

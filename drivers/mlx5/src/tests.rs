@@ -11,12 +11,13 @@ use nicpoll::mempool::MempoolConfig;
 use nicpoll::port::testing::{self, Delivery};
 
 use super::*;
+use crate::flow::FlowRule;
 use crate::sysfs::fake_tree::{TempRoot, add_function, add_virtual};
 use crate::verbs::fake::{FakeConfig, Nic};
-use crate::flow::FlowRule;
 use crate::verbs::{
-    IBV_ACCESS_RELAXED_ORDERING, IBV_CREATE_CQ_ATTR_SINGLE_THREADED, IBV_WC_LOC_QP_OP_ERR,
-    IBV_WC_WR_FLUSH_ERR, IBV_LINK_LAYER_INFINIBAND, IBV_WC_LOC_PROT_ERR, IBV_WC_RECV, IBV_WC_SUCCESS, IbvWc,
+    IBV_ACCESS_RELAXED_ORDERING, IBV_CREATE_CQ_ATTR_SINGLE_THREADED, IBV_LINK_LAYER_INFINIBAND,
+    IBV_WC_LOC_PROT_ERR, IBV_WC_LOC_QP_OP_ERR, IBV_WC_RECV, IBV_WC_SUCCESS, IBV_WC_WR_FLUSH_ERR,
+    IbvWc,
 };
 
 const OUR_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
@@ -528,7 +529,11 @@ fn a_frame_longer_than_the_buffer_is_counted_and_the_queue_keeps_running() {
     }
     assert_eq!(got, 3, "every good frame arrives");
     assert_eq!(b.xstat("rx_q0_too_long"), 1);
-    assert_eq!(b.xstat("rx_q0_recoveries"), 0, "no reset for a length error");
+    assert_eq!(
+        b.xstat("rx_q0_recoveries"),
+        0,
+        "no reset for a length error"
+    );
     assert_eq!(b.port.stats().ierrors, 1);
     // The oversized frame's buffer went back to the ring with the others: a
     // ring's worth of frames still arrives.
@@ -546,7 +551,11 @@ fn a_frame_longer_than_the_buffer_is_counted_and_the_queue_keeps_running() {
 
 #[test]
 fn fatal_receive_errors_reset_the_queue() {
-    for status in [IBV_WC_LOC_QP_OP_ERR, IBV_WC_LOC_PROT_ERR, IBV_WC_WR_FLUSH_ERR] {
+    for status in [
+        IBV_WC_LOC_QP_OP_ERR,
+        IBV_WC_LOC_PROT_ERR,
+        IBV_WC_WR_FLUSH_ERR,
+    ] {
         let mut b = Bench::new(
             FakeConfig::default(),
             "net_mlx5,iface=fake0",
@@ -592,7 +601,9 @@ fn each_transmit_queue_has_its_own_doorbell_and_polls_without_a_lock() {
     let doorbells = b.nic.send_doorbells();
     assert_eq!(doorbells.len(), 20);
     assert!(
-        doorbells.iter().all(|(_, shared, users)| !shared && *users == 1),
+        doorbells
+            .iter()
+            .all(|(_, shared, users)| !shared && *users == 1),
         "every transmit queue rings a register of its own: {doorbells:?}"
     );
     assert!(
@@ -970,7 +981,10 @@ fn rdma_netlink_names_the_port_of_a_multi_port_device() {
         1024,
     );
     assert_eq!(b.port.rdma_device(), ("mlx5_0", 2));
-    assert!(b.nic.flows().iter().all(|f| f.rule.port == 2), "rules on port 2");
+    assert!(
+        b.nic.flows().iter().all(|f| f.rule.port == 2),
+        "rules on port 2"
+    );
     b.nic.receive(&frame(OUR_MAC, 0x88b5, 64, 1));
     assert_eq!(drain(b.q.rx[0].as_mut()).len(), 1);
     b.finish();
@@ -993,7 +1007,10 @@ fn rule(kind_priority: u16, f: impl FnOnce(&mut FlowRule)) -> FlowRule {
 fn isolated_mode_creates_exactly_the_flow_rules() {
     // Each case: flow=, the rules the fake library must have been given.
     let cases: Vec<(&str, Vec<FlowRule>)> = vec![
-        ("eth_type:0x88b5", vec![rule(2, |r| r.ether_type = Some(0x88b5))]),
+        (
+            "eth_type:0x88b5",
+            vec![rule(2, |r| r.ether_type = Some(0x88b5))],
+        ),
         (
             "ip_proto:47",
             vec![
@@ -1088,7 +1105,11 @@ fn isolated_mode_leaves_the_kernel_everything_else() {
     b.nic.receive(&frame(OUR_MAC, 0x0806, 60, 2));
     let got: usize = b.q.rx.iter_mut().map(|q| drain(q.as_mut()).len()).sum();
     assert_eq!(got, 2, "only what flow= names reaches the port");
-    assert_eq!(b.nic.kernel_frames().len(), 3, "SSH, DNS and ARP stay with the kernel");
+    assert_eq!(
+        b.nic.kernel_frames().len(),
+        3,
+        "SSH, DNS and ARP stay with the kernel"
+    );
     assert_eq!(b.nic.kernel_frames()[0][36..38], 22u16.to_be_bytes());
     // Promiscuous mode would take the kernel's frames: refused.
     let e = b.port.set_promiscuous(true).unwrap_err().to_string();
@@ -1583,6 +1604,107 @@ fn hw_steers_our_mac_and_leaves_the_rest_to_the_kernel() {
         kernel_got as usize >= N * 99 / 100,
         "broadcasts must still reach the kernel interface: +{kernel_got}"
     );
+    drop(qa);
+    drop(qb);
+    a.stop().unwrap();
+    b.stop().unwrap();
+}
+
+/// Isolated mode on hardware: the kernel keeps its own traffic (its ping
+/// still works) while the port takes the frames its rule names, a jumbo one
+/// included. See the crate documentation for how to run it.
+#[test]
+#[ignore = "needs ConnectX hardware: NICPOLL_MLX5_IFACE, NICPOLL_MLX5_PEER, NICPOLL_MLX5_PING"]
+fn hw_isolated_mode_leaves_the_kernel_its_ping_and_takes_a_jumbo_frame() {
+    let (Ok(iface), Ok(peer), Ok(ping_to)) = (
+        std::env::var("NICPOLL_MLX5_IFACE"),
+        std::env::var("NICPOLL_MLX5_PEER"),
+        std::env::var("NICPOLL_MLX5_PING"),
+    ) else {
+        return nicpoll_testkit::skip(
+            "ConnectX interfaces: NICPOLL_MLX5_IFACE, NICPOLL_MLX5_PEER and NICPOLL_MLX5_PING \
+             (an IPv4 address the kernel reaches through NICPOLL_MLX5_IFACE)",
+        );
+    };
+    if !nicpoll_testkit::have_command("ping") {
+        return nicpoll_testkit::skip("ping (apt-get install iputils-ping)");
+    }
+    let mem = DmaMemory::plain();
+    // 4 KiB elements: the largest frame one mbuf can take.
+    let mut cfg = MempoolConfig::new("mlx5-hw-jumbo", 8192);
+    cfg.buf_size = nicpoll::mempool::MAX_BUF_SIZE as u32;
+    let pool = Mempool::new(&mem, &cfg).unwrap();
+    let spec = format!("net_mlx5,iface={iface},isolated=1,flow=eth_type:0x88b5");
+    let mut a = Mlx5Port::from_devargs(&DevArgs::parse(&spec).unwrap(), 0)
+        .unwrap_or_else(|e| panic!("{spec}: {e}"));
+    let jumbo = a.info().max_rx_pktlen as usize;
+    if let Err(e) = a.configure(&conf(&pool, 1, 1, 1024)) {
+        // Frames this long cannot fit one mbuf: the refusal must say so.
+        let e = e.to_string();
+        assert!(e.contains("--mbuf-size") || e.contains("MTU"), "{e}");
+        eprintln!(
+            "{iface}: frames up to {jumbo} bytes cannot fit one mbuf; refused as expected: {e}"
+        );
+        return;
+    }
+    let mut qa = a.start().unwrap_or_else(|e| panic!("{iface}: {e}"));
+    eprintln!("{iface}: {}", a.steering_summary());
+    // The kernel's own traffic keeps flowing while the port runs.
+    let ping = std::process::Command::new("ping")
+        .args(["-c", "3", "-W", "2", "-I", &iface, &ping_to])
+        .output()
+        .expect("run ping");
+    assert!(
+        ping.status.success(),
+        "the kernel's ping through {iface} must work in isolated mode:\n{}",
+        String::from_utf8_lossy(&ping.stdout)
+    );
+    let mut b = Mlx5Port::open(&Mlx5Options::new(Selector::Iface(peer.clone())), 1)
+        .unwrap_or_else(|e| panic!("{peer}: {e}"));
+    b.configure(&conf(&pool, 0, 1, 1024)).unwrap();
+    let mut qb = b.start().unwrap();
+    let lens: Vec<usize> = std::iter::repeat_n(128, 100).chain([jumbo]).collect();
+    let mut tx = MbufBatch::with_burst(64);
+    for len in &lens {
+        let mut m = pool.alloc().expect("pool");
+        assert!(m.set_len(*len), "a {len}-byte frame fits a 4 KiB mbuf");
+        let mut f = frame(a.mac_addr().0, 0x88b5, *len, 0x5a);
+        f[6..12].copy_from_slice(&b.mac_addr().0);
+        m.data_mut().copy_from_slice(&f);
+        let _ = tx.push(m);
+        if tx.spare() == 0 {
+            while !tx.is_empty() {
+                qb.tx[0].tx_burst(&mut tx);
+            }
+        }
+    }
+    let end = Instant::now() + Duration::from_secs(5);
+    while !tx.is_empty() && Instant::now() < end {
+        qb.tx[0].tx_burst(&mut tx);
+    }
+    let mut got = Vec::new();
+    let mut rx = MbufBatch::with_burst(64);
+    let end = Instant::now() + Duration::from_secs(5);
+    while got.len() < lens.len() && Instant::now() < end {
+        qa.rx[0].rx_burst(&mut rx);
+        while let Some(m) = rx.pop_front() {
+            got.push(m.len());
+        }
+    }
+    let too_long = a
+        .xstats()
+        .into_iter()
+        .find(|(n, _)| n == "rx_q0_too_long")
+        .map(|(_, v)| v);
+    eprintln!(
+        "received {} of {} frames; too_long {too_long:?}; {:?}",
+        got.len(),
+        lens.len(),
+        a.stats()
+    );
+    assert!(got.contains(&jumbo), "the {jumbo}-byte frame arrives whole");
+    assert!(got.len() >= lens.len() * 99 / 100);
+    assert_eq!(too_long, Some(0));
     drop(qa);
     drop(qb);
     a.stop().unwrap();

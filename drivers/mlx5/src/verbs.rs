@@ -63,10 +63,9 @@ macro_rules! vctx_op {
             } else {
                 // SAFETY: `sz` says the library's verbs_context reaches this op.
                 unsafe {
-                    std::ptr::read($crate::verbs::typed(
-                        base.wrapping_add(op_off),
-                        |v| &v.$field,
-                    ))
+                    std::ptr::read($crate::verbs::typed(base.wrapping_add(op_off), |v| {
+                        &v.$field
+                    }))
                 }
             }
         }

@@ -133,9 +133,6 @@ pub struct DeviceLimits {
     pub fw_ver: String,
 }
 
-/// One flow rule: an Ethernet match plus optional L3/L4 protocol matches,
-/// steered to a hash QP.
-
 impl Context {
     pub(super) fn fns(&self) -> &Fns {
         &self.verbs.fns
@@ -200,14 +197,12 @@ impl Context {
                         access,
                     )
                 }
-                _ => {
-                    (self.fns().reg_mr)(
-                        self.pd.as_ptr(),
-                        addr as *mut c_void,
-                        len,
-                        IBV_ACCESS_LOCAL_WRITE,
-                    )
-                }
+                _ => (self.fns().reg_mr)(
+                    self.pd.as_ptr(),
+                    addr as *mut c_void,
+                    len,
+                    IBV_ACCESS_LOCAL_WRITE,
+                ),
             }
         };
         let mr = NonNull::new(mr)
@@ -265,15 +260,13 @@ impl Context {
             )
         };
         let fns = match (start, next, end, byte_len, wc_flags) {
-            (Some(start), Some(next), Some(end), Some(byte_len), Some(wc_flags)) => {
-                Some(PollFns {
-                    start,
-                    next,
-                    end,
-                    byte_len,
-                    wc_flags,
-                })
-            }
+            (Some(start), Some(next), Some(end), Some(byte_len), Some(wc_flags)) => Some(PollFns {
+                start,
+                next,
+                end,
+                byte_len,
+                wc_flags,
+            }),
             _ => None,
         };
         let missing = fns.is_none();
@@ -603,9 +596,7 @@ impl Context {
     pub fn async_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         // SAFETY: ctx is live; async_fd is the library's descriptor, open until
         // ibv_close_device in our Drop, which cannot run while &self lives.
-        unsafe {
-            std::os::fd::BorrowedFd::borrow_raw((*self.ctx.as_ptr()).async_fd)
-        }
+        unsafe { std::os::fd::BorrowedFd::borrow_raw((*self.ctx.as_ptr()).async_fd) }
     }
 
     /// The next asynchronous event (`ibv_get_async_event`, acknowledged at

@@ -1199,7 +1199,11 @@ unsafe extern "C" fn f_create_qp_ex(
 ///
 /// # Safety
 /// `attr` is the caller's valid struct; its PD and CQ are ours.
-unsafe fn create_send_qp_ex(nic: &Nic, ctx: *mut IbvContext, attr: *mut IbvQpInitAttrEx) -> *mut IbvQp {
+unsafe fn create_send_qp_ex(
+    nic: &Nic,
+    ctx: *mut IbvContext,
+    attr: *mut IbvQpInitAttrEx,
+) -> *mut IbvQp {
     // SAFETY: the caller's contract.
     let a = unsafe { &mut *attr };
     if a.qp_type != IBV_QPT_RAW_PACKET || a.send_cq.is_null() || a.pd.is_null() {
@@ -1328,10 +1332,7 @@ unsafe fn current(cq: *mut IbvCqEx) -> IbvWc {
     // SAFETY: the caller's contract.
     let (nic, id) = unsafe { (nic_of((*cq).context), id_of(cq)) };
     let st = nic.st();
-    st.cqs
-        .get(&id)
-        .and_then(|c| c.current)
-        .unwrap_or_default()
+    st.cqs.get(&id).and_then(|c| c.current).unwrap_or_default()
 }
 
 unsafe extern "C" fn f_read_byte_len(cq: *mut IbvCqEx) -> u32 {
@@ -1380,7 +1381,11 @@ unsafe extern "C" fn f_alloc_parent_domain(
         return fail(libc::EINVAL);
     }
     // SAFETY: the TD, if any, is ours.
-    let td = if a.td.is_null() { 0 } else { unsafe { id_of(a.td) } };
+    let td = if a.td.is_null() {
+        0
+    } else {
+        unsafe { id_of(a.td) }
+    };
     let mut st = nic.st();
     if td != 0 && !st.tds.contains(&td) {
         return fail(libc::EINVAL);
@@ -1411,7 +1416,7 @@ unsafe extern "C" fn f_get_async_event(ctx: *mut IbvContext, ev: *mut IbvAsyncEv
     // SAFETY: ev is the caller's out-struct.
     unsafe {
         (*ev).event_type = kind;
-        (*ev).element = 1usize as *mut c_void;
+        (*ev).element = std::ptr::dangling_mut::<c_void>();
     }
     0
 }

@@ -880,4 +880,3 @@ const _: () = {
     assert!(offset_of!(IbvMr, lkey) == 36);
     assert!(offset_of!(IbvDevice, name) == 24);
 };
-

@@ -261,7 +261,6 @@ impl Verbs {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

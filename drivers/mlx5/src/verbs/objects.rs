@@ -255,7 +255,11 @@ impl Wq {
     /// untouched until its completion is polled or the WQ is reset; one thread
     /// posts to a WQ at a time.
     #[inline(always)]
-    pub(super) unsafe fn post_recv(&self, head: *mut IbvRecvWr, n: usize) -> Result<(), (i32, usize)> {
+    pub(super) unsafe fn post_recv(
+        &self,
+        head: *mut IbvRecvWr,
+        n: usize,
+    ) -> Result<(), (i32, usize)> {
         let w = self.wq.as_ptr();
         let mut bad: *mut IbvRecvWr = ptr::null_mut();
         // SAFETY: the caller's contract; w is live.
@@ -398,7 +402,11 @@ impl Qp {
     /// untouched and alive until a completion at or after it is polled or the QP
     /// is reset; one thread posts to a QP at a time.
     #[inline(always)]
-    pub(super) unsafe fn post_send(&self, head: *mut IbvSendWr, n: usize) -> Result<(), (i32, usize)> {
+    pub(super) unsafe fn post_send(
+        &self,
+        head: *mut IbvSendWr,
+        n: usize,
+    ) -> Result<(), (i32, usize)> {
         let q = self.qp.as_ptr();
         let mut bad: *mut IbvSendWr = ptr::null_mut();
         // SAFETY: the caller's contract; q and its context are live.

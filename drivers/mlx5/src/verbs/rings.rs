@@ -419,7 +419,7 @@ impl SendQueue {
     }
 
     /// Take the QP from RESET back to ready to send.
-    pub fn to_rts(&mut self) -> io::Result<()> {
+    pub fn make_ready(&mut self) -> io::Result<()> {
         self.qp.to_rts()
     }
 }
