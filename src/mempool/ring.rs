@@ -7,6 +7,15 @@
 //! this. One atomic read-modify-write per burst, none per element: the slots are
 //! atomics only so that the ring needs no `unsafe`, and relaxed loads and stores
 //! of them compile to plain moves.
+//!
+//! Ordering, in the Rust (C++20) memory model: every tail store is Release and
+//! every load of the other side's tail is Acquire, so what a side did to the
+//! slots happens before the other side uses them. In multi-producer (consumer)
+//! mode a thread publishes only after the one before it did, and its wait for
+//! that is an Acquire load too: the chain A's slot writes -> A's tail store ->
+//! B's wait -> B's tail store -> the consumer's load carries A's writes to the
+//! consumer. A Relaxed wait would be enough on x86-64 (a total store order) but
+//! not in the language's model; an Acquire load is the same plain `mov` there.
 
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
@@ -149,8 +158,12 @@ impl PtrRing {
             self.slots[idx].store(*v, Ordering::Relaxed);
         }
         if self.prod_sync == Sync::Multi {
-            // Publish in reservation order: wait for earlier producers.
-            while self.prod.tail.load(Ordering::Relaxed) != old_head {
+            // Publish in reservation order: wait for earlier producers. Acquire,
+            // so that their slot writes happen before our Release of the tail
+            // below: a consumer that sees our tail then sees theirs too. (A
+            // plain store ends a release sequence, so without this the
+            // consumer's Acquire would synchronize with our store only.)
+            while self.prod.tail.load(Ordering::Acquire) != old_head {
                 std::hint::spin_loop();
             }
         }
@@ -210,7 +223,10 @@ impl PtrRing {
             *o = self.slots[idx].load(Ordering::Relaxed);
         }
         if self.cons_sync == Sync::Multi {
-            while self.cons.tail.load(Ordering::Relaxed) != old_head {
+            // As for producers: Acquire chains the earlier consumers' slot reads
+            // before our Release, so a producer that sees our tail does not
+            // overwrite a slot an earlier consumer is still reading.
+            while self.cons.tail.load(Ordering::Acquire) != old_head {
                 std::hint::spin_loop();
             }
         }
