@@ -23,6 +23,7 @@
 //! memory a device is writing.
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::ptr::NonNull;
 
 use crate::mempool::PoolInner;
@@ -537,11 +538,16 @@ impl RxHeaderTemplate {
 /// takes from the front and leaves the unsent tail, so the caller decides to
 /// retry or drop. No heap: the slots are an inline array of [`MAX_BURST`]
 /// pointers.
+///
+/// It owns the mbufs it holds, so it is `Send` and `Sync` exactly when [`Mbuf`]
+/// is (`Send`, not `Sync`), although the slots are plain integers.
 pub struct MbufBatch {
     start: usize,
     end: usize,
     burst: usize,
     slots: [usize; MAX_BURST],
+    /// The slots are owned `Mbuf`s: take their auto traits.
+    _owns: PhantomData<Mbuf>,
 }
 
 impl Default for MbufBatch {
@@ -558,6 +564,7 @@ impl MbufBatch {
             end: 0,
             burst: MAX_BURST,
             slots: [0; MAX_BURST],
+            _owns: PhantomData,
         }
     }
 
@@ -1018,5 +1025,32 @@ mod range_tests {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod auto_trait_tests {
+    use super::{Mbuf, MbufBatch};
+
+    /// `<T as NotSync<_>>::check` resolves only when `T` is not `Sync`: for a
+    /// `Sync` type both impls apply and the call is ambiguous, a compile error
+    /// (the `static_assertions::assert_not_impl_any` technique).
+    trait NotSync<A> {
+        fn check() {}
+    }
+    impl<T: ?Sized> NotSync<()> for T {}
+    struct IsSync;
+    impl<T: ?Sized + Sync> NotSync<IsSync> for T {}
+
+    fn is_send<T: Send>() {}
+
+    /// A batch owns its mbufs: it may move to another lcore with them, but not
+    /// be shared, exactly like an `Mbuf`. Checked when this test compiles.
+    #[test]
+    fn a_batch_has_the_auto_traits_of_an_mbuf() {
+        is_send::<Mbuf>();
+        is_send::<MbufBatch>();
+        <Mbuf as NotSync<_>>::check();
+        <MbufBatch as NotSync<_>>::check();
     }
 }
