@@ -62,14 +62,10 @@ unsafe impl Send for DmaRegion {}
 // SAFETY: every `&self` method only reads immutable bookkeeping; see Send above.
 unsafe impl Sync for DmaRegion {}
 
-/// The size of a base (not huge) page, from `sysconf(_SC_PAGESIZE)`.
+/// The size of a base (not huge) page (`sysconf(_SC_PAGESIZE)`, from the
+/// auxiliary vector).
 pub(crate) fn base_page_size() -> usize {
-    // SAFETY: sysconf takes a plain integer and touches no memory of ours.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    usize::try_from(size)
-        .ok()
-        .filter(|s| s.is_power_of_two())
-        .unwrap_or(4096)
+    rustix::param::page_size()
 }
 
 /// Map `len` bytes read-write at an address of the kernel's choosing.
@@ -95,15 +91,10 @@ fn mmap(len: usize, flags: libc::c_int, fd: libc::c_int) -> io::Result<NonNull<u
 /// Give the file all its pages now, so a shortage is an error here rather than a
 /// SIGBUS on first touch. Retries when a signal interrupts it.
 fn fallocate(file: &File, len: usize) -> io::Result<()> {
-    let len = libc::off_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
     loop {
-        // SAFETY: fallocate acts on our open descriptor only; no memory is passed.
-        if unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) } == 0 {
-            return Ok(());
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
+        match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, len as u64) {
+            Err(rustix::io::Errno::INTR) => continue,
+            r => return r.map_err(io::Error::from),
         }
     }
 }
@@ -700,8 +691,7 @@ mod tests {
 
     #[test]
     fn pa_mode_reads_physical_addresses() {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
+        if !rustix::process::geteuid().is_root() {
             println!("skipped: physical addresses need root");
             return;
         }

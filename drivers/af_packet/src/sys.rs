@@ -59,9 +59,7 @@ fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
 
 /// The system page size.
 pub(crate) fn page_size() -> usize {
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if p > 0 { p as usize } else { 4096 }
+    rustix::param::page_size()
 }
 
 /// The size and shape of one ring, as `struct tpacket_req3`.

@@ -60,28 +60,18 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rustix::net::sockopt;
+
 use nicpoll::mbuf::{COLORS, ELEMENT_DATA_OFFSET, HEADER_SIZE, MbufHeader};
 use nicpoll::{Mbuf, MbufBatch, Mempool};
 
 /// AF_XDP address family.
 const AF_XDP: libc::c_int = 44;
-const SOL_XDP: libc::c_int = 283;
-const XDP_MMAP_OFFSETS: libc::c_int = 1;
-const XDP_RX_RING: libc::c_int = 2;
-const XDP_TX_RING: libc::c_int = 3;
-const XDP_UMEM_REG: libc::c_int = 4;
-const XDP_UMEM_FILL_RING: libc::c_int = 5;
-const XDP_UMEM_COMPLETION_RING: libc::c_int = 6;
-const XDP_STATISTICS: libc::c_int = 7;
-const XDP_OPTIONS: libc::c_int = 8;
 
 /// Bind flag: share the UMEM of `sxdp_shared_umem_fd`.
 pub(crate) const XDP_SHARED_UMEM: u16 = 1 << 0;
 /// Bind flag: force copy mode.
 pub(crate) const XDP_COPY: u16 = 1 << 1;
-/// `xdp_umem_reg.flags`: chunks may start anywhere (the kernel recycles its
-/// per-buffer state last-in first-out instead of keeping one per chunk).
-const XDP_UMEM_UNALIGNED_CHUNK_FLAG: u32 = 1 << 0;
 /// Unaligned mode: RX descriptor addresses carry the frame's offset from the
 /// chunk in their top 16 bits.
 const XSK_UNALIGNED_BUF_OFFSET_SHIFT: u32 = 48;
@@ -93,7 +83,6 @@ pub(crate) const XDP_ZEROCOPY: u16 = 1 << 2;
 /// after every operation.
 pub(crate) const XDP_USE_NEED_WAKEUP: u16 = 1 << 3;
 const XDP_RING_NEED_WAKEUP: u32 = 1 << 0;
-const XDP_OPTIONS_ZEROCOPY: u32 = 1 << 0;
 
 const XDP_PGOFF_RX_RING: libc::off_t = 0;
 const XDP_PGOFF_TX_RING: libc::off_t = 0x8000_0000;
@@ -136,18 +125,7 @@ struct SockaddrXdp {
 }
 const _: () = assert!(size_of::<SockaddrXdp>() == 16);
 
-#[repr(C)]
-struct UmemReg {
-    addr: u64,
-    len: u64,
-    chunk_size: u32,
-    headroom: u32,
-    flags: u32,
-    tx_metadata_len: u32,
-}
-const _: () = assert!(size_of::<UmemReg>() == 32);
-
-#[repr(C)]
+/// Where a ring's parts are in its mapping (`struct xdp_ring_offset`).
 #[derive(Clone, Copy, Debug, Default)]
 struct RingOffset {
     producer: u64,
@@ -156,15 +134,18 @@ struct RingOffset {
     flags: u64,
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-struct MmapOffsets {
-    rx: RingOffset,
-    tx: RingOffset,
-    fr: RingOffset,
-    cr: RingOffset,
+impl RingOffset {
+    /// From `XDP_MMAP_OFFSETS`; `None` on kernels before 5.4, whose rings have
+    /// no flags word (hence no need_wakeup).
+    fn from_kernel(o: &rustix::net::xdp::XdpRingOffset) -> Option<RingOffset> {
+        Some(RingOffset {
+            producer: o.producer,
+            consumer: o.consumer,
+            desc: o.desc,
+            flags: o.flags?,
+        })
+    }
 }
-const _: () = assert!(size_of::<MmapOffsets>() == 128);
 
 /// An RX or TX ring descriptor (`struct xdp_desc`).
 #[repr(C)]
@@ -177,7 +158,6 @@ struct XdpDesc {
 const _: () = assert!(size_of::<XdpDesc>() == 16);
 
 /// The kernel's per-socket counters (`struct xdp_statistics`).
-#[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct XskStats {
     /// Frames dropped for other reasons than a full RX ring (no fill buffer,
@@ -194,9 +174,19 @@ pub(crate) struct XskStats {
     /// Times the kernel found the TX ring empty when woken.
     pub(crate) tx_ring_empty_descs: u64,
 }
-const _: () = assert!(size_of::<XskStats>() == 48);
-
 impl XskStats {
+    /// From `XDP_STATISTICS`; counters a kernel before 5.9 lacks are 0.
+    fn from_kernel(s: &rustix::net::xdp::XdpStatistics) -> XskStats {
+        XskStats {
+            rx_dropped: s.rx_dropped,
+            rx_invalid_descs: s.rx_invalid_descs,
+            tx_invalid_descs: s.tx_invalid_descs,
+            rx_ring_full: s.rx_ring_full.unwrap_or(0),
+            rx_fill_ring_empty_descs: s.rx_fill_ring_empty_descs.unwrap_or(0),
+            tx_ring_empty_descs: s.tx_ring_empty_descs.unwrap_or(0),
+        }
+    }
+
     /// Field-wise sum.
     pub(crate) fn add(&self, o: &XskStats) -> XskStats {
         XskStats {
@@ -248,31 +238,6 @@ fn setsockopt<T>(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, v: &T) -> 
         )
     })
     .map(drop)
-}
-
-/// `getsockopt` into a plain-data value; returns the length the kernel wrote.
-///
-/// # Safety
-/// `T` must be valid for any bit pattern (integers only).
-unsafe fn getsockopt<T>(
-    fd: &OwnedFd,
-    level: libc::c_int,
-    name: libc::c_int,
-    v: &mut T,
-) -> io::Result<usize> {
-    let mut len = size_of::<T>() as libc::socklen_t;
-    // SAFETY: `v` is valid for size_of::<T>() bytes of writes and `len` says so;
-    // the caller promised any bytes make a valid T.
-    cvt(unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            v as *mut T as *mut libc::c_void,
-            &mut len,
-        )
-    })?;
-    Ok(len as usize)
 }
 
 fn socket(domain: libc::c_int, ty: libc::c_int, proto: libc::c_int) -> io::Result<OwnedFd> {
@@ -720,62 +685,72 @@ impl XskShared {
         let fd = socket(AF_XDP, libc::SOCK_RAW, 0).map_err(step(XskStep::Socket))?;
         let pool = s.pool;
         if s.share.is_none() {
-            let reg = UmemReg {
+            let reg = rustix::net::xdp::XdpUmemReg {
                 addr: pool.region().as_ptr() as u64,
                 len: (pool.size() as usize * pool.stride()) as u64,
                 chunk_size: pool.stride() as u32,
                 headroom: UMEM_HEADROOM as u32,
-                flags: XDP_UMEM_UNALIGNED_CHUNK_FLAG,
+                flags: rustix::net::xdp::XdpUmemRegFlags::XDP_UMEM_UNALIGNED_CHUNK_FLAG,
                 tx_metadata_len: 0,
             };
             debug_assert!(reg.len as usize <= pool.region().len());
             // The kernel pins these pages and may write any chunk we post. They
             // stay valid as long as this socket: it holds a handle on the pool,
             // and the pool never frees its memory with elements outstanding.
-            setsockopt(&fd, SOL_XDP, XDP_UMEM_REG, &reg).map_err(step(XskStep::UmemReg))?;
+            sockopt::set_xdp_umem_reg(&fd, reg).map_err(|e| step(XskStep::UmemReg)(e.into()))?;
         }
-        let ring = |name: libc::c_int, what: &'static str, n: u32| {
-            setsockopt(&fd, SOL_XDP, name, &(n as libc::c_int))
-                .map_err(step(XskStep::RingSize(what)))
+        let ring = |set: rustix::io::Result<()>, what: &'static str| {
+            set.map_err(|e| step(XskStep::RingSize(what))(e.into()))
         };
-        ring(XDP_UMEM_FILL_RING, "fill", s.fill_size)?;
-        ring(XDP_UMEM_COMPLETION_RING, "completion", s.comp_size)?;
+        ring(
+            sockopt::set_xdp_umem_fill_ring_size(&fd, s.fill_size),
+            "fill",
+        )?;
+        ring(
+            sockopt::set_xdp_umem_completion_ring_size(&fd, s.comp_size),
+            "completion",
+        )?;
         if s.rx_size > 0 {
-            ring(XDP_RX_RING, "rx", s.rx_size)?;
+            ring(sockopt::set_xdp_rx_ring_size(&fd, s.rx_size), "rx")?;
         }
         if s.tx_size > 0 {
-            ring(XDP_TX_RING, "tx", s.tx_size)?;
+            ring(sockopt::set_xdp_tx_ring_size(&fd, s.tx_size), "tx")?;
         }
-        let mut off = MmapOffsets::default();
-        // SAFETY: MmapOffsets is plain u64s.
-        let got = unsafe { getsockopt(&fd, SOL_XDP, XDP_MMAP_OFFSETS, &mut off) }
-            .map_err(step(XskStep::MmapOffsets))?;
-        if got < size_of::<MmapOffsets>() {
+        let kernel_off =
+            sockopt::xdp_mmap_offsets(&fd).map_err(|e| step(XskStep::MmapOffsets)(e.into()))?;
+        let offsets = [
+            &kernel_off.rx,
+            &kernel_off.tx,
+            &kernel_off.fr,
+            &kernel_off.cr,
+        ]
+        .map(RingOffset::from_kernel);
+        let [Some(off_rx), Some(off_tx), Some(off_fr), Some(off_cr)] = offsets else {
             // Kernels before 5.4 have no ring flags, hence no need_wakeup.
             return Err(XskError {
                 step: XskStep::MmapOffsets,
                 source: io::Error::from_raw_os_error(libc::EOPNOTSUPP),
             });
-        }
+        };
         let map = |what: &'static str, o: &RingOffset, n: u32, entry: usize, pgoff| {
             Mapping::new(&fd, o.desc as usize + n as usize * entry, pgoff)
                 .map_err(step(XskStep::Mmap(what)))
         };
-        let fill_map = map("fill", &off.fr, s.fill_size, 8, XDP_UMEM_PGOFF_FILL_RING)?;
+        let fill_map = map("fill", &off_fr, s.fill_size, 8, XDP_UMEM_PGOFF_FILL_RING)?;
         let comp_map = map(
             "completion",
-            &off.cr,
+            &off_cr,
             s.comp_size,
             8,
             XDP_UMEM_PGOFF_COMPLETION_RING,
         )?;
         let rx_map = if s.rx_size > 0 {
-            Some(map("rx", &off.rx, s.rx_size, 16, XDP_PGOFF_RX_RING)?)
+            Some(map("rx", &off_rx, s.rx_size, 16, XDP_PGOFF_RX_RING)?)
         } else {
             None
         };
         let tx_map = if s.tx_size > 0 {
-            Some(map("tx", &off.tx, s.tx_size, 16, XDP_PGOFF_TX_RING)?)
+            Some(map("tx", &off_tx, s.tx_size, 16, XDP_PGOFF_TX_RING)?)
         } else {
             None
         };
@@ -801,19 +776,17 @@ impl XskShared {
             )
         })
         .map_err(step(XskStep::Bind))?;
-        let mut opts = 0u32;
-        // SAFETY: struct xdp_options is one u32.
-        let zero_copy = unsafe { getsockopt(&fd, SOL_XDP, XDP_OPTIONS, &mut opts) }.is_ok()
-            && opts & XDP_OPTIONS_ZEROCOPY != 0;
+        let zero_copy = sockopt::xdp_options(&fd)
+            .is_ok_and(|o| o.contains(rustix::net::xdp::XdpOptionsFlags::XDP_OPTIONS_ZEROCOPY));
 
-        let fill = RingPtrs::new(&fill_map, &off.fr, s.fill_size);
-        let comp = RingPtrs::new(&comp_map, &off.cr, s.comp_size);
+        let fill = RingPtrs::new(&fill_map, &off_fr, s.fill_size);
+        let comp = RingPtrs::new(&comp_map, &off_cr, s.comp_size);
         let rx = rx_map
             .as_ref()
-            .map(|m| RingPtrs::new(m, &off.rx, s.rx_size));
+            .map(|m| RingPtrs::new(m, &off_rx, s.rx_size));
         let tx = tx_map
             .as_ref()
-            .map(|m| RingPtrs::new(m, &off.tx, s.tx_size));
+            .map(|m| RingPtrs::new(m, &off_tx, s.tx_size));
         let raw = fd.as_raw_fd();
         let mut maps = vec![fill_map, comp_map];
         maps.extend(rx_map);
@@ -859,11 +832,8 @@ impl XskShared {
 
     /// The kernel's counters for this socket.
     pub(crate) fn statistics(&self) -> io::Result<XskStats> {
-        let mut st = XskStats::default();
         let fd = self.fd.as_ref().expect("open until dropped");
-        // SAFETY: XskStats is plain u64s.
-        unsafe { getsockopt(fd, SOL_XDP, XDP_STATISTICS, &mut st) }?;
-        Ok(st)
+        Ok(XskStats::from_kernel(&sockopt::xdp_statistics(fd)?))
     }
 
     /// Preferred busy polling, as DPDK's busy_budget: SO_PREFER_BUSY_POLL,
