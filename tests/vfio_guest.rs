@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use nicpoll::bar::Bar;
 use nicpoll::memory::{DmaMemory, DmaRegion, IovaMode, MemoryConfig};
 use nicpoll::pci::{PciAddress, Sysfs};
-use nicpoll::vfio::{IommuType, VfioConfig, VfioContext, VfioDevice, VfioOps};
+use nicpoll::vfio::{IommuType, VfioConfig, VfioContext, VfioDevice};
 
 fn guest() -> Option<(String, Vec<PciAddress>)> {
     let bdf = std::env::var("VFIO_VM_BDF").ok().filter(|s| !s.is_empty());
@@ -115,14 +115,10 @@ fn guest_open_devices_map_bars_and_dma() {
     }
     let devs = open_all(&ctx, &addrs, &mode);
     let mem = memory(iova, "vfioguest");
-    let region = mem.alloc("guest dma", 2 << 20).unwrap();
+    let region = std::sync::Arc::new(mem.alloc("guest dma", 2 << 20).unwrap());
     ctx.map_dma(&region).unwrap();
-    let mapped = ctx.dma_mapping_count();
-    if mode == "noiommu" {
-        assert_eq!(mapped, 0);
-    } else {
-        assert!(mapped >= 1);
-    }
+    // Held in every mode (no-IOMMU too: the device addresses it physically).
+    assert!(ctx.dma_mapping_count() >= 1);
     if iova == IovaMode::Va {
         assert_eq!(region.iova(0), region.as_ptr() as u64);
     } else {
@@ -156,7 +152,7 @@ fn guest_e1000e_dma_round_trip() {
     let dev = ctx.open_device(e1000e).unwrap();
     assert_eq!(dev.iommu_type(), expected_mode(&mode));
     let mem = memory(iova, "vfioe1000e");
-    let region = mem.alloc("e1000e rings", 2 << 20).unwrap();
+    let region = std::sync::Arc::new(mem.alloc("e1000e rings", 2 << 20).unwrap());
     ctx.map_dma(&region).unwrap();
     let bar0 = dev.map_bar(0).unwrap();
     let t = Instant::now();
@@ -169,7 +165,7 @@ fn guest_e1000e_dma_round_trip() {
     if mode != "noiommu" {
         // Type1 with physical addresses as IOVAs (DPDK's choice for narrow IOMMUs).
         let pa = memory(IovaMode::Pa, "vfioe1000epa");
-        let r2 = pa.alloc("e1000e rings (PA)", 2 << 20).unwrap();
+        let r2 = std::sync::Arc::new(pa.alloc("e1000e rings (PA)", 2 << 20).unwrap());
         ctx.map_dma(&r2).unwrap();
         e1000e_arp(&bar0, &r2);
         println!("e1000e ARP round trip with IOVA = PA on type1");
@@ -430,13 +426,10 @@ fn guest_pod_renamed_noiommu_node() {
             fs::create_dir_all(&gdir).unwrap();
             std::os::unix::fs::symlink(&gdir, dir.join("iommu_group")).unwrap();
         }
-        let ctx = VfioContext::with_ops(
-            std::sync::Arc::new(nicpoll::vfio::SysVfio) as std::sync::Arc<dyn VfioOps>,
-            VfioConfig {
-                root: fake.path().to_path_buf(),
-                dev_dir: Path::new("/dev/vfio").to_path_buf(),
-            },
-        )
+        let ctx = VfioContext::with_config(VfioConfig {
+            root: fake.path().to_path_buf(),
+            dev_dir: Path::new("/dev/vfio").to_path_buf(),
+        })
         .unwrap();
         let d = ctx.open_device(&addrs[0]).unwrap();
         assert_eq!(d.iommu_type(), IommuType::NoIommu);

@@ -171,6 +171,18 @@ impl DmaRegion {
         Ok(DmaRegion::new(what, ptr, len, page, mode, None))
     }
 
+    /// Plain memory that reports the given physical page addresses (IOVA mode
+    /// PA, one per base page), for tests of code that only computes with the
+    /// IOVAs: nothing may DMA into it.
+    #[cfg(test)]
+    pub(crate) fn fake_pa(what: &str, page_iovas: &[u64]) -> DmaRegion {
+        let len = page_iovas.len() * base_page_size();
+        let mut r = DmaRegion::anonymous(what, len, IovaMode::Dc).expect("plain memory");
+        r.iova_mode = IovaMode::Pa;
+        r.page_iovas = page_iovas.into();
+        r
+    }
+
     /// Memory from a new file at `path` on the hugetlbfs `mount`: created (mode
     /// 0600, failing if it exists), given all its pages with `fallocate`, mapped
     /// shared and populated, locked, its page addresses read in IOVA mode PA, and

@@ -96,7 +96,13 @@ struct LcoreCache {
 /// pool is dropped with elements still out, this is leaked rather than freed.
 pub struct PoolInner {
     name: String,
-    region: DmaRegion,
+    /// Shared, so that a DMA mapping can keep the memory allocated for as long
+    /// as a device may reach it, even after the pool is gone.
+    region: Arc<DmaRegion>,
+    /// The region's start and length, copied here for the free path's range
+    /// test (no pointer chase through the `Arc`).
+    base: usize,
+    len: usize,
     stride: usize,
     count: u32,
     /// Bytes from a fresh mbuf's data start to the element end (same for all).
@@ -132,7 +138,7 @@ impl PoolInner {
     /// Start address and length of the memory holding every element.
     #[inline(always)]
     pub(crate) fn span(&self) -> (usize, usize) {
-        (self.region.as_ptr() as usize, self.region.len())
+        (self.base, self.len)
     }
 
     /// Get exactly `out.len()` elements or none. The common case (an lcore
@@ -366,7 +372,7 @@ impl Mempool {
             });
         }
         let bytes = cfg.count as usize * stride;
-        let region = mem.alloc(&format!("mempool {}", cfg.name), bytes)?;
+        let region = Arc::new(mem.alloc(&format!("mempool {}", cfg.name), bytes)?);
         debug_assert_eq!(region.as_ptr() as usize % stride, 0);
         let data_room = (stride - ELEMENT_DATA_OFFSET) as u32;
         // DPDK flushes above 1.5x the cache size; the cache array holds that plus
@@ -394,6 +400,8 @@ impl Mempool {
             caches,
             get_fails: AtomicU64::new(0),
             handle: std::sync::OnceLock::new(),
+            base: region.as_ptr() as usize,
+            len: region.len(),
             region,
         });
         let inner = NonNull::from(Box::leak(inner));
@@ -460,8 +468,9 @@ impl Mempool {
         self.inner().data_room as usize
     }
 
-    /// The DMA region holding every element (for UMEM / memory-region registration).
-    pub fn region(&self) -> &DmaRegion {
+    /// The DMA region holding every element (for UMEM / memory-region
+    /// registration, and DMA mappings, which hold it as long as they last).
+    pub fn region(&self) -> &Arc<DmaRegion> {
         &self.inner().region
     }
 

@@ -1,32 +1,45 @@
 //! The VFIO container (`/dev/vfio/vfio`): API version, extensions, IOMMU type,
 //! IOVA aperture, and DMA mappings.
 
+use std::os::fd::AsFd;
 use std::path::Path;
 use std::sync::Arc;
 
 use vfio_bindings::bindings::vfio as sys;
 
+use super::IommuType;
 use super::errors::{self, io_error};
-use super::ioctl::{IommuInfo, VfioFd, VfioOps};
-use super::{FdGuard, IommuType};
+use super::ioctl::{self, IommuInfo, VfioFd, VfioOps};
 use crate::error::{Error, Result};
-use crate::memory::IovaMode;
+use crate::memory::{DmaRegion, IovaMode};
 
 /// The highest user-space virtual address on x86-64 with 4-level paging:
 /// IOVA = VA needs an IOMMU aperture that reaches this far.
 pub(crate) const USER_VA_TOP: u64 = 0x7fff_ffff_ffff;
 
 /// One DMA mapping the context made or will make (pending until the IOMMU type
-/// is set, i.e. until the first group joins).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// is set, i.e. until the first group joins), holding its region allocated.
+#[derive(Debug)]
 pub(crate) struct Mapping {
-    pub what: String,
-    pub mode: IovaMode,
+    /// The memory, kept allocated while a device may reach it.
+    pub region: Arc<DmaRegion>,
     pub vaddr: u64,
     pub iova: u64,
     pub size: u64,
     /// Whether MAP_DMA was done (and UNMAP_DMA is owed).
     pub mapped: bool,
+}
+
+impl Mapping {
+    /// What the memory is for (the region's name).
+    pub fn what(&self) -> &str {
+        self.region.what()
+    }
+
+    /// The region's IOVA mode.
+    pub fn mode(&self) -> IovaMode {
+        self.region.iova_mode()
+    }
 }
 
 /// An open container.
@@ -48,9 +61,9 @@ impl Container {
         let fd = ops
             .open(path)
             .map_err(|e| errors::open_container(path, e))?;
-        let guard = FdGuard::new(ops.clone(), fd);
+        let fd = VfioFd::new(ops.clone(), fd);
         let version = ops
-            .get_api_version(fd)
+            .get_api_version(fd.as_fd())
             .map_err(|e| io_error("VFIO_GET_API_VERSION", path.display(), e, None))?;
         if version != sys::VFIO_API_VERSION as i32 {
             return Err(Error::VfioSetup {
@@ -62,12 +75,17 @@ impl Container {
                 ),
             });
         }
-        let ext = |e: u32| ops.check_extension(fd, e).unwrap_or(false);
+        let ext = |e: u32| ops.check_extension(fd.as_fd(), e).unwrap_or(false);
+        let (type1v2, type1, noiommu) = (
+            ext(sys::VFIO_TYPE1v2_IOMMU),
+            ext(sys::VFIO_TYPE1_IOMMU),
+            ext(sys::VFIO_NOIOMMU_IOMMU),
+        );
         let c = Container {
             fd,
-            type1v2: ext(sys::VFIO_TYPE1v2_IOMMU),
-            type1: ext(sys::VFIO_TYPE1_IOMMU),
-            noiommu: ext(sys::VFIO_NOIOMMU_IOMMU),
+            type1v2,
+            type1,
+            noiommu,
             iommu: None,
             info: None,
         };
@@ -77,7 +95,6 @@ impl Container {
             c.type1,
             c.noiommu
         );
-        guard.disarm();
         Ok(c)
     }
 
@@ -128,7 +145,7 @@ impl Container {
         }
         let end = self.aperture_end().unwrap_or(0);
         let bits = 64 - end.leading_zeros();
-        let fix = if m.mode == IovaMode::Va {
+        let fix = if m.mode() == IovaMode::Va {
             "use IOVA mode PA (--iova-mode=pa: IOVAs are physical addresses, needs \
              CAP_SYS_ADMIN), or give the IOMMU a wider address width (a QEMU vIOMMU: \
              -device intel-iommu,aw-bits=48)"
@@ -136,7 +153,7 @@ impl Container {
             "this physical memory is not reachable through the IOMMU; use other hugepages"
         };
         Err(Error::VfioSetup {
-            object: format!("DMA memory {}", m.what),
+            object: format!("DMA memory {}", m.what()),
             reason: format!(
                 "IOVA {:#x}-{:#x} is outside the IOMMU's usable ranges ({}; a {bits}-bit \
                  address width): {fix}",
@@ -154,18 +171,18 @@ impl Container {
     /// VFIO_IOMMU_MAP_DMA one mapping.
     pub fn map(&self, ops: &dyn VfioOps, m: &Mapping) -> Result<()> {
         self.check_aperture(m)?;
-        ops.map_dma(self.fd, m.vaddr, m.iova, m.size)
+        ioctl::map_dma_in(ops, self.fd.as_fd(), &m.region, m.vaddr, m.iova, m.size)
             .map_err(|e| errors::map_dma(m, e))
     }
 
     /// VFIO_IOMMU_UNMAP_DMA one mapping; logs (teardown must go on).
     pub fn unmap(&self, ops: &dyn VfioOps, m: &Mapping) -> Result<()> {
-        match ops.unmap_dma(self.fd, m.iova, m.size) {
+        match ops.unmap_dma(self.fd.as_fd(), m.iova, m.size) {
             Ok(n) if n == m.size => Ok(()),
             Ok(n) => {
                 log::warn!(
                     "VFIO_IOMMU_UNMAP_DMA {}: unmapped {n} of {} bytes at IOVA {:#x}",
-                    m.what,
+                    m.what(),
                     m.size,
                     m.iova
                 );
@@ -173,7 +190,7 @@ impl Container {
             }
             Err(e) => Err(io_error(
                 "VFIO_IOMMU_UNMAP_DMA",
-                format_args!("{} (IOVA {:#x}, {} bytes)", m.what, m.iova, m.size),
+                format_args!("{} (IOVA {:#x}, {} bytes)", m.what(), m.iova, m.size),
                 e,
                 None,
             )),

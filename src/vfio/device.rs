@@ -1,13 +1,13 @@
 //! A VFIO device: its regions, PCI config space, BARs, interrupts and reset.
 
 use std::fmt;
-use std::ptr::NonNull;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 
 use vfio_bindings::bindings::vfio as sys;
 
 use super::errors::{self, io_error};
-use super::ioctl::{DeviceInfo, IrqInfo, RegionInfo, VfioFd};
+use super::ioctl::{self, DeviceInfo, IrqInfo, RegionInfo, VfioFd};
 use super::{IommuType, Shared};
 use crate::bar::VfioBar;
 use crate::error::{Error, Result};
@@ -25,8 +25,10 @@ pub const CONFIG_REGION: u32 = sys::VFIO_PCI_CONFIG_REGION_INDEX;
 
 /// Whether a device may be reset, and how a device ends.
 pub(crate) struct DeviceInner {
-    pub shared: Arc<Shared>,
+    // Field order is drop order: the device closes before the context (its
+    // DMA mappings, group and container) may go.
     pub fd: VfioFd,
+    pub shared: Arc<Shared>,
     pub address: PciAddress,
     pub group: u32,
     pub iommu: IommuType,
@@ -49,7 +51,7 @@ impl DeviceInner {
         let n = self
             .shared
             .ops
-            .pread(self.fd, buf, cfg.offset + offset)
+            .pread(self.fd.as_fd(), buf, cfg.offset + offset)
             .map_err(|e| {
                 io_error(
                     "pread config space",
@@ -74,18 +76,16 @@ impl DeviceInner {
         if offset + buf.len() as u64 > cfg.size {
             return Err(self.config_range(offset, buf.len()));
         }
-        let n = self
-            .shared
-            .ops
-            .pwrite(self.fd, buf, cfg.offset + offset)
-            .map_err(|e| {
+        let n = ioctl::write_config(&*self.shared.ops, self.fd.as_fd(), cfg, offset, buf).map_err(
+            |e| {
                 io_error(
                     "pwrite config space",
                     format_args!("{} at {offset:#x}", self.address),
                     e,
                     None,
                 )
-            })?;
+            },
+        )?;
         if n != buf.len() {
             return Err(io_error(
                 "pwrite config space",
@@ -129,7 +129,7 @@ impl DeviceInner {
     pub(crate) fn reset(&self) -> Result<()> {
         self.shared
             .ops
-            .device_reset(self.fd)
+            .device_reset(self.fd.as_fd())
             .map_err(|e| io_error("VFIO_DEVICE_RESET", self.address, e, None))
     }
 }
@@ -145,8 +145,8 @@ impl Drop for DeviceInner {
         {
             log::warn!("{}: {e}", self.address);
         }
-        self.shared.ops.close(self.fd);
-        log::debug!("VFIO: closed {}", self.address);
+        // The descriptor closes right after this, with the fields.
+        log::debug!("VFIO: closing {}", self.address);
     }
 }
 
@@ -268,7 +268,7 @@ impl VfioDevice {
         self.inner
             .shared
             .ops
-            .irq_info(self.inner.fd, index)
+            .irq_info(self.inner.fd.as_fd(), index)
             .map_err(|e| {
                 io_error(
                     "VFIO_DEVICE_GET_IRQ_INFO",
@@ -280,12 +280,18 @@ impl VfioDevice {
     }
 
     /// Route vectors `start..` of IRQ index `index` to these eventfds
-    /// (`VFIO_DEVICE_SET_IRQS`); -1 detaches a vector.
-    pub fn set_irq_eventfds(&self, index: u32, start: u32, fds: &[i32]) -> Result<()> {
+    /// (`VFIO_DEVICE_SET_IRQS`); `None` detaches a vector. The kernel takes its
+    /// own reference to each eventfd.
+    pub fn set_irq_eventfds(
+        &self,
+        index: u32,
+        start: u32,
+        fds: &[Option<BorrowedFd<'_>>],
+    ) -> Result<()> {
         self.inner
             .shared
             .ops
-            .set_irq_eventfds(self.inner.fd, index, start, fds)
+            .set_irq_eventfds(self.inner.fd.as_fd(), index, start, fds)
             .map_err(|e| {
                 io_error(
                     "VFIO_DEVICE_SET_IRQS",
@@ -332,42 +338,28 @@ impl VfioDevice {
             Some(a) if !region.msix_mappable => Some(a.as_slice()),
             _ => None,
         };
-        let base = d
-            .shared
-            .ops
-            .mmap(d.fd, region.offset, len, areas)
-            .map_err(|e| io_error("mmap", &object, e, None))?;
-        let owner = BarOwner {
-            device: d.clone(),
-            addr: base.as_ptr() as usize,
+        // The BAR keeps the device open: it is reset and closed after its last BAR.
+        let bar = ioctl::map_bar(
+            &d.shared.ops,
+            d.fd.as_fd(),
+            region.offset,
             len,
-        };
-        log::debug!("VFIO: mapped {object}: {len:#x} bytes at {base:p}");
-        // SAFETY: `base..base + len` is the fresh shared mapping of the BAR; the
-        // owner unmaps it exactly once, when the VfioBar (its only user) drops.
-        Ok(unsafe { VfioBar::new(base, len, index, Box::new(owner)) })
-    }
-}
-
-/// Keeps a BAR mapped and its device open; unmaps on drop.
-struct BarOwner {
-    device: Arc<DeviceInner>,
-    addr: usize,
-    len: usize,
-}
-
-impl Drop for BarOwner {
-    fn drop(&mut self) {
-        if let Some(p) = NonNull::new(self.addr as *mut u8) {
-            self.device.shared.ops.munmap(p, self.len);
-        }
+            areas,
+            index,
+            Box::new(d.clone()),
+        )
+        .map_err(|e| io_error("mmap", &object, e, None))?;
+        log::debug!(
+            "VFIO: mapped {object}: {len:#x} bytes at {:p}",
+            bar.as_ptr()
+        );
+        Ok(bar)
     }
 }
 
 /// Open the device fd and read what the device is; reset it and enable it.
 pub(crate) fn open(
     shared: &Arc<Shared>,
-    group_fd: VfioFd,
     address: PciAddress,
     group: u32,
     iommu: IommuType,
@@ -375,12 +367,19 @@ pub(crate) fn open(
     let ops = &shared.ops;
     let noiommu = iommu == IommuType::NoIommu;
     let name = address.to_string();
-    let fd = ops
-        .group_get_device_fd(group_fd, &name)
-        .map_err(|e| errors::group_ioctl("VFIO_GROUP_GET_DEVICE_FD", &name, noiommu, e))?;
-    let guard = super::FdGuard::new(ops.clone(), fd);
+    let fd = {
+        let st = shared.lock();
+        let g = st
+            .groups
+            .iter()
+            .find(|g| g.number == group)
+            .expect("the group was attached");
+        ops.group_get_device_fd(g.fd.as_fd(), &name)
+    }
+    .map_err(|e| errors::group_ioctl("VFIO_GROUP_GET_DEVICE_FD", &name, noiommu, e))?;
+    let fd = VfioFd::new(ops.clone(), fd);
     let info = ops
-        .device_info(fd)
+        .device_info(fd.as_fd())
         .map_err(|e| io_error("VFIO_DEVICE_GET_INFO", &name, e, None))?;
     if info.flags & sys::VFIO_DEVICE_FLAGS_PCI == 0 || info.num_regions <= CONFIG_REGION {
         return Err(Error::VfioSetup {
@@ -393,7 +392,7 @@ pub(crate) fn open(
     }
     let mut regions = Vec::new();
     for index in 0..info.num_regions.min(sys::VFIO_PCI_NUM_REGIONS) {
-        match ops.region_info(fd, index) {
+        match ops.region_info(fd.as_fd(), index) {
             Ok(r) => regions.push(r),
             // Absent regions (VGA on a NIC) answer EINVAL.
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => regions.push(RegionInfo {
@@ -417,10 +416,9 @@ pub(crate) fn open(
         });
     }
     // From here the device's own Drop (bus master off, reset, close) takes over.
-    guard.disarm();
     let mut inner = DeviceInner {
-        shared: shared.clone(),
         fd,
+        shared: shared.clone(),
         address,
         group,
         iommu,

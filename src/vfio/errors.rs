@@ -136,7 +136,10 @@ pub(crate) fn map_dma(m: &Mapping, e: io::Error) -> Error {
         "VFIO_IOMMU_MAP_DMA",
         format_args!(
             "{} (vaddr {:#x} -> IOVA {:#x}, {} bytes)",
-            m.what, m.vaddr, m.iova, m.size
+            m.what(),
+            m.vaddr,
+            m.iova,
+            m.size
         ),
         e,
         hint,

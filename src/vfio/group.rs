@@ -9,12 +9,12 @@
 //!   tells; without it, the container decides: one that offers only
 //!   `VFIO_NOIOMMU_IOMMU` can only be used in no-IOMMU mode.
 
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use vfio_bindings::bindings::vfio as sys;
 
-use super::FdGuard;
 use super::errors;
 use super::ioctl::{VfioFd, VfioOps};
 use crate::error::{Error, Result};
@@ -80,18 +80,18 @@ pub(crate) struct Group {
 }
 
 /// Open a group node and check it is viable (every device of the group bound to
-/// vfio-pci or to no driver). The returned guard closes it on error paths.
+/// vfio-pci or to no driver).
 pub(crate) fn open(
     ops: &Arc<dyn VfioOps>,
     sysfs: &Sysfs,
     node: &GroupNode,
     noiommu: bool,
-) -> Result<FdGuard> {
+) -> Result<VfioFd> {
     let fd = ops
         .open(&node.path)
         .map_err(|e| errors::open_group(&node.path, node.number, noiommu, e))?;
-    let guard = FdGuard::new(ops.clone(), fd);
-    let flags = ops.group_status(fd).map_err(|e| {
+    let fd = VfioFd::new(ops.clone(), fd);
+    let flags = ops.group_status(fd.as_fd()).map_err(|e| {
         errors::group_ioctl("VFIO_GROUP_GET_STATUS", node.path.display(), noiommu, e)
     })?;
     if flags & sys::VFIO_GROUP_FLAGS_VIABLE == 0 {
@@ -129,5 +129,5 @@ pub(crate) fn open(
             ),
         });
     }
-    Ok(guard)
+    Ok(fd)
 }

@@ -1,28 +1,44 @@
-//! Every VFIO system call, each wrapped once, behind the [`VfioOps`] trait.
+//! Every VFIO system call, each wrapped once, behind the crate-private
+//! [`VfioOps`] trait.
 //!
-//! [`SysVfio`] performs them on the real kernel; the test twin
-//! (`vfio::twin::VfioTwin`) answers them from canned state and records the calls,
-//! so the container/group/device logic above is tested without a kernel.
+//! [`SysVfio`] performs them on the real kernel; the test twin ([`twin`])
+//! answers them from canned state and records the calls, so the
+//! container/group/device logic above is tested without a kernel.
 //!
 //! Request numbers: `linux/vfio.h` defines each as `_IO(VFIO_TYPE, VFIO_BASE + n)`
 //! with `VFIO_TYPE = ';'` and `VFIO_BASE = 100`; `_IO` has no size or direction
 //! bits, so the number is `(';' << 8) | (100 + n)`. vfio-bindings has the structs
 //! and constants but not these numbers.
 //!
-//! This is the VFIO layer's unsafe code: ioctl, pread/pwrite on raw descriptors,
-//! mmap/munmap of device regions, close.
+//! This is the VFIO layer's unsafe code: the ioctls, mmap/munmap of device
+//! regions, and the three safe doors the rest of the layer goes through instead
+//! of the trait's unsafe methods: [`map_dma_in`] (a DMA mapping checked to lie in
+//! a [`DmaRegion`]), [`write_config`] (a write checked to stay in config space)
+//! and [`map_bar`] (a BAR mapping that becomes a [`VfioBar`] and is unmapped once).
+//!
+//! Descriptors are owned: `open` and `group_get_device_fd` hand out an
+//! [`OwnedFd`], which a [`VfioFd`] gives back to the ops ([`VfioOps::close`])
+//! when it drops; every other call borrows one, so no code can name a descriptor
+//! it does not hold.
 
 use std::ffi::CString;
 use std::fmt;
 use std::fs::OpenOptions;
 use std::io;
 use std::mem::size_of;
-use std::os::fd::IntoRawFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::ptr::{self, NonNull};
+use std::sync::Arc;
 
 use vfio_bindings::bindings::vfio as sys;
+
+use crate::bar::VfioBar;
+use crate::memory::DmaRegion;
+
+#[cfg(any(test, feature = "testing"))]
+pub mod twin;
 
 /// `_IO(VFIO_TYPE, VFIO_BASE + n)`.
 const fn vfio_io(n: u32) -> u32 {
@@ -60,10 +76,42 @@ pub const VFIO_IOMMU_MAP_DMA: u32 = vfio_io(13);
 /// `VFIO_IOMMU_UNMAP_DMA` (container, type1).
 pub const VFIO_IOMMU_UNMAP_DMA: u32 = vfio_io(14);
 
-/// A VFIO file descriptor (container, group or device) as the ops know it.
-/// Owned by whoever opened it, who gives it back through [`VfioOps::close`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct VfioFd(pub i32);
+/// A VFIO descriptor (container, group or device) the ops opened; it goes back
+/// to them ([`VfioOps::close`]) when this drops. Not `Clone`: one owner.
+pub(crate) struct VfioFd {
+    ops: Arc<dyn VfioOps>,
+    fd: Option<OwnedFd>,
+}
+
+impl VfioFd {
+    /// Own `fd`, which `ops` opened.
+    pub(crate) fn new(ops: Arc<dyn VfioOps>, fd: OwnedFd) -> VfioFd {
+        VfioFd { ops, fd: Some(fd) }
+    }
+}
+
+impl AsFd for VfioFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_ref().expect("open until dropped").as_fd()
+    }
+}
+
+impl fmt::Debug for VfioFd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.fd {
+            Some(fd) => write!(f, "VfioFd({})", fd.as_raw_fd()),
+            None => f.write_str("VfioFd(closed)"),
+        }
+    }
+}
+
+impl Drop for VfioFd {
+    fn drop(&mut self) {
+        if let Some(fd) = self.fd.take() {
+            self.ops.close(fd);
+        }
+    }
+}
 
 /// `VFIO_DEVICE_GET_INFO`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -127,67 +175,212 @@ pub struct IommuInfo {
 
 /// The VFIO system calls. All methods return the OS error as is; the layers
 /// above turn it into a message that says what to fix.
-pub trait VfioOps: Send + Sync + fmt::Debug {
+///
+/// Crate-private: outside code reaches VFIO only through `VfioContext` and
+/// `VfioDevice`, which keep DMA memory alive while it is mapped, own every
+/// descriptor and unmap every BAR once.
+///
+/// # Safety
+///
+/// The safe doors of this module rely on an implementation to: return from
+/// [`mmap`](Self::mmap) a new, page-aligned mapping of exactly `len` readable
+/// and writable bytes that stays mapped until [`munmap`](Self::munmap) is given
+/// it, and return from [`open`](Self::open) and
+/// [`group_get_device_fd`](Self::group_get_device_fd) descriptors nothing else
+/// owns.
+pub(crate) unsafe trait VfioOps: Send + Sync + fmt::Debug {
     /// Whether a device node exists (`/dev/vfio/N`, `/dev/vfio/noiommu-N`).
     fn exists(&self, path: &Path) -> bool;
     /// `open(path, O_RDWR | O_CLOEXEC)`.
-    fn open(&self, path: &Path) -> io::Result<VfioFd>;
-    /// `close(fd)`.
-    fn close(&self, fd: VfioFd);
+    fn open(&self, path: &Path) -> io::Result<OwnedFd>;
+    /// `close(fd)`: give back a descriptor these ops opened.
+    fn close(&self, fd: OwnedFd);
     /// `VFIO_GET_API_VERSION`.
-    fn get_api_version(&self, container: VfioFd) -> io::Result<i32>;
+    fn get_api_version(&self, container: BorrowedFd<'_>) -> io::Result<i32>;
     /// `VFIO_CHECK_EXTENSION`: whether the container supports `ext`.
-    fn check_extension(&self, container: VfioFd, ext: u32) -> io::Result<bool>;
+    fn check_extension(&self, container: BorrowedFd<'_>, ext: u32) -> io::Result<bool>;
     /// `VFIO_SET_IOMMU`.
-    fn set_iommu(&self, container: VfioFd, iommu_type: u32) -> io::Result<()>;
+    fn set_iommu(&self, container: BorrowedFd<'_>, iommu_type: u32) -> io::Result<()>;
     /// `VFIO_IOMMU_GET_INFO` with its capability chain.
-    fn iommu_info(&self, container: VfioFd) -> io::Result<IommuInfo>;
-    /// `VFIO_IOMMU_MAP_DMA` read+write.
-    fn map_dma(&self, container: VfioFd, vaddr: u64, iova: u64, size: u64) -> io::Result<()>;
-    /// `VFIO_IOMMU_UNMAP_DMA`; returns the bytes unmapped.
-    fn unmap_dma(&self, container: VfioFd, iova: u64, size: u64) -> io::Result<u64>;
+    fn iommu_info(&self, container: BorrowedFd<'_>) -> io::Result<IommuInfo>;
+    /// `VFIO_IOMMU_MAP_DMA` read+write: the container's devices may then read
+    /// and write `size` bytes of our memory at `vaddr` through IOVA `iova`.
+    ///
+    /// # Safety
+    ///
+    /// `vaddr..vaddr + size` must be memory of this process that no Rust
+    /// reference covers while it is mapped (the device may write it at any
+    /// time), and it must stay allocated to us until the range is unmapped
+    /// ([`unmap_dma`](Self::unmap_dma), or the container closes): the IOMMU
+    /// keeps the pages it pinned, so memory later placed at that address is not
+    /// what the device sees. (Use [`map_dma_in`].)
+    unsafe fn map_dma(
+        &self,
+        container: BorrowedFd<'_>,
+        vaddr: u64,
+        iova: u64,
+        size: u64,
+    ) -> io::Result<()>;
+    /// `VFIO_IOMMU_UNMAP_DMA`; returns the bytes unmapped. Safe: it only takes
+    /// access away from the devices.
+    fn unmap_dma(&self, container: BorrowedFd<'_>, iova: u64, size: u64) -> io::Result<u64>;
     /// `VFIO_GROUP_GET_STATUS` flags.
-    fn group_status(&self, group: VfioFd) -> io::Result<u32>;
+    fn group_status(&self, group: BorrowedFd<'_>) -> io::Result<u32>;
     /// `VFIO_GROUP_SET_CONTAINER`.
-    fn group_set_container(&self, group: VfioFd, container: VfioFd) -> io::Result<()>;
+    fn group_set_container(
+        &self,
+        group: BorrowedFd<'_>,
+        container: BorrowedFd<'_>,
+    ) -> io::Result<()>;
     /// `VFIO_GROUP_UNSET_CONTAINER`.
-    fn group_unset_container(&self, group: VfioFd) -> io::Result<()>;
+    fn group_unset_container(&self, group: BorrowedFd<'_>) -> io::Result<()>;
     /// `VFIO_GROUP_GET_DEVICE_FD` for the device named `name` (`0000:00:03.0`).
-    fn group_get_device_fd(&self, group: VfioFd, name: &str) -> io::Result<VfioFd>;
+    fn group_get_device_fd(&self, group: BorrowedFd<'_>, name: &str) -> io::Result<OwnedFd>;
     /// `VFIO_DEVICE_GET_INFO`.
-    fn device_info(&self, device: VfioFd) -> io::Result<DeviceInfo>;
+    fn device_info(&self, device: BorrowedFd<'_>) -> io::Result<DeviceInfo>;
     /// `VFIO_DEVICE_GET_REGION_INFO` (with capabilities).
-    fn region_info(&self, device: VfioFd, index: u32) -> io::Result<RegionInfo>;
+    fn region_info(&self, device: BorrowedFd<'_>, index: u32) -> io::Result<RegionInfo>;
     /// `VFIO_DEVICE_GET_IRQ_INFO`.
-    fn irq_info(&self, device: VfioFd, index: u32) -> io::Result<IrqInfo>;
+    fn irq_info(&self, device: BorrowedFd<'_>, index: u32) -> io::Result<IrqInfo>;
     /// `VFIO_DEVICE_SET_IRQS` with `DATA_EVENTFD | ACTION_TRIGGER` for vectors
-    /// `start..start + fds.len()`; an fd of -1 detaches that vector. An empty `fds`
+    /// `start..start + fds.len()`; `None` detaches that vector. An empty `fds`
     /// disables the whole index (`DATA_NONE | ACTION_TRIGGER`, count 0).
     fn set_irq_eventfds(
         &self,
-        device: VfioFd,
+        device: BorrowedFd<'_>,
         index: u32,
         start: u32,
-        fds: &[i32],
+        fds: &[Option<BorrowedFd<'_>>],
     ) -> io::Result<()>;
     /// `VFIO_DEVICE_RESET`.
-    fn device_reset(&self, device: VfioFd) -> io::Result<()>;
+    fn device_reset(&self, device: BorrowedFd<'_>) -> io::Result<()>;
     /// `pread` at a device-file offset (region offset + offset within).
-    fn pread(&self, device: VfioFd, buf: &mut [u8], offset: u64) -> io::Result<usize>;
-    /// `pwrite` at a device-file offset.
-    fn pwrite(&self, device: VfioFd, buf: &[u8], offset: u64) -> io::Result<usize>;
-    /// `mmap` `len` bytes of the device file at `offset`, shared, read+write.
-    /// With `areas` (sparse mmap), reserve `len` bytes inaccessible and map only
-    /// the (offset within the region, size) areas into it.
+    fn pread(&self, device: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+    /// `pwrite` at a device-file offset: programs the device.
+    ///
+    /// # Safety
+    ///
+    /// `offset` must lie in a region of `device` that the caller means to write
+    /// (config space, a BAR's registers), and the write must not make the
+    /// device access memory outside its container's DMA mappings. (Use
+    /// [`write_config`].)
+    unsafe fn pwrite(&self, device: BorrowedFd<'_>, buf: &[u8], offset: u64) -> io::Result<usize>;
+    /// `mmap` `len` bytes of the device file at `offset`, shared, read+write,
+    /// at an address the kernel chooses (so nothing else is replaced). With
+    /// `areas` (sparse mmap), reserve `len` bytes inaccessible and map only the
+    /// (offset within the region, size) areas into it.
     fn mmap(
         &self,
-        device: VfioFd,
+        device: BorrowedFd<'_>,
         offset: u64,
         len: usize,
         areas: Option<&[(u64, u64)]>,
     ) -> io::Result<NonNull<u8>>;
     /// `munmap` what [`VfioOps::mmap`] returned.
-    fn munmap(&self, addr: NonNull<u8>, len: usize);
+    ///
+    /// # Safety
+    ///
+    /// `addr` and `len` must be exactly a mapping `mmap` returned and that was
+    /// not unmapped yet, and nothing may access it afterwards. (Use
+    /// [`map_bar`], whose `VfioBar` unmaps once, when it drops.)
+    unsafe fn munmap(&self, addr: NonNull<u8>, len: usize);
+}
+
+/// Map `size` bytes at `vaddr` of `region` for DMA at `iova`
+/// (`VFIO_IOMMU_MAP_DMA`). EINVAL unless the range lies inside the region.
+///
+/// Callers keep the region (an `Arc`) until they unmap the range: the VFIO
+/// context's mapping list holds one.
+pub(crate) fn map_dma_in(
+    ops: &dyn VfioOps,
+    container: BorrowedFd<'_>,
+    region: &DmaRegion,
+    vaddr: u64,
+    iova: u64,
+    size: u64,
+) -> io::Result<()> {
+    let start = region.as_ptr() as u64;
+    let end = start + region.len() as u64;
+    let inside = size > 0 && vaddr >= start && vaddr.checked_add(size).is_some_and(|e| e <= end);
+    if !inside {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // SAFETY: the range lies inside `region`, DMA memory: mapped for as long as
+    // the region lives and only ever reached through raw pointers, never a Rust
+    // reference (`DmaRegion`'s contract). The VFIO context holds the region
+    // until it unmaps this range or closes the container.
+    unsafe { ops.map_dma(container, vaddr, iova, size) }
+}
+
+/// Write `buf` at `offset` of the PCI config space `cfg` describes
+/// (`pwrite`). EINVAL unless `cfg` is the config region and the write stays
+/// inside it.
+pub(crate) fn write_config(
+    ops: &dyn VfioOps,
+    device: BorrowedFd<'_>,
+    cfg: &RegionInfo,
+    offset: u64,
+    buf: &[u8],
+) -> io::Result<usize> {
+    let inside = cfg.index == sys::VFIO_PCI_CONFIG_REGION_INDEX
+        && offset
+            .checked_add(buf.len() as u64)
+            .is_some_and(|e| e <= cfg.size);
+    if !inside {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // SAFETY: the write stays in config space. vfio-pci virtualizes the
+    // registers through which it could move device memory or redirect writes
+    // (BARs, expansion ROM, MSI/MSI-X: drivers/vfio/pci/vfio_pci_config.c), so
+    // what is left is the command register and device-specific state: with an
+    // IOMMU the device still reaches only the container's mappings, which
+    // `map_dma_in` limits to live DMA regions. Without one (no-IOMMU, which the
+    // kernel calls unsafe by name) nothing confines a device, whatever we write
+    // here or through its BAR registers; see docs/DECISIONS.md.
+    unsafe { ops.pwrite(device, buf, cfg.offset + offset) }
+}
+
+/// mmap `len` bytes of the device file at `offset` (sparse `areas`, if given)
+/// and make them BAR `index`. The mapping, and `keep` (the device it belongs
+/// to), live until the returned `VfioBar` drops; then it is unmapped, once.
+pub(crate) fn map_bar(
+    ops: &Arc<dyn VfioOps>,
+    device: BorrowedFd<'_>,
+    offset: u64,
+    len: usize,
+    areas: Option<&[(u64, u64)]>,
+    index: u32,
+    keep: Box<dyn Send + Sync>,
+) -> io::Result<VfioBar> {
+    let base = ops.mmap(device, offset, len, areas)?;
+    let owner = BarMapping {
+        ops: ops.clone(),
+        addr: base.as_ptr() as usize,
+        len,
+        _keep: keep,
+    };
+    // SAFETY: `base..base + len` is the fresh read-write mapping `mmap` made
+    // (the trait's contract), page-aligned; `owner` unmaps it exactly once, when
+    // the VfioBar that owns it drops, and nothing else holds a pointer into it.
+    Ok(unsafe { VfioBar::new(base, len, index, Box::new(owner)) })
+}
+
+/// A BAR mapping, unmapped when dropped (before the device it keeps goes).
+struct BarMapping {
+    ops: Arc<dyn VfioOps>,
+    addr: usize,
+    len: usize,
+    _keep: Box<dyn Send + Sync>,
+}
+
+impl Drop for BarMapping {
+    fn drop(&mut self) {
+        if let Some(p) = NonNull::new(self.addr as *mut u8) {
+            // SAFETY: exactly the mapping `map_bar` got from `mmap`; this runs
+            // once, when its VfioBar (the only user) drops.
+            unsafe { self.ops.munmap(p, self.len) };
+        }
+    }
 }
 
 /// The real VFIO system calls.
@@ -203,10 +396,10 @@ fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
 }
 
 /// ioctl with no argument or an integer argument.
-fn ioctl_val(fd: VfioFd, request: u32, arg: libc::c_ulong) -> io::Result<libc::c_int> {
+fn ioctl_val(fd: BorrowedFd<'_>, request: u32, arg: libc::c_ulong) -> io::Result<libc::c_int> {
     // SAFETY: for these requests the kernel reads no memory of ours: the argument
     // is a plain value (or ignored).
-    cvt(unsafe { libc::ioctl(fd.0, request as _, arg) })
+    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), request as _, arg) })
 }
 
 /// ioctl whose argument points at `*arg`, a `#[repr(C)]` struct (or buffer) the
@@ -217,9 +410,9 @@ fn ioctl_val(fd: VfioFd, request: u32, arg: libc::c_ulong) -> io::Result<libc::c
 /// `arg` must be valid for reads and writes of the size the request uses (for
 /// VFIO, the `argsz` written in its first field, which must not exceed the
 /// buffer).
-unsafe fn ioctl_ptr<T>(fd: VfioFd, request: u32, arg: *mut T) -> io::Result<libc::c_int> {
+unsafe fn ioctl_ptr<T>(fd: BorrowedFd<'_>, request: u32, arg: *mut T) -> io::Result<libc::c_int> {
     // SAFETY: the caller guarantees `arg` covers what the kernel accesses.
-    cvt(unsafe { libc::ioctl(fd.0, request as _, arg) })
+    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), request as _, arg) })
 }
 
 /// A zeroed, 8-byte aligned buffer of `len` bytes for a VFIO info struct plus its
@@ -299,41 +492,40 @@ fn parse_iommu_caps(buf: &[u8], first: usize, info: &mut IommuInfo) {
     });
 }
 
-impl VfioOps for SysVfio {
+// SAFETY: `mmap` maps at an address the kernel picks (no MAP_FIXED outside
+// our own reservation) and returns only a successful mapping of `len` bytes;
+// descriptors come from open(2) and VFIO_GROUP_GET_DEVICE_FD, fresh.
+unsafe impl VfioOps for SysVfio {
     fn exists(&self, path: &Path) -> bool {
         path.exists()
     }
 
-    fn open(&self, path: &Path) -> io::Result<VfioFd> {
+    fn open(&self, path: &Path) -> io::Result<OwnedFd> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .custom_flags(libc::O_CLOEXEC)
             .open(path)?;
-        Ok(VfioFd(file.into_raw_fd()))
+        Ok(file.into())
     }
 
-    fn close(&self, fd: VfioFd) {
-        // SAFETY: `fd` was opened by these ops and is closed exactly once by its
-        // owner (container, group or device), which never uses it afterwards.
-        if unsafe { libc::close(fd.0) } != 0 {
-            log::warn!("VFIO: close fd {}: {}", fd.0, io::Error::last_os_error());
-        }
+    fn close(&self, fd: OwnedFd) {
+        drop(fd);
     }
 
-    fn get_api_version(&self, container: VfioFd) -> io::Result<i32> {
+    fn get_api_version(&self, container: BorrowedFd<'_>) -> io::Result<i32> {
         ioctl_val(container, VFIO_GET_API_VERSION, 0)
     }
 
-    fn check_extension(&self, container: VfioFd, ext: u32) -> io::Result<bool> {
+    fn check_extension(&self, container: BorrowedFd<'_>, ext: u32) -> io::Result<bool> {
         ioctl_val(container, VFIO_CHECK_EXTENSION, ext.into()).map(|r| r > 0)
     }
 
-    fn set_iommu(&self, container: VfioFd, iommu_type: u32) -> io::Result<()> {
+    fn set_iommu(&self, container: BorrowedFd<'_>, iommu_type: u32) -> io::Result<()> {
         ioctl_val(container, VFIO_SET_IOMMU, iommu_type.into()).map(drop)
     }
 
-    fn iommu_info(&self, container: VfioFd) -> io::Result<IommuInfo> {
+    fn iommu_info(&self, container: BorrowedFd<'_>) -> io::Result<IommuInfo> {
         let base = size_of::<sys::vfio_iommu_type1_info>();
         let mut len = base;
         for _ in 0..2 {
@@ -363,7 +555,13 @@ impl VfioOps for SysVfio {
         Err(io::Error::other("VFIO_IOMMU_GET_INFO kept growing"))
     }
 
-    fn map_dma(&self, container: VfioFd, vaddr: u64, iova: u64, size: u64) -> io::Result<()> {
+    unsafe fn map_dma(
+        &self,
+        container: BorrowedFd<'_>,
+        vaddr: u64,
+        iova: u64,
+        size: u64,
+    ) -> io::Result<()> {
         let mut m = sys::vfio_iommu_type1_dma_map {
             argsz: size_of::<sys::vfio_iommu_type1_dma_map>() as u32,
             flags: sys::VFIO_DMA_MAP_FLAG_READ | sys::VFIO_DMA_MAP_FLAG_WRITE,
@@ -375,7 +573,7 @@ impl VfioOps for SysVfio {
         unsafe { ioctl_ptr(container, VFIO_IOMMU_MAP_DMA, &mut m).map(drop) }
     }
 
-    fn unmap_dma(&self, container: VfioFd, iova: u64, size: u64) -> io::Result<u64> {
+    fn unmap_dma(&self, container: BorrowedFd<'_>, iova: u64, size: u64) -> io::Result<u64> {
         let mut u = sys::vfio_iommu_type1_dma_unmap {
             argsz: size_of::<sys::vfio_iommu_type1_dma_unmap>() as u32,
             flags: 0,
@@ -389,7 +587,7 @@ impl VfioOps for SysVfio {
         Ok(u.size)
     }
 
-    fn group_status(&self, group: VfioFd) -> io::Result<u32> {
+    fn group_status(&self, group: BorrowedFd<'_>) -> io::Result<u32> {
         let mut s = sys::vfio_group_status {
             argsz: size_of::<sys::vfio_group_status>() as u32,
             flags: 0,
@@ -399,25 +597,31 @@ impl VfioOps for SysVfio {
         Ok(s.flags)
     }
 
-    fn group_set_container(&self, group: VfioFd, container: VfioFd) -> io::Result<()> {
-        let mut fd: libc::c_int = container.0;
+    fn group_set_container(
+        &self,
+        group: BorrowedFd<'_>,
+        container: BorrowedFd<'_>,
+    ) -> io::Result<()> {
+        let mut fd: libc::c_int = container.as_raw_fd();
         // SAFETY: the kernel reads one int (the container fd) from the pointer.
         unsafe { ioctl_ptr(group, VFIO_GROUP_SET_CONTAINER, &mut fd).map(drop) }
     }
 
-    fn group_unset_container(&self, group: VfioFd) -> io::Result<()> {
+    fn group_unset_container(&self, group: BorrowedFd<'_>) -> io::Result<()> {
         ioctl_val(group, VFIO_GROUP_UNSET_CONTAINER, 0).map(drop)
     }
 
-    fn group_get_device_fd(&self, group: VfioFd, name: &str) -> io::Result<VfioFd> {
+    fn group_get_device_fd(&self, group: BorrowedFd<'_>, name: &str) -> io::Result<OwnedFd> {
         let name = CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
         // SAFETY: the kernel reads a NUL-terminated string, which `name` is, and
         // writes nothing through the pointer.
         let fd = unsafe { ioctl_ptr(group, VFIO_GROUP_GET_DEVICE_FD, name.as_ptr().cast_mut())? };
-        Ok(VfioFd(fd))
+        // SAFETY: on success the ioctl returns a new descriptor, which no one
+        // else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
     }
 
-    fn device_info(&self, device: VfioFd) -> io::Result<DeviceInfo> {
+    fn device_info(&self, device: BorrowedFd<'_>) -> io::Result<DeviceInfo> {
         let mut d = sys::vfio_device_info {
             argsz: size_of::<sys::vfio_device_info>() as u32,
             ..Default::default()
@@ -431,7 +635,7 @@ impl VfioOps for SysVfio {
         })
     }
 
-    fn region_info(&self, device: VfioFd, index: u32) -> io::Result<RegionInfo> {
+    fn region_info(&self, device: BorrowedFd<'_>, index: u32) -> io::Result<RegionInfo> {
         let base = size_of::<sys::vfio_region_info>();
         let mut len = base;
         for _ in 0..2 {
@@ -466,7 +670,7 @@ impl VfioOps for SysVfio {
         Err(io::Error::other("VFIO_DEVICE_GET_REGION_INFO kept growing"))
     }
 
-    fn irq_info(&self, device: VfioFd, index: u32) -> io::Result<IrqInfo> {
+    fn irq_info(&self, device: BorrowedFd<'_>, index: u32) -> io::Result<IrqInfo> {
         let mut i = sys::vfio_irq_info {
             argsz: size_of::<sys::vfio_irq_info>() as u32,
             index,
@@ -483,11 +687,16 @@ impl VfioOps for SysVfio {
 
     fn set_irq_eventfds(
         &self,
-        device: VfioFd,
+        device: BorrowedFd<'_>,
         index: u32,
         start: u32,
-        fds: &[i32],
+        fds: &[Option<BorrowedFd<'_>>],
     ) -> io::Result<()> {
+        let fds: Vec<i32> = fds
+            .iter()
+            .map(|f| f.map_or(-1, |f| f.as_raw_fd()))
+            .collect();
+        let fds = fds.as_slice();
         let head = size_of::<sys::vfio_irq_set>();
         let total = head + size_of_val(fds);
         let mut buf = info_buffer(total);
@@ -518,47 +727,21 @@ impl VfioOps for SysVfio {
         unsafe { ioctl_ptr(device, VFIO_DEVICE_SET_IRQS, p).map(drop) }
     }
 
-    fn device_reset(&self, device: VfioFd) -> io::Result<()> {
+    fn device_reset(&self, device: BorrowedFd<'_>) -> io::Result<()> {
         ioctl_val(device, VFIO_DEVICE_RESET, 0).map(drop)
     }
 
-    fn pread(&self, device: VfioFd, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        // SAFETY: the kernel writes at most buf.len() bytes into `buf`.
-        let n = unsafe {
-            libc::pread(
-                device.0,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                offset as libc::off_t,
-            )
-        };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
+    fn pread(&self, device: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        Ok(rustix::io::pread(device, buf, offset)?)
     }
 
-    fn pwrite(&self, device: VfioFd, buf: &[u8], offset: u64) -> io::Result<usize> {
-        // SAFETY: the kernel reads at most buf.len() bytes from `buf`.
-        let n = unsafe {
-            libc::pwrite(
-                device.0,
-                buf.as_ptr().cast(),
-                buf.len(),
-                offset as libc::off_t,
-            )
-        };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
+    unsafe fn pwrite(&self, device: BorrowedFd<'_>, buf: &[u8], offset: u64) -> io::Result<usize> {
+        Ok(rustix::io::pwrite(device, buf, offset)?)
     }
 
     fn mmap(
         &self,
-        device: VfioFd,
+        device: BorrowedFd<'_>,
         offset: u64,
         len: usize,
         areas: Option<&[(u64, u64)]>,
@@ -573,7 +756,7 @@ impl VfioOps for SysVfio {
                     len,
                     prot,
                     libc::MAP_SHARED,
-                    device.0,
+                    device.as_raw_fd(),
                     offset as libc::off_t,
                 )
             };
@@ -614,7 +797,7 @@ impl VfioOps for SysVfio {
                     size as usize,
                     prot,
                     libc::MAP_SHARED | libc::MAP_FIXED,
-                    device.0,
+                    device.as_raw_fd(),
                     (offset + off) as libc::off_t,
                 )
             };
@@ -628,9 +811,9 @@ impl VfioOps for SysVfio {
         NonNull::new(base.cast()).ok_or_else(|| io::Error::other("mmap returned 0"))
     }
 
-    fn munmap(&self, addr: NonNull<u8>, len: usize) {
+    unsafe fn munmap(&self, addr: NonNull<u8>, len: usize) {
         // SAFETY: `addr`/`len` are exactly a mapping `mmap` returned, unmapped once
-        // by its owner after the last access through it.
+        // by its owner after the last access through it (the caller's contract).
         if unsafe { libc::munmap(addr.as_ptr().cast(), len) } != 0 {
             log::warn!("VFIO: munmap {addr:p}: {}", io::Error::last_os_error());
         }

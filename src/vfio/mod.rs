@@ -18,7 +18,7 @@
 //! let mem = DmaMemory::new(MemoryConfig { iova_mode: Some(mode), ..Default::default() })?;
 //! let dev = ctx.open_device(&addr)?;          // reset, memory space + bus master on
 //! let bar0 = dev.map_bar(0)?;                  // VfioBar: Bar
-//! let rings = mem.alloc("rings", 1 << 21)?;
+//! let rings = std::sync::Arc::new(mem.alloc("rings", 1 << 21)?);
 //! ctx.map_dma(&rings)?;                        // type1: MAP_DMA; no-IOMMU: checks PA mode
 //! let _status = bar0.read32(0x8);
 //! # Ok(()) }
@@ -27,21 +27,36 @@
 //! Teardown runs in `Drop`, on every path: a BAR unmaps; the device (after its
 //! last BAR) turns bus mastering off, resets and closes; the context (after its
 //! last device) unmaps DMA, detaches and closes its groups, and closes the
-//! container. Dropping a DMA region while it is still mapped is safe (the IOMMU
-//! keeps its pages pinned until the context unmaps them) but wastes them.
+//! container. A mapped DMA region stays allocated while it is mapped: the
+//! context holds it (an `Arc`) until [`VfioContext::unmap_dma`] or its own end,
+//! so a device never reaches memory that went back to the system (without an
+//! IOMMU nothing else would stop it).
 //!
-//! All system calls go through [`VfioOps`] ([`ioctl`]): [`SysVfio`] in
-//! production, the test twin ([`twin::VfioTwin`]) in tests.
+//! All system calls go through one crate-private trait (module `ioctl`): the
+//! real kernel in production, a test twin (`twin`, feature `testing`) in tests.
+//! Its dangerous calls (DMA map, munmap, device writes) are `unsafe fn`s with
+//! their contracts, and its descriptors are owned, so that nothing outside this
+//! module can map arbitrary memory for a device, unmap memory or close a
+//! descriptor it does not own:
+//!
+//! ```compile_fail
+//! use nicpoll::vfio::VfioOps; // private: the doors are VfioContext and VfioDevice
+//! ```
+//!
+//! ```compile_fail
+//! let _ = nicpoll::vfio::SysVfio; // private too
+//! ```
 
 mod container;
 pub mod device;
 mod errors;
 mod group;
-pub mod ioctl;
-#[cfg(any(test, feature = "testing"))]
-pub mod twin;
+// The VFIO layer's unsafe code: the system calls and their test twin.
+#[allow(unsafe_code)]
+mod ioctl;
 
 use std::fmt;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -53,7 +68,11 @@ use crate::pci::{PciAddress, Sysfs, bind_command};
 use container::{Container, Mapping};
 pub use device::VfioDevice;
 use group::{Group, GroupNode};
-pub use ioctl::{DeviceInfo, IommuInfo, IrqInfo, RegionInfo, SysVfio, VfioFd, VfioOps};
+/// The test twin of the VFIO system calls (feature `testing`).
+#[cfg(any(test, feature = "testing"))]
+pub use ioctl::twin;
+pub use ioctl::{DeviceInfo, IommuInfo, IrqInfo, RegionInfo};
+use ioctl::{SysVfio, VfioOps};
 
 /// How a container translates device addresses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,40 +131,6 @@ impl Default for VfioConfig {
     }
 }
 
-/// Closes a freshly opened fd unless disarmed (error paths).
-pub(crate) struct FdGuard {
-    ops: Arc<dyn VfioOps>,
-    fd: VfioFd,
-    armed: bool,
-}
-
-impl FdGuard {
-    pub(crate) fn new(ops: Arc<dyn VfioOps>, fd: VfioFd) -> FdGuard {
-        FdGuard {
-            ops,
-            fd,
-            armed: true,
-        }
-    }
-
-    pub(crate) fn fd(&self) -> VfioFd {
-        self.fd
-    }
-
-    pub(crate) fn disarm(mut self) -> VfioFd {
-        self.armed = false;
-        self.fd
-    }
-}
-
-impl Drop for FdGuard {
-    fn drop(&mut self) {
-        if self.armed {
-            self.ops.close(self.fd);
-        }
-    }
-}
-
 /// What the context owns; torn down when the context and every device are gone.
 pub(crate) struct Shared {
     pub(crate) ops: Arc<dyn VfioOps>,
@@ -155,6 +140,7 @@ pub(crate) struct Shared {
 }
 
 struct State {
+    // Drop order: the container closes before the mappings free their memory.
     container: Container,
     groups: Vec<Group>,
     mappings: Vec<Mapping>,
@@ -176,16 +162,14 @@ impl Drop for Shared {
                 log::warn!("{e}");
             }
         }
-        state.mappings.clear();
         // 2. Groups leave the container, then close.
         for g in state.groups.drain(..) {
-            if let Err(e) = ops.group_unset_container(g.fd) {
+            if let Err(e) = ops.group_unset_container(g.fd.as_fd()) {
                 log::warn!("VFIO_GROUP_UNSET_CONTAINER {}: {e}", g.path.display());
             }
-            ops.close(g.fd);
         }
-        // 3. The container.
-        ops.close(state.container.fd);
+        // 3. The container closes when `state` drops, and then the DMA memory
+        // it kept allocated is released (`State` declares `container` first).
         log::debug!("VFIO: context closed");
     }
 }
@@ -214,17 +198,28 @@ impl fmt::Debug for VfioContext {
 impl VfioContext {
     /// Open `/dev/vfio/vfio` with the real system calls.
     pub fn new() -> Result<VfioContext> {
-        VfioContext::with_ops(Arc::new(SysVfio), VfioConfig::default())
+        VfioContext::with_config(VfioConfig::default())
     }
 
-    /// Open the container through `ops` (the test twin in tests), with sysfs and
-    /// the VFIO nodes where `config` says.
-    pub fn with_ops(ops: Arc<dyn VfioOps>, config: VfioConfig) -> Result<VfioContext> {
+    /// Open the container with the real system calls, with sysfs and the VFIO
+    /// nodes where `config` says.
+    pub fn with_config(config: VfioConfig) -> Result<VfioContext> {
+        VfioContext::with_ops(Arc::new(SysVfio), config)
+    }
+
+    /// Open the container through the test twin (feature `testing`), with sysfs
+    /// and the VFIO nodes where `config` says.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn with_twin(twin: Arc<twin::VfioTwin>, config: VfioConfig) -> Result<VfioContext> {
+        VfioContext::with_ops(twin, config)
+    }
+
+    /// Open the container through `ops`.
+    pub(crate) fn with_ops(ops: Arc<dyn VfioOps>, config: VfioConfig) -> Result<VfioContext> {
         let container = Container::open(&ops, &config.dev_dir.join("vfio"))?;
         if container.type1_flavour().is_none() && !container.noiommu {
             let noiommu = Sysfs::new(&config.root).noiommu_mode_enabled();
-            let c = ops.clone();
-            c.close(container.fd);
+            drop(container);
             return Err(Error::VfioSetup {
                 object: config.dev_dir.join("vfio").display().to_string(),
                 reason: format!(
@@ -291,13 +286,13 @@ impl VfioContext {
     /// group sets the IOMMU type), then the device is opened, reset if it can be,
     /// and given memory space and bus mastering.
     pub fn open_device(&self, addr: &PciAddress) -> Result<VfioDevice> {
-        let (group_fd, number, iommu) = self.attach_group(addr)?;
-        device::open(&self.shared, group_fd, *addr, number, iommu)
+        let (number, iommu) = self.attach_group(addr)?;
+        device::open(&self.shared, *addr, number, iommu)
     }
 
     /// Check the device is ours to open and attach its group; returns the group
-    /// fd, number and the container's IOMMU type.
-    fn attach_group(&self, addr: &PciAddress) -> Result<(VfioFd, u32, IommuType)> {
+    /// number and the container's IOMMU type.
+    fn attach_group(&self, addr: &PciAddress) -> Result<(u32, IommuType)> {
         let sh = &*self.shared;
         let dev = sh.sysfs.device(addr)?;
         if !dev.is_vfio() {
@@ -320,9 +315,9 @@ impl VfioContext {
             });
         };
         let mut st = sh.lock();
-        if let Some(g) = st.groups.iter().find(|g| g.number == number) {
+        if st.groups.iter().any(|g| g.number == number) {
             let iommu = st.container.iommu.expect("a joined group set the type");
-            return Ok((g.fd, number, iommu));
+            return Ok((number, iommu));
         }
         let node = group::locate(&*sh.ops, &sh.sysfs, &sh.dev_dir, number)?;
         let iommu = decide_iommu(&st.container, &node)?;
@@ -340,22 +335,20 @@ impl VfioContext {
             });
         }
         let noiommu = iommu == IommuType::NoIommu;
-        let guard = group::open(&sh.ops, &sh.sysfs, &node, noiommu)?;
-        let fd = guard.fd();
+        let fd = group::open(&sh.ops, &sh.sysfs, &node, noiommu)?;
         sh.ops
-            .group_set_container(fd, st.container.fd)
+            .group_set_container(fd.as_fd(), st.container.fd.as_fd())
             .map_err(|e| {
                 errors::group_ioctl("VFIO_GROUP_SET_CONTAINER", node.path.display(), noiommu, e)
             })?;
         if st.container.iommu.is_none()
             && let Err(e) = self.set_iommu(&mut st, iommu)
         {
-            if let Err(u) = sh.ops.group_unset_container(fd) {
+            if let Err(u) = sh.ops.group_unset_container(fd.as_fd()) {
                 log::warn!("VFIO_GROUP_UNSET_CONTAINER {}: {u}", node.path.display());
             }
             return Err(e);
         }
-        let fd = guard.disarm();
         log::info!(
             "VFIO: group {number} ({}) joined the container, {}",
             node.path.display(),
@@ -366,7 +359,7 @@ impl VfioContext {
             path: node.path,
             fd,
         });
-        Ok((fd, number, iommu))
+        Ok((number, iommu))
     }
 
     /// Set the container's IOMMU type (first group), read the aperture, and make
@@ -374,17 +367,18 @@ impl VfioContext {
     /// caller detaches the group, which makes the kernel forget it too).
     fn set_iommu(&self, st: &mut State, iommu: IommuType) -> Result<()> {
         let ops = &*self.shared.ops;
-        ops.set_iommu(st.container.fd, iommu.raw()).map_err(|e| {
-            errors::set_iommu(
-                iommu.set_op(),
-                self.shared.dev_dir.join("vfio").display(),
-                iommu == IommuType::NoIommu,
-                e,
-            )
-        })?;
+        ops.set_iommu(st.container.fd.as_fd(), iommu.raw())
+            .map_err(|e| {
+                errors::set_iommu(
+                    iommu.set_op(),
+                    self.shared.dev_dir.join("vfio").display(),
+                    iommu == IommuType::NoIommu,
+                    e,
+                )
+            })?;
         st.container.iommu = Some(iommu);
         if iommu != IommuType::NoIommu {
-            match ops.iommu_info(st.container.fd) {
+            match ops.iommu_info(st.container.fd.as_fd()) {
                 Ok(info) => st.container.info = Some(info),
                 Err(e) => log::debug!("VFIO_IOMMU_GET_INFO: {e} (aperture unknown)"),
             }
@@ -405,9 +399,9 @@ impl VfioContext {
                 return Err(e);
             }
         }
-        if iommu != IommuType::NoIommu {
-            st.mappings = pending;
-        }
+        // Without an IOMMU nothing was mapped, but the regions stay held: the
+        // devices will reach them by physical address.
+        st.mappings = pending;
         Ok(())
     }
 
@@ -416,14 +410,14 @@ impl VfioContext {
         match c.iommu {
             None => Ok(()),
             Some(IommuType::NoIommu) => {
-                if m.mode != IovaMode::Pa {
+                if m.mode() != IovaMode::Pa {
                     return Err(Error::VfioSetup {
-                        object: format!("DMA memory {}", m.what),
+                        object: format!("DMA memory {}", m.what()),
                         reason: format!(
                             "has IOVA mode {}, but without an IOMMU devices need physical \
                              addresses: allocate it with --iova-mode=pa (needs CAP_SYS_ADMIN to \
                              read /proc/self/pagemap; in a pod `privileged: true`)",
-                            m.mode.name().to_uppercase()
+                            m.mode().name().to_uppercase()
                         ),
                     });
                 }
@@ -443,7 +437,12 @@ impl VfioContext {
     /// without one, only a check that the region is in mode PA. Before the first
     /// device is opened the mapping is remembered and made when the IOMMU type is
     /// set. Refuses mode DC (memory no device may address).
-    pub fn map_dma(&self, region: &DmaRegion) -> Result<()> {
+    ///
+    /// The context keeps `region` allocated (holds the `Arc`) until
+    /// [`unmap_dma`](Self::unmap_dma) or until it is dropped itself, after its
+    /// devices: dropping your handle while the region is mapped cannot free
+    /// memory a device may still write.
+    pub fn map_dma(&self, region: &Arc<DmaRegion>) -> Result<()> {
         let mode = region.iova_mode();
         if mode == IovaMode::Dc {
             return Err(Error::VfioSetup {
@@ -458,14 +457,14 @@ impl VfioContext {
         let segs = container::segments(va, region.len() as u64, region.page_size() as u64, |off| {
             region.iova(off as usize)
         });
-        self.map_segments(region.what(), mode, &segs)
+        self.map_segments(region, &segs)
     }
 
-    /// [`map_dma`](Self::map_dma) for (vaddr, iova, size) segments already worked out.
+    /// [`map_dma`](Self::map_dma) for (vaddr, iova, size) segments of `region`
+    /// already worked out.
     pub(crate) fn map_segments(
         &self,
-        what: &str,
-        mode: IovaMode,
+        region: &Arc<DmaRegion>,
         segs: &[(u64, u64, u64)],
     ) -> Result<()> {
         let ops = &*self.shared.ops;
@@ -473,8 +472,7 @@ impl VfioContext {
         let mut done: Vec<Mapping> = Vec::new();
         for &(vaddr, iova, size) in segs {
             let mut m = Mapping {
-                what: what.to_string(),
-                mode,
+                region: region.clone(),
                 vaddr,
                 iova,
                 size,
@@ -490,27 +488,23 @@ impl VfioContext {
             }
             done.push(m);
         }
-        // Without an IOMMU nothing is owed later; before the type is known the
-        // mappings wait in the list.
-        if st.container.iommu != Some(IommuType::NoIommu) {
-            st.mappings.extend(done);
-        }
+        // Kept in every mode: before the type is known they wait to be made;
+        // with an IOMMU UNMAP_DMA is owed; without one the devices use the
+        // memory by physical address, so it must stay allocated.
+        st.mappings.extend(done);
         Ok(())
     }
 
-    /// Undo [`map_dma`](Self::map_dma) for `region` (stop the devices using it
-    /// first). Mappings not made are forgotten.
+    /// Undo [`map_dma`](Self::map_dma) for `region` and let the context's hold
+    /// on it go. Stop the devices using it first: with an IOMMU their accesses
+    /// fault from here on, but without one nothing revokes them. Mappings not
+    /// made are forgotten.
     pub fn unmap_dma(&self, region: &DmaRegion) -> Result<()> {
-        let start = region.as_ptr() as u64;
-        self.unmap_range(start, start + region.len() as u64)
-    }
-
-    fn unmap_range(&self, start: u64, end: u64) -> Result<()> {
         let ops = &*self.shared.ops;
         let mut st = self.shared.lock();
         let (ours, rest): (Vec<Mapping>, Vec<Mapping>) = std::mem::take(&mut st.mappings)
             .into_iter()
-            .partition(|m| m.vaddr >= start && m.vaddr < end);
+            .partition(|m| std::ptr::eq(&*m.region, region));
         st.mappings = rest;
         let mut first_err = None;
         for m in ours.iter().filter(|m| m.mapped) {
@@ -521,7 +515,9 @@ impl VfioContext {
         first_err.map_or(Ok(()), Err)
     }
 
-    /// Number of DMA mappings made (type1) or waiting for the first device.
+    /// Number of DMA mappings the context holds: made (type1), waiting for the
+    /// first device, or (no-IOMMU) regions kept for devices that address them
+    /// physically. One per run of IOVA-contiguous pages.
     pub fn dma_mapping_count(&self) -> usize {
         self.shared.lock().mappings.len()
     }

@@ -1,5 +1,6 @@
 //! The VFIO layer against its test twin and fake sysfs trees.
 
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -8,7 +9,7 @@ use vfio_bindings::bindings::vfio as sys;
 use super::twin::{Call, Handle, Op, TwinDevice, VfioTwin};
 use super::*;
 use crate::bar::Bar;
-use crate::memory::{DmaMemory, MemoryConfig};
+use crate::memory::{DmaMemory, DmaRegion, MemoryConfig};
 use crate::pci::fake::{FakeDev, FakeSys};
 
 const E1000E: &str = "0000:00:03.0";
@@ -35,6 +36,11 @@ fn va_memory() -> DmaMemory {
         ..MemoryConfig::default()
     })
     .unwrap()
+}
+
+/// Plain memory that claims these physical page addresses (4 KiB pages).
+fn pa_region(what: &str, pages: &[u64]) -> Arc<DmaRegion> {
+    Arc::new(DmaRegion::fake_pa(what, pages))
 }
 
 /// A type1 host: e1000e at 00:03.0 in group 2 (`/dev/vfio/2`).
@@ -127,7 +133,7 @@ fn type1_sequence_and_teardown_order() {
 
     // DMA: IOVA = VA, one mapping for the whole region.
     let mem = va_memory();
-    let region = mem.alloc("rings", 8192).unwrap();
+    let region = Arc::new(mem.alloc("rings", 8192).unwrap());
     twin.clear_calls();
     c.map_dma(&region).unwrap();
     let va = region.as_ptr() as u64;
@@ -195,25 +201,22 @@ fn noiommu_sequence_uses_physical_addresses_and_no_map_dma() {
 
     // Memory must be in PA mode; no MAP_DMA is issued.
     let mem = va_memory();
-    let region = mem.alloc("rings", 4096).unwrap();
+    let region = Arc::new(mem.alloc("rings", 4096).unwrap());
     let e = c.map_dma(&region).unwrap_err().to_string();
     assert!(
         e.contains("--iova-mode=pa") && e.contains("physical addresses"),
         "{e}"
     );
-    c.map_segments(
-        "pool",
-        IovaMode::Pa,
-        &[(0x7f00_0000_0000, 0x1000_0000, 0x20_0000)],
-    )
-    .unwrap();
+    assert_eq!(c.dma_mapping_count(), 0);
+    c.map_dma(&pa_region("pool", &[0x1000_0000])).unwrap();
     assert!(
         !twin
             .calls()
             .iter()
             .any(|c| matches!(c, Call::MapDma { .. }))
     );
-    assert_eq!(c.dma_mapping_count(), 0);
+    // Nothing was mapped, but the context holds the region for the device.
+    assert_eq!(c.dma_mapping_count(), 1);
     twin.clear_calls();
     drop(dev);
     drop(c);
@@ -459,7 +462,7 @@ fn type1_without_interrupt_remapping_and_memlock_errors() {
     let c = ctx(&twin, &fs).unwrap();
     let _d = c.open_device(&addr(E1000E)).unwrap();
     let mem = va_memory();
-    let r = mem.alloc("mbuf pool", 4096).unwrap();
+    let r = Arc::new(mem.alloc("mbuf pool", 4096).unwrap());
     let e = c.map_dma(&r).unwrap_err().to_string();
     assert!(
         e.contains("VFIO_IOMMU_MAP_DMA mbuf pool")
@@ -568,7 +571,7 @@ fn several_groups_and_devices_share_one_container() {
     });
     let c = ctx(&twin, &fs).unwrap();
     let mem = va_memory();
-    let r = mem.alloc("pool", 4096).unwrap();
+    let r = Arc::new(mem.alloc("pool", 4096).unwrap());
     let d0 = c.open_device(&addr(E1000E)).unwrap();
     c.map_dma(&r).unwrap();
     let d1 = c.open_device(&addr("0000:00:03.1")).unwrap();
@@ -693,7 +696,7 @@ fn narrow_iommu_aperture_selects_pa_and_refuses_va() {
     assert_eq!(c.iova_mode_for(&[addr(E1000E)]).unwrap(), IovaMode::Pa);
     let _d = c.open_device(&addr(E1000E)).unwrap();
     let mem = va_memory();
-    let r = mem.alloc("rings", 4096).unwrap();
+    let r = Arc::new(mem.alloc("rings", 4096).unwrap());
     if r.as_ptr() as u64 > 0x7f_ffff_ffff {
         let e = c.map_dma(&r).unwrap_err().to_string();
         assert!(
@@ -706,49 +709,43 @@ fn narrow_iommu_aperture_selects_pa_and_refuses_va() {
     }
     // Type1 with physical addresses: IOVA = PA, one mapping per contiguous run.
     twin.clear_calls();
-    c.map_segments(
+    let pool = pa_region(
         "pool",
-        IovaMode::Pa,
         &[
-            (0x7f00_0000_0000, 0x1000_0000, 0x40_0000),
-            (0x7f00_0040_0000, 0x3000_0000, 0x20_0000),
+            0x1000_0000,
+            0x1000_1000,
+            0x1000_2000,
+            0x1000_3000,
+            0x3000_0000,
         ],
-    )
-    .unwrap();
+    );
+    c.map_dma(&pool).unwrap();
+    let va = pool.as_ptr() as u64;
     assert_eq!(
         twin.calls(),
         [
             Call::MapDma {
-                vaddr: 0x7f00_0000_0000,
+                vaddr: va,
                 iova: 0x1000_0000,
-                size: 0x40_0000
+                size: 0x4000
             },
             Call::MapDma {
-                vaddr: 0x7f00_0040_0000,
+                vaddr: va + 0x4000,
                 iova: 0x3000_0000,
-                size: 0x20_0000
+                size: 0x1000
             },
         ]
     );
     // A failure half way undoes the part already mapped.
     twin.clear_calls();
-    let e = c
-        .map_segments(
-            "other",
-            IovaMode::Pa,
-            &[
-                (0x7e00_0000_0000, 0x5000_0000, 0x20_0000),
-                (0x7e00_0020_0000, 0x1000_0000, 0x20_0000),
-            ],
-        )
-        .unwrap_err()
-        .to_string();
+    let other = pa_region("other", &[0x5000_0000, 0x1000_0000]);
+    let e = c.map_dma(&other).unwrap_err().to_string();
     assert!(e.contains("overlaps"), "{e}");
     assert_eq!(
         twin.calls().last(),
         Some(&Call::UnmapDma {
             iova: 0x5000_0000,
-            size: 0x20_0000
+            size: 0x1000
         })
     );
     assert_eq!(c.dma_mapping_count(), 2);
@@ -759,7 +756,7 @@ fn mappings_before_the_first_device_wait_for_the_iommu_type() {
     let (twin, fs) = type1();
     let c = ctx(&twin, &fs).unwrap();
     let mem = va_memory();
-    let r = mem.alloc("early", 4096).unwrap();
+    let r = Arc::new(mem.alloc("early", 4096).unwrap());
     c.map_dma(&r).unwrap();
     assert_eq!(c.dma_mapping_count(), 1);
     assert!(
@@ -802,7 +799,7 @@ fn dc_memory_is_refused() {
     let (twin, fs) = type1();
     let c = ctx(&twin, &fs).unwrap();
     let mem = DmaMemory::plain();
-    let r = mem.alloc("sw", 4096).unwrap();
+    let r = Arc::new(mem.alloc("sw", 4096).unwrap());
     let e = c.map_dma(&r).unwrap_err().to_string();
     assert!(
         e.contains("IOVA mode DC") && e.contains("iova_mode_for"),
@@ -823,15 +820,17 @@ fn config_space_bus_master_and_irqs() {
     let e = d.read_config_u32(0xffe).unwrap_err().to_string();
     assert!(e.contains("outside its 4096 bytes"), "{e}");
     assert_eq!(d.irq_info(2).unwrap().count, 5);
-    d.set_irq_eventfds(2, 0, &[7, 8]).unwrap();
+    let ev = std::fs::File::open("/dev/null").unwrap();
+    let fds = [Some(ev.as_fd()), None];
+    d.set_irq_eventfds(2, 0, &fds).unwrap();
     d.disable_irqs(2).unwrap();
     assert!(twin.calls().contains(&Call::SetIrqs {
         device: E1000E.into(),
         index: 2,
         start: 0,
-        fds: vec![7, 8]
+        fds: vec![ev.as_raw_fd(), -1]
     }));
-    let e = d.set_irq_eventfds(1, 0, &[7, 8]).unwrap_err().to_string();
+    let e = d.set_irq_eventfds(1, 0, &fds).unwrap_err().to_string();
     assert!(
         e.contains("VFIO_DEVICE_SET_IRQS 0000:00:03.0 index 1"),
         "{e}"
@@ -841,4 +840,67 @@ fn config_space_bus_master_and_irqs() {
         dbg.contains("8086:10d3") && dbg.contains("Type1v2"),
         "{dbg}"
     );
+}
+
+#[test]
+fn a_mapping_keeps_its_memory_until_unmapped_or_the_devices_are_gone() {
+    // No IOMMU: the device reaches the memory by physical address, and only the
+    // context's hold keeps those pages from going back to the system.
+    let (twin, fs) = noiommu("noiommu-0", true);
+    let c = ctx(&twin, &fs).unwrap();
+    let dev = c.open_device(&addr(E1000E)).unwrap();
+    let region = pa_region("rings", &[0x1000_0000]);
+    let held = Arc::downgrade(&region);
+    c.map_dma(&region).unwrap();
+    drop(region);
+    assert!(
+        held.upgrade().is_some(),
+        "freed while a device may still DMA into it"
+    );
+    c.unmap_dma(&held.upgrade().unwrap()).unwrap();
+    assert!(held.upgrade().is_none(), "unmap_dma lets it go");
+
+    // Never unmapped: it goes after the context and its last device.
+    let region = pa_region("pool", &[0x2000_0000]);
+    let held = Arc::downgrade(&region);
+    c.map_dma(&region).unwrap();
+    drop(region);
+    drop(c);
+    assert!(
+        held.upgrade().is_some(),
+        "the open device keeps the context"
+    );
+    drop(dev);
+    assert!(held.upgrade().is_none());
+    assert!(twin.open_handles().is_empty());
+
+    // With an IOMMU too, until UNMAP_DMA.
+    let (twin, fs) = type1();
+    let c = ctx(&twin, &fs).unwrap();
+    let _d = c.open_device(&addr(E1000E)).unwrap();
+    let region = Arc::new(va_memory().alloc("rings", 4096).unwrap());
+    let held = Arc::downgrade(&region);
+    c.map_dma(&region).unwrap();
+    drop(region);
+    assert!(held.upgrade().is_some());
+    assert_eq!(twin.dma_mappings().len(), 1);
+    c.unmap_dma(&held.upgrade().unwrap()).unwrap();
+    assert!(held.upgrade().is_none() && twin.dma_mappings().is_empty());
+}
+
+#[test]
+fn twin_descriptors_are_real_and_all_given_back() {
+    let (twin, fs) = type1();
+    let c = ctx(&twin, &fs).unwrap();
+    let d = c.open_device(&addr(E1000E)).unwrap();
+    assert_eq!(
+        twin.open_handles(),
+        [
+            Handle::Container,
+            Handle::Group(2),
+            Handle::Device(E1000E.into())
+        ]
+    );
+    drop((d, c));
+    assert!(twin.open_handles().is_empty());
 }

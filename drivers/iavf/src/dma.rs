@@ -15,9 +15,10 @@ use nicpoll::vfio::VfioContext;
 /// Something that makes a DMA region addressable by the device at the IOVAs
 /// the region reports (`region.iova(offset)`).
 pub trait DmaMap: Send + Sync {
-    /// Map `region`. The driver calls this once per region; the region stays
-    /// alive (and mapped) until the port is dropped.
-    fn map(&self, region: &DmaRegion) -> nicpoll::Result<()>;
+    /// Map `region`. The driver calls this once per region. An implementation
+    /// that lets a device reach the memory keeps the region (the `Arc`) until
+    /// [`unmap`](Self::unmap), so the memory cannot be freed while mapped.
+    fn map(&self, region: &Arc<DmaRegion>) -> nicpoll::Result<()>;
 
     /// Undo [`map`](Self::map) before the region is freed. The port calls it
     /// for its own admin-queue and ring memory when it is dropped, once the
@@ -34,10 +35,12 @@ pub trait DmaMap: Send + Sync {
 ///
 /// Share one `VfioDma` between every port of a context: a region (the usual
 /// case is one mempool for all ports) is mapped only the first time, since the
-/// kernel refuses to map the same IOVA range twice.
+/// kernel refuses to map the same IOVA range twice. Regions are known by
+/// identity and held while mapped, so a new region can never be mistaken for
+/// an old one that had the same address.
 pub struct VfioDma {
     ctx: Arc<VfioContext>,
-    mapped: Mutex<Vec<(usize, usize)>>,
+    mapped: Mutex<Vec<Arc<DmaRegion>>>,
 }
 
 impl VfioDma {
@@ -65,32 +68,30 @@ impl std::fmt::Debug for VfioDma {
 }
 
 impl DmaMap for VfioDma {
-    fn map(&self, region: &DmaRegion) -> nicpoll::Result<()> {
-        let key = (region.as_ptr() as usize, region.len());
+    fn map(&self, region: &Arc<DmaRegion>) -> nicpoll::Result<()> {
         let mut mapped = self.mapped.lock().unwrap_or_else(|e| e.into_inner());
-        if mapped.contains(&key) {
+        if mapped.iter().any(|r| Arc::ptr_eq(r, region)) {
             return Ok(());
         }
         self.ctx.map_dma(region)?;
-        mapped.push(key);
+        mapped.push(region.clone());
         Ok(())
     }
 
     fn unmap(&self, region: &DmaRegion) -> nicpoll::Result<()> {
-        let key = (region.as_ptr() as usize, region.len());
         let mut mapped = self.mapped.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(i) = mapped.iter().position(|k| *k == key) else {
+        let Some(i) = mapped.iter().position(|r| std::ptr::eq(&**r, region)) else {
             return Ok(());
         };
-        mapped.swap_remove(i);
-        self.ctx.unmap_dma(region)
+        let held = mapped.swap_remove(i);
+        self.ctx.unmap_dma(&held)
     }
 }
 
 /// The simulated VF is its own IOMMU: the driver maps its memory into it.
 #[cfg(feature = "sim")]
 impl DmaMap for crate::sim::SimVf {
-    fn map(&self, region: &DmaRegion) -> nicpoll::Result<()> {
+    fn map(&self, region: &Arc<DmaRegion>) -> nicpoll::Result<()> {
         self.map_dma(region)
     }
 
@@ -105,7 +106,63 @@ impl DmaMap for crate::sim::SimVf {
 pub struct NoDmaMap;
 
 impl DmaMap for NoDmaMap {
-    fn map(&self, _region: &DmaRegion) -> nicpoll::Result<()> {
+    fn map(&self, _region: &Arc<DmaRegion>) -> nicpoll::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nicpoll::memory::{DmaMemory, IovaMode, MemoryConfig};
+    use nicpoll::vfio::VfioConfig;
+    use nicpoll::vfio::twin::VfioTwin;
+
+    fn va_memory() -> DmaMemory {
+        DmaMemory::new(MemoryConfig {
+            no_huge: true,
+            iova_mode: Some(IovaMode::Va),
+            ..MemoryConfig::default()
+        })
+        .unwrap()
+    }
+
+    /// Mappings used to be remembered by (address, length): a pool freed while
+    /// mapped, then a new pool at the same address, was taken as mapped, and the
+    /// device kept using the old pages.
+    #[test]
+    fn a_mapped_region_is_held_and_a_new_one_is_mapped_anew() {
+        let twin = Arc::new(VfioTwin::type1());
+        let ctx = Arc::new(VfioContext::with_twin(twin, VfioConfig::default()).unwrap());
+        let dma = VfioDma::new(ctx.clone());
+        let mem = va_memory();
+        let a = Arc::new(mem.alloc("pool a", 4096).unwrap());
+        let (a_held, a_addr) = (Arc::downgrade(&a), a.as_ptr());
+        dma.map(&a).unwrap();
+        dma.map(&a).unwrap();
+        assert_eq!(ctx.dma_mapping_count(), 1, "mapped once");
+        drop(a);
+        assert!(a_held.upgrade().is_some(), "held while mapped");
+        let b = Arc::new(mem.alloc("pool b", 4096).unwrap());
+        assert_ne!(b.as_ptr(), a_addr, "a's memory is still allocated");
+        dma.map(&b).unwrap();
+        assert_eq!(ctx.dma_mapping_count(), 2, "b is mapped anew");
+
+        // Unmapped, a goes; a region that gets its address back is new.
+        dma.unmap(&a_held.upgrade().unwrap()).unwrap();
+        assert!(a_held.upgrade().is_none());
+        dma.unmap(&b).unwrap();
+        let b_addr = b.as_ptr();
+        drop(b);
+        assert_eq!(ctx.dma_mapping_count(), 0);
+        let c = Arc::new(mem.alloc("pool c", 4096).unwrap());
+        dma.map(&c).unwrap();
+        assert_eq!(
+            ctx.dma_mapping_count(),
+            1,
+            "c (at {:p}, b was at {b_addr:p}) is mapped",
+            c.as_ptr()
+        );
+        assert!(format!("{dma:?}").contains("regions: 1"));
     }
 }

@@ -203,7 +203,8 @@ struct Ctrl<B: Bar> {
     promisc: bool,
     promisc_warned: bool,
     conf: Option<Conf>,
-    mapped_pools: Vec<(usize, usize)>,
+    /// Mempools mapped for the device, held so their memory stays while mapped.
+    mapped_pools: Vec<Arc<DmaRegion>>,
     run: Option<Running>,
     counters: PortCounters,
     rx_extra: Vec<QueueExtraRef>,
@@ -231,9 +232,10 @@ struct MappedRegion {
 
 impl MappedRegion {
     fn new(region: DmaRegion, dma: &Arc<dyn DmaMap>) -> nicpoll::Result<MappedRegion> {
+        let region = Arc::new(region);
         dma.map(&region)?;
         Ok(MappedRegion {
-            region: Arc::new(region),
+            region,
             dma: dma.clone(),
         })
     }
@@ -518,10 +520,10 @@ impl<B: Bar> Ctrl<B> {
 
     fn map_pool(&mut self, pool: &Mempool) -> nicpoll::Result<()> {
         let region = pool.region();
-        let key = (region.as_ptr() as usize, region.len());
-        if !self.mapped_pools.contains(&key) {
+        // By identity (and held): a new pool at a freed pool's address is new.
+        if !self.mapped_pools.iter().any(|r| Arc::ptr_eq(r, region)) {
             self.dma.map(region)?;
-            self.mapped_pools.push(key);
+            self.mapped_pools.push(region.clone());
         }
         Ok(())
     }

@@ -624,10 +624,10 @@ fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 fn admin_queue_client_talks_to_the_fake_pf() {
     let pf = FakePf::new();
     let mem = DmaMemory::plain();
-    let region = mem.alloc("aq", adminq::region_size()).unwrap();
+    let region = Arc::new(mem.alloc("aq", adminq::region_size()).unwrap());
     crate::DmaMap::map(&*pf.iommu, &region).unwrap();
     let bar = pf.driver_bar();
-    let mut vf = Vf::new("fake0", Arc::new(region), fast_timeouts()).unwrap();
+    let mut vf = Vf::new("fake0", region, fast_timeouts()).unwrap();
     vf.init(&bar).unwrap();
     assert_eq!(vf.vsi_id, 10);
     assert_eq!(vf.num_queue_pairs(), 4);

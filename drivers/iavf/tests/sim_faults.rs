@@ -325,7 +325,7 @@ fn unmap_dma_makes_memory_unreachable() {
     let (mut rig, _) = Rig::up(cfg());
     let (inject, _wire) = rig.vf.wire_channel();
     let q = rig.queues(1, 64, 2048, 1518).remove(0);
-    let extra = rig.mem.alloc("extra buffers", 64 * 1024).unwrap();
+    let extra = std::sync::Arc::new(rig.mem.alloc("extra buffers", 64 * 1024).unwrap());
     rig.vf.map_dma(&extra).unwrap();
     assert_eq!(rig.vf.dma_mapping_count(), 2);
     // Rx descriptor 0 uses a buffer in the extra region.

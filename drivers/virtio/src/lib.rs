@@ -596,9 +596,10 @@ impl<B: Bar + 'static> Port for VirtioPort<B> {
         });
         // The old rings go first (the device is reset while stopped).
         self.release_region();
-        let region = self
-            .mem
-            .alloc(&format!("virtio {} rings", self.name), cursor.max(1))?;
+        let region = Arc::new(
+            self.mem
+                .alloc(&format!("virtio {} rings", self.name), cursor.max(1))?,
+        );
         if let Some(ctx) = &self.dma {
             ctx.map_dma(&region)?;
         }
@@ -608,7 +609,7 @@ impl<B: Bar + 'static> Port for VirtioPort<B> {
         self.conf = Some(Configured {
             conf: conf.clone(),
             pairs,
-            region: Arc::new(region),
+            region,
             rx,
             tx,
             ctrl,

@@ -16,7 +16,7 @@ pub struct FakeIommu {
 }
 
 impl DmaMap for FakeIommu {
-    fn map(&self, region: &DmaRegion) -> nicpoll::Result<()> {
+    fn map(&self, region: &std::sync::Arc<DmaRegion>) -> nicpoll::Result<()> {
         self.regions
             .lock()
             .unwrap()

@@ -166,7 +166,7 @@ pub struct Rig {
     pub vf: SimVf,
     pub bar: SimVfBar,
     pub mem: DmaMemory,
-    pub region: DmaRegion,
+    pub region: std::sync::Arc<DmaRegion>,
     next: usize,
     pub atq: u64,
     pub arq: u64,
@@ -184,7 +184,7 @@ impl Rig {
     pub fn new(cfg: SimConfig) -> Rig {
         let vf = SimVf::new(cfg).expect("simulated VF starts");
         let mem = DmaMemory::plain();
-        let region = mem.alloc("sim test memory", REGION).unwrap();
+        let region = std::sync::Arc::new(mem.alloc("sim test memory", REGION).unwrap());
         vf.map_dma(&region).unwrap();
         let bar = vf.bar();
         let mut rig = Rig {

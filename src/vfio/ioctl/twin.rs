@@ -3,18 +3,21 @@
 //! SET_CONTAINER / SET_IOMMU / GET_DEVICE_FD, ENOTTY for MAP_DMA without an
 //! IOMMU, overlapping mappings), records every call, and fails on demand.
 //!
-//! BAR mmaps are backed by anonymous memory, so a `VfioBar` over the twin reads
-//! back what was written.
+//! BAR mmaps are backed by anonymous memory (memmap2), so a `VfioBar` over the
+//! twin reads back what was written. Its descriptors are real ones (of
+//! `/dev/null`), so they are owned like the kernel's; the twin knows each by its
+//! number while it is open.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::ptr::{self, NonNull};
+use std::ptr::NonNull;
 use std::sync::{Mutex, MutexGuard};
 
 use vfio_bindings::bindings::vfio as sys;
 
-use super::ioctl::{DeviceInfo, IommuInfo, IrqInfo, RegionInfo, VfioFd, VfioOps};
+use super::{DeviceInfo, IommuInfo, IrqInfo, RegionInfo, VfioOps};
 
 /// What a twin fd stands for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -296,10 +299,11 @@ struct TwinState {
     iommu: Option<u32>,
     mappings: BTreeMap<u64, u64>,
     failures: Vec<(Op, Option<PathBuf>, i32)>,
-    fds: HashMap<i32, Handle>,
-    next_fd: i32,
+    /// Open descriptors by number, in the order they were opened.
+    fds: HashMap<i32, (u64, Handle)>,
+    opened: u64,
     calls: Vec<Call>,
-    mmaps: HashMap<usize, usize>,
+    mmaps: HashMap<usize, memmap2::MmapRaw>,
 }
 
 /// The test twin. Build it, wrap it in an `Arc`, hand a clone to
@@ -326,7 +330,6 @@ impl VfioTwin {
                     iova_ranges: vec![(0, 0xfedf_ffff), (0xfef0_0000, 0xffff_ffff_ffff)],
                     dma_avail: Some(65535),
                 },
-                next_fd: 100,
                 ..TwinState::default()
             }),
         }
@@ -428,10 +431,10 @@ impl VfioTwin {
         self.lock().calls.clear();
     }
 
-    /// What is still open.
+    /// What is still open, in the order it was opened.
     pub fn open_handles(&self) -> Vec<Handle> {
         let s = self.lock();
-        let mut v: Vec<(i32, Handle)> = s.fds.iter().map(|(k, h)| (*k, h.clone())).collect();
+        let mut v: Vec<(u64, Handle)> = s.fds.values().cloned().collect();
         v.sort_by_key(|(k, _)| *k);
         v.into_iter().map(|(_, h)| h).collect()
     }
@@ -465,22 +468,33 @@ impl VfioTwin {
         Ok(())
     }
 
-    fn handle(s: &TwinState, fd: VfioFd) -> io::Result<Handle> {
-        s.fds.get(&fd.0).cloned().ok_or_else(|| err(libc::EBADF))
+    fn handle(s: &TwinState, fd: BorrowedFd<'_>) -> io::Result<Handle> {
+        s.fds
+            .get(&fd.as_raw_fd())
+            .map(|(_, h)| h.clone())
+            .ok_or_else(|| err(libc::EBADF))
     }
 
-    fn device_of(s: &TwinState, fd: VfioFd) -> io::Result<String> {
+    fn device_of(s: &TwinState, fd: BorrowedFd<'_>) -> io::Result<String> {
         match Self::handle(s, fd)? {
             Handle::Device(d) => Ok(d),
             _ => Err(err(libc::ENOTTY)),
         }
     }
 
-    fn new_fd(s: &mut TwinState, h: Handle) -> VfioFd {
-        let fd = s.next_fd;
-        s.next_fd += 1;
-        s.fds.insert(fd, h);
-        VfioFd(fd)
+    /// A real descriptor (of /dev/null) standing for `h`.
+    fn new_fd(s: &mut TwinState, h: Handle) -> io::Result<OwnedFd> {
+        let fd: OwnedFd = std::fs::File::open("/dev/null")?.into();
+        s.opened += 1;
+        let order = s.opened;
+        let old = s.fds.insert(fd.as_raw_fd(), (order, h));
+        assert!(
+            old.is_none(),
+            "descriptor {} reused while the twin thought {old:?} open: a VFIO descriptor was \
+             dropped without VfioOps::close",
+            fd.as_raw_fd()
+        );
+        Ok(fd)
     }
 
     fn leave_container(s: &mut TwinState, n: u32) {
@@ -495,32 +509,36 @@ impl VfioTwin {
     }
 }
 
-impl VfioOps for VfioTwin {
+// SAFETY: BAR mappings are fresh anonymous read-write mappings of `len` bytes
+// (memmap2, page-aligned) kept in `mmaps` until `munmap` removes them;
+// descriptors are freshly opened.
+unsafe impl VfioOps for VfioTwin {
     fn exists(&self, path: &Path) -> bool {
         let s = self.lock();
         s.nodes.contains_key(path) || path == s.container_path
     }
 
-    fn open(&self, path: &Path) -> io::Result<VfioFd> {
+    fn open(&self, path: &Path) -> io::Result<OwnedFd> {
         let mut s = self.lock();
         s.calls.push(Call::Open(path.to_path_buf()));
         Self::check(&s, Op::Open, Some(path))?;
         if path == s.container_path {
-            return Ok(Self::new_fd(&mut s, Handle::Container));
+            return Self::new_fd(&mut s, Handle::Container);
         }
         let n = *s.nodes.get(path).ok_or_else(|| err(libc::ENOENT))?;
-        if s.fds.values().any(|h| *h == Handle::Group(n)) {
+        if s.fds.values().any(|(_, h)| *h == Handle::Group(n)) {
             return Err(err(libc::EBUSY));
         }
-        Ok(Self::new_fd(&mut s, Handle::Group(n)))
+        Self::new_fd(&mut s, Handle::Group(n))
     }
 
-    fn close(&self, fd: VfioFd) {
+    fn close(&self, fd: OwnedFd) {
         let mut s = self.lock();
-        let h = s
+        let (_, h) = s
             .fds
-            .remove(&fd.0)
+            .remove(&fd.as_raw_fd())
             .expect("close of an fd the twin never gave");
+        drop(fd);
         if let Handle::Group(n) = &h
             && s.groups.get(n).is_some_and(|g| g.in_container)
         {
@@ -529,7 +547,7 @@ impl VfioOps for VfioTwin {
         s.calls.push(Call::Close(h));
     }
 
-    fn get_api_version(&self, container: VfioFd) -> io::Result<i32> {
+    fn get_api_version(&self, container: BorrowedFd<'_>) -> io::Result<i32> {
         let mut s = self.lock();
         s.calls.push(Call::GetApiVersion);
         Self::check(&s, Op::GetApiVersion, None)?;
@@ -537,13 +555,13 @@ impl VfioOps for VfioTwin {
         Ok(s.api_version)
     }
 
-    fn check_extension(&self, _container: VfioFd, ext: u32) -> io::Result<bool> {
+    fn check_extension(&self, _container: BorrowedFd<'_>, ext: u32) -> io::Result<bool> {
         let mut s = self.lock();
         s.calls.push(Call::CheckExtension(ext));
         Ok(s.extensions.contains(&ext))
     }
 
-    fn set_iommu(&self, _container: VfioFd, iommu_type: u32) -> io::Result<()> {
+    fn set_iommu(&self, _container: BorrowedFd<'_>, iommu_type: u32) -> io::Result<()> {
         let mut s = self.lock();
         s.calls.push(Call::SetIommu(iommu_type));
         Self::check(&s, Op::SetIommu, None)?;
@@ -557,7 +575,7 @@ impl VfioOps for VfioTwin {
         Ok(())
     }
 
-    fn iommu_info(&self, _container: VfioFd) -> io::Result<IommuInfo> {
+    fn iommu_info(&self, _container: BorrowedFd<'_>) -> io::Result<IommuInfo> {
         let mut s = self.lock();
         s.calls.push(Call::IommuInfo);
         Self::check(&s, Op::IommuInfo, None)?;
@@ -568,7 +586,13 @@ impl VfioOps for VfioTwin {
         }
     }
 
-    fn map_dma(&self, _container: VfioFd, vaddr: u64, iova: u64, size: u64) -> io::Result<()> {
+    unsafe fn map_dma(
+        &self,
+        _container: BorrowedFd<'_>,
+        vaddr: u64,
+        iova: u64,
+        size: u64,
+    ) -> io::Result<()> {
         let mut s = self.lock();
         s.calls.push(Call::MapDma { vaddr, iova, size });
         Self::check(&s, Op::MapDma, None)?;
@@ -587,14 +611,14 @@ impl VfioOps for VfioTwin {
         Ok(())
     }
 
-    fn unmap_dma(&self, _container: VfioFd, iova: u64, size: u64) -> io::Result<u64> {
+    fn unmap_dma(&self, _container: BorrowedFd<'_>, iova: u64, size: u64) -> io::Result<u64> {
         let mut s = self.lock();
         s.calls.push(Call::UnmapDma { iova, size });
         Self::check(&s, Op::UnmapDma, None)?;
         Ok(s.mappings.remove(&iova).unwrap_or(0))
     }
 
-    fn group_status(&self, group: VfioFd) -> io::Result<u32> {
+    fn group_status(&self, group: BorrowedFd<'_>) -> io::Result<u32> {
         let mut s = self.lock();
         let Handle::Group(n) = Self::handle(&s, group)? else {
             return Err(err(libc::ENOTTY));
@@ -613,7 +637,11 @@ impl VfioOps for VfioTwin {
         })
     }
 
-    fn group_set_container(&self, group: VfioFd, container: VfioFd) -> io::Result<()> {
+    fn group_set_container(
+        &self,
+        group: BorrowedFd<'_>,
+        container: BorrowedFd<'_>,
+    ) -> io::Result<()> {
         let mut s = self.lock();
         let Handle::Group(n) = Self::handle(&s, group)? else {
             return Err(err(libc::ENOTTY));
@@ -634,7 +662,7 @@ impl VfioOps for VfioTwin {
         Ok(())
     }
 
-    fn group_unset_container(&self, group: VfioFd) -> io::Result<()> {
+    fn group_unset_container(&self, group: BorrowedFd<'_>) -> io::Result<()> {
         let mut s = self.lock();
         let Handle::Group(n) = Self::handle(&s, group)? else {
             return Err(err(libc::ENOTTY));
@@ -647,7 +675,7 @@ impl VfioOps for VfioTwin {
         Ok(())
     }
 
-    fn group_get_device_fd(&self, group: VfioFd, name: &str) -> io::Result<VfioFd> {
+    fn group_get_device_fd(&self, group: BorrowedFd<'_>, name: &str) -> io::Result<OwnedFd> {
         let mut s = self.lock();
         let Handle::Group(n) = Self::handle(&s, group)? else {
             return Err(err(libc::ENOTTY));
@@ -661,10 +689,10 @@ impl VfioOps for VfioTwin {
         if !s.groups[&n].devices.iter().any(|d| d == name) {
             return Err(err(libc::ENODEV));
         }
-        Ok(Self::new_fd(&mut s, Handle::Device(name.to_string())))
+        Self::new_fd(&mut s, Handle::Device(name.to_string()))
     }
 
-    fn device_info(&self, device: VfioFd) -> io::Result<DeviceInfo> {
+    fn device_info(&self, device: BorrowedFd<'_>) -> io::Result<DeviceInfo> {
         let mut s = self.lock();
         let d = Self::device_of(&s, device)?;
         s.calls.push(Call::DeviceInfo(d.clone()));
@@ -672,7 +700,7 @@ impl VfioOps for VfioTwin {
         Ok(s.devices[&d].info)
     }
 
-    fn region_info(&self, device: VfioFd, index: u32) -> io::Result<RegionInfo> {
+    fn region_info(&self, device: BorrowedFd<'_>, index: u32) -> io::Result<RegionInfo> {
         let mut s = self.lock();
         let d = Self::device_of(&s, device)?;
         s.calls.push(Call::RegionInfo(d.clone(), index));
@@ -683,7 +711,7 @@ impl VfioOps for VfioTwin {
         }
     }
 
-    fn irq_info(&self, device: VfioFd, index: u32) -> io::Result<IrqInfo> {
+    fn irq_info(&self, device: BorrowedFd<'_>, index: u32) -> io::Result<IrqInfo> {
         let mut s = self.lock();
         let d = Self::device_of(&s, device)?;
         s.calls.push(Call::IrqInfo(d.clone(), index));
@@ -696,10 +724,10 @@ impl VfioOps for VfioTwin {
 
     fn set_irq_eventfds(
         &self,
-        device: VfioFd,
+        device: BorrowedFd<'_>,
         index: u32,
         start: u32,
-        fds: &[i32],
+        fds: &[Option<BorrowedFd<'_>>],
     ) -> io::Result<()> {
         let mut s = self.lock();
         let d = Self::device_of(&s, device)?;
@@ -707,7 +735,10 @@ impl VfioOps for VfioTwin {
             device: d.clone(),
             index,
             start,
-            fds: fds.to_vec(),
+            fds: fds
+                .iter()
+                .map(|f| f.map_or(-1, |f| f.as_raw_fd()))
+                .collect(),
         });
         let count = s.devices[&d]
             .irqs
@@ -719,7 +750,7 @@ impl VfioOps for VfioTwin {
         Ok(())
     }
 
-    fn device_reset(&self, device: VfioFd) -> io::Result<()> {
+    fn device_reset(&self, device: BorrowedFd<'_>) -> io::Result<()> {
         let mut s = self.lock();
         let d = Self::device_of(&s, device)?;
         s.calls.push(Call::Reset(d.clone()));
@@ -730,7 +761,7 @@ impl VfioOps for VfioTwin {
         Ok(())
     }
 
-    fn pread(&self, device: VfioFd, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    fn pread(&self, device: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         let mut s = self.lock();
         let d = Self::device_of(&s, device)?;
         Self::check(&s, Op::Pread, None)?;
@@ -751,7 +782,7 @@ impl VfioOps for VfioTwin {
         Ok(buf.len())
     }
 
-    fn pwrite(&self, device: VfioFd, buf: &[u8], offset: u64) -> io::Result<usize> {
+    unsafe fn pwrite(&self, device: BorrowedFd<'_>, buf: &[u8], offset: u64) -> io::Result<usize> {
         let mut s = self.lock();
         let d = Self::device_of(&s, device)?;
         Self::check(&s, Op::Pwrite, None)?;
@@ -773,7 +804,7 @@ impl VfioOps for VfioTwin {
 
     fn mmap(
         &self,
-        device: VfioFd,
+        device: BorrowedFd<'_>,
         offset: u64,
         len: usize,
         areas: Option<&[(u64, u64)]>,
@@ -787,31 +818,21 @@ impl VfioOps for VfioTwin {
             sparse: areas.is_some(),
         });
         Self::check(&s, Op::Mmap, None)?;
-        // SAFETY: a fresh private anonymous mapping at a kernel-chosen address;
-        // it stands in for the BAR and is unmapped by `munmap` below.
-        let p = unsafe {
-            libc::mmap(
-                ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        s.mmaps.insert(p as usize, len);
-        NonNull::new(p.cast()).ok_or_else(|| err(libc::ENOMEM))
+        // Stands in for the BAR; unmapped when `munmap` drops it.
+        let map = memmap2::MmapRaw::from(memmap2::MmapOptions::new().len(len).map_anon()?);
+        let p = NonNull::new(map.as_mut_ptr()).ok_or_else(|| err(libc::ENOMEM))?;
+        s.mmaps.insert(p.as_ptr() as usize, map);
+        Ok(p)
     }
 
-    fn munmap(&self, addr: NonNull<u8>, len: usize) {
+    unsafe fn munmap(&self, addr: NonNull<u8>, len: usize) {
         let mut s = self.lock();
         s.calls.push(Call::Munmap { len });
         let known = s.mmaps.remove(&(addr.as_ptr() as usize));
-        assert_eq!(known, Some(len), "munmap of a mapping the twin never made");
-        // SAFETY: exactly the anonymous mapping `mmap` made, unmapped once.
-        unsafe { libc::munmap(addr.as_ptr().cast(), len) };
+        assert_eq!(
+            known.as_ref().map(|m| m.len()),
+            Some(len),
+            "munmap of a mapping the twin never made"
+        );
     }
 }
