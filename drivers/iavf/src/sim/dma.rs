@@ -4,11 +4,12 @@
 //!
 //! This is one of the two modules of the model with unsafe code (the other is
 //! `sys.rs`). Its contract: a host range enters the table only through
-//! [`IoMmu::map`] from a live `DmaRegion`, and leaves it through
-//! [`IoMmu::unmap`], which returns only once the device thread has dropped every
-//! copy of the old table (see [`IoMmu::quiesce`]). The region must stay alive
-//! while it is mapped, as with VFIO, where memory is unmapped from the container
-//! before it is freed; `SimVf` documents this on `map_dma`.
+//! [`IoMmu::map`], from a `DmaRegion` whose `Arc` the table entry holds, so the
+//! memory stays allocated for as long as any copy of the table (the device
+//! thread's snapshot included) has the entry. [`IoMmu::unmap`] removes it; the
+//! region is freed when the last table that had it is dropped (the device thread
+//! lets go of its snapshot at the top of its next iteration, see
+//! [`IoMmu::quiesce`]). No caller can free memory the device still translates to.
 //!
 //! An access to an IOVA range that is not wholly mapped is a DMA fault: nothing is
 //! read or written, and the caller counts and logs it.
@@ -38,9 +39,9 @@ struct Mapping {
     iova: u64,
     len: u64,
     host: HostPtr,
-    /// The virtual address of the region it came from (the key for unmap).
-    region_va: usize,
-    what: Arc<str>,
+    /// The region `host` points into, held so it cannot be freed while any
+    /// table has this entry (also the key for unmap).
+    region: Arc<DmaRegion>,
 }
 
 impl Mapping {
@@ -81,6 +82,8 @@ impl std::fmt::Display for DmaFault {
 pub(crate) enum MapError {
     /// The region is empty.
     Empty,
+    /// IOVAs of another mapped region (named) overlap the region's.
+    Overlap(String),
 }
 
 /// The translation table, shared by the control side (map/unmap) and the device
@@ -111,13 +114,13 @@ impl IoMmu {
     }
 
     /// Map `region` at the IOVAs it reports, one entry per run of pages with
-    /// contiguous IOVAs (one entry in IOVA modes VA and DC).
-    pub(crate) fn map(&self, region: &DmaRegion) -> Result<(), MapError> {
+    /// contiguous IOVAs (one entry in IOVA modes VA and DC). The entries hold
+    /// the region.
+    pub(crate) fn map(&self, region: &Arc<DmaRegion>) -> Result<(), MapError> {
         if region.is_empty() {
             return Err(MapError::Empty);
         }
         let page = region.page_size().max(1);
-        let what: Arc<str> = Arc::from(region.what());
         let mut new: Vec<Mapping> = Vec::new();
         let mut off = 0usize;
         while off < region.len() {
@@ -130,8 +133,7 @@ impl IoMmu {
                     len: step as u64,
                     // The address of byte `off` of the live mapping.
                     host: HostPtr(region.as_ptr().wrapping_add(off)),
-                    region_va: region.as_ptr() as usize,
-                    what: what.clone(),
+                    region: region.clone(),
                 }),
             }
             off += step;
@@ -141,31 +143,21 @@ impl IoMmu {
             new.iter()
                 .any(|n| n.iova < o.iova + o.len && o.iova < n.iova + n.len)
         };
-        let old: Vec<&Mapping> = table.iter().filter(|o| overlaps(o)).collect();
-        if !old.is_empty() {
-            let same = old.len() == new.len()
-                && old
-                    .iter()
-                    .zip(&new)
-                    .all(|(o, n)| o.iova == n.iova && o.len == n.len && o.host.0 == n.host.0);
-            if same {
-                // Mapping a region twice changes nothing.
-                return Ok(());
-            }
-            // Two live regions never share IOVAs (their virtual or physical
-            // addresses differ): the old entry is left from a region freed
-            // without an unmap. The new region takes its place.
-            for o in &old {
-                log::warn!(
-                    "simulated iavf: {} replaces a stale DMA mapping of {} at IOVA {:#x} (+{:#x});                      unmap a region before freeing it",
-                    what,
-                    o.what,
-                    o.iova,
-                    o.len
-                );
-            }
+        if table.iter().any(|o| Arc::ptr_eq(&o.region, region)) {
+            // Mapping a region twice changes nothing.
+            return Ok(());
         }
-        let mut all: Vec<Mapping> = table.iter().filter(|o| !overlaps(o)).cloned().collect();
+        // Mapped regions are alive (the table holds them), and two live regions
+        // never share IOVAs: their virtual or physical addresses differ.
+        if let Some(o) = table.iter().find(|o| overlaps(o)) {
+            return Err(MapError::Overlap(format!(
+                "{} at IOVA {:#x} (+{:#x})",
+                o.region.what(),
+                o.iova,
+                o.len
+            )));
+        }
+        let mut all: Vec<Mapping> = table.to_vec();
         all.extend(new);
         *table = Arc::from(all);
         self.generation.fetch_add(1, Ordering::AcqRel);
@@ -176,13 +168,12 @@ impl IoMmu {
     /// caller then waits with [`quiesce`](Self::quiesce) until the device thread
     /// no longer uses a table that has them.
     pub(crate) fn unmap(&self, region: &DmaRegion) -> usize {
-        let va = region.as_ptr() as usize;
         let removed;
         {
             let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
             let keep: Vec<Mapping> = table
                 .iter()
-                .filter(|m| m.region_va != va)
+                .filter(|m| !std::ptr::eq(&*m.region, region))
                 .cloned()
                 .collect();
             removed = table.len() - keep.len();
@@ -491,7 +482,7 @@ mod tests {
     #[test]
     fn translates_reads_writes_and_faults() {
         let mem = DmaMemory::plain();
-        let r = mem.alloc("dma test", 8192).unwrap();
+        let r = Arc::new(mem.alloc("dma test", 8192).unwrap());
         let mmu = IoMmu::new();
         mmu.map(&r).unwrap();
         let mut v = mmu.view();
@@ -525,7 +516,7 @@ mod tests {
         let mem = DmaMemory::plain();
         // Two regions whose IOVAs happen to be adjacent are rare in mode DC; build
         // the case from one region split by hand.
-        let r = mem.alloc("split", 8192).unwrap();
+        let r = Arc::new(mem.alloc("split", 8192).unwrap());
         let mmu = IoMmu::new();
         let half = 4096u64;
         *mmu.table.lock().unwrap() = Arc::from(vec![
@@ -533,15 +524,13 @@ mod tests {
                 iova: 0x10_0000,
                 len: half,
                 host: HostPtr(r.as_ptr()),
-                region_va: 1,
-                what: Arc::from("a"),
+                region: r.clone(),
             },
             Mapping {
                 iova: 0x10_0000 + half,
                 len: half,
                 host: HostPtr(r.as_ptr().wrapping_add(4096)),
-                region_va: 2,
-                what: Arc::from("b"),
+                region: r.clone(),
             },
         ]);
         mmu.generation.fetch_add(1, Ordering::AcqRel);
@@ -551,8 +540,48 @@ mod tests {
         let mut back = vec![0u8; 100];
         v.read(0x10_0000 + half - 50, &mut back).unwrap();
         assert_eq!(back, data);
-        drop(v);
-        // Forget the hand-made entries before the region goes.
-        *mmu.table.lock().unwrap() = Arc::from(Vec::new());
+    }
+
+    /// The table holds what it maps: dropping the caller's handle frees
+    /// nothing the device can still reach (before, the entry kept a bare
+    /// pointer, and a device write to that IOVA wrote freed memory).
+    #[test]
+    fn mapped_memory_lives_until_unmapped_and_the_device_lets_go() {
+        let mem = DmaMemory::plain();
+        let r = Arc::new(mem.alloc("kept", 4096).unwrap());
+        let (held, iova) = (Arc::downgrade(&r), r.iova(0));
+        let mmu = IoMmu::new();
+        mmu.map(&r).unwrap();
+        let mut device = mmu.view();
+        drop(r);
+        assert!(held.upgrade().is_some());
+        device.write_u64(iova, 0x5a5a).unwrap();
+        assert_eq!(device.read_u64(iova).unwrap(), 0x5a5a);
+        assert_eq!(mmu.unmap(&held.upgrade().unwrap()), 1);
+        // The device thread's snapshot still has the entry: still allocated.
+        assert!(held.upgrade().is_some());
+        mmu.refresh(&mut device);
+        assert!(held.upgrade().is_none(), "freed once no table has it");
+        assert!(device.write_u64(iova, 1).is_err());
+    }
+
+    #[test]
+    fn overlapping_iovas_of_another_region_are_refused() {
+        let mem = DmaMemory::plain();
+        let a = Arc::new(mem.alloc("a", 8192).unwrap());
+        let b = Arc::new(mem.alloc("b", 4096).unwrap());
+        let mmu = IoMmu::new();
+        // A hand-built clash (live regions never share IOVAs): b claims a's.
+        *mmu.table.lock().unwrap() = Arc::from(vec![Mapping {
+            iova: a.iova(4096),
+            len: 4096,
+            host: HostPtr(b.as_ptr()),
+            region: b.clone(),
+        }]);
+        match mmu.map(&a) {
+            Err(MapError::Overlap(what)) => assert!(what.starts_with("b at IOVA"), "{what}"),
+            other => panic!("expected an overlap, got {other:?}"),
+        }
+        assert_eq!(mmu.mapping_count(), 1);
     }
 }

@@ -11,7 +11,7 @@
 //! ```text
 //! SimVf::new(SimConfig) -> nicpoll::Result<SimVf>   start the device thread (Drop stops and joins it)
 //! SimVf::bar() -> SimVfBar                         BAR0: `impl nicpoll::bar::Bar`, Clone + Send + Sync
-//! SimVf::map_dma(&DmaRegion) -> Result<()>         IOMMU: make the region's IOVAs reachable
+//! SimVf::map_dma(&Arc<DmaRegion>) -> Result<()>    IOMMU: make the region's IOVAs reachable (holds it)
 //! SimVf::unmap_dma(&DmaRegion) -> Result<()>       ... and unreachable (waits for the device)
 //! SimVf::connect(&a, &b)                           two VFs back to back
 //! SimVf::set_manual(bool), SimVf::is_manual()      park the device thread / let it run again
@@ -856,13 +856,10 @@ impl SimVf {
     /// (`region.iova(offset)`), as `VFIO_IOMMU_MAP_DMA` does. Mapping a region
     /// twice is harmless.
     ///
-    /// The region must stay allocated while it is mapped: call
-    /// [`unmap_dma`](Self::unmap_dma) (or drop the `SimVf`) before dropping it,
-    /// as memory is unmapped from a VFIO container before it is freed. (An entry
-    /// left by a region freed without an unmap is replaced, with a warning, when
-    /// a new region gets its IOVAs; until then a driver that still programs those
-    /// IOVAs makes the device touch memory that is gone.)
-    pub fn map_dma(&self, region: &DmaRegion) -> Result<()> {
+    /// The device holds the region (the `Arc`) while it is mapped: dropping your
+    /// handle frees nothing the device can still reach; the memory goes after
+    /// [`unmap_dma`](Self::unmap_dma), or with the `SimVf`.
+    pub fn map_dma(&self, region: &Arc<DmaRegion>) -> Result<()> {
         let r = self.sh.iommu.map(region).map_err(|e| Error::VfioSetup {
             object: format!(
                 "simulated iavf {} DMA map of {}",
@@ -871,6 +868,7 @@ impl SimVf {
             ),
             reason: match e {
                 MapError::Empty => "the region is empty".into(),
+                MapError::Overlap(other) => format!("its IOVAs overlap those of {other}"),
             },
         });
         // In effect for the device when this returns, as with an IOMMU.
@@ -1154,6 +1152,36 @@ mod tests {
         assert!(!vf.is_manual());
         vf.faults().preset_stats(preset);
         assert_eq!(vf.stats().eth.rx_bytes, 1234, "the thread took the preset");
+    }
+
+    /// Before, the table kept a bare pointer: map, drop the region, and a
+    /// device access to that IOVA (a descriptor the driver wrote, a SimVfBar
+    /// doorbell) read or wrote freed memory.
+    #[test]
+    fn a_mapped_region_outlives_its_handle_until_unmapped() {
+        let vf = SimVf::new(SimConfig::default()).unwrap();
+        let mem = nicpoll::memory::DmaMemory::plain();
+        let r = Arc::new(mem.alloc("rings", 4096).unwrap());
+        let (held, iova) = (Arc::downgrade(&r), r.iova(0));
+        vf.map_dma(&r).unwrap();
+        drop(r);
+        assert!(held.upgrade().is_some(), "freed while mapped");
+        vf.write_iova(iova + 64, &[7; 8]).unwrap();
+        let mut back = [0u8; 8];
+        vf.read_iova(iova + 64, &mut back).unwrap();
+        assert_eq!(back, [7; 8]);
+        vf.unmap_dma(&held.upgrade().unwrap()).unwrap();
+        assert!(held.upgrade().is_none(), "unmap_dma waited for the device");
+        assert!(vf.read_iova(iova, &mut back).is_err());
+
+        // Never unmapped: it goes with the device.
+        let r = Arc::new(mem.alloc("pool", 4096).unwrap());
+        let held = Arc::downgrade(&r);
+        vf.map_dma(&r).unwrap();
+        drop(r);
+        assert!(held.upgrade().is_some());
+        drop(vf);
+        assert!(held.upgrade().is_none());
     }
 
     #[test]
