@@ -13,14 +13,22 @@
 //!
 //! Drivers live in their own crates (`drivers/*`) and depend on this one, never
 //! the other way round.
+//!
+//! Unsafe code is denied here and allowed only in the modules DESIGN.md names:
+//! [`bar`] (MMIO), [`mbuf`] and [`mempool`], `memory`'s region module, and the
+//! VFIO system calls (`vfio`'s ioctl module).
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+#[allow(unsafe_code)]
 pub mod bar;
 pub mod error;
 pub mod fwd;
 pub mod lcore;
+#[allow(unsafe_code)]
 pub mod mbuf;
 pub mod memory;
+#[allow(unsafe_code)]
 pub mod mempool;
 pub mod net;
 pub mod pci;

@@ -403,9 +403,9 @@ fn free_raw_returns_every_mbuf_of_one_or_several_pools() {
     let (_m, a) = pool(64, 0);
     let (_n, b) = pool(64, 32);
     let lc = lcore::register(41).unwrap();
-    // SAFETY (both helpers): every caller below gets elements it then owns,
-    // and frees each of them exactly once.
+    // SAFETY: every caller below frees elements it owns, each exactly once.
     let free = |p: &[usize]| unsafe { crate::mbuf::free_raw(p) };
+    // SAFETY: every caller below then owns the elements it gets.
     let get = |pool: &Mempool, out: &mut [usize]| unsafe { pool.alloc_raw(out) };
     // One pool: the single bulk put.
     let mut raw = [0usize; 32];

@@ -883,14 +883,14 @@ pub(crate) mod testing {
             pid: 0,
         };
         let mut data = [Data::default(); 2];
-        // SAFETY: capget writes two Data records for version 3, which `data` holds.
         cvt(
+            // SAFETY: capget writes two Data records for version 3, which `data` holds.
             unsafe { libc::syscall(libc::SYS_capget, &mut hdr as *mut Header, data.as_mut_ptr()) }
                 as libc::c_int,
         )?;
         data[(cap / 32) as usize].effective &= !(1 << (cap % 32));
-        // SAFETY: capset reads the header and two Data records.
         cvt(
+            // SAFETY: capset reads the header and two Data records.
             unsafe { libc::syscall(libc::SYS_capset, &mut hdr as *mut Header, data.as_ptr()) }
                 as libc::c_int,
         )?;

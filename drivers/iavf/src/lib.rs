@@ -22,6 +22,11 @@
 //! every step cites its section of `../shared/facts/dpdk-iavf-mlx5.md` §2 or
 //! its virtchnl opcode. Resets of the VF by its PF are recovered from by the
 //! driver itself (see [`port`]).
+//!
+//! Unsafe code is denied at the crate root and allowed in `ring` (DMA memory
+//! and descriptor rings) and, in the model, in `sim`'s `sys` (system calls) and
+//! `dma` (the device's view of DMA memory; docs/DECISIONS.md).
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod adminq;
@@ -31,6 +36,7 @@ pub mod error;
 pub mod options;
 pub mod port;
 pub mod regs;
+#[allow(unsafe_code)]
 pub mod ring;
 mod rxq;
 mod stats;

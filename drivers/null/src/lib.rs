@@ -5,7 +5,7 @@
 //! Receive allocates a burst of mbufs in bulk from the queue's mempool and sets
 //! their length (`size`, default 64) without touching the data unless `copy=1`;
 //! transmit counts and frees. Device arguments: `size`, `copy`, `no-rx`.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 use nicpoll::mbuf::MbufBatch;

@@ -64,7 +64,7 @@
 //! `oerrors` for that packet and every later one (nothing more is written, so the
 //! file never holds a record after a partial one), and the OS error, naming the
 //! file, is returned by the next [`Port::stop`], which stops the port anyway.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod file;

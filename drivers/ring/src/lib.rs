@@ -7,7 +7,7 @@
 //! --vdev net_ring1,peer=net_ring0` makes a cross-connected pair, which DPDK can
 //! only build through its C API. Rings are created by [`RingBus::create`], the
 //! registry through which ports find their peers.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 use std::collections::HashMap;

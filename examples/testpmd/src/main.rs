@@ -1,6 +1,6 @@
 //! nicpoll's testpmd: forward packets between ports with live statistics,
 //! command-line compatible with dpdk-testpmd.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 mod bind_cmd;
 mod cli;

@@ -332,6 +332,8 @@ impl MbufSlots {
                 // by `take_front_raw`; the temporary Mbufs are not dropped
                 // (they move to the slots below, or stay for the loop after).
                 let (p, q) = unsafe { (*src.add(j), *src.add(j + 1)) };
+                // SAFETY: `p` and `q` are non-null headers of elements we own
+                // (from `taken`); ManuallyDrop keeps these views from freeing them.
                 let (mp, mq) = unsafe {
                     (
                         std::mem::ManuallyDrop::new(Mbuf::from_raw(NonNull::new_unchecked(
@@ -372,6 +374,8 @@ impl MbufSlots {
                 // `take_front_raw` gave us; the temporary Mbuf is not dropped
                 // (it moves to the slot below).
                 let p = unsafe { *src.add(j) };
+                // SAFETY: `p` is the non-null header of an element we own;
+                // ManuallyDrop keeps this view from freeing it.
                 let m = std::mem::ManuallyDrop::new(unsafe {
                     Mbuf::from_raw(NonNull::new_unchecked(p as *mut MbufHeader))
                 });

@@ -451,13 +451,13 @@ fn vector_transmit_loop_takes_whole_groups() {
             assert_eq!(k, at / 4 * 4, "length {bad_len} at {at}");
             assert_eq!(bytes, (0..k).map(|i| len_of(i) as u64).sum::<u64>());
             for (i, &p) in src.iter().enumerate() {
-                // SAFETY: (test) each element is ours: from its slot if
-                // the loop took it, else still from `src`.
                 let m = if i < k {
                     assert_eq!(s.slots[i], p);
                     s.take(i).unwrap()
                 } else {
                     assert!(!s.is_held(i));
+                    // SAFETY: (test) the loop did not take it: still ours,
+                    // from `src`.
                     unsafe { Mbuf::from_raw(NonNull::new(p as *mut MbufHeader).unwrap()) }
                 };
                 let want = if i < k {

@@ -1380,10 +1380,10 @@ unsafe extern "C" fn f_alloc_parent_domain(
     if a.pd.is_null() || a.comp_mask != 0 {
         return fail(libc::EINVAL);
     }
-    // SAFETY: the TD, if any, is ours.
     let td = if a.td.is_null() {
         0
     } else {
+        // SAFETY: the TD, if any, is ours.
         unsafe { id_of(a.td) }
     };
     let mut st = nic.st();
