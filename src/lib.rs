@@ -15,8 +15,8 @@
 //! the other way round.
 //!
 //! Unsafe code is denied here and allowed only in the modules DESIGN.md names:
-//! [`bar`] (MMIO), [`mbuf`] and [`mempool`], `memory`'s region module, and the
-//! VFIO system calls (`vfio`'s ioctl module).
+//! [`bar`] (MMIO), [`mbuf`] and [`mempool`], and the VFIO system calls
+//! (`vfio`'s ioctl module). [`memory`] maps through memmap2 and needs none.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -13,8 +13,6 @@
 
 pub mod hugepage;
 mod pagemap;
-// The memory module's unsafe code: mapping, locking and unmapping DMA memory.
-#[allow(unsafe_code)]
 mod region;
 
 use std::path::PathBuf;

@@ -1,16 +1,18 @@
 //! [`DmaRegion`]: one mapping of DMA memory and the IOVAs devices use for it.
 //!
-//! This is the memory module's unsafe code: `mmap`, `fallocate`, `mlock` and
-//! `munmap`. A region is only ever handed out as a raw pointer: a device may write
-//! the memory at any time, so a Rust reference to it would be a lie to the compiler.
+//! The mapping is a [`memmap2::MmapRaw`] (`mmap`, `mlock`, and `munmap` when it
+//! drops), so this module needs no unsafe code of its own. A region is only ever
+//! handed out as a raw pointer: a device may write the memory at any time, so a
+//! Rust reference to it would be a lie to the compiler (hence `MmapRaw`, never
+//! `MmapMut`, which derefs to `&mut [u8]`).
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::ptr::{self, NonNull};
+
+use memmap2::{MmapOptions, MmapRaw};
 
 use super::IovaMode;
 use super::hugepage::{self, HugepagePool, HugetlbfsMount};
@@ -37,7 +39,8 @@ const LIMIT_HINT: &str = "the system has enough free hugepages, so a limit was r
 /// Dropping the region unmaps the memory and removes its file: every device
 /// that may DMA into it must have been stopped first.
 pub struct DmaRegion {
-    ptr: NonNull<u8>,
+    /// The memory, unmapped when this drops (after `Drop::drop` removed the file).
+    map: MmapRaw,
     len: usize,
     page_size: usize,
     /// log2 of `page_size`, so `iova` shifts instead of dividing.
@@ -52,40 +55,10 @@ pub struct DmaRegion {
     what: String,
 }
 
-// SAFETY: a DmaRegion owns its mapping alone (it unmaps it once, in Drop), its
-// fields never change after construction, and it never reads or writes the memory
-// itself. It hands out only a raw pointer, which carries no aliasing promise;
-// whoever dereferences it (unsafely) synchronizes those accesses with the other
-// threads and the device, exactly as it would have to on one thread. Nothing in it
-// is tied to the creating thread (mappings belong to the process).
-unsafe impl Send for DmaRegion {}
-// SAFETY: every `&self` method only reads immutable bookkeeping; see Send above.
-unsafe impl Sync for DmaRegion {}
-
 /// The size of a base (not huge) page (`sysconf(_SC_PAGESIZE)`, from the
 /// auxiliary vector).
 pub(crate) fn base_page_size() -> usize {
     rustix::param::page_size()
-}
-
-/// Map `len` bytes read-write at an address of the kernel's choosing.
-fn mmap(len: usize, flags: libc::c_int, fd: libc::c_int) -> io::Result<NonNull<u8>> {
-    // SAFETY: without MAP_FIXED the kernel picks an unused range, so the new
-    // mapping cannot overlap any memory Rust already owns; all arguments are values.
-    let addr = unsafe {
-        libc::mmap(
-            ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            flags,
-            fd,
-            0,
-        )
-    };
-    if addr == libc::MAP_FAILED {
-        return Err(io::Error::last_os_error());
-    }
-    NonNull::new(addr.cast()).ok_or_else(|| io::Error::other("mmap returned address 0"))
 }
 
 /// Give the file all its pages now, so a shortage is an error here rather than a
@@ -160,15 +133,16 @@ impl DmaRegion {
             len > 0 && len.is_multiple_of(page),
             "{what}: {len} is not a whole number of {page}-byte pages"
         );
-        let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE;
-        let ptr = mmap(len, flags, -1).map_err(|source| Error::Os {
+        // MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, read-write.
+        let map = MmapOptions::new().len(len).populate().map_anon();
+        let map = MmapRaw::from(map.map_err(|source| Error::Os {
             op: format!("mmap {len} bytes of anonymous memory for {what}"),
             hint: (source.raw_os_error() == Some(libc::ENOMEM)).then_some(
                 "out of memory or address space (see ulimit -v); ask for less memory (-m)",
             ),
             source,
-        })?;
-        Ok(DmaRegion::new(what, ptr, len, page, mode, None))
+        })?);
+        Ok(DmaRegion::new(what, map, page, mode, None))
     }
 
     /// Plain memory that reports the given physical page addresses (IOVA mode
@@ -274,11 +248,18 @@ impl DmaRegion {
             }
         }
 
-        let flags = libc::MAP_SHARED | libc::MAP_POPULATE;
-        let ptr = mmap(len, flags, file.as_raw_fd()).map_err(|e| {
-            let hint = (e.raw_os_error() == Some(libc::ENOMEM)).then_some(SHORT_HINT);
-            io_error("mmap", e, hint)
-        })?;
+        // MAP_SHARED | MAP_POPULATE, read-write; hugetlbfs makes it huge. `len`
+        // is whole hugepages, so memmap2's munmap (of the length asked for)
+        // succeeds.
+        let map = MmapOptions::new()
+            .len(len)
+            .populate()
+            .map_raw(&file)
+            .map_err(|e| {
+                let hint = (e.raw_os_error() == Some(libc::ENOMEM)).then_some(SHORT_HINT);
+                io_error("mmap", e, hint)
+            })?;
+        let base = map.as_mut_ptr() as usize;
         // The mapping keeps the file's pages. The descriptor stays open with a
         // shared lock, so a later start can tell a live file from one a killed
         // process left behind (see `remove_stale_files`), across PID namespaces.
@@ -286,17 +267,14 @@ impl DmaRegion {
             .map_err(|e| io_error("flock", e.into(), None))?;
         created.armed = false;
         // From here the region's Drop unmaps and removes the file on any error.
-        let mut region = DmaRegion::new(what, ptr, len, page, mode, Some(path.to_path_buf()));
+        let mut region = DmaRegion::new(what, map, page, mode, Some(path.to_path_buf()));
         region.lock = Some(file);
 
         if unlink {
             fs::remove_file(path).map_err(|e| io_error("unlink", e, None))?;
             region.path = None;
         }
-        // SAFETY: the range is exactly the live mapping this region owns; mlock
-        // changes only how it is paged.
-        if unsafe { libc::mlock(ptr.as_ptr().cast(), len) } != 0 {
-            let e = io::Error::last_os_error();
+        if let Err(e) = region.map.lock() {
             let hint =
                 matches!(e.raw_os_error(), Some(libc::EPERM | libc::ENOMEM)).then_some(MLOCK_HINT);
             return Err(io_error("mlock", e, hint));
@@ -304,7 +282,7 @@ impl DmaRegion {
         if mode == IovaMode::Pa {
             let pagemap = Pagemap::open()?;
             region.page_iovas = (0..len / page)
-                .map(|i| pagemap.physical_address(ptr.as_ptr() as usize + i * page, what))
+                .map(|i| pagemap.physical_address(base + i * page, what))
                 .collect::<Result<_>>()?;
         }
         Ok(region)
@@ -312,15 +290,14 @@ impl DmaRegion {
 
     fn new(
         what: &str,
-        ptr: NonNull<u8>,
-        len: usize,
+        map: MmapRaw,
         page_size: usize,
         mode: IovaMode,
         path: Option<PathBuf>,
     ) -> DmaRegion {
         DmaRegion {
-            ptr,
-            len,
+            len: map.len(),
+            map,
             page_size,
             page_shift: page_size.trailing_zeros(),
             iova_mode: mode,
@@ -335,7 +312,7 @@ impl DmaRegion {
     /// synchronized with the device) and stay within [`len`](Self::len) bytes, and
     /// no pointer derived from it may be used after the region is dropped.
     pub fn as_ptr(&self) -> *mut u8 {
-        self.ptr.as_ptr()
+        self.map.as_mut_ptr()
     }
 
     /// Length in bytes (a whole number of pages).
@@ -368,7 +345,7 @@ impl DmaRegion {
             self.len
         );
         match self.iova_mode {
-            IovaMode::Va | IovaMode::Dc => self.ptr.as_ptr() as u64 + offset as u64,
+            IovaMode::Va | IovaMode::Dc => self.as_ptr() as u64 + offset as u64,
             IovaMode::Pa => {
                 let within = offset & (self.page_size - 1);
                 self.page_iovas[offset >> self.page_shift] + within as u64
@@ -411,7 +388,7 @@ impl fmt::Debug for DmaRegion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DmaRegion")
             .field("what", &self.what)
-            .field("ptr", &self.ptr)
+            .field("ptr", &self.as_ptr())
             .field("len", &self.len)
             .field("page_size", &self.page_size)
             .field("iova_mode", &self.iova_mode)
@@ -422,18 +399,10 @@ impl fmt::Debug for DmaRegion {
 
 impl Drop for DmaRegion {
     fn drop(&mut self) {
-        // SAFETY: ptr/len is the mapping this region created and still owns; every
-        // pointer into it came from `as_ptr`, whose users promised not to use it
-        // after the region is gone.
-        if unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) } != 0 {
-            log::error!(
-                "munmap {} ({} bytes at {:p}): {}",
-                self.what,
-                self.len,
-                self.ptr,
-                io::Error::last_os_error()
-            );
-        }
+        // The memory is unmapped right after, when `map` drops (a hugetlbfs
+        // file's pages go back to the pool at its last unmap); every pointer into
+        // it came from `as_ptr`, whose users promised not to use it after the
+        // region is gone.
         if let Some(path) = &self.path {
             remove_file_logged(path, &self.what);
         }
@@ -441,8 +410,10 @@ impl Drop for DmaRegion {
 }
 
 #[cfg(test)]
+#[allow(unsafe_code)] // the tests play the device: volatile accesses to the memory
 mod tests {
     use std::os::unix::fs::PermissionsExt;
+    use std::ptr;
     use std::sync::{Mutex, MutexGuard, PoisonError};
 
     use super::*;

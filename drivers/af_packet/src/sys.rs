@@ -15,7 +15,7 @@
 use std::io;
 use std::mem::{size_of, zeroed};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::ptr::{self, NonNull};
+use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 /// `ETH_P_ALL`: every protocol.
@@ -103,32 +103,14 @@ impl Geometry {
     }
 }
 
-/// A shared mapping of a packet socket's rings.
-struct RingMap {
-    ptr: NonNull<u8>,
-    len: usize,
-}
-
-// SAFETY: the mapping is plain shared memory; every access to it goes through
-// the atomic and volatile accessors of `RxRing`/`TxRing`, each region having
-// exactly one owner (enforced by `PacketSocket::rx_taken`/`tx_taken`).
-unsafe impl Send for RingMap {}
-// SAFETY: as above; `RingMap` itself only holds the address and length.
-unsafe impl Sync for RingMap {}
-
-impl Drop for RingMap {
-    fn drop(&mut self) {
-        // SAFETY: ptr/len are exactly what mmap returned, and every ring that
-        // pointed into the mapping held an Arc on the socket that owns it, so
-        // nothing uses it any more.
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
-    }
-}
-
 /// An AF_PACKET raw socket and, once set up, the mapping of its rings.
 pub(crate) struct PacketSocket {
     // Field order matters: the mapping goes before the descriptor closes.
-    map: Option<RingMap>,
+    /// The rings' shared mapping (memmap2: unmapped when dropped). Accessed
+    /// only through the atomic and volatile accessors of `RxRing`/`TxRing`,
+    /// each ring having one owner (`rx_taken`/`tx_taken`); every ring view
+    /// holds an Arc on this socket, so the mapping outlives them.
+    map: Option<memmap2::MmapRaw>,
     rx: Option<Geometry>,
     tx: Option<Geometry>,
     rx_taken: AtomicBool,
@@ -237,25 +219,13 @@ impl PacketSocket {
         if len == 0 {
             return Ok(());
         }
-        // SAFETY: a fresh shared mapping of the socket's rings at a place the
-        // kernel chooses; it touches no existing Rust object.
-        let p = unsafe {
-            libc::mmap(
-                ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_POPULATE,
-                self.raw(),
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        self.map = Some(RingMap {
-            ptr: NonNull::new(p.cast()).expect("mmap returned a non-null address"),
-            len,
-        });
+        // MAP_SHARED | MAP_POPULATE, read-write, where the kernel chooses.
+        self.map = Some(
+            memmap2::MmapOptions::new()
+                .len(len)
+                .populate()
+                .map_raw(self.raw())?,
+        );
         self.rx = rx;
         self.tx = tx;
         Ok(())
@@ -473,7 +443,7 @@ impl RxRing {
         }
         Some(RxRing {
             sock: sock.clone(),
-            base: map.ptr.as_ptr(),
+            base: map.as_mut_ptr(),
             block_size: g.block_size as usize,
             block_nr: g.block_nr,
             blk: 0,
@@ -664,7 +634,7 @@ impl TxRing {
             sock: sock.clone(),
             // SAFETY: the transmit ring follows the receive ring in the mapping,
             // whose length is rx_bytes + g.bytes().
-            base: unsafe { map.ptr.as_ptr().add(rx_bytes) },
+            base: unsafe { map.as_mut_ptr().add(rx_bytes) },
             block_size: g.block_size as usize,
             frame_size: g.frame_size as usize,
             frames_per_block: g.block_size / g.frame_size,

@@ -84,10 +84,10 @@ pub(crate) const XDP_ZEROCOPY: u16 = 1 << 2;
 pub(crate) const XDP_USE_NEED_WAKEUP: u16 = 1 << 3;
 const XDP_RING_NEED_WAKEUP: u32 = 1 << 0;
 
-const XDP_PGOFF_RX_RING: libc::off_t = 0;
-const XDP_PGOFF_TX_RING: libc::off_t = 0x8000_0000;
-const XDP_UMEM_PGOFF_FILL_RING: libc::off_t = 0x1_0000_0000;
-const XDP_UMEM_PGOFF_COMPLETION_RING: libc::off_t = 0x1_8000_0000;
+const XDP_PGOFF_RX_RING: u64 = 0;
+const XDP_PGOFF_TX_RING: u64 = 0x8000_0000;
+const XDP_UMEM_PGOFF_FILL_RING: u64 = 0x1_0000_0000;
+const XDP_UMEM_PGOFF_COMPLETION_RING: u64 = 0x1_8000_0000;
 
 /// Headroom the kernel keeps in front of every received frame, after the UMEM
 /// headroom (`XDP_PACKET_HEADROOM`).
@@ -260,49 +260,18 @@ pub(crate) fn if_nametoindex(name: &str) -> io::Result<u32> {
     }
 }
 
-/// One mmap of a ring, unmapped on drop.
-struct Mapping {
-    ptr: NonNull<u8>,
-    len: usize,
-}
+/// One mmap of a ring (memmap2: unmapped on drop). The ring views that point
+/// into it belong to queues that hold the socket, and so this mapping, alive.
+type Mapping = memmap2::MmapRaw;
 
-impl Mapping {
-    fn new(fd: &OwnedFd, len: usize, pgoff: libc::off_t) -> io::Result<Mapping> {
-        // SAFETY: a fresh shared mapping chosen by the kernel (no MAP_FIXED), so no
-        // existing memory is affected; the result is checked before use.
-        let p = unsafe {
-            libc::mmap(
-                ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_POPULATE,
-                fd.as_raw_fd(),
-                pgoff,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Mapping {
-            ptr: NonNull::new(p as *mut u8).expect("mmap does not return NULL on success"),
-            len,
-        })
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: ptr/len is the mapping this value created and owns; the ring
-        // views that point into it belong to queues that hold the socket (and so
-        // this mapping) alive, and are gone by the time the socket is dropped.
-        if unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) } != 0 {
-            log::error!(
-                "munmap of an AF_XDP ring ({} bytes): {}",
-                self.len,
-                io::Error::last_os_error()
-            );
-        }
-    }
+/// Map `len` bytes of the socket's ring at `pgoff`: MAP_SHARED | MAP_POPULATE,
+/// read-write, where the kernel chooses.
+fn map_ring(fd: &OwnedFd, len: usize, pgoff: u64) -> io::Result<Mapping> {
+    memmap2::MmapOptions::new()
+        .offset(pgoff)
+        .len(len)
+        .populate()
+        .map_raw(fd)
 }
 
 /// Raw pointers into one ring mapping.
@@ -318,7 +287,7 @@ struct RingPtrs {
 
 impl RingPtrs {
     fn new(m: &Mapping, off: &RingOffset, size: u32) -> RingPtrs {
-        let b = m.ptr.as_ptr();
+        let b = m.as_mut_ptr();
         // SAFETY: the offsets come from XDP_MMAP_OFFSETS for this very ring and
         // the mapping covers `desc + size * entry` bytes, so every `add` stays
         // inside the mapping.
@@ -733,7 +702,7 @@ impl XskShared {
             });
         };
         let map = |what: &'static str, o: &RingOffset, n: u32, entry: usize, pgoff| {
-            Mapping::new(&fd, o.desc as usize + n as usize * entry, pgoff)
+            map_ring(&fd, o.desc as usize + n as usize * entry, pgoff)
                 .map_err(step(XskStep::Mmap(what)))
         };
         let fill_map = map("fill", &off_fr, s.fill_size, 8, XDP_UMEM_PGOFF_FILL_RING)?;
