@@ -413,6 +413,31 @@ fn format_id_list(ids: &[u32]) -> String {
 mod tests {
     use super::*;
 
+    /// An lcore may own a CPU set (`--lcores 1@(0,1)`): the thread is pinned to
+    /// all of it, as the kernel reports back (one CPU where only one is allowed).
+    #[test]
+    fn pinning_takes_a_whole_cpu_set() {
+        let allowed = allowed_cpus().unwrap();
+        let set: Vec<usize> = allowed.iter().copied().take(2).collect();
+        let got = std::thread::spawn(move || {
+            pin_current(&set).unwrap();
+            (set, allowed_cpus().unwrap())
+        })
+        .join()
+        .unwrap();
+        assert_eq!(got.1, got.0);
+        // The caller's own mask is untouched.
+        assert_eq!(allowed_cpus().unwrap(), allowed);
+        let e = pin_current(&[MAX_CPU_PROBE]).unwrap_err().to_string();
+        assert!(
+            e.contains("sched_setaffinity") && e.contains("cpuset"),
+            "{e}"
+        );
+    }
+
+    /// A CPU no machine of ours has (rustix's CpuSet holds 1024).
+    const MAX_CPU_PROBE: usize = 1000;
+
     #[test]
     fn cpu_lists_ranges_and_errors() {
         assert_eq!(parse_cpu_list("0-2,5", "-l").unwrap(), vec![0, 1, 2, 5]);
