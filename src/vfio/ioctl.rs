@@ -1,7 +1,7 @@
 //! Every VFIO system call, each wrapped once, behind the crate-private
 //! [`VfioOps`] trait.
 //!
-//! [`SysVfio`] performs them on the real kernel; the test twin ([`twin`])
+//! [`SysVfio`] performs them on the real kernel; the test twin (module `twin`)
 //! answers them from canned state and records the calls, so the
 //! container/group/device logic above is tested without a kernel.
 //!
