@@ -9,7 +9,9 @@
 //! - [`lcore`]: core lists, pinning and lcore identities;
 //! - [`fwd`]: forwarding engines (one file each) and the per-lcore poll loop;
 //! - [`stats`]: port and forwarding counters, rates and latency histograms;
-//! - [`net`]: checked views of the protocol headers the engines touch.
+//! - [`net`]: checked views of the protocol headers the engines touch;
+//! - [`netdev`]: kernel network interfaces for the drivers that use them
+//!   (interface ioctls, a raw AF_PACKET socket, rtnetlink requests).
 //!
 //! Drivers live in their own crates (`drivers/*`) and depend on this one, never
 //! the other way round.
@@ -31,6 +33,7 @@ pub mod memory;
 #[allow(unsafe_code)]
 pub mod mempool;
 pub mod net;
+pub mod netdev;
 pub mod pci;
 pub mod port;
 pub mod stats;

@@ -410,3 +410,16 @@ impl Drop for VethPair {
             .output();
     }
 }
+
+/// Remove capability `cap` (`CAP_*` number, e.g. 13 for CAP_NET_RAW) from the
+/// calling thread's effective set, so a test sees what an unprivileged
+/// process sees. Linux credentials are per thread: run it on a thread made
+/// for that, which should exit afterwards.
+pub fn drop_effective_cap(cap: u32) -> std::io::Result<()> {
+    use rustix::thread::{CapabilitySet, capabilities, set_capabilities};
+    let mut sets = capabilities(None)?;
+    sets.effective
+        .remove(CapabilitySet::from_bits_retain(1u64 << cap));
+    set_capabilities(None, sets)?;
+    Ok(())
+}

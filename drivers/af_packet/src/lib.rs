@@ -74,6 +74,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use nicpoll::mbuf::{Mbuf, MbufBatch, flags};
 use nicpoll::mempool::Mempool;
+use nicpoll::netdev::Netdev;
 use nicpoll::port::counters::QueueCountersRef;
 use nicpoll::port::{
     self, DevArgs, Link, MacAddr, PortConf, PortCounters, PortInfo, PortQueues, PortStats,
@@ -362,8 +363,10 @@ pub struct AfPacketPort {
     name: String,
     port_id: u16,
     opts: AfPacketOptions,
-    /// Control socket: interface ioctls and the promiscuous membership.
+    /// The promiscuous membership's socket.
     ctl: PacketSocket,
+    /// The interface ioctls (index, flags, MAC, MTU).
+    netdev: Netdev,
     ifindex: i32,
     mac: MacAddr,
     conf: Option<(PortConf, u16, u16)>,
@@ -415,16 +418,20 @@ impl AfPacketPort {
         let iface = opts.iface.clone();
         let ctl = PacketSocket::new()
             .map_err(|e| err(os_reason("cannot open an AF_PACKET socket", &iface, &e)))?;
-        let ifindex = ctl
-            .if_index(&iface)
-            .map_err(|e| err(os_reason("cannot find the interface", &iface, &e)))?;
-        let mac = read_mac(&ctl, &iface).map_err(&err)?;
+        let netdev = Netdev::open()
+            .map_err(|e| err(os_reason("cannot open a control socket", &iface, &e)))?;
+        let ifindex = netdev
+            .index(&iface)
+            .map_err(|e| err(os_reason("cannot find the interface", &iface, &e)))?
+            as i32;
+        let mac = read_mac(&netdev, &iface).map_err(&err)?;
         Ok(AfPacketPort {
             name: name.to_string(),
             port_id,
             promisc: opts.promisc,
             opts,
             ctl,
+            netdev,
             ifindex,
             mac,
             conf: None,
@@ -642,9 +649,9 @@ fn os_reason(what: &str, iface: &str, e: &io::Error) -> String {
     }
 }
 
-fn read_mac(ctl: &PacketSocket, iface: &str) -> std::result::Result<MacAddr, String> {
-    let (family, mac) = ctl
-        .if_hwaddr(iface)
+fn read_mac(netdev: &Netdev, iface: &str) -> std::result::Result<MacAddr, String> {
+    let (family, mac) = netdev
+        .hwaddr(iface)
         .map_err(|e| os_reason("cannot read the MAC address (SIOCGIFHWADDR)", iface, &e))?;
     if family != libc::ARPHRD_ETHER {
         return Err(format!(
@@ -733,11 +740,11 @@ impl Port for AfPacketPort {
         }
         let iface = self.opts.iface.clone();
         // The interface may have been recreated since the port was made.
-        let ifindex = self
-            .ctl
-            .if_index(&iface)
-            .map_err(|e| self.err("start", os_reason("cannot find the interface", &iface, &e)))?;
-        let ifflags = self.ctl.if_flags(&iface).map_err(|e| {
+        let ifindex =
+            self.netdev.index(&iface).map_err(|e| {
+                self.err("start", os_reason("cannot find the interface", &iface, &e))
+            })? as i32;
+        let ifflags = self.netdev.flags(&iface).map_err(|e| {
             self.err(
                 "start",
                 os_reason("cannot read the interface flags", &iface, &e),
@@ -750,8 +757,8 @@ impl Port for AfPacketPort {
             ));
         }
         let mtu = self
-            .ctl
-            .if_mtu(&iface)
+            .netdev
+            .mtu(&iface)
             .map_err(|e| self.err("start", os_reason("cannot read the MTU", &iface, &e)))?;
         let tx_room = self.opts.framesz as usize - sys::TPACKET3_HDR;
         if conf.nb_txq > 0 && mtu as usize + ETH_HLEN > tx_room {
@@ -780,7 +787,7 @@ impl Port for AfPacketPort {
             );
         }
         self.ifindex = ifindex;
-        self.mac = read_mac(&self.ctl, &iface).map_err(|r| self.err("start", r))?;
+        self.mac = read_mac(&self.netdev, &iface).map_err(|r| self.err("start", r))?;
         let socks = self.open_sockets(ifindex, &conf, rxd, txd)?;
 
         let mut rx: Vec<Box<dyn RxQueue>> = Vec::with_capacity(conf.nb_rxq as usize);

@@ -1,6 +1,7 @@
 //! Every system call of the AF_PACKET driver and every access to the memory it
-//! shares with the kernel: the socket options, the interface ioctls, the
-//! mapping of the rings, and the TPACKET_V3 receive and transmit rings.
+//! shares with the kernel: the socket options, the mapping of the rings, and
+//! the TPACKET_V3 receive and transmit rings (the interface ioctls are the
+//! core's, `nicpoll::netdev`).
 //!
 //! Ring memory is written by the kernel while we run. No Rust reference ever
 //! covers it: status words are read and written through atomics (acquire to
@@ -126,25 +127,6 @@ impl std::fmt::Debug for PacketSocket {
             .field("tx", &self.tx)
             .finish()
     }
-}
-
-/// An `ifreq` naming `name`, or EINVAL if the name cannot be an interface name.
-fn ifreq(name: &str) -> io::Result<libc::ifreq> {
-    if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.bytes().any(|b| b == 0) {
-        return Err(io::Error::from_raw_os_error(libc::EINVAL));
-    }
-    // SAFETY: ifreq is plain old data for which all zeroes is a valid value.
-    let mut ifr: libc::ifreq = unsafe { zeroed() };
-    for (d, s) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
-        *d = s as libc::c_char;
-    }
-    Ok(ifr)
-}
-
-fn ioctl_ifreq(fd: RawFd, req: libc::c_ulong, ifr: &mut libc::ifreq) -> io::Result<()> {
-    // SAFETY: every request passed here (SIOCGIF*, SIOCSIFFLAGS) reads and/or
-    // writes exactly one `struct ifreq`, which `ifr` points to.
-    cvt(unsafe { libc::ioctl(fd, req as _, ifr as *mut libc::ifreq) }).map(|_| ())
 }
 
 impl PacketSocket {
@@ -327,43 +309,6 @@ impl PacketSocket {
             libc::PACKET_DROP_MEMBERSHIP
         };
         self.setsockopt(libc::SOL_PACKET, opt, &mr)
-    }
-
-    /// `SIOCGIFINDEX`: the index of interface `name` (ENODEV if there is none).
-    pub fn if_index(&self, name: &str) -> io::Result<i32> {
-        let mut ifr = ifreq(name)?;
-        ioctl_ifreq(self.raw(), libc::SIOCGIFINDEX, &mut ifr)?;
-        // SAFETY: SIOCGIFINDEX filled the ifindex member of the union.
-        Ok(unsafe { ifr.ifr_ifru.ifru_ifindex })
-    }
-
-    /// `SIOCGIFFLAGS`: the interface flags (IFF_UP, IFF_PROMISC...).
-    pub fn if_flags(&self, name: &str) -> io::Result<u32> {
-        let mut ifr = ifreq(name)?;
-        ioctl_ifreq(self.raw(), libc::SIOCGIFFLAGS, &mut ifr)?;
-        // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
-        Ok(unsafe { ifr.ifr_ifru.ifru_flags } as u16 as u32)
-    }
-
-    /// `SIOCGIFHWADDR`: the hardware type and the first six bytes of the address.
-    pub fn if_hwaddr(&self, name: &str) -> io::Result<(u16, [u8; 6])> {
-        let mut ifr = ifreq(name)?;
-        ioctl_ifreq(self.raw(), libc::SIOCGIFHWADDR, &mut ifr)?;
-        // SAFETY: SIOCGIFHWADDR filled the hwaddr member of the union.
-        let sa = unsafe { ifr.ifr_ifru.ifru_hwaddr };
-        let mut mac = [0u8; 6];
-        for (d, s) in mac.iter_mut().zip(sa.sa_data.iter()) {
-            *d = *s as u8;
-        }
-        Ok((sa.sa_family, mac))
-    }
-
-    /// `SIOCGIFMTU`: the interface MTU.
-    pub fn if_mtu(&self, name: &str) -> io::Result<u32> {
-        let mut ifr = ifreq(name)?;
-        ioctl_ifreq(self.raw(), libc::SIOCGIFMTU, &mut ifr)?;
-        // SAFETY: SIOCGIFMTU filled the mtu member of the union.
-        Ok(unsafe { ifr.ifr_ifru.ifru_mtu }.max(0) as u32)
     }
 }
 
@@ -723,147 +668,5 @@ impl TxRing {
 impl Drop for TxRing {
     fn drop(&mut self) {
         self.sock.tx_taken.store(false, Ordering::Release);
-    }
-}
-
-/// Test helpers: a plain raw socket on an interface, and dropping a capability
-/// from the calling thread.
-#[cfg(test)]
-pub(crate) mod testing {
-    use super::*;
-
-    /// A blocking-with-timeout raw socket bound to one interface.
-    pub struct RawSocket {
-        fd: OwnedFd,
-        ifindex: i32,
-    }
-
-    impl RawSocket {
-        /// Bind to `ifname`, receiving every protocol.
-        pub fn open(ifname: &str) -> io::Result<RawSocket> {
-            let s = PacketSocket::new()?;
-            let ifindex = s.if_index(ifname)?;
-            // SAFETY: plain system call.
-            let fd = cvt(unsafe {
-                libc::socket(
-                    libc::AF_PACKET,
-                    libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-                    0,
-                )
-            })?;
-            // SAFETY: we own the new descriptor.
-            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-            let r = RawSocket { fd, ifindex };
-            // SAFETY: plain old data, all zeroes valid.
-            let mut sa: libc::sockaddr_ll = unsafe { zeroed() };
-            sa.sll_family = libc::AF_PACKET as u16;
-            sa.sll_protocol = ETH_P_ALL.to_be();
-            sa.sll_ifindex = ifindex;
-            // SAFETY: `sa` is a live sockaddr_ll.
-            cvt(unsafe {
-                libc::bind(
-                    r.fd.as_raw_fd(),
-                    (&sa as *const libc::sockaddr_ll).cast(),
-                    size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-                )
-            })?;
-            Ok(r)
-        }
-
-        /// Send one frame.
-        pub fn send(&self, frame: &[u8]) -> io::Result<()> {
-            // SAFETY: plain old data.
-            let mut sa: libc::sockaddr_ll = unsafe { zeroed() };
-            sa.sll_family = libc::AF_PACKET as u16;
-            sa.sll_ifindex = self.ifindex;
-            sa.sll_halen = 6;
-            loop {
-                // SAFETY: `frame` and `sa` are live buffers of the lengths given.
-                let r = unsafe {
-                    libc::sendto(
-                        self.fd.as_raw_fd(),
-                        frame.as_ptr().cast(),
-                        frame.len(),
-                        0,
-                        (&sa as *const libc::sockaddr_ll).cast(),
-                        size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-                    )
-                };
-                if r >= 0 {
-                    return Ok(());
-                }
-                let e = io::Error::last_os_error();
-                if e.raw_os_error() != Some(libc::EAGAIN) && e.raw_os_error() != Some(libc::ENOBUFS)
-                {
-                    return Err(e);
-                }
-                std::thread::yield_now();
-            }
-        }
-
-        /// Receive one incoming frame (outgoing ones are skipped), waiting up
-        /// to `timeout`.
-        pub fn recv(&self, buf: &mut [u8], timeout: std::time::Duration) -> Option<usize> {
-            let deadline = std::time::Instant::now() + timeout;
-            while std::time::Instant::now() < deadline {
-                // SAFETY: plain old data.
-                let mut sa: libc::sockaddr_ll = unsafe { zeroed() };
-                let mut sl = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
-                // SAFETY: `buf`, `sa` and `sl` are live buffers of the lengths given.
-                let r = unsafe {
-                    libc::recvfrom(
-                        self.fd.as_raw_fd(),
-                        buf.as_mut_ptr().cast(),
-                        buf.len(),
-                        0,
-                        (&mut sa as *mut libc::sockaddr_ll).cast(),
-                        &mut sl,
-                    )
-                };
-                if r >= 0 {
-                    if sa.sll_pkttype == libc::PACKET_OUTGOING {
-                        continue;
-                    }
-                    return Some(r as usize);
-                }
-                std::thread::sleep(std::time::Duration::from_millis(1));
-            }
-            None
-        }
-    }
-
-    /// Remove `cap` from the calling thread's effective capabilities (Linux
-    /// credentials are per thread), so a test can see what an unprivileged
-    /// process sees. The thread should exit afterwards.
-    pub fn drop_effective_cap(cap: u32) -> io::Result<()> {
-        #[repr(C)]
-        struct Header {
-            version: u32,
-            pid: i32,
-        }
-        #[repr(C)]
-        #[derive(Clone, Copy, Default)]
-        struct Data {
-            effective: u32,
-            permitted: u32,
-            inheritable: u32,
-        }
-        let mut hdr = Header {
-            version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
-            pid: 0,
-        };
-        let mut data = [Data::default(); 2];
-        cvt(
-            // SAFETY: capget writes two Data records for version 3, which `data` holds.
-            unsafe { libc::syscall(libc::SYS_capget, &mut hdr as *mut Header, data.as_mut_ptr()) }
-                as libc::c_int,
-        )?;
-        data[(cap / 32) as usize].effective &= !(1 << (cap % 32));
-        cvt(
-            // SAFETY: capset reads the header and two Data records.
-            unsafe { libc::syscall(libc::SYS_capset, &mut hdr as *mut Header, data.as_ptr()) }
-                as libc::c_int,
-        )?;
-        Ok(())
     }
 }

@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 
 use nicpoll::memory::DmaMemory;
 use nicpoll::mempool::MempoolConfig;
-use nicpoll::port::testing::{self, Delivery, VethPair};
+use nicpoll::netdev::RawSocket;
+use nicpoll::port::testing::{self, Delivery, VethPair, drop_effective_cap};
 
 use super::*;
-use crate::sys::testing::{RawSocket, drop_effective_cap};
 
 /// Whether this process may open AF_PACKET sockets; prints why not.
 fn can_raw(test: &str) -> bool {

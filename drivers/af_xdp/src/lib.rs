@@ -295,7 +295,7 @@ impl AfXdpPort {
             reason,
         };
         let iface = opts.iface.clone();
-        let ifindex = sys::if_nametoindex(&iface).map_err(|e| {
+        let ifindex = nicpoll::netdev::if_index(&iface).map_err(|e| {
             err(format!(
                 "no interface {iface:?} in this network namespace ({e}): see `ip link show`; in a pod \
                  the interface must be moved into the pod's namespace (e.g. by a CNI plugin)"

@@ -51,7 +51,6 @@
 //! its header is, so a UMEM address leads back to the right header without
 //! assuming the pool's coloring scheme.
 
-use std::ffi::CString;
 use std::io;
 use std::marker::PhantomData;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -246,18 +245,6 @@ fn socket(domain: libc::c_int, ty: libc::c_int, proto: libc::c_int) -> io::Resul
     let fd = cvt(unsafe { libc::socket(domain, ty | libc::SOCK_CLOEXEC, proto) })?;
     // SAFETY: see above.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// The index of interface `name`, or the OS error (ENODEV if there is none).
-pub(crate) fn if_nametoindex(name: &str) -> io::Result<u32> {
-    let c = CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    // SAFETY: `c` is a NUL-terminated string that lives across the call.
-    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    if i == 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(i)
-    }
 }
 
 /// One mmap of a ring (memmap2: unmapped on drop). The ring views that point
@@ -1131,148 +1118,6 @@ fn kick_rx(fd: RawFd) {
             ptr::null_mut(),
         )
     };
-}
-
-/// Send one rtnetlink request and return the kernel's reply datagram (the
-/// answer, or an NLMSG_ERROR carrying the errno and extended-ack message).
-pub(crate) fn netlink_route(req: &[u8]) -> io::Result<Vec<u8>> {
-    let fd = socket(libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_ROUTE)?;
-    // Extended acks give the kernel's reason as text; capped acks leave the
-    // request out of the error. Both are optional.
-    let _ = setsockopt(
-        &fd,
-        libc::SOL_NETLINK,
-        libc::NETLINK_EXT_ACK,
-        &1 as &libc::c_int,
-    );
-    let _ = setsockopt(
-        &fd,
-        libc::SOL_NETLINK,
-        libc::NETLINK_CAP_ACK,
-        &1 as &libc::c_int,
-    );
-    let tv = libc::timeval {
-        tv_sec: 5,
-        tv_usec: 0,
-    };
-    setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv)?;
-    // SAFETY: sockaddr_nl is plain data; all-zero is valid.
-    let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-    sa.nl_family = libc::AF_NETLINK as u16;
-    // SAFETY: `req` and `sa` are valid for reads of their lengths during the call.
-    let r = unsafe {
-        libc::sendto(
-            fd.as_raw_fd(),
-            req.as_ptr().cast(),
-            req.len(),
-            0,
-            &sa as *const libc::sockaddr_nl as *const libc::sockaddr,
-            size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // Peek at the datagram's real size, then read it whole.
-    // SAFETY: a zero-length peek with MSG_TRUNC writes nothing.
-    let size = unsafe {
-        libc::recv(
-            fd.as_raw_fd(),
-            ptr::null_mut(),
-            0,
-            libc::MSG_PEEK | libc::MSG_TRUNC,
-        )
-    };
-    if size < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let mut buf = vec![0u8; size as usize];
-    // SAFETY: `buf` is valid for `buf.len()` bytes of writes.
-    let got = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-    if got < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    buf.truncate(got as usize);
-    Ok(buf)
-}
-
-/// A raw AF_PACKET socket bound to one interface, for tests: what a far end
-/// sends and receives.
-#[cfg(test)]
-pub(crate) struct PacketSocket(OwnedFd);
-
-#[cfg(test)]
-impl PacketSocket {
-    /// Bind to interface `ifindex`, all protocols.
-    pub(crate) fn open(ifindex: u32) -> io::Result<PacketSocket> {
-        let proto = (libc::ETH_P_ALL as u16).to_be();
-        let fd = socket(libc::AF_PACKET, libc::SOCK_RAW, proto as libc::c_int)?;
-        // SAFETY: sockaddr_ll is plain data; all-zero is valid.
-        let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sa.sll_family = libc::AF_PACKET as u16;
-        sa.sll_protocol = proto;
-        sa.sll_ifindex = ifindex as i32;
-        // SAFETY: `sa` is a sockaddr_ll of the stated length.
-        cvt(unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                &sa as *const libc::sockaddr_ll as *const libc::sockaddr,
-                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        })?;
-        let tv = libc::timeval {
-            tv_sec: 0,
-            tv_usec: 200_000,
-        };
-        setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv)?;
-        Ok(PacketSocket(fd))
-    }
-
-    /// Send one frame out of the interface.
-    pub(crate) fn send(&self, frame: &[u8]) -> io::Result<()> {
-        // SAFETY: `frame` is valid for reads of its length during the call.
-        let r = unsafe { libc::send(self.0.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
-        if r < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
-    }
-
-    /// Receive one frame seen on the interface (either direction), or `None`
-    /// after the receive timeout (200 ms).
-    pub(crate) fn recv(&self) -> io::Result<Option<Vec<u8>>> {
-        Ok(self.recv_typed()?.map(|(f, _)| f))
-    }
-
-    /// As `recv`, with the packet type (PACKET_OUTGOING for what the interface
-    /// sent).
-    pub(crate) fn recv_typed(&self) -> io::Result<Option<(Vec<u8>, u8)>> {
-        let mut buf = vec![0u8; 4096];
-        // SAFETY: sockaddr_ll is plain data; all-zero is valid.
-        let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        let mut salen = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
-        // SAFETY: `buf` is valid for writes of its length, `sa` for `salen` bytes.
-        let r = unsafe {
-            libc::recvfrom(
-                self.0.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                0,
-                &mut sa as *mut libc::sockaddr_ll as *mut libc::sockaddr,
-                &mut salen,
-            )
-        };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            return match e.raw_os_error() {
-                Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(None),
-                _ => Err(e),
-            };
-        }
-        buf.truncate(r as usize);
-        Ok(Some((buf, sa.sll_pkttype)))
-    }
 }
 
 #[cfg(test)]

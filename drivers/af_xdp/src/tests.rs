@@ -7,11 +7,21 @@ use std::time::{Duration, Instant};
 
 use nicpoll::memory::DmaMemory;
 use nicpoll::mempool::MempoolConfig;
+use nicpoll::netdev::{RawSocket, if_index};
 use nicpoll::port::testing::{self, Delivery, VethPair};
 use nicpoll::{MbufBatch, Mempool};
 
 use super::*;
 use crate::netlink::AttachMode;
+
+/// How long a far end waits for one frame.
+const FAR_WAIT: Duration = Duration::from_millis(200);
+
+/// One frame seen at the far end (either direction), or `None` after
+/// [`FAR_WAIT`].
+fn far_recv(far: &RawSocket) -> Option<Vec<u8>> {
+    far.recv_frame(FAR_WAIT).unwrap().map(|f| f.data)
+}
 
 fn veth(tag: &str) -> Option<VethPair> {
     let p = VethPair::create(tag)?;
@@ -151,15 +161,15 @@ fn echo_far_end(iface: &str) -> impl Drop {
             }
         }
     }
-    let sock = sys::PacketSocket::open(sys::if_nametoindex(iface).unwrap()).unwrap();
+    let sock = RawSocket::open(iface).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let s2 = stop.clone();
     let t = std::thread::spawn(move || {
         while !s2.load(Ordering::Relaxed) {
-            if let Ok(Some((f, ty))) = sock.recv_typed()
-                && ty != libc::PACKET_OUTGOING
+            if let Ok(Some(f)) = sock.recv_frame(FAR_WAIT)
+                && !f.outgoing
             {
-                let _ = sock.send(&f);
+                let _ = sock.send(&f.data);
             }
         }
     });
@@ -206,7 +216,7 @@ fn conformance_on_veth() {
 #[test]
 fn skb_mode_receives_but_not_mirred_frames() {
     let Some(pair) = veth("npxdpa") else { return };
-    let far = sys::PacketSocket::open(sys::if_nametoindex(&pair.b).unwrap()).unwrap();
+    let far = RawSocket::open(&pair.b).unwrap();
     let pool = new_pool("xdp-skb", 1024);
     let mut p = port(&pair.a, ",xdp_mode=skb", 0).unwrap();
     assert_eq!(p.xdp.mode, AttachMode::Generic);
@@ -248,8 +258,7 @@ fn skb_mode_receives_but_not_mirred_frames() {
 #[test]
 fn a_receiver_that_pauses_loses_nothing_at_the_default_ring_size() {
     let Some(pair) = veth("npxdpd") else { return };
-    let far_index = sys::if_nametoindex(&pair.b).unwrap();
-    let far = sys::PacketSocket::open(far_index).unwrap();
+    let far = RawSocket::open(&pair.b).unwrap();
     let mut p = port(&pair.a, "", 9).unwrap();
     let info = p.info();
     let pool = new_pool(
@@ -291,8 +300,7 @@ fn a_receiver_that_pauses_loses_nothing_at_the_default_ring_size() {
 #[test]
 fn frames_are_byte_exact_both_ways() {
     let Some(pair) = veth("npxdp3") else { return };
-    let far_index = sys::if_nametoindex(&pair.b).unwrap();
-    let far = sys::PacketSocket::open(far_index).unwrap();
+    let far = RawSocket::open(&pair.b).unwrap();
     let pool = new_pool("xdp-exact", 2048);
     let mut p = port(&pair.a, "", 3).unwrap();
     assert!(ip_link(&pair.a).contains(&format!("name {}", xdp::PROG_NAME)));
@@ -336,7 +344,7 @@ fn frames_are_byte_exact_both_ways() {
     let mut tx = MbufBatch::with_burst(32);
     testing::fill(&pool, &mut tx, 7, 1, 333);
     testing::fill(&other, &mut tx, 8, 1, 1514);
-    while far.recv().unwrap().is_some() {} // what we sent ourselves, seen leaving
+    while far_recv(&far).is_some() {} // what we sent ourselves, seen leaving
     let deadline = Instant::now() + Duration::from_secs(5);
     while !tx.is_empty() && Instant::now() < deadline {
         q.tx[0].tx_burst(&mut tx);
@@ -345,7 +353,7 @@ fn frames_are_byte_exact_both_ways() {
     let mut seen = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(5);
     while seen.len() < 2 && Instant::now() < deadline {
-        if let Some(f) = far.recv().unwrap()
+        if let Some(f) = far_recv(&far)
             && f[12..14] == [0x88, 0xb5]
         {
             seen.push(f);
@@ -438,7 +446,7 @@ fn two_queues_share_the_umem() {
     p.configure(&c).unwrap();
     let mut q = p.start().unwrap();
     // Both transmit queues (each its own socket on the shared UMEM) deliver.
-    let far = sys::PacketSocket::open(sys::if_nametoindex(&b).unwrap()).unwrap();
+    let far = RawSocket::open(&b).unwrap();
     let mut sent = 0;
     for (qi, txq) in q.tx.iter_mut().enumerate() {
         let mut batch = MbufBatch::with_burst(32);
@@ -451,7 +459,7 @@ fn two_queues_share_the_umem() {
     let mut seen = 0;
     let deadline = Instant::now() + Duration::from_secs(5);
     while seen < 20 && Instant::now() < deadline {
-        if let Some(f) = far.recv().unwrap()
+        if let Some(f) = far_recv(&far)
             && f.len() == 100
         {
             seen += 1;
@@ -486,7 +494,7 @@ fn two_queues_share_the_umem() {
 #[test]
 fn foreign_program_is_refused_and_left_alone() {
     let Some(pair) = veth("npxdp5") else { return };
-    let idx = sys::if_nametoindex(&pair.a).unwrap();
+    let idx = if_index(&pair.a).unwrap();
     let prog = xdp::testing::load_pass("foreign_pass");
     let id = xdp::testing::prog_id(&prog);
     let link = xdp::testing::attach_link(&prog, idx, XdpMode::Auto);
@@ -520,7 +528,7 @@ fn foreign_program_is_refused_and_left_alone() {
 #[test]
 fn stale_program_is_removed_live_one_refused() {
     let Some(pair) = veth("npxdp6") else { return };
-    let idx = sys::if_nametoindex(&pair.a).unwrap();
+    let idx = if_index(&pair.a).unwrap();
     let stale = xdp::testing::load_ours();
     let stale_id = xdp::testing::prog_id(&stale);
     netlink::attach_xdp_netlink(idx, stale.as_raw_fd(), AttachMode::Native).unwrap();
@@ -648,7 +656,7 @@ fn errors_are_clear() {
 #[test]
 fn busy_budget_receives() {
     let Some(pair) = veth("npxdp9") else { return };
-    let far = sys::PacketSocket::open(sys::if_nametoindex(&pair.b).unwrap()).unwrap();
+    let far = RawSocket::open(&pair.b).unwrap();
     let pool = new_pool("xdp-busy", 1024);
     let mut p = port(&pair.a, ",busy_budget=64", 0).unwrap();
     p.configure(&conf(&pool, 0)).unwrap();

@@ -44,13 +44,14 @@ use std::sync::Arc;
 
 use nicpoll::mbuf::{Mbuf, MbufBatch};
 use nicpoll::mempool::Mempool;
+use nicpoll::netdev::Netdev;
 use nicpoll::port::counters::QueueCountersRef;
 use nicpoll::port::{
     self, DevArgs, Link, MacAddr, PortConf, PortCounters, PortInfo, PortQueues, PortStats,
 };
 use nicpoll::{Error, Port, Result, RxQueue, TxQueue};
 
-use sys::{Ctl, TapOpenError};
+use sys::TapOpenError;
 
 /// Driver name in `--vdev` strings.
 pub const DRIVER: &str = "net_tap";
@@ -155,7 +156,7 @@ pub struct TapPort {
     iface: String,
     /// Keeps the interface alive (a detached queue).
     _keepalive: File,
-    ctl: Ctl,
+    ctl: Netdev,
     conf: Option<(PortConf, u16, u16)>,
     started: bool,
     /// The queue descriptors while started.
@@ -246,7 +247,7 @@ impl TapPort {
                 "interface {iface}: cannot detach the keep-alive queue (TUNSETQUEUE): {e}"
             ))
         })?;
-        let ctl = Ctl::new().map_err(|e| err(format!("cannot open a control socket: {e}")))?;
+        let ctl = Netdev::open().map_err(|e| err(format!("cannot open a control socket: {e}")))?;
         let mac = match opts.mac {
             TapMac::Random => None,
             TapMac::Fixed => Some([0x02, b'd', b't', b'a', b'p', port_id as u8]),
@@ -469,7 +470,7 @@ impl Port for TapPort {
     }
 
     fn mac_addr(&self) -> MacAddr {
-        MacAddr(self.ctl.hwaddr(&self.iface).unwrap_or([0; 6]))
+        MacAddr(self.ctl.hwaddr(&self.iface).map_or([0; 6], |(_, mac)| mac))
     }
 
     fn promiscuous(&self) -> bool {

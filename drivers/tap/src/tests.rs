@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use nicpoll::memory::DmaMemory;
 use nicpoll::mempool::MempoolConfig;
-use nicpoll::port::testing::{self, Delivery};
+use nicpoll::netdev::RawSocket;
+use nicpoll::port::testing::{self, Delivery, drop_effective_cap};
 
 use super::*;
-use crate::sys::testing::{RawSocket, drop_effective_cap};
 
 const CAP_NET_ADMIN: u32 = 12;
 const CAP_NET_RAW: u32 = 13;

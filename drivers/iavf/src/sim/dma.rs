@@ -2,8 +2,8 @@
 //! the driver programs to host memory, and every raw access the model makes to
 //! that memory (volatile loads and stores, never a Rust reference).
 //!
-//! This is one of the two modules of the model with unsafe code (the other is
-//! `sys.rs`). Its contract: a host range enters the table only through
+//! This is the model's only module with unsafe code (its wire's raw socket is
+//! the core's `nicpoll::netdev::RawSocket`). Its contract: a host range enters the table only through
 //! [`IoMmu::map`], from a `DmaRegion` whose `Arc` the table entry holds, so the
 //! memory stays allocated for as long as any copy of the table (the device
 //! thread's snapshot included) has the entry. [`IoMmu::unmap`] removes it; the

@@ -89,7 +89,6 @@ mod pf;
 mod regs;
 mod rss;
 mod spec;
-mod sys;
 mod wire;
 
 use std::fmt;
@@ -110,7 +109,7 @@ pub use wire::Wire;
 use device::Device;
 use dma::{IoMmu, MapError};
 use regs::Regs;
-use wire::{Inbox, Outbound, WireState};
+use wire::{Inbox, Outbound, WireState, open_wire_socket};
 
 /// Which PF hardware the simulated PF is: it decides the capabilities the i40e PF
 /// can grant beyond the ones every 700-series PF grants.
@@ -753,7 +752,7 @@ impl SimVf {
                 sock_in: None,
             },
             Wire::Iface(ifname) => {
-                let s = Arc::new(sys::PacketSocket::open(ifname).map_err(|source| {
+                let s = Arc::new(open_wire_socket(ifname).map_err(|source| {
                     let hint = matches!(source.raw_os_error(), Some(libc::EPERM | libc::EACCES))
                         .then_some(
                             "AF_PACKET needs CAP_NET_RAW: run as root or grant the capability",

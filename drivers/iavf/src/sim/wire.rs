@@ -3,12 +3,14 @@
 #![deny(unsafe_code)]
 
 use std::collections::VecDeque;
+use std::io;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 
+use nicpoll::netdev::RawSocket;
+
 use super::regs::Regs;
-use super::sys::PacketSocket;
 
 /// Where a simulated VF's port is connected (see `SimConfig::wire`).
 ///
@@ -29,6 +31,20 @@ pub enum Wire {
     /// device (needs CAP_NET_RAW): frames arriving at the interface are received,
     /// transmitted frames are sent out of it.
     Iface(String),
+}
+
+/// The socket of [`Wire::Iface`]: a raw socket on the interface, in
+/// promiscuous mode (a NIC port receives frames for MAC addresses the kernel
+/// does not own only then; the VF's own filters decide after that), that
+/// sees only frames arriving at the interface, not the ones the VF sends.
+/// Needs CAP_NET_RAW.
+pub(crate) fn open_wire_socket(ifname: &str) -> io::Result<RawSocket> {
+    let s = RawSocket::open(ifname)?;
+    // Best effort (Linux 4.20+): `WireState::receive` skips what older
+    // kernels report as outgoing.
+    let _ = s.ignore_outgoing();
+    s.set_promiscuous()?;
+    Ok(s)
 }
 
 /// Frames waiting to be received by a VF (from a peer or from loopback).
@@ -104,7 +120,7 @@ pub(crate) enum Outbound {
     /// To a test harness.
     Channel(SyncSender<Vec<u8>>),
     /// Out of a kernel interface.
-    Socket(Arc<PacketSocket>),
+    Socket(Arc<RawSocket>),
 }
 
 /// The device thread's wire: one outbound path and up to two extra sources of
@@ -112,7 +128,7 @@ pub(crate) enum Outbound {
 pub(crate) struct WireState {
     pub(crate) out: Outbound,
     pub(crate) chan_in: Option<Receiver<Vec<u8>>>,
-    pub(crate) sock_in: Option<Arc<PacketSocket>>,
+    pub(crate) sock_in: Option<Arc<RawSocket>>,
 }
 
 impl WireState {
@@ -148,7 +164,7 @@ impl WireState {
             Outbound::Socket(s) => {
                 let mut lost = 0;
                 for f in frames.drain(..) {
-                    match s.send(&f) {
+                    match s.try_send(&f) {
                         Ok(true) => {}
                         Ok(false) => lost += 1,
                         Err(e) => {
@@ -176,8 +192,11 @@ impl WireState {
         }
         if let Some(s) = &self.sock_in {
             while out.len() < max {
-                match s.recv(buf) {
-                    Ok(Some(n)) if n <= buf.len() => out.push(buf[..n].to_vec()),
+                match s.try_recv(buf) {
+                    // What the interface sent (kernels before 4.20, which
+                    // ignore PACKET_IGNORE_OUTGOING) is not the wire's.
+                    Ok(Some(r)) if r.outgoing => {}
+                    Ok(Some(r)) if r.len <= buf.len() => out.push(buf[..r.len].to_vec()),
                     Ok(Some(_)) => too_long += 1,
                     Ok(None) => break,
                     Err(e) => {

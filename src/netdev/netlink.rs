@@ -1,0 +1,442 @@
+//! rtnetlink requests: build a message ([`Request`]: header, the family's
+//! fixed header, attributes, nested attributes), send it on a `NETLINK_ROUTE`
+//! socket and read the reply ([`route`], [`request_ack`]), and read what the
+//! kernel says (attributes, errors with their extended-ack text).
+//!
+//! Layouts from Linux's `include/uapi/linux/netlink.h` (`struct nlmsghdr`,
+//! `struct nlattr`, `struct nlmsgerr`) and `include/uapi/linux/rtnetlink.h`
+//! (`struct ifinfomsg`, `struct ndmsg`); every field in host byte order.
+#![deny(unsafe_code)]
+
+use std::io;
+use std::os::fd::AsFd;
+use std::time::Duration;
+
+use rustix::net::netlink::SocketAddrNetlink;
+use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
+
+use super::sys;
+
+/// `RTM_NEWLINK`: a link's state (the reply to [`RTM_GETLINK`]).
+pub const RTM_NEWLINK: u16 = 16;
+/// `RTM_GETLINK`: ask for a link's state.
+pub const RTM_GETLINK: u16 = 18;
+/// `RTM_SETLINK`: change a link.
+pub const RTM_SETLINK: u16 = 19;
+/// `RTM_NEWNEIGH`: add a neighbour or FDB entry.
+pub const RTM_NEWNEIGH: u16 = 28;
+/// `RTM_DELNEIGH`: remove a neighbour or FDB entry.
+pub const RTM_DELNEIGH: u16 = 29;
+/// `NLMSG_ERROR`: an error, or with errno 0 an acknowledgement.
+pub const NLMSG_ERROR: u16 = 2;
+/// `NLM_F_REQUEST` (every request carries it; [`Request::new`] sets it).
+pub const NLM_F_REQUEST: u16 = 1;
+/// `NLM_F_ACK`: acknowledge the request.
+pub const NLM_F_ACK: u16 = 4;
+/// `NLM_F_EXCL`: fail if the object exists.
+pub const NLM_F_EXCL: u16 = 0x200;
+/// `NLM_F_CREATE`: create the object if it does not exist.
+pub const NLM_F_CREATE: u16 = 0x400;
+/// `NLM_F_ACK_TLVS`: an error carries extended-ack attributes.
+pub const NLM_F_ACK_TLVS: u16 = 0x200;
+/// `NLMSGERR_ATTR_MSG`: the extended-ack text.
+pub const NLMSGERR_ATTR_MSG: u16 = 1;
+/// `NLA_F_NESTED`: the attribute holds attributes.
+pub const NLA_F_NESTED: u16 = 0x8000;
+/// The attribute type bits (without `NLA_F_NESTED` and `NLA_F_NET_BYTEORDER`).
+pub const NLA_TYPE_MASK: u16 = 0x3fff;
+/// Where a message's payload starts (`NLMSG_HDRLEN`).
+pub const NLMSG_HDRLEN: usize = 16;
+/// Size of `struct ifinfomsg`: link messages' attributes start after it.
+pub const IFINFOMSG_LEN: usize = 16;
+/// Size of `struct ndmsg`: neighbour messages' attributes start after it.
+pub const NDMSG_LEN: usize = 12;
+
+/// How long [`route`] waits for the kernel's reply.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn put_u16(b: &mut Vec<u8>, v: u16) {
+    b.extend_from_slice(&v.to_ne_bytes());
+}
+
+fn put_u32(b: &mut Vec<u8>, v: u32) {
+    b.extend_from_slice(&v.to_ne_bytes());
+}
+
+fn align4(b: &mut Vec<u8>) {
+    while !b.len().is_multiple_of(4) {
+        b.push(0);
+    }
+}
+
+/// A netlink request being built: `struct nlmsghdr`, the family's fixed
+/// header, then attributes.
+#[derive(Clone, Debug)]
+pub struct Request {
+    b: Vec<u8>,
+    nests: Vec<usize>,
+}
+
+impl Request {
+    /// A message of type `ty` with `flags` (`NLM_F_REQUEST` added), sequence
+    /// 1, addressed to the kernel; the family header comes next
+    /// ([`body`](Self::body)).
+    pub fn new(ty: u16, flags: u16) -> Request {
+        let mut b = Vec::with_capacity(128);
+        put_u32(&mut b, 0); // nlmsg_len, set in finish
+        put_u16(&mut b, ty);
+        put_u16(&mut b, flags | NLM_F_REQUEST);
+        put_u32(&mut b, 1); // seq
+        put_u32(&mut b, 0); // pid: the kernel
+        Request { b, nests: vec![] }
+    }
+
+    /// A link request (`struct ifinfomsg`, `AF_UNSPEC`) on `ifindex`, setting
+    /// the `ifi_flags` bits selected by `ifi_change`.
+    pub fn link(ty: u16, flags: u16, ifindex: u32, ifi_flags: u32, ifi_change: u32) -> Request {
+        let mut r = Request::new(ty, flags);
+        let mut h = Vec::with_capacity(IFINFOMSG_LEN);
+        h.push(libc::AF_UNSPEC as u8);
+        h.push(0);
+        put_u16(&mut h, 0); // ifi_type
+        h.extend_from_slice(&(ifindex as i32).to_ne_bytes());
+        put_u32(&mut h, ifi_flags);
+        put_u32(&mut h, ifi_change);
+        r.body(&h);
+        r
+    }
+
+    /// A neighbour request (`struct ndmsg`) on `ifindex`: `family`
+    /// (`AF_BRIDGE` for FDB entries), `state` (`NUD_*`), `ntf_flags`
+    /// (`NTF_SELF`: the device's own table).
+    pub fn neigh(
+        ty: u16,
+        flags: u16,
+        family: u8,
+        ifindex: u32,
+        state: u16,
+        ntf_flags: u8,
+    ) -> Request {
+        let mut r = Request::new(ty, flags);
+        let mut h = Vec::with_capacity(NDMSG_LEN);
+        h.extend_from_slice(&[family, 0, 0, 0]); // ndm_family, pad1, pad2
+        h.extend_from_slice(&(ifindex as i32).to_ne_bytes());
+        put_u16(&mut h, state);
+        h.push(ntf_flags);
+        h.push(0); // ndm_type
+        r.body(&h);
+        r
+    }
+
+    /// Append the family's fixed header (or any bytes), padded to 4.
+    pub fn body(&mut self, bytes: &[u8]) -> &mut Request {
+        self.b.extend_from_slice(bytes);
+        align4(&mut self.b);
+        self
+    }
+
+    /// Append attribute `ty` with `payload`, padded to 4.
+    pub fn attr(&mut self, ty: u16, payload: &[u8]) -> &mut Request {
+        put_u16(&mut self.b, (4 + payload.len()) as u16);
+        put_u16(&mut self.b, ty);
+        self.b.extend_from_slice(payload);
+        align4(&mut self.b);
+        self
+    }
+
+    /// Open nested attribute `ty`; the attributes up to [`end`](Self::end)
+    /// go inside it.
+    pub fn begin(&mut self, ty: u16) -> &mut Request {
+        self.nests.push(self.b.len());
+        put_u16(&mut self.b, 0);
+        put_u16(&mut self.b, ty | NLA_F_NESTED);
+        self
+    }
+
+    /// Close the innermost nested attribute. Panics without a `begin`.
+    pub fn end(&mut self) -> &mut Request {
+        let at = self.nests.pop().expect("balanced nesting");
+        let len = (self.b.len() - at) as u16;
+        self.b[at..at + 2].copy_from_slice(&len.to_ne_bytes());
+        self
+    }
+
+    /// The message's bytes, its length set.
+    pub fn finish(&mut self) -> Vec<u8> {
+        let len = self.b.len() as u32;
+        self.b[0..4].copy_from_slice(&len.to_ne_bytes());
+        std::mem::take(&mut self.b)
+    }
+}
+
+/// Walk the attributes in `b`: (type without flags, payload). Stops at the
+/// first malformed one.
+pub fn attrs(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        let cur = b;
+        if cur.len() < 4 {
+            return None;
+        }
+        let len = u16::from_ne_bytes([cur[0], cur[1]]) as usize;
+        let ty = u16::from_ne_bytes([cur[2], cur[3]]) & NLA_TYPE_MASK;
+        if len < 4 || len > cur.len() {
+            return None;
+        }
+        b = &cur[((len + 3) & !3).min(cur.len())..];
+        Some((ty, &cur[4..len]))
+    })
+}
+
+/// The first four bytes of `p` as a host-order u32 (an attribute's value).
+pub fn u32_of(p: &[u8]) -> Option<u32> {
+    p.get(..4)
+        .map(|v| u32::from_ne_bytes([v[0], v[1], v[2], v[3]]))
+}
+
+/// An error the kernel explained in an extended ack.
+#[derive(Debug)]
+pub struct ExtAck {
+    /// The errno.
+    pub errno: i32,
+    /// The kernel's text.
+    pub text: String,
+}
+
+impl std::fmt::Display for ExtAck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} ({})",
+            io::Error::from_raw_os_error(self.errno),
+            self.text
+        )
+    }
+}
+
+impl std::error::Error for ExtAck {}
+
+/// The errno of an error from this module (plain or with an extended ack).
+pub fn errno(e: &io::Error) -> Option<i32> {
+    e.raw_os_error().or_else(|| {
+        e.get_ref()
+            .and_then(|i| i.downcast_ref::<ExtAck>())
+            .map(|x| x.errno)
+    })
+}
+
+/// The error carried by an NLMSG_ERROR message (`Ok(())` for an ack), with
+/// the kernel's extended-ack text when there is one.
+fn check_error(msg: &[u8], flags: u16) -> io::Result<()> {
+    let Some(code) = msg.get(16..20) else {
+        return Err(io::Error::other("truncated netlink error message"));
+    };
+    let errno = -i32::from_ne_bytes([code[0], code[1], code[2], code[3]]);
+    if errno == 0 {
+        return Ok(());
+    }
+    let os = io::Error::from_raw_os_error(errno);
+    // With NETLINK_CAP_ACK the request is echoed without payload: TLVs follow
+    // the 16-byte header copy.
+    if flags & NLM_F_ACK_TLVS != 0
+        && let Some(tlvs) = msg.get(36..)
+    {
+        for (ty, p) in attrs(tlvs) {
+            if ty == NLMSGERR_ATTR_MSG {
+                let end = p.iter().position(|&c| c == 0).unwrap_or(p.len());
+                let text = String::from_utf8_lossy(&p[..end]).into_owned();
+                return Err(io::Error::new(os.kind(), ExtAck { errno, text }));
+            }
+        }
+    }
+    Err(os)
+}
+
+/// The first message of a reply as (type, flags, the whole message), or the
+/// error an NLMSG_ERROR carries.
+pub fn first_message(reply: &[u8]) -> io::Result<(u16, u16, &[u8])> {
+    if reply.len() < NLMSG_HDRLEN {
+        return Err(io::Error::other("short netlink reply"));
+    }
+    let len = (u32_of(reply).unwrap_or(0) as usize).min(reply.len());
+    let ty = u16::from_ne_bytes([reply[4], reply[5]]);
+    let flags = u16::from_ne_bytes([reply[6], reply[7]]);
+    let msg = &reply[..len];
+    if ty == NLMSG_ERROR {
+        check_error(msg, flags)?;
+    }
+    Ok((ty, flags, msg))
+}
+
+/// Send one rtnetlink request and return the kernel's reply datagram (the
+/// answer, or an NLMSG_ERROR carrying the errno and extended-ack text),
+/// waiting at most 5 s.
+pub fn route(req: &[u8]) -> io::Result<Vec<u8>> {
+    // Protocol 0: NETLINK_ROUTE.
+    let fd = rustix::net::socket_with(
+        AddressFamily::NETLINK,
+        SocketType::RAW,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
+    // Extended acks give the kernel's reason as text; capped acks leave the
+    // request out of the error. Both are optional.
+    let _ = sys::set_netlink_opt(fd.as_fd(), libc::NETLINK_EXT_ACK, true);
+    let _ = sys::set_netlink_opt(fd.as_fd(), libc::NETLINK_CAP_ACK, true);
+    rustix::net::sockopt::set_socket_timeout(
+        &fd,
+        rustix::net::sockopt::Timeout::Recv,
+        Some(REPLY_TIMEOUT),
+    )?;
+    rustix::net::sendto(&fd, req, SendFlags::empty(), &SocketAddrNetlink::new(0, 0))?;
+    // Peek at the datagram's real size, then read it whole.
+    let (_, size) = rustix::net::recv(&fd, &mut [0u8; 0][..], RecvFlags::PEEK | RecvFlags::TRUNC)?;
+    let mut buf = vec![0u8; size];
+    let (_, got) = rustix::net::recv(&fd, &mut buf[..], RecvFlags::empty())?;
+    buf.truncate(got);
+    Ok(buf)
+}
+
+/// Send a request made with `NLM_F_ACK` and wait for its acknowledgement (or
+/// the error, with the kernel's text).
+pub fn request_ack(req: &[u8]) -> io::Result<()> {
+    let reply = route(req)?;
+    let (ty, _, _) = first_message(&reply)?;
+    if ty != NLMSG_ERROR {
+        return Err(io::Error::other(format!(
+            "unexpected netlink reply type {ty}, expected an acknowledgement"
+        )));
+    }
+    Ok(())
+}
+
+/// Set the link flags of `ifindex` selected by `change` to those in `flags`
+/// (`RTM_SETLINK`; `IFF_PROMISC` for promiscuous mode). Needs CAP_NET_ADMIN.
+pub fn set_link_flags(ifindex: u32, flags: u32, change: u32) -> io::Result<()> {
+    request_ack(&Request::link(RTM_SETLINK, NLM_F_ACK, ifindex, flags, change).finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_carry_the_kernels_text_and_garbage_does_not_panic() {
+        // An error with an extended-ack message.
+        let mut e = vec![0u8; 36];
+        e[0..4].copy_from_slice(&44u32.to_ne_bytes());
+        e[4..6].copy_from_slice(&NLMSG_ERROR.to_ne_bytes());
+        e[6..8].copy_from_slice(&NLM_F_ACK_TLVS.to_ne_bytes());
+        e[16..20].copy_from_slice(&(-libc::EBUSY).to_ne_bytes());
+        let text = b"busy!\0\0\0";
+        put_u16(&mut e, 4 + 6);
+        put_u16(&mut e, NLMSGERR_ATTR_MSG);
+        e.extend_from_slice(text);
+        let n = e.len() as u32;
+        e[0..4].copy_from_slice(&n.to_ne_bytes());
+        let err = first_message(&e).unwrap_err();
+        assert_eq!(errno(&err), Some(libc::EBUSY));
+        assert!(err.to_string().contains("busy!"), "{err}");
+        // An ack.
+        e[16..20].copy_from_slice(&0i32.to_ne_bytes());
+        assert!(first_message(&e).is_ok());
+        // Garbage does not panic.
+        for cut in 0..e.len() {
+            let _ = first_message(&e[..cut]);
+        }
+    }
+
+    /// The layouts against libc's `ifinfomsg` and `ndmsg` and the constants
+    /// against libc's.
+    #[test]
+    fn headers_match_the_kernels_structures() {
+        assert_eq!(size_of::<libc::nlmsghdr>(), NLMSG_HDRLEN);
+        assert_eq!(size_of::<libc::ifinfomsg>(), IFINFOMSG_LEN);
+        assert_eq!(NDMSG_LEN, 12, "struct ndmsg: u8, u8, u16, i32, u16, u8, u8");
+        for (ours, theirs) in [
+            (RTM_NEWLINK, libc::RTM_NEWLINK),
+            (RTM_GETLINK, libc::RTM_GETLINK),
+            (RTM_SETLINK, libc::RTM_SETLINK),
+            (RTM_NEWNEIGH, libc::RTM_NEWNEIGH),
+            (RTM_DELNEIGH, libc::RTM_DELNEIGH),
+        ] {
+            assert_eq!(ours, theirs);
+        }
+        for (ours, theirs) in [
+            (NLMSG_ERROR, libc::NLMSG_ERROR),
+            (NLM_F_REQUEST, libc::NLM_F_REQUEST),
+            (NLM_F_ACK, libc::NLM_F_ACK),
+            (NLM_F_EXCL, libc::NLM_F_EXCL),
+            (NLM_F_CREATE, libc::NLM_F_CREATE),
+            (NLA_F_NESTED, libc::NLA_F_NESTED),
+        ] {
+            assert_eq!(ours as libc::c_int, theirs);
+        }
+        let r = Request::link(RTM_SETLINK, NLM_F_ACK, 7, 0x100, 0x100).finish();
+        assert_eq!(r.len(), NLMSG_HDRLEN + IFINFOMSG_LEN);
+        assert_eq!(u32_of(&r), Some(r.len() as u32));
+        assert_eq!(u16::from_ne_bytes([r[6], r[7]]), NLM_F_REQUEST | NLM_F_ACK);
+        assert_eq!(i32::from_ne_bytes([r[20], r[21], r[22], r[23]]), 7);
+        assert_eq!(u32_of(&r[24..]), Some(0x100), "ifi_flags");
+        assert_eq!(u32_of(&r[28..]), Some(0x100), "ifi_change");
+    }
+
+    /// `bridge fdb add MAC dev IF self`, as the mlx5 driver sends it (DPDK's
+    /// `mlx5_nl_mac_addr_modify`): byte for byte the 40-byte request written
+    /// out by hand from the structures.
+    #[test]
+    fn an_fdb_request_is_the_kernels_layout() {
+        const NDA_LLADDR: u16 = 2;
+        const NTF_SELF: u8 = 0x02;
+        const NUD_NOARP: u16 = 0x40;
+        const NUD_PERMANENT: u16 = 0x80;
+        let mac = [0x02, 0x11, 0x22, 0x33, 0x44, 0x55];
+        let r = Request::neigh(
+            RTM_NEWNEIGH,
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+            libc::AF_BRIDGE as u8,
+            9,
+            NUD_NOARP | NUD_PERMANENT,
+            NTF_SELF,
+        )
+        .attr(NDA_LLADDR, &mac)
+        .finish();
+        let mut want = [0u8; 40];
+        want[0..4].copy_from_slice(&40u32.to_ne_bytes());
+        want[4..6].copy_from_slice(&RTM_NEWNEIGH.to_ne_bytes());
+        want[6..8].copy_from_slice(
+            &((libc::NLM_F_REQUEST | libc::NLM_F_ACK | libc::NLM_F_CREATE | libc::NLM_F_EXCL)
+                as u16)
+                .to_ne_bytes(),
+        );
+        want[8..12].copy_from_slice(&1u32.to_ne_bytes());
+        want[16] = libc::AF_BRIDGE as u8;
+        want[20..24].copy_from_slice(&9i32.to_ne_bytes());
+        want[24..26].copy_from_slice(&(NUD_NOARP | NUD_PERMANENT).to_ne_bytes());
+        want[26] = NTF_SELF;
+        want[28..30].copy_from_slice(&10u16.to_ne_bytes());
+        want[30..32].copy_from_slice(&NDA_LLADDR.to_ne_bytes());
+        want[32..38].copy_from_slice(&mac);
+        assert_eq!(r, want);
+    }
+
+    /// A real round trip: the kernel answers RTM_GETLINK on the loopback
+    /// interface with its RTM_NEWLINK, and refuses a link that is not there
+    /// with ENODEV.
+    #[test]
+    fn the_kernel_answers_a_link_request() {
+        let lo = super::super::if_index("lo").unwrap();
+        let reply = route(&Request::link(RTM_GETLINK, 0, lo, 0, 0).finish()).unwrap();
+        let (ty, _, msg) = first_message(&reply).unwrap();
+        assert_eq!(ty, RTM_NEWLINK);
+        let index = i32::from_ne_bytes([msg[20], msg[21], msg[22], msg[23]]);
+        assert_eq!(index as u32, lo);
+        // IFLA_IFNAME (3) names it.
+        let name = attrs(&msg[NLMSG_HDRLEN + IFINFOMSG_LEN..])
+            .find(|(t, _)| *t == libc::IFLA_IFNAME)
+            .map(|(_, p)| p.split(|&c| c == 0).next().unwrap().to_vec());
+        assert_eq!(name.as_deref(), Some(&b"lo"[..]));
+        let missing = route(&Request::link(RTM_GETLINK, 0, u32::MAX >> 1, 0, 0).finish()).unwrap();
+        let e = first_message(&missing).unwrap_err();
+        assert_eq!(errno(&e), Some(libc::ENODEV), "{e}");
+    }
+}
