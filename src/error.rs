@@ -177,15 +177,6 @@ pub enum Error {
         /// What is wrong and the fix.
         reason: String,
     },
-
-    /// The SR-IOV device plugin's environment (`PCIDEVICE_*`) is malformed.
-    #[error("environment variable {var}: {reason}")]
-    DevicePluginEnv {
-        /// The variable.
-        var: String,
-        /// What is wrong with it.
-        reason: String,
-    },
 }
 
 fn owned_hint_suffix(hint: &Option<String>) -> String {

@@ -12,6 +12,7 @@
 //! DMA memory is shared with devices: nothing here hands out a Rust reference to it.
 
 pub mod hugepage;
+mod page;
 mod pagemap;
 mod region;
 
@@ -221,7 +222,7 @@ impl DmaMemory {
     pub fn page_size(&self) -> usize {
         match &self.mount {
             Some(m) => m.page_size.bytes(),
-            None => region::base_page_size(),
+            None => page::base_page_size(),
         }
     }
 

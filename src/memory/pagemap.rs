@@ -12,7 +12,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
-use super::region::base_page_size;
+use super::page::base_page_size;
 use crate::error::{Error, Result};
 
 const PAGEMAP: &str = "/proc/self/pagemap";

@@ -16,6 +16,7 @@ use memmap2::{MmapOptions, MmapRaw};
 
 use super::IovaMode;
 use super::hugepage::{self, HugepagePool, HugetlbfsMount};
+use super::page::base_page_size;
 use super::pagemap::Pagemap;
 use crate::error::{Error, Result};
 
@@ -55,11 +56,6 @@ pub struct DmaRegion {
     what: String,
 }
 
-/// The size of a base (not huge) page (`sysconf(_SC_PAGESIZE)`, from the
-/// auxiliary vector).
-pub(crate) fn base_page_size() -> usize {
-    rustix::param::page_size()
-}
 
 /// Give the file all its pages now, so a shortage is an error here rather than a
 /// SIGBUS on first touch. Retries when a signal interrupts it.

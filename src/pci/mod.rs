@@ -8,12 +8,10 @@
 //! - [`PciAddress`]: a bus/device/function address, parsed from the full form
 //!   `0000:00:03.0` or the short form `00:03.0`, always printed in full.
 //! - [`Sysfs`]: look-ups under `ROOT/sys/bus/pci/devices/BDF`.
-//! - [`sriov`]: the SR-IOV device plugin's `PCIDEVICE_*` environment.
 //! - [`bind`]: handing a device to vfio-pci (and back), like `driverctl`.
 #![deny(unsafe_code)]
 
 pub mod bind;
-pub mod sriov;
 
 use std::fmt;
 use std::fs;

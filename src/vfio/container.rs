@@ -42,6 +42,20 @@ impl Mapping {
     }
 }
 
+impl std::fmt::Display for Mapping {
+    /// As errors name it: `what (vaddr V -> IOVA I, N bytes)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} (vaddr {:#x} -> IOVA {:#x}, {} bytes)",
+            self.what(),
+            self.vaddr,
+            self.iova,
+            self.size
+        )
+    }
+}
+
 /// An open container.
 #[derive(Debug)]
 pub(crate) struct Container {

@@ -4,7 +4,6 @@ use std::fmt::Display;
 use std::io;
 use std::path::Path;
 
-use super::container::Mapping;
 use crate::error::Error;
 
 /// The capability no-IOMMU VFIO needs, and how a pod gets it.
@@ -114,8 +113,8 @@ pub(crate) fn set_iommu(
     io_error(op, object, e, hint)
 }
 
-/// VFIO_IOMMU_MAP_DMA.
-pub(crate) fn map_dma(m: &Mapping, e: io::Error) -> Error {
+/// VFIO_IOMMU_MAP_DMA of `mapping` (what, addresses and size).
+pub(crate) fn map_dma(mapping: impl Display, e: io::Error) -> Error {
     let hint = match e.raw_os_error() {
         Some(libc::ENOMEM) => Some(MEMLOCK_HINT.to_string()),
         Some(libc::ENOSPC) => Some(
@@ -132,16 +131,5 @@ pub(crate) fn map_dma(m: &Mapping, e: io::Error) -> Error {
         Some(libc::EFAULT) => Some("the virtual range is not mapped memory".to_string()),
         _ => None,
     };
-    io_error(
-        "VFIO_IOMMU_MAP_DMA",
-        format_args!(
-            "{} (vaddr {:#x} -> IOVA {:#x}, {} bytes)",
-            m.what(),
-            m.vaddr,
-            m.iova,
-            m.size
-        ),
-        e,
-        hint,
-    )
+    io_error("VFIO_IOMMU_MAP_DMA", mapping, e, hint)
 }

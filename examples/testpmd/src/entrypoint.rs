@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use nicpoll::lcore::{self, LcoreSet};
 use nicpoll::memory::hugepage;
 use nicpoll::pci::PciAddress;
-use nicpoll::pci::sriov::DevicePluginEnv;
+
+use crate::device_plugin::DevicePluginEnv;
 
 /// What entrypoint mode derived, for the run and for the start-up message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,14 +134,11 @@ pub fn derive(
     allowed_cpus: &[usize],
 ) -> Result<Derived, String> {
     let env = DevicePluginEnv::from_vars(vars.iter()).map_err(|e| e.to_string())?;
-    let mut devices = Vec::new();
-    for r in &env.resources {
-        for d in &r.devices {
-            if !devices.iter().any(|(_, a)| *a == d.address) {
-                devices.push((r.var.clone(), d.address));
-            }
-        }
-    }
+    let devices = env
+        .devices()
+        .into_iter()
+        .map(|(var, d)| (var.to_string(), d.address))
+        .collect();
     let (cpus, cpus_source) = container_cpus(root, allowed_cpus);
     if cpus.is_empty() {
         return Err("the container's cpuset is empty or unreadable".into());

@@ -4,6 +4,7 @@
 
 mod bind_cmd;
 mod cli;
+mod device_plugin;
 mod display;
 mod doctor;
 mod entrypoint;

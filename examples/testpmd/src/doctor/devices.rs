@@ -5,8 +5,9 @@
 use std::fs;
 use std::path::PathBuf;
 
-use nicpoll::pci::sriov::DevicePluginEnv;
 use nicpoll::pci::{PciAddress, PciDevice, VFIO_PCI_DRIVER};
+
+use crate::device_plugin::DevicePluginEnv;
 
 use super::host::Host;
 use super::{Finding, Status};

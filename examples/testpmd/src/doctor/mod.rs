@@ -41,8 +41,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use nicpoll::pci::PciAddress;
-use nicpoll::pci::sriov::DevicePluginEnv;
 use serde::Serialize;
+
+use crate::device_plugin::DevicePluginEnv;
 
 use args::{USAGE, parse_args};
 use caps::{capability_checks, check_privileged};

@@ -1,4 +1,6 @@
-//! The environment the SR-IOV network device plugin gives a pod.
+//! The environment the SR-IOV network device plugin gives a pod: what
+//! testpmd's entrypoint mode and `testpmd doctor` read (the core knows no
+//! device plugin).
 //!
 //! For each resource the pod asked for (e.g. `intel.com/intel_x710vfio`), the
 //! plugin sets
@@ -19,8 +21,27 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use super::PciAddress;
-use crate::error::{Error, Result};
+use nicpoll::pci::PciAddress;
+
+/// The device plugin's environment (`PCIDEVICE_*`) is malformed: which
+/// variable, and what is wrong with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DevicePluginEnvError {
+    /// The variable.
+    pub var: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl std::fmt::Display for DevicePluginEnvError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "environment variable {}: {}", self.var, self.reason)
+    }
+}
+
+impl std::error::Error for DevicePluginEnvError {}
+
+type Result<T> = std::result::Result<T, DevicePluginEnvError>;
 
 const PREFIX: &str = "PCIDEVICE_";
 const INFO_SUFFIX: &str = "_INFO";
@@ -61,8 +82,10 @@ pub struct DevicePluginEnv {
 }
 
 /// The variable name the plugin uses for a resource name
-/// (`intel.com/intel_x710vfio` → `PCIDEVICE_INTEL_COM_INTEL_X710VFIO`).
-pub fn env_var_for_resource(resource: &str) -> String {
+/// (`intel.com/intel_x710vfio` → `PCIDEVICE_INTEL_COM_INTEL_X710VFIO`; the
+/// tests look resources up by it).
+#[cfg(test)]
+fn env_var_for_resource(resource: &str) -> String {
     format!(
         "{PREFIX}{}",
         resource.replace(['.', '/'], "_").to_uppercase()
@@ -70,14 +93,6 @@ pub fn env_var_for_resource(resource: &str) -> String {
 }
 
 impl DevicePluginEnv {
-    /// Read this process's environment.
-    pub fn from_env() -> Result<DevicePluginEnv> {
-        DevicePluginEnv::from_vars(
-            std::env::vars_os()
-                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
-        )
-    }
-
     /// Parse a set of variables (the environment, or a test's).
     pub fn from_vars<I, K, V>(vars: I) -> Result<DevicePluginEnv>
     where
@@ -124,7 +139,7 @@ impl DevicePluginEnv {
                         });
                     }
                     Err(_) if looks_like_pci(id) => {
-                        return Err(Error::DevicePluginEnv {
+                        return Err(DevicePluginEnvError {
                             var: var.clone(),
                             reason: format!(
                                 "{id:?} is not a valid PCI address (expected DDDD:BB:DD.F); \
@@ -149,7 +164,9 @@ impl DevicePluginEnv {
     }
 
     /// The resource whose plugin name is `resource` (`intel.com/sriov`) or whose
-    /// variable suffix is `resource` (`INTEL_COM_SRIOV`).
+    /// variable suffix is `resource` (`INTEL_COM_SRIOV`): how the tests read a
+    /// parse back.
+    #[cfg(test)]
     pub fn resource(&self, resource: &str) -> Option<&PluginResource> {
         let var = env_var_for_resource(resource);
         self.resources
@@ -157,13 +174,14 @@ impl DevicePluginEnv {
             .find(|r| r.var == var || r.name == resource)
     }
 
-    /// Every allocated PCI device, in variable then list order, without repeats.
-    pub fn devices(&self) -> Vec<&PluginDevice> {
+    /// Every allocated PCI device with the variable that named it first, in
+    /// variable then list order, without repeats.
+    pub fn devices(&self) -> Vec<(&str, &PluginDevice)> {
         let mut seen = std::collections::BTreeSet::new();
         self.resources
             .iter()
-            .flat_map(|r| r.devices.iter())
-            .filter(|d| seen.insert(d.address))
+            .flat_map(|r| r.devices.iter().map(|d| (r.var.as_str(), d)))
+            .filter(|(_, d)| seen.insert(d.address))
             .collect()
     }
 
@@ -187,7 +205,7 @@ fn looks_like_pci(id: &str) -> bool {
 pub type ProviderInfo = BTreeMap<String, BTreeMap<String, String>>;
 
 fn parse_info(var: &str, json: &str) -> Result<BTreeMap<PciAddress, ProviderInfo>> {
-    let bad = |reason: String| Error::DevicePluginEnv {
+    let bad = |reason: String| DevicePluginEnvError {
         var: var.to_string(),
         reason,
     };
@@ -296,7 +314,7 @@ mod tests {
         let all: Vec<String> = env
             .devices()
             .iter()
-            .map(|d| d.address.to_string())
+            .map(|(_, d)| d.address.to_string())
             .collect();
         assert_eq!(all, ["0000:00:09.0", "0000:00:07.0", "0000:00:08.0"]);
         assert!(env.device(&"0000:00:08.0".parse().unwrap()).is_some());
