@@ -7,9 +7,9 @@
 //! - [`RawSocket`]: an AF_PACKET socket on one interface that sends and
 //!   receives whole frames, one system call each (a far end in tests, the
 //!   simulated VF's wire);
-//! - [`netlink`]: rtnetlink requests (building, sending, reading the
-//!   kernel's acknowledgement and its extended-ack text), for link and
-//!   neighbour (FDB) messages;
+//! - [`netlink`]: netlink requests (building, sending on a socket of any
+//!   netlink family, reading replies, dumps, acknowledgements and the
+//!   kernel's extended-ack text), with link and neighbour (FDB) headers;
 //! - [`ifreq`], [`ifreq_name`] and [`ioctl_ifreq`] for a driver's own
 //!   `ifreq` ioctls (net_tap's `TUNSETIFF`).
 //!

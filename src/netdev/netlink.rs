@@ -1,7 +1,9 @@
-//! rtnetlink requests: build a message ([`Request`]: header, the family's
-//! fixed header, attributes, nested attributes), send it on a `NETLINK_ROUTE`
-//! socket and read the reply ([`route`], [`request_ack`]), and read what the
-//! kernel says (attributes, errors with their extended-ack text).
+//! Netlink requests: build a message ([`Request`]: header, the family's fixed
+//! header, attributes, nested attributes), send it on a netlink socket
+//! ([`Socket`]: rtnetlink, RDMA netlink, ...) and read the reply, dumps
+//! included ([`Socket::exchange`]; [`route`] and [`request_ack`] for one
+//! rtnetlink request), and read what the kernel says ([`messages`],
+//! attributes, errors with their extended-ack text).
 //!
 //! Layouts from Linux's `include/uapi/linux/netlink.h` (`struct nlmsghdr`,
 //! `struct nlattr`, `struct nlmsgerr`) and `include/uapi/linux/rtnetlink.h`
@@ -9,11 +11,13 @@
 #![deny(unsafe_code)]
 
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
 use rustix::net::netlink::SocketAddrNetlink;
-use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
+use rustix::net::{
+    AddressFamily, Protocol, RawProtocol, RecvFlags, SendFlags, SocketFlags, SocketType,
+};
 
 use super::sys;
 
@@ -29,10 +33,17 @@ pub const RTM_NEWNEIGH: u16 = 28;
 pub const RTM_DELNEIGH: u16 = 29;
 /// `NLMSG_ERROR`: an error, or with errno 0 an acknowledgement.
 pub const NLMSG_ERROR: u16 = 2;
+/// `NLMSG_DONE`: the end of a dump.
+pub const NLMSG_DONE: u16 = 3;
 /// `NLM_F_REQUEST` (every request carries it; [`Request::new`] sets it).
 pub const NLM_F_REQUEST: u16 = 1;
+/// `NLM_F_MULTI`: one of several messages answering a dump.
+pub const NLM_F_MULTI: u16 = 2;
 /// `NLM_F_ACK`: acknowledge the request.
 pub const NLM_F_ACK: u16 = 4;
+/// `NLM_F_DUMP` (`NLM_F_ROOT | NLM_F_MATCH`): every object, in several
+/// messages ending with `NLMSG_DONE`.
+pub const NLM_F_DUMP: u16 = 0x300;
 /// `NLM_F_EXCL`: fail if the object exists.
 pub const NLM_F_EXCL: u16 = 0x200;
 /// `NLM_F_CREATE`: create the object if it does not exist.
@@ -52,8 +63,15 @@ pub const IFINFOMSG_LEN: usize = 16;
 /// Size of `struct ndmsg`: neighbour messages' attributes start after it.
 pub const NDMSG_LEN: usize = 12;
 
-/// How long [`route`] waits for the kernel's reply.
+/// `NETLINK_ROUTE`, for [`Socket::open`].
+pub const NETLINK_ROUTE: u32 = 0;
+/// `NETLINK_RDMA`, for [`Socket::open`].
+pub const NETLINK_RDMA: u32 = 20;
+
+/// How long a socket waits for each of the kernel's replies.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+/// The most a dump may return (a bound on the loop that reads it).
+const MAX_REPLY: usize = 16 << 20;
 
 fn put_u16(b: &mut Vec<u8>, v: u16) {
     b.extend_from_slice(&v.to_ne_bytes());
@@ -193,6 +211,42 @@ pub fn u32_of(p: &[u8]) -> Option<u32> {
         .map(|v| u32::from_ne_bytes([v[0], v[1], v[2], v[3]]))
 }
 
+/// One message of a reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Message<'a> {
+    /// `nlmsg_type`.
+    pub ty: u16,
+    /// `nlmsg_flags`.
+    pub flags: u16,
+    /// What follows the header (the family header, then attributes).
+    pub payload: &'a [u8],
+    /// The whole message, header included.
+    pub whole: &'a [u8],
+}
+
+/// Walk the messages of a reply (several in a dump). Stops at the first
+/// malformed one.
+pub fn messages(buf: &[u8]) -> impl Iterator<Item = Message<'_>> {
+    let mut at = 0usize;
+    std::iter::from_fn(move || {
+        let rest = buf.get(at..)?;
+        if rest.len() < NLMSG_HDRLEN {
+            return None;
+        }
+        let len = u32_of(rest)? as usize;
+        if len < NLMSG_HDRLEN || len > rest.len() {
+            return None;
+        }
+        at += (len + 3) & !3;
+        Some(Message {
+            ty: u16::from_ne_bytes([rest[4], rest[5]]),
+            flags: u16::from_ne_bytes([rest[6], rest[7]]),
+            payload: &rest[NLMSG_HDRLEN..len],
+            whole: &rest[..len],
+        })
+    })
+}
+
 /// An error the kernel explained in an extended ack.
 #[derive(Debug)]
 pub struct ExtAck {
@@ -267,33 +321,91 @@ pub fn first_message(reply: &[u8]) -> io::Result<(u16, u16, &[u8])> {
     Ok((ty, flags, msg))
 }
 
-/// Send one rtnetlink request and return the kernel's reply datagram (the
-/// answer, or an NLMSG_ERROR carrying the errno and extended-ack text),
-/// waiting at most 5 s.
+/// A netlink socket to the kernel, for one request after another.
+#[derive(Debug)]
+pub struct Socket(OwnedFd);
+
+impl Socket {
+    /// A socket of netlink family `protocol` ([`NETLINK_ROUTE`],
+    /// [`NETLINK_RDMA`], ...), asking for extended acknowledgements.
+    pub fn open(protocol: u32) -> io::Result<Socket> {
+        let protocol = RawProtocol::new(protocol).map(Protocol::from_raw);
+        let fd = rustix::net::socket_with(
+            AddressFamily::NETLINK,
+            SocketType::RAW,
+            SocketFlags::CLOEXEC,
+            protocol,
+        )?;
+        // Extended acks give the kernel's reason as text; capped acks leave
+        // the request out of the error. Both are optional.
+        let _ = sys::set_netlink_opt(fd.as_fd(), libc::NETLINK_EXT_ACK, true);
+        let _ = sys::set_netlink_opt(fd.as_fd(), libc::NETLINK_CAP_ACK, true);
+        rustix::net::sockopt::set_socket_timeout(
+            &fd,
+            rustix::net::sockopt::Timeout::Recv,
+            Some(REPLY_TIMEOUT),
+        )?;
+        Ok(Socket(fd))
+    }
+
+    /// An rtnetlink socket.
+    pub fn route() -> io::Result<Socket> {
+        Socket::open(NETLINK_ROUTE)
+    }
+
+    /// Send `req` and return what the kernel answers: one datagram, or for a
+    /// dump (`NLM_F_DUMP`) every datagram up to the `NLMSG_DONE` (or an
+    /// error), one after the other; read with [`messages`]. Each wait for the
+    /// kernel is at most 5 s, and a dump at most 16 MiB.
+    pub fn exchange(&self, req: &[u8]) -> io::Result<Vec<u8>> {
+        rustix::net::sendto(
+            &self.0,
+            req,
+            SendFlags::empty(),
+            &SocketAddrNetlink::new(0, 0),
+        )?;
+        let dump = req
+            .get(6..8)
+            .is_some_and(|f| u16::from_ne_bytes([f[0], f[1]]) & NLM_F_DUMP == NLM_F_DUMP);
+        let mut out = self.datagram()?;
+        if !dump {
+            return Ok(out);
+        }
+        let mut from = 0;
+        loop {
+            let ended = messages(&out[from..])
+                .any(|m| m.ty == NLMSG_DONE || m.ty == NLMSG_ERROR || m.flags & NLM_F_MULTI == 0);
+            if ended || messages(&out[from..]).next().is_none() {
+                return Ok(out);
+            }
+            if out.len() > MAX_REPLY {
+                return Err(io::Error::other(format!(
+                    "a netlink dump longer than {MAX_REPLY} bytes"
+                )));
+            }
+            from = out.len();
+            out.extend_from_slice(&self.datagram()?);
+        }
+    }
+
+    /// One datagram, whole: its size peeked first.
+    fn datagram(&self) -> io::Result<Vec<u8>> {
+        let (_, size) = rustix::net::recv(
+            &self.0,
+            &mut [0u8; 0][..],
+            RecvFlags::PEEK | RecvFlags::TRUNC,
+        )?;
+        let mut buf = vec![0u8; size];
+        let (_, got) = rustix::net::recv(&self.0, &mut buf[..], RecvFlags::empty())?;
+        buf.truncate(got);
+        Ok(buf)
+    }
+}
+
+/// Send one rtnetlink request and return the kernel's reply (the answer, or
+/// an NLMSG_ERROR carrying the errno and extended-ack text).
 pub fn route(req: &[u8]) -> io::Result<Vec<u8>> {
-    // Protocol 0: NETLINK_ROUTE.
-    let fd = rustix::net::socket_with(
-        AddressFamily::NETLINK,
-        SocketType::RAW,
-        SocketFlags::CLOEXEC,
-        None,
-    )?;
-    // Extended acks give the kernel's reason as text; capped acks leave the
-    // request out of the error. Both are optional.
-    let _ = sys::set_netlink_opt(fd.as_fd(), libc::NETLINK_EXT_ACK, true);
-    let _ = sys::set_netlink_opt(fd.as_fd(), libc::NETLINK_CAP_ACK, true);
-    rustix::net::sockopt::set_socket_timeout(
-        &fd,
-        rustix::net::sockopt::Timeout::Recv,
-        Some(REPLY_TIMEOUT),
-    )?;
-    rustix::net::sendto(&fd, req, SendFlags::empty(), &SocketAddrNetlink::new(0, 0))?;
-    // Peek at the datagram's real size, then read it whole.
-    let (_, size) = rustix::net::recv(&fd, &mut [0u8; 0][..], RecvFlags::PEEK | RecvFlags::TRUNC)?;
-    let mut buf = vec![0u8; size];
-    let (_, got) = rustix::net::recv(&fd, &mut buf[..], RecvFlags::empty())?;
-    buf.truncate(got);
-    Ok(buf)
+    Socket::route()?.exchange(req)
 }
 
 /// Send a request made with `NLM_F_ACK` and wait for its acknowledgement (or
@@ -438,5 +550,48 @@ mod tests {
         let missing = route(&Request::link(RTM_GETLINK, 0, u32::MAX >> 1, 0, 0).finish()).unwrap();
         let e = first_message(&missing).unwrap_err();
         assert_eq!(errno(&e), Some(libc::ENODEV), "{e}");
+    }
+
+    /// A dump of every link, over several datagrams if need be, ends with
+    /// NLMSG_DONE and holds every interface /sys/class/net lists before and
+    /// after it; the socket serves a second request.
+    #[test]
+    fn a_link_dump_lists_every_interface() {
+        let names_in = |reply: &[u8]| -> Vec<String> {
+            messages(reply)
+                .filter(|m| m.ty == RTM_NEWLINK)
+                .filter_map(|m| {
+                    let (_, p) = attrs(m.payload.get(IFINFOMSG_LEN..)?)
+                        .find(|(t, _)| *t == libc::IFLA_IFNAME)?;
+                    let end = p.iter().position(|&c| c == 0).unwrap_or(p.len());
+                    Some(String::from_utf8_lossy(&p[..end]).into_owned())
+                })
+                .collect()
+        };
+        let sys = || -> Vec<String> {
+            std::fs::read_dir("/sys/class/net")
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        };
+        let sock = Socket::route().unwrap();
+        let dump = Request::link(RTM_GETLINK, NLM_F_DUMP, 0, 0, 0).finish();
+        let before = sys();
+        let reply = sock.exchange(&dump).unwrap();
+        let after = sys();
+        assert_eq!(messages(&reply).last().map(|m| m.ty), Some(NLMSG_DONE));
+        let names = names_in(&reply);
+        assert!(names.iter().any(|n| n == "lo"), "{names:?}");
+        assert!(
+            messages(&reply)
+                .filter(|m| m.ty == RTM_NEWLINK)
+                .all(|m| m.flags & NLM_F_MULTI != 0)
+        );
+        // Other tests' interfaces come and go meanwhile: those there before
+        // and after were there during the dump.
+        for n in before.iter().filter(|n| after.contains(n)) {
+            assert!(names.contains(n), "{n} missing from {names:?}");
+        }
+        assert!(names_in(&sock.exchange(&dump).unwrap()).contains(&"lo".to_string()));
     }
 }
