@@ -2,48 +2,13 @@
 //! naming the argument; runs end by themselves or on SIGINT/SIGTERM with final
 //! statistics and every mbuf back in its pool.
 
-use std::process::{Command, Output, Stdio};
+mod common;
+
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::{eal, event, json_events, run, signal, spawn_piped, testpmd};
 use serde_json::Value;
-
-fn testpmd() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_testpmd"))
-}
-
-/// Common EAL arguments: no hugepages needed, unique file prefix.
-fn eal(extra: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = ["--no-pci", "--no-huge", "-l", "0,1"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    v.extend(extra.iter().map(|s| s.to_string()));
-    v
-}
-
-fn run(args: &[String]) -> Output {
-    testpmd()
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("testpmd runs")
-}
-
-fn json_events(out: &Output) -> Vec<Value> {
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| {
-            serde_json::from_str(l).unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {l}"))
-        })
-        .collect()
-}
-
-fn event<'a>(events: &'a [Value], name: &str) -> &'a Value {
-    events
-        .iter()
-        .find(|e| e["event"] == name)
-        .unwrap_or_else(|| panic!("no {name} event in {events:?}"))
-}
 
 #[test]
 fn bad_input_is_a_usage_error_naming_the_argument() {
@@ -335,26 +300,20 @@ fn max_packets_ends_the_run() {
 }
 
 fn signal_stops(sig: &str) {
-    let child = testpmd()
-        .args(eal(&[
-            "--vdev=net_null0",
-            "--vdev=net_null1",
-            "--",
-            "--run-time=60",
-            "--stats-period=0.5",
-        ]))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_piped(
+        testpmd()
+            .args(eal(&[
+                "--vdev=net_null0",
+                "--vdev=net_null1",
+                "--",
+                "--run-time=60",
+                "--stats-period=0.5",
+            ]))
+            .stdin(Stdio::null()),
+    );
     std::thread::sleep(Duration::from_millis(1500));
     let t = Instant::now();
-    let st = Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success());
+    signal(&child, sig);
     let out = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
@@ -503,20 +462,18 @@ fn metric(text: &str, name_and_labels: &str) -> f64 {
 #[test]
 fn metrics_endpoint_serves_prometheus_text_with_latency() {
     use std::io::{BufRead, BufReader};
-    let mut child = testpmd()
-        .args(eal(&[
-            "--vdev=net_ring0,peer=net_ring1",
-            "--vdev=net_ring1,peer=net_ring0",
-            "--",
-            "--forward-mode=flowgen",
-            "--metrics=127.0.0.1:0",
-            "--run-time=20",
-        ]))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_piped(
+        testpmd()
+            .args(eal(&[
+                "--vdev=net_ring0,peer=net_ring1",
+                "--vdev=net_ring1,peer=net_ring0",
+                "--",
+                "--forward-mode=flowgen",
+                "--metrics=127.0.0.1:0",
+                "--run-time=20",
+            ]))
+            .stdin(Stdio::null()),
+    );
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let addr = loop {
         let l = lines
@@ -567,13 +524,7 @@ fn metrics_endpoint_serves_prometheus_text_with_latency() {
         "counters move"
     );
     assert!(http_get(&addr, "/other").starts_with("HTTP/1.1 404"));
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    signal(&child, "-TERM");
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
 

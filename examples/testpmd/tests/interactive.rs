@@ -2,9 +2,13 @@
 //! terminal, so line editing and tab completion are live), from piped stdin,
 //! and from --cmdline-file.
 
+mod common;
+
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use common::{signal, spawn_piped, testpmd};
 
 const BIN: &str = env!("CARGO_BIN_EXE_testpmd");
 
@@ -94,24 +98,22 @@ fn commands_from_piped_stdin_and_from_a_file() {
     let dir = tempfile_dir();
     let file = dir.join("cmds.txt");
     std::fs::write(&file, "set fwd macswap\nset burst 16\nshow config fwd\n").unwrap();
-    let mut child = Command::new(BIN)
-        .args([
-            "--no-huge",
-            "-l",
-            "0,1",
-            "--vdev",
-            "net_null0",
-            "--vdev",
-            "net_null1",
-            "--",
-            "-i",
-        ])
-        .arg(format!("--cmdline-file={}", file.display()))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_piped(
+        testpmd()
+            .args([
+                "--no-huge",
+                "-l",
+                "0,1",
+                "--vdev",
+                "net_null0",
+                "--vdev",
+                "net_null1",
+                "--",
+                "-i",
+            ])
+            .arg(format!("--cmdline-file={}", file.display()))
+            .stdin(Stdio::piped()),
+    );
     {
         let mut stdin = child.stdin.take().unwrap();
         stdin
@@ -143,17 +145,18 @@ fn commands_from_piped_stdin_and_from_a_file() {
 
 #[test]
 fn end_of_input_and_sigterm_end_the_session_cleanly() {
-    let out = Command::new(BIN)
-        .args([
-            "--no-huge",
-            "-l",
-            "0,1",
-            "--vdev",
-            "net_null0",
-            "--",
-            "-i",
-            "-a",
-        ])
+    let auto_start = [
+        "--no-huge",
+        "-l",
+        "0,1",
+        "--vdev",
+        "net_null0",
+        "--",
+        "-i",
+        "-a",
+    ];
+    let out = testpmd()
+        .args(auto_start)
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -164,17 +167,8 @@ fn end_of_input_and_sigterm_end_the_session_cleanly() {
         "auto-started, stopped at EOF: {text}"
     );
 
-    let child = Command::new(BIN)
-        .args([
-            "--no-huge",
-            "-l",
-            "0,1",
-            "--vdev",
-            "net_null0",
-            "--",
-            "-i",
-            "-a",
-        ])
+    let child = testpmd()
+        .args(auto_start)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -183,13 +177,7 @@ fn end_of_input_and_sigterm_end_the_session_cleanly() {
     let mut child = child;
     let stdin = child.stdin.take();
     std::thread::sleep(Duration::from_millis(800));
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    signal(&child, "-TERM");
     let out = child.wait_with_output().unwrap();
     drop(stdin);
     let text = String::from_utf8_lossy(&out.stdout);
@@ -208,23 +196,21 @@ fn tempfile_dir() -> std::path::PathBuf {
 /// with the session.
 #[test]
 fn port_info_shows_the_burst_mode() {
-    let mut child = Command::new(BIN)
-        .args([
-            "--no-huge",
-            "-l",
-            "0,1",
-            "--vdev",
-            "net_iavf_sim0,peer=net_iavf_sim1,simd=0",
-            "--vdev",
-            "net_iavf_sim1,peer=net_iavf_sim0",
-            "--",
-            "-i",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_piped(
+        testpmd()
+            .args([
+                "--no-huge",
+                "-l",
+                "0,1",
+                "--vdev",
+                "net_iavf_sim0,peer=net_iavf_sim1,simd=0",
+                "--vdev",
+                "net_iavf_sim1,peer=net_iavf_sim0",
+                "--",
+                "-i",
+            ])
+            .stdin(Stdio::piped()),
+    );
     child
         .stdin
         .take()
