@@ -152,6 +152,34 @@ fn fail(what: String) -> ExitCode {
     ExitCode::FAILURE
 }
 
+/// One hop of a burst: `from` transmits all of `batch`, both models step
+/// (`from` reads its Tx ring and sends, `to` places the frames in its Rx
+/// ring), and `to` receives a whole burst into `into`.
+#[inline(always)]
+fn hop(
+    (from_name, from): (&str, &mut Vf),
+    (to_name, to): (&str, &mut Vf),
+    batch: &mut MbufBatch,
+    into: &mut MbufBatch,
+    it: u64,
+) -> Result<(), String> {
+    let sent = from.q.tx[0].tx_burst(batch);
+    if sent != BURST {
+        return Err(format!(
+            "iteration {it}: tx_burst on {from_name} sent {sent} of {BURST}"
+        ));
+    }
+    from.sim.step();
+    to.sim.step();
+    let got = to.q.rx[0].rx_burst(into);
+    if got != BURST {
+        return Err(format!(
+            "iteration {it}: rx_burst on {to_name} got {got} of {BURST}"
+        ));
+    }
+    Ok(())
+}
+
 /// `iters` iterations of io forwarding A → B → A; returns the packets received.
 #[inline(never)]
 fn forward(a: &mut Vf, b: &mut Vf, pool: &Mempool, iters: u64) -> Result<u64, String> {
@@ -168,34 +196,8 @@ fn forward(a: &mut Vf, b: &mut Vf, pool: &Mempool, iters: u64) -> Result<u64, St
             let _ = m.set_len(FRAME_LEN);
             m.data_mut().copy_from_slice(&tmpl);
         }
-        let sent = a.q.tx[0].tx_burst(&mut fresh);
-        if sent != BURST {
-            return Err(format!(
-                "iteration {it}: tx_burst on A sent {sent} of {BURST}"
-            ));
-        }
-        a.sim.step();
-        b.sim.step();
-        let got = b.q.rx[0].rx_burst(&mut fwd);
-        if got != BURST {
-            return Err(format!(
-                "iteration {it}: rx_burst on B got {got} of {BURST}"
-            ));
-        }
-        let sent = b.q.tx[0].tx_burst(&mut fwd);
-        if sent != BURST {
-            return Err(format!(
-                "iteration {it}: tx_burst on B sent {sent} of {BURST}"
-            ));
-        }
-        b.sim.step();
-        a.sim.step();
-        let got = a.q.rx[0].rx_burst(&mut sink);
-        if got != BURST {
-            return Err(format!(
-                "iteration {it}: rx_burst on A got {got} of {BURST}"
-            ));
-        }
+        hop(("A", a), ("B", b), &mut fresh, &mut fwd, it)?;
+        hop(("B", b), ("A", a), &mut fwd, &mut sink, it)?;
         if it == 0 && sink.as_slice()[0].data() != tmpl {
             return Err("the frame came back changed".into());
         }

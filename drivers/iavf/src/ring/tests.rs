@@ -154,6 +154,56 @@ fn random_writeback(r: &mut Rng, max_len: u16) -> RxDesc {
     }
 }
 
+/// Descriptors per ring in the agreement tests.
+const AGREE_N: usize = 64;
+
+/// What both agreement tests set up: a pool, two rings of [`AGREE_N`]
+/// descriptors (the first for the vector loops, the second for the scalar
+/// ones), a random source, and the count of groups of four the vector loops
+/// took, which [`finish`](Self::finish) wants above 1000 (the inputs reached
+/// them) with every mbuf back.
+struct Agreement<D: DmaDesc> {
+    _mem: DmaMemory,
+    pool: Mempool,
+    rings: [DescRing<D>; 2],
+    r: Rng,
+    vector_groups: usize,
+}
+
+impl<D: DmaDesc> Agreement<D> {
+    fn new(what: &str, seed: u64) -> Agreement<D> {
+        const N: usize = AGREE_N;
+        let d = size_of::<D>();
+        let mem = DmaMemory::plain();
+        let region = Arc::new(mem.alloc(&format!("{what} rings"), 2 * N * d).unwrap());
+        let pool = Mempool::new(&mem, &MempoolConfig::new(what, 3 * N as u32)).unwrap();
+        let rings = [
+            DescRing::<D>::new(region.clone(), 0, N as u16).unwrap(),
+            DescRing::<D>::new(region, N * d, N as u16).unwrap(),
+        ];
+        Agreement {
+            _mem: mem,
+            pool,
+            rings,
+            r: Rng(seed),
+            vector_groups: 0,
+        }
+    }
+
+    /// A trial's run of the ring: any start, any length to its end.
+    fn window(&mut self) -> (usize, usize) {
+        let start = self.r.below(AGREE_N as u64) as usize;
+        let max = self.r.below((AGREE_N - start) as u64 + 1) as usize;
+        (start, max)
+    }
+
+    fn finish(self) {
+        // The inputs did reach the vector loop's groups of four.
+        assert!(self.vector_groups > 1000, "{} groups", self.vector_groups);
+        assert_eq!(self.pool.in_use(), 0);
+    }
+}
+
 /// The AVX2 receive loop takes exactly what the scalar loops take and
 /// writes the same headers, over random runs of descriptors (any start
 /// and length, every kind of descriptor that leaves the fast loops, empty
@@ -161,35 +211,27 @@ fn random_writeback(r: &mut Rng, max_len: u16) -> RxDesc {
 /// same slots held. Skipped (scalar only) on a CPU without AVX2.
 #[test]
 fn vector_and_scalar_receive_loops_agree() {
-    const N: usize = 64;
-    let mem = DmaMemory::plain();
-    let region = Arc::new(mem.alloc("rx rings", 2 * N * 32).unwrap());
-    let pool = Mempool::new(&mem, &MempoolConfig::new("rx agree", 3 * N as u32)).unwrap();
-    let mut rings = [
-        DescRing::<RxDesc>::new(region.clone(), 0, N as u16).unwrap(),
-        DescRing::<RxDesc>::new(region, N * 32, N as u16).unwrap(),
-    ];
+    const N: usize = AGREE_N;
+    let mut t = Agreement::<RxDesc>::new("rx agree", 0x9E37_79B9_7F4A_7C15);
     let tmpl = RxHeaderTemplate::new(3, 5);
     if !cpu_has_avx2() {
         eprintln!("this CPU has no AVX2: only the scalar loops run");
     }
-    let mut r = Rng(0x9E37_79B9_7F4A_7C15);
-    let mut vector_groups = 0;
     for trial in 0..3000 {
-        let start = r.below(N as u64) as usize;
-        let max = r.below((N - start) as u64 + 1) as usize;
+        let (start, max) = t.window();
+        let r = &mut t.r;
         // The receive path's range: lengths up to `buf_len`.
         let buf_len = [60usize, 1000, 2048][r.below(3) as usize];
         let span = buf_len - 14;
         let descs: Vec<RxDesc> = (0..N)
-            .map(|_| random_writeback(&mut r, buf_len as u16))
+            .map(|_| random_writeback(r, buf_len as u16))
             .collect();
         let holes: Vec<usize> = (0..N).filter(|_| r.below(100) == 0).collect();
         let mut results = Vec::new();
-        for (which, ring) in rings.iter_mut().enumerate() {
+        for (which, ring) in t.rings.iter_mut().enumerate() {
             let mut s = MbufSlots::new(N);
             assert_eq!(s.set_vector(which == 0), which == 0 && cpu_has_avx2());
-            assert!(s.refill_rx(ring, &pool, 0, N, &tmpl));
+            assert!(s.refill_rx(ring, &t.pool, 0, N, &tmpl));
             for (i, d) in descs.iter().enumerate() {
                 ring.write(i as u16, *d);
             }
@@ -232,11 +274,9 @@ fn vector_and_scalar_receive_loops_agree() {
         );
         assert_eq!(v.3, sc.3, "trial {trial}: headers differ");
         assert_eq!(v.4, sc.4, "trial {trial}: held slots differ");
-        vector_groups += v.0 / 4;
+        t.vector_groups += v.0 / 4;
     }
-    // The inputs did reach the vector loop's groups of four.
-    assert!(vector_groups > 1000, "{vector_groups} groups");
-    assert_eq!(pool.in_use(), 0);
+    t.finish();
 }
 
 /// The AVX2 loop on its own: whole groups of four up to the first
@@ -330,19 +370,11 @@ fn vector_receive_loop_takes_whole_groups() {
 /// beyond the limit, data offsets moved), and refuses the same packets.
 #[test]
 fn vector_and_scalar_transmit_loops_agree() {
-    const N: usize = 64;
-    let mem = DmaMemory::plain();
-    let region = Arc::new(mem.alloc("tx rings", 2 * N * 16).unwrap());
-    let pool = Mempool::new(&mem, &MempoolConfig::new("tx agree", 3 * N as u32)).unwrap();
-    let mut rings = [
-        DescRing::<TxDesc>::new(region.clone(), 0, N as u16).unwrap(),
-        DescRing::<TxDesc>::new(region, N * 16, N as u16).unwrap(),
-    ];
-    let mut r = Rng(0x2545_F491_4F6C_DD1D);
-    let mut vector_groups = 0;
+    const N: usize = AGREE_N;
+    let mut t = Agreement::<TxDesc>::new("tx agree", 0x2545_F491_4F6C_DD1D);
     for trial in 0..3000 {
-        let start = r.below(N as u64) as usize;
-        let max = r.below((N - start) as u64 + 1) as usize;
+        let (start, max) = t.window();
+        let r = &mut t.r;
         // (0: a limit nothing fits, every packet refused.)
         let max_len = [0usize, 60, 1000, TX_MAX_BUF][r.below(4) as usize];
         let burst = r.below(40) as usize;
@@ -358,14 +390,14 @@ fn vector_and_scalar_transmit_loops_agree() {
             })
             .collect();
         let mut results = Vec::new();
-        for (which, ring) in rings.iter_mut().enumerate() {
+        for (which, ring) in t.rings.iter_mut().enumerate() {
             let mut s = MbufSlots::new(N);
             s.set_vector(which == 0);
             ring.clear();
             let mut b = MbufBatch::with_burst(burst.max(1));
             let mut iovas = Vec::new();
             for &(len, shift) in &shapes {
-                let mut m = pool.alloc().unwrap();
+                let mut m = t.pool.alloc().unwrap();
                 if shift < 0 {
                     assert!(m.prepend(-shift as usize).is_some());
                 } else {
@@ -402,10 +434,9 @@ fn vector_and_scalar_transmit_loops_agree() {
         );
         assert_eq!(v.3, sc.3, "trial {trial}: descriptors differ");
         assert_eq!(v.4, sc.4, "trial {trial}: slots differ");
-        vector_groups += v.0 / 4;
+        t.vector_groups += v.0 / 4;
     }
-    assert!(vector_groups > 1000, "{vector_groups} groups");
-    assert_eq!(pool.in_use(), 0);
+    t.finish();
 }
 
 /// The AVX2 transmit loop on its own: whole groups of four up to the
