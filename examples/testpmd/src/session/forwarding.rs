@@ -14,10 +14,10 @@ use nicpoll::mbuf::MbufBatch;
 use nicpoll::port::{MacAddr, PortStats};
 use serde_json::json;
 
-use crate::plan::{self, PlanInput};
+use crate::plan::{self, Plan, PlanInput};
 
 use super::presentation::config_text;
-use super::{ActiveFwd, LcoreRun, PortState, PreparedLcore, RunError, Session, usage};
+use super::{ActiveFwd, LcoreRun, PortState, PreparedLcore, RunError, Session, peer_mac, usage};
 
 impl Session {
     /// Start forwarding, first sending `tx_first` bursts per stream.
@@ -25,16 +25,7 @@ impl Session {
         if self.fwd.is_some() {
             return Err(usage("packet forwarding already started"));
         }
-        let workers: Vec<Lcore> = self.cfg.lcores.workers().cloned().collect();
-        let plan = plan::plan(&PlanInput {
-            nb_ports: self.ports.len(),
-            select: &self.cfg.port_select,
-            topology: self.cfg.topology,
-            rxq: self.cfg.rxq,
-            txq: self.cfg.txq,
-            workers: &workers,
-            nb_cores: self.cfg.nb_cores,
-        })?;
+        let plan = self.plan()?;
         for &p in &plan.fwd_ports {
             if self.ports[p as usize].state != PortState::Started {
                 return Err(usage(format!("port {p} is not started (port start {p})")));
@@ -112,18 +103,12 @@ impl Session {
                         w.tx.len() - 1
                     }
                 };
-                let peer = self
-                    .cfg
-                    .eth_peers
-                    .get(&spec.tx_port)
-                    .copied()
-                    .unwrap_or(MacAddr::local(spec.tx_port));
                 w.streams.push(LcoreStream {
                     info: StreamInfo {
                         id: si as u16,
                         spec,
                         tx_mac: macs[spec.tx_port as usize],
-                        peer_mac: peer,
+                        peer_mac: peer_mac(&self.cfg, spec.tx_port),
                     },
                     rx: rx_idx,
                     tx: tx_idx,
@@ -132,7 +117,7 @@ impl Session {
             }
             works.push((lc.clone(), w, rx_keys, tx_keys));
         }
-        self.out.text(&config_text(&self.cfg, &plan, &works));
+        self.out.text(&config_text(&self.cfg, &plan));
         self.out.json(json!({
             "event": "start",
             "mode": self.cfg.mode.name(),
@@ -186,6 +171,21 @@ impl Session {
             return Err(e);
         }
         Ok(())
+    }
+
+    /// The forwarding plan of the current configuration: streams and the
+    /// lcores that run them.
+    pub(super) fn plan(&self) -> Result<Plan, RunError> {
+        let workers: Vec<Lcore> = self.cfg.lcores.workers().cloned().collect();
+        Ok(plan::plan(&PlanInput {
+            nb_ports: self.ports.len(),
+            select: &self.cfg.port_select,
+            topology: self.cfg.topology,
+            rxq: self.cfg.rxq,
+            txq: self.cfg.txq,
+            workers: &workers,
+            nb_cores: self.cfg.nb_cores,
+        })?)
     }
 
     /// Whether a forwarding lcore ended on its own (an error).

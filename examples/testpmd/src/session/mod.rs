@@ -21,7 +21,7 @@ use nicpoll::fwd::{FwdCountersRef, LatencyRecorder, LatencyShare, LcoreWork};
 use nicpoll::lcore::Lcore;
 use nicpoll::memory::DmaMemory;
 use nicpoll::mempool::Mempool;
-use nicpoll::port::PortStats;
+use nicpoll::port::{MacAddr, PortStats};
 use nicpoll::stats::RateMeter;
 use nicpoll::vfio::VfioContext;
 use nicpoll::{Port, RxQueue, TxQueue};
@@ -144,6 +144,15 @@ struct ActiveFwd {
     base: Vec<PortStats>,
     mode: nicpoll::fwd::FwdMode,
     latency_shares: Vec<LatencyShare>,
+}
+
+/// The MAC address frames forwarded out of `port` are sent to: its
+/// `--eth-peer`, else the port's default peer.
+fn peer_mac(cfg: &Config, port: u16) -> MacAddr {
+    cfg.eth_peers
+        .get(&port)
+        .copied()
+        .unwrap_or(MacAddr::local(port))
 }
 
 /// The whole state of a testpmd process.

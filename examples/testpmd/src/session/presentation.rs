@@ -5,17 +5,17 @@
 use std::time::Instant;
 
 use nicpoll::fwd::{FwdCountersRef, LatencyRecorder};
-use nicpoll::lcore::{self, Lcore};
-use nicpoll::port::{MacAddr, PortStats};
+use nicpoll::lcore;
+use nicpoll::port::PortStats;
 use nicpoll::stats::Rates;
 use serde_json::json;
 
 use crate::cli::Config;
 use crate::display::{self, FwdPortTotals};
 use crate::metrics::{self, PortSample};
-use crate::plan::{self, Plan, PlanInput};
+use crate::plan::Plan;
 
-use super::{PortSlot, PortState, PreparedLcore, RunError, Session, usage};
+use super::{PortSlot, PortState, RunError, Session, peer_mac, usage};
 
 impl Session {
     /// `show port stats`: one NIC block per port with rates since the last show.
@@ -264,47 +264,8 @@ Port MAC Address       Name         Driver         Status   Link
 
     /// `show config fwd`.
     pub fn show_config_fwd(&mut self) -> Result<(), RunError> {
-        let workers: Vec<Lcore> = self.cfg.lcores.workers().cloned().collect();
-        let plan = plan::plan(&PlanInput {
-            nb_ports: self.ports.len(),
-            select: &self.cfg.port_select,
-            topology: self.cfg.topology,
-            rxq: self.cfg.rxq,
-            txq: self.cfg.txq,
-            workers: &workers,
-            nb_cores: self.cfg.nb_cores,
-        })?;
-        let mut text = format!(
-            "{} packet forwarding{} - ports={} - cores={} - streams={} - NUMA support disabled, MP allocation mode: native\n",
-            self.cfg.mode,
-            if self.cfg.retry.enabled {
-                " with retry"
-            } else {
-                ""
-            },
-            plan.fwd_ports.len(),
-            plan.lcores.len(),
-            plan.streams.len()
-        );
-        for (lc, ids) in &plan.lcores {
-            text += &format!(
-                "Logical Core {} (CPU {}) forwards packets on {} streams:\n",
-                lc.id,
-                lcore::format_cpu_list(&lc.cpus),
-                ids.len()
-            );
-            for &i in ids {
-                let s = plan.streams[i];
-                let peer = self
-                    .cfg
-                    .eth_peers
-                    .get(&s.tx_port)
-                    .copied()
-                    .unwrap_or(MacAddr::local(s.tx_port));
-                text += &format!("  {s} peer={peer}\n");
-            }
-        }
-        self.out.text(&text);
+        let plan = self.plan()?;
+        self.out.text(&fwd_config_text(&self.cfg, &plan));
         Ok(())
     }
 
@@ -360,7 +321,9 @@ Port MAC Address       Name         Driver         Status   Link
     }
 }
 
-pub(super) fn config_text(cfg: &Config, plan: &Plan, works: &[PreparedLcore]) -> String {
+/// testpmd's forwarding configuration (`show config fwd`): the mode and the
+/// counts, then each lcore's streams with the MAC they send to.
+fn fwd_config_text(cfg: &Config, plan: &Plan) -> String {
     let mut text = format!(
         "{} packet forwarding{} - ports={} - cores={} - streams={} - NUMA support disabled, MP allocation mode: native\n",
         cfg.mode,
@@ -369,17 +332,25 @@ pub(super) fn config_text(cfg: &Config, plan: &Plan, works: &[PreparedLcore]) ->
         plan.lcores.len(),
         plan.streams.len()
     );
-    for (lc, w, _, _) in works {
+    for (lc, ids) in &plan.lcores {
         text += &format!(
             "Logical Core {} (CPU {}) forwards packets on {} streams:\n",
             lc.id,
             lcore::format_cpu_list(&lc.cpus),
-            w.streams.len()
+            ids.len()
         );
-        for s in &w.streams {
-            text += &format!("  {} peer={}\n", s.info.spec, s.info.peer_mac);
+        for &i in ids {
+            let s = plan.streams[i];
+            text += &format!("  {s} peer={}\n", peer_mac(cfg, s.tx_port));
         }
     }
+    text
+}
+
+/// What a run prints as forwarding starts: the configuration, and testpmd's
+/// summary of burst size, cores and ports.
+pub(super) fn config_text(cfg: &Config, plan: &Plan) -> String {
+    let mut text = fwd_config_text(cfg, plan);
     text += &format!(
         "\n  {} packet forwarding packets/burst={}\n  nb forwarding cores={} - nb forwarding ports={}\n",
         cfg.mode,
