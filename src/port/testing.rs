@@ -55,6 +55,36 @@ pub fn test_frame(tag: u32, len: usize) -> Vec<u8> {
     f
 }
 
+/// An Ethernet + IPv4 + UDP frame of `len` bytes in all (at least 42), from
+/// 02:00:00:00:00:02 / 198.18.0.1 port `sport` to 02:00:00:00:00:01 /
+/// 198.18.0.2 port 9: a valid IP header checksum, UDP checksum 0, and a
+/// payload drawn from `sport`, so each source port makes a frame of its own
+/// (and kernels spread them by their hash).
+pub fn udp_frame(sport: u16, len: usize) -> Vec<u8> {
+    let mut f = vec![0u8; len.max(42)];
+    f[0..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x01]);
+    f[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x02]);
+    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    let ip_len = (f.len() - 14) as u16;
+    let iph = &mut f[14..34];
+    iph[0] = 0x45;
+    iph[2..4].copy_from_slice(&ip_len.to_be_bytes());
+    iph[8] = 64;
+    iph[9] = 17;
+    iph[12..16].copy_from_slice(&[198, 18, 0, 1]);
+    iph[16..20].copy_from_slice(&[198, 18, 0, 2]);
+    let sum = crate::net::checksum::checksum(iph);
+    iph[10..12].copy_from_slice(&sum.to_be_bytes());
+    let udp = &mut f[34..42];
+    udp[0..2].copy_from_slice(&sport.to_be_bytes());
+    udp[2..4].copy_from_slice(&9u16.to_be_bytes());
+    udp[4..6].copy_from_slice(&(ip_len - 20).to_be_bytes());
+    for (i, b) in f[42..].iter_mut().enumerate() {
+        *b = (i as u8).wrapping_mul(7).wrapping_add(sport as u8);
+    }
+    f
+}
+
 /// Fill `batch` with `n` test frames tagged `first..first+n`.
 pub fn fill(pool: &Mempool, batch: &mut MbufBatch, first: u32, n: usize, len: usize) {
     for i in 0..n {
@@ -411,10 +441,25 @@ impl Drop for VethPair {
     }
 }
 
-/// Remove capability `cap` (`CAP_*` number, e.g. 13 for CAP_NET_RAW) from the
-/// calling thread's effective set, so a test sees what an unprivileged
-/// process sees. Linux credentials are per thread: run it on a thread made
-/// for that, which should exit afterwards.
+/// Run `f` on a thread of its own without capability `cap` (`CAP_*` number,
+/// e.g. 13 for CAP_NET_RAW) in its effective set, so a test sees what an
+/// unprivileged process sees, and return what `f` returns. Linux credentials
+/// are per thread: the caller's stay as they are.
+pub fn without_capability<T: Send + 'static>(
+    cap: u32,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    std::thread::spawn(move || {
+        drop_effective_cap(cap).unwrap_or_else(|e| panic!("cannot drop capability {cap}: {e}"));
+        f()
+    })
+    .join()
+    .unwrap_or_else(|p| std::panic::resume_unwind(p))
+}
+
+/// Remove capability `cap` (`CAP_*` number) from the calling thread's
+/// effective set. Linux credentials are per thread: run it on a thread made
+/// for that, which should exit afterwards ([`without_capability`] does).
 pub fn drop_effective_cap(cap: u32) -> std::io::Result<()> {
     use rustix::thread::{CapabilitySet, capabilities, set_capabilities};
     let mut sets = capabilities(None)?;
@@ -422,4 +467,41 @@ pub fn drop_effective_cap(cap: u32) -> std::io::Result<()> {
         .remove(CapabilitySet::from_bits_retain(1u64 << cap));
     set_capabilities(None, sets)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::checksum::checksum;
+
+    /// The IPv4 header's checksum verifies (sums to zero) and the lengths are
+    /// the frame's, at the shortest length and a longer one.
+    #[test]
+    fn udp_frames_are_valid_ipv4() {
+        for (sport, len) in [(7u16, 0usize), (1000, 80), (65535, 1514)] {
+            let f = udp_frame(sport, len);
+            assert_eq!(f.len(), len.max(42));
+            assert_eq!(checksum(&f[14..34]), 0, "sport {sport} len {len}");
+            assert_eq!(u16::from_be_bytes([f[16], f[17]]) as usize, f.len() - 14);
+            assert_eq!(u16::from_be_bytes([f[38], f[39]]) as usize, f.len() - 34);
+            assert_eq!(u16::from_be_bytes([f[34], f[35]]), sport);
+        }
+        assert_ne!(udp_frame(1, 64), udp_frame(2, 64));
+    }
+
+    /// The capability is gone on `f`'s thread (as the kernel reports it in
+    /// /proc/thread-self/status) and not on the caller's.
+    #[test]
+    fn a_capability_is_dropped_on_its_own_thread_only() {
+        let cap_eff = || {
+            let s = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+            let hex = s.lines().find_map(|l| l.strip_prefix("CapEff:")).unwrap();
+            u64::from_str_radix(hex.trim(), 16).unwrap()
+        };
+        const CAP_NET_RAW: u32 = 13;
+        let before = cap_eff();
+        let inside = without_capability(CAP_NET_RAW, cap_eff);
+        assert_eq!(inside, before & !(1 << CAP_NET_RAW));
+        assert_eq!(cap_eff(), before, "the caller keeps its capabilities");
+    }
 }

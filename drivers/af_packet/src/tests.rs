@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use nicpoll::memory::DmaMemory;
 use nicpoll::mempool::MempoolConfig;
 use nicpoll::netdev::RawSocket;
-use nicpoll::port::testing::{self, Delivery, VethPair, drop_effective_cap};
+use nicpoll::port::testing::{self, Delivery, VethPair, udp_frame, without_capability};
 
 use super::*;
 
@@ -89,38 +89,6 @@ fn conf(pool: &Mempool, port_id: u16, nq: u16) -> PortConf {
 fn port(spec: &str, id: u16) -> AfPacketPort {
     AfPacketPort::from_devargs(&DevArgs::parse(spec).unwrap(), id)
         .unwrap_or_else(|e| panic!("{spec}: {e}"))
-}
-
-/// Ethernet + IPv4 + UDP from port `sport`, `len` bytes in all.
-fn udp_frame(sport: u16, len: usize) -> Vec<u8> {
-    let mut f = vec![0u8; len.max(42)];
-    f[0..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x01]);
-    f[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x02]);
-    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-    let ip_len = (f.len() - 14) as u16;
-    let iph = &mut f[14..34];
-    iph[0] = 0x45;
-    iph[2..4].copy_from_slice(&ip_len.to_be_bytes());
-    iph[8] = 64;
-    iph[9] = 17;
-    iph[12..16].copy_from_slice(&[198, 18, 0, 1]);
-    iph[16..20].copy_from_slice(&[198, 18, 0, 2]);
-    let mut sum = 0u32;
-    for c in iph.chunks(2) {
-        sum += u16::from_be_bytes([c[0], c[1]]) as u32;
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    iph[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
-    let udp = &mut f[34..42];
-    udp[0..2].copy_from_slice(&sport.to_be_bytes());
-    udp[2..4].copy_from_slice(&9u16.to_be_bytes());
-    udp[4..6].copy_from_slice(&(ip_len - 20).to_be_bytes());
-    for (i, b) in f[42..].iter_mut().enumerate() {
-        *b = (i as u8).wrapping_mul(7).wrapping_add(sport as u8);
-    }
-    f
 }
 
 /// Receive from `q` until `want` packets arrived or `timeout` passed.
@@ -255,14 +223,12 @@ fn without_cap_net_raw_the_error_says_so() {
     if !can_raw("without_cap_net_raw_the_error_says_so") {
         return;
     }
-    let e = std::thread::spawn(|| {
-        drop_effective_cap(13).expect("drop CAP_NET_RAW"); // CAP_NET_RAW
+    // CAP_NET_RAW is 13.
+    let e = without_capability(13, || {
         AfPacketPort::from_devargs(&DevArgs::parse("net_af_packet0,iface=lo").unwrap(), 0)
             .unwrap_err()
             .to_string()
-    })
-    .join()
-    .unwrap();
+    });
     assert!(
         e.contains("CAP_NET_RAW") && e.contains("securityContext") && e.contains("interface lo"),
         "{e}"

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use nicpoll::memory::DmaMemory;
 use nicpoll::mempool::MempoolConfig;
 use nicpoll::netdev::RawSocket;
-use nicpoll::port::testing::{self, Delivery, drop_effective_cap};
+use nicpoll::port::testing::{self, Delivery, udp_frame, without_capability};
 
 use super::*;
 
@@ -79,34 +79,6 @@ fn tap(spec: &str, id: u16) -> TapPort {
         .unwrap_or_else(|e| panic!("{spec}: {e}"));
     quiet(p.iface());
     p
-}
-
-/// Ethernet + IPv4 + UDP from port `sport`, `len` bytes in all.
-fn udp_frame(sport: u16, len: usize) -> Vec<u8> {
-    let mut f = testing::test_frame(sport as u32, len.max(64));
-    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-    let ip_len = (f.len() - 14) as u16;
-    let iph = &mut f[14..34];
-    iph.fill(0);
-    iph[0] = 0x45;
-    iph[2..4].copy_from_slice(&ip_len.to_be_bytes());
-    iph[8] = 64;
-    iph[9] = 17;
-    iph[12..16].copy_from_slice(&[198, 18, 0, 1]);
-    iph[16..20].copy_from_slice(&[198, 18, 0, 2]);
-    let mut sum = 0u32;
-    for c in iph.chunks(2) {
-        sum += u16::from_be_bytes([c[0], c[1]]) as u32;
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    iph[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
-    f[34..36].copy_from_slice(&sport.to_be_bytes());
-    f[36..38].copy_from_slice(&9u16.to_be_bytes());
-    f[38..40].copy_from_slice(&(ip_len - 20).to_be_bytes());
-    f[40..42].fill(0);
-    f
 }
 
 fn batch_of(pool: &Mempool, frames: &[Vec<u8>]) -> MbufBatch {
@@ -372,14 +344,11 @@ fn without_cap_net_admin_the_error_says_so() {
     if !can_run("eperm", false) {
         return;
     }
-    let e = std::thread::spawn(|| {
-        drop_effective_cap(CAP_NET_ADMIN).expect("drop CAP_NET_ADMIN");
+    let e = without_capability(CAP_NET_ADMIN, || {
         TapPort::from_devargs(&DevArgs::parse("net_tap0,iface=nptape0").unwrap(), 0)
             .unwrap_err()
             .to_string()
-    })
-    .join()
-    .unwrap();
+    });
     assert!(
         e.contains("CAP_NET_ADMIN") && e.contains("/dev/net/tun") && e.contains("securityContext"),
         "{e}"
