@@ -65,6 +65,18 @@ impl DevArgs {
         })
     }
 
+    /// Fail unless these arguments are for `driver` (`net_null`, ...), so a
+    /// driver never takes another's device.
+    pub fn expect_driver(&self, driver: &str) -> Result<()> {
+        if self.driver != driver {
+            return Err(Error::DevArgs {
+                device: self.spec.clone(),
+                reason: format!("not a {driver} device"),
+            });
+        }
+        Ok(())
+    }
+
     /// Fail on any key not in `known`, naming the accepted ones.
     pub fn check_keys(&self, known: &[&str]) -> Result<()> {
         for (k, _) in &self.args {
@@ -135,6 +147,17 @@ impl DevArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_driver_takes_only_its_own_devices() {
+        let a = DevArgs::parse("net_ring0,peer=net_ring1").unwrap();
+        assert!(a.expect_driver("net_ring").is_ok());
+        let e = a.expect_driver("net_null").unwrap_err().to_string();
+        assert!(
+            e.contains("net_ring0,peer=net_ring1") && e.contains("not a net_null device"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn parses_dpdk_syntax() {

@@ -396,12 +396,7 @@ impl AfPacketPort {
     /// Create the port described by `args`
     /// (`net_af_packetN,iface=NAME[,qpairs=..][,blocksz=..]...`).
     pub fn from_devargs(args: &DevArgs, port_id: u16) -> Result<AfPacketPort> {
-        if args.driver != DRIVER {
-            return Err(Error::DevArgs {
-                device: args.spec.clone(),
-                reason: format!("not a {DRIVER} device"),
-            });
-        }
+        args.expect_driver(DRIVER)?;
         AfPacketPort::new(&args.name, AfPacketOptions::from_devargs(args)?, port_id)
     }
 

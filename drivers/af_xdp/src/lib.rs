@@ -276,12 +276,7 @@ impl AfXdpPort {
     /// (`net_af_xdpN,iface=NAME[,start_queue=..][,queue_count=..][,force_copy=..][,busy_budget=..][,xdp_mode=..]`).
     /// Attaches the XDP program to the interface.
     pub fn from_devargs(args: &DevArgs, port_id: u16) -> Result<AfXdpPort> {
-        if args.driver != DRIVER {
-            return Err(Error::DevArgs {
-                device: args.spec.clone(),
-                reason: format!("not a {DRIVER} device"),
-            });
-        }
+        args.expect_driver(DRIVER)?;
         AfXdpPort::new(&args.name, AfXdpOptions::from_devargs(args)?, port_id)
     }
 

@@ -74,12 +74,7 @@ pub struct NullPort {
 impl NullPort {
     /// Create the port described by `args` (`net_nullN[,size=..][,copy=..][,no-rx=..]`).
     pub fn from_devargs(args: &DevArgs, port_id: u16) -> Result<NullPort> {
-        if args.driver != DRIVER {
-            return Err(Error::DevArgs {
-                device: args.spec.clone(),
-                reason: format!("not a {DRIVER} device"),
-            });
-        }
+        args.expect_driver(DRIVER)?;
         Ok(NullPort::new(
             &args.name,
             NullOptions::from_devargs(args)?,

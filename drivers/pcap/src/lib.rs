@@ -186,12 +186,7 @@ impl PcapPort {
     /// (`net_pcapN[,rx_pcap=FILE][,tx_pcap=FILE][,infinite_rx=0|1]`): loads the
     /// receive file and creates the transmit file.
     pub fn from_devargs(args: &DevArgs, port_id: u16) -> Result<PcapPort> {
-        if args.driver != DRIVER {
-            return Err(Error::DevArgs {
-                device: args.spec.clone(),
-                reason: format!("not a {DRIVER} device"),
-            });
-        }
+        args.expect_driver(DRIVER)?;
         PcapPort::new(&args.name, PcapOptions::from_devargs(args)?, port_id)
     }
 

@@ -42,12 +42,7 @@ impl RingBus {
 
     /// Create the port described by `args` (`net_ringN[,peer=NAME]`).
     pub fn create(&mut self, args: &DevArgs, port_id: u16) -> Result<RingPort> {
-        if args.driver != DRIVER {
-            return Err(Error::DevArgs {
-                device: args.spec.clone(),
-                reason: format!("not a {DRIVER} device"),
-            });
-        }
+        args.expect_driver(DRIVER)?;
         args.check_keys(KEYS)?;
         if self.nodes.contains_key(&args.name) {
             return Err(Error::DevArgs {

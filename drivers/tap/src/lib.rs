@@ -221,12 +221,7 @@ impl TapPort {
     /// Create the port described by `args` (`net_tapN[,iface=NAME][,mac=..]`),
     /// creating its interface.
     pub fn from_devargs(args: &DevArgs, port_id: u16) -> Result<TapPort> {
-        if args.driver != DRIVER {
-            return Err(Error::DevArgs {
-                device: args.spec.clone(),
-                reason: format!("not a {DRIVER} device"),
-            });
-        }
+        args.expect_driver(DRIVER)?;
         TapPort::new(&args.name, TapOptions::from_devargs(args)?, port_id)
     }
 
