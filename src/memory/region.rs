@@ -56,7 +56,6 @@ pub struct DmaRegion {
     what: String,
 }
 
-
 /// Give the file all its pages now, so a shortage is an error here rather than a
 /// SIGBUS on first touch. Retries when a signal interrupts it.
 fn fallocate(file: &File, len: usize) -> io::Result<()> {
