@@ -18,6 +18,9 @@ use std::fmt::Display;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+mod needs;
+pub use needs::*;
+
 /// Whether this run is under CI: `CI` set to anything but "", "0" or "false"
 /// (GitHub, GitLab and our `.ci/run` set `CI=true`).
 pub fn under_ci() -> bool {
@@ -27,6 +30,19 @@ pub fn under_ci() -> bool {
 /// The folder holding the skip logs of test runs.
 fn skip_dir() -> PathBuf {
     std::env::temp_dir().join("nicpoll-test-skips")
+}
+
+/// Create `dir` (a folder every user's test runs share, under the temporary
+/// folder) writable by all with the sticky bit, as /tmp is: a run as root must
+/// not lock out a later run as a user.
+fn shared_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if !dir.is_dir() {
+        std::fs::create_dir_all(dir)?;
+        // Only the owner may change the mode; another user's folder is already shared.
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o1777));
+    }
+    Ok(())
 }
 
 /// The skip log of the `cargo test` run this process belongs to.
@@ -68,91 +84,24 @@ pub fn skip(missing: impl Display) {
     // Written to the process's stderr directly, not through eprintln!, which
     // libtest captures for passing tests: a skip must be seen.
     let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {missing}");
-    if std::fs::create_dir_all(skip_dir()).is_ok()
-        && let Ok(mut f) = std::fs::OpenOptions::new()
+    // One write of one line: O_APPEND keeps lines from parallel tests whole.
+    let recorded = shared_dir(&skip_dir()).and_then(|()| {
+        std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(skip_log())
-    {
-        // One write of one line: O_APPEND keeps lines from parallel tests whole.
-        let _ = f.write_all(format!("{line}\n").as_bytes());
+            .open(skip_log())?
+            .write_all(format!("{line}\n").as_bytes())
+    });
+    // A skip the report cannot count would let the run look complete.
+    if let Err(e) = recorded {
+        panic!(
+            "skipped, and cannot record it in {}: {e}: {test}: {missing}",
+            skip_log().display()
+        );
     }
     if under_ci() {
         panic!("skipped under CI (a skip fails the run): {test}: {missing}");
     }
-}
-
-/// Whether `tool` is an executable file on `PATH` (no process is started).
-pub fn have_command(tool: &str) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::env::var_os("PATH").is_some_and(|p| {
-        std::env::split_paths(&p).any(|d| {
-            std::fs::metadata(d.join(tool))
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-    })
-}
-
-/// The first of `tools` missing from `PATH`, to name in a skip.
-pub fn missing_command<'a>(tools: &[&'a str]) -> Option<&'a str> {
-    tools.iter().copied().find(|t| !have_command(t))
-}
-
-/// Whether the effective user is root.
-pub fn is_root() -> bool {
-    euid() == 0
-}
-
-#[allow(unsafe_code)]
-fn euid() -> u32 {
-    // SAFETY: geteuid(2) takes no arguments, cannot fail and touches no memory of ours.
-    unsafe { libc::geteuid() }
-}
-
-/// Free hugepages of the default size, read from /proc/meminfo.
-pub fn free_hugepages() -> u64 {
-    meminfo_field("HugePages_Free").unwrap_or(0)
-}
-
-/// One numeric field of /proc/meminfo (the unit, if any, is dropped).
-pub fn meminfo_field(name: &str) -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    text.lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        (k.trim() == name).then(|| v.split_whitespace().next()?.parse().ok())?
-    })
-}
-
-/// Whether a hugetlbfs is mounted at `dir` (read from /proc/self/mounts).
-pub fn hugetlbfs_mounted_at(dir: &str) -> bool {
-    std::fs::read_to_string("/proc/self/mounts").is_ok_and(|m| {
-        m.lines().any(|l| {
-            let mut f = l.split_whitespace();
-            let (_, at, fstype) = (f.next(), f.next(), f.next());
-            at == Some(dir) && fstype == Some("hugetlbfs")
-        })
-    })
-}
-
-/// Whether this process may open a raw AF_PACKET socket: `Err` with the OS
-/// error when the kernel refuses (EPERM without CAP_NET_RAW). Opened here with
-/// libc, not through our drivers, so a driver bug cannot turn into a skip.
-#[allow(unsafe_code)]
-pub fn raw_socket_permission() -> std::io::Result<()> {
-    // SAFETY: socket(2) with constant arguments; the descriptor is closed below.
-    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: fd was returned by socket(2) above and is closed once.
-    unsafe { libc::close(fd) };
-    Ok(())
-}
-
-/// Whether `e` is the kernel refusing for want of privilege (EPERM/EACCES):
-/// the only OS errors a test may turn into a skip.
-pub fn is_permission_error(e: &std::io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES))
 }
 
 /// A host-wide lock on a name (an interface, a network namespace) that tests
@@ -171,14 +120,21 @@ pub struct NameLock {
 #[allow(unsafe_code)]
 pub fn lock_name(name: &str) -> NameLock {
     use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
     let dir = std::env::temp_dir().join("nicpoll-test-locks");
-    let _ = std::fs::create_dir_all(&dir);
     let path = dir.join(format!("{name}.lock"));
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
+    // flock(2) needs no write access: a lock file another user created is
+    // opened read-only; a new one is readable by all (mode 0644).
+    let file = shared_dir(&dir)
+        .and_then(|()| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .mode(0o644)
+                .open(&path)
+        })
+        .or_else(|_| std::fs::File::open(&path))
         .unwrap_or_else(|e| panic!("cannot create the test lock {}: {e}", path.display()));
     loop {
         // SAFETY: flock(2) on a descriptor this function owns; no memory is passed.
@@ -254,22 +210,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn meminfo_fields_parse() {
-        assert!(meminfo_field("MemTotal").is_some_and(|kb| kb > 0));
-        assert_eq!(meminfo_field("NoSuchField"), None);
-    }
-
-    #[test]
-    fn commands_are_found_on_path_only_when_executable() {
-        assert!(have_command("sh"));
-        assert!(!have_command("no-such-tool-nicpoll"));
-        assert_eq!(
-            missing_command(&["sh", "no-such-tool-nicpoll"]),
-            Some("no-such-tool-nicpoll")
-        );
-    }
-
-    #[test]
     fn binary_names_lose_the_hash() {
         // The test binary itself: cargo names it nicpoll_testkit-<hash>.
         assert_eq!(binary_name(), "nicpoll_testkit");
@@ -328,18 +268,5 @@ mod tests {
         rx.recv_timeout(std::time::Duration::from_secs(5))
             .expect("the name is free once the first guard is gone");
         t.join().unwrap();
-    }
-
-    #[test]
-    fn permission_errors_are_only_eperm_and_eacces() {
-        assert!(is_permission_error(&std::io::Error::from_raw_os_error(
-            libc::EPERM
-        )));
-        assert!(is_permission_error(&std::io::Error::from_raw_os_error(
-            libc::EACCES
-        )));
-        assert!(!is_permission_error(&std::io::Error::from_raw_os_error(
-            libc::ENOENT
-        )));
     }
 }
