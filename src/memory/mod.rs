@@ -259,6 +259,11 @@ impl DmaMemory {
     }
 }
 
+/// Tests in this crate that take hugepages hold this lock: the shortage tests
+/// count the free pages and then briefly take every one.
+#[cfg(test)]
+pub(crate) static HUGEPAGE_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[cfg(test)]
 mod stale_tests {
     use super::remove_stale_files;

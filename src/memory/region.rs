@@ -409,7 +409,7 @@ impl Drop for DmaRegion {
 mod tests {
     use std::os::unix::fs::PermissionsExt;
     use std::ptr;
-    use std::sync::{Mutex, MutexGuard, PoisonError};
+    use std::sync::{MutexGuard, PoisonError};
 
     use super::*;
     use crate::memory::pagemap::physical_address;
@@ -515,39 +515,28 @@ mod tests {
         assert_eq!(fs::read_to_string(&path).unwrap(), "someone else's");
     }
 
-    /// Hugepage tests take this lock: the shortage tests briefly hold every free page.
-    static HUGEPAGES: Mutex<()> = Mutex::new(());
-
-    /// The mount and its pool when at least `pages` free hugepages exist (as
-    /// /proc/meminfo or the pool files show); otherwise prints why and gives `None`.
+    /// The mount and its pool, or `None` after a skip when this machine has no
+    /// `pages` free hugepages or no hugetlbfs mount this user may write to
+    /// (checked from /proc without our code). Once they exist, our own
+    /// discovery must find them.
     fn hugepages(pages: u64) -> Option<(MutexGuard<'static, ()>, HugetlbfsMount, HugepagePool)> {
-        let guard = HUGEPAGES.lock().unwrap_or_else(PoisonError::into_inner);
-        let root = Path::new("/");
-        let meminfo_free = hugepage::meminfo_in(root)
-            .ok()
-            .and_then(|m| m.free)
-            .unwrap_or(0);
-        let found = hugepage::find_mount(None)
-            .ok()
-            .and_then(|m| Some((hugepage::pool_in(root, m.page_size)?, m)));
-        match found {
-            Some((pool, mount)) if meminfo_free > 0 && pool.available() >= pages => {
-                // A mount only root may write to (the usual one) is no test failure
-                // for an unprivileged developer.
-                if let Err(e) = tempfile::NamedTempFile::new_in(&mount.path) {
-                    println!(
-                        "skipped: cannot create files in {}: {e}",
-                        mount.path.display()
-                    );
-                    return None;
-                }
-                Some((guard, mount, pool))
-            }
-            _ => {
-                println!("skipped: no free hugepages");
-                None
-            }
+        use nicpoll_testkit::{Need, skip_if_missing};
+        let guard = super::super::HUGEPAGE_TESTS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if skip_if_missing(&[Need::Hugetlbfs, Need::FreeHugepages(pages)]) {
+            return None;
         }
+        let dir = nicpoll_testkit::hugetlbfs_mount().expect("checked above");
+        let mount = hugepage::find_mount(Some(&dir))
+            .unwrap_or_else(|e| panic!("{} is a hugetlbfs mount, yet: {e}", dir.display()));
+        let pool = hugepage::pool_in(Path::new("/"), mount.page_size)
+            .unwrap_or_else(|| panic!("no pool counts for {} pages in /sys", mount.page_size));
+        assert!(
+            pool.available() >= pages,
+            "/proc/meminfo shows {pages} free pages, our pool counts {pool:?}"
+        );
+        Some((guard, mount, pool))
     }
 
     fn test_path(mount: &HugetlbfsMount, name: &str) -> PathBuf {
@@ -669,8 +658,7 @@ mod tests {
 
     #[test]
     fn pa_mode_reads_physical_addresses() {
-        if !rustix::process::geteuid().is_root() {
-            println!("skipped: physical addresses need root");
+        if nicpoll_testkit::skip_if_missing(&[nicpoll_testkit::Need::PhysicalAddresses]) {
             return;
         }
         let Some((_lock, mount, _)) = hugepages(2) else {

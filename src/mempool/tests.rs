@@ -251,25 +251,28 @@ fn mbuf_ring_moves_and_frees() {
 
 #[test]
 fn pa_mode_keeps_every_element_inside_one_page() {
-    let mem = match DmaMemory::new(MemoryConfig {
+    use nicpoll_testkit::{Need, skip_if_missing};
+    // 2048 elements of 2 KiB: 4 MiB, three 2 MiB pages with the ring.
+    let needs = [
+        Need::PhysicalAddresses,
+        Need::Hugetlbfs,
+        Need::FreeHugepages(4),
+    ];
+    let _hugepages = crate::memory::HUGEPAGE_TESTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if skip_if_missing(&needs) {
+        return;
+    }
+    let mem = DmaMemory::new(MemoryConfig {
         iova_mode: Some(IovaMode::Pa),
         file_prefix: format!("nptest{}", std::process::id()),
         ..MemoryConfig::default()
-    }) {
-        Ok(m) => m,
-        Err(e) => {
-            eprintln!("skipped: PA mode unavailable here ({e})");
-            return;
-        }
-    };
+    })
+    .unwrap_or_else(|e| panic!("PA mode with pagemap and hugepages available: {e}"));
     let cfg = MempoolConfig::new("pa", 2048);
-    let p = match Mempool::new(&mem, &cfg) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("skipped: no hugepages for a PA pool ({e})");
-            return;
-        }
-    };
+    let p =
+        Mempool::new(&mem, &cfg).unwrap_or_else(|e| panic!("a PA pool with free hugepages: {e}"));
     let r = p.region();
     for i in 0..p.size() as usize {
         assert!(

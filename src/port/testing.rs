@@ -367,9 +367,15 @@ pub struct VethPair {
 
 impl VethPair {
     /// Create `<tag>a`/`<tag>b` (tag: up to 12 characters), both up, IPv6 off so
-    /// the kernel sends no chatter of its own. Returns `None` (after printing why)
-    /// where the test cannot create interfaces, e.g. without CAP_NET_ADMIN.
-    pub fn create(tag: &str) -> Option<VethPair> {
+    /// the kernel sends no chatter of its own.
+    ///
+    /// The caller checks first that the machine can (`nicpoll_testkit::VETH`:
+    /// CAP_NET_ADMIN and ip(8)) and skips the test otherwise.
+    ///
+    /// # Panics
+    /// When the pair cannot be created or brought up, naming ip(8)'s error: with
+    /// the prerequisites met that is a failure, not a reason to skip.
+    pub fn create(tag: &str) -> VethPair {
         assert!(tag.len() <= 12, "interface names are at most 15 bytes");
         let (a, b) = (format!("{tag}a"), format!("{tag}b"));
         // Held before the stale-pair removal below, so it never removes the
@@ -380,32 +386,27 @@ impl VethPair {
                 .args(args)
                 .stderr(std::process::Stdio::piped())
                 .output()
+                .unwrap_or_else(|e| panic!("cannot run ip(8) {args:?}: {e}"))
         };
         // A pair left by a killed earlier run would make `add` fail.
         let _ = ip(&["link", "del", &a]);
-        match ip(&["link", "add", &a, "type", "veth", "peer", "name", &b]) {
-            Ok(o) if o.status.success() => {}
-            Ok(o) => {
-                eprintln!(
-                    "skipped: cannot create veth pair {a}/{b}: {}",
-                    String::from_utf8_lossy(&o.stderr).trim()
-                );
-                return None;
-            }
-            Err(e) => {
-                eprintln!("skipped: cannot run ip(8) to create a veth pair: {e}");
-                return None;
-            }
-        }
+        let o = ip(&["link", "add", &a, "type", "veth", "peer", "name", &b]);
+        assert!(
+            o.status.success(),
+            "cannot create veth pair {a}/{b}: ip link add: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        );
         let pair = VethPair { a, b, _lock: lock };
         for end in [&pair.a, &pair.b] {
             let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{end}/disable_ipv6"), "1");
-            let ok = ip(&["link", "set", end, "up"])
-                .map(|o| o.status.success())
-                .unwrap_or(false);
-            assert!(ok, "cannot bring {end} up");
+            let o = ip(&["link", "set", end, "up"]);
+            assert!(
+                o.status.success(),
+                "cannot bring {end} up: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
         }
-        Some(pair)
+        pair
     }
 }
 

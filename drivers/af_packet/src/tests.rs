@@ -1,5 +1,6 @@
 //! Tests on veth pairs the tests create (and delete). Without CAP_NET_RAW /
-//! CAP_NET_ADMIN or without ip(8)/tc(8) they print "skipped: ..." and pass.
+//! CAP_NET_ADMIN or without ip(8)/tc(8) they skip through `nicpoll_testkit`
+//! (a failure under CI).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -9,37 +10,24 @@ use nicpoll::mempool::MempoolConfig;
 use nicpoll::netdev::RawSocket;
 use nicpoll::port::testing::{self, Delivery, VethPair, udp_frame, without_capability};
 
+use nicpoll_testkit::{Cap, Need, skip_if_missing};
+
 use super::*;
 
-/// Whether this process may open AF_PACKET sockets; prints why not.
-fn can_raw(test: &str) -> bool {
-    match PacketSocket::new() {
-        Ok(_) => true,
-        Err(e) => {
-            eprintln!("skipped: {test}: cannot open AF_PACKET sockets ({e}); needs CAP_NET_RAW");
-            false
-        }
-    }
-}
+/// What the veth tests need: CAP_NET_ADMIN and ip(8) for the pair, AF_PACKET
+/// sockets (checked by socket(2) itself, not by our code).
+const VETH_NEEDS: [Need; 3] = [
+    Need::Capability(Cap::NetAdmin),
+    Need::Command("ip"),
+    Need::RawSockets,
+];
 
-/// A veth pair for `test`, or None (after printing why) where none can be made.
-fn veth(test: &str, tag: &str) -> Option<VethPair> {
-    if !can_raw(test) {
+/// A veth pair tagged `tag`, or `None` after a skip where none can be made.
+fn veth(tag: &str) -> Option<VethPair> {
+    if skip_if_missing(&VETH_NEEDS) {
         return None;
     }
-    VethPair::create(tag)
-}
-
-fn has_tc(test: &str) -> bool {
-    let ok = std::process::Command::new("tc")
-        .arg("-V")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
-        eprintln!("skipped: {test}: tc(8) is not available");
-    }
-    ok
+    Some(VethPair::create(tag))
 }
 
 fn ip(args: &[&str]) {
@@ -203,7 +191,7 @@ fn devargs_are_checked() {
 
 #[test]
 fn missing_interface_is_named() {
-    if !can_raw("missing_interface_is_named") {
+    if skip_if_missing(&[Need::RawSockets]) {
         return;
     }
     let e = AfPacketPort::from_devargs(
@@ -220,9 +208,6 @@ fn missing_interface_is_named() {
 
 #[test]
 fn without_cap_net_raw_the_error_says_so() {
-    if !can_raw("without_cap_net_raw_the_error_says_so") {
-        return;
-    }
     // CAP_NET_RAW is 13.
     let e = without_capability(13, || {
         AfPacketPort::from_devargs(&DevArgs::parse("net_af_packet0,iface=lo").unwrap(), 0)
@@ -237,10 +222,10 @@ fn without_cap_net_raw_the_error_says_so() {
 
 #[test]
 fn passes_the_port_conformance_suite_with_one_queue_pair() {
-    if !has_tc("conformance") {
+    if skip_if_missing(&[Need::Command("tc")]) {
         return;
     }
-    let Some(v) = veth("conformance", "npafp1") else {
+    let Some(v) = veth("npafp1") else {
         return;
     };
     v.loop_back_far_end();
@@ -256,10 +241,10 @@ fn passes_the_port_conformance_suite_with_one_queue_pair() {
 
 #[test]
 fn passes_the_port_conformance_suite_with_two_queue_pairs() {
-    if !has_tc("conformance") {
+    if skip_if_missing(&[Need::Command("tc")]) {
         return;
     }
-    let Some(v) = veth("conformance", "npafp2") else {
+    let Some(v) = veth("npafp2") else {
         return;
     };
     v.loop_back_far_end();
@@ -275,7 +260,7 @@ fn passes_the_port_conformance_suite_with_two_queue_pairs() {
 
 #[test]
 fn fanout_spreads_flows_over_both_queues() {
-    let Some(v) = veth("fanout", "npafp3") else {
+    let Some(v) = veth("npafp3") else {
         return;
     };
     spread(&v, FanoutMode::Hash);
@@ -360,7 +345,7 @@ fn spread(v: &VethPair, mode: FanoutMode) {
 
 #[test]
 fn frames_arrive_intact_both_ways() {
-    let Some(v) = veth("intact", "npafp4") else {
+    let Some(v) = veth("npafp4") else {
         return;
     };
     let pool = pool("afp-intact", 1024);
@@ -426,7 +411,7 @@ fn frames_arrive_intact_both_ways() {
 
 #[test]
 fn oversize_frames_are_counted_not_truncated() {
-    let Some(v) = veth("oversize", "npafp5") else {
+    let Some(v) = veth("npafp5") else {
         return;
     };
     // Room for 4034 + 14 bytes in a 4096-byte transmit frame; a receive block
@@ -464,7 +449,7 @@ fn oversize_frames_are_counted_not_truncated() {
 
 #[test]
 fn promiscuous_mode_is_toggled_and_restored() {
-    let Some(v) = veth("promisc", "npafp6") else {
+    let Some(v) = veth("npafp6") else {
         return;
     };
     let pool = pool("afp-promisc", 256);
@@ -516,7 +501,7 @@ fn promiscuous_mode_is_toggled_and_restored() {
 
 #[test]
 fn ring_overflow_shows_as_imissed() {
-    let Some(v) = veth("imissed", "npafp7") else {
+    let Some(v) = veth("npafp7") else {
         return;
     };
     let pool = pool("afp-imissed", 1024);
@@ -557,7 +542,7 @@ fn ring_overflow_shows_as_imissed() {
 
 #[test]
 fn down_interface_and_bad_mtu_are_refused_untouched() {
-    let Some(v) = veth("down", "npafp8") else {
+    let Some(v) = veth("npafp8") else {
         return;
     };
     let pool = pool("afp-down", 64);
@@ -601,7 +586,7 @@ fn down_interface_and_bad_mtu_are_refused_untouched() {
 
 #[test]
 fn tx_takes_what_fits_and_counts_bad_frames() {
-    let Some(v) = veth("txfull", "npafp9") else {
+    let Some(v) = veth("npafp9") else {
         return;
     };
     let pool = pool("afp-tx", 256);
@@ -644,7 +629,7 @@ fn tx_takes_what_fits_and_counts_bad_frames() {
 
 #[test]
 fn empty_pool_counts_nombuf_and_keeps_frames() {
-    let Some(v) = veth("nombuf", "npafp10") else {
+    let Some(v) = veth("npafp10") else {
         return;
     };
     let pool = pool("afp-nombuf", 8);

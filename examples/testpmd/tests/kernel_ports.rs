@@ -1,12 +1,15 @@
 //! testpmd on kernel-backed ports, as users run it: a txonly testpmd on one end
 //! of a veth pair and an rxonly testpmd on the other (AF_PACKET and AF_XDP),
 //! and icmpecho on a tap answering the kernel's ARP and ping. Every interface is
-//! created here and deleted at the end. Without root (or ip(8)) they skip.
+//! created here and deleted at the end. Without root (or ip(8)) they skip
+//! through `nicpoll_testkit` (a failure under CI).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use nicpoll::port::testing::VethPair;
+use nicpoll_testkit::{Cap, Need, skip_if_missing};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_testpmd");
@@ -17,36 +20,6 @@ fn ip(args: &[&str]) -> bool {
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false)
-}
-
-struct Veth(String);
-
-impl Veth {
-    fn create(tag: &str) -> Option<Veth> {
-        let (a, b) = (format!("{tag}a"), format!("{tag}b"));
-        let _ = ip(&["link", "del", &a]);
-        if !ip(&["link", "add", &a, "type", "veth", "peer", "name", &b]) {
-            eprintln!("skipped: cannot create a veth pair (needs root and ip(8))");
-            return None;
-        }
-        for end in [&a, &b] {
-            let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{end}/disable_ipv6"), "1");
-            assert!(ip(&["link", "set", end, "up"]));
-        }
-        Some(Veth(tag.to_string()))
-    }
-    fn a(&self) -> String {
-        format!("{}a", self.0)
-    }
-    fn b(&self) -> String {
-        format!("{}b", self.0)
-    }
-}
-
-impl Drop for Veth {
-    fn drop(&mut self) {
-        let _ = ip(&["link", "del", &self.a()]);
-    }
 }
 
 fn final_event(stdout: &str) -> Value {
@@ -147,12 +120,19 @@ fn tx_to_rx(prefix: &str, tx_dev: &str, rx_dev: &str, count: u64) -> (u64, u64, 
     )
 }
 
-fn check_delivery(driver: &str, tag: &str, extra: &str) {
-    let Some(v) = Veth::create(tag) else { return };
+/// txonly to rxonly over a veth pair tagged `tag`; `needs` are what the driver
+/// needs beyond the pair.
+fn check_delivery(driver: &str, tag: &str, extra: &str, needs: &[Need]) {
+    let mut all = nicpoll_testkit::VETH.to_vec();
+    all.extend_from_slice(needs);
+    if skip_if_missing(&all) {
+        return;
+    }
+    let v = VethPair::create(tag);
     let (sent, got, samples, lost) = tx_to_rx(
         tag,
-        &format!("{driver}0,iface={}{extra}", v.a()),
-        &format!("{driver}0,iface={}{extra}", v.b()),
+        &format!("{driver}0,iface={}{extra}", v.a),
+        &format!("{driver}0,iface={}{extra}", v.b),
         50_000,
     );
     assert!(sent >= 50_000, "{driver}: sent {sent}");
@@ -172,23 +152,31 @@ fn check_delivery(driver: &str, tag: &str, extra: &str) {
 
 #[test]
 fn af_packet_txonly_to_rxonly_over_veth() {
-    check_delivery("net_af_packet", "nptpk", "");
+    check_delivery("net_af_packet", "nptpk", "", &[Need::RawSockets]);
 }
 
 #[test]
 fn af_xdp_txonly_to_rxonly_over_veth() {
-    check_delivery("net_af_xdp", "nptxd", "");
+    check_delivery(
+        "net_af_xdp",
+        "nptxd",
+        "",
+        &[Need::RawSockets, Need::BpfXskMap],
+    );
 }
 
 #[test]
 fn icmpecho_on_a_tap_answers_the_kernels_arp_and_ping() {
-    if !std::path::Path::new("/dev/net/tun").exists()
-        || Command::new("ping").arg("-V").output().is_err()
-    {
-        eprintln!("skipped: needs /dev/net/tun and ping");
+    if skip_if_missing(&[
+        Need::Path("/dev/net/tun"),
+        Need::Capability(Cap::NetAdmin),
+        Need::Command("ip"),
+        Need::Command("ping"),
+    ]) {
         return;
     }
     let tap = "nptapecho0";
+    let _lock = nicpoll_testkit::lock_name(tap);
     let mut child = Command::new(BIN)
         .args([
             "--no-huge",
@@ -211,11 +199,10 @@ fn icmpecho_on_a_tap_answers_the_kernels_arp_and_ping() {
     if !std::path::Path::new(&format!("/sys/class/net/{tap}")).exists() {
         let _ = child.kill();
         let out = child.wait_with_output().unwrap();
-        eprintln!(
-            "skipped: no tap created: {}",
+        panic!(
+            "testpmd created no tap {tap} in 10 s: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        return;
     }
     std::thread::sleep(Duration::from_millis(500));
     let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{tap}/disable_ipv6"), "1");
