@@ -90,7 +90,14 @@ impl Need<'_> {
                     debian_package(tool)
                 )
             }),
-            Need::Path(p) => (!Path::new(p).exists()).then(|| format!("{p} does not exist")),
+            Need::Path(p) => (!Path::new(p).exists()).then(|| {
+                let how = match p {
+                    "/usr/include/infiniband/verbs.h" => " (apt-get install libibverbs-dev)",
+                    "/dev/net/tun" => " (modprobe tun)",
+                    _ => "",
+                };
+                format!("{p} does not exist{how}")
+            }),
             Need::FreeHugepages(n) => {
                 let free = free_hugepages();
                 (free < n).then(|| {

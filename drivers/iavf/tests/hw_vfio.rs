@@ -25,8 +25,9 @@ use nicpoll_iavf::{VfioDma, open_pci};
 #[ignore = "needs an iavf VF bound to vfio-pci: set NICPOLL_IAVF_BDF"]
 fn real_vf_over_vfio() {
     let Ok(bdf) = std::env::var("NICPOLL_IAVF_BDF") else {
-        eprintln!("skipped: NICPOLL_IAVF_BDF is not set");
-        return;
+        return nicpoll_testkit::skip(
+            "NICPOLL_IAVF_BDF, the PCI address of an iavf VF bound to vfio-pci",
+        );
     };
     let addr: PciAddress = bdf.parse().expect("NICPOLL_IAVF_BDF is a PCI address");
     let ctx = Arc::new(VfioContext::new().expect("VFIO container"));

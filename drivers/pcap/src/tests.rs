@@ -512,11 +512,10 @@ fn the_transmit_file_lives_across_restarts_and_stop_waits_for_queues() {
 
 #[test]
 fn a_failed_write_is_counted_and_reported_by_stop() {
-    let full = Path::new("/dev/full");
-    if !full.exists() {
-        eprintln!("skipped: no /dev/full");
+    if nicpoll_testkit::skip_if_missing(&[nicpoll_testkit::Need::Path("/dev/full")]) {
         return;
     }
+    let full = Path::new("/dev/full");
     let e = port("net_pcap0,tx_pcap=/dev/full", 0)
         .unwrap_err()
         .to_string();
@@ -672,12 +671,9 @@ fn write_for_tools(dir: &TempDir, n: usize) -> (PathBuf, Vec<usize>) {
     (out, lens)
 }
 
+/// Whether `name` is installed; skips the test if not.
 fn tool(name: &str) -> bool {
-    let found = Command::new(name).arg("--version").output().is_ok();
-    if !found {
-        eprintln!("skipped: {name} not installed");
-    }
-    found
+    !nicpoll_testkit::skip_if_missing(&[nicpoll_testkit::Need::Command(name)])
 }
 
 fn lengths_from(out: &std::process::Output, what: &str) -> String {

@@ -1,6 +1,6 @@
 //! Tests on TAP interfaces the ports create (and delete when dropped).
 //! Without CAP_NET_ADMIN (and CAP_NET_RAW for the AF_PACKET peer socket) or
-//! without /dev/net/tun they print "skipped: ..." and pass.
+//! without /dev/net/tun they skip through `nicpoll_testkit` (a failure under CI).
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -11,36 +11,27 @@ use nicpoll::mempool::MempoolConfig;
 use nicpoll::netdev::RawSocket;
 use nicpoll::port::testing::{self, Delivery, udp_frame, without_capability};
 
+use nicpoll_testkit::{Cap, NameLock, Need, skip_if_missing};
+
 use super::*;
 
 const CAP_NET_ADMIN: u32 = 12;
-const CAP_NET_RAW: u32 = 13;
 const IFF_PROMISC: u32 = 0x100;
 
-/// Whether the test can create TAP interfaces (and open raw sockets if
-/// `raw`); prints why not.
-fn can_run(test: &str, raw: bool) -> bool {
-    if !Path::new(sys::TUN_PATH).exists() {
-        eprintln!("skipped: {test}: {} does not exist", sys::TUN_PATH);
-        return false;
+/// Checks what the test needs (checked from /proc and /dev, not by our code):
+/// /dev/net/tun and CAP_NET_ADMIN to create TAP interfaces, and CAP_NET_RAW for
+/// the AF_PACKET peer socket if `raw`. Skips and gives `None` when one is
+/// missing; otherwise the host-wide lock on the test's interface names
+/// (`names`), held while the test runs.
+fn can_run(raw: bool, names: &str) -> Option<NameLock> {
+    let mut needs = vec![Need::Path(sys::TUN_PATH), Need::Capability(Cap::NetAdmin)];
+    if raw {
+        needs.push(Need::RawSockets);
     }
-    let eff = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
-                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        })
-        .unwrap_or(0);
-    if eff & (1 << CAP_NET_ADMIN) == 0 {
-        eprintln!("skipped: {test}: needs CAP_NET_ADMIN to create TAP interfaces");
-        return false;
+    if skip_if_missing(&needs) {
+        return None;
     }
-    if raw && eff & (1 << CAP_NET_RAW) == 0 {
-        eprintln!("skipped: {test}: needs CAP_NET_RAW for the AF_PACKET peer socket");
-        return false;
-    }
-    true
+    Some(nicpoll_testkit::lock_name(names))
 }
 
 fn exists(iface: &str) -> bool {
@@ -154,9 +145,9 @@ fn devargs_are_checked() {
 
 #[test]
 fn passes_the_port_conformance_suite() {
-    if !can_run("conformance", false) {
+    let Some(_lock) = can_run(false, "nptapc") else {
         return;
-    }
+    };
     testing::run_conformance(
         "net_tap",
         &mut |id| {
@@ -170,9 +161,9 @@ fn passes_the_port_conformance_suite() {
 
 #[test]
 fn frames_cross_both_ways_on_several_queues() {
-    if !can_run("both ways", true) {
+    let Some(_lock) = can_run(true, "nptapb") else {
         return;
-    }
+    };
     let pool = pool("tap-both", 1024);
     let mut p = tap("net_tap0,iface=nptapb0", 5);
     assert_eq!(p.iface(), "nptapb0");
@@ -231,9 +222,9 @@ fn frames_cross_both_ways_on_several_queues() {
 
 #[test]
 fn more_transmit_than_receive_queues() {
-    if !can_run("rx/tx split", true) {
+    let Some(_lock) = can_run(true, "nptaps") else {
         return;
-    }
+    };
     let pool = pool("tap-split", 256);
     let mut p = tap("net_tap0,iface=nptaps0", 0);
     p.configure(&conf(&pool, 0, 1, 3)).unwrap();
@@ -265,9 +256,9 @@ fn more_transmit_than_receive_queues() {
 
 #[test]
 fn interface_disappears_with_the_port() {
-    if !can_run("delete on close", false) {
+    let Some(_lock) = can_run(false, "nptapg") else {
         return;
-    }
+    };
     let pool = pool("tap-gone", 64);
     // The default name: dtap<N>, numbered by the kernel.
     let p = tap("net_tap0", 0);
@@ -298,9 +289,9 @@ fn interface_disappears_with_the_port() {
 
 #[test]
 fn existing_interface_is_refused_untouched() {
-    if !can_run("existing", false) {
+    let Some(_lock) = can_run(false, "nptapx") else {
         return;
-    }
+    };
     let first = tap("net_tap0,iface=nptapx0", 0);
     let before = sys_flags("nptapx0");
     let e = TapPort::from_devargs(&DevArgs::parse("net_tap1,iface=nptapx0").unwrap(), 1)
@@ -323,9 +314,9 @@ fn existing_interface_is_refused_untouched() {
 
 #[test]
 fn mac_and_promiscuous_mode() {
-    if !can_run("mac", false) {
+    let Some(_lock) = can_run(false, "nptapm") else {
         return;
-    }
+    };
     let mut p = tap("net_tap0,iface=nptapm0,mac=fixed", 7);
     assert_eq!(p.mac_addr(), MacAddr([0x02, 0x64, 0x74, 0x61, 0x70, 7]));
     assert!(!p.promiscuous());
@@ -341,9 +332,10 @@ fn mac_and_promiscuous_mode() {
 
 #[test]
 fn without_cap_net_admin_the_error_says_so() {
-    if !can_run("eperm", false) {
+    if skip_if_missing(&[Need::Path(sys::TUN_PATH)]) {
         return;
     }
+    let _lock = nicpoll_testkit::lock_name("nptape");
     let e = without_capability(CAP_NET_ADMIN, || {
         TapPort::from_devargs(&DevArgs::parse("net_tap0,iface=nptape0").unwrap(), 0)
             .unwrap_err()
@@ -358,20 +350,23 @@ fn without_cap_net_admin_the_error_says_so() {
 
 #[test]
 fn oversize_frames_are_counted_not_truncated() {
-    if !can_run("oversize", true) {
+    if skip_if_missing(&[Need::Command("ip")]) {
         return;
     }
+    let Some(_lock) = can_run(true, "nptapo") else {
+        return;
+    };
     let pool = pool("tap-oversize", 64);
     let mut p = tap("net_tap0,iface=nptapo0", 0);
-    let ok = std::process::Command::new("ip")
+    let o = std::process::Command::new("ip")
         .args(["link", "set", "nptapo0", "mtu", "3000"])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !ok {
-        eprintln!("skipped: oversize: cannot set the MTU with ip(8)");
-        return;
-    }
+        .output()
+        .expect("ip(8) runs");
+    assert!(
+        o.status.success(),
+        "ip link set nptapo0 mtu 3000: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     p.configure(&conf(&pool, 0, 1, 1)).unwrap();
     let mut q = p.start().unwrap();
     let peer = RawSocket::open(p.iface()).unwrap();
@@ -395,9 +390,9 @@ fn oversize_frames_are_counted_not_truncated() {
 
 #[test]
 fn kernel_queue_overflow_shows_as_imissed() {
-    if !can_run("imissed", true) {
+    let Some(_lock) = can_run(true, "nptapi") else {
         return;
-    }
+    };
     let pool = pool("tap-imissed", 4096);
     let mut p = tap("net_tap0,iface=nptapi0", 0);
     p.configure(&conf(&pool, 0, 1, 1)).unwrap();
@@ -429,9 +424,9 @@ fn kernel_queue_overflow_shows_as_imissed() {
 
 #[test]
 fn empty_pool_counts_nombuf() {
-    if !can_run("nombuf", true) {
+    let Some(_lock) = can_run(true, "nptapn") else {
         return;
-    }
+    };
     let pool = pool("tap-nombuf", 4);
     let mut p = tap("net_tap0,iface=nptapn0", 0);
     p.configure(&conf(&pool, 0, 1, 1)).unwrap();

@@ -19,8 +19,7 @@ fn base_args() -> String {
 /// Run testpmd under script(1), typing `keys` with a pause between chunks; returns
 /// what the terminal showed and the exit status.
 fn pty_session(extra: &str, keys: &[&str]) -> Option<(String, Option<i32>)> {
-    if Command::new("script").arg("--version").output().is_err() {
-        eprintln!("skipped: script(1) from util-linux is not installed");
+    if nicpoll_testkit::skip_if_missing(&[nicpoll_testkit::Need::Command("script")]) {
         return None;
     }
     let cmd = format!("{} {extra}", base_args());
