@@ -345,6 +345,9 @@ fn sigterm_prints_final_statistics_and_exits_0() {
     signal_stops("-TERM");
 }
 
+/// Each mode on null and ring ports with two queues: it runs, moves packets
+/// and gives every mbuf back. What each mode does to the frames is checked in
+/// `modes_on_frames.rs`.
 #[test]
 fn every_mode_runs_and_returns_every_mbuf() {
     for mode in [
