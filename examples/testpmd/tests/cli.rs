@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{eal, event, json_events, run, signal, spawn_piped, testpmd};
@@ -462,9 +462,66 @@ fn metric(text: &str, name_and_labels: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {name_and_labels} in:\n{text}"))
 }
 
+/// Run `promtool check metrics` (Prometheus' own parser and linter) on the
+/// body of an HTTP response; panics with its findings unless it is clean.
+/// Lint findings (a counter without `_total`, a metric without HELP, ...)
+/// fail too: they are what a Prometheus user's tooling would flag.
+fn promtool_check(response: &str) {
+    use std::io::Write;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .expect("an HTTP response with a body");
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool check metrics (exit {:?}: 1 = parse error, 3 = lint findings):\n{said}\n{body}",
+        out.status.code()
+    );
+}
+
+/// The check above can fail: promtool refuses broken text and lint findings.
+#[test]
+fn promtool_check_fails_on_parse_errors_and_lint_findings() {
+    if nicpoll_testkit::skip_if_missing(&[nicpoll_testkit::Need::Command("promtool")]) {
+        return;
+    }
+    let response = |body: &str| format!("HTTP/1.1 200 OK\r\n\r\n{body}");
+    promtool_check(&response(
+        "# HELP x_total Things.\n# TYPE x_total counter\nx_total 1\n",
+    ));
+    for bad in [
+        "x_total{a=\"b\" 1\n",
+        "# HELP x Things.\n# TYPE x counter\nx 1\n",
+    ] {
+        let r = std::panic::catch_unwind(|| promtool_check(&response(bad)));
+        assert!(r.is_err(), "promtool accepted {bad:?}");
+    }
+}
+
 #[test]
 fn metrics_endpoint_serves_prometheus_text_with_latency() {
     use std::io::{BufRead, BufReader};
+    // Decided before testpmd starts; the checks that need no promtool run anyway.
+    let no_promtool = nicpoll_testkit::missing(&[nicpoll_testkit::Need::Command("promtool")]);
     let mut child = spawn_piped(
         testpmd()
             .args(eal(&[
@@ -517,6 +574,10 @@ fn metrics_endpoint_serves_prometheus_text_with_latency() {
     assert!(count > 0.0, "{first}");
     assert!(metric(&first, "nicpoll_latency_seconds_bucket{le=\"+Inf\"}") == count);
     assert!(first.contains("nicpoll_mempool_in_use{pool=\"mb_pool_0\"}"));
+    match &no_promtool {
+        None => promtool_check(&first),
+        Some(missing) => nicpoll_testkit::skip(format!("the promtool check: {missing}")),
+    }
     std::thread::sleep(Duration::from_millis(600));
     let second = http_get(&addr, "/metrics");
     assert!(
