@@ -201,8 +201,13 @@ pub fn missing_command<'a>(tools: &[&'a str]) -> Option<&'a str> {
 /// Whether the effective user is root (capabilities may still be missing:
 /// prefer [`Need::Capability`]).
 pub fn is_root() -> bool {
+    euid() == 0
+}
+
+/// The effective user id, to keep per-user files apart in shared folders.
+pub fn euid() -> u32 {
     // SAFETY: geteuid(2) takes no arguments, cannot fail and touches no memory of ours.
-    unsafe { libc::geteuid() == 0 }
+    unsafe { libc::geteuid() }
 }
 
 /// Free hugepages of the default size not promised to a mapping yet

@@ -28,8 +28,15 @@ fn manifests_validate_offline() {
     if nicpoll_testkit::skip_if_missing(&[nicpoll_testkit::Need::Command("python3")]) {
         return;
     }
+    // One virtualenv per user: another user's cannot be run (its python is theirs).
+    let venv = std::env::var_os("NICPOLL_VENV").unwrap_or_else(|| {
+        std::env::temp_dir()
+            .join(format!("nicpoll-pod-venv-{}", nicpoll_testkit::euid()))
+            .into()
+    });
     let out = Command::new("bash")
         .arg(pod_dir().join("tests/validate.sh"))
+        .env("NICPOLL_VENV", venv)
         .output()
         .unwrap();
     let text = format!(
