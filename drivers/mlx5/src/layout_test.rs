@@ -1,7 +1,7 @@
 //! The layout test: every size and field offset the FFI mirrors rely on,
 //! compared with what the C compiler computes from the installed
-//! `<infiniband/verbs.h>`. Skips (saying so) when `cc` or the header is missing;
-//! CI installs libibverbs-dev so it runs there.
+//! `<infiniband/verbs.h>`. Skips through `nicpoll_testkit` (a failure under CI)
+//! when `cc` or the header is missing; CI installs gcc and libibverbs-dev.
 #![deny(unsafe_code)]
 
 use std::mem::{offset_of, size_of};
@@ -803,6 +803,20 @@ fn c_program(items: &[Item]) -> String {
 
 #[test]
 fn mirrors_match_the_installed_verbs_header() {
+    use nicpoll_testkit::{Need, skip_if_missing};
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    // NICPOLL_VERBS_INCLUDE points at another rdma-core's headers (an
+    // unpacked libibverbs-dev: `dpkg-deb -x libibverbs-dev_*.deb DIR`, then
+    // DIR/usr/include); they are searched before the installed ones, which
+    // Debian's libibverbs-dev puts in /usr/include.
+    let include = std::env::var("NICPOLL_VERBS_INCLUDE").ok();
+    let header = format!(
+        "{}/infiniband/verbs.h",
+        include.as_deref().unwrap_or("/usr/include")
+    );
+    if skip_if_missing(&[Need::Command(&cc), Need::Path(&header)]) {
+        return;
+    }
     let items = items();
     let dir: PathBuf =
         std::env::temp_dir().join(format!("nicpoll-mlx5-layout-{}", std::process::id()));
@@ -810,18 +824,8 @@ fn mirrors_match_the_installed_verbs_header() {
     let src = dir.join("layout.c");
     let exe = dir.join("layout");
     std::fs::write(&src, c_program(&items)).unwrap();
-    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-    if !nicpoll_testkit::have_command(&cc) {
-        let _ = std::fs::remove_dir_all(&dir);
-        return nicpoll_testkit::skip(format!(
-            "the C compiler {cc:?} (apt-get install gcc) to compare the FFI mirrors with rdma-core's layouts"
-        ));
-    }
-    // NICPOLL_VERBS_INCLUDE points at another rdma-core's headers (an
-    // unpacked libibverbs-dev: `dpkg-deb -x libibverbs-dev_*.deb DIR`, then
-    // DIR/usr/include); they are searched before the installed ones.
     let mut cmd = Command::new(&cc);
-    if let Some(inc) = std::env::var_os("NICPOLL_VERBS_INCLUDE") {
+    if let Some(inc) = &include {
         cmd.arg("-I").arg(inc);
     }
     let out = cmd
@@ -829,17 +833,13 @@ fn mirrors_match_the_installed_verbs_header() {
         .arg(&exe)
         .arg(&src)
         .output()
-        .expect("run the C compiler");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+        .unwrap_or_else(|e| panic!("cannot run the C compiler {cc:?}: {e}"));
     if !out.status.success() {
         let _ = std::fs::remove_dir_all(&dir);
-        if stderr.contains("infiniband/verbs.h") {
-            return nicpoll_testkit::skip(
-                "<infiniband/verbs.h> (apt-get install libibverbs-dev) to compare the FFI \
-                 mirrors with rdma-core's layouts",
-            );
-        }
-        panic!("the layout program does not compile:\n{stderr}");
+        panic!(
+            "the layout program does not compile:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let run = Command::new(&exe).output().expect("run the layout program");
     let _ = std::fs::remove_dir_all(&dir);

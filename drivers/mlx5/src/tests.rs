@@ -1627,8 +1627,8 @@ fn hw_isolated_mode_leaves_the_kernel_its_ping_and_takes_a_jumbo_frame() {
              (an IPv4 address the kernel reaches through NICPOLL_MLX5_IFACE)",
         );
     };
-    if !nicpoll_testkit::have_command("ping") {
-        return nicpoll_testkit::skip("ping (apt-get install iputils-ping)");
+    if nicpoll_testkit::skip_if_missing(&[nicpoll_testkit::Need::Command("ping")]) {
+        return;
     }
     let mem = DmaMemory::plain();
     // 4 KiB elements: the largest frame one mbuf can take.
