@@ -2,8 +2,9 @@
 # nicpoll container entrypoint.
 #
 #   nicpoll-entrypoint                  run testpmd in entrypoint mode: devices from the
-#                                       device plugin's PCIDEVICE_* variables, cores from
-#                                       the container's cpuset, hugepages from the mounts
+#                                       device plugin's PCIDEVICE_* variables (and --vdev
+#                                       ports from NICPOLL_EAL_ARGS), cores from the
+#                                       container's cpuset, hugepages from the mounts
 #   nicpoll-entrypoint ARGS...          run `testpmd ARGS...` as given
 #   nicpoll-entrypoint sleep infinity   (or sh, bash) run that instead, for debugging
 #
@@ -46,6 +47,9 @@ case "${NICPOLL_DOCTOR:-warn}" in
         ;;
 esac
 
+# Tells testpmd it runs in entrypoint mode even when NICPOLL_EAL_ARGS adds
+# --vdev ports (without it, any --vdev makes the command line explicit).
+export NICPOLL_ENTRYPOINT=1
 # Word splitting of the two variables is intended: they hold option lists.
 # shellcheck disable=SC2086
 exec "$TESTPMD" ${NICPOLL_EAL_ARGS:-} -- ${NICPOLL_APP_ARGS:---forward-mode=io --stats-period=1}

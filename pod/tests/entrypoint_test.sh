@@ -10,7 +10,7 @@ passed=0 failed=0
 # The fake: records its arguments; `doctor` exits with $FAKE_DOCTOR_RC.
 cat > "$work/testpmd" <<'FAKE'
 #!/bin/sh
-echo "$*" >> "$FAKE_LOG"
+echo "$*${NICPOLL_ENTRYPOINT:+ [NICPOLL_ENTRYPOINT=$NICPOLL_ENTRYPOINT]}" >> "$FAKE_LOG"
 if [ "${1-}" = doctor ]; then exit "${FAKE_DOCTOR_RC:-0}"; fi
 exit "${FAKE_RC:-0}"
 FAKE
@@ -35,16 +35,19 @@ check() { # check NAME EXPECTED_RC EXPECTED_LOG [env...] -- [args...]
 }
 
 check "explicit args pass through" 0 "-l 0,1 --vdev net_null0 -- --run-time=1" -- -l 0,1 --vdev net_null0 -- --run-time=1
+# Entrypoint mode marks testpmd's environment (doctor's is left alone);
+# explicit arguments do not.
+em="[NICPOLL_ENTRYPOINT=1]"
 check "defaults run doctor then testpmd" 0 "doctor --brief
--- --forward-mode=io --stats-period=1" --
+-- --forward-mode=io --stats-period=1 $em" --
 check "env options" 0 "doctor --brief
--l 0,1 -- --forward-mode=macswap" NICPOLL_EAL_ARGS="-l 0,1" NICPOLL_APP_ARGS="--forward-mode=macswap" --
+-l 0,1 --vdev net_null0 -- --forward-mode=macswap $em" NICPOLL_EAL_ARGS="-l 0,1 --vdev net_null0" NICPOLL_APP_ARGS="--forward-mode=macswap" --
 check "doctor warn starts anyway" 0 "doctor --brief
--- --forward-mode=io --stats-period=1" FAKE_DOCTOR_RC=1 --
+-- --forward-mode=io --stats-period=1 $em" FAKE_DOCTOR_RC=1 --
 check "doctor strict stops" 1 "doctor --brief" FAKE_DOCTOR_RC=1 NICPOLL_DOCTOR=strict --
-check "doctor off" 0 "-- --forward-mode=io --stats-period=1" NICPOLL_DOCTOR=off --
+check "doctor off" 0 "-- --forward-mode=io --stats-period=1 $em" NICPOLL_DOCTOR=off --
 check "bad doctor mode" 2 "" NICPOLL_DOCTOR=maybe --
-check "testpmd exit status is the container's" 3 "-- --forward-mode=io --stats-period=1" NICPOLL_DOCTOR=off FAKE_RC=3 --
+check "testpmd exit status is the container's" 3 "-- --forward-mode=io --stats-period=1 $em" NICPOLL_DOCTOR=off FAKE_RC=3 --
 : > "$work/log"
 if env TESTPMD="$work/testpmd" FAKE_LOG="$work/log" sh "$entry" sh -c 'echo debug-shell' | grep -q debug-shell && [ ! -s "$work/log" ]; then
     passed=$((passed + 1))

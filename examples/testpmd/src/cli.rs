@@ -940,16 +940,23 @@ fn build(eal: EalArgs, app: AppArgs, demo: bool) -> Result<Config, UsageError> {
         return Err(usage("--max-packets 0: give a positive count"));
     }
     // Entrypoint mode: no device on the command line, as in a pod whose
-    // devices the SR-IOV device plugin gave through PCIDEVICE_* variables.
+    // devices the SR-IOV device plugin gave through PCIDEVICE_* variables; or
+    // run by the pod's entrypoint (NICPOLL_ENTRYPOINT=1) with no -a, where
+    // NICPOLL_EAL_ARGS may add software ports to the plugin's devices.
     let mut entrypoint = None;
-    if vdevs.is_empty() && pci.is_empty() && !eal.no_pci {
-        let vars: BTreeMap<String, String> = std::env::vars().collect();
+    let vars: BTreeMap<String, String> = std::env::vars().collect();
+    let by_entrypoint = crate::entrypoint::run_by_entrypoint(&vars);
+    if pci.is_empty() && !eal.no_pci && (vdevs.is_empty() || by_entrypoint) {
         let root = crate::entrypoint::root_from_env();
-        let derived = crate::entrypoint::derive(&vars, &root, &allowed).map_err(usage)?;
-        if !derived.devices.is_empty() {
+        let mut derived = crate::entrypoint::derive(&vars, &root, &allowed).map_err(usage)?;
+        if !derived.devices.is_empty() || by_entrypoint {
+            if derived.devices.is_empty() && vdevs.is_empty() {
+                return Err(usage(crate::entrypoint::no_devices_message(&derived)));
+            }
             for (_, a) in &derived.devices {
                 pci.push(parse_pci_spec(&a.to_string())?);
             }
+            derived.vdevs = vdevs.iter().map(|v| v.spec.clone()).collect();
             if !given.iter().any(|&g| g) {
                 lcores = derived.lcores();
                 lcores

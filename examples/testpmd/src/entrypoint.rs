@@ -2,7 +2,10 @@
 //! takes what the pod was given — the devices from the SR-IOV device plugin's
 //! `PCIDEVICE_*` variables (and their `_INFO` JSON), the cores from the
 //! container's cpuset, the hugepage directory and size from the mounts — and
-//! prints the configuration it derived before it starts.
+//! prints the configuration it derived before it starts. The pod's entrypoint
+//! (`pod/entrypoint.sh`) says it runs testpmd with `NICPOLL_ENTRYPOINT=1`; then
+//! software ports from `NICPOLL_EAL_ARGS` (`--vdev`) join the plugin's devices
+//! and the cores and hugepages are still the pod's.
 //!
 //! Everything here reads a filesystem root (`NICPOLL_ROOT`, default `/`) and an
 //! environment given as a map, so tests fake a whole pod.
@@ -21,6 +24,8 @@ use crate::device_plugin::DevicePluginEnv;
 pub struct Derived {
     /// Devices, in resource order, with the resource each came from.
     pub devices: Vec<(String, PciAddress)>,
+    /// Software ports (`--vdev`) the entrypoint's `NICPOLL_EAL_ARGS` added.
+    pub vdevs: Vec<String>,
     /// The cores: the cpuset, first one the main lcore.
     pub cpus: Vec<usize>,
     /// Where the cpus came from.
@@ -38,6 +43,9 @@ impl Derived {
         }
         for (res, a) in &self.devices {
             s += &format!("  device {a} from {res}\n");
+        }
+        for v in &self.vdevs {
+            s += &format!("  port --vdev {v} from the command line (NICPOLL_EAL_ARGS)\n");
         }
         s += &format!(
             "  cores: {} from {} (main lcore {}, forwarding {})\n",
@@ -61,6 +69,30 @@ impl Derived {
     pub fn lcores(&self) -> LcoreSet {
         LcoreSet::from_cpus(&self.cpus)
     }
+}
+
+/// The variable the pod's entrypoint sets when it runs testpmd in entrypoint mode.
+pub const ENTRYPOINT_VAR: &str = "NICPOLL_ENTRYPOINT";
+
+/// Whether the pod's entrypoint script runs us (`NICPOLL_ENTRYPOINT=1`).
+pub fn run_by_entrypoint(vars: &BTreeMap<String, String>) -> bool {
+    vars.get(ENTRYPOINT_VAR).is_some_and(|v| v.trim() == "1")
+}
+
+/// The error of entrypoint mode when the pod gave no device and
+/// `NICPOLL_EAL_ARGS` adds no port: restarting cannot fix it, so it says what to
+/// change in the pod.
+pub fn no_devices_message(derived: &Derived) -> String {
+    format!(
+        "entrypoint mode: no devices: no PCIDEVICE_* variable names a PCI device, so the SR-IOV \
+         device plugin gave this container none, and NICPOLL_EAL_ARGS adds no --vdev port.\n\
+         The fix: request the plugin's resources in the container's resources.requests and \
+         limits (e.g. openshift.io/intelnics_radio_uplink: \"1\") on a node whose device plugin \
+         advertises them (kubectl describe node: Allocatable); or, without devices, give software \
+         ports: NICPOLL_EAL_ARGS=\"--vdev net_null0 --vdev net_null1\".\n\
+         What the pod gave:\n{}",
+        derived.describe().trim_end()
+    )
 }
 
 /// The filesystem root for pod facts: `NICPOLL_ROOT` or `/`.
@@ -145,6 +177,7 @@ pub fn derive(
     }
     Ok(Derived {
         devices,
+        vdevs: Vec::new(),
         cpus,
         cpus_source,
         hugepages: hugepage_dir(root),
@@ -236,6 +269,36 @@ mod tests {
         .collect();
         let e = derive(&vars, d.path(), &[0, 1]).unwrap_err();
         assert!(e.contains("PCIDEVICE_INTEL_COM_X_INFO"), "{e}");
+    }
+
+    #[test]
+    fn software_ports_of_the_entrypoint_are_described_and_no_port_is_a_clear_error() {
+        let pod = fake_pod();
+        let vars: BTreeMap<String, String> = [(ENTRYPOINT_VAR, "1"), ("HOME", "/root")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert!(run_by_entrypoint(&vars));
+        assert!(!run_by_entrypoint(&BTreeMap::new()));
+        let mut d = derive(&vars, pod.path(), &(0..8).collect::<Vec<_>>()).unwrap();
+        assert!(d.devices.is_empty());
+        let e = no_devices_message(&d);
+        assert!(e.starts_with("entrypoint mode: no devices:"), "{e}");
+        assert!(e.contains("resources.requests"), "{e}");
+        assert!(e.contains("NICPOLL_EAL_ARGS="), "{e}");
+        assert!(e.contains("cores: 2-4"), "the derived configuration: {e}");
+        d.vdevs = vec!["net_null0".into(), "net_ring0,peer=net_ring1".into()];
+        let text = d.describe();
+        assert!(
+            text.contains("devices: none in PCIDEVICE_* variables"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "port --vdev net_ring0,peer=net_ring1 from the command line (NICPOLL_EAL_ARGS)"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

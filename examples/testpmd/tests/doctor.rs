@@ -311,9 +311,11 @@ fn the_entrypoint_uses_doctor_brief() {
             .env("NICPOLL_ROOT", t.root())
             .env("NICPOLL_DOCTOR", mode)
             .env("PCIDEVICE_OPENSHIFT_IO_INTELNICS_RADIO_UPLINK", VF)
+            // --no-pci: the run after doctor uses the null ports only (in
+            // entrypoint mode --vdev ports would join the fake VF).
             .env(
                 "NICPOLL_EAL_ARGS",
-                "--no-huge --vdev=net_null0 --vdev=net_null1",
+                "--no-pci --no-huge --vdev=net_null0 --vdev=net_null1",
             )
             .env("NICPOLL_APP_ARGS", "--run-time=1")
             .stdin(Stdio::null())

@@ -90,3 +90,137 @@ fn entrypoint_runs_the_real_testpmd_and_passes_sigterm_through() {
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(text.contains("Telling cores to stop (signal)"), "{text}");
 }
+
+/// A fake pod root for `NICPOLL_ROOT`: a cgroup v2 cpuset of the first two
+/// CPUs this process may use (so testpmd can pin to them), no hugepages.
+fn fake_pod_root(cpus: &[usize]) -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    let write = |rel: &str, text: String| {
+        let p = d.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    };
+    write("proc/self/cgroup", "0::/kubepods/pod1/ctr\n".into());
+    write(
+        "sys/fs/cgroup/kubepods/pod1/ctr/cpuset.cpus.effective",
+        format!("{},{}\n", cpus[0], cpus[1]),
+    );
+    write("proc/mounts", String::new());
+    d
+}
+
+/// The CPUs this process may use, from /proc/self/status (not our parser).
+fn allowed_cpus() -> Vec<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let mut cpus = Vec::new();
+    for part in list.split(',') {
+        match part.split_once('-') {
+            Some((a, b)) => cpus.extend(a.parse::<usize>().unwrap()..=b.parse().unwrap()),
+            None => cpus.push(part.parse().unwrap()),
+        }
+    }
+    cpus
+}
+
+/// Runs the entrypoint script in entrypoint mode (no arguments) with the real
+/// testpmd, a fake pod root and `NICPOLL_EAL_ARGS`.
+fn entrypoint_mode(root: &std::path::Path, eal_args: &str) -> std::process::Output {
+    Command::new("sh")
+        .arg(pod_dir().join("entrypoint.sh"))
+        .env("TESTPMD", env!("CARGO_BIN_EXE_testpmd"))
+        .env("NICPOLL_ROOT", root)
+        .env("NICPOLL_DOCTOR", "off")
+        .env("NICPOLL_EAL_ARGS", eal_args)
+        .env("NICPOLL_APP_ARGS", "--forward-mode=io --run-time=1")
+        .env_remove("NICPOLL_ENTRYPOINT")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn entrypoint_mode_takes_software_ports_from_nicpoll_eal_args_and_the_pods_cores() {
+    let cpus = allowed_cpus();
+    if cpus.len() < 2 {
+        return nicpoll_testkit::skip(
+            "two CPUs this process may use (a main and a forwarding lcore)",
+        );
+    }
+    let root = fake_pod_root(&cpus);
+    let out = entrypoint_mode(root.path(), "--no-huge --vdev net_null0 --vdev net_null1");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("Entrypoint mode: configuration derived from the pod"),
+        "{text}"
+    );
+    assert!(
+        text.contains("devices: none in PCIDEVICE_* variables"),
+        "{text}"
+    );
+    assert!(
+        text.contains("port --vdev net_null0 from the command line (NICPOLL_EAL_ARGS)"),
+        "{text}"
+    );
+    // The cores are the fake pod's cpuset, not every CPU we may use.
+    let (main, fwd) = (cpus[0], cpus[1]);
+    assert!(
+        text.contains(&format!("main lcore {main}, forwarding {fwd}")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("Logical Core {fwd} (CPU {fwd}) forwards")),
+        "{text}"
+    );
+    assert!(
+        text.contains("all ") && text.contains(" mbufs back in the pool"),
+        "{text}"
+    );
+}
+
+#[test]
+fn entrypoint_mode_without_devices_or_ports_says_no_devices_and_exits_2() {
+    let cpus = allowed_cpus();
+    if cpus.len() < 2 {
+        return nicpoll_testkit::skip(
+            "two CPUs this process may use (a main and a forwarding lcore)",
+        );
+    }
+    let root = fake_pod_root(&cpus);
+    let out = entrypoint_mode(root.path(), "--no-huge");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("testpmd: entrypoint mode: no devices:"),
+        "{err}"
+    );
+    assert!(err.contains("resources.requests"), "{err}");
+    // Run by hand with software ports (no NICPOLL_ENTRYPOINT), the same
+    // command line is explicit: no entrypoint mode.
+    let out = Command::new(env!("CARGO_BIN_EXE_testpmd"))
+        .args([
+            "--no-huge",
+            "--vdev",
+            "net_null0",
+            "--vdev",
+            "net_null1",
+            "--",
+            "--run-time=1",
+        ])
+        .env("NICPOLL_ROOT", root.path())
+        .env_remove("NICPOLL_ENTRYPOINT")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(!text.contains("Entrypoint mode"), "{text}");
+}
