@@ -51,7 +51,8 @@ impl Tree {
 
     /// A VM without an IOMMU, set up right: vfio in no-IOMMU mode, an Intel VF
     /// (0000:00:07.0) on vfio-pci with its no-IOMMU group node, 1 GiB default
-    /// hugepages mounted, every capability, CPUs 2-4 of 0-7 with 3-7 isolated.
+    /// hugepages mounted, privileged (every capability, no seccomp filter, the
+    /// machine's disk in /dev), CPUs 2-4 of 0-7 with 3-7 isolated.
     fn good() -> Tree {
         static N: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
@@ -65,8 +66,11 @@ impl Tree {
         let dev = format!("sys/bus/pci/devices/{VF}");
         t.write(
             "proc/self/status",
-            "CapEff:\t000001ffffffffff\nCpus_allowed_list:\t2-4\n",
+            "CapEff:\t000001ffffffffff\nCapBnd:\t000001ffffffffff\nSeccomp:\t0\nCpus_allowed_list:\t2-4\n",
         )
+        .write("proc/1/status", "CapBnd:\t000001ffffffffff\n")
+        .write("sys/dev/block/253:0/uevent", "DEVNAME=vda\n")
+        .write("dev/vda", "")
         .write("proc/sys/kernel/cap_last_cap", "40\n")
         .write(
             "proc/cmdline",

@@ -1,5 +1,5 @@
-//! Capabilities: IPC_LOCK, SYS_RAWIO, SYS_ADMIN, NET_RAW as the run needs them,
-//! and whether the container is privileged.
+//! Capabilities: IPC_LOCK, SYS_RAWIO, SYS_ADMIN, NET_RAW as the run needs them
+//! (whether the container is privileged is `privileged`).
 
 use super::host::Host;
 use super::scope::{Need, Scope, join};
@@ -13,8 +13,6 @@ pub(super) const CAP_SYS_ADMIN: u32 = 21;
 pub(super) struct Caps {
     /// CapEff, if readable.
     pub(super) eff: Option<u64>,
-    /// /proc/sys/kernel/cap_last_cap.
-    pub(super) last: Option<u32>,
     /// Whether we are in the initial user namespace (capabilities count machine-wide).
     pub(super) init_userns: bool,
     /// RLIMIT_MEMLOCK soft limit is unlimited.
@@ -26,9 +24,6 @@ impl Caps {
         let eff = host
             .status_field("CapEff")
             .and_then(|h| u64::from_str_radix(h.trim(), 16).ok());
-        let last = host
-            .read_trimmed("/proc/sys/kernel/cap_last_cap")
-            .and_then(|s| s.parse().ok());
         let init_userns = host
             .read("/proc/self/uid_map")
             .is_none_or(|m| m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"]);
@@ -41,7 +36,6 @@ impl Caps {
         });
         Caps {
             eff,
-            last,
             init_userns,
             memlock_unlimited,
         }
@@ -49,17 +43,6 @@ impl Caps {
 
     pub(super) fn has(&self, cap: u32) -> Option<bool> {
         self.eff.map(|e| e & (1u64 << cap) != 0)
-    }
-
-    /// All capabilities up to cap_last_cap (40 if unreadable).
-    pub(super) fn privileged(&self) -> Option<bool> {
-        let last = self.last.unwrap_or(40).min(63);
-        let all = if last == 63 {
-            u64::MAX
-        } else {
-            (1u64 << (last + 1)) - 1
-        };
-        self.eff.map(|e| e & all == all)
     }
 }
 
@@ -149,44 +132,6 @@ pub(super) fn capability_checks(host: &Host<'_>, scope: &Scope) -> Vec<(Need, Fi
         .collect()
 }
 
-/// `privileged`: every capability up to cap_last_cap. The no-IOMMU guide asks
-/// for a privileged pod (writable /sys, every /dev/vfio node); type1 and mlx5 do not.
-pub(super) fn check_privileged(host: &Host<'_>, scope: &Scope) -> Finding {
-    const NAME: &str = "privileged";
-    let caps = Caps::read(host);
-    let last = caps
-        .last
-        .map_or("40 (cap_last_cap unreadable)".to_string(), |l| {
-            l.to_string()
-        });
-    match caps.privileged() {
-        None => Finding::new(NAME, Status::Warn, "cannot tell: no CapEff line in /proc/self/status"),
-        Some(true) => Finding::pass(
-            NAME,
-            format!("all capabilities 0-{last} (a privileged container, or root on the host)"),
-        ),
-        Some(false) if scope.noiommu == Need::Yes => Finding::new(
-            NAME,
-            Status::Warn,
-            format!(
-                "not privileged (CapEff {:016x}, capabilities 0-{last} exist): no-IOMMU VFIO with vfio-pci runs in a privileged pod \
-                 (the capabilities above are the minimum; /sys stays read-only without it)",
-                caps.eff.unwrap_or(0)
-            ),
-        )
-        .fix(
-            "securityContext: privileged: true (with capabilities: add: [\"IPC_LOCK\", \"SYS_RAWIO\"])",
-        ),
-        Some(false) => Finding::pass(
-            NAME,
-            format!(
-                "not privileged (CapEff {:016x}); not needed here (VFIO with an IOMMU and mlx5 need only the capabilities above)",
-                caps.eff.unwrap_or(0)
-            ),
-        ),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,22 +202,5 @@ mod tests {
         expect(&fs, "capability NET_RAW", Status::Pass, "");
         t.rm("proc/self/status");
         expect(&t.vf(), "capability IPC_LOCK", Status::Warn, "");
-    }
-
-    #[test]
-    fn privileged_container() {
-        let t = Tree::good();
-        let f = expect(&t.vf(), "privileged", Status::Pass, "");
-        assert!(f.finding.contains("all capabilities 0-40"), "{f:?}");
-        // This sandbox's set: everything but SYS_RESOURCE (24).
-        t.status(all_but(&[24]), "2-4");
-        let f = expect(&t.vf(), "privileged", Status::Warn, "privileged: true");
-        assert!(f.finding.contains("000001fffeffffff"), "{f:?}");
-        // cap_last_cap decides what "all" is.
-        t.status(0xff_ffff_ffff, "2-4")
-            .write("proc/sys/kernel/cap_last_cap", "39\n");
-        expect(&t.vf(), "privileged", Status::Pass, "");
-        t.rm("proc/self/status");
-        expect(&t.vf(), "privileged", Status::Warn, "");
     }
 }

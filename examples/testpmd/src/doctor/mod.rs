@@ -16,7 +16,7 @@
 //! run's configuration makes relevant.
 //!
 //! This file runs the checks and reports them; each group of checks has its
-//! file (`vfio`, `devices`, `hugepages`, `caps`, `cpu`, `numa`, `vf`), with
+//! file (`vfio`, `devices`, `hugepages`, `caps`, `privileged`, `cpu`, `numa`, `vf`), with
 //! its tests, over `host` (the machine below the root) and `scope` (what the
 //! run needs); `args` is the command line, `testing` the fake machine the
 //! tests build.
@@ -29,6 +29,7 @@ mod devices;
 mod host;
 mod hugepages;
 mod numa;
+mod privileged;
 mod scope;
 #[cfg(test)]
 mod testing;
@@ -46,12 +47,13 @@ use serde::Serialize;
 use crate::device_plugin::DevicePluginEnv;
 
 use args::{USAGE, parse_args};
-use caps::{capability_checks, check_privileged};
+use caps::capability_checks;
 use cpu::cpu_checks;
 use devices::{check_driver, devices_finding, resolve_devices};
 use host::Host;
 use hugepages::hugepage_checks;
 use numa::check_numa;
+use privileged::check_privileged;
 use scope::{Need, Scope};
 use vf::check_vf_settings;
 use vfio::vfio_checks;

@@ -100,11 +100,13 @@ impl Tree {
         self
     }
 
+    /// /proc/self/status of a process holding `cap_eff` (also its bounding
+    /// set), without a seccomp filter, on `cpus`.
     pub(super) fn status(&self, cap_eff: u64, cpus: &str) -> &Tree {
         self.write(
             "proc/self/status",
             &format!(
-                "Name:\ttestpmd\nCapInh:\t0000000000000000\nCapEff:\t{cap_eff:016x}\nCpus_allowed:\tff\nCpus_allowed_list:\t{cpus}\n"
+                "Name:\ttestpmd\nCapInh:\t0000000000000000\nCapEff:\t{cap_eff:016x}\nCapBnd:\t{cap_eff:016x}\nSeccomp:\t0\nCpus_allowed:\tff\nCpus_allowed_list:\t{cpus}\n"
             ),
         )
     }
@@ -153,11 +155,15 @@ impl Tree {
 
     /// A VM without an IOMMU, set up right: vfio in no-IOMMU mode (and in
     /// modprobe.d), an Intel VF on vfio-pci with its no-IOMMU group node, 1 GiB
-    /// default hugepages mounted, every capability, CPUs 2-4 of 0-7 with 3-7
-    /// isolated, one NUMA node.
+    /// default hugepages mounted, privileged (every capability, no seccomp,
+    /// the machine's disk in /dev), CPUs 2-4 of 0-7 with 3-7 isolated, one
+    /// NUMA node.
     pub(super) fn good() -> Tree {
         let t = Tree::empty();
         t.status(0x1ff_ffff_ffff, "2-4")
+            .write("proc/1/status", "Name:\tinit\nCapBnd:\t000001ffffffffff\n")
+            .write("sys/dev/block/253:0/uevent", "MAJOR=253\nMINOR=0\nDEVNAME=vda\n")
+            .write("dev/vda", "")
             .write("proc/sys/kernel/cap_last_cap", "40\n")
             .write("proc/self/uid_map", "         0          0 4294967295\n")
             .write(
