@@ -1192,3 +1192,66 @@ fn the_build_context_leaves_out_target_and_git() {
         );
     }
 }
+
+/// `testpmd doctor --json` in a container of the test's image run with
+/// `options`: the `privileged` finding.
+fn doctor_privileged(s: &Session, options: &[&str]) -> (String, String) {
+    let image = s.test_image.clone().unwrap();
+    let mut args = vec![
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--entrypoint",
+        "testpmd",
+    ];
+    args.extend_from_slice(options);
+    args.extend_from_slice(&[image.as_str(), "doctor", "--json"]);
+    let out = s.podman(&args);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("podman {}: {e}: {}", args.join(" "), text(&out)));
+    let f = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["check"] == "privileged")
+        .unwrap_or_else(|| panic!("no privileged finding: {json}"));
+    (
+        f["status"].as_str().unwrap().to_string(),
+        f["finding"].as_str().unwrap().to_string(),
+    )
+}
+
+#[test]
+fn doctor_tells_a_privileged_container_from_one_with_every_capability() {
+    let Some(s) = Session::start() else { return };
+    // What podman makes of --privileged on this machine, whatever its bounding set.
+    let (status, finding) = doctor_privileged(&s, &["--privileged"]);
+    assert_eq!(status, "PASS", "{finding}");
+    assert!(
+        finding.starts_with("a privileged container: no seccomp filter, "),
+        "{finding}"
+    );
+    // The runtime's defaults: seccomp on, no devices of the machine, a short set.
+    let (status, finding) = doctor_privileged(&s, &[]);
+    assert_eq!(
+        status, "PASS",
+        "not needed without no-IOMMU devices: {finding}"
+    );
+    assert!(
+        finding.starts_with(
+            "not privileged: a seccomp filter is on (Seccomp: 2); 0 of the machine's "
+        ),
+        "{finding}"
+    );
+    assert!(finding.contains("lacks CAP_SYS_ADMIN"), "{finding}");
+    // Every capability the runtime has, and still not privileged.
+    let (_, finding) = doctor_privileged(&s, &["--cap-add", "ALL"]);
+    assert!(
+        finding.starts_with(
+            "not privileged: a seccomp filter is on (Seccomp: 2); 0 of the machine's "
+        ),
+        "{finding}"
+    );
+    assert!(!finding.contains("bounding set"), "{finding}");
+}
