@@ -3,7 +3,14 @@
 
 use std::path::PathBuf;
 
-use crate::{pod_file, read, repo};
+use crate::{pod_file, read};
+
+/// The manifests of pod/ the tests play.
+pub(crate) const SHIPPED: [&str; 3] = [
+    "pod_testpmd_virt.yaml",
+    "pod_testpmd.yaml",
+    "mlnx-pod_testpmd_connectx5.yaml",
+];
 
 /// The image the Containerfile's `runtime` stage starts from.
 pub(crate) fn containerfile_base() -> String {
@@ -77,16 +84,13 @@ impl Manifest {
         }
     }
 
-    /// Every Pod manifest of pod/.
-    pub(crate) fn all() -> Vec<Manifest> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(repo().join("pod"))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
-            .filter(|p| read(p).lines().any(|l| l.trim() == "kind: Pod"))
-            .collect();
-        files.sort();
-        files.into_iter().map(Manifest::read).collect()
+    /// The testpmd pods this test plays: the virtual deployment's, then the
+    /// other two (bare metal, mlx5).
+    pub(crate) fn shipped() -> Vec<Manifest> {
+        SHIPPED
+            .iter()
+            .map(|name| Manifest::read(pod_file(name)))
+            .collect()
     }
 
     /// podman's name of the container kube play makes.
