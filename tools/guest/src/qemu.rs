@@ -89,7 +89,13 @@ pub(crate) fn args(p: &QemuPlan) -> Vec<String> {
         machine.push_str(",memory-backend=mem");
     }
     a.extend(["-machine".into(), machine]);
-    let mut cmdline = format!("console=ttyS0 quiet panic=-1 hugepages={}", p.hugepages);
+    // no_timer_check: under TCG on a busy host the kernel's boot-time check of
+    // the IO-APIC timer can miss its window and panic ("timer doesn't work
+    // through Interrupt-remapped IO-APIC", arch/x86/kernel/apic/io_apic.c).
+    let mut cmdline = format!(
+        "console=ttyS0 quiet panic=-1 no_timer_check hugepages={}",
+        p.hugepages
+    );
     if p.mode == Mode::Type1 {
         // Interrupt remapping: vfio_iommu_type1 refuses a platform without it
         // (vfio_iommu_type1.c, allow_unsafe_interrupts). A vfio-user device behind
