@@ -1,12 +1,12 @@
-//! Real VFIO, run inside the QEMU guest of `../shared/lab/vfio-vm.sh` (see
-//! `tests/vfio_vm.rs`, which builds this binary and boots it in both modes).
+//! Real VFIO, run inside a QEMU guest of the project's harness (`tools/guest`;
+//! `tests/vfio_vm.rs` builds this binary and boots it in both modes).
 //!
-//! Every test is `#[ignore]` and does nothing unless `VFIO_VM_BDF` is set (the
-//! guest sets it, with `VFIO_VM_MODE` = type1 | noiommu and `VFIO_VM_BDFS`).
-//! Extra switches from the host: `VFIO_VM_EXPECT_VA=1` (the vIOMMU has a 48-bit
-//! address width, so IOVA mode VA must be chosen) and `VFIO_VM_POD_RENAME=1`
-//! (no-IOMMU: rename `/dev/vfio/noiommu-N` to `/dev/vfio/N` as the SR-IOV device
-//! plugin does in a pod, and open it that way).
+//! Every test is `#[ignore]` and does nothing unless `NICPOLL_GUEST_BDF` is set
+//! (the guest sets it, with `NICPOLL_GUEST_MODE` = type1 | noiommu and
+//! `NICPOLL_GUEST_BDFS`). Extra switches from the host: `NICPOLL_TEST_EXPECT_VA=1`
+//! (the vIOMMU has a 48-bit address width, so IOVA mode VA must be chosen) and
+//! `NICPOLL_TEST_POD_RENAME=1` (no-IOMMU: rename `/dev/vfio/noiommu-N` to
+//! `/dev/vfio/N` as the SR-IOV device plugin does in a pod, and open it that way).
 //!
 //! The e1000e test sends an ARP request through a TX ring in DMA memory and waits
 //! for QEMU's slirp to answer into an RX ring: DMA reads and writes at the IOVAs
@@ -24,17 +24,22 @@ use nicpoll::pci::{PciAddress, Sysfs};
 use nicpoll::vfio::{IommuType, VfioConfig, VfioContext, VfioDevice};
 
 fn guest() -> Option<(String, Vec<PciAddress>)> {
-    let bdf = std::env::var("VFIO_VM_BDF").ok().filter(|s| !s.is_empty());
+    let bdf = std::env::var("NICPOLL_GUEST_BDF")
+        .ok()
+        .filter(|s| !s.is_empty());
     let Some(bdf) = bdf else {
-        eprintln!("not in the VFIO guest (VFIO_VM_BDF unset): nothing to do");
+        eprintln!("not in the VFIO guest (NICPOLL_GUEST_BDF unset): nothing to do");
         return None;
     };
-    let all = std::env::var("VFIO_VM_BDFS").unwrap_or(bdf);
+    let all = std::env::var("NICPOLL_GUEST_BDFS").unwrap_or(bdf);
     let addrs = all
         .split_whitespace()
-        .map(|s| s.parse().expect("VFIO_VM_BDFS"))
+        .map(|s| s.parse().expect("NICPOLL_GUEST_BDFS"))
         .collect();
-    Some((std::env::var("VFIO_VM_MODE").unwrap_or_default(), addrs))
+    Some((
+        std::env::var("NICPOLL_GUEST_MODE").unwrap_or_default(),
+        addrs,
+    ))
 }
 
 fn flag(name: &str) -> bool {
@@ -110,7 +115,7 @@ fn guest_open_devices_map_bars_and_dma() {
     );
     match mode.as_str() {
         "noiommu" => assert_eq!(iova, IovaMode::Pa),
-        _ if flag("VFIO_VM_EXPECT_VA") => assert_eq!(iova, IovaMode::Va),
+        _ if flag("NICPOLL_TEST_EXPECT_VA") => assert_eq!(iova, IovaMode::Va),
         _ => {}
     }
     let devs = open_all(&ctx, &addrs, &mode);
@@ -189,8 +194,11 @@ fn get<T: Copy>(r: &DmaRegion, off: usize) -> T {
 }
 
 /// 82574 (e1000e) legacy rings: send "who-has 10.0.2.2" and wait for slirp's
-/// reply. Register offsets and bits from the 82574 datasheet (as in
-/// ../shared/lab/vfio-probe.c).
+/// reply. Register offsets as Linux's drivers/net/ethernet/intel/e1000e/regs.h
+/// names them (E1000_CTRL, E1000_STATUS, E1000_IMC, E1000_RCTL, E1000_TCTL,
+/// E1000_TIPG, E1000_RDBAL(0), E1000_TDBAL(0), E1000_RAL(0)), bits as its
+/// defines.h (E1000_CTRL_RST, E1000_CTRL_SLU, E1000_RCTL_*, E1000_TCTL_*,
+/// E1000_TXD_CMD_*); the legacy descriptor layouts of the 82574 datasheet.
 fn e1000e_arp<B: Bar>(bar: &B, mem: &DmaRegion) {
     const CTRL: usize = 0x0000;
     const STATUS: usize = 0x0008;
@@ -388,8 +396,8 @@ fn guest_permission_errors_name_the_fix() {
 #[ignore = "runs inside the QEMU guest (tests/vfio_vm.rs)"]
 fn guest_pod_renamed_noiommu_node() {
     let Some((mode, addrs)) = guest() else { return };
-    if mode != "noiommu" || !flag("VFIO_VM_POD_RENAME") {
-        println!("pod rename: only in no-IOMMU mode with VFIO_VM_POD_RENAME=1");
+    if mode != "noiommu" || !flag("NICPOLL_TEST_POD_RENAME") {
+        println!("pod rename: only in no-IOMMU mode with NICPOLL_TEST_POD_RENAME=1");
         return;
     }
     let sysfs = Sysfs::default();

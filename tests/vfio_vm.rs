@@ -1,53 +1,21 @@
-//! Real VFIO in a QEMU guest: builds `tests/vfio_guest.rs` and runs it inside
-//! `../shared/lab/vfio-vm.sh`, once with a vIOMMU (type1) and once in no-IOMMU
-//! mode (including the pod rename of `/dev/vfio/noiommu-N` to `/dev/vfio/N`).
+//! Real VFIO in a QEMU guest: builds `tests/vfio_guest.rs` and runs it in a
+//! guest of the project's harness (`tools/guest`), once with a vIOMMU (type1)
+//! and once in no-IOMMU mode (including the pod rename of `/dev/vfio/noiommu-N`
+//! to `/dev/vfio/N`).
 //!
 //! Each guest has a modern virtio-net and an e1000e, both bound to vfio-pci (two
-//! groups in one container). Skipped, with the reason printed, when
-//! `qemu-system-x86_64` or the harness is missing (Debian: `apt-get install
-//! qemu-system-x86 cpio xz-utils python3 file`; the no-IOMMU run also builds
-//! vfio.ko once with `make gcc-12 libelf1`). `VFIO_VM_SCRIPT` overrides the
-//! harness path, `VFIO_VM_CACHE` its download cache.
+//! groups in one container). When the machine cannot run the guest (no QEMU, no
+//! Debian archive, ...) the tests skip through `nicpoll_testkit::skip`, saying
+//! what is missing; under CI that fails the run. The harness's cache is
+//! `NICPOLL_GUEST_CACHE` (default `~/.cache/nicpoll-guest`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-fn on_path(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-}
-
-fn script() -> PathBuf {
-    std::env::var_os("VFIO_VM_SCRIPT").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/lab/vfio-vm.sh"),
-        PathBuf::from,
-    )
-}
-
-/// Why the guest runs cannot happen here, if they cannot.
-fn skip_reason(mode: &str) -> Option<String> {
-    if !on_path("qemu-system-x86_64") {
-        return Some(
-            "qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)".into(),
-        );
-    }
-    let s = script();
-    if !s.is_file() {
-        return Some(format!("the VFIO guest harness {} is missing", s.display()));
-    }
-    if mode == "noiommu" {
-        for t in ["make", "gcc-12"] {
-            if !on_path(t) {
-                return Some(format!(
-                    "the no-IOMMU guest needs {t} to build vfio.ko (apt-get install make gcc-12 libelf1)"
-                ));
-            }
-        }
-    }
-    None
-}
+use nicpoll_guest::{Guest, Mode, Nic, Outcome};
+use nicpoll_testkit::skip;
 
 /// Build the guest test binary; its path comes from cargo's JSON messages.
 fn guest_binary() -> &'static Result<PathBuf, String> {
@@ -91,65 +59,33 @@ fn guest_binary() -> &'static Result<PathBuf, String> {
     })
 }
 
-struct GuestRun {
-    status: i32,
-    output: String,
-    console: String,
+/// The guest both tests boot: virtio-net at 00:03.0 and e1000e at 00:04.0.
+fn guest(mode: Mode) -> Guest {
+    Guest::new()
+        .mode(mode)
+        .nic(Nic::virtio())
+        .nic(Nic::e1000e())
+        .timeout(Duration::from_secs(240))
 }
 
-fn run_guest(mode: &str, extra: &[&str]) -> GuestRun {
+fn run(guest: Guest, mode: &str) -> Outcome {
     let bin = match guest_binary() {
         Ok(b) => b,
         Err(e) => panic!("{e}"),
     };
-    let log =
-        std::env::temp_dir().join(format!("nicpoll-vfio-vm-{mode}-{}.log", std::process::id()));
-    let t = Instant::now();
-    let out = Command::new("bash")
-        .arg(script())
-        .args([
-            "--mode",
-            mode,
-            "--nic",
-            "virtio",
-            "--nic",
-            "e1000e",
-            "--timeout",
-            "240",
-        ])
-        .arg("--log")
-        .arg(&log)
-        .args(extra)
-        .arg("--")
-        .arg(bin)
-        .args(["--ignored", "--test-threads=1", "--nocapture"])
-        .output()
-        .expect("running vfio-vm.sh");
-    let output = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let console = std::fs::read_to_string(&log).unwrap_or_default();
-    let _ = std::fs::remove_file(&log);
+    let out = guest
+        .program(bin, ["--ignored", "--test-threads=1", "--nocapture"])
+        .run()
+        .unwrap_or_else(|e| panic!("the guest harness: {e}"));
     eprintln!(
-        "=== guest {mode}: exit {:?} after {:.1} s\n{output}",
-        out.status.code(),
-        t.elapsed().as_secs_f64()
+        "=== guest {mode}: status {:?} after {:.1} s\n{}",
+        out.status, out.seconds, out.output
     );
-    GuestRun {
-        status: out.status.code().unwrap_or(-1),
-        output,
-        console,
-    }
+    out
 }
 
-fn check_common(r: &GuestRun, mode: &str) {
-    assert_eq!(
-        r.status, 0,
-        "{mode} guest run failed:\n{}\n--- console:\n{}",
-        r.output, r.console
-    );
+fn check_common(r: &Outcome, mode: &str) {
+    assert_eq!(r.status, Some(0), "{mode} guest run failed: {}", r.report());
     assert!(
         r.output.contains("test result: ok. 5 passed; 0 failed"),
         "{mode}: the five guest tests must run and pass:\n{}",
@@ -164,20 +100,15 @@ fn check_common(r: &GuestRun, mode: &str) {
 
 #[test]
 fn vfio_in_guest_type1() {
-    if let Some(why) = skip_reason("type1") {
-        eprintln!("skipped: {why}");
-        return;
-    }
     // A 48-bit vIOMMU, so IOVA = VA fits (QEMU's default is 39 bits).
-    let r = run_guest(
-        "type1",
-        &[
-            "--qemu",
-            "-global intel-iommu.aw-bits=48",
-            "--env",
-            "VFIO_VM_EXPECT_VA=1",
-        ],
-    );
+    let g = guest(Mode::Type1)
+        .qemu_arg("-global")
+        .qemu_arg("intel-iommu.aw-bits=48")
+        .env("NICPOLL_TEST_EXPECT_VA", "1");
+    if let Some(why) = g.missing() {
+        return skip(why);
+    }
+    let r = run(g, "type1");
     check_common(&r, "type1");
     assert!(r.output.contains("IOVA mode Va"), "{}", r.output);
     assert!(r.output.contains("IOVA = PA on type1"), "{}", r.output);
@@ -201,11 +132,11 @@ fn vfio_in_guest_type1() {
 
 #[test]
 fn vfio_in_guest_noiommu_and_pod_rename() {
-    if let Some(why) = skip_reason("noiommu") {
-        eprintln!("skipped: {why}");
-        return;
+    let g = guest(Mode::NoIommu).env("NICPOLL_TEST_POD_RENAME", "1");
+    if let Some(why) = g.missing() {
+        return skip(why);
     }
-    let r = run_guest("noiommu", &["--env", "VFIO_VM_POD_RENAME=1"]);
+    let r = run(g, "noiommu");
     check_common(&r, "noiommu");
     assert!(r.output.contains("IOVA mode Pa"), "{}", r.output);
     assert!(
