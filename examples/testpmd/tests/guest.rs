@@ -1,6 +1,6 @@
-//! testpmd drives a virtio-net NIC through VFIO inside a QEMU guest
-//! (`../shared/lab/vfio-vm.sh`), once behind an emulated vIOMMU (type1) and once
-//! in no-IOMMU mode, each in ONE guest boot running `tests/guest/run.sh`:
+//! testpmd drives a virtio-net NIC through VFIO inside a QEMU guest of the
+//! project's harness (`tools/guest`), once behind an emulated vIOMMU (type1) and
+//! once in no-IOMMU mode, each in ONE guest boot running `tests/guest/run.sh`:
 //!
 //! 1. txonly for 1 s: the frames reach the host-side peer (`tests/guest/peer.py`,
 //!    on QEMU's `-netdev dgram` socket), which counts them;
@@ -10,12 +10,10 @@
 //!    SR-IOV device plugin does in a pod), txonly still reaches the peer.
 //!
 //! The type1 run's console must show no DMAR fault. The release testpmd is built
-//! (dynamic; its libraries go into the guest next to it) unless
-//! `NICPOLL_GUEST_TESTPMD` names a binary. Skipped, with the reason printed, when
-//! `qemu-system-x86_64`, python3 or the harness is missing (Debian: `apt-get
-//! install qemu-system-x86 cpio xz-utils file python3 gzip`; no-IOMMU also builds
-//! vfio.ko once with `make gcc-12 libelf1`). `VFIO_VM_SCRIPT` overrides the
-//! harness path, `VFIO_VM_CACHE` its download cache.
+//! (dynamic; the harness puts the libraries `ldd` lists into the guest) unless
+//! `NICPOLL_GUEST_TESTPMD` names a binary. When the machine cannot run the guest
+//! or the peer, the tests skip through `nicpoll_testkit::skip`, saying what is
+//! missing (a failure under CI).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,48 +21,37 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use nicpoll_guest::{Guest, Mode, Net, Nic, Outcome};
+use nicpoll_testkit::skip;
 use serde_json::Value;
-
-fn on_path(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-}
-
-fn script() -> PathBuf {
-    std::env::var_os("VFIO_VM_SCRIPT").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/lab/vfio-vm.sh"),
-        PathBuf::from,
-    )
-}
 
 fn guest_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guest")
 }
 
-/// Why the guest runs cannot happen here, if they cannot.
-fn skip_reason(mode: &str) -> Option<String> {
-    if !on_path("qemu-system-x86_64") {
-        return Some(
-            "qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)".into(),
-        );
+/// The guest a run boots, with the peer's socket; None (after the skip) when
+/// this machine cannot run it.
+fn guest(mode: Mode, peer_sock: &Path) -> Option<Guest> {
+    if let Some(t) = nicpoll_testkit::missing_command(&["python3"]) {
+        skip(format!(
+            "{t} for the host-side peer (apt-get install python3)"
+        ));
+        return None;
     }
-    if !on_path("python3") {
-        return Some("python3 (the host-side peer) is not installed".into());
+    let mut g = Guest::new()
+        .mode(mode)
+        .smp(2)
+        .nic(Nic::virtio().net(Net::Dgram(peer_sock.to_path_buf())))
+        .timeout(Duration::from_secs(240));
+    if mode == Mode::Type1 {
+        // A 48-bit vIOMMU, so IOVA = VA fits (QEMU's default is 39 bits).
+        g = g.qemu_arg("-global").qemu_arg("intel-iommu.aw-bits=48");
     }
-    let s = script();
-    if !s.is_file() {
-        return Some(format!("the VFIO guest harness {} is missing", s.display()));
+    if let Some(why) = g.missing() {
+        skip(why);
+        return None;
     }
-    if mode == "noiommu" {
-        for t in ["make", "gcc-12"] {
-            if !on_path(t) {
-                return Some(format!(
-                    "the no-IOMMU guest needs {t} to build vfio.ko (apt-get install make gcc-12 libelf1)"
-                ));
-            }
-        }
-    }
-    None
+    Some(g)
 }
 
 /// The release testpmd, built once per test process.
@@ -108,31 +95,17 @@ fn testpmd_release() -> &'static Result<PathBuf, String> {
     })
 }
 
-/// The files the guest needs: testpmd, its libraries (by `ldd`), the script.
-fn guest_files(testpmd: &Path) -> Vec<PathBuf> {
-    let mut files = vec![testpmd.to_path_buf()];
-    let out = Command::new("ldd").arg(testpmd).output().expect("ldd");
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
-        if let Some(p) = line.split_whitespace().find(|w| w.starts_with('/')) {
-            files.push(PathBuf::from(p));
-        }
-    }
-    files
-}
-
 struct Peer {
     child: Child,
     summary: PathBuf,
 }
 
 impl Peer {
-    fn start(dir: &Path) -> (Peer, PathBuf) {
-        let sock = dir.join("peer.sock");
+    fn start(dir: &Path, sock: &Path) -> Peer {
         let summary = dir.join("summary.json");
         let child = Command::new("python3")
             .arg(guest_dir().join("peer.py"))
-            .arg(&sock)
+            .arg(sock)
             .arg(&summary)
             .arg("600")
             .stdout(Stdio::inherit())
@@ -143,7 +116,7 @@ impl Peer {
         while !summary.exists() && t.elapsed() < Duration::from_secs(10) {
             std::thread::sleep(Duration::from_millis(20));
         }
-        (Peer { child, summary }, sock)
+        Peer { child, summary }
     }
 
     /// Stop the peer (it saves its counters on SIGTERM) and read them.
@@ -205,9 +178,7 @@ fn phases(output: &str) -> BTreeMap<String, Phase> {
 }
 
 struct GuestRun {
-    status: i32,
-    output: String,
-    console: String,
+    out: Outcome,
     phases: BTreeMap<String, Phase>,
     peer: Value,
 }
@@ -215,51 +186,35 @@ struct GuestRun {
 /// Guests run one at a time: each keeps two vCPUs busy polling.
 static ONE_GUEST: Mutex<()> = Mutex::new(());
 
-fn run_guest(mode: &str) -> GuestRun {
+/// Boot the guest of `mode` and run the phases; None when it cannot run here.
+fn run_guest(mode: Mode) -> Option<GuestRun> {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("peer.sock");
+    let guest = guest(mode, &sock)?;
     let _one = ONE_GUEST.lock().unwrap_or_else(|e| e.into_inner());
     let bin = match testpmd_release() {
         Ok(b) => b,
         Err(e) => panic!("{e}"),
     };
-    let dir = tempfile::tempdir().unwrap();
-    let (peer, sock) = Peer::start(dir.path());
-    let log = dir.path().join("console.log");
-    let mut cmd = Command::new("bash");
-    cmd.arg(script())
-        .args(["--mode", mode, "--smp", "2", "--timeout", "240"])
-        .args(["--nic", "virtio", "--net"])
-        .arg(format!("dgram:{}", sock.display()))
-        .arg("--log")
-        .arg(&log);
-    if mode == "type1" {
-        // A 48-bit vIOMMU, so IOVA = VA fits (QEMU's default is 39 bits).
-        cmd.args(["--qemu", "-global intel-iommu.aw-bits=48"]);
-    }
-    for f in guest_files(bin) {
-        cmd.arg("--file").arg(f);
-    }
-    cmd.arg("--").arg(guest_dir().join("run.sh"));
-    let t = Instant::now();
-    let out = cmd.output().expect("running vfio-vm.sh");
-    let output = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let peer = Peer::start(dir.path(), &sock);
+    let out = guest
+        .file(bin)
+        .program(guest_dir().join("run.sh"), Vec::<String>::new())
+        .run()
+        .unwrap_or_else(|e| panic!("the guest harness: {e}"));
     let peer = peer.finish();
-    let console = std::fs::read_to_string(&log).unwrap_or_default();
     eprintln!(
-        "=== guest {mode}: exit {:?} after {:.1} s\n{output}\n=== peer: {peer}",
-        out.status.code(),
-        t.elapsed().as_secs_f64()
+        "=== guest {}: status {:?} after {:.1} s\n{}\n=== peer: {peer}",
+        mode.name(),
+        out.status,
+        out.seconds,
+        out.output
     );
-    GuestRun {
-        status: out.status.code().unwrap_or(-1),
-        phases: phases(&output),
-        output,
-        console,
+    Some(GuestRun {
+        phases: phases(&out.output),
+        out,
         peer,
-    }
+    })
 }
 
 fn stat(p: &Phase, key: &str) -> u64 {
@@ -275,17 +230,18 @@ fn n(v: &Value, key: &str) -> u64 {
 /// Phases 1-3, common to both modes.
 fn check_common(r: &GuestRun, mode: &str) {
     assert_eq!(
-        r.status, 0,
-        "{mode} guest run failed:\n{}\n--- console:\n{}",
-        r.output, r.console
+        r.out.status,
+        Some(0),
+        "{mode} guest run failed: {}",
+        r.out.report()
     );
-    assert!(r.output.contains("=== GUEST DONE"), "{}", r.output);
+    assert!(r.out.output.contains("=== GUEST DONE"), "{}", r.out.output);
     for name in ["txonly", "rxonly", "icmpecho"] {
         let p = r
             .phases
             .get(name)
             .unwrap_or_else(|| panic!("{mode}: no {name} phase"));
-        assert_eq!(p.rc, Some(0), "{mode}: {name} failed:\n{}", r.output);
+        assert_eq!(p.rc, Some(0), "{mode}: {name} failed:\n{}", r.out.output);
         assert!(
             p.final_stats.is_some(),
             "{mode}: {name} printed no final statistics"
@@ -293,7 +249,7 @@ fn check_common(r: &GuestRun, mode: &str) {
         eprintln!("{mode}: {name} took {:.2} s in the guest", p.secs);
     }
     assert!(
-        r.output.matches("mbufs back in the pool").count() >= 3,
+        r.out.output.matches("mbufs back in the pool").count() >= 3,
         "{mode}: every run returns every mbuf"
     );
     // 1. txonly frames reach the peer: at most a ring (256) plus the device's one
@@ -356,23 +312,23 @@ fn check_common(r: &GuestRun, mode: &str) {
 
 #[test]
 fn virtio_through_vfio_type1() {
-    if let Some(why) = skip_reason("type1") {
-        eprintln!("skipped: {why}");
+    let Some(r) = run_guest(Mode::Type1) else {
         return;
-    }
-    let r = run_guest("type1");
+    };
     check_common(&r, "type1");
     assert!(
-        r.output
+        r.out
+            .output
             .contains("IOMMU type1v2, 1 device(s), IOVA mode VA"),
         "{}",
-        r.output
+        r.out.output
     );
     assert!(
-        r.output.contains("ACCESS_PLATFORM"),
+        r.out.output.contains("ACCESS_PLATFORM"),
         "the vIOMMU's virtio takes ACCESS_PLATFORM"
     );
     let faults: Vec<&str> = r
+        .out
         .console
         .lines()
         .filter(|l| l.contains("DMAR") && l.to_lowercase().contains("fault"))
@@ -383,43 +339,47 @@ fn virtio_through_vfio_type1() {
         faults.join("\n")
     );
     assert!(
-        r.output.contains("kernel: ") && r.output.contains("DMAR: IOMMU enabled"),
+        r.out.output.contains("kernel: ") && r.out.output.contains("DMAR: IOMMU enabled"),
         "the guest has a vIOMMU"
     );
     assert!(
-        r.output.contains("=== kernel log: 0 IOMMU fault line(s)"),
+        r.out
+            .output
+            .contains("=== kernel log: 0 IOMMU fault line(s)"),
         "{}",
-        r.output
+        r.out.output
     );
 }
 
 #[test]
 fn virtio_through_vfio_noiommu_and_pod_rename() {
-    if let Some(why) = skip_reason("noiommu") {
-        eprintln!("skipped: {why}");
+    let Some(r) = run_guest(Mode::NoIommu) else {
         return;
-    }
-    let r = run_guest("noiommu");
+    };
     check_common(&r, "noiommu");
     assert!(
-        r.output
+        r.out
+            .output
             .contains("no-IOMMU (physical addresses), 1 device(s), IOVA mode PA"),
         "{}",
-        r.output
+        r.out.output
     );
     assert!(
-        r.output
+        r.out
+            .output
             .contains("vfio-noiommu device opened by user (testpmd"),
         "the kernel logs testpmd's no-IOMMU use"
     );
     // 4. The pod's /dev/vfio/N: the same binary still sends.
     assert!(
-        r.output.contains("pod rename: /dev/vfio now holds 0 vfio"),
+        r.out
+            .output
+            .contains("pod rename: /dev/vfio now holds 0 vfio"),
         "{}",
-        r.output
+        r.out.output
     );
     let p = &r.phases["podrename"];
-    assert_eq!(p.rc, Some(0), "{}", r.output);
+    assert_eq!(p.rc, Some(0), "{}", r.out.output);
     let sent = stat(p, "tx_packets");
     let got = n(&r.peer["udp_by_dst"], "198.18.0.3");
     eprintln!("noiommu: after the pod rename txonly sent {sent}, the peer got {got}");

@@ -1,17 +1,15 @@
 #!/bin/sh
-# Runs inside the vfio-vm.sh guest (examples/testpmd/tests/guest.rs): testpmd drives
-# the guest's virtio-net NIC ($VFIO_VM_BDF, bound to vfio-pci) in one boot:
+# Runs inside the harness's guest (examples/testpmd/tests/guest.rs): testpmd drives
+# the guest's virtio-net NIC ($NICPOLL_GUEST_BDF, bound to vfio-pci) in one boot:
 #   txonly    frames to the host peer
 #   rxonly    frames the peer injects, until 200 are counted
 #   icmpecho  answers the peer's ARP request and pings
 #   podrename (no-IOMMU only) txonly again after /dev/vfio/noiommu-N became /dev/vfio/N
 # Each phase is framed by "=== PHASE name BEGIN/EXIT rc" lines; testpmd prints its
-# final statistics as JSON (--stats-format json), one object per line.
+# final statistics as JSON (--stats-format json), one object per line. testpmd
+# came as a file in /lab, its libraries at their own paths.
 cd /lab || exit 1
-# The dynamic testpmd and its libraries came as files in /lab.
-mkdir -p /lib64 && ln -sf /lab/ld-linux-x86-64.so.2 /lib64/ld-linux-x86-64.so.2
-export LD_LIBRARY_PATH=/lab
-B=${VFIO_VM_BDF:?}
+B=${NICPOLL_GUEST_BDF:?}
 phase() {
     name=$1; shift
     echo "=== PHASE $name BEGIN $(cut -d' ' -f1 /proc/uptime)"
@@ -22,7 +20,7 @@ phase() {
 phase txonly --forward-mode=txonly --run-time=1
 phase rxonly --forward-mode=rxonly --max-packets=200 --run-time=30
 phase icmpecho --forward-mode=icmpecho --run-time=3
-if [ "$VFIO_VM_MODE" = noiommu ]; then
+if [ "$NICPOLL_GUEST_MODE" = noiommu ]; then
     # As the SR-IOV device plugin mounts it in a pod.
     for n in /dev/vfio/noiommu-*; do mv "$n" "/dev/vfio/${n#/dev/vfio/noiommu-}"; done
     echo "pod rename: /dev/vfio now holds $(ls /dev/vfio | tr '\n' ' ')"
