@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # virtio-guest.sh - txonly and rxonly Mpps of nicpoll's virtio PMD and of
 # dpdk-testpmd's net_virtio, both driving the same emulated virtio-net NIC through
-# VFIO inside ONE QEMU guest boot (../shared/lab/vfio-vm.sh, TCG: no KVM).
+# VFIO inside ONE QEMU guest boot (the project's harness, tools/guest; TCG: no KVM).
 #
 #   benches/virtio-guest.sh [--mode noiommu|type1] [--seconds N] [--cpu MODEL] [--out DIR]
 #
@@ -35,10 +35,10 @@
 #     lines both tools print (per-port block), first and last samples of each run
 #     left out, over both runs of a tool and mode.
 #
-# Needs what vfio-vm.sh needs (qemu-system-x86, cpio, gzip, xz-utils, python3; make,
-# gcc-12, libelf1 for noiommu), cargo, and Debian's dpdk packages for the DPDK runs
-# (/usr/bin/dpdk-testpmd; skipped with a note if missing). Never touches a host NIC:
-# every device access happens inside the guest.
+# Needs what the harness needs (`cargo run -p nicpoll-guest -- check --mode noiommu`
+# says what is missing), python3, cargo, and Debian's dpdk packages for the DPDK
+# runs (/usr/bin/dpdk-testpmd; skipped with a note if missing). Never touches a
+# host NIC: every device access happens inside the guest.
 set -euo pipefail
 
 MODE=noiommu SECS=6 OUT="" CPU="qemu64,+ssse3,+sse4.1,+sse4.2,+popcnt"
@@ -53,45 +53,38 @@ while [ $# -gt 0 ]; do
     esac
 done
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-HARNESS=${VFIO_VM_SCRIPT:-$ROOT/../shared/lab/vfio-vm.sh}
-[ -f "$HARNESS" ] || { echo "missing $HARNESS (set VFIO_VM_SCRIPT)" >&2; exit 1; }
 OUT=${OUT:-$(mktemp -d "${TMPDIR:-/tmp}/virtio-guest.XXXXXX")}
-mkdir -p "$OUT/files"
-
-echo "== building the release testpmd"
-BIN=$(cd "$ROOT" && cargo build --release -p testpmd --bin testpmd --message-format=json |
+mkdir -p "$OUT"
+cargo_bin() {  # cargo_bin PACKAGE PROFILE-ARGS...: build and print the binary's path
+    local p=$1; shift
+    (cd "$ROOT" && cargo build "$@" -p "$p" --bin "$p" --message-format=json |
       python3 -c 'import json,sys
 for l in sys.stdin:
     m = json.loads(l)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "testpmd" and m.get("executable"):
+    if m.get("reason") == "compiler-artifact" and m.get("executable"):
         print(m["executable"])' | tail -1)
-[ -x "$BIN" ] || { echo "no testpmd binary from cargo" >&2; exit 1; }
+}
+echo "== building the release testpmd and the guest harness"
+BIN=$(cargo_bin testpmd --release)
+HARNESS=$(cargo_bin nicpoll-guest)
+[ -x "$BIN" ] && [ -x "$HARNESS" ] || { echo "cargo built no testpmd or nicpoll-guest" >&2; exit 1; }
 
-# Guest files: binaries and every library they (and the DPDK PMDs) load, flat in /lab.
-libs() { ldd "$1" 2>/dev/null | grep -o '/[^ ]*' || true; }
-cp "$BIN" "$OUT/files/testpmd"
-FILES=("$OUT/files/testpmd")
-add() { local f; for f in "$@"; do b=$(basename "$f"); [ -e "$OUT/files/$b" ] || cp -L "$f" "$OUT/files/$b"; FILES+=("$OUT/files/$b"); done; }
-add $(libs "$BIN")
+# Guest files: the harness copies each into /lab and the libraries ldd lists for
+# it to their own paths.
+FILES=("$BIN")
 DPDK=0
 PMDS=/usr/lib/x86_64-linux-gnu/dpdk/pmds-23.0
 if [ -x /usr/bin/dpdk-testpmd ] && [ -e $PMDS/librte_net_virtio.so.23 ]; then
     DPDK=1
-    add /usr/bin/dpdk-testpmd $(libs /usr/bin/dpdk-testpmd)
-    add $PMDS/librte_net_virtio.so.23 $PMDS/librte_mempool_ring.so.23
-    add $(libs $PMDS/librte_net_virtio.so.23) $(libs $PMDS/librte_mempool_ring.so.23)
+    FILES+=(/usr/bin/dpdk-testpmd "$PMDS/librte_net_virtio.so.23" "$PMDS/librte_mempool_ring.so.23")
 else
     echo "note: dpdk-testpmd or its net_virtio PMD is not installed (apt-get install dpdk); nicpoll only"
 fi
-# A path can appear twice (loader); keep unique names.
-mapfile -t FILES < <(printf '%s\n' "${FILES[@]}" | sort -u)
 
 cat > "$OUT/bench.sh" <<EOF
 #!/bin/sh
 cd /lab
-mkdir -p /lib64 && ln -sf /lab/ld-linux-x86-64.so.2 /lib64/ld-linux-x86-64.so.2
-export LD_LIBRARY_PATH=/lab
-B=\$VFIO_VM_BDF
+B=\$NICPOLL_GUEST_BDF
 COMMON="--port-topology=loop --burst=32 --txpkts=64 --rxd=256 --txd=256 --stats-period=1"
 np() { echo "=== RUN nicpoll \$1"; ./testpmd -l 0,1 -a \$B --file-prefix=np -- --forward-mode=\$1 \$COMMON --run-time=$SECS --no-latency; echo "=== END \$?"; }
 dp() { echo "=== RUN dpdk \$1"; timeout -s INT $SECS ./dpdk-testpmd -l 0,1 -n 1 --in-memory --no-telemetry -a \$B \\
@@ -152,10 +145,10 @@ trap 'kill $PEER 2>/dev/null || true' EXIT
 sleep 0.3
 ARGS=(--mode "$MODE" --smp 2 --cpu "$CPU" --mem 2048 --hugepages 256 --timeout 600
       --nic virtio --net "dgram:$OUT/peer.sock" --log "$OUT/console.log")
-[ "$MODE" = type1 ] && ARGS+=(--qemu "-global intel-iommu.aw-bits=48")
+[ "$MODE" = type1 ] && ARGS+=(--qemu-arg=-global --qemu-arg=intel-iommu.aw-bits=48)
 for f in "${FILES[@]}"; do ARGS+=(--file "$f"); done
 T0=$(date +%s)
-bash "$HARNESS" "${ARGS[@]}" -- "$OUT/bench.sh" > "$OUT/guest.txt" 2>&1 || {
+"$HARNESS" run "${ARGS[@]}" -- "$OUT/bench.sh" > "$OUT/guest.txt" 2>&1 || {
     echo "guest run failed; see $OUT/guest.txt and $OUT/console.log" >&2; tail -30 "$OUT/guest.txt" >&2; exit 1; }
 echo "guest run took $(( $(date +%s) - T0 )) s"
 
