@@ -22,7 +22,7 @@
 #      i.e. seconds WARM .. WARM+MEAS. Rate = packets / time summed over both
 #      ports' Rx (= packets the forwarding core received and transmitted), each
 #      block's duration recovered as dPackets/pps, so a late print does not bias
-#      the result (the same method as shared/bench/dpdk-baseline.sh).
+#      the result.
 #   4. Contention: before every run it waits (at most QUIET_WAIT s) until other
 #      processes use <= QUIET_PCT % of one CPU. During the window it measures
 #      "foreign" CPU = all user+nice+system time minus our testpmd and the
