@@ -254,9 +254,19 @@ fn initramfs(
     Ok(fs)
 }
 
-/// A fresh folder for one run under `CACHE/run`.
+/// A fresh folder for one run under `CACHE/run`, named after this process;
+/// folders of processes that are gone (killed before they cleaned up) go.
 fn run_dir(cache: &Cache) -> Result<PathBuf> {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    if let Ok(entries) = std::fs::read_dir(cache.path("run")) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let pid = name.split('-').next().unwrap_or_default();
+            if !pid.is_empty() && !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = cache.path(&format!("run/{}-{n}", std::process::id()));
     cache::remove(&dir)?;

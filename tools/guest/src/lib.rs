@@ -40,6 +40,35 @@
 //! each piece renamed into place when whole, so an interrupted preparation
 //! resumes. [`Guest::missing`] says, before anything is downloaded or booted,
 //! what this machine lacks to run the guest.
+//!
+//! **A vfio-user server under test.** Start the server listening on a socket in
+//! a folder of the test's own (a temporary folder: the harness shows that folder
+//! to QEMU 11 in the chroot for the run), then boot a guest with one
+//! [`VfioUser`] per socket; QEMU connects once per boot, so the server accepts
+//! again for the next guest. Device j is `0000:00:1j.0` in the guest.
+//!
+//! ```no_run
+//! use nicpoll_guest::{Driver, Guest, Mode, VfioUser};
+//! use std::time::Duration;
+//! let dir = std::path::Path::new("/tmp/my-test");          // the test's own folder
+//! // ... the server listens on dir/vf0.sock and dir/vf1.sock ...
+//! let guest = Guest::new()
+//!     .mode(Mode::NoIommu)
+//!     .vfio_user(VfioUser::new(dir.join("vf0.sock")))       // left to Linux's iavf
+//!     .vfio_user(VfioUser::new(dir.join("vf1.sock")).driver(Driver::VfioPci))
+//!     .kmod("iavf")
+//!     .dpdk()
+//!     .smp(2)
+//!     .program("tests/guest/both.sh", ["--seconds", "5"]);
+//! if let Some(why) = guest.missing() {
+//!     return; // a test calls nicpoll_testkit::skip(why) here
+//! }
+//! let running = guest.spawn().expect("the harness");
+//! assert!(running.wait_for_output("forwarding", Duration::from_secs(120)));
+//! // ... act on the host side (a PF reset, traffic on the uplink) ...
+//! let out = running.wait();
+//! assert_eq!(out.status, Some(0), "{}", out.report());
+//! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
