@@ -367,7 +367,7 @@ pub(crate) fn spawn(g: &Guest, cache: &Cache, k: &Kernel) -> Result<RunningGuest
         bios: bios_on_host.is_file().then_some(Path::new(qboot)),
         extra: &g.qemu_args,
     });
-    let mut cmd = match emulator {
+    let cmd = match emulator {
         Emulator::Host => {
             let mut c = Command::new("qemu-system-x86_64");
             c.args(&args);
@@ -409,9 +409,11 @@ pub(crate) fn spawn(g: &Guest, cache: &Cache, k: &Kernel) -> Result<RunningGuest
             chroot.command(&binds, &argv)?
         }
     };
-    if let Some(ns) = g.netns() {
-        cmd = in_netns(ns, &cmd);
-    }
+    let cmd = match g.netns() {
+        Some(ns) => in_netns(ns, &cmd),
+        None => cmd,
+    };
+    let mut cmd = dies_with_spawner(&cmd);
     let log = match &g.log {
         Some(p) => Some(std::fs::File::create(p).map_err(|e| {
             Error::new(format!(
@@ -434,19 +436,16 @@ pub(crate) fn spawn(g: &Guest, cache: &Cache, k: &Kernel) -> Result<RunningGuest
             Error::new(format!(
                 "cannot start {}: {e}; {}",
                 cmd.get_program().to_string_lossy(),
-                match emulator {
-                    Emulator::Host => "apt-get install qemu-system-x86",
-                    Emulator::Qemu11 => "unshare comes with util-linux",
-                }
+                "setpriv, nsenter and unshare come with util-linux"
             ))
         })?;
     Ok(RunningGuest::start(child, g.timeout, g.echo, log, dir))
 }
 
-/// `cmd` run in the network namespace `ns` (made with `ip netns add`).
-fn in_netns(ns: &str, cmd: &Command) -> Command {
-    let mut c = Command::new("nsenter");
-    c.arg(format!("--net=/run/netns/{ns}"))
+/// `cmd` started through `program` and its `args` (each of which execs it).
+fn wrapped(program: &str, args: &[String], cmd: &Command) -> Command {
+    let mut c = Command::new(program);
+    c.args(args)
         .arg("--")
         .arg(cmd.get_program())
         .args(cmd.get_args());
@@ -459,6 +458,18 @@ fn in_netns(ns: &str, cmd: &Command) -> Command {
     c
 }
 
+/// `cmd` run in the network namespace `ns` (made with `ip netns add`).
+fn in_netns(ns: &str, cmd: &Command) -> Command {
+    wrapped("nsenter", &[format!("--net=/run/netns/{ns}")], cmd)
+}
+
+/// `cmd` killed by the kernel when the thread that started it ends (the
+/// parent-death signal survives the execs down to QEMU), so a test that dies
+/// leaves no guest running.
+fn dies_with_spawner(cmd: &Command) -> Command {
+    wrapped("setpriv", &["--pdeathsig".into(), "KILL".into()], cmd)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -467,6 +478,32 @@ mod tests {
     fn shell_quotes_survive_quotes() {
         assert_eq!(quote("a b"), "'a b'");
         assert_eq!(quote("it's"), "'it'\\''s'");
+    }
+
+    #[test]
+    fn a_guest_process_dies_with_the_thread_that_started_it() {
+        let pid = std::thread::spawn(|| {
+            let mut c = Command::new("sleep");
+            c.arg("30");
+            let child = dies_with_spawner(&c).spawn().unwrap();
+            // Give setpriv the time to exec sleep before this thread ends.
+            std::thread::sleep(Duration::from_millis(300));
+            let pid = child.id();
+            std::mem::forget(child);
+            pid
+        })
+        .join()
+        .unwrap();
+        let t = Instant::now();
+        let gone = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+                s.split(") ").nth(1).is_some_and(|r| r.starts_with('Z'))
+            })
+        };
+        while !gone() && t.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(gone(), "sleep {pid} outlived the thread that started it");
     }
 
     #[test]

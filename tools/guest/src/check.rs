@@ -84,6 +84,7 @@ pub(crate) fn missing(g: &Guest, cache: &Cache) -> Option<String> {
         }
     };
     tool(&mut lacks, "ldd", "libc-bin");
+    tool(&mut lacks, "setpriv", "util-linux");
     let emulator = g.resolved_emulator();
     let chroot = emulator == Emulator::Qemu11 || g.dpdk;
     if emulator == Emulator::Host {

@@ -509,7 +509,8 @@ impl Guest {
         boot::prepare(self, &self.cache()?)
     }
 
-    /// Prepare, then boot the guest and return while it runs.
+    /// Prepare, then boot the guest and return while it runs. QEMU is killed
+    /// when the thread that called this ends: wait for it on the same thread.
     pub fn spawn(&self) -> Result<RunningGuest> {
         self.validate()?;
         let cache = self.cache()?;
