@@ -8,6 +8,7 @@ use std::mem::{offset_of, size_of};
 use std::path::PathBuf;
 use std::process::Command;
 
+use crate::verbs::fake;
 use crate::verbs::*;
 
 /// (C expression, value our mirror gives).
@@ -783,6 +784,27 @@ fn items() -> Vec<Item> {
         ("IBV_EVENT_PORT_ERR", IBV_EVENT_PORT_ERR as usize),
         ("IBV_EVENT_WQ_FATAL", IBV_EVENT_WQ_FATAL as usize),
         ("UINTPTR_MAX == (uintptr_t)__VERBS_ABI_IS_EXTENDED", 1),
+        // The fake library's own (what libmlx5 checks the attributes against).
+        (
+            "IBV_CREATE_CQ_SUP_WC_FLAGS",
+            fake::IBV_CREATE_CQ_SUP_WC_FLAGS as usize,
+        ),
+        (
+            "IBV_CQ_INIT_ATTR_MASK_PD",
+            fake::IBV_CQ_INIT_ATTR_MASK_PD as usize,
+        ),
+        (
+            "IBV_CREATE_CQ_ATTR_IGNORE_OVERRUN",
+            fake::IBV_CREATE_CQ_ATTR_IGNORE_OVERRUN as usize,
+        ),
+        (
+            "IBV_PARENT_DOMAIN_INIT_ATTR_ALLOCATORS",
+            fake::IBV_PARENT_DOMAIN_INIT_ATTR_ALLOCATORS as usize,
+        ),
+        (
+            "IBV_PARENT_DOMAIN_INIT_ATTR_PD_CONTEXT",
+            fake::IBV_PARENT_DOMAIN_INIT_ATTR_PD_CONTEXT as usize,
+        ),
     ] {
         v.push((expr.to_string(), val));
     }

@@ -16,8 +16,8 @@ use crate::sysfs::fake_tree::{TempRoot, add_function, add_virtual};
 use crate::verbs::fake::{FakeConfig, Nic};
 use crate::verbs::{
     IBV_ACCESS_RELAXED_ORDERING, IBV_CREATE_CQ_ATTR_SINGLE_THREADED, IBV_LINK_LAYER_INFINIBAND,
-    IBV_WC_LOC_PROT_ERR, IBV_WC_LOC_QP_OP_ERR, IBV_WC_RECV, IBV_WC_SUCCESS, IBV_WC_WR_FLUSH_ERR,
-    IbvWc,
+    IBV_WC_GENERAL_ERR, IBV_WC_LOC_PROT_ERR, IBV_WC_LOC_QP_OP_ERR, IBV_WC_RECV, IBV_WC_SUCCESS,
+    IBV_WC_WR_FLUSH_ERR, IBV_WQS_ERR, IBV_WQS_RDY, IbvWc,
 };
 
 const OUR_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
@@ -573,16 +573,91 @@ fn fatal_receive_errors_reset_the_queue() {
             },
             true,
         );
+        assert_eq!(
+            b.nic.wq_state(0),
+            Some(IBV_WQS_ERR),
+            "status {status}: the device stopped the queue"
+        );
         let mut batch = MbufBatch::with_burst(32);
         assert_eq!(b.q.rx[0].rx_burst(&mut batch), 0);
         assert_eq!(b.xstat("rx_q0_recoveries"), 1, "status {status}");
         assert_eq!(b.xstat("rx_q0_bad_status"), 1, "status {status}");
+        assert_eq!(b.nic.wq_state(0), Some(IBV_WQS_RDY), "status {status}");
         assert_eq!(b.nic.posted(0), 64);
         b.nic.receive(&frame(OUR_MAC, 0x88b5, 64, 1));
         assert_eq!(b.q.rx[0].rx_burst(&mut batch), 1);
+        assert_eq!(b.nic.missed(), 0, "status {status}");
         batch.clear();
         b.finish();
     }
+}
+
+#[test]
+fn other_receive_errors_are_counted_without_a_reset() {
+    // An error the device does not treat as fatal (here the status libmlx5
+    // gives an unknown syndrome) leaves the queue running, like a length
+    // error: a reset would drop the frames behind it.
+    let mut b = Bench::new(
+        FakeConfig::default(),
+        "net_mlx5,iface=fake0",
+        1,
+        1,
+        64,
+        1024,
+    );
+    b.nic.receive(&frame(OUR_MAC, 0x88b5, 100, 1));
+    b.nic.complete_posted(
+        0,
+        IbvWc {
+            status: IBV_WC_GENERAL_ERR,
+            opcode: IBV_WC_RECV,
+            ..Default::default()
+        },
+        true,
+    );
+    b.nic.receive(&frame(OUR_MAC, 0x88b5, 100, 2));
+    assert_eq!(b.nic.wq_state(0), Some(IBV_WQS_RDY));
+    let mut got = 0;
+    let mut batch = MbufBatch::with_burst(2);
+    for _ in 0..4 {
+        got += b.q.rx[0].rx_burst(&mut batch);
+        batch.clear();
+    }
+    assert_eq!(got, 2, "the frames on both sides of the error arrive");
+    assert_eq!(b.xstat("rx_q0_bad_status"), 1);
+    assert_eq!(b.xstat("rx_q0_recoveries"), 0, "no reset");
+    assert_eq!(b.port.stats().ierrors, 1);
+    b.nic.receive(&frame(OUR_MAC, 0x88b5, 100, 3));
+    assert_eq!(drain(b.q.rx[0].as_mut()).len(), 1);
+    assert_eq!(b.nic.missed(), 0);
+    b.finish();
+}
+
+#[test]
+fn a_failed_poll_is_counted_and_does_not_reset_the_queue() {
+    // libmlx5 fails a poll it cannot parse; resetting the WQ would not repair
+    // the CQ, and would throw away the frames already completed.
+    let mut b = Bench::new(
+        FakeConfig::default(),
+        "net_mlx5,iface=fake0",
+        1,
+        1,
+        64,
+        1024,
+    );
+    b.nic.receive(&frame(OUR_MAC, 0x88b5, 100, 1));
+    b.nic.fail_next_poll();
+    let mut batch = MbufBatch::with_burst(32);
+    assert_eq!(b.q.rx[0].rx_burst(&mut batch), 0);
+    assert_eq!(b.xstat("rx_q0_poll_errors"), 1);
+    assert_eq!(b.xstat("rx_q0_recoveries"), 0, "no reset");
+    assert_eq!(
+        b.q.rx[0].rx_burst(&mut batch),
+        1,
+        "the frame completed before the failed poll is still there"
+    );
+    batch.clear();
+    b.finish();
 }
 
 #[test]

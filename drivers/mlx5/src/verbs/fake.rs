@@ -4,21 +4,39 @@
 //! point to the `extern "C"` functions below, so the driver runs exactly the
 //! dispatch it runs against rdma-core.
 //!
-//! The NIC emulates what the driver relies on:
+//! The NIC emulates what the driver relies on. Where a test depends on how
+//! rdma-core's libmlx5 or the device behaves, the behaviour follows rdma-core
+//! v56.1 (Debian trixie), cited at each place as `file:line` of its
+//! `providers/mlx5/` (`driver.h`: `libibverbs/driver.h`), and the kernel:
 //! - flow steering: a frame from the wire goes to the best (lowest priority
 //!   number) matching flow's hash QP, then through its indirection table to a
 //!   work queue; frames no flow matches go to "the kernel" (recorded);
-//! - receive: the first posted buffer of the WQ gets the frame (a frame longer
-//!   than the buffer gives a local-length-error completion and puts the WQ in
-//!   error, as the hardware does); no buffer: counted as missed;
+//! - receive: the first posted buffer of the WQ gets the frame; a frame longer
+//!   than the buffer consumes it with IBV_WC_LOC_LEN_ERR and the WQ keeps
+//!   running; an error the device treats as fatal (local QP operation, local
+//!   protection, flush) moves the WQ to the error state, where it receives
+//!   nothing until it is reset ([`Nic::complete_posted`]); no buffer, or a WQ
+//!   not ready: counted as missed;
 //! - send: a RAW_PACKET QP in RTS "transmits" each request when it is posted
 //!   (inline data copied, others read through the registered region, checked
 //!   against the MR's lkey and bounds), completes signalled ones, and with
 //!   `loopback` puts the frame back on the wire; the send queue holds
 //!   `max_send_wr` requests until a completion covering them is polled;
+//! - completion queues as libmlx5 makes them (`ibv_create_cq_ex`'s checks, the
+//!   lock-free extended poll functions of a single-threaded CQ), doorbell
+//!   registers as libmlx5 hands them out (4 dedicated, then 12 shared, then the
+//!   least used shared one; a thread domain's own), thread and parent domains;
 //! - errors on demand (open, create_qp, create_flow, reg_mr errno, a failing
-//!   send), the kernel's EBUSY when an object is destroyed while another still
-//!   uses it, and object accounting so tests can check nothing leaks.
+//!   send, a failing poll), the kernel's EBUSY when an object is destroyed
+//!   while another still uses it, and object accounting so tests can check
+//!   nothing leaks.
+//!
+//! Deliberately stricter than libmlx5 (to catch driver mistakes, never to
+//! decide what the device does): a post to a send QP not in RTS (or error) is
+//! refused (libmlx5 does not look at the state, `qp.c:804-850`, and the device
+//! would ignore the request), and a receive SGE outside every registered region
+//! is refused and counted as a violation (the device would fail it with a
+//! protection error).
 //!
 //! # Safety
 //! Every `f_*` function has the contract of the libibverbs function it stands
@@ -58,8 +76,10 @@ pub struct FakeConfig {
     /// The context has the extended ABI (verbs_context ops). False: an old
     /// provider, every extension op is missing.
     pub extended: bool,
-    /// Most inline bytes the "device" grants.
-    pub max_inline: u32,
+    /// The device's largest send WQE in bytes (libmlx5's `max_sq_desc_sz`,
+    /// which the kernel reports from the device's capabilities): bounds the
+    /// inline data of a send QP.
+    pub max_sq_desc_sz: u32,
     /// Transmitted frames come back from the wire.
     pub loopback: bool,
     /// post_send refuses (EINVAL) a request of this length.
@@ -82,7 +102,7 @@ impl Default for FakeConfig {
             create_flow_errno: None,
             reg_mr_errno: None,
             extended: true,
-            max_inline: 256,
+            max_sq_desc_sz: 1024,
             loopback: false,
             refuse_send_len: None,
             vf_trusted: None,
@@ -90,6 +110,36 @@ impl Default for FakeConfig {
             thread_domains: true,
         }
     }
+}
+
+/// `IBV_CREATE_CQ_SUP_WC_FLAGS` (`verbs.h`): the completion fields libmlx5 can
+/// report (its CREATE_CQ_SUPPORTED_WC_FLAGS, `verbs.c:932-939`).
+pub(crate) const IBV_CREATE_CQ_SUP_WC_FLAGS: u64 = 0xfff;
+/// `IBV_CQ_INIT_ATTR_MASK_PD`.
+pub(crate) const IBV_CQ_INIT_ATTR_MASK_PD: u32 = 1 << 1;
+/// `IBV_CREATE_CQ_ATTR_IGNORE_OVERRUN`.
+pub(crate) const IBV_CREATE_CQ_ATTR_IGNORE_OVERRUN: u32 = 1 << 1;
+/// `IBV_PARENT_DOMAIN_INIT_ATTR_ALLOCATORS`.
+pub(crate) const IBV_PARENT_DOMAIN_INIT_ATTR_ALLOCATORS: u32 = 1 << 0;
+/// `IBV_PARENT_DOMAIN_INIT_ATTR_PD_CONTEXT`.
+pub(crate) const IBV_PARENT_DOMAIN_INIT_ATTR_PD_CONTEXT: u32 = 1 << 1;
+/// libmlx5's CQ_POLL_ERR (`cq.c:52`), what `ibv_start_poll` returns when it
+/// cannot parse a completion.
+pub(crate) const CQ_POLL_ERR: c_int = -2;
+
+/// Whether the device treats an error completion of a receive queue as fatal,
+/// moving the queue to the error state: the syndromes mlx5e recovers from
+/// (Linux `drivers/net/ethernet/mellanox/mlx5/core/en/health.h`
+/// cqe_syndrome_needs_recover: local QP operation, local protection, flush),
+/// which libmlx5 reports as these statuses (`cq.c:340-371`
+/// mlx5_handle_error_cqe). Others, a local length error among them, leave the
+/// queue running (Linux commit 187a9830c921 "net/mlx5e: Do not recover from a
+/// non-fatal syndrome": "the RQ is not actually in ERR state").
+fn fatal_to_a_receive_queue(status: u32) -> bool {
+    matches!(
+        status,
+        IBV_WC_LOC_QP_OP_ERR | IBV_WC_LOC_PROT_ERR | IBV_WC_WR_FLUSH_ERR
+    )
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,6 +156,18 @@ struct CqRec {
     current: Option<IbvWc>,
     /// `ibv_cq_init_attr_ex.flags`.
     flags: u32,
+}
+
+impl CqRec {
+    /// libmlx5 gives a CQ created with IBV_CREATE_CQ_ATTR_SINGLE_THREADED the
+    /// extended poll functions without the CQ spinlock (`cq.c:1673-1686`
+    /// mlx5_cq_fill_pfns picks them, `cq.c:1100-1123` mlx5_start_poll takes
+    /// the lock only in the `_lock` variants); `ibv_poll_cq` always locks
+    /// (`cq.c:1019`, the lock made with `verbs.c:1046`) unless the process set
+    /// MLX5_SINGLE_THREADED, which the fake does not model.
+    fn lock_free_extended_poll(&self) -> bool {
+        self.flags & IBV_CREATE_CQ_ATTR_SINGLE_THREADED != 0
+    }
 }
 
 struct WqRec {
@@ -125,8 +187,9 @@ enum QpRec {
         /// The doorbell register (UAR) its posts ring, and whether it is one
         /// of libmlx5's shared ones (rung under a lock, by several QPs).
         doorbell: (u32, bool),
-        /// The parent domain it was created in.
-        pd: Option<u32>,
+        /// The parent domain it was created in, and that domain's thread
+        /// domain (0: none).
+        parent: Option<(u32, u32)>,
     },
     Rss {
         table: u32,
@@ -169,18 +232,29 @@ struct State {
     missed: u64,
     fail_next_send: Option<u32>,
     fdb: Vec<(u32, [u8; 6], bool)>,
-    /// Thread domains alive.
-    tds: Vec<u32>,
+    /// Thread domains alive: (id, the doorbell register dedicated to it).
+    tds: Vec<(u32, u32)>,
     /// Parent domains alive: (id, thread domain).
     parent_pds: Vec<(u32, u32)>,
-    /// Doorbell registers handed out: next id, low-latency ones in use, the
-    /// shared ones with their users (libmlx5: 4 dedicated, then 12 shared,
-    /// then the least used shared one; `verbs.c` mlx5_get_qp_uar).
+    /// Doorbell registers handed out: next id, dedicated ones in use by QPs,
+    /// the shared ones with their users. libmlx5 (`verbs.c:371-410`
+    /// mlx5_get_qp_uar) gives a QP created outside a thread domain a dedicated
+    /// register while fewer than `qp_max_dedicated_uuars` are out, then
+    /// allocates shared ones up to `qp_max_shared_uuars`, then puts it on the
+    /// least used shared one; those limits are the low-latency count (4) and
+    /// the rest of the 16 (`mlx5.c:2512-2513`, defaults `mlx5.c:692-706` and
+    /// `mlx5-abi.h:50-51`). Shared registers are rung under a lock
+    /// (`verbs.c:319`). A thread domain gets a register of its own
+    /// (`verbs.c:449-474` mlx5_alloc_td, `verbs.c:413-435`), which every QP
+    /// created in it rings (`verbs.c:2676-2678`), without a lock.
     next_doorbell: u32,
     low_latency_used: u32,
     shared_doorbells: Vec<(u32, u32)>,
-    /// ibv_poll_cq calls (which lock in libmlx5 unless MLX5_SINGLE_THREADED).
+    /// Polls that take libmlx5's CQ lock ([`CqRec::lock_free_extended_poll`]).
     locking_polls: u64,
+    /// The next `ibv_start_poll` fails as libmlx5's does on a CQE it cannot
+    /// parse (CQ_POLL_ERR, `cq.c:52`, passed on by `cq.c:1100-1173` mlx5_start_poll).
+    fail_next_poll: bool,
     /// Pending async events and the eventfd that signals them.
     async_events: VecDeque<u32>,
     async_fd: Option<Arc<std::os::fd::OwnedFd>>,
@@ -206,13 +280,10 @@ impl State {
         }
     }
 
-    /// A doorbell register for a new send QP, as libmlx5 hands them out.
-    fn doorbell(&mut self, thread_domain: bool) -> (u32, bool) {
-        self.next_doorbell += 1;
-        let fresh = self.next_doorbell;
-        if thread_domain {
-            return (fresh, false);
-        }
+    /// A doorbell register for a new send QP outside a thread domain, as
+    /// libmlx5 hands them out (see `next_doorbell`).
+    fn doorbell(&mut self) -> (u32, bool) {
+        let fresh = self.fresh_doorbell();
         if self.low_latency_used < 4 {
             self.low_latency_used += 1;
             return (fresh, false);
@@ -228,6 +299,24 @@ impl State {
             .expect("12 shared registers");
         least.1 += 1;
         (least.0, true)
+    }
+
+    /// A register no QP rings yet.
+    fn fresh_doorbell(&mut self) -> u32 {
+        self.next_doorbell += 1;
+        self.next_doorbell
+    }
+
+    /// The doorbell register of a QP created in `pd`: its thread domain's,
+    /// if `pd` is a parent domain with one, else one from the QP pool.
+    fn doorbell_in(&mut self, pd: u32) -> ((u32, bool), Option<(u32, u32)>) {
+        let Some(&(parent, td)) = self.parent_pds.iter().find(|(p, _)| *p == pd) else {
+            return (self.doorbell(), None);
+        };
+        match self.tds.iter().find(|(t, _)| *t == td) {
+            Some(&(_, reg)) => ((reg, false), Some((parent, td))),
+            None => (self.doorbell(), Some((parent, 0))),
+        }
     }
 
     fn release_doorbell(&mut self, doorbell: (u32, bool), thread_domain: bool) {
@@ -406,17 +495,22 @@ impl Nic {
 
     /// Take the oldest posted request of the `i`-th work queue (as if the
     /// device consumed it) and queue `wc` for it on the WQ's CQ, with its wr_id
-    /// (unless `keep_wr_id` is false, then `wc.wr_id` as given).
+    /// (unless `keep_wr_id` is false, then `wc.wr_id` as given). An error the
+    /// device treats as fatal ([`fatal_to_a_receive_queue`]) also moves the
+    /// WQ to the error state: it receives nothing more until it is reset.
     pub fn complete_posted(&self, i: usize, mut wc: IbvWc, keep_wr_id: bool) -> Option<IbvSge> {
         let mut st = self.st();
         let w = *st.wq_order.get(i)?;
         let rec = st.wqs.get_mut(&w)?;
         let (wr_id, sge) = rec.posted.pop_front()?;
+        if fatal_to_a_receive_queue(wc.status) {
+            rec.state = IBV_WQS_ERR;
+        }
         let cq = rec.cq;
         if keep_wr_id {
             wc.wr_id = wr_id;
         }
-        st.push_cqe(cq, wc, Src::Injected);
+        st.push_cqe(cq, wc, Src::Recv(w));
         Some(sge)
     }
 
@@ -436,6 +530,20 @@ impl Nic {
     /// The next send request fails with `status` (and puts its QP in error).
     pub fn fail_next_send(&self, status: u32) {
         self.st().fail_next_send = Some(status);
+    }
+
+    /// The next `ibv_start_poll` of any CQ fails with libmlx5's CQ_POLL_ERR.
+    pub fn fail_next_poll(&self) {
+        self.st().fail_next_poll = true;
+    }
+
+    /// The state of the `i`-th work queue created (IBV_WQS_*).
+    pub fn wq_state(&self, i: usize) -> Option<u32> {
+        let st = self.st();
+        st.wq_order
+            .get(i)
+            .and_then(|w| st.wqs.get(w))
+            .map(|w| w.state)
     }
 
     /// The doorbell register of each live send QP: (register, shared, QPs
@@ -468,7 +576,7 @@ impl Nic {
         self.st()
             .qps
             .values()
-            .filter(|q| matches!(q, QpRec::Send { pd: Some(_), .. }))
+            .filter(|q| matches!(q, QpRec::Send { parent: Some((_, td)), .. } if *td != 0))
             .count()
     }
 
@@ -477,7 +585,8 @@ impl Nic {
         self.st().cqs.values().map(|c| c.flags).collect()
     }
 
-    /// ibv_poll_cq calls seen (each takes libmlx5's CQ lock).
+    /// Polls that took libmlx5's CQ lock: `ibv_poll_cq`, and the extended
+    /// poll of a CQ not created single-threaded.
     pub fn locking_polls(&self) -> u64 {
         self.st().locking_polls
     }
@@ -725,8 +834,8 @@ fn deliver(st: &mut State, frame: &[u8]) {
     };
     if frame.len() > sge.length as usize {
         // A frame longer than the buffer: the buffer is consumed with a local
-        // length error; the queue keeps running (DPDK's mlx5 treats this
-        // syndrome as non-fatal, `mlx5_rx.c` mlx5_rx_err_handle).
+        // length error (`cq.c:343-344`); the queue keeps running
+        // ([`fatal_to_a_receive_queue`]).
         wc.status = IBV_WC_LOC_LEN_ERR;
     } else {
         // SAFETY: the SGE was checked against a registered region when posted,
@@ -912,7 +1021,7 @@ unsafe extern "C" fn f_dealloc_pd(pd: *mut IbvPd) -> c_int {
         if st
             .qps
             .values()
-            .any(|q| matches!(q, QpRec::Send { pd: Some(p), .. } if *p == id))
+            .any(|q| matches!(q, QpRec::Send { parent: Some((p, _)), .. } if *p == id))
         {
             st.ebusy += 1;
             return libc::EBUSY;
@@ -922,7 +1031,10 @@ unsafe extern "C" fn f_dealloc_pd(pd: *mut IbvPd) -> c_int {
         unsafe { unbox(pd) };
         return 0;
     }
-    if !st.mrs.is_empty() || !st.qps.is_empty() || !st.wqs.is_empty() {
+    // A parent domain holds a reference on its PD (`verbs.c:556`), which
+    // libmlx5 then refuses to free (`_mlx5_free_pd`); the kernel refuses while
+    // objects use it.
+    if !st.mrs.is_empty() || !st.qps.is_empty() || !st.wqs.is_empty() || !st.parent_pds.is_empty() {
         st.ebusy += 1;
         return libc::EBUSY;
     }
@@ -1027,15 +1139,15 @@ unsafe extern "C" fn f_create_qp(pd: *mut IbvPd, attr: *mut IbvQpInitAttr) -> *m
     if a.qp_type != IBV_QPT_RAW_PACKET || a.send_cq.is_null() || a.cap.max_send_wr == 0 {
         return fail(libc::EINVAL);
     }
-    if !send_queue_fits(&a.cap) {
+    let Some(granted) = send_queue_fits(&a.cap, nic.cfg.max_sq_desc_sz) else {
         return fail(libc::EINVAL);
-    }
-    a.cap.max_inline_data = a.cap.max_inline_data.min(nic.cfg.max_inline);
-    // SAFETY: send_cq is one of ours.
-    let cq = unsafe { id_of(a.send_cq as *mut IbvCqEx) };
+    };
+    a.cap.max_inline_data = granted;
+    // SAFETY: send_cq and pd are ours.
+    let (cq, pd_id) = unsafe { (id_of(a.send_cq as *mut IbvCqEx), id_of(pd)) };
     let mut st = nic.st();
     let id = st.id();
-    let doorbell = st.doorbell(false);
+    let (doorbell, parent) = st.doorbell_in(pd_id);
     st.qps.insert(
         id,
         QpRec::Send {
@@ -1045,7 +1157,7 @@ unsafe extern "C" fn f_create_qp(pd: *mut IbvPd, attr: *mut IbvQpInitAttr) -> *m
             posted: 0,
             done: 0,
             doorbell,
-            pd: None,
+            parent,
         },
     );
     let mut qp: IbvQp = zeroed();
@@ -1058,20 +1170,33 @@ unsafe extern "C" fn f_create_qp(pd: *mut IbvPd, attr: *mut IbvQpInitAttr) -> *m
     boxed(qp, id)
 }
 
-/// libmlx5's send queue sizing for a raw packet QP with one gather entry:
-/// a WQE is the control and Ethernet segments (32 bytes) plus a data pointer
-/// (16) or the inline data (4-byte header, rounded to 16), in 64-byte blocks;
-/// the queue is the next power of two of `max_send_wr` WQEs and must hold at
-/// most `max_send_wqebb` (here 32768) blocks (`verbs.c` mlx5_calc_sq_size).
-fn send_queue_fits(cap: &IbvQpCap) -> bool {
-    if cap.max_inline_data > 1024 {
-        return false;
+/// libmlx5's send queue sizing for a raw packet QP with one gather entry, and
+/// the inline size it grants (`None`: EINVAL). A WQE is the overhead of a raw
+/// packet send, the control segment (16 bytes) and the Ethernet segment (32),
+/// (`verbs.c:1486-1554` _sq_overhead), plus a data pointer (16) or the inline
+/// data behind its 4-byte header rounded to 16 (`verbs.c:1607-1643`
+/// mlx5_calc_send_wqe), at most `max_sq_desc_sz` bytes, in 64-byte blocks;
+/// the queue is the next power of two of `max_send_wr` WQEs and may have at
+/// most `max_send_wqebb` (here 32768) blocks; the inline size granted is what
+/// the WQE leaves after the overhead and the inline header (`verbs.c:1668-1716`
+/// mlx5_calc_sq_size).
+fn send_queue_fits(cap: &IbvQpCap, max_sq_desc_sz: u32) -> Option<u32> {
+    const OVERHEAD: u64 = 16 + 32;
+    const INLINE_HEADER: u64 = 4;
+    let max_desc = max_sq_desc_sz as u64;
+    let inline = if cap.max_inline_data > 0 {
+        OVERHEAD + (INLINE_HEADER + cap.max_inline_data as u64).div_ceil(16) * 16
+    } else {
+        0
+    };
+    let data = OVERHEAD + 16 * cap.max_send_sge as u64;
+    let wqe = data.max(inline);
+    if wqe > max_desc || cap.max_send_wr as u64 > 0x7fff_ffff / max_desc {
+        return None;
     }
-    let inline = 32 + (4 + cap.max_inline_data as u64).div_ceil(16) * 16;
-    let wqe = (32u64 + 16).max(if cap.max_inline_data > 0 { inline } else { 0 });
     let wqe = wqe.div_ceil(64) * 64;
     let bytes = (cap.max_send_wr as u64 * wqe).next_power_of_two();
-    bytes / 64 <= 32768
+    (bytes / 64 <= 32768).then_some((wqe - OVERHEAD - INLINE_HEADER) as u32)
 }
 
 unsafe extern "C" fn f_modify_qp(qp: *mut IbvQp, attr: *mut IbvQpAttr, mask: c_int) -> c_int {
@@ -1112,7 +1237,8 @@ unsafe extern "C" fn f_modify_qp(qp: *mut IbvQp, attr: *mut IbvQpAttr, mask: c_i
     if a.qp_state == IBV_QPS_RESET {
         *posted = 0;
         *done = 0;
-        // Like mlx5's __mlx5_cq_clean: the QP's completions leave the CQ.
+        // libmlx5 drops the QP's completions from its CQs when it goes to
+        // RESET (`verbs.c:3139-3148` mlx5_modify_qp).
         if let Some(c) = st.cqs.get_mut(&cq) {
             c.entries
                 .retain(|(_, s)| !matches!(s, Src::Send(q, _) if *q == id));
@@ -1131,8 +1257,11 @@ unsafe extern "C" fn f_destroy_qp(qp: *mut IbvQp) -> c_int {
         st.ebusy += 1;
         return libc::EBUSY;
     }
-    if let Some(QpRec::Send { doorbell, pd, .. }) = st.qps.remove(&id) {
-        st.release_doorbell(doorbell, pd.is_some());
+    if let Some(QpRec::Send {
+        doorbell, parent, ..
+    }) = st.qps.remove(&id)
+    {
+        st.release_doorbell(doorbell, parent.is_some_and(|(_, td)| td != 0));
     }
     // SAFETY: as above.
     unsafe { unbox(qp) };
@@ -1209,16 +1338,15 @@ unsafe fn create_send_qp_ex(
     if a.qp_type != IBV_QPT_RAW_PACKET || a.send_cq.is_null() || a.pd.is_null() {
         return fail(libc::EINVAL);
     }
-    if !send_queue_fits(&a.cap) {
+    let Some(granted) = send_queue_fits(&a.cap, nic.cfg.max_sq_desc_sz) else {
         return fail(libc::EINVAL);
-    }
-    a.cap.max_inline_data = a.cap.max_inline_data.min(nic.cfg.max_inline);
+    };
+    a.cap.max_inline_data = granted;
     // SAFETY: the caller's contract.
     let (cq, pd) = unsafe { (id_of(a.send_cq as *mut IbvCqEx), id_of(a.pd)) };
     let mut st = nic.st();
-    let parent = st.parent_pds.iter().any(|(p, _)| *p == pd);
     let id = st.id();
-    let doorbell = st.doorbell(parent);
+    let (doorbell, parent) = st.doorbell_in(pd);
     st.qps.insert(
         id,
         QpRec::Send {
@@ -1228,7 +1356,7 @@ unsafe fn create_send_qp_ex(
             posted: 0,
             done: 0,
             doorbell,
-            pd: parent.then_some(pd),
+            parent,
         },
     );
     let mut qp: IbvQp = zeroed();
@@ -1247,8 +1375,17 @@ unsafe extern "C" fn f_create_cq_ex(
 ) -> *mut IbvCqEx {
     // SAFETY: ctx is ours; attr is the caller's struct.
     let (nic, a) = unsafe { (nic_of(ctx), &*attr) };
-    if a.cqe < 1 || a.wc_flags & !IBV_WC_EX_WITH_BYTE_LEN != 0 {
+    // libmlx5's checks, in its order (`verbs.c:979-1031` create_cq).
+    if a.cqe < 1 || a.comp_mask & !(IBV_CQ_INIT_ATTR_MASK_FLAGS | IBV_CQ_INIT_ATTR_MASK_PD) != 0 {
         return fail(libc::EINVAL);
+    }
+    if a.comp_mask & IBV_CQ_INIT_ATTR_MASK_FLAGS != 0
+        && a.flags & !(IBV_CREATE_CQ_ATTR_SINGLE_THREADED | IBV_CREATE_CQ_ATTR_IGNORE_OVERRUN) != 0
+    {
+        return fail(libc::EINVAL);
+    }
+    if a.wc_flags & !IBV_CREATE_CQ_SUP_WC_FLAGS != 0 {
+        return fail(libc::EOPNOTSUPP);
     }
     let flags = if a.comp_mask & IBV_CQ_INIT_ATTR_MASK_FLAGS != 0 {
         a.flags
@@ -1256,6 +1393,13 @@ unsafe extern "C" fn f_create_cq_ex(
         0
     };
     let mut st = nic.st();
+    if a.comp_mask & IBV_CQ_INIT_ATTR_MASK_PD != 0 {
+        // SAFETY: a parent domain, if set, is one of ours.
+        let pd = (!a.parent_domain.is_null()).then(|| unsafe { id_of(a.parent_domain) });
+        if !pd.is_some_and(|pd| st.parent_pds.iter().any(|(p, _)| *p == pd)) {
+            return fail(libc::EINVAL);
+        }
+    }
     let id = st.id();
     st.cqs.insert(
         id,
@@ -1273,7 +1417,10 @@ unsafe extern "C" fn f_create_cq_ex(
     cq.start_poll = Some(f_start_poll);
     cq.next_poll = Some(f_next_poll);
     cq.end_poll = Some(f_end_poll);
-    cq.read_byte_len = Some(f_read_byte_len);
+    // The byte count only if asked for; the flags always (`cq.c:1688-1692`).
+    if a.wc_flags & IBV_WC_EX_WITH_BYTE_LEN != 0 {
+        cq.read_byte_len = Some(f_read_byte_len);
+    }
     cq.read_wc_flags = Some(f_read_wc_flags);
     boxed(cq, id)
 }
@@ -1312,6 +1459,21 @@ unsafe extern "C" fn f_start_poll(cq: *mut IbvCqEx, attr: *mut IbvPollCqAttr) ->
     // SAFETY: attr is the caller's struct.
     if unsafe { (*attr).comp_mask } != 0 {
         return libc::EINVAL;
+    }
+    {
+        // SAFETY: cq is ours.
+        let (nic, id) = unsafe { (nic_of((*cq).context), id_of(cq)) };
+        let mut st = nic.st();
+        if st
+            .cqs
+            .get(&id)
+            .is_some_and(|c| !c.lock_free_extended_poll())
+        {
+            st.locking_polls += 1;
+        }
+        if std::mem::take(&mut st.fail_next_poll) {
+            return CQ_POLL_ERR;
+        }
     }
     // SAFETY: cq is ours.
     unsafe { advance(cq) }
@@ -1353,7 +1515,8 @@ unsafe extern "C" fn f_alloc_td(ctx: *mut IbvContext, attr: *mut IbvTdInitAttr) 
     }
     let mut st = nic.st();
     let id = st.id();
-    st.tds.push(id);
+    let doorbell = st.fresh_doorbell();
+    st.tds.push((id, doorbell));
     boxed(IbvTd { context: ctx }, id)
 }
 
@@ -1365,7 +1528,7 @@ unsafe extern "C" fn f_dealloc_td(td: *mut IbvTd) -> c_int {
         st.ebusy += 1;
         return libc::EBUSY;
     }
-    st.tds.retain(|t| *t != id);
+    st.tds.retain(|(t, _)| *t != id);
     // SAFETY: as above.
     unsafe { unbox(td) };
     0
@@ -1377,7 +1540,9 @@ unsafe extern "C" fn f_alloc_parent_domain(
 ) -> *mut IbvPd {
     // SAFETY: ctx is ours; attr is the caller's struct.
     let (nic, a) = unsafe { (nic_of(ctx), &*attr) };
-    if a.pd.is_null() || a.comp_mask != 0 {
+    // `driver.h:738-747` ibv_check_alloc_parent_domain, `verbs.c:533-541`.
+    let known = IBV_PARENT_DOMAIN_INIT_ATTR_ALLOCATORS | IBV_PARENT_DOMAIN_INIT_ATTR_PD_CONTEXT;
+    if a.pd.is_null() || a.comp_mask & !known != 0 {
         return fail(libc::EINVAL);
     }
     let td = if a.td.is_null() {
@@ -1387,7 +1552,7 @@ unsafe extern "C" fn f_alloc_parent_domain(
         unsafe { id_of(a.td) }
     };
     let mut st = nic.st();
-    if td != 0 && !st.tds.contains(&td) {
+    if td != 0 && !st.tds.iter().any(|(t, _)| *t == td) {
         return fail(libc::EINVAL);
     }
     let id = st.id();
@@ -1470,8 +1635,15 @@ unsafe extern "C" fn f_modify_wq(wq: *mut IbvWq, attr: *mut IbvWqAttr) -> c_int 
     if !ok {
         return libc::EINVAL;
     }
-    rec.state = a.wq_state;
+    let from = std::mem::replace(&mut rec.state, a.wq_state);
+    // In RESET the device owns no receive buffer. Leaving RESET for RDY,
+    // libmlx5 drops the WQ's completions from its CQ and starts its ring
+    // afresh, so what was posted while in RESET is forgotten too
+    // (`verbs.c:4441-4464` mlx5_modify_wq, mlx5_init_rwq_indices).
     if a.wq_state == IBV_WQS_RESET {
+        rec.posted.clear();
+    }
+    if from == IBV_WQS_RESET && a.wq_state == IBV_WQS_RDY {
         rec.posted.clear();
         let cq = rec.cq;
         if let Some(c) = st.cqs.get_mut(&cq) {
@@ -1746,8 +1918,10 @@ unsafe extern "C" fn f_wq_post_recv(
                 st.bad_sge += 1;
                 libc::EINVAL
             } else {
+                // libmlx5 posts in any state (the device takes the buffers
+                // once the WQ is ready) and refuses only a full ring
+                // (`qp.c:3753-3824` mlx5_post_wq_recv).
                 match st.wqs.get_mut(&id) {
-                    Some(rec) if rec.state != IBV_WQS_RDY => libc::EINVAL,
                     Some(rec) if rec.posted.len() >= rec.max_wr => libc::ENOMEM,
                     Some(rec) => {
                         rec.posted.push_back((r.wr_id, sge));
@@ -1817,6 +1991,9 @@ unsafe extern "C" fn f_post_send(
         if nic.cfg.refuse_send_len == Some(sge.length) {
             return refuse(libc::EINVAL);
         }
+        // A QP in error flushes what is posted; an lkey that does not cover
+        // the buffer is a local protection error (statuses as libmlx5 maps
+        // the syndromes, `cq.c:340-371`).
         let mut status = IBV_WC_SUCCESS;
         if state == IBV_QPS_ERR {
             status = IBV_WC_WR_FLUSH_ERR;
