@@ -144,6 +144,8 @@ mod netlink;
 pub mod options;
 mod steering;
 pub mod sysfs;
+#[cfg(test)]
+mod test_log;
 mod verbs;
 
 use std::path::{Path, PathBuf};

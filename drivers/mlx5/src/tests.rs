@@ -13,6 +13,7 @@ use nicpoll::port::testing::{self, Delivery};
 use super::*;
 use crate::flow::FlowRule;
 use crate::sysfs::fake_tree::{TempRoot, add_function, add_virtual};
+use crate::test_log;
 use crate::verbs::fake::{FakeConfig, Nic};
 use crate::verbs::{
     IBV_ACCESS_RELAXED_ORDERING, IBV_CREATE_CQ_ATTR_SINGLE_THREADED, IBV_LINK_LAYER_INFINIBAND,
@@ -1163,6 +1164,7 @@ fn isolated_mode_creates_exactly_the_flow_rules() {
 
 #[test]
 fn isolated_mode_leaves_the_kernel_everything_else() {
+    test_log::start();
     let mut b = Bench::new(
         FakeConfig::default(),
         "net_mlx5,iface=fake0,isolated=1,flow=udp_dst:4789+eth_type:0x88b5",
@@ -1186,6 +1188,16 @@ fn isolated_mode_leaves_the_kernel_everything_else() {
         "SSH, DNS and ARP stay with the kernel"
     );
     assert_eq!(b.nic.kernel_frames()[0][36..38], 22u16.to_be_bytes());
+    let said = test_log::of_this_thread(log::Level::Info);
+    assert!(
+        said.contains(&format!("fake0: {}", b.port.steering_summary())),
+        "start says what isolated mode takes: {said:?}"
+    );
+    let warned = test_log::of_this_thread(log::Level::Warn);
+    assert!(
+        !warned.iter().any(|m| m.contains("every unicast frame")),
+        "{warned:?}"
+    );
     // Promiscuous mode would take the kernel's frames: refused.
     let e = b.port.set_promiscuous(true).unwrap_err().to_string();
     assert!(e.contains("isolated mode"), "{e}");
@@ -1194,6 +1206,7 @@ fn isolated_mode_leaves_the_kernel_everything_else() {
 
 #[test]
 fn the_default_mode_says_what_it_takes_from_the_kernel() {
+    test_log::start();
     let b = Bench::new(
         FakeConfig::default(),
         "net_mlx5,iface=fake0,mac=02:00:00:00:00:09",
@@ -1209,6 +1222,11 @@ fn the_default_mode_says_what_it_takes_from_the_kernel() {
             && s.contains("SSH")
             && s.contains("isolated=1"),
         "{s}"
+    );
+    let warned = test_log::of_this_thread(log::Level::Warn);
+    assert!(
+        warned.contains(&format!("fake0: {s}")),
+        "start warns with it: {warned:?}"
     );
     b.finish();
 }
@@ -1305,7 +1323,8 @@ fn promiscuous_mode_sets_iff_promisc_and_clears_what_it_set() {
 }
 
 #[test]
-fn a_vf_the_pf_does_not_trust_is_found_untrusted() {
+fn promiscuous_mode_warns_when_the_pf_does_not_trust_the_vf() {
+    test_log::start();
     let root = tree();
     // fake0's function is VF 3 of a PF whose interface is pf0 (ifindex 2).
     let dev = root.0.join("sys/devices/pci0000:00/0000:03:00.0");
@@ -1316,20 +1335,73 @@ fn a_vf_the_pf_does_not_trust_is_found_untrusted() {
     std::fs::create_dir_all(root.0.join("sys/class/net")).unwrap();
     std::os::unix::fs::symlink(pf.join("net/pf0"), root.0.join("sys/class/net/pf0")).unwrap();
     std::fs::write(pf.join("net/pf0/ifindex"), "2\n").unwrap();
-    for trusted in [Some(false), Some(true)] {
+    // None: the PF does not say (no VF list), so trust cannot be checked.
+    for trusted in [Some(false), Some(true), None] {
         let nic = Nic::new(FakeConfig {
             vf_trusted: trusted,
             ..FakeConfig::default()
         });
-        let port = open_fake(&nic, &root.0, "net_mlx5,iface=fake0", 0).unwrap();
+        let mut port = open_fake(&nic, &root.0, "net_mlx5,iface=fake0", 0).unwrap();
         assert!(port.netdev.is_vf());
         assert_eq!(port.netdev.pf_and_vf_index(), Some(("pf0".into(), 3)));
         assert_eq!(port.vf_trusted(), trusted);
+        let before = test_log::of_this_thread(log::Level::Warn).len();
+        port.set_promiscuous(true).unwrap();
+        let warned = test_log::of_this_thread(log::Level::Warn)[before..].to_vec();
+        let untrusted = warned
+            .iter()
+            .any(|m| m.contains("fake0 is an untrusted VF") && m.contains("trust on"));
+        let unknown = warned
+            .iter()
+            .any(|m| m.contains("its trust cannot be checked") && m.contains("trust on"));
+        assert_eq!(
+            (untrusted, unknown),
+            (trusted == Some(false), trusted.is_none()),
+            "trusted {trusted:?}: {warned:?}"
+        );
+        assert_eq!(nic.promisc_log(), vec![(7, true)], "IFF_PROMISC set anyway");
+        port.set_promiscuous(false).unwrap();
     }
 }
 
 #[test]
+fn isolated_mode_adds_a_foreign_dst_mac_to_the_fdb() {
+    // A VF's vport passes only its own MAC and its FDB entries: a rule for
+    // another MAC needs the entry, as mac= does (the interface's own needs
+    // none).
+    let mut b = Bench::new(
+        FakeConfig::default(),
+        "net_mlx5,iface=fake0,isolated=1,flow=dst_mac:02:00:00:00:00:09/udp_dst:4789+dst_mac:02:00:00:00:00:01/eth_type:0x88b5",
+        1,
+        1,
+        32,
+        1024,
+    );
+    assert_eq!(b.nic.fdb_log(), vec![(7, EXTRA_MAC, true)]);
+    let vxlan_to_extra = ip4(EXTRA_MAC, 17, 1, 4789);
+    let ours_88b5 = frame(OUR_MAC, 0x88b5, 64, 1);
+    let vxlan_to_ours = ip4(OUR_MAC, 17, 1, 4789);
+    for f in [&vxlan_to_extra, &ours_88b5, &vxlan_to_ours] {
+        b.nic.receive(f);
+    }
+    assert_eq!(
+        drain(b.q.rx[0].as_mut()),
+        vec![vxlan_to_extra, ours_88b5],
+        "each rule takes its own MAC's frames"
+    );
+    assert_eq!(b.nic.kernel_frames(), vec![vxlan_to_ours]);
+    let nic = b.nic.clone();
+    b.finish();
+    assert_eq!(
+        nic.fdb_log(),
+        vec![(7, EXTRA_MAC, true), (7, EXTRA_MAC, false)],
+        "removed at stop"
+    );
+}
+
+#[test]
 fn device_removal_is_seen_and_reported() {
+    test_log::start();
     let mut b = Bench::new(
         FakeConfig::default(),
         "net_mlx5,iface=fake0",
@@ -1341,12 +1413,22 @@ fn device_removal_is_seen_and_reported() {
     assert!(!b.port.device_gone());
     assert!(b.port.link().up);
     b.nic.async_event(crate::verbs::IBV_EVENT_PORT_ERR);
+    // The kernel may send it twice (mlx5_ib and uverbs).
+    b.nic.async_event(crate::verbs::IBV_EVENT_DEVICE_FATAL);
     b.nic.async_event(crate::verbs::IBV_EVENT_DEVICE_FATAL);
     let end = Instant::now() + Duration::from_secs(5);
-    while !b.port.device_gone() && Instant::now() < end {
+    while (!b.port.device_gone() || b.nic.pending_async_events() > 0) && Instant::now() < end {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert!(b.port.device_gone(), "the watcher saw DEVICE_FATAL");
+    assert_eq!(b.nic.pending_async_events(), 0, "every event was read");
+    let reports = test_log::containing(log::Level::Error, "IBV_EVENT_DEVICE_FATAL");
+    assert_eq!(reports.len(), 1, "reported once: {reports:?}");
+    assert!(
+        reports[0].starts_with("mlx5_0: the device was removed")
+            && reports[0].contains("open it again"),
+        "{reports:?}"
+    );
     assert_eq!(b.xstat("device_fatal"), 1);
     assert!(!b.port.link().up, "a gone device has no link");
     drop(std::mem::take(&mut b.q));
@@ -1357,12 +1439,51 @@ fn device_removal_is_seen_and_reported() {
     b.finish();
 }
 
+/// Set in the child process of
+/// `the_library_is_loaded_with_disassociated_destroy_allowed`.
+const CHILD: &str = "NICPOLL_MLX5_TEST_CHILD";
+
 #[test]
 fn the_library_is_loaded_with_disassociated_destroy_allowed() {
-    // Loading sets it (before libibverbs reads its environment) unless the
-    // user set it; libc stands in for a library here, and fails to be one.
-    let _ = Verbs::load_from("libc.so.6");
-    assert!(std::env::var_os("RDMAV_ALLOW_DISASSOC_DESTROY").is_some());
+    const VAR: &str = "RDMAV_ALLOW_DISASSOC_DESTROY";
+    if std::env::var_os(CHILD).is_some() {
+        // A fresh process where nothing of ours loaded a library yet: the
+        // variable must be set before dlopen (a missing library fails there)
+        // and before any function of the library runs (libc loads but is no
+        // libibverbs: it fails at the first symbol), since libibverbs reads
+        // it in its first ibv_get_device_list (rdma-core libibverbs/init.c
+        // ibverbs_init). A value the user set is kept.
+        let user = std::env::var(VAR).ok();
+        let want = Some(user.clone().unwrap_or_else(|| "1".into()));
+        assert!(Verbs::load_from("libnicpoll-no-such-library.so.1").is_err());
+        assert_eq!(std::env::var(VAR).ok(), want, "after a failed dlopen");
+        assert!(Verbs::load_from("libc.so.6").is_err());
+        assert_eq!(std::env::var(VAR).ok(), want, "after a failed lookup");
+        return;
+    }
+    // The environment is the process's: run the check in a child of its own
+    // (this test alone, in this test binary).
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let name = "tests::the_library_is_loaded_with_disassociated_destroy_allowed";
+    for user in [None, Some("0")] {
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.args(["--exact", name, "--test-threads=1"])
+            .env(CHILD, "1")
+            .env_remove(VAR);
+        if let Some(v) = user {
+            cmd.env(VAR, v);
+        }
+        let out = cmd.output().expect("run the test binary");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success() && text.contains("1 passed"),
+            "user value {user:?}:\n{text}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1463,6 +1584,14 @@ fn raw_packet_unsupported_and_cap_net_raw_are_told_apart() {
         "{e:?}"
     );
     assert!(e.to_string().contains("ConnectX-4 or newer"), "{e}");
+    // An old kernel or rdma-core gives EOPNOTSUPP too (DPDK's mlx5 guide:
+    // Linux 4.14, rdma-core 16; thread domains: rdma-core 20).
+    assert!(
+        e.to_string().contains("a kernel or rdma-core too old")
+            && e.to_string().contains("Linux 4.14")
+            && e.to_string().contains("rdma-core 20"),
+        "{e}"
+    );
     let e = open_err(
         FakeConfig {
             create_qp_errno: Some(libc::EPERM),

@@ -610,6 +610,11 @@ impl Nic {
         }
     }
 
+    /// Async events raised and not yet read.
+    pub fn pending_async_events(&self) -> usize {
+        self.st().async_events.len()
+    }
+
     /// IFF_PROMISC requests seen (ifindex, on).
     pub fn promisc_log(&self) -> Vec<(u32, bool)> {
         self.st().promisc_log.clone()

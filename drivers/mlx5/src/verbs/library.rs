@@ -286,6 +286,12 @@ mod tests {
             matches!(&e, Mlx5Error::LibraryTooOld { symbol, .. } if symbol == "ibv_get_device_list"),
             "{e:?}"
         );
+        // No release number fixes a library that is not libibverbs.
+        let msg = e.to_string();
+        assert!(
+            msg.contains("not rdma-core's libibverbs") && !msg.contains("rdma-core 17"),
+            "{msg}"
+        );
     }
 
     #[test]
