@@ -1,13 +1,15 @@
 //! The layout test: every size and field offset the FFI mirrors rely on,
 //! compared with what the C compiler computes from the installed
-//! `<infiniband/verbs.h>`. Skips through `nicpoll_testkit` (a failure under CI)
-//! when `cc` or the header is missing; CI installs gcc and libibverbs-dev.
+//! `<infiniband/verbs.h>`, and from a copy grown as newer rdma-core releases
+//! grew it. Skips through `nicpoll_testkit` (a failure under CI) when `cc` or
+//! the header is missing, decided by the compiler before the comparison runs;
+//! CI installs gcc and libibverbs-dev.
 #![deny(unsafe_code)]
 
 use std::mem::{offset_of, size_of};
 use std::path::PathBuf;
-use std::process::Command;
 
+use crate::c_program::CProgram;
 use crate::verbs::fake;
 use crate::verbs::*;
 
@@ -823,50 +825,23 @@ fn c_program(items: &[Item]) -> String {
     s
 }
 
-#[test]
-fn mirrors_match_the_installed_verbs_header() {
-    use nicpoll_testkit::{Need, skip_if_missing};
-    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-    // NICPOLL_VERBS_INCLUDE points at another rdma-core's headers (an
-    // unpacked libibverbs-dev: `dpkg-deb -x libibverbs-dev_*.deb DIR`, then
-    // DIR/usr/include); they are searched before the installed ones, which
-    // Debian's libibverbs-dev puts in /usr/include.
-    let include = std::env::var("NICPOLL_VERBS_INCLUDE").ok();
-    let header = format!(
-        "{}/infiniband/verbs.h",
-        include.as_deref().unwrap_or("/usr/include")
-    );
-    if skip_if_missing(&[Need::Command(&cc), Need::Path(&header)]) {
-        return;
-    }
-    let items = items();
-    let dir: PathBuf =
-        std::env::temp_dir().join(format!("nicpoll-mlx5-layout-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let src = dir.join("layout.c");
-    let exe = dir.join("layout");
-    std::fs::write(&src, c_program(&items)).unwrap();
-    let mut cmd = Command::new(&cc);
-    if let Some(inc) = &include {
-        cmd.arg("-I").arg(inc);
-    }
-    let out = cmd
-        .arg("-o")
-        .arg(&exe)
-        .arg(&src)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run the C compiler {cc:?}: {e}"));
-    if !out.status.success() {
-        let _ = std::fs::remove_dir_all(&dir);
-        panic!(
-            "the layout program does not compile:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let run = Command::new(&exe).output().expect("run the layout program");
-    let _ = std::fs::remove_dir_all(&dir);
-    assert!(run.status.success(), "layout program failed");
-    let text = String::from_utf8_lossy(&run.stdout);
+/// What the comparison is about, for skips.
+const WHAT: &str = "the FFI mirrors with rdma-core's layouts";
+
+/// The header directories to search first: NICPOLL_VERBS_INCLUDE points at
+/// another rdma-core's headers (an unpacked libibverbs-dev: `dpkg-deb -x
+/// libibverbs-dev_*.deb DIR`, then DIR/usr/include).
+fn includes() -> Vec<PathBuf> {
+    std::env::var_os("NICPOLL_VERBS_INCLUDE")
+        .map(PathBuf::from)
+        .into_iter()
+        .collect()
+}
+
+/// The facts of `items` the C compiler, with `program`'s headers, computes
+/// differently from our mirrors.
+fn differences(program: &CProgram, items: &[Item]) -> Vec<String> {
+    let text = program.run("layout", &c_program(items));
     let mut c_values = vec![None; items.len()];
     for line in text.lines() {
         let (i, v) = line.split_once(' ').expect("index value");
@@ -880,6 +855,22 @@ fn mirrors_match_the_installed_verbs_header() {
             None => wrong.push(format!("{expr}: no value printed")),
         }
     }
+    wrong
+}
+
+#[test]
+fn mirrors_match_the_installed_verbs_header() {
+    let Some(program) = CProgram::new(
+        "layout",
+        includes(),
+        "infiniband/verbs.h",
+        "libibverbs-dev",
+        WHAT,
+    ) else {
+        return;
+    };
+    let items = items();
+    let wrong = differences(&program, &items);
     assert!(
         wrong.is_empty(),
         "{} of {} layout facts differ from <infiniband/verbs.h>:\n{}",
@@ -891,4 +882,79 @@ fn mirrors_match_the_installed_verbs_header() {
         "layout: {} sizes, offsets and constants match <infiniband/verbs.h>",
         items.len()
     );
+}
+
+/// `verbs.h` as later rdma-core releases grew it, where the driver must not
+/// care: new ops at the front of `verbs_context` (rdma-core 59 put
+/// `reg_mr_ex`, `dealloc_dmah` and `alloc_dmah` there) and a field appended
+/// to `ibv_port_attr` (rdma-core 49: `active_speed_ex`).
+fn grown(header: &str) -> String {
+    let mut h = header.to_string();
+    let vctx = "struct verbs_context {\n";
+    let at = h.find(vctx).expect("struct verbs_context in verbs.h") + vctx.len();
+    h.insert_str(at, "\tvoid *(*nicpoll_newer_ops[6])(void);\n");
+    let pa = h
+        .find("struct ibv_port_attr {")
+        .expect("struct ibv_port_attr in verbs.h");
+    let end = pa
+        + h[pa..]
+            .find("\n};")
+            .expect("the end of struct ibv_port_attr");
+    h.insert_str(end, "\n\tuint32_t\t\tnicpoll_newer_field;");
+    h
+}
+
+#[test]
+fn mirrors_hold_where_newer_rdma_core_grew_structures() {
+    let Some(installed) = CProgram::new(
+        "layout-installed",
+        includes(),
+        "infiniband/verbs.h",
+        "libibverbs-dev",
+        WHAT,
+    ) else {
+        return;
+    };
+    let path = installed
+        .header_path("infiniband/verbs.h")
+        .expect("found a moment ago");
+    let header = std::fs::read_to_string(&path).expect("read verbs.h");
+    let newer = installed.dir().join("newer");
+    std::fs::create_dir_all(newer.join("infiniband")).unwrap();
+    std::fs::write(newer.join("infiniband/verbs.h"), grown(&header)).unwrap();
+    let mut search = vec![newer];
+    search.extend(includes());
+    let Some(program) = CProgram::new(
+        "layout-newer",
+        search,
+        "infiniband/verbs.h",
+        "libibverbs-dev",
+        WHAT,
+    ) else {
+        return;
+    };
+    // Every fact the driver relies on still holds; the whole sizes, which
+    // it must not rely on, changed (so the growth took effect).
+    let mut items = items();
+    let whole = [
+        ("sizeof(struct verbs_context)", size_of::<VerbsContext>()),
+        ("sizeof(struct ibv_port_attr)", size_of::<IbvPortAttr>()),
+    ];
+    items.extend(whole.iter().map(|(e, v)| (e.to_string(), *v)));
+    let wrong = differences(&program, &items);
+    let unexpected: Vec<&String> = wrong
+        .iter()
+        .filter(|w| !whole.iter().any(|(e, _)| w.starts_with(&format!("{e}:"))))
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "against {} grown as newer rdma-core did:\n{}",
+        path.display(),
+        unexpected
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert_eq!(wrong.len(), whole.len(), "both structures grew: {wrong:?}");
 }

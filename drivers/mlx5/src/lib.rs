@@ -134,6 +134,8 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(test)]
+mod c_program;
 mod datapath;
 pub mod error;
 mod events;

@@ -420,6 +420,10 @@ fn exchange(sock: &OwnedFd, msg: &[u8]) -> io::Result<Vec<u8>> {
 }
 
 #[cfg(test)]
+#[path = "netlink_header_test.rs"]
+mod header_test;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
