@@ -996,11 +996,21 @@ unsafe extern "C" fn f_query_port_ex(
     attr: *mut IbvPortAttr,
     len: usize,
 ) -> c_int {
-    if len != size_of::<IbvPortAttr>() {
-        return libc::EINVAL;
+    // libibverbs takes any length: a caller's shorter struct gets a prefix
+    // of the library's (`libibverbs/verbs.c:174-194` __lib_query_port).
+    if len >= size_of::<IbvPortAttr>() {
+        // SAFETY: as in the compat entry.
+        return unsafe { f_query_port_compat(ctx, port, attr) };
     }
-    // SAFETY: as in the compat entry.
-    unsafe { f_query_port_compat(ctx, port, attr) }
+    let mut full = IbvPortAttr::default();
+    // SAFETY: as in the compat entry, into our own struct.
+    let rc = unsafe { f_query_port_compat(ctx, port, &mut full) };
+    if rc == 0 {
+        // SAFETY: attr has room for len bytes (the caller's contract), fewer
+        // than full has.
+        unsafe { ptr::copy_nonoverlapping(ptr::addr_of!(full) as *const u8, attr as *mut u8, len) };
+    }
+    rc
 }
 
 unsafe extern "C" fn f_alloc_pd(ctx: *mut IbvContext) -> *mut IbvPd {
