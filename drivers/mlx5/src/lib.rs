@@ -3,7 +3,7 @@
 //! network interface; flow rules steer the traffic meant for the port to our
 //! queues, everything else stays with the kernel. No unbinding, no VFIO.
 //!
-//! **Status: verified against the rdma-core 44 headers (layout test) and a fake
+//! **Status: verified against the rdma-core 44 to 64 headers (layout test) and a fake
 //! verbs library (unit and conformance tests), not yet on ConnectX hardware.**
 //!
 //! # Building and running
