@@ -1,4 +1,4 @@
-//! The admin queue (facts §2.3; DPDK `base/iavf_adminq.c`, `iavf_adminq_cmd.h`):
+//! The admin queue (DPDK `base/iavf_adminq.c`, `base/iavf_adminq_cmd.h`):
 //! a send queue (ATQ, VF → PF) and a receive queue (ARQ, PF → VF) of 32-byte
 //! descriptors with 4 KiB message buffers, in DMA memory, driven through the
 //! `VF_ATQ*` / `VF_ARQ*` registers. virtchnl rides on it: every message is an
@@ -149,11 +149,11 @@ impl AdminQueue {
         }
     }
 
-    /// Program both queues (§2.3 "Bring-up of the queues", DPDK
+    /// Program both queues (DPDK
     /// `iavf_config_asq_regs` / `iavf_config_arq_regs`).
     pub fn init<B: Bar>(&mut self, bar: &B) -> Result<()> {
         self.shutdown(bar);
-        // §2.3 step 1, ATQ: head = tail = 0, length | ENABLE, base address;
+        // `iavf_config_asq_regs`, ATQ: head = tail = 0, length | ENABLE, base address;
         // read the base back to be sure the device took it.
         self.atq.clear();
         self.atq_next = 0;
@@ -174,7 +174,7 @@ impl AdminQueue {
                 ),
             ));
         }
-        // §2.3 step 2, ARQ: arm every slot with its buffer first, then head =
+        // `iavf_config_arq_regs`, ARQ: arm every slot with its buffer first, then head =
         // tail = 0, length | ENABLE, base, and tail = entries - 1 hands all
         // buffers to the PF.
         for i in 0..AQ_LEN {
@@ -203,7 +203,8 @@ impl AdminQueue {
         Ok(())
     }
 
-    /// Turn both queues off (§2.3 step 3: zero head, tail, length and base).
+    /// Turn both queues off (`iavf_shutdown_adminq`: zero head, tail, length
+    /// and base).
     pub fn shutdown<B: Bar>(&mut self, bar: &B) {
         for r in [
             regs::VF_ATQH1,
@@ -233,8 +234,8 @@ impl AdminQueue {
         len_enabled(bar.read32(regs::VF_ATQLEN1))
     }
 
-    /// Post a virtchnl message and wait until the firmware consumed it (§2.3
-    /// "Sending a virtchnl message"). The PF's answer arrives on the ARQ.
+    /// Post a virtchnl message and wait until the firmware consumed it (DPDK
+    /// `iavf_aq_send_msg_to_pf` / `iavf_asq_send_command`). The PF's answer arrives on the ARQ.
     pub fn send<B: Bar>(&mut self, bar: &B, v_op: u32, payload: &[u8]) -> Result<()> {
         if payload.len() > AQ_BUF_SIZE {
             return Err(self.err(
@@ -303,7 +304,7 @@ impl AdminQueue {
     }
 
     /// Take the next message off the ARQ, if any, and give its slot back
-    /// (§2.3 "Receiving", DPDK `iavf_clean_arq_element`).
+    /// (DPDK `iavf_clean_arq_element`).
     pub fn receive<B: Bar>(&mut self, bar: &B) -> Option<ArqMessage> {
         let head = bar.read32(regs::VF_ARQH1) & regs::AQ_HEAD_MASK;
         if head == self.arq_next as u32 || head >= AQ_LEN as u32 {

@@ -1,8 +1,8 @@
 //! The descriptors the VF shares with the device: the legacy 32-byte receive
-//! descriptor (§2.8, DPDK `base/iavf_type.h` `union iavf_32byte_rx_desc`), the
-//! 16-byte transmit data descriptor (§2.9, `struct iavf_tx_desc`) and the
-//! 32-byte admin queue descriptor (§2.3, `iavf_adminq_cmd.h` `struct
-//! iavf_aq_desc`; the queue that uses it is [`crate::adminq`]).
+//! descriptor (DPDK `base/iavf_type.h` `union iavf_32byte_rx_desc`), the
+//! 16-byte transmit data descriptor (`struct iavf_tx_desc`) and the 32-byte
+//! admin queue descriptor (`base/iavf_adminq_cmd.h` `struct iavf_aq_desc`; the
+//! queue that uses it is [`crate::adminq`]).
 //!
 //! Typed `#[repr(C)]` little-endian structures with size asserts; every field
 //! is reached through an accessor, so no call site twiddles bits. They live in
@@ -430,7 +430,7 @@ const _: () = assert!(size_of::<AqDesc>() == 32);
 
 impl AqDesc {
     /// A `send_msg_to_pf` command carrying virtchnl opcode `v_op`, with an
-    /// indirect buffer `(iova, len)` if there is a payload (§2.3 "Sending").
+    /// indirect buffer `(iova, len)` if there is a payload (`iavf_aq_send_msg_to_pf`).
     pub fn send_msg_to_pf(v_op: u32, buf: Option<(u64, u16)>) -> AqDesc {
         let mut d = AqDesc {
             flags: aq_flags::SI,

@@ -7,20 +7,22 @@
 //! simulated device's registers. Modules, one per hardware concept (ixy.rs
 //! style):
 //!
-//! - [`regs`]: BAR0 register offsets and fields (facts §2.2);
-//! - [`adminq`]: the admin queue (§2.3);
-//! - [`virtchnl`]: opcodes, capabilities and message layouts (§2.4-2.6);
-//! - [`vf`]: the virtchnl client and the VF's bring-up (§2.7);
-//! - [`desc`]: admin-queue, receive and transmit descriptors (§2.3, §2.8,
-//!   §2.9);
+//! - [`regs`]: BAR0 register offsets and fields (DPDK `base/iavf_register.h`);
+//! - [`adminq`]: the admin queue (DPDK `base/iavf_adminq.c`);
+//! - [`virtchnl`]: opcodes, capabilities and message layouts
+//!   (`include/linux/avf/virtchnl.h`);
+//! - [`vf`]: the virtchnl client and the VF's bring-up (DPDK `iavf_init_vf`);
+//! - [`desc`]: admin-queue, receive and transmit descriptors
+//!   (`base/iavf_adminq_cmd.h`, `base/iavf_type.h`);
 //! - [`ring`]: the only unsafe module: DMA memory, descriptor rings and the
 //!   mbufs the device holds;
 //! - `rxq` / `txq`: the data path; `sync`: how queues and the control
 //!   thread agree on resets; `port`: [`IavfPort`], the control plane.
 //!
-//! Bring-up, start and stop follow DPDK's iavf PMD and Linux's iavf driver;
-//! every step cites its section of `../shared/facts/dpdk-iavf-mlx5.md` §2 or
-//! its virtchnl opcode. Resets of the VF by its PF are recovered from by the
+//! Bring-up, start and stop follow DPDK's iavf PMD (`drivers/net/iavf`:
+//! `iavf_ethdev.c`, `iavf_vchnl.c`) and Linux's iavf driver
+//! (`drivers/net/ethernet/intel/iavf`); every step names the function it
+//! follows or its virtchnl opcode. Resets of the VF by its PF are recovered from by the
 //! driver itself (see [`port`]).
 //!
 //! Unsafe code is denied at the crate root and allowed in `ring` (DMA memory
@@ -70,7 +72,7 @@ pub const DRIVER: &str = "net_iavf";
 /// Intel's PCI vendor id.
 pub const INTEL_VENDOR_ID: u16 = 0x8086;
 
-/// The VF device ids this driver takes (facts §2.1, DPDK `pci_id_iavf_map`):
+/// The VF device ids this driver takes (DPDK `base/iavf_devids.h`, `pci_id_iavf_map`):
 /// 700-series VF, its Hyper-V flavour, the Adaptive VF (E810 VFs), and the
 /// X722 VFs.
 pub const PCI_DEVICE_IDS: &[(u16, &str)] = &[

@@ -28,7 +28,7 @@
 //! Hardware counters restart at zero after a reset; the port's totals carry on
 //! from the last values read.
 //!
-//! **Life cycle.** Creation brings the VF up (§2.7 steps 2-5) and installs its
+//! **Life cycle.** Creation brings the VF up (DPDK `iavf_init_vf`) and installs its
 //! MAC filter; `configure` checks the limits and maps the mempool; `start`
 //! builds and fills the rings, then CONFIG_VSI_QUEUES, CONFIG_IRQ_MAP, RSS,
 //! tails, ENABLE_QUEUES; `stop` (queues dropped first) DISABLE_QUEUES and frees
@@ -372,7 +372,7 @@ impl<B: Bar + 'static> IavfPort<B> {
             closed: false,
             numa_node: None,
         };
-        // §2.7 dev_start step 4: VIRTCHNL_OP_ADD_ETH_ADDR, our primary MAC
+        // DPDK dev_start: VIRTCHNL_OP_ADD_ETH_ADDR, our primary MAC
         // (once per VF bring-up; the filter lives until the VF is reset).
         let bar = ctrl.bar.clone();
         let done = ctrl.vf.eth_addr(&*bar, ctrl.mac.0, true).and_then(|()| {
@@ -611,8 +611,8 @@ impl<B: Bar> Ctrl<B> {
                 .acked(run.generation, run.pending.0, run.pending.1);
         if rx | tx != 0 {
             let bar = self.bar.clone();
-            // VIRTCHNL_OP_ENABLE_QUEUES for the queues that acked (§2.7
-            // dev_start step 5, queue by queue as DPDK's iavf_switch_queue).
+            // VIRTCHNL_OP_ENABLE_QUEUES for the queues that acked (queue by
+            // queue, as DPDK's iavf_switch_queue).
             self.vf.enable_queues(&*bar, rx, tx)?;
             log::debug!("iavf {}: re-enabled rx {rx:#x} tx {tx:#x}", self.name);
         }
@@ -685,7 +685,7 @@ impl<B: Bar> Ctrl<B> {
         self.vf.shutdown(bar);
         // The device's counters restart from zero.
         self.hw.device_reset();
-        // §2.7 steps 2-5 again: RSTAT, admin queue, VERSION, GET_VF_RESOURCES.
+        // iavf_init_vf again: RSTAT, admin queue, VERSION, GET_VF_RESOURCES.
         self.vf.init(bar)?;
         if let Some(conf) = &self.conf {
             let need = conf.nb_rxq.max(conf.nb_txq);
@@ -730,7 +730,7 @@ impl<B: Bar> Ctrl<B> {
     }
 
     /// CONFIG_VSI_QUEUES, CONFIG_IRQ_MAP and RSS for the configured queues,
-    /// rings at their fixed places (§2.7 dev_start steps 2-3, dev_configure).
+    /// rings at their fixed places (DPDK `iavf_dev_start`, `iavf_dev_configure`).
     fn program_queues(&mut self) -> Result<(), IavfError> {
         let conf = self.conf.as_ref().expect("configured");
         let (nb_rxq, nb_txq) = (conf.nb_rxq, conf.nb_txq);
@@ -775,9 +775,9 @@ impl<B: Bar> Ctrl<B> {
             .collect();
         let bar = self.bar.clone();
         let bar = &*bar;
-        // §2.7 dev_start step 2: VIRTCHNL_OP_CONFIG_VSI_QUEUES.
+        // iavf_dev_start: VIRTCHNL_OP_CONFIG_VSI_QUEUES.
         self.vf.config_vsi_queues(bar, &pairs)?;
-        // §2.7 dev_start step 3: descriptor write-back is driven by the ITR of
+        // iavf_config_rx_queues_irqs: descriptor write-back is driven by the ITR of
         // the vector the queues map to, even in poll mode. With WB_ON_ITR
         // (and a second vector) use vector 1 with write-back on ITR and no
         // interrupt; otherwise vector 0 with the default 32 µs ITR.
@@ -1047,7 +1047,7 @@ impl<B: Bar + 'static> Port for IavfPort<B> {
         }
         let result = (|| {
             c.program_queues()?;
-            // §2.7 dev_start step 5: tails (receive: all but one descriptor
+            // iavf_dev_start: tails (receive: all but one descriptor
             // to the device; transmit: empty), then VIRTCHNL_OP_ENABLE_QUEUES.
             for q in 0..nb_rxq {
                 c.bar.write32(regs::qrx_tail(q), (rxd - 1) as u32);

@@ -1,4 +1,4 @@
-//! VF BAR0 registers (facts §2.2, DPDK `base/iavf_register.h`; field widths
+//! VF BAR0 registers (DPDK `base/iavf_register.h`; field widths
 //! cross-checked in i40e's `i40e_register.h`).
 //!
 //! Only offsets and bit fields live here; every access goes through the
@@ -129,7 +129,8 @@ pub const DYN_CTL_INTERVAL_SHIFT: u32 = 5;
 /// interrupt.
 pub const DYN_CTLN_WB_ON_ITR: u32 = 1 << 30;
 
-/// Default ITR interval field: 16 x 2 µs = 32 µs (§2.10).
+/// Default ITR interval field: 16 x 2 µs = 32 µs (DPDK `iavf.h`
+/// `IAVF_QUEUE_ITR_INTERVAL_DEFAULT` through `iavf_calc_itr_interval`).
 pub const ITR_INTERVAL_DEFAULT: u32 = 16;
 /// ITR interval field DPDK writes with WB_ON_ITR (2 x 2 µs).
 pub const ITR_INTERVAL_WB_ON_ITR: u32 = 2;

@@ -1,4 +1,4 @@
-//! A receive queue: the legacy 32-byte descriptor ring (§2.8), one mbuf per
+//! A receive queue: the legacy 32-byte descriptor ring, one mbuf per
 //! slot, batched refill and one tail doorbell per burst.
 //!
 //! Ring discipline (DPDK `iavf_recv_pkts`, with a bulk refill): every slot
@@ -87,8 +87,8 @@ pub(crate) struct RxQueueParts<B: Bar> {
 }
 
 impl<B: Bar> IavfRxQueue<B> {
-    /// A queue with every slot filled and armed, and its tail written (§2.7
-    /// dev_start step 1: `QRX_TAIL = nb_desc - 1`). Fails if the pool cannot
+    /// A queue with every slot filled and armed, and its tail written (DPDK
+    /// `iavf_dev_rx_queue_start`: `QRX_TAIL = nb_desc - 1`). Fails if the pool cannot
     /// fill the ring (nothing is kept then).
     pub(crate) fn new(p: RxQueueParts<B>) -> Result<IavfRxQueue<B>, usize> {
         let n = p.ring.len();

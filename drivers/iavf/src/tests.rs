@@ -682,7 +682,7 @@ fn admin_queue_client_talks_to_the_fake_pf() {
 
 #[test]
 fn exact_message_lengths_are_accepted() {
-    // The fake PF refuses any length other than §2.6's with
+    // The fake PF refuses any length other than virtchnl.h's with
     // ERR_OPCODE_MISMATCH; a full start exercises every message.
     let pf = FakePf::new();
     let (pool, mut port, q) = started(&pf, "len", 4096, 0, (4, 512, 512));

@@ -1,4 +1,4 @@
-//! A transmit queue: the 16-byte data descriptor ring (§2.9), one packet per
+//! A transmit queue: the 16-byte data descriptor ring, one packet per
 //! descriptor, report-status every `rs_thresh` descriptors and cleanup in
 //! batches of `rs_thresh`, one tail doorbell per burst (DPDK's simple path,
 //! `iavf_xmit_pkts_simple` / `ci_tx_free_bufs`).

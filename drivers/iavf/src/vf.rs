@@ -1,5 +1,6 @@
 //! The virtchnl client: one request at a time over the admin queue, the VF's
-//! bring-up (§2.7: reset done, admin queue, VERSION, GET_VF_RESOURCES), and the
+//! bring-up (DPDK `iavf_init_vf`: reset done, admin queue, VERSION,
+//! GET_VF_RESOURCES), and the
 //! PF's events (link changes, resets).
 //!
 //! Everything here runs on the control path, under the port's control lock.
@@ -103,7 +104,7 @@ impl Vf {
     }
 
     /// Wait until `VFGEN_RSTAT` says the VF reset is done (COMPLETED or
-    /// VFACTIVE), as DPDK's `iavf_check_vf_reset_done` (§2.7 step 2).
+    /// VFACTIVE), as DPDK's `iavf_check_vf_reset_done`.
     pub fn wait_reset_done<B: Bar>(&self, bar: &B, what: &'static str) -> Result<()> {
         let start = Instant::now();
         let mut last = 0;
@@ -132,23 +133,23 @@ impl Vf {
         .is_some()
     }
 
-    /// Bring the VF up to the point where it can be configured (§2.7 steps
-    /// 2-5): reset done, admin queue, VERSION, GET_VF_RESOURCES.
+    /// Bring the VF up to the point where it can be configured (DPDK
+    /// `iavf_init_vf`): reset done, admin queue, VERSION, GET_VF_RESOURCES.
     pub fn init<B: Bar>(&mut self, bar: &B) -> Result<()> {
-        // §2.7 step 2: VFGEN_RSTAT must say the VF is out of reset.
+        // VFGEN_RSTAT must say the VF is out of reset.
         self.wait_reset_done(bar, "waiting for the VF to come out of reset")?;
-        // §2.7 step 3 / §2.3: ATQ and ARQ, 32 entries of 4 KiB each.
+        // ATQ and ARQ, 32 entries of 4 KiB each (`IAVF_AQ_LEN`, `IAVF_AQ_BUF_SZ`).
         self.aq.init(bar)?;
         self.reset_impending = false;
-        // §2.7 step 4: VIRTCHNL_OP_VERSION {1, 1}.
+        // VIRTCHNL_OP_VERSION {1, 1}.
         self.negotiate_version(bar)?;
-        // §2.7 step 5: VIRTCHNL_OP_GET_VF_RESOURCES with the capabilities we
+        // VIRTCHNL_OP_GET_VF_RESOURCES with the capabilities we
         // implement (no RX_FLEX_DESC: legacy 32-byte receive descriptors).
         self.get_vf_resources(bar)?;
         Ok(())
     }
 
-    /// Turn the admin queue off (§2.3 step 3).
+    /// Turn the admin queue off (`iavf_shutdown_adminq`).
     pub fn shutdown<B: Bar>(&mut self, bar: &B) {
         self.aq.shutdown(bar);
     }

@@ -1,11 +1,13 @@
 //! virtchnl: the messages a VF exchanges with its PF over the admin queue
-//! (facts §2.4 opcodes, §2.5 capabilities, §2.6 payload layouts; DPDK
-//! `base/virtchnl.h`, Linux `include/linux/avf/virtchnl.h`).
+//! (`enum virtchnl_ops`, `VIRTCHNL_VF_OFFLOAD_*` and the message structures
+//! of Linux's `include/linux/avf/virtchnl.h`; DPDK's `base/virtchnl.h` is the
+//! same file).
 //!
 //! Every payload is little-endian with natural alignment. Messages are encoded
 //! field by field into byte buffers (control path only), with the exact lengths
 //! the PF validates (`virtchnl_vc_validate_vf_msg`): the "array" messages keep
-//! the historical one extra element of the old `[1]` arrays (§2.6 table).
+//! the historical one extra element of the old `[1]` arrays (virtchnl.h's
+//! `virtchnl_*_LEGACY_SIZEOF` lengths).
 #![deny(unsafe_code)]
 
 use std::fmt;
@@ -171,7 +173,7 @@ pub fn usual_cause(op: u32, status: i32) -> &'static str {
     }
 }
 
-/// Capability flags of GET_VF_RESOURCES (`VIRTCHNL_VF_OFFLOAD_*`, §2.5).
+/// Capability flags of GET_VF_RESOURCES (virtchnl.h `VIRTCHNL_VF_OFFLOAD_*`).
 pub mod caps {
     /// Base L2 offloads.
     pub const L2: u32 = 1 << 0;
@@ -199,7 +201,8 @@ pub mod caps {
     pub const RX_FLEX_DESC: u32 = 1 << 26;
 
     /// What this driver asks for: only what it implements. No RX_FLEX_DESC, so
-    /// receive descriptors are the legacy 32-byte ones (§2.5, §2.8).
+    /// receive descriptors are the legacy 32-byte ones (`union
+    /// iavf_32byte_rx_desc`).
     pub const REQUESTED: u32 = L2 | RSS_PF | WB_ON_ITR | RX_POLLING | ADV_LINK_SPEED;
 
     /// Names of the flags set in `v`, for logs.
@@ -263,7 +266,8 @@ pub const RXDID_LEGACY_32: u8 = 1;
 /// 4 KiB admin-queue buffer (DPDK `IAVF_CFG_Q_NUM_PER_BUF`).
 pub const MAX_QPAIRS_PER_MSG: usize = 32;
 
-/// Sizes of the fixed structures (§2.6), asserted in the tests.
+/// Sizes of the fixed structures (virtchnl.h `VIRTCHNL_CHECK_STRUCT_LEN`),
+/// asserted in the tests.
 pub mod size {
     /// `virtchnl_version_info`.
     pub const VERSION_INFO: usize = 8;
@@ -604,7 +608,8 @@ impl QueuePairInfo {
     }
 }
 
-/// Exact CONFIG_VSI_QUEUES length for `n` pairs: 72 + 64·n (§2.6).
+/// Exact CONFIG_VSI_QUEUES length for `n` pairs: 72 + 64·n
+/// (`virtchnl_vc_validate_vf_msg`).
 pub const fn vsi_queues_len(n: usize) -> usize {
     size::VSI_QUEUE_CONFIG_INFO + size::QUEUE_PAIR_INFO * n
 }
@@ -977,7 +982,7 @@ mod tests {
 
     #[test]
     fn array_messages_have_the_lengths_the_pf_validates() {
-        // §2.6: 72 + 64n, 14 + 12n, 12 + 8n, 5 + k.
+        // virtchnl_vc_validate_vf_msg: 72 + 64n, 14 + 12n, 12 + 8n, 5 + k.
         let pair = QueuePairInfo::default();
         for n in 1..=MAX_QPAIRS_PER_MSG {
             assert_eq!(encode_vsi_queues(3, &vec![pair; n]).len(), 72 + 64 * n);

@@ -14,7 +14,7 @@ use sim_util::*;
 fn bar_is_64k_and_starts_active() {
     let rig = Rig::new(cfg());
     assert_eq!(rig.bar.len(), 0x10000);
-    // Reset done, VF active (§2.2 VFGEN_RSTAT: 2 = VFR_VFACTIVE).
+    // Reset done, VF active (VFGEN_RSTAT: 2 = VIRTCHNL_VFR_VFACTIVE).
     assert_eq!(rig.bar.read32(r::RSTAT) & 3, 2);
     // Nothing configured yet.
     assert_eq!(rig.bar.read32(r::ATQLEN), 0);

@@ -1,5 +1,5 @@
 //! The simulated VF's descriptor engine: transmit rings to the wire, the wire to
-//! receive rings, with the write-back formats of §2.8/§2.9.
+//! receive rings, with the write-back formats of `iavf_type.h`.
 #![cfg(feature = "sim")]
 
 mod sim_util;

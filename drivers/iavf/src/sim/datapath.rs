@@ -1,6 +1,6 @@
 //! The descriptor engine: transmit rings to the wire, the wire to receive rings.
 //!
-//! Transmit (16-byte data descriptors, §2.9): the device fetches descriptors from
+//! Transmit (16-byte data descriptors, `struct iavf_tx_desc`): the device fetches descriptors from
 //! its head up to the tail doorbell, gathers each frame's buffers up to EOP,
 //! skips context descriptors, and writes DTYPE = 0xF (descriptor done) into
 //! qword 1 of every descriptor with RS, after its buffer was read. A tail beyond
@@ -9,7 +9,7 @@
 //! with zeros (the MAC pads), a VLAN tag is inserted when IL2TAG1 asks for it,
 //! and the anti-spoof check drops frames whose source MAC is not the VF's.
 //!
-//! Receive (legacy 32-byte descriptors, §2.8): frames pass the VSI's MAC filters
+//! Receive (legacy 32-byte descriptors, `union iavf_32byte_rx_desc`): frames pass the VSI's MAC filters
 //! (its addresses, broadcast, promiscuous modes in effect), are hashed (RSS) and
 //! steered by the LUT, then written into the buffers of the descriptors the
 //! driver posted (head up to the tail doorbell). A frame longer than the data

@@ -2,8 +2,9 @@
 //! so the iavf PMD runs without hardware.
 //!
 //! The model is written from the public headers and sources (register map, admin
-//! queue, virtchnl, descriptor formats: `../shared/facts/dpdk-iavf-mlx5.md` §2,
-//! Linux `i40e_virtchnl_pf.c`), in its own `spec` module: it uses no constant or
+//! queue, virtchnl, descriptor formats: DPDK `base/iavf_register.h`,
+//! `iavf_adminq_cmd.h`, `iavf_type.h`, Linux `include/linux/avf/virtchnl.h`,
+//! `i40e_virtchnl_pf.c`, `ice_virtchnl.c`), in its own `spec` module: it uses no constant or
 //! type of the driver, so the two cannot agree on the same mistake.
 //!
 //! # Public API

@@ -2,12 +2,12 @@
 //! offsets, admin-queue layout, virtchnl opcodes, status codes, payload layouts and
 //! descriptor formats.
 //!
-//! Everything here is taken from the public headers and sources, as restated in
-//! `../shared/facts/dpdk-iavf-mlx5.md` §2 (section numbers below), never from this
-//! crate's driver modules: if the driver and the model shared a constant they
-//! would agree on the same mistake. Where the facts file is silent the source is
-//! named at the item (Linux `i40e_virtchnl_pf.c`, `i40e_status.h`, `i40e_type.h`,
-//! `iavf_common.c`, `ice_virtchnl.c`).
+//! Everything here is taken from the public headers and sources, named at each
+//! item (Linux `include/linux/avf/virtchnl.h`, DPDK `base/iavf_register.h`,
+//! `base/iavf_adminq_cmd.h`, `base/iavf_type.h`, Linux
+//! `drivers/net/ethernet/intel/{i40e,ice}`), never from this crate's driver
+//! modules: if the driver and the model shared a constant they would agree on
+//! the same mistake.
 #![deny(unsafe_code)]
 // A table of hardware constants: not every one is used by the model yet.
 #![allow(dead_code)]
@@ -15,7 +15,7 @@
 /// Size of the VF's BAR0 (700-series and E800 VFs expose 64 KiB).
 pub const BAR0_LEN: usize = 0x1_0000;
 
-/// VF BAR0 registers (§2.2, `iavf_register.h`).
+/// VF BAR0 registers (DPDK `base/iavf_register.h`).
 pub mod reg {
     /// Tx tail doorbell of queue `q` (bits 0-12).
     pub const fn qtx_tail(q: usize) -> usize {
@@ -119,7 +119,7 @@ pub mod reg {
     pub const RSS_END: usize = 0xD040;
 }
 
-/// `enum virtchnl_vfr_states` (§2.2).
+/// `enum virtchnl_vfr_states` (virtchnl.h).
 pub mod vfr {
     /// Reset in progress.
     pub const INPROGRESS: u32 = 0;
@@ -129,7 +129,7 @@ pub mod vfr {
     pub const VFACTIVE: u32 = 2;
 }
 
-/// Admin queue descriptor (`struct iavf_aq_desc`, 32 bytes, §2.3).
+/// Admin queue descriptor (`struct iavf_aq_desc`, 32 bytes, `iavf_adminq_cmd.h`).
 pub mod aq {
     /// Descriptor size in bytes.
     pub const DESC_LEN: usize = 32;
@@ -204,7 +204,7 @@ pub mod aq {
     }
 }
 
-/// virtchnl opcodes (`enum virtchnl_ops`, §2.4).
+/// virtchnl opcodes (`enum virtchnl_ops`, virtchnl.h).
 pub mod op {
     pub const UNKNOWN: u32 = 0;
     pub const VERSION: u32 = 1;
@@ -243,7 +243,7 @@ pub mod op {
     pub const GET_OFFLOAD_VLAN_V2_CAPS: u32 = 51;
 }
 
-/// `enum virtchnl_status_code` (§2.4) and the i40e codes the i40e PF sends
+/// `enum virtchnl_status_code` (virtchnl.h) and the i40e codes the i40e PF sends
 /// (`i40e_status.h`: the PF passes its own status codes through `v_retval`).
 pub mod status {
     pub const SUCCESS: i32 = 0;
@@ -265,14 +265,14 @@ pub mod status {
     pub const EPERM: i32 = -1;
 }
 
-/// virtchnl protocol version (§2.6).
+/// virtchnl protocol version (virtchnl.h `VIRTCHNL_VERSION_*`).
 pub const VIRTCHNL_VERSION_MAJOR: u32 = 1;
 /// Minor version 1: VF capabilities are negotiated.
 pub const VIRTCHNL_VERSION_MINOR: u32 = 1;
 /// Minor version 0: no VF capabilities.
 pub const VIRTCHNL_VERSION_MINOR_NO_VF_CAPS: u32 = 0;
 
-/// `VIRTCHNL_VF_OFFLOAD_*` capability bits (§2.5).
+/// `VIRTCHNL_VF_OFFLOAD_*` capability bits (virtchnl.h).
 pub mod cap {
     pub const L2: u32 = 1 << 0;
     pub const IWARP: u32 = 1 << 1;
@@ -297,7 +297,7 @@ pub mod cap {
     pub const FDIR_PF: u32 = 1 << 28;
 }
 
-/// Payload layouts and sizes (§2.6).
+/// Payload layouts and sizes (virtchnl.h structures, `VIRTCHNL_CHECK_STRUCT_LEN`).
 pub mod msg {
     /// `virtchnl_version_info`.
     pub const VERSION_INFO_LEN: usize = 8;
@@ -344,7 +344,8 @@ pub mod msg {
     /// `virtchnl_pf_event`.
     pub const PF_EVENT_LEN: usize = 16;
 
-    /// Expected message length of CONFIG_VSI_QUEUES with `n` pairs (§2.6 table:
+    /// Expected message length of CONFIG_VSI_QUEUES with `n` pairs
+    /// (`virtchnl_vc_validate_vf_msg`:
     /// the old `[1]` arrays' extra element is kept).
     pub const fn vsi_queue_config_len(n: usize) -> usize {
         VSI_QUEUE_CONFIG_HDR_LEN + QUEUE_PAIR_INFO_LEN * (n + 1)
@@ -398,9 +399,9 @@ pub mod pf {
     pub const MAX_VF_QUEUES: u16 = 16;
     /// `I40E_DEFAULT_QUEUES_PER_VF`.
     pub const DEFAULT_QUEUES_PER_VF: u16 = 4;
-    /// `I40E_HKEY_ARRAY_SIZE`: RSS key bytes (§2.6: 52).
+    /// `I40E_HKEY_ARRAY_SIZE`: RSS key bytes (52).
     pub const RSS_KEY_SIZE: usize = 52;
-    /// `I40E_VF_HLUT_ARRAY_SIZE`: RSS LUT entries (§2.6: 64).
+    /// `I40E_VF_HLUT_ARRAY_SIZE`: RSS LUT entries (64).
     pub const RSS_LUT_SIZE: usize = 64;
     /// `I40E_VC_MAX_MAC_ADDR_PER_VF`: 16 multicast + 1 unicast + 1 broadcast,
     /// for an untrusted VF.
@@ -410,20 +411,24 @@ pub mod pf {
     /// `I40E_DEFAULT_NUM_INVALID_MSGS_ALLOWED`: more failed messages in a row
     /// and the PF disables the VF's mailbox until the next reset.
     pub const DEFAULT_NUM_INVALID_MSGS_ALLOWED: u32 = 10;
-    /// i40e: `databuffer_size` must not exceed 16 KiB − 128 (§2.7).
+    /// i40e: `databuffer_size` must not exceed 16 KiB − 128
+    /// (`i40e_config_vsi_rx_queue`).
     pub const MAX_DATABUFFER: u32 = 16 * 1024 - 128;
-    /// i40e: `max_pkt_size` must be in [64, 16 KiB) (§2.7).
+    /// i40e: `max_pkt_size` must be in [64, 16 KiB)
+    /// (`i40e_config_vsi_rx_queue`).
     pub const MIN_PKT: u32 = 64;
     /// Upper bound (exclusive) of `max_pkt_size`.
     pub const MAX_PKT_EXCL: u32 = 16 * 1024;
     /// i40e: header buffer at most 2 KiB − 64 when header split is asked for.
     pub const MAX_HDR_SIZE: u32 = 2 * 1024 - 64;
-    /// The Rx data buffer size is kept in 128-byte units (§2.10).
+    /// The Rx data buffer size is kept in 128-byte units
+    /// (`I40E_RXQ_CTX_DBUFF_SHIFT`).
     pub const DBUFF_UNIT: u32 = 128;
-    /// Ring bases are kept in 128-byte units (§2.7: `base = dma_ring_addr / 128`).
+    /// Ring bases are kept in 128-byte units (`i40e_config_vsi_rx_queue`:
+    /// `base = dma_ring_addr / 128`).
     pub const RING_BASE_UNIT: u64 = 128;
     /// Ring length rule the model applies (ice `ice_vc_isvalid_ring_len`: 0, or
-    /// a multiple of 32 in 64..=8160; §2.10's DPDK limits are the same).
+    /// a multiple of 32 in 64..=8160; DPDK's `IAVF_MIN_RING_DESC`/`IAVF_MAX_RING_DESC` agree).
     pub const RING_LEN_MIN: u32 = 64;
     /// Largest ring.
     pub const RING_LEN_MAX: u32 = 8160;
@@ -464,7 +469,7 @@ pub mod pctype {
         | (1 << L2_PAYLOAD);
 }
 
-/// Legacy Rx descriptor (32 bytes, §2.8).
+/// Legacy Rx descriptor (32 bytes, `union iavf_32byte_rx_desc` in `iavf_type.h`).
 pub mod rx {
     /// Descriptor size (the i40e PF always programs 32-byte descriptors).
     pub const DESC_LEN: usize = 32;
@@ -523,7 +528,7 @@ pub mod ptype {
     pub const IPV6_ICMP: u8 = 94;
 }
 
-/// Tx data descriptor (16 bytes, §2.9).
+/// Tx data descriptor (16 bytes, `struct iavf_tx_desc` in `iavf_type.h`).
 pub mod tx {
     /// Descriptor size.
     pub const DESC_LEN: usize = 16;
@@ -553,5 +558,5 @@ pub mod tx {
     pub const L2TAG1_SHIFT: u32 = 48;
 }
 
-/// Largest frame the 700 series handles (§2.10 `IAVF_FRAME_SIZE_MAX`).
+/// Largest frame the 700 series handles (DPDK `iavf.h` `IAVF_FRAME_SIZE_MAX`).
 pub const FRAME_SIZE_MAX: usize = 9728;

@@ -1,5 +1,6 @@
 //! Test side of the simulated VF's tests: a minimal admin-queue client, message
-//! builders and ring writers, written from the facts file (§2) directly. It uses
+//! builders and ring writers, written from the public headers directly (virtchnl.h, DPDK
+//! `base/iavf_register.h`, `iavf_adminq_cmd.h`, `iavf_type.h`). It uses
 //! neither the driver's modules nor the model's constants, so a mistake in
 //! either shows against a third reading of the spec.
 #![allow(dead_code)]
@@ -10,7 +11,7 @@ use nicpoll::bar::Bar;
 use nicpoll::memory::{DmaMemory, DmaRegion};
 use nicpoll_iavf::sim::{SimConfig, SimVf, SimVfBar};
 
-/// Register offsets (§2.2).
+/// Register offsets (`iavf_register.h`).
 pub mod r {
     pub const fn qtx_tail(q: usize) -> usize {
         q * 4
@@ -45,7 +46,7 @@ pub mod r {
     pub const LEN_OVFL: u32 = 1 << 29;
 }
 
-/// AQ descriptor flags (§2.3).
+/// AQ descriptor flags (`iavf_adminq_cmd.h`).
 pub mod f {
     pub const DD: u16 = 0x0001;
     pub const CMP: u16 = 0x0002;
@@ -56,7 +57,7 @@ pub mod f {
     pub const SI: u16 = 0x2000;
 }
 
-/// virtchnl opcodes (§2.4).
+/// virtchnl opcodes (`enum virtchnl_ops`).
 pub mod op {
     pub const VERSION: u32 = 1;
     pub const RESET_VF: u32 = 2;
@@ -84,7 +85,7 @@ pub mod op {
     pub const GET_SUPPORTED_RXDIDS: u32 = 44;
 }
 
-/// Capability bits (§2.5).
+/// Capability bits (`VIRTCHNL_VF_OFFLOAD_*`).
 pub mod cap {
     pub const L2: u32 = 1 << 0;
     pub const RSS_AQ: u32 = 1 << 3;
@@ -243,7 +244,7 @@ impl Rig {
         self.write(iova, &v.to_le_bytes())
     }
 
-    /// Admin queue bring-up as §2.3 describes it.
+    /// Admin queue bring-up as DPDK's `iavf_init_adminq` does it.
     pub fn init_aq(&mut self) {
         let b = &self.bar;
         self.ntu = 0;
@@ -457,7 +458,7 @@ impl Rig {
             SUCCESS,
         );
         for q in &qs {
-            // Post every Rx buffer, tail = len - 1 (§2.8).
+            // Post every Rx buffer, tail = len - 1.
             for i in 0..q.len {
                 self.post_rx(q, i);
             }
@@ -581,7 +582,7 @@ impl Queue {
     }
 }
 
-/// Rx write-back fields (§2.8).
+/// Rx write-back fields (`union iavf_32byte_rx_desc`).
 pub fn rx_len(qw1: u64) -> usize {
     ((qw1 >> 38) & 0x3FFF) as usize
 }
