@@ -116,11 +116,34 @@ pub const STATUS_ERR_ADMIN_QUEUE_ERROR: i32 = -53;
 /// `VIRTCHNL_STATUS_ERR_NOT_SUPPORTED`.
 pub const STATUS_ERR_NOT_SUPPORTED: i32 = -64;
 
-/// The name of a `virtchnl_status_code`.
+/// Linux errno values a PF passes as the status: Linux 6.12's i40e answers
+/// with its handlers' return values (`i40e_vc_send_resp_to_vf(vf, op, -EINVAL)`)
+/// instead of `enum virtchnl_status_code`; ice uses the virtchnl codes.
+pub mod errno {
+    /// `-EPERM`: not allowed (an untrusted VF, a MAC the host set).
+    pub const EPERM: i32 = -1;
+    /// `-ENOENT`.
+    pub const ENOENT: i32 = -2;
+    /// `-ENOMEM`.
+    pub const ENOMEM: i32 = -12;
+    /// `-EINVAL`: the message or a value in it is invalid, or the VF's state
+    /// does not allow it.
+    pub const EINVAL: i32 = -22;
+    /// `-EOPNOTSUPP`: an opcode the PF has no handler for.
+    pub const EOPNOTSUPP: i32 = -95;
+}
+
+/// The name of a `virtchnl_status_code` (or of the Linux errno an i40e PF
+/// sends in its place; -5 is both ERR_PARAM and -EIO).
 pub fn status_name(status: i32) -> &'static str {
     match status {
         STATUS_SUCCESS => "SUCCESS",
-        STATUS_ERR_PARAM => "ERR_PARAM",
+        STATUS_ERR_PARAM => "ERR_PARAM (ice) or -EIO (i40e)",
+        errno::EPERM => "-EPERM",
+        errno::ENOENT => "-ENOENT",
+        errno::ENOMEM => "-ENOMEM",
+        errno::EINVAL => "-EINVAL",
+        errno::EOPNOTSUPP => "-EOPNOTSUPP",
         STATUS_ERR_NO_MEMORY => "ERR_NO_MEMORY",
         STATUS_ERR_OPCODE_MISMATCH => "ERR_OPCODE_MISMATCH",
         STATUS_ERR_CQP_COMPL_ERROR => "ERR_CQP_COMPL_ERROR",
@@ -137,7 +160,7 @@ pub fn usual_cause(op: u32, status: i32) -> &'static str {
     const PROMISC: u32 = Op::ConfigPromiscuousMode as u32;
     const QUEUES: u32 = Op::ConfigVsiQueues as u32;
     match (op, status) {
-        (ADD, STATUS_ERR_PARAM) | (ADD, STATUS_ERR_NOT_SUPPORTED) => {
+        (ADD, STATUS_ERR_PARAM) | (ADD, STATUS_ERR_NOT_SUPPORTED) | (ADD, errno::EPERM) => {
             "the PF refused the MAC filter: the host assigned this VF a MAC (`ip link set <pf> vf N \
              mac ...`) and spoof checking forbids another, or an untrusted VF reached its filter \
              limit (`ip link set <pf> vf N trust on`)"
@@ -145,15 +168,20 @@ pub fn usual_cause(op: u32, status: i32) -> &'static str {
         (PROMISC, _) => {
             "promiscuous mode needs a trusted VF: `ip link set <pf> vf N trust on` on the host"
         }
-        (QUEUES, STATUS_ERR_PARAM) => {
+        (QUEUES, STATUS_ERR_PARAM) | (QUEUES, errno::EINVAL) => {
             "the PF rejected a queue parameter: ring length (multiple of 32, 64..4096), buffer \
              size (1024..16256 in 128-byte units), frame size (64..16383), a queue id beyond \
              those granted, or a wrong message length"
         }
-        (_, STATUS_ERR_PARAM) => {
-            "the PF rejected the request: a wrong message length for this opcode (i40e answers \
-             ERR_PARAM), or a bad VSI id, queue id or value"
+        (_, STATUS_ERR_PARAM) | (_, errno::EINVAL) => {
+            "the PF rejected the request: a wrong message length for this opcode, a bad VSI id, \
+             queue id or value, or a request the VF's state does not allow (Linux's i40e answers \
+             -EINVAL, ice ERR_PARAM)"
         }
+        (_, errno::EPERM) => {
+            "the PF does not allow this VF to do that: `ip link set <pf> vf N trust on` on the host"
+        }
+        (_, errno::EOPNOTSUPP) => "the PF has no handler for this request",
         (_, STATUS_ERR_NO_MEMORY) => {
             "the PF is out of resources for this VF (filters, queues, vectors)"
         }
@@ -1162,5 +1190,10 @@ mod tests {
         );
         assert_eq!(Op::name_of(6), "VIRTCHNL_OP_CONFIG_VSI_QUEUES");
         assert!(usual_cause(14, 0).contains("trust on"));
+        // Linux 6.12's i40e answers with errno values.
+        assert_eq!(status_name(-22), "-EINVAL");
+        assert_eq!(status_name(-95), "-EOPNOTSUPP");
+        assert!(usual_cause(Op::AddEthAddr.raw(), errno::EPERM).contains("MAC"));
+        assert!(usual_cause(Op::ConfigVsiQueues.raw(), errno::EINVAL).contains("ring length"));
     }
 }

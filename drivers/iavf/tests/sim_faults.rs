@@ -34,7 +34,8 @@ fn vf_reset_sequence() {
     let ev = rig.event();
     assert_eq!(ev.event().0, 2);
     assert_eq!(le32(&ev.payload, 12) as i32, 255, "severity: certain doom");
-    // Then: ARQ disabled and VFR_INPROGRESS, then COMPLETED, then VFACTIVE.
+    // Then: ARQ disabled and VFR_INPROGRESS, then VFACTIVE (Linux 6.12's PFs
+    // never write VFR_COMPLETED).
     let mut seen = vec![rig.bar.read32(r::RSTAT) & 3];
     let mut arq_off_with_rstat = None;
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -54,12 +55,12 @@ fn vf_reset_sequence() {
                 inject.send(frame(VF_MAC, PEER_MAC, 1, 64)).unwrap();
             }
         }
-        if seen.ends_with(&[0, 1, 2]) {
+        if seen.ends_with(&[0, 2]) {
             break;
         }
         std::thread::sleep(Duration::from_micros(200));
     }
-    assert_eq!(seen, vec![2, 0, 1, 2]);
+    assert_eq!(seen, vec![2, 0, 2]);
     assert_eq!(arq_off_with_rstat, Some(0));
     let stats = rig.vf.stats();
     assert_eq!(stats.resets, 1);
@@ -67,7 +68,8 @@ fn vf_reset_sequence() {
     assert_eq!(stats.rx_delivered, 0);
     assert_eq!(rig.rx_desc(&q, 0)[1] & 1, 0);
     let st = rig.vf.status();
-    assert!(!st.active && !st.queues_enabled);
+    // i40e: ACTIVE again once the reset is done, nothing configured.
+    assert!(st.active && !st.queues_enabled);
     assert!(st.rx_queues.iter().all(|q| !q.enabled && q.ring_len == 0));
     // The VF starts over: AQ, VERSION, resources.
     rig.init_aq();
@@ -145,7 +147,7 @@ fn new_vsi_id_after_reset() {
     let new = rig.bring_up(cap::L2);
     assert_ne!(new.vsi_id, res.vsi_id);
     // A driver still using the old id is refused.
-    rig.expect(op::GET_STATS, &queue_select(res.vsi_id, 0, 0), ERR_PARAM);
+    rig.expect(op::GET_STATS, &queue_select(res.vsi_id, 0, 0), EINVAL);
     rig.expect(op::GET_STATS, &queue_select(new.vsi_id, 0, 0), SUCCESS);
 }
 

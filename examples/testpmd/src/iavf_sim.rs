@@ -1,10 +1,11 @@
-//! `--vdev net_iavf_simN`: a simulated X710 VF (nicpoll-iavf's device model)
-//! driven by the real iavf PMD.
+//! `--vdev net_iavf_simN`: a simulated X710 (or X722, or E810) VF
+//! (nicpoll-iavf's device model) driven by the real iavf PMD.
 //!
 //! Device arguments: `peer=net_iavf_simM` (back to back with that VF; both name
 //! each other or one names the other), `iface=IF` (the VF's wire is a kernel
 //! interface through AF_PACKET), `loopback=1`, `mac=`, `queues=` (queue pairs
-//! the PF grants, default 4), `trusted=`, `spoofchk=`, and the PMD's own keys
+//! the PF grants, default 4), `trusted=`, `spoofchk=`, `pf=` (the PF as Linux
+//! 6.12 drives it: `i40e`, the default, `x722` or `ice`), and the PMD's own keys
 //! (`promisc`, `watchdog_ms`, `rx_free_thresh`, `simd`). A lab VF defaults to trusted,
 //! spoof checking off and promiscuous on, so io forwarding between two of them
 //! works the way it does between two null or ring ports; `trusted=0,spoofchk=1,
@@ -15,13 +16,13 @@ use std::sync::Arc;
 use nicpoll::memory::DmaMemory;
 use nicpoll::port::{DevArgs, MacAddr};
 use nicpoll::{Error, Result};
-use nicpoll_iavf::sim::{SimConfig, SimVf, Wire};
+use nicpoll_iavf::sim::{PfModel, SimConfig, SimVf, Wire};
 use nicpoll_iavf::{DmaMap, IavfPort};
 
 /// Driver name in `--vdev` strings.
 pub const DRIVER: &str = "net_iavf_sim";
 const SIM_KEYS: &[&str] = &[
-    "peer", "iface", "loopback", "mac", "queues", "trusted", "spoofchk",
+    "peer", "iface", "loopback", "mac", "queues", "trusted", "spoofchk", "pf",
 ];
 
 /// Create the simulated VF and its port.
@@ -62,7 +63,12 @@ pub fn create(d: &DevArgs, port_id: u16) -> Result<Box<dyn nicpoll::Port>> {
             .map_err(|e| bad(format!("mac=: {e}")))?,
         None => MacAddr([0x02, 0x00, 0x00, 0x00, 0x71, port_id as u8]),
     };
+    let pf = match d.get("pf") {
+        Some(p) => p.parse::<PfModel>().map_err(|e| bad(format!("pf=: {e}")))?,
+        None => PfModel::default(),
+    };
     let cfg = SimConfig {
+        pf,
         name: d.name.clone(),
         mac,
         queue_pairs: d.get_u64("queues", 1..=16)?.map(|q| q as u16).unwrap_or(4),

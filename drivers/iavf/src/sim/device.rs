@@ -23,9 +23,13 @@ pub(super) enum Phase {
     Active,
     /// RESET_IMPENDING sent; the hardware reset starts at `at`.
     Impending { at: Instant },
-    /// `VFGEN_RSTAT` = in progress until `until`.
+    /// The hardware reset: `VFGEN_RSTAT` = in progress, registers frozen, until
+    /// `until`.
     InProgress { until: Instant },
-    /// `VFGEN_RSTAT` = completed until `until`, then active.
+    /// The hardware reset is done (registers writable again) and the PF
+    /// re-creates the VF's resources until `until`, then writes VFACTIVE.
+    /// `VFGEN_RSTAT` still reads in progress: neither i40e nor ice writes
+    /// VFR_COMPLETED (`i40e_cleanup_reset_vf`, `ice_sriov_post_vsi_rebuild`).
     Completed { until: Instant },
 }
 
@@ -334,10 +338,6 @@ impl Device {
                 // Writes that raced with the start of the reset are gone too.
                 regs.clear_vf_registers();
                 regs.set_in_reset(false, false);
-                // i40e_cleanup_reset_vf: free and re-create the VF's resources
-                // (the VF may configure again), then report VFACTIVE.
-                self.allocate_resources();
-                regs.set(reg::VFGEN_RSTAT, vfr::COMPLETED);
                 self.phase = Phase::Completed {
                     until: now + self.timing().completed,
                 };
@@ -345,6 +345,9 @@ impl Device {
                 1
             }
             Phase::Completed { until } if now >= until => {
+                // i40e_cleanup_reset_vf: free and re-create the VF's resources
+                // (the VF may configure again), then report VFACTIVE.
+                self.allocate_resources();
                 self.sh.regs.set(reg::VFGEN_RSTAT, vfr::VFACTIVE);
                 self.phase = Phase::Active;
                 self.dirty = true;
@@ -381,7 +384,7 @@ impl Device {
         for i in 0..16 {
             regs.set(reg::vfqf_hlut(i), 0);
         }
-        let hena = spec::pctype::DEFAULT_HENA;
+        let hena = self.default_hena();
         regs.set(reg::vfqf_hena(0), hena as u32);
         regs.set(reg::vfqf_hena(1), (hena >> 32) as u32);
         regs.bump_rss_gen();
@@ -565,14 +568,18 @@ impl Device {
         self.sh.counters.arq_posted.inc();
     }
 
-    /// A LINK_CHANGE event (i40e `i40e_vc_notify_vf_link_state`: reported down
-    /// while the VF's queues are not enabled).
+    /// A LINK_CHANGE event with the physical link's state (i40e
+    /// `i40e_vc_notify_vf_link_state`, ice `ice_vc_notify_vf_link_state`): the
+    /// speed in Mbit/s for a VF that asked for ADV_LINK_SPEED, else the legacy
+    /// `enum virtchnl_link_speed` bit.
     pub(super) fn notify_link(&mut self) {
-        let up = self.link_up && self.pf.queues_enabled;
-        let speed = if up {
-            msg::legacy_link_speed(self.cfg.link_speed_mbps)
-        } else {
+        let up = self.link_up;
+        let speed = if !up {
             0
+        } else if self.pf.driver_caps & spec::cap::ADV_LINK_SPEED != 0 {
+            self.cfg.link_speed_mbps
+        } else {
+            msg::legacy_link_speed(self.cfg.link_speed_mbps)
         };
         let mut ev = [0u8; msg::PF_EVENT_LEN];
         ev[0..4].copy_from_slice(&msg::EVENT_LINK_CHANGE.to_le_bytes());

@@ -1,5 +1,6 @@
-//! A simulated iavf virtual function and the i40e PF behind it (feature `sim`),
-//! so the iavf PMD runs without hardware.
+//! A simulated iavf virtual function and the PF behind it (feature `sim`), so
+//! the iavf PMD runs without hardware. The PF is Linux 6.12's i40e on an X710
+//! (the default) or an X722, or its ice on an E810 ([`PfModel`]).
 //!
 //! The model is written from the public headers and sources (register map, admin
 //! queue, virtchnl, descriptor formats: DPDK `base/iavf_register.h`,
@@ -28,7 +29,7 @@
 //! SimVf::dma_mapping_count(), SimVf::name()
 //! SimConfig { name, mac, queue_pairs, trusted, spoofchk, link_up, link_speed_mbps, wire, pf,
 //!             max_vectors, vsi_id, invalid_msg_limit, reset_timing, inbox_capacity }
-//! Wire::{None, Loopback, Peer(name), Iface(ifname)}     PfModel::{X710, X722}
+//! Wire::{None, Loopback, Peer(name), Iface(ifname)}     PfModel::{X710, X722, E810}
 //! Faults: reset_vf, reset_on_opcode, reset_after_tx_frames, set_reset_timing,
 //!         deadbeef_during_reset, new_vsi_id_on_reset, pf_silent, drop_pf_replies, set_link,
 //!         corrupt_rx(RxCorruption::{BadLength, ErrorBit, NoEop}, n), drop_rx_frames,
@@ -37,7 +38,7 @@
 //!
 //! Defaults model what a host gives a VM by default: an untrusted VF with
 //! anti-spoof on, MAC 02:00:00:00:00:01 set by the host, 4 queue pairs, 5
-//! vectors, link up at 40G, X710 PF. A driver that transmits frames with another
+//! vectors, link up at 40G, an X710 under i40e. A driver that transmits frames with another
 //! source MAC needs `spoofchk: false` (or `trusted` plus ADD_ETH_ADDR).
 //!
 //! # What is modelled
@@ -53,13 +54,15 @@
 //!   message to the PF. PF messages go into the buffers the driver posted on the
 //!   ARQ (opcode 0x0802, `cookie_high` = virtchnl opcode, `cookie_low` = status),
 //!   advancing `VF_ARQH1`; a full ARQ sets `ARQLEN.OVFL` and loses the message.
-//! - **PF**: answers virtchnl the way Linux's i40e PF does (module `pf`): length
-//!   validation (`virtchnl_vc_validate_vf_msg`; a wrong length gets
-//!   `VIRTCHNL_STATUS_ERR_PARAM`, -5, as i40e sends), VF state checks, queue and
-//!   vector ids, capability negotiation, MAC filter permissions and quota of an
-//!   untrusted VF, promiscuous mode silently not applied for an untrusted VF,
-//!   link events (down until queues are enabled), RESET_IMPENDING, and the
-//!   "too many invalid messages" mailbox shutdown.
+//! - **PF**: answers virtchnl the way Linux 6.12's i40e or ice does (module
+//!   `pf`): length validation (`virtchnl_vc_validate_vf_msg`), i40e's errno
+//!   status codes (-EINVAL, -EPERM, -EOPNOTSUPP) or ice's virtchnl ones and its
+//!   opcode allowlist, VF state checks, queue and vector ids, capability
+//!   negotiation (i40e grants VLAN and ADV_LINK_SPEED unasked), MAC filter
+//!   permissions and quota of an untrusted VF, promiscuous mode silently not
+//!   applied for an untrusted VF, link events with the physical link's state
+//!   (in Mbit/s when the VF asked for ADV_LINK_SPEED), RESET_IMPENDING, VF
+//!   resets that go from VFR_INPROGRESS straight to VFR_VFACTIVE.
 //! - **Descriptor engine**: legacy 32-byte Rx descriptors (DD, EOP, length, PTYPE,
 //!   RSS hash with FLTSTAT=3, UMBCAST, L2TAG1 when stripping), frames longer than
 //!   the buffer chained over several descriptors up to the queue's max frame size
@@ -112,16 +115,69 @@ use dma::{IoMmu, MapError};
 use regs::Regs;
 use wire::{Inbox, Outbound, WireState, open_wire_socket};
 
-/// Which PF hardware the simulated PF is: it decides the capabilities the i40e PF
-/// can grant beyond the ones every 700-series PF grants.
+/// Which PF the simulated VF belongs to: the PF driver of Linux 6.12 and the
+/// hardware it drives. Chosen per simulated PF (`pf=` of testpmd's
+/// `net_iavf_sim`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum PfModel {
-    /// XL710/X710/XXV710: RSS through the PF or registers, no WB_ON_ITR.
+    /// `pf=i40e`: an X710/XL710/XXV710 port under Linux's i40e (VF device id
+    /// 0x154c): RSS through the PF or registers, no WB_ON_ITR.
     #[default]
     X710,
-    /// X722: adds RSS through the AQ, the extended RSS PCTYPEs, outer UDP
-    /// checksum and WB_ON_ITR (the i40e PF's `hw_features` for X722).
+    /// `pf=x722`: an X722 port under i40e (VF 0x37cd): adds RSS through the AQ,
+    /// the expanded RSS PCTYPEs, outer UDP checksum and WB_ON_ITR (i40e's
+    /// `hw->caps` for `I40E_MAC_X722`).
     X722,
+    /// `pf=ice`: an E810 port under Linux's ice (VF 0x1889): virtchnl status
+    /// codes, an opcode allowlist, capabilities only as asked for.
+    E810,
+}
+
+impl PfModel {
+    /// The `pf=` name.
+    pub fn name(self) -> &'static str {
+        match self {
+            PfModel::X710 => "i40e",
+            PfModel::X722 => "x722",
+            PfModel::E810 => "ice",
+        }
+    }
+
+    /// Whether the PF driver is ice (else i40e).
+    pub fn is_ice(self) -> bool {
+        self == PfModel::E810
+    }
+
+    /// The VF's PCI device id on this PF.
+    pub fn vf_device_id(self) -> u16 {
+        match self {
+            PfModel::X710 => 0x154C,
+            PfModel::X722 => 0x37CD,
+            PfModel::E810 => 0x1889,
+        }
+    }
+}
+
+impl fmt::Display for PfModel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for PfModel {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<PfModel, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "i40e" | "x710" | "xl710" | "xxv710" => Ok(PfModel::X710),
+            "x722" => Ok(PfModel::X722),
+            "ice" | "e810" => Ok(PfModel::E810),
+            _ => Err(format!(
+                "unknown PF {s:?}: use i40e (X710/XL710/XXV710), x722 (X722 under i40e) or ice \
+                 (E810)"
+            )),
+        }
+    }
 }
 
 /// How long each step of a VF reset takes.
@@ -131,10 +187,12 @@ pub struct ResetTiming {
     /// after the VF's RESET_VF command completed on the ATQ) to the hardware
     /// reset: the VF can read the event, or see its command complete, first.
     pub impending: Duration,
-    /// `VFGEN_RSTAT` reads VFR_INPROGRESS (0) this long; register writes are lost.
+    /// The hardware reset: `VFGEN_RSTAT` reads VFR_INPROGRESS (0) and register
+    /// writes are lost this long.
     pub in_progress: Duration,
-    /// Then VFR_COMPLETED (1) this long (the PF has re-created the VF's
-    /// resources), then VFR_VFACTIVE (2).
+    /// Then the PF re-creates the VF's resources this long, `VFGEN_RSTAT` still
+    /// reading VFR_INPROGRESS (Linux 6.12's i40e and ice never write
+    /// VFR_COMPLETED), then it writes VFR_VFACTIVE (2).
     pub completed: Duration,
 }
 
@@ -178,7 +236,8 @@ pub struct SimConfig {
     /// The VSI id the PF reports (and checks in every message).
     pub vsi_id: u16,
     /// Failed messages in a row after which the PF stops answering the VF until
-    /// its next reset (i40e: 10); `None`: never.
+    /// its next reset, as older i40e versions did (10); `None` (the default):
+    /// never, as Linux 6.12's i40e and ice.
     pub invalid_msg_limit: Option<u32>,
     /// Timing of VF resets.
     pub reset_timing: ResetTiming,
@@ -201,7 +260,7 @@ impl Default for SimConfig {
             pf: PfModel::X710,
             max_vectors: 5,
             vsi_id: 17,
-            invalid_msg_limit: Some(spec::pf::DEFAULT_NUM_INVALID_MSGS_ALLOWED),
+            invalid_msg_limit: None,
             reset_timing: ResetTiming::default(),
             inbox_capacity: 4096,
         }
@@ -333,9 +392,11 @@ pub struct VectorMap {
 pub struct SimStatus {
     /// `VFGEN_RSTAT` (0 in progress, 1 completed, 2 active).
     pub reset_state: u32,
-    /// GET_VF_RESOURCES was answered since the last reset (i40e `VF_STATE_ACTIVE`).
+    /// The VF may configure (`I40E_VF_STATE_ACTIVE`: set by i40e when a reset
+    /// completes, by ice when GET_VF_RESOURCES is answered).
     pub active: bool,
-    /// The PF stopped answering after too many invalid messages.
+    /// The PF ignores the VF's messages until its next reset
+    /// (`I40E_VF_STATE_DISABLED`).
     pub mailbox_disabled: bool,
     /// virtchnl version the VF announced.
     pub version: (u32, u32),
@@ -1099,6 +1160,24 @@ mod tests {
     fn send_sync<T: Send + Sync>() {}
 
     #[test]
+    fn pf_flavours_by_name() {
+        for (name, pf) in [
+            ("i40e", PfModel::X710),
+            ("x722", PfModel::X722),
+            ("ice", PfModel::E810),
+            ("E810", PfModel::E810),
+        ] {
+            assert_eq!(name.parse::<PfModel>(), Ok(pf));
+        }
+        for pf in [PfModel::X710, PfModel::X722, PfModel::E810] {
+            assert_eq!(pf.name().parse::<PfModel>(), Ok(pf));
+        }
+        assert_eq!(PfModel::default(), PfModel::X710);
+        let e = "mlx5".parse::<PfModel>().unwrap_err();
+        assert!(e.contains("i40e") && e.contains("ice"), "{e}");
+    }
+
+    #[test]
     fn handles_are_send_and_sync() {
         send_sync::<SimVf>();
         send_sync::<SimVfBar>();
@@ -1142,7 +1221,11 @@ mod tests {
             "moved on its own"
         );
         vf.step();
-        assert_eq!(vf.status().reset_state, spec::vfr::COMPLETED);
+        assert_eq!(
+            vf.status().reset_state,
+            spec::vfr::INPROGRESS,
+            "no VFR_COMPLETED: the PF goes from in progress to active"
+        );
         std::thread::sleep(Duration::from_millis(10));
         vf.step();
         assert_eq!(vf.status().reset_state, spec::vfr::VFACTIVE);

@@ -1,46 +1,53 @@
-//! The PF side of virtchnl, answering as Linux's i40e PF driver does
-//! (`drivers/net/ethernet/intel/i40e/i40e_virtchnl_pf.c`, `i40e_vc_process_vf_msg`
-//! and its handlers), with the message lengths of `virtchnl_vc_validate_vf_msg`
-//! (`include/linux/avf/virtchnl.h`).
+//! The PF side of virtchnl, answering as Linux 6.12's PF drivers do: i40e
+//! (`drivers/net/ethernet/intel/i40e/i40e_virtchnl_pf.c`,
+//! `i40e_vc_process_vf_msg` and its handlers) for the X710 and X722 flavours,
+//! ice (`ice/ice_virtchnl.c`, `ice_vc_process_vf_msg`) for E810, with the
+//! message lengths of `virtchnl_vc_validate_vf_msg` (`include/linux/avf/virtchnl.h`).
 //!
-//! The i40e PF's rules, as modelled:
+//! The rules, as modelled:
 //!
-//! - A VF whose mailbox is disabled (more than `invalid_msg_limit` failed
-//!   messages in a row, i40e `I40E_DEFAULT_NUM_INVALID_MSGS_ALLOWED`) gets no
-//!   answer at all until its next reset.
+//! - i40e ignores every message of a VF it disabled (`I40E_VF_STATE_DISABLED`:
+//!   a malicious-driver event, or, with `SimConfig::invalid_msg_limit`, too many
+//!   failed messages as older i40e versions counted them); ice answers such a
+//!   VF with ERR_PARAM.
 //! - Every message is first length-checked; a wrong length (or a zero element
-//!   count, or an opcode virtchnl does not know) is answered with
-//!   `I40E_ERR_PARAM` = `VIRTCHNL_STATUS_ERR_PARAM` (-5): `virtchnl_vc_validate_vf_msg`
-//!   returns ERR_OPCODE_MISMATCH/NOT_SUPPORTED, and i40e sends ERR_PARAM for any
-//!   validation failure.
-//! - Every configuration message needs the VF to be ACTIVE (GET_VF_RESOURCES
-//!   answered since the last reset) and to name its own VSI, else ERR_PARAM.
-//! - A valid message i40e has no handler for (CONFIG_TX_QUEUE, CONFIG_RX_QUEUE,
-//!   GET_SUPPORTED_RXDIDS, GET_OFFLOAD_VLAN_V2_CAPS) gets `I40E_ERR_NOT_IMPLEMENTED`
-//!   (-60).
-//! - RDMA (20-22) and ADq (30-33) messages get ERR_PARAM (the model grants
-//!   neither capability; i40e refuses them for such a VF).
+//!   count, or an opcode virtchnl does not know) is answered with `-EINVAL`
+//!   (i40e) or `VIRTCHNL_STATUS_ERR_PARAM` (ice).
+//! - i40e passes its handlers' errno values to the VF (`-EINVAL`, `-EPERM`,
+//!   `-EIO`); a valid opcode it has no handler for gets `-EOPNOTSUPP`. ice
+//!   answers with virtchnl status codes, and first checks the opcode against
+//!   the VF's allowlist (`ice_vc_is_opcode_allowed`: what its capabilities
+//!   allow): `VIRTCHNL_STATUS_ERR_NOT_SUPPORTED` otherwise.
+//! - Every configuration message needs the VF to be ACTIVE and to name its own
+//!   VSI. i40e answers GET_VF_RESOURCES once per reset (`RESOURCES_LOADED`).
+//! - RDMA (20-22) and ADq (30-33) messages are refused (the model grants
+//!   neither capability).
 //!
 //! Where i40e checks less than the hardware needs, the model adds the check ice
-//! makes and says so (ring lengths, queue bitmaps beyond the VF's queues).
+//! makes and says so (queue bitmaps beyond the VF's queues).
 #![deny(unsafe_code)]
 
 use std::sync::atomic::Ordering;
 
 use super::datapath::{RxQ, TxQ};
 use super::device::{DevConfig, Device, u16_at, u32_at, u64_at};
-use super::spec::{self, cap, msg, op, pf as lim, reg, status};
+use super::spec::{self, cap, errno, msg, op, pf as lim, reg, status};
 use super::{FaultState, PfModel};
 
-/// The i40e PF's per-VF state (`struct i40e_vf` and its VSI).
+/// The PF's per-VF state (i40e `struct i40e_vf` and its VSI; ice `struct
+/// ice_vf`).
 pub(super) struct Pf {
     /// virtchnl version the VF announced (i40e `vf->vf_ver`; kept across resets).
     pub vf_ver: (u32, u32),
     /// `I40E_VF_STATE_INIT`: resources allocated (GET_VF_RESOURCES allowed).
     pub init: bool,
-    /// `I40E_VF_STATE_ACTIVE`: GET_VF_RESOURCES answered.
+    /// `I40E_VF_STATE_ACTIVE`: the VF may configure (set again when a reset
+    /// completes, and by GET_VF_RESOURCES).
     pub active: bool,
-    /// `I40E_VF_STATE_DISABLED`: too many invalid messages.
+    /// `I40E_VF_STATE_RESOURCES_LOADED`: GET_VF_RESOURCES was answered since
+    /// the last reset (i40e refuses a second one).
+    pub resources_loaded: bool,
+    /// `I40E_VF_STATE_DISABLED`: messages ignored until the next reset.
     pub disabled: bool,
     pub num_invalid: u32,
     pub driver_caps: u32,
@@ -50,8 +57,10 @@ pub(super) struct Pf {
     pub num_qps: u16,
     /// From REQUEST_QUEUES, applied at the next reset.
     pub num_req_queues: u16,
-    /// The MAC the host set (`default_lan_addr`), all-zero if none.
+    /// The VF's MAC as the PF keeps it (`default_lan_addr`), all-zero if none.
     pub mac: [u8; 6],
+    /// The host set the MAC (`ip link set <pf> vf N mac ...`, `pf_set_mac`).
+    pub pf_set_mac: bool,
     /// MAC filters of the VSI.
     pub filters: Vec<[u8; 6]>,
     pub vlans: Vec<u16>,
@@ -75,6 +84,7 @@ impl Pf {
             vf_ver: (0, 0),
             init: false,
             active: false,
+            resources_loaded: false,
             disabled: false,
             num_invalid: 0,
             driver_caps: 0,
@@ -83,6 +93,7 @@ impl Pf {
             num_qps: cfg.default_queue_pairs,
             num_req_queues: 0,
             mac: cfg.mac,
+            pf_set_mac: cfg.mac != [0; 6],
             filters: Vec::new(),
             vlans: Vec::new(),
             vlan_strip: false,
@@ -94,7 +105,8 @@ impl Pf {
         }
     }
 
-    /// i40e `i40e_cleanup_reset_vf` + `i40e_alloc_vf_res`.
+    /// i40e `i40e_cleanup_reset_vf` (`i40e_free_vf_res` + `i40e_alloc_vf_res`,
+    /// then ACTIVE again), ice `ice_reset_vf`.
     pub(super) fn reallocate(&mut self, cfg: &DevConfig, new_vsi_id: bool) {
         self.num_qps = if self.num_req_queues > 0 && self.num_req_queues <= lim::MAX_VF_QUEUES {
             self.num_req_queues
@@ -118,8 +130,12 @@ impl Pf {
         self.irq_map.clear();
         self.granted = 0;
         self.disabled = false;
-        self.active = false;
+        self.num_invalid = 0;
+        self.resources_loaded = false;
         self.init = true;
+        // i40e_cleanup_reset_vf sets ACTIVE once the resources are back; ice
+        // sets it when GET_VF_RESOURCES is answered.
+        self.active = !cfg.pf.is_ice();
     }
 
     fn is_valid_vsi(&self, vsi_id: u16) -> bool {
@@ -192,8 +208,49 @@ fn expected_len(v_op: u32, m: &[u8], ver: (u32, u32)) -> Option<usize> {
     })
 }
 
+/// Whether ice lets a VF granted `caps` send `v_op` (`ice_vc_is_opcode_allowed`
+/// with the allowlists of `ice_virtchnl_allowlist.c`; before GET_VF_RESOURCES
+/// only VERSION, RESET_VF and GET_VF_RESOURCES).
+fn ice_allows(v_op: u32, caps: u32, active: bool) -> bool {
+    match v_op {
+        op::VERSION | op::RESET_VF | op::GET_VF_RESOURCES => true,
+        _ if !active => false,
+        op::CONFIG_TX_QUEUE
+        | op::CONFIG_RX_QUEUE
+        | op::CONFIG_VSI_QUEUES
+        | op::CONFIG_IRQ_MAP
+        | op::ENABLE_QUEUES
+        | op::DISABLE_QUEUES
+        | op::GET_STATS
+        | op::EVENT => true,
+        op::ADD_ETH_ADDR | op::DEL_ETH_ADDR | op::CONFIG_PROMISCUOUS_MODE => caps & cap::L2 != 0,
+        op::REQUEST_QUEUES => caps & cap::REQ_QUEUES != 0,
+        op::ADD_VLAN | op::DEL_VLAN | op::ENABLE_VLAN_STRIPPING | op::DISABLE_VLAN_STRIPPING => {
+            caps & cap::VLAN != 0
+        }
+        op::CONFIG_RSS_KEY
+        | op::CONFIG_RSS_LUT
+        | op::GET_RSS_HENA_CAPS
+        | op::SET_RSS_HENA
+        | op::CONFIG_RSS_HFUNC => caps & cap::RSS_PF != 0,
+        op::GET_SUPPORTED_RXDIDS => caps & cap::RX_FLEX_DESC != 0,
+        _ => false,
+    }
+}
+
 impl Device {
-    /// One virtchnl message from the VF (`i40e_vc_process_vf_msg`).
+    /// The status a PF sends for a message it refuses: i40e's `-EINVAL`, ice's
+    /// `VIRTCHNL_STATUS_ERR_PARAM`.
+    pub(super) fn invalid(&self) -> i32 {
+        if self.cfg.pf.is_ice() {
+            status::ERR_PARAM
+        } else {
+            errno::EINVAL
+        }
+    }
+
+    /// One virtchnl message from the VF (`i40e_vc_process_vf_msg`,
+    /// `ice_vc_process_vf_msg`).
     pub(super) fn handle_message(&mut self, v_op: u32, m: &[u8]) {
         let faults: &FaultState = &self.sh.faults;
         if v_op != 0
@@ -213,12 +270,34 @@ impl Device {
             self.sh.counters.pf_ignored.inc();
             return;
         }
+        let ice = self.cfg.pf.is_ice();
         if self.pf.disabled {
-            // i40e: "Check if VF is disabled" — no answer.
+            // i40e: "Check if VF is disabled" — no answer at all. ice answers
+            // ERR_PARAM.
             self.sh.counters.pf_ignored.inc();
+            if ice {
+                self.send_to_vf(v_op, status::ERR_PARAM, &[]);
+            }
             return;
         }
         self.dirty = true;
+        match expected_len(v_op, m, self.pf.vf_ver) {
+            Some(l) if l == m.len() => {}
+            _ => {
+                log::debug!(
+                    "simulated iavf {}: invalid message from VF, opcode {v_op}, len {}",
+                    self.sh.name,
+                    m.len()
+                );
+                let s = self.invalid();
+                self.reply(v_op, s, &[]);
+                return;
+            }
+        }
+        if ice && !ice_allows(v_op, self.pf.granted, self.pf.active) {
+            self.reply(v_op, status::ERR_NOT_SUPPORTED, &[]);
+            return;
+        }
         // RDMA and ADq: refused for a VF that was granted neither.
         if matches!(
             v_op,
@@ -230,26 +309,17 @@ impl Device {
                 | op::ADD_CLOUD_FILTER
                 | op::DEL_CLOUD_FILTER
         ) {
-            self.reply(v_op, status::ERR_PARAM, &[]);
+            let s = self.invalid();
+            self.reply(v_op, s, &[]);
             return;
-        }
-        match expected_len(v_op, m, self.pf.vf_ver) {
-            Some(l) if l == m.len() => {}
-            _ => {
-                log::debug!(
-                    "simulated iavf {}: invalid message from VF, opcode {v_op}, len {}",
-                    self.sh.name,
-                    m.len()
-                );
-                self.reply(v_op, status::ERR_PARAM, &[]);
-                return;
-            }
         }
         match v_op {
             op::VERSION => self.vc_version(m),
             op::RESET_VF => {
-                // No reply: the VF polls VFGEN_RSTAT.
-                if self.pf.active {
+                // No reply: the VF polls VFGEN_RSTAT. i40e resets the VF
+                // whatever its state (`i40e_vc_reset_vf`); ice only once it
+                // has resources (`ice_vc_reset_vf_msg`).
+                if !ice || self.pf.init {
                     self.start_reset(false);
                 }
             }
@@ -268,7 +338,10 @@ impl Device {
             op::ENABLE_QUEUES => {
                 let s = self.vc_enable_queues(m);
                 self.reply(v_op, s, &[]);
-                self.notify_link();
+                if !ice {
+                    // i40e tells the link state again after every enable.
+                    self.notify_link();
+                }
             }
             op::DISABLE_QUEUES => {
                 let s = self.vc_disable_queues(m);
@@ -301,10 +374,11 @@ impl Device {
             }
             op::GET_RSS_HENA_CAPS => {
                 if self.pf.active {
-                    let hena = spec::pctype::DEFAULT_HENA.to_le_bytes();
+                    let hena = self.default_hena().to_le_bytes();
                     self.reply(v_op, status::SUCCESS, &hena);
                 } else {
-                    self.reply(v_op, status::ERR_PARAM, &[]);
+                    let s = self.invalid();
+                    self.reply(v_op, s, &[]);
                 }
             }
             op::SET_RSS_HENA => {
@@ -316,7 +390,7 @@ impl Device {
                     regs.bump_rss_gen();
                     status::SUCCESS
                 } else {
-                    status::ERR_PARAM
+                    self.invalid()
                 };
                 self.reply(v_op, s, &[]);
             }
@@ -325,18 +399,34 @@ impl Device {
                     self.pf.vlan_strip = v_op == op::ENABLE_VLAN_STRIPPING;
                     status::SUCCESS
                 } else {
-                    status::ERR_PARAM
+                    self.invalid()
                 };
                 self.reply(v_op, s, &[]);
             }
             op::REQUEST_QUEUES => self.vc_request_queues(m),
-            // Valid messages i40e has no handler for.
-            _ => self.reply(v_op, status::ERR_NOT_IMPLEMENTED, &[]),
+            // Valid messages the PF has no handler for.
+            _ => {
+                let s = if ice {
+                    status::ERR_NOT_SUPPORTED
+                } else {
+                    errno::EOPNOTSUPP
+                };
+                self.reply(v_op, s, &[]);
+            }
         }
     }
 
-    /// `i40e_vc_send_msg_to_vf`: count failures (and disable the mailbox after
-    /// too many in a row), then post.
+    /// The packet types GET_RSS_HENA_CAPS offers and a reset programs.
+    pub(super) fn default_hena(&self) -> u64 {
+        match self.cfg.pf {
+            PfModel::X710 => spec::pctype::DEFAULT_HENA,
+            PfModel::X722 | PfModel::E810 => spec::pctype::DEFAULT_HENA_EXPANDED,
+        }
+    }
+
+    /// `i40e_vc_send_msg_to_vf`: post the answer; with
+    /// `SimConfig::invalid_msg_limit`, count failures in a row and disable the
+    /// VF's mailbox after too many (older i40e versions).
     fn reply(&mut self, v_op: u32, s: i32, payload: &[u8]) {
         if s != status::SUCCESS {
             self.pf.num_invalid += 1;
@@ -374,21 +464,34 @@ impl Device {
         self.reply(op::VERSION, status::SUCCESS, &r);
     }
 
-    /// `i40e_vc_get_vf_resources_msg`: grant what the VF asked for among what
-    /// this PF can do; L2 always, VLAN (no port VLAN), RSS through the PF if asked,
-    /// else through the AQ (X722) or registers.
-    fn vc_get_vf_resources(&mut self, m: &[u8]) {
-        if !self.pf.init {
-            self.reply(op::GET_VF_RESOURCES, status::ERR_PARAM, &[]);
-            return;
+    /// What the PF grants a VF asking for `asked` (`i40e_vc_get_vf_resources_msg`,
+    /// `ice_vc_get_vf_res_msg`).
+    fn grant(&self, asked: u32) -> u32 {
+        let model = self.cfg.pf;
+        if model.is_ice() {
+            // ice: what was asked for, among what it implements; VLAN only if
+            // asked (no port VLAN, single VLAN mode).
+            const ICE_CAN: u32 = cap::L2
+                | cap::VLAN
+                | cap::RSS_PF
+                | cap::RX_FLEX_DESC
+                | cap::FDIR_PF
+                | cap::RSS_PCTYPE_V2
+                | cap::ENCAP
+                | cap::ENCAP_CSUM
+                | cap::RX_POLLING
+                | cap::WB_ON_ITR
+                | cap::REQ_QUEUES
+                | cap::CRC
+                | cap::ADV_LINK_SPEED
+                | cap::ADV_RSS_PF
+                | cap::USO;
+            return cap::L2 | (asked & ICE_CAN);
         }
-        let asked = if self.pf.vf_ver == (1, 1) {
-            u32_at(m, 0)
-        } else {
-            cap::L2 | cap::RSS_REG | cap::VLAN
-        };
-        let x722 = self.cfg.pf == PfModel::X722;
-        let mut g = cap::L2 | cap::VLAN;
+        let x722 = model == PfModel::X722;
+        // i40e 6.12: L2 and ADV_LINK_SPEED always, VLAN unless a port VLAN is
+        // set (none is modelled), whether asked or not.
+        let mut g = cap::L2 | cap::ADV_LINK_SPEED | cap::VLAN;
         if asked & cap::RSS_PF != 0 {
             g |= cap::RSS_PF;
         } else if x722 && asked & cap::RSS_AQ != 0 {
@@ -417,14 +520,36 @@ impl Device {
         if asked & cap::ADQ != 0 {
             g |= cap::ADQ;
         }
-        self.pf.driver_caps = asked;
+        g
+    }
+
+    /// `i40e_vc_get_vf_resources_msg` / `ice_vc_get_vf_res_msg`.
+    fn vc_get_vf_resources(&mut self, m: &[u8]) {
+        if !self.pf.init {
+            let s = self.invalid();
+            self.reply(op::GET_VF_RESOURCES, s, &[]);
+            return;
+        }
+        let ice = self.cfg.pf.is_ice();
+        let asked = if self.pf.vf_ver == (1, 1) {
+            u32_at(m, 0)
+        } else if ice {
+            cap::L2 | cap::VLAN
+        } else {
+            cap::L2 | cap::RSS_REG | cap::VLAN
+        };
+        let g = self.grant(asked);
+        // ice keeps what it granted as the VF's capabilities ("match guest
+        // capabilities"); i40e keeps what the VF asked for.
+        self.pf.driver_caps = if ice { g } else { asked };
         self.pf.granted = g;
         let p = &self.pf;
         let mut r = vec![0u8; msg::VF_RESOURCE_HDR_LEN + msg::VSI_RESOURCE_LEN];
         r[0..2].copy_from_slice(&1u16.to_le_bytes()); // num_vsis
         r[2..4].copy_from_slice(&p.num_qps.to_le_bytes());
         r[4..6].copy_from_slice(&self.cfg.max_vectors.to_le_bytes());
-        // max_mtu stays 0: this i40e version does not report it.
+        // max_mtu: the port's largest frame, CRC included.
+        r[6..8].copy_from_slice(&lim::PORT_MAX_FRAME.to_le_bytes());
         r[8..12].copy_from_slice(&g.to_le_bytes());
         r[12..16].copy_from_slice(&(lim::RSS_KEY_SIZE as u32).to_le_bytes());
         r[16..20].copy_from_slice(&(lim::RSS_LUT_SIZE as u32).to_le_bytes());
@@ -435,17 +560,61 @@ impl Device {
         // qset_handle: the VSI's first queue set.
         v[8..10].copy_from_slice(&(0x100 + p.vsi_id).to_le_bytes());
         v[10..16].copy_from_slice(&p.mac);
+        if !ice && asked & cap::USO == 0 && !self.pf.pf_set_mac {
+            // i40e tells a VF the MAC only if the host set it (or the VF asked
+            // for USO): otherwise the filter goes and the VF picks its own.
+            let mac = self.pf.mac;
+            self.pf.filters.retain(|f| *f != mac || mac == BROADCAST);
+            self.pf.mac = [0; 6];
+            r[30..36].copy_from_slice(&[0; 6]);
+        }
         self.pf.active = true;
+        if !ice {
+            self.pf.resources_loaded = true;
+        }
         self.reply(op::GET_VF_RESOURCES, status::SUCCESS, &r);
     }
 
-    /// `i40e_vc_config_queues_msg`: pairs are configured in order; the first bad
-    /// one stops the message (the ones before it stay configured, as in i40e).
+    /// Whether `n` descriptors is a ring length the PF accepts for a receive
+    /// (`rx`) or transmit queue: i40e `i40e_config_vsi_{rx,tx}_queue` (a
+    /// multiple of 32 / 8 up to the MAC's maximum, 0 allowed), ice
+    /// `ice_vc_isvalid_ring_len`.
+    fn valid_ring_len(&self, n: u32, rx: bool) -> bool {
+        match self.cfg.pf {
+            PfModel::E810 => {
+                n == 0
+                    || ((lim::RING_LEN_MIN..=lim::RING_LEN_MAX).contains(&n)
+                        && n.is_multiple_of(lim::RING_LEN_MULTIPLE))
+            }
+            m => {
+                let max = if m == PfModel::X722 {
+                    lim::I40E_MAX_DESC_X722
+                } else {
+                    lim::I40E_MAX_DESC_XL710
+                };
+                let multiple = if rx {
+                    lim::I40E_RX_RING_MULTIPLE
+                } else {
+                    lim::I40E_TX_RING_MULTIPLE
+                };
+                n <= max && n.is_multiple_of(multiple)
+            }
+        }
+    }
+
+    /// `i40e_vc_config_queues_msg` / `ice_vc_cfg_qs_msg`: pairs are configured
+    /// in order; the first bad one stops the message (the ones before it stay
+    /// configured).
     fn vc_config_queues(&mut self, m: &[u8]) -> i32 {
+        let bad = self.invalid();
         let vsi = u16_at(m, 0);
         let n = usize::from(u16_at(m, 2));
+        let ice = self.cfg.pf.is_ice();
         if !self.pf.active || !self.pf.is_valid_vsi(vsi) || n > usize::from(lim::MAX_VF_QUEUES) {
-            return status::ERR_PARAM;
+            return bad;
+        }
+        if ice && n > usize::from(self.pf.num_qps) {
+            return bad;
         }
         for i in 0..n {
             let qp = &m[msg::VSI_QUEUE_CONFIG_HDR_LEN + i * msg::QUEUE_PAIR_INFO_LEN..];
@@ -455,10 +624,10 @@ impl Device {
             );
             let qid = u16_at(tx, 2);
             if !self.pf.is_valid_queue(qid) {
-                return status::ERR_PARAM;
+                return bad;
             }
             if u16_at(tx, 0) != vsi || u16_at(rx, 0) != vsi || u16_at(rx, 2) != qid {
-                return status::ERR_PARAM;
+                return bad;
             }
             let tx_len = u32::from(u16_at(tx, 4));
             let tx_ring = u64_at(tx, 8);
@@ -468,23 +637,31 @@ impl Device {
             let dbuf = u32_at(rx, 12);
             let max_pkt = u32_at(rx, 16);
             let rx_ring = u64_at(rx, 24);
-            // ice's ring length rule (i40e copies the length into a 13-bit
-            // context field unchecked; a bad one would only show as a stuck queue).
-            if !valid_ring_len(tx_len) || !valid_ring_len(rx_len) {
-                return status::ERR_PARAM;
+            if !self.valid_ring_len(tx_len, false) || !self.valid_ring_len(rx_len, true) {
+                return bad;
             }
-            // i40e_config_vsi_rx_queue.
-            if split != 0 && hdr_size > lim::MAX_HDR_SIZE {
-                return status::ERR_PARAM;
-            }
-            if dbuf > lim::MAX_DATABUFFER {
-                return status::ERR_PARAM;
-            }
-            if !(lim::MIN_PKT..lim::MAX_PKT_EXCL).contains(&max_pkt) {
-                return status::ERR_PARAM;
+            if ice {
+                // ice checks the receive half only when it is used.
+                if rx_len > 0
+                    && ((dbuf != 0 && !(lim::DBUFF_UNIT..=lim::MAX_DATABUFFER).contains(&dbuf))
+                        || !(lim::MIN_PKT..=u32::from(lim::PORT_MAX_FRAME)).contains(&max_pkt))
+                {
+                    return bad;
+                }
+            } else {
+                // i40e_config_vsi_rx_queue, for every pair.
+                if split != 0 && hdr_size > lim::MAX_HDR_SIZE {
+                    return bad;
+                }
+                if dbuf > lim::MAX_DATABUFFER {
+                    return bad;
+                }
+                if !(lim::MIN_PKT..lim::MAX_PKT_EXCL).contains(&max_pkt) {
+                    return bad;
+                }
             }
             let q = usize::from(qid);
-            if self.rxq[q].enabled || self.txq[q].enabled {
+            if self.rxq[q].enabled || (self.txq[q].enabled && !ice) {
                 log::warn!(
                     "simulated iavf {}: queue pair {q} reconfigured while enabled",
                     self.sh.name
@@ -509,7 +686,10 @@ impl Device {
                 dbuff: dbuf & !(lim::DBUFF_UNIT - 1),
                 rxmax: max_pkt,
             };
-            let enabled_tx = self.txq[q].enabled;
+            // ice: "Tx rings were enabled by the FW when the Tx queue group
+            // list was configured" (`ice_vc_ena_qs_msg`): a configured transmit
+            // queue runs from here on, ENABLE_QUEUES or not.
+            let enabled_tx = if ice { tx_len > 0 } else { self.txq[q].enabled };
             self.txq[q] = TxQ {
                 enabled: enabled_tx,
                 base: tx_ring & !(lim::RING_BASE_UNIT - 1),
@@ -520,27 +700,34 @@ impl Device {
         status::SUCCESS
     }
 
-    /// `i40e_vc_config_irq_map_msg`.
+    /// `i40e_vc_config_irq_map_msg` / `ice_vc_cfg_irq_map_msg`.
     fn vc_config_irq_map(&mut self, m: &[u8]) -> i32 {
+        let bad = self.invalid();
+        let ice = self.cfg.pf.is_ice();
         let n = usize::from(u16_at(m, 0));
-        if !self.pf.active || n > usize::from(self.cfg.max_vectors) {
-            return status::ERR_PARAM;
+        if !self.pf.active || n > usize::from(self.cfg.max_vectors) || (ice && n == 0) {
+            return bad;
         }
         let mut maps = Vec::with_capacity(n);
         for i in 0..n {
             let v = &m[msg::IRQ_MAP_INFO_HDR_LEN + i * msg::VECTOR_MAP_LEN..];
             let (vsi, vector, rxq, txq) = (u16_at(v, 0), u16_at(v, 2), u16_at(v, 4), u16_at(v, 6));
             if vector >= self.cfg.max_vectors || !self.pf.is_valid_vsi(vsi) {
-                return status::ERR_PARAM;
+                return bad;
+            }
+            // ice: "The VF may not request that vector 0 be used for traffic"
+            // (virtchnl.h), enforced.
+            if ice && vector == 0 && (rxq != 0 || txq != 0) {
+                return bad;
             }
             // i40e_validate_queue_map: every queue named must be the VF's.
-            let bad = |map: u16| (0..16).any(|b| map & (1 << b) != 0 && !self.pf.is_valid_queue(b));
-            if bad(rxq) || bad(txq) {
-                return status::ERR_PARAM;
+            let bad_map =
+                |map: u16| (0..16).any(|b| map & (1 << b) != 0 && !self.pf.is_valid_queue(b));
+            if bad_map(rxq) || bad_map(txq) {
+                return bad;
             }
             maps.push((vector, rxq, txq, u16_at(v, 8), u16_at(v, 10)));
-            // i40e programs the link list vector by vector: the ones before a bad
-            // entry stay.
+            // Programmed vector by vector: the ones before a bad entry stay.
             self.pf.irq_map.retain(|e| e.0 != vector);
             self.pf.irq_map.push(*maps.last().expect("just pushed"));
         }
@@ -568,13 +755,13 @@ impl Device {
 
     fn vc_enable_queues(&mut self, m: &[u8]) -> i32 {
         let Some((rx, tx)) = self.queue_select(m) else {
-            return status::ERR_PARAM;
+            return self.invalid();
         };
         for q in 0..self.rxq.len() {
             if rx & (1 << q) != 0 {
                 let r = &mut self.rxq[q];
                 r.enabled = true;
-                // The queue starts at descriptor 0 (i40e clears the head).
+                // The queue starts at descriptor 0 (the PF clears the head).
                 r.head = 0;
             }
             if tx & (1 << q) != 0 {
@@ -590,11 +777,10 @@ impl Device {
     }
 
     fn vc_disable_queues(&mut self, m: &[u8]) -> i32 {
-        // i40e: "Immediately mark queues as disabled".
-        self.pf.queues_enabled = false;
         let Some((rx, tx)) = self.queue_select(m) else {
-            return status::ERR_PARAM;
+            return self.invalid();
         };
+        self.pf.queues_enabled = false;
         for q in 0..self.rxq.len() {
             if tx & (1 << q) != 0 {
                 self.txq[q].enabled = false;
@@ -606,54 +792,77 @@ impl Device {
         status::SUCCESS
     }
 
-    /// `i40e_vc_add_mac_addr_msg` with `i40e_check_vf_permission`.
+    /// `i40e_vc_add_mac_addr_msg` with `i40e_check_vf_permission` (ice:
+    /// `ice_vc_add_mac_addr_msg`, the same rules, ERR_PARAM for all).
     fn vc_add_mac(&mut self, m: &[u8]) -> i32 {
+        let bad = self.invalid();
+        let ice = self.cfg.pf.is_ice();
         if !self.pf.active || !self.pf.is_valid_vsi(u16_at(m, 0)) {
-            return status::ERR_PARAM;
+            return bad;
         }
+        let eperm = if ice { status::ERR_PARAM } else { errno::EPERM };
         let list = mac_list(m);
         let mut new = 0usize;
-        for a in &list {
+        for (a, _) in &list {
             if *a == BROADCAST || *a == [0; 6] {
-                return status::ERR_INVALID_MAC_ADDR;
+                return bad;
             }
             let unicast = a[0] & 1 == 0;
             // The host set the VF's MAC: an untrusted VF may not use another.
-            if !self.cfg.trusted && unicast && self.pf.mac != [0; 6] && *a != self.pf.mac {
-                return status::EPERM;
+            if !self.cfg.trusted && unicast && self.pf.pf_set_mac && *a != self.pf.mac {
+                return eperm;
             }
             if !self.pf.filters.contains(a) {
                 new += 1;
             }
         }
         if !self.cfg.trusted && self.pf.filters.len() + new > lim::MAX_MAC_ADDR_PER_UNTRUSTED_VF {
-            return status::EPERM;
+            return eperm;
         }
-        for a in list {
+        for (a, ty) in list {
             if !self.pf.filters.contains(&a) {
                 self.pf.filters.push(a);
+            }
+            // i40e_update_vf_mac_addr: a PRIMARY address becomes the VF's MAC
+            // (kept across resets), a LEGACY one only if it has none.
+            if a[0] & 1 == 0
+                && (ty == msg::ETHER_ADDR_PRIMARY
+                    || (ty == msg::ETHER_ADDR_LEGACY && self.pf.mac == [0; 6]))
+            {
+                self.pf.mac = a;
             }
         }
         status::SUCCESS
     }
 
-    /// `i40e_vc_del_mac_addr_msg`.
+    /// `i40e_vc_del_mac_addr_msg`: the MAC the host set stays (skipped without
+    /// an error); an address without a filter fails the message.
     fn vc_del_mac(&mut self, m: &[u8]) -> i32 {
+        let bad = self.invalid();
         if !self.pf.active || !self.pf.is_valid_vsi(u16_at(m, 0)) {
-            return status::ERR_PARAM;
+            return bad;
         }
         let list = mac_list(m);
-        if list.iter().any(|a| *a == BROADCAST || *a == [0; 6]) {
-            return status::ERR_INVALID_MAC_ADDR;
+        if list.iter().any(|(a, _)| *a == BROADCAST || *a == [0; 6]) {
+            return bad;
         }
-        for a in list {
+        let mut unimac_deleted = false;
+        for (a, _) in list {
+            if a == self.pf.mac {
+                if self.pf.pf_set_mac {
+                    continue;
+                }
+                unimac_deleted = true;
+            }
             match self.pf.filters.iter().position(|f| *f == a) {
                 Some(i) => {
                     self.pf.filters.remove(i);
                 }
-                // i40e_del_mac_filter fails on an unknown address.
-                None => return status::ERR_INVALID_MAC_ADDR,
+                None => return bad,
             }
+        }
+        if unimac_deleted {
+            self.pf.mac = [0; 6];
         }
         status::SUCCESS
     }
@@ -661,17 +870,18 @@ impl Device {
     /// `i40e_vc_add_vlan_msg` / `i40e_vc_remove_vlan_msg` (filters are kept, not
     /// applied to received frames).
     fn vc_vlan(&mut self, m: &[u8], add: bool) -> i32 {
+        let bad = self.invalid();
         let n = usize::from(u16_at(m, 2));
         if add && !self.cfg.trusted && self.pf.vlans.len() >= lim::MAX_VLAN_PER_UNTRUSTED_VF {
             // i40e: refused without an error status.
             return status::SUCCESS;
         }
         if !self.pf.active || !self.pf.is_valid_vsi(u16_at(m, 0)) {
-            return status::ERR_PARAM;
+            return bad;
         }
         let ids: Vec<u16> = (0..n).map(|i| u16_at(m, 4 + 2 * i)).collect();
         if ids.iter().any(|&v| v > lim::MAX_VLANID) {
-            return status::ERR_PARAM;
+            return bad;
         }
         for v in ids {
             if add {
@@ -690,8 +900,9 @@ impl Device {
     /// `i40e_vc_config_promiscuous_mode_msg`: an untrusted VF is answered SUCCESS
     /// and nothing changes ("Lie to the VF on purpose").
     fn vc_promisc(&mut self, m: &[u8]) -> i32 {
+        let bad = self.invalid();
         if !self.pf.active {
-            return status::ERR_PARAM;
+            return bad;
         }
         let (vsi, flags) = (u16_at(m, 0), u16_at(m, 2));
         let req = (
@@ -708,14 +919,14 @@ impl Device {
             return status::SUCCESS;
         }
         if flags > lim::MAX_VF_PROMISC_FLAGS || !self.pf.is_valid_vsi(vsi) {
-            return status::ERR_PARAM;
+            return bad;
         }
         self.pf.promisc_req = req;
         self.pf.promisc = req;
         status::SUCCESS
     }
 
-    /// `i40e_vc_get_stats_msg`: the 96-byte eth_stats, zeros with ERR_PARAM.
+    /// `i40e_vc_get_stats_msg`: the 96-byte eth_stats, zeros with an error.
     fn vc_get_stats(&mut self, m: &[u8]) {
         let mut r = [0u8; msg::ETH_STATS_LEN];
         let s = if self.pf.active && self.pf.is_valid_vsi(u16_at(m, 0)) {
@@ -741,7 +952,7 @@ impl Device {
             }
             status::SUCCESS
         } else {
-            status::ERR_PARAM
+            self.invalid()
         };
         self.reply(op::GET_STATS, s, &r);
     }
@@ -750,7 +961,7 @@ impl Device {
     fn vc_rss_key(&mut self, m: &[u8]) -> i32 {
         let klen = usize::from(u16_at(m, 2));
         if !self.pf.active || !self.pf.is_valid_vsi(u16_at(m, 0)) || klen != lim::RSS_KEY_SIZE {
-            return status::ERR_PARAM;
+            return self.invalid();
         }
         let key = &m[msg::RSS_KEY_LUT_HDR_LEN..msg::RSS_KEY_LUT_HDR_LEN + klen];
         for (i, w) in key.chunks(4).enumerate() {
@@ -765,11 +976,11 @@ impl Device {
     fn vc_rss_lut(&mut self, m: &[u8]) -> i32 {
         let n = usize::from(u16_at(m, 2));
         if !self.pf.active || !self.pf.is_valid_vsi(u16_at(m, 0)) || n != lim::RSS_LUT_SIZE {
-            return status::ERR_PARAM;
+            return self.invalid();
         }
         let lut = &m[msg::RSS_KEY_LUT_HDR_LEN..msg::RSS_KEY_LUT_HDR_LEN + n];
         if lut.iter().any(|&q| u16::from(q) >= self.pf.num_qps) {
-            return status::ERR_PARAM;
+            return self.invalid();
         }
         for (i, w) in lut.chunks(4).enumerate() {
             let word = u32::from_le_bytes(w.try_into().expect("64 = 16 x 4"));
@@ -805,21 +1016,17 @@ impl Device {
     }
 }
 
-/// The addresses of an `virtchnl_ether_addr_list` (length already validated).
-fn mac_list(m: &[u8]) -> Vec<[u8; 6]> {
+/// The (address, type) entries of a `virtchnl_ether_addr_list` (length already
+/// validated; the type is the low 2 bits of its `type` byte).
+fn mac_list(m: &[u8]) -> Vec<([u8; 6], u8)> {
     let n = usize::from(u16_at(m, 2));
     (0..n)
         .map(|i| {
             let o = msg::ETHER_ADDR_LIST_HDR_LEN + i * msg::ETHER_ADDR_LEN;
-            m[o..o + 6].try_into().expect("6 bytes")
+            (
+                m[o..o + 6].try_into().expect("6 bytes"),
+                m[o + 6] & msg::ETHER_ADDR_TYPE_MASK,
+            )
         })
         .collect()
-}
-
-/// ice `ice_vc_isvalid_ring_len`: 0 (queue half unused) or a multiple of 32 in
-/// 64..=8160.
-fn valid_ring_len(n: u32) -> bool {
-    n == 0
-        || ((lim::RING_LEN_MIN..=lim::RING_LEN_MAX).contains(&n)
-            && n.is_multiple_of(lim::RING_LEN_MULTIPLE))
 }

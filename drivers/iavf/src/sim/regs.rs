@@ -128,12 +128,21 @@ impl Regs {
     }
 
     /// What a VF reset does to the registers the VF owns: admin queues, tails and
-    /// interrupt registers to 0. `VFGEN_RSTAT` and the RSS registers are left to
-    /// the caller (the PF reprograms RSS).
+    /// the interrupt registers reset by a VFR to 0. `VFGEN_RSTAT` and the RSS
+    /// registers are left to the caller (the PF reprograms RSS); the interrupt
+    /// cause registers of vector 0 keep their values (`VFINT_ICR01`,
+    /// `VFINT_ICR0_ENA1`, `VFINT_STAT_CTL01` are "Reset: CORER" in
+    /// `iavf_register.h`).
     pub(crate) fn clear_vf_registers(&self) {
         for (i, w) in self.words.iter().enumerate() {
             let off = i * 4;
-            if off == reg::VFGEN_RSTAT || (reg::RSS_FIRST..reg::RSS_END).contains(&off) {
+            if off == reg::VFGEN_RSTAT
+                || (reg::RSS_FIRST..reg::RSS_END).contains(&off)
+                || matches!(
+                    off,
+                    reg::VFINT_ICR01 | reg::VFINT_ICR0_ENA1 | reg::VFINT_STAT_CTL01
+                )
+            {
                 continue;
             }
             w.store(0, Ordering::Release);

@@ -243,26 +243,38 @@ pub mod op {
     pub const GET_OFFLOAD_VLAN_V2_CAPS: u32 = 51;
 }
 
-/// `enum virtchnl_status_code` (virtchnl.h) and the i40e codes the i40e PF sends
-/// (`i40e_status.h`: the PF passes its own status codes through `v_retval`).
+/// `enum virtchnl_status_code` (virtchnl.h): what the ice PF answers with.
 pub mod status {
     pub const SUCCESS: i32 = 0;
-    /// VIRTCHNL_STATUS_ERR_PARAM = I40E_ERR_PARAM.
+    /// VIRTCHNL_STATUS_ERR_PARAM.
     pub const ERR_PARAM: i32 = -5;
-    /// I40E_ERR_INVALID_MAC_ADDR (i40e: broadcast/zero/unknown MAC in a filter list).
-    pub const ERR_INVALID_MAC_ADDR: i32 = -10;
-    /// VIRTCHNL_STATUS_ERR_NO_MEMORY = I40E_ERR_NO_MEMORY.
+    /// VIRTCHNL_STATUS_ERR_NO_MEMORY.
     pub const ERR_NO_MEMORY: i32 = -18;
     /// VIRTCHNL_STATUS_ERR_OPCODE_MISMATCH (what `virtchnl_vc_validate_vf_msg`
-    /// returns for a wrong length; the i40e PF turns it into ERR_PARAM on the wire).
+    /// returns for a wrong length; both PFs send their own code instead).
     pub const ERR_OPCODE_MISMATCH: i32 = -38;
-    /// I40E_ERR_NOT_IMPLEMENTED (i40e: a valid message it has no handler for).
-    pub const ERR_NOT_IMPLEMENTED: i32 = -60;
-    /// VIRTCHNL_STATUS_ERR_NOT_SUPPORTED.
+    /// VIRTCHNL_STATUS_ERR_NOT_SUPPORTED (ice: an opcode outside the VF's
+    /// allowlist, `ice_vc_is_opcode_allowed`).
     pub const ERR_NOT_SUPPORTED: i32 = -64;
-    /// `-EPERM` (i40e `i40e_check_vf_permission`: an untrusted VF over its MAC
-    /// filter quota, or overriding an administratively set MAC).
+}
+
+/// Linux errno values, which Linux 6.12's i40e PF passes through `v_retval`
+/// (`i40e_vc_send_resp_to_vf(vf, op, -EINVAL)` and the like).
+pub mod errno {
+    /// `-EPERM`: an untrusted VF over its MAC filter quota or overriding an
+    /// administratively set MAC (`i40e_check_vf_permission`), queues of a VF
+    /// the host disabled.
     pub const EPERM: i32 = -1;
+    /// `-ENOENT`.
+    pub const ENOENT: i32 = -2;
+    /// `-EIO`: the PF could not program the hardware.
+    pub const EIO: i32 = -5;
+    /// `-ENOMEM`.
+    pub const ENOMEM: i32 = -12;
+    /// `-EINVAL`: a message failing validation or a handler's checks.
+    pub const EINVAL: i32 = -22;
+    /// `-EOPNOTSUPP`: a valid opcode i40e has no handler for.
+    pub const EOPNOTSUPP: i32 = -95;
 }
 
 /// virtchnl protocol version (virtchnl.h `VIRTCHNL_VERSION_*`).
@@ -323,6 +335,12 @@ pub mod msg {
     pub const QUEUE_SELECT_LEN: usize = 12;
     /// `virtchnl_ether_addr`.
     pub const ETHER_ADDR_LEN: usize = 8;
+    /// `virtchnl_ether_addr.type` (low 2 bits): legacy (0), primary (1), extra (2).
+    pub const ETHER_ADDR_TYPE_MASK: u8 = 0x3;
+    /// `VIRTCHNL_ETHER_ADDR_LEGACY`.
+    pub const ETHER_ADDR_LEGACY: u8 = 0;
+    /// `VIRTCHNL_ETHER_ADDR_PRIMARY`.
+    pub const ETHER_ADDR_PRIMARY: u8 = 1;
     /// `virtchnl_ether_addr_list` header (before `list[]`).
     pub const ETHER_ADDR_LIST_HDR_LEN: usize = 4;
     /// `virtchnl_vlan_filter_list` header (before `vlan_id[]`).
@@ -408,9 +426,33 @@ pub mod pf {
     pub const MAX_MAC_ADDR_PER_UNTRUSTED_VF: usize = 18;
     /// `I40E_VC_MAX_VLAN_PER_VF` for an untrusted VF.
     pub const MAX_VLAN_PER_UNTRUSTED_VF: usize = 16;
-    /// `I40E_DEFAULT_NUM_INVALID_MSGS_ALLOWED`: more failed messages in a row
-    /// and the PF disables the VF's mailbox until the next reset.
-    pub const DEFAULT_NUM_INVALID_MSGS_ALLOWED: u32 = 10;
+    /// `I40E_DEFAULT_NUM_INVALID_MSGS_ALLOWED` of older i40e versions: more
+    /// failed messages in a row and the PF disabled the VF's mailbox until its
+    /// next reset (6.12's i40e has no such limit; `SimConfig::invalid_msg_limit`
+    /// brings it back).
+    pub const OLD_I40E_NUM_INVALID_MSGS_ALLOWED: u32 = 10;
+    /// Largest frame of the port, CRC included: what GET_VF_RESOURCES reports in
+    /// `max_mtu` (`i40e_vc_get_max_frame_size`, `ice_vc_get_max_frame_size`:
+    /// the link's `max_frame_size`; `I40E_MAX_RXBUFFER`,
+    /// `ICE_AQ_SET_MAC_FRAME_SIZE_MAX`).
+    pub const PORT_MAX_FRAME: u16 = 9728;
+    /// i40e ring lengths: at most `I40E_MAX_NUM_DESCRIPTORS_XL710` on the
+    /// XL710 MAC (X710/XL710/XXV710), `I40E_MAX_NUM_DESCRIPTORS` on X722
+    /// (`i40e_get_max_num_descriptors`).
+    pub const I40E_MAX_DESC_XL710: u32 = 8160;
+    /// See [`I40E_MAX_DESC_XL710`].
+    pub const I40E_MAX_DESC_X722: u32 = 4096;
+    /// i40e: Rx ring length a multiple of 32, Tx of 8 (`i40e_config_vsi_rx_queue`,
+    /// `i40e_config_vsi_tx_queue`; 0 allowed).
+    pub const I40E_RX_RING_MULTIPLE: u32 = 32;
+    /// See [`I40E_RX_RING_MULTIPLE`].
+    pub const I40E_TX_RING_MULTIPLE: u32 = 8;
+    /// i40e waits this many times (100-200 µs each) for a VF that was active to
+    /// set `VFINT_ICR0_ENA1.ADMINQ` before it triggers the VF's reset, then logs
+    /// "Reset VF %d never finished" (`I40E_VFR_WAIT_COUNT`, `i40e_sync_vfr_reset`).
+    pub const I40E_VFR_WAIT_COUNT: u32 = 100;
+    /// ice's VF VSI id (`ICE_VF_VSI_ID`).
+    pub const ICE_VF_VSI_ID: u16 = 1;
     /// i40e: `databuffer_size` must not exceed 16 KiB − 128
     /// (`i40e_config_vsi_rx_queue`).
     pub const MAX_DATABUFFER: u32 = 16 * 1024 - 128;
@@ -427,7 +469,7 @@ pub mod pf {
     /// Ring bases are kept in 128-byte units (`i40e_config_vsi_rx_queue`:
     /// `base = dma_ring_addr / 128`).
     pub const RING_BASE_UNIT: u64 = 128;
-    /// Ring length rule the model applies (ice `ice_vc_isvalid_ring_len`: 0, or
+    /// ice's ring length rule (`ice_vc_isvalid_ring_len`: 0, or
     /// a multiple of 32 in 64..=8160; DPDK's `IAVF_MIN_RING_DESC`/`IAVF_MAX_RING_DESC` agree).
     pub const RING_LEN_MIN: u32 = 64;
     /// Largest ring.
@@ -443,12 +485,18 @@ pub mod pf {
 /// Packet classifier types: bit numbers of the 64-bit RSS hash-enable (HENA)
 /// mask (Linux `i40e_type.h` `enum i40e_filter_pctype`).
 pub mod pctype {
+    pub const NONF_UNICAST_IPV4_UDP: u32 = 29;
+    pub const NONF_MULTICAST_IPV4_UDP: u32 = 30;
     pub const NONF_IPV4_UDP: u32 = 31;
+    pub const NONF_IPV4_TCP_SYN_NO_ACK: u32 = 32;
     pub const NONF_IPV4_TCP: u32 = 33;
     pub const NONF_IPV4_SCTP: u32 = 34;
     pub const NONF_IPV4_OTHER: u32 = 35;
     pub const FRAG_IPV4: u32 = 36;
+    pub const NONF_UNICAST_IPV6_UDP: u32 = 39;
+    pub const NONF_MULTICAST_IPV6_UDP: u32 = 40;
     pub const NONF_IPV6_UDP: u32 = 41;
+    pub const NONF_IPV6_TCP_SYN_NO_ACK: u32 = 42;
     pub const NONF_IPV6_TCP: u32 = 43;
     pub const NONF_IPV6_SCTP: u32 = 44;
     pub const NONF_IPV6_OTHER: u32 = 45;
@@ -467,6 +515,16 @@ pub mod pctype {
         | (1 << NONF_IPV6_OTHER)
         | (1 << FRAG_IPV6)
         | (1 << L2_PAYLOAD);
+    /// `I40E_DEFAULT_RSS_HENA_EXPANDED` (X722, whose parser splits UDP into
+    /// unicast and multicast and TCP SYN without ACK apart; i40e's
+    /// `i40e_pf_get_default_rss_hena`) and ice's `ICE_DEFAULT_RSS_HENA`.
+    pub const DEFAULT_HENA_EXPANDED: u64 = DEFAULT_HENA
+        | (1 << NONF_IPV4_TCP_SYN_NO_ACK)
+        | (1 << NONF_UNICAST_IPV4_UDP)
+        | (1 << NONF_MULTICAST_IPV4_UDP)
+        | (1 << NONF_IPV6_TCP_SYN_NO_ACK)
+        | (1 << NONF_UNICAST_IPV6_UDP)
+        | (1 << NONF_MULTICAST_IPV6_UDP);
 }
 
 /// Legacy Rx descriptor (32 bytes, `union iavf_32byte_rx_desc` in `iavf_type.h`).

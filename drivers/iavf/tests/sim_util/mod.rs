@@ -99,9 +99,14 @@ pub mod cap {
     pub const RX_FLEX_DESC: u32 = 1 << 26;
 }
 
-/// virtchnl status codes.
+/// virtchnl status codes (`enum virtchnl_status_code`): what ice answers with.
 pub const SUCCESS: i32 = 0;
 pub const ERR_PARAM: i32 = -5;
+pub const ERR_NOT_SUPPORTED: i32 = -64;
+/// Linux errno values, which Linux 6.12's i40e answers with.
+pub const EPERM: i32 = -1;
+pub const EINVAL: i32 = -22;
+pub const EOPNOTSUPP: i32 = -95;
 
 pub const AQ_N: u32 = 32;
 pub const AQ_BUF: usize = 4096;
@@ -152,6 +157,7 @@ pub struct Resources {
     pub num_vsis: u16,
     pub num_queue_pairs: u16,
     pub max_vectors: u16,
+    pub max_mtu: u16,
     pub caps: u32,
     pub rss_key_size: u32,
     pub rss_lut_size: u32,
@@ -623,6 +629,7 @@ pub fn parse_resources(p: &[u8]) -> Resources {
         num_vsis: le16(p, 0),
         num_queue_pairs: le16(p, 2),
         max_vectors: le16(p, 4),
+        max_mtu: le16(p, 6),
         caps: le32(p, 8),
         rss_key_size: le32(p, 12),
         rss_lut_size: le32(p, 16),
