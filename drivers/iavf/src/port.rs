@@ -636,7 +636,7 @@ impl<B: Bar> Ctrl<B> {
         if let Some(run) = &self.run {
             run.shared.stop();
         }
-        match self.bring_up_again() {
+        match self.bring_up_again(!first) {
             Ok(()) => {
                 self.health = Health::Up;
                 self.last_recovery = t0.elapsed();
@@ -670,18 +670,38 @@ impl<B: Bar> Ctrl<B> {
         }
     }
 
-    fn bring_up_again(&mut self) -> Result<(), IavfError> {
+    fn bring_up_again(&mut self, retry: bool) -> Result<(), IavfError> {
         let bar = self.bar.clone();
         let bar = &*bar;
-        // A reset only announced (RESET_IMPENDING) or requested shows as the
-        // ARQ disabled; give it time to happen (Linux's reset task).
         let rstat = ResetState::from_reg(bar.read32(regs::VFGEN_RSTAT));
-        if AdminQueue::arq_enabled(bar) && rstat.is_done() && !self.vf.wait_reset_detected(bar) {
+        // Our admin queue up and the VF out of reset: either a reset only
+        // announced (RESET_IMPENDING) has not shown yet (give it time, as
+        // Linux's reset task does), or the last attempt failed after setting
+        // the admin queue up again.
+        let out_of_reset = AdminQueue::arq_enabled(bar) && rstat.is_done();
+        if out_of_reset && (retry || !self.vf.wait_reset_detected(bar)) {
+            // No reset happened, or the PF may keep state of the failed
+            // attempt that only a reset clears (i40e refuses a second
+            // GET_VF_RESOURCES until then). Ask for one, as Linux's reset task
+            // does for IAVF_FLAG_RESET_NEEDED.
             log::info!(
-                "iavf {}: the announced reset did not show; re-initialising anyway",
-                self.name
+                "iavf {}: {}; asking the PF for a reset (VIRTCHNL_OP_RESET_VF)",
+                self.name,
+                if retry {
+                    "the last recovery failed"
+                } else {
+                    "the announced reset did not show"
+                }
             );
+            if !self.vf.request_reset(bar)? {
+                log::warn!(
+                    "iavf {}: the PF did not reset the VF on VIRTCHNL_OP_RESET_VF;                      re-initialising anyway",
+                    self.name
+                );
+            }
         }
+        // Never take a VFACTIVE left from before the reset for its end.
+        self.vf.wait_reset_started(bar);
         self.vf.shutdown(bar);
         // The device's counters restart from zero.
         self.hw.device_reset();

@@ -123,6 +123,33 @@ impl Vf {
         }
     }
 
+    /// After a reset showed (the ARQ disabled), give `VFGEN_RSTAT` up to 10 ms
+    /// to leave VFR_VFACTIVE: ice disables the VF's mailbox before it triggers
+    /// the reset, and the state register may still read VFACTIVE from before
+    /// the reset (`ice_sriov_clear_reset_state`); taken for "done", it would
+    /// make us set the admin queue up just before the hardware reset wipes it.
+    /// Linux's reset task sleeps 10 ms before its first look
+    /// (`IAVF_RESET_WAIT_MS`); DPDK fixed the same race in `iavf_dev_close`.
+    /// Returns at once on i40e, where the reset disables both together.
+    pub fn wait_reset_started<B: Bar>(&self, bar: &B) {
+        let _ = poll_until(Duration::from_millis(10), Duration::from_millis(1), || {
+            let rstat = ResetState::from_reg(bar.read32(regs::VFGEN_RSTAT));
+            (rstat != ResetState::Active).then_some(())
+        });
+    }
+
+    /// Ask the PF for a reset when none was seen (or a recovery failed and the
+    /// PF may keep state of it: i40e answers a second GET_VF_RESOURCES with
+    /// -EINVAL until the VF is reset): set the admin queue up again, send
+    /// VIRTCHNL_OP_RESET_VF, wait until the reset shows, as Linux's reset task
+    /// does for `IAVF_FLAG_RESET_NEEDED`. True if the reset was seen.
+    pub fn request_reset<B: Bar>(&mut self, bar: &B) -> Result<bool> {
+        self.aq.shutdown(bar);
+        self.aq.init(bar)?;
+        self.aq.send(bar, Op::ResetVf.raw(), &[])?;
+        Ok(self.wait_reset_detected(bar))
+    }
+
     /// Wait until the PF disabled our ARQ, its first step of a VF reset;
     /// true if it did within the detection timeout.
     pub fn wait_reset_detected<B: Bar>(&self, bar: &B) -> bool {

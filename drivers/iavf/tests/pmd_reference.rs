@@ -53,3 +53,76 @@ fn every_pf_flavour_brings_the_port_up_and_forwards() {
     }
     assert_eq!(pool.in_use(), 0);
 }
+
+/// Frames A → B with tags `from..from + n`; returns how many arrived intact.
+fn a_to_b(a: &mut Side, b: &mut Side, pool: &nicpoll::Mempool, from: u32, n: u32) -> usize {
+    let frames: Vec<Vec<u8>> = (from..from + n)
+        .map(|i| udp_frame(MAC_B, MAC_A, i, 7, 64))
+        .collect();
+    send_all(pool, a.q.tx[0].as_mut(), &frames);
+    let got = receive(b.q.rx[0].as_mut(), n as usize, Duration::from_secs(3));
+    got.iter()
+        .zip(&frames)
+        .filter(|(m, f)| m.data() == f.as_slice())
+        .count()
+}
+
+#[test]
+fn a_failed_recovery_is_followed_by_a_good_one() {
+    // i40e answers GET_VF_RESOURCES once per reset (RESOURCES_LOADED,
+    // i40e_virtchnl_pf.c): a recovery that failed after it was answered can
+    // only be retried after another reset, which the driver must ask for
+    // (Linux's reset task sends RESET_VF when it saw no reset).
+    let mem = Arc::new(DmaMemory::plain());
+    let pool = pool(&mem, "failed-recovery", 4096);
+    let (mut a, mut b) = pair(
+        sim("fr-a", PfModel::X710, MAC_A, Wire::None),
+        sim("fr-b", PfModel::X710, MAC_B, Wire::None),
+        &mem,
+        &pool,
+        opts(),
+    );
+    assert_eq!(a_to_b(&mut a, &mut b, &pool, 0, 32), 32);
+    // The PF resets VF A; the answer to its first GET_VF_RESOURCES after
+    // that is lost (the PF did act on it).
+    a.vf.faults()
+        .drop_replies_to(nicpoll_iavf::virtchnl::Op::GetVfResources.raw(), 1);
+    a.vf.faults().reset_vf();
+    wait_for("a failed recovery", Duration::from_secs(5), || {
+        a.port.poll_events().is_err()
+    });
+    assert_eq!(xstat(&a.port, "vf_reset_recoveries_failed"), 1);
+    // The retry (a second later) comes through.
+    resume(&mut a, Duration::from_secs(5));
+    assert_eq!(a_to_b(&mut a, &mut b, &pool, 100, 32), 32);
+    assert_eq!(xstat(&a.port, "vf_reset_recoveries_failed"), 1);
+    drop((a.q, b.q));
+}
+
+#[test]
+fn an_ice_reset_with_a_stale_vfactive_recovers_at_once() {
+    // ice disables the mailbox before the reset and VFGEN_RSTAT lags
+    // (ice_sriov_clear_reset_state): a driver that takes the stale VFACTIVE
+    // for the end of the reset sets its admin queue up just before the
+    // hardware reset wipes it, and loses a recovery attempt.
+    let mem = Arc::new(DmaMemory::plain());
+    let pool = pool(&mem, "stale-rstat", 4096);
+    let (mut a, mut b) = pair(
+        sim("st-a", PfModel::E810, MAC_A, Wire::None),
+        sim("st-b", PfModel::E810, MAC_B, Wire::None),
+        &mem,
+        &pool,
+        opts(),
+    );
+    assert_eq!(a_to_b(&mut a, &mut b, &pool, 0, 32), 32);
+    for round in 0..3u32 {
+        a.vf.faults().reset_vf();
+        wait_for("the reset to show", Duration::from_secs(2), || {
+            a.vf.stats().resets > u64::from(round)
+        });
+        resume(&mut a, Duration::from_millis(900));
+        assert_eq!(a_to_b(&mut a, &mut b, &pool, 100 * (round + 1), 32), 32);
+    }
+    assert_eq!(xstat(&a.port, "vf_reset_recoveries_failed"), 0);
+    drop((a.q, b.q));
+}

@@ -944,6 +944,7 @@ fn slow_reset_fails_recovery_then_retries() {
         impending: Duration::from_millis(1),
         in_progress: Duration::from_millis(600),
         completed: Duration::from_millis(5),
+        ..Default::default()
     });
     vf.faults().reset_vf();
     wait_for("a failed recovery", Duration::from_secs(5), || {

@@ -7,7 +7,7 @@ use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use nicpoll::bar::Bar;
-use nicpoll_iavf::sim::{EthStats, ResetTiming, RxCorruption, SimConfig};
+use nicpoll_iavf::sim::{EthStats, PfModel, ResetTiming, RxCorruption, SimConfig};
 use sim_util::*;
 
 fn wire_frame(rx: &Receiver<Vec<u8>>) -> Vec<u8> {
@@ -22,6 +22,7 @@ fn vf_reset_sequence() {
             impending: Duration::from_millis(30),
             in_progress: Duration::from_millis(60),
             completed: Duration::from_millis(40),
+            ..Default::default()
         },
         ..cfg()
     });
@@ -78,12 +79,37 @@ fn vf_reset_sequence() {
 }
 
 #[test]
+fn ice_disables_the_mailbox_before_the_state_says_reset() {
+    // ice_trigger_vf_reset: VF_MBX_ARQLEN/ATQLEN cleared first, VFGEN_RSTAT
+    // goes on reading VFACTIVE until the hardware gets to it.
+    let (rig, _) = Rig::up(SimConfig {
+        pf: PfModel::E810,
+        reset_timing: ResetTiming {
+            impending: Duration::from_millis(1),
+            in_progress: Duration::from_millis(20),
+            completed: Duration::from_millis(5),
+            rstat_lag: Duration::from_millis(40),
+        },
+        ..cfg()
+    });
+    rig.vf.faults().reset_vf();
+    rig.until("mailbox off", || {
+        rig.bar.read32(r::ARQLEN) & r::LEN_ENABLE == 0
+    });
+    assert_eq!(rig.bar.read32(r::RSTAT) & 3, 2, "a stale VFACTIVE");
+    rig.until("reset in progress", || rig.bar.read32(r::RSTAT) & 3 == 0);
+    rig.until("reset done", || rig.bar.read32(r::RSTAT) & 3 == 2);
+    assert_eq!(rig.vf.stats().resets, 1);
+}
+
+#[test]
 fn deadbeef_while_in_reset() {
     let (rig, _) = Rig::up(SimConfig {
         reset_timing: ResetTiming {
             impending: Duration::ZERO,
             in_progress: Duration::from_millis(100),
             completed: Duration::from_millis(1),
+            ..Default::default()
         },
         ..cfg()
     });

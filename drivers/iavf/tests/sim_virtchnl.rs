@@ -479,3 +479,20 @@ fn reset_vf_message() {
     rig.send(op::RESET_VF, &[]);
     rig.until("second reset seen", || rig.vf.stats().resets == 2);
 }
+
+#[test]
+fn get_vf_resources_once_per_reset_on_i40e() {
+    // i40e: RESOURCES_LOADED refuses a second GET_VF_RESOURCES with -EINVAL
+    // until the VF is reset; ice answers it again.
+    let (mut rig, _) = Rig::up(cfg());
+    rig.expect(op::GET_VF_RESOURCES, &cap::L2.to_le_bytes(), EINVAL);
+    rig.send(op::RESET_VF, &[]);
+    rig.until("reset done", || {
+        rig.vf.stats().resets == 1 && rig.bar.read32(r::RSTAT) & 3 == 2
+    });
+    rig.init_aq();
+    rig.bring_up(cap::L2);
+
+    let (mut rig, _) = Rig::up(ice());
+    rig.expect(op::GET_VF_RESOURCES, &cap::L2.to_le_bytes(), SUCCESS);
+}

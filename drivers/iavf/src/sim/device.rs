@@ -23,6 +23,9 @@ pub(super) enum Phase {
     Active,
     /// RESET_IMPENDING sent; the hardware reset starts at `at`.
     Impending { at: Instant },
+    /// ice: the mailbox is disabled, `VFGEN_RSTAT` still reads VFACTIVE until
+    /// `until` (then the hardware reset).
+    MailboxOff { until: Instant },
     /// The hardware reset: `VFGEN_RSTAT` = in progress, registers frozen, until
     /// `until`.
     InProgress { until: Instant },
@@ -211,7 +214,7 @@ impl Device {
     fn phase_deadline(&self) -> Option<Instant> {
         match self.phase {
             Phase::Active => None,
-            Phase::Impending { at } => Some(at),
+            Phase::Impending { at } | Phase::MailboxOff { until: at } => Some(at),
             Phase::InProgress { until } | Phase::Completed { until } => Some(until),
         }
     }
@@ -329,6 +332,22 @@ impl Device {
         match self.phase {
             Phase::Active => 0,
             Phase::Impending { at } if now >= at => {
+                let t = self.timing();
+                if self.cfg.pf.is_ice() && !t.rstat_lag.is_zero() {
+                    // ice_trigger_vf_reset: the mailbox first; the state
+                    // register catches up later.
+                    let regs = &self.sh.regs;
+                    regs.set(reg::VF_ARQLEN1, 0);
+                    regs.set(reg::VF_ATQLEN1, 0);
+                    self.phase = Phase::MailboxOff {
+                        until: now + t.rstat_lag,
+                    };
+                } else {
+                    self.enter_in_progress(t);
+                }
+                1
+            }
+            Phase::MailboxOff { until } if now >= until => {
                 let t = self.timing();
                 self.enter_in_progress(t);
                 1
@@ -489,6 +508,17 @@ impl Device {
         if v_op != op::EVENT && FaultState::take(&faults.drop_replies) {
             self.sh.counters.arq_lost.inc();
             return;
+        }
+        {
+            let mut d = faults
+                .drop_replies_to
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if d.0 == v_op && d.1 > 0 {
+                d.1 -= 1;
+                self.sh.counters.arq_lost.inc();
+                return;
+            }
         }
         let (p0, p1) = if v_op == op::VERSION && payload.len() >= 8 {
             (u32_at(payload, 0), u32_at(payload, 4))

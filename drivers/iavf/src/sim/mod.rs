@@ -194,6 +194,13 @@ pub struct ResetTiming {
     /// reading VFR_INPROGRESS (Linux 6.12's i40e and ice never write
     /// VFR_COMPLETED), then it writes VFR_VFACTIVE (2).
     pub completed: Duration,
+    /// ice only: the PF disables the VF's mailbox (`VF_MBX_ARQLEN/ATQLEN` = 0,
+    /// `ice_sriov_clear_mbx_register`) before it triggers the reset, and
+    /// `VFGEN_RSTAT` goes on reading VFR_VFACTIVE this long after that (the
+    /// hardware "hasn't yet gotten around to clearing VFGEN_RSTAT",
+    /// `ice_sriov_clear_reset_state`). On i40e the hardware reset disables the
+    /// admin queue and the state together.
+    pub rstat_lag: Duration,
 }
 
 impl Default for ResetTiming {
@@ -202,6 +209,7 @@ impl Default for ResetTiming {
             impending: Duration::from_millis(2),
             in_progress: Duration::from_millis(10),
             completed: Duration::from_millis(2),
+            rstat_lag: Duration::from_millis(2),
         }
     }
 }
@@ -513,6 +521,13 @@ impl Faults {
         self.sh.faults.drop_replies.store(n, Ordering::Release);
     }
 
+    /// The PF acts on the next `n` messages of virtchnl opcode `op` but their
+    /// replies are lost (a driver that times out then finds the PF changed).
+    pub fn drop_replies_to(&self, op: u32, n: u32) {
+        let f = &self.sh.faults;
+        *f.drop_replies_to.lock().unwrap_or_else(|e| e.into_inner()) = (op, n);
+    }
+
     /// Physical link up or down: the PF sends a LINK_CHANGE event; while down,
     /// nothing is received from the wire and transmitted frames are lost.
     pub fn set_link(&self, up: bool) {
@@ -591,6 +606,8 @@ pub(crate) struct FaultState {
     new_vsi_id: AtomicBool,
     pf_silent: AtomicBool,
     drop_replies: AtomicU32,
+    /// (opcode, replies of it still to lose).
+    drop_replies_to: Mutex<(u32, u32)>,
     /// 0: no change pending, 1: down, 2: up.
     link_change: AtomicU8,
     rx_bad_length: AtomicU32,
@@ -1191,6 +1208,7 @@ mod tests {
                 impending: Duration::ZERO,
                 in_progress: Duration::from_millis(5),
                 completed: Duration::from_millis(5),
+                ..Default::default()
             },
             ..SimConfig::default()
         })

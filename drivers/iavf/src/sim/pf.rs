@@ -525,7 +525,8 @@ impl Device {
 
     /// `i40e_vc_get_vf_resources_msg` / `ice_vc_get_vf_res_msg`.
     fn vc_get_vf_resources(&mut self, m: &[u8]) {
-        if !self.pf.init {
+        // i40e answers once per reset: "!INIT || RESOURCES_LOADED" is -EINVAL.
+        if !self.pf.init || self.pf.resources_loaded {
             let s = self.invalid();
             self.reply(op::GET_VF_RESOURCES, s, &[]);
             return;

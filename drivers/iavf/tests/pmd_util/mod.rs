@@ -43,6 +43,7 @@ pub fn sim(name: &str, pf: PfModel, mac: MacAddr, wire: Wire) -> SimConfig {
             impending: Duration::from_millis(1),
             in_progress: Duration::from_millis(5),
             completed: Duration::from_millis(2),
+            ..Default::default()
         },
         ..SimConfig::default()
     }

@@ -789,6 +789,7 @@ pub fn cfg() -> SimConfig {
             impending: Duration::from_millis(1),
             in_progress: Duration::from_millis(5),
             completed: Duration::from_millis(2),
+            ..Default::default()
         },
         ..SimConfig::default()
     }
