@@ -43,6 +43,12 @@ pub const ELEMENT_DATA_OFFSET: usize =
 
 /// Offload and status flags carried in [`MbufHeader::ol_flags`].
 pub mod flags {
+    /// The VLAN TCI field holds the tag of the received frame (DPDK's
+    /// `RTE_MBUF_F_RX_VLAN`).
+    pub const RX_VLAN: u64 = 1 << 0;
+    /// The device took that tag out of the frame's data (DPDK's
+    /// `RTE_MBUF_F_RX_VLAN_STRIPPED`): the data starts without it.
+    pub const RX_VLAN_STRIPPED: u64 = 1 << 6;
     /// The RSS hash field is valid.
     pub const RX_RSS_HASH: u64 = 1 << 1;
     /// The device reported a bad IPv4 header checksum.

@@ -1,5 +1,7 @@
 //! [`RawSocket`]: an AF_PACKET socket on one interface that sends and
-//! receives whole frames, one system call each. Not a fast path (net_af_packet
+//! receives whole frames, one system call each: a received frame's VLAN tag,
+//! which the kernel takes out of the data, is put back where it was on the
+//! wire. Not a fast path (net_af_packet
 //! has its rings for that): a far end for tests, and the simulated VF's wire.
 #![deny(unsafe_code)]
 
@@ -53,6 +55,9 @@ impl RawSocket {
             Some(rustix::net::eth::ALL),
         )?;
         let ifindex = rustix::net::netdevice::name_to_index(&fd, ifname)?;
+        // The kernel moves a received frame's VLAN tag out of the data
+        // (skb_vlan_untag); PACKET_AUXDATA hands it back with the frame.
+        sys::enable_auxdata(fd.as_fd())?;
         sys::bind_link(fd.as_fd(), ifindex, ETH_P_ALL)?;
         Ok(RawSocket { fd, ifindex })
     }
@@ -101,12 +106,17 @@ impl RawSocket {
         }
     }
 
-    /// Receive one frame into `buf` if one is waiting (`Ok(None)` if not).
+    /// Receive one frame into `buf` if one is waiting (`Ok(None)` if not), as
+    /// it was on the wire: a VLAN tag the kernel took out goes back after the
+    /// MAC addresses (counted in the length).
     pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<Option<Received>> {
         loop {
             return match sys::recv_link(self.fd.as_fd(), buf) {
-                Ok((len, kind)) => Ok(Some(Received {
-                    len,
+                Ok((len, kind, tag)) => Ok(Some(Received {
+                    len: match tag {
+                        Some(t) => reinsert_tag(buf, len, t),
+                        None => len,
+                    },
                     outgoing: kind == libc::PACKET_OUTGOING,
                 })),
                 Err(e) => match e.raw_os_error() {
@@ -151,6 +161,21 @@ impl RawSocket {
             std::thread::sleep(Duration::from_millis(1));
         }
     }
+}
+
+/// Put the 4-byte VLAN tag `(tci, tpid)` back after the MAC addresses of the
+/// `len`-byte frame in `buf` (bytes pushed off the end of `buf` are cut, as a
+/// frame longer than the buffer is); returns the frame's length with it.
+fn reinsert_tag(buf: &mut [u8], len: usize, (tci, tpid): sys::VlanTag) -> usize {
+    const MACS: usize = 12;
+    if len < MACS || buf.len() < MACS + 4 {
+        return len + 4;
+    }
+    let kept = len.min(buf.len() - 4);
+    buf.copy_within(MACS..kept, MACS + 4);
+    buf[MACS..MACS + 2].copy_from_slice(&tpid.to_be_bytes());
+    buf[MACS + 2..MACS + 4].copy_from_slice(&tci.to_be_bytes());
+    len + 4
 }
 
 #[cfg(test)]
@@ -203,5 +228,21 @@ mod tests {
             assert!(Instant::now() < deadline, "our frame did not arrive");
         }
         assert!(RawSocket::open("nicpoll-none0").is_err());
+    }
+
+    #[test]
+    fn a_tag_goes_back_after_the_mac_addresses() {
+        let mut buf = [0u8; 24];
+        let frame: Vec<u8> = (0..18).collect();
+        buf[..18].copy_from_slice(&frame);
+        assert_eq!(reinsert_tag(&mut buf, 18, (0x2064, 0x8100)), 22);
+        assert_eq!(&buf[..12], &frame[..12]);
+        assert_eq!(&buf[12..16], &[0x81, 0x00, 0x20, 0x64]);
+        assert_eq!(&buf[16..22], &frame[12..18]);
+        // Longer than the buffer: cut, the whole length reported.
+        let mut small = [0u8; 16];
+        small.copy_from_slice(&frame[..16]);
+        assert_eq!(reinsert_tag(&mut small, 30, (7, 0x88a8)), 34);
+        assert_eq!(&small[12..16], &[0x88, 0xa8, 0x00, 0x07]);
     }
 }

@@ -162,28 +162,79 @@ pub fn send_link(fd: BorrowedFd<'_>, ifindex: u32, frame: &[u8]) -> io::Result<(
     }
 }
 
-/// `recvfrom(2)` one frame without blocking (`MSG_TRUNC`): its whole length
-/// (more than `buf` holds if it was cut) and its packet type (`PACKET_*`).
-pub fn recv_link(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, u8)> {
+/// What the kernel took out of a received frame: its VLAN tag (TCI, TPID),
+/// from the `PACKET_AUXDATA` control message.
+pub type VlanTag = (u16, u16);
+
+/// `recvmsg(2)` one frame without blocking (`MSG_TRUNC`): its whole length
+/// (more than `buf` holds if it was cut), its packet type (`PACKET_*`), and,
+/// if the socket asked for `PACKET_AUXDATA`, the VLAN tag the kernel took out
+/// of its data (`skb_vlan_untag` moves a received 802.1Q/802.1ad tag into the
+/// skb's metadata).
+pub fn recv_link(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, u8, Option<VlanTag>)> {
     // SAFETY: plain old data.
     let mut sa: libc::sockaddr_ll = unsafe { zeroed() };
-    let mut sl = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
-    // SAFETY: `buf`, `sa` and `sl` are live buffers of the lengths given.
+    // Room for one control message carrying a tpacket_auxdata, u64-aligned.
+    let mut control = [0u64; 8];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: plain old data; the pointers set below outlive the call.
+    let mut msg: libc::msghdr = unsafe { zeroed() };
+    msg.msg_name = (&mut sa as *mut libc::sockaddr_ll).cast();
+    msg.msg_namelen = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = size_of::<[u64; 8]>() as _;
+    // SAFETY: `msg` points at `sa`, `iov` (into `buf`, `buf.len()` bytes) and
+    // `control`, all live and of the lengths given.
     let r = unsafe {
-        libc::recvfrom(
+        libc::recvmsg(
             fd.as_raw_fd(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
+            &mut msg,
             libc::MSG_DONTWAIT | libc::MSG_TRUNC,
-            (&mut sa as *mut libc::sockaddr_ll).cast(),
-            &mut sl,
         )
     };
     if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok((r as usize, sa.sll_pkttype))
+        return Err(io::Error::last_os_error());
     }
+    Ok((r as usize, sa.sll_pkttype, vlan_tag(&msg)))
+}
+
+/// The VLAN tag a `PACKET_AUXDATA` control message of `msg` reports, if any.
+fn vlan_tag(msg: &libc::msghdr) -> Option<VlanTag> {
+    // SAFETY: `msg` was filled by recvmsg; CMSG_FIRSTHDR/CMSG_NXTHDR stay in
+    // its control buffer, and a PACKET_AUXDATA message of that length carries
+    // a tpacket_auxdata (read unaligned: the buffer promises no alignment for
+    // the payload).
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_PACKET
+                && (*c).cmsg_type == libc::PACKET_AUXDATA
+                && (*c).cmsg_len as usize
+                    >= libc::CMSG_LEN(size_of::<libc::tpacket_auxdata>() as u32) as usize
+            {
+                let aux: libc::tpacket_auxdata =
+                    std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                if aux.tp_status & libc::TP_STATUS_VLAN_VALID == 0 {
+                    return None;
+                }
+                let tpid = if aux.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0
+                    && aux.tp_vlan_tpid != 0
+                {
+                    aux.tp_vlan_tpid
+                } else {
+                    0x8100
+                };
+                return Some((aux.tp_vlan_tci, tpid));
+            }
+            c = libc::CMSG_NXTHDR(msg, c);
+        }
+    }
+    None
 }
 
 /// `setsockopt(2)` with a plain-data value.
@@ -224,6 +275,17 @@ pub fn ignore_outgoing(fd: BorrowedFd<'_>) -> io::Result<()> {
         fd,
         libc::SOL_PACKET,
         libc::PACKET_IGNORE_OUTGOING,
+        &(1 as libc::c_int),
+    )
+}
+
+/// `PACKET_AUXDATA`: every received frame comes with a `tpacket_auxdata`
+/// (its VLAN tag among others) as a control message.
+pub fn enable_auxdata(fd: BorrowedFd<'_>) -> io::Result<()> {
+    setsockopt(
+        fd,
+        libc::SOL_PACKET,
+        libc::PACKET_AUXDATA,
         &(1 as libc::c_int),
     )
 }

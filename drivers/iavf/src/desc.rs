@@ -65,12 +65,15 @@ const RX_STATUS_MASK: u64 = (1 << 19) - 1;
 const RX_ERROR_SHIFT: u32 = 19;
 const RX_PTYPE_SHIFT: u32 = 30;
 /// Qword 1 of a clean whole frame with an RSS hash, under
-/// [`RX_CLEAN_RSS_MASK`]: DD, EOF, FLTSTAT = hash, no error bit
-/// ([`RxDesc::is_clean_eop_rss`], and the vector receive loop).
+/// [`RX_CLEAN_RSS_MASK`]: DD, EOF, FLTSTAT = hash, no stripped VLAN tag, no
+/// error bit ([`RxDesc::is_clean_eop_rss`], and the vector receive loop).
 pub(crate) const RX_CLEAN_RSS_WANT: u64 = (rx_status::DD | rx_status::EOF) as u64
     | ((rx_status::FLTSTAT_RSS_HASH as u64) << rx_status::FLTSTAT_SHIFT);
-/// The qword 1 bits [`RX_CLEAN_RSS_WANT`] is compared under.
-pub(crate) const RX_CLEAN_RSS_MASK: u64 = RX_CLEAN_RSS_WANT | (0xFF << RX_ERROR_SHIFT);
+/// The qword 1 bits [`RX_CLEAN_RSS_WANT`] is compared under: a frame whose tag
+/// the device stripped (L2TAG1P) leaves the fast loops, whose stores do not
+/// write the tag, for the one-at-a-time path that does.
+pub(crate) const RX_CLEAN_RSS_MASK: u64 =
+    RX_CLEAN_RSS_WANT | rx_status::L2TAG1P as u64 | (0xFF << RX_ERROR_SHIFT);
 pub(crate) const RX_PLEN_SHIFT: u32 = 38;
 const RX_PLEN_MASK: u64 = 0x3FFF;
 const RX_HLEN_SHIFT: u32 = 52;
@@ -156,10 +159,12 @@ impl RxDesc {
     }
 
     /// The common case in one test: written back (DD), the whole frame in this
-    /// descriptor (EOF) and no error bit at all (not even a checksum error).
+    /// descriptor (EOF), no stripped VLAN tag (L2TAG1P) and no error bit at
+    /// all (not even a checksum error).
     #[inline(always)]
     pub fn is_clean_eop(&self) -> bool {
-        const MASK: u64 = (rx_status::DD | rx_status::EOF) as u64 | (0xFF << RX_ERROR_SHIFT);
+        const MASK: u64 =
+            (rx_status::DD | rx_status::EOF | rx_status::L2TAG1P) as u64 | (0xFF << RX_ERROR_SHIFT);
         self.q1() & MASK == (rx_status::DD | rx_status::EOF) as u64
     }
 
@@ -221,6 +226,7 @@ impl RxDesc {
     }
 
     /// A stripped VLAN tag, if any.
+    #[inline(always)]
     pub fn l2tag1(&self) -> Option<u16> {
         (self.status() & rx_status::L2TAG1P != 0).then(|| (self.q0() >> 16) as u16)
     }

@@ -10,6 +10,10 @@
 //! there are `free_thresh` of them, then writes `tail = next - 1` (one slot
 //! stays back, so a full ring is told apart from an empty one).
 //!
+//! A frame whose VLAN tag the device stripped (L2TAG1P: a PF that refused to
+//! turn stripping off) takes the one-at-a-time path, which puts the tag in the
+//! mbuf (`vlan_tci`, `RX_VLAN | RX_VLAN_STRIPPED`).
+//!
 //! A descriptor is never trusted: a write-back without EOP (the frame did not
 //! fit one buffer; everything up to its EOP is dropped too), with a fatal error
 //! bit, or with a length outside the buffer is counted in `rx_errors` /
@@ -385,6 +389,13 @@ impl<B: Bar> IavfRxQueue<B> {
         m.set_ol_flags(0);
         if let Some(h) = d.rss_hash() {
             m.set_rss_hash(h);
+            m.set_ol_flags(flags::RX_RSS_HASH);
+        }
+        if let Some(tci) = d.l2tag1() {
+            // The device took the tag out of the frame (a PF that refused
+            // DISABLE_VLAN_STRIPPING): hand it over as DPDK does.
+            m.set_vlan_tci(tci);
+            m.set_ol_flags(m.ol_flags() | flags::RX_VLAN | flags::RX_VLAN_STRIPPED);
         }
         if d.status() & rx_status::L3L4P != 0 && errors & (rx_error::IPE | rx_error::L4E) != 0 {
             let mut f = m.ol_flags();

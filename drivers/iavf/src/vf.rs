@@ -62,6 +62,10 @@ pub struct Vf {
     pub(crate) link: Link,
     /// The PF announced a reset (RESET_IMPENDING) or its driver is closing.
     pub(crate) reset_impending: bool,
+    /// The PF strips VLAN tags on receive (it granted VLAN offloads and
+    /// refused to turn stripping off): the receive path reports each tag in
+    /// the mbuf.
+    pub(crate) vlan_stripping: bool,
     /// Link events seen.
     pub(crate) link_events: u64,
     /// Answers that matched no request (late or duplicate).
@@ -83,6 +87,7 @@ impl Vf {
             caps: 0,
             link: Link::default(),
             reset_impending: false,
+            vlan_stripping: false,
             link_events: 0,
             stray_replies: 0,
         })
@@ -173,7 +178,36 @@ impl Vf {
         // VIRTCHNL_OP_GET_VF_RESOURCES with the capabilities we
         // implement (no RX_FLEX_DESC: legacy 32-byte receive descriptors).
         self.get_vf_resources(bar)?;
+        self.leave_vlan_tags_in(bar)?;
         Ok(())
+    }
+
+    /// With VLAN offloads granted, VIRTCHNL_OP_DISABLE_VLAN_STRIPPING: i40e
+    /// grants VLAN whether asked or not and its VF VSI strips every tag into
+    /// the descriptor by default (`i40e_vc_get_vf_resources_msg`, the VSI's
+    /// PVLAN_MODE_ALL with EMOD 0 in `i40e_vsi_add`), so forwarded frames would
+    /// lose their tags; DPDK turns stripping off unless the application asked
+    /// for it (`iavf_dev_init_vlan`). Asked after every reset too: the VSI is
+    /// new then. If the PF refuses, tags keep being stripped and the receive
+    /// path reports each in the mbuf (`RX_VLAN | RX_VLAN_STRIPPED`).
+    fn leave_vlan_tags_in<B: Bar>(&mut self, bar: &B) -> Result<()> {
+        self.vlan_stripping = false;
+        if !self.has_cap(virtchnl::caps::VLAN) {
+            return Ok(());
+        }
+        match self.command(bar, Op::DisableVlanStripping, &[]) {
+            Ok(()) => Ok(()),
+            Err(e @ IavfError::Virtchnl { .. }) => {
+                log::warn!(
+                    "iavf {}: {e}; received VLAN tags are stripped by the device and reported in \
+                     the mbuf (vlan_tci, RX_VLAN_STRIPPED) instead of staying in the frame",
+                    self.device
+                );
+                self.vlan_stripping = true;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Turn the admin queue off (`iavf_shutdown_adminq`).

@@ -53,6 +53,10 @@ pub enum Op {
     GetRssHenaCaps = 25,
     /// 26: which packet types to hash.
     SetRssHena = 26,
+    /// 27: strip VLAN tags on receive (into the descriptor's L2TAG1).
+    EnableVlanStripping = 27,
+    /// 28: leave VLAN tags in received frames.
+    DisableVlanStripping = 28,
 }
 
 impl Op {
@@ -86,6 +90,8 @@ impl Op {
             24 => "VIRTCHNL_OP_CONFIG_RSS_LUT",
             25 => "VIRTCHNL_OP_GET_RSS_HENA_CAPS",
             26 => "VIRTCHNL_OP_SET_RSS_HENA",
+            27 => "VIRTCHNL_OP_ENABLE_VLAN_STRIPPING",
+            28 => "VIRTCHNL_OP_DISABLE_VLAN_STRIPPING",
             29 => "VIRTCHNL_OP_REQUEST_QUEUES",
             44 => "VIRTCHNL_OP_GET_SUPPORTED_RXDIDS",
             _ => "VIRTCHNL_OP_(other)",

@@ -46,7 +46,7 @@ fn every_pf_flavour_brings_the_port_up_and_forwards() {
         send_all(&pool, a.q.tx[0].as_mut(), &frames);
         let got = receive(b.q.rx[0].as_mut(), 100, Duration::from_secs(5));
         let got: Vec<Vec<u8>> = got.iter().map(|m| m.data().to_vec()).collect();
-        assert_eq!(got, frames, "{pf}: every frame, in order, byte for byte");
+        assert_same_frames(&got, &frames, &format!("{pf}: frames A to B"));
         drop((a.q, b.q));
         a.port.stop().unwrap();
         b.port.stop().unwrap();
@@ -125,4 +125,120 @@ fn an_ice_reset_with_a_stale_vfactive_recovers_at_once() {
     }
     assert_eq!(xstat(&a.port, "vf_reset_recoveries_failed"), 0);
     drop((a.q, b.q));
+}
+
+/// `n` VLAN-tagged UDP frames from `src` to `dst`, VLAN `100 + i`, priority 3.
+fn tagged_frames(dst: nicpoll::port::MacAddr, src: nicpoll::port::MacAddr, n: u32) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| {
+            tagged(
+                &udp_frame(dst, src, i, 2000 + i as u16, 64 + i as usize),
+                0x6000 | (100 + i as u16),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn vlan_tags_survive_io_forwarding_between_two_x710_vfs() {
+    // An X710's VF strips every VLAN tag into the descriptor unless the VF
+    // turns stripping off (i40e grants VLAN unasked; its VSI strips by
+    // default): io forwarding must not turn tagged frames into untagged ones.
+    for simd in [true, false] {
+        let mem = Arc::new(DmaMemory::plain());
+        let pool = pool(&mem, "vlan-fwd", 4096);
+        let o = nicpoll_iavf::IavfOptions { simd, ..opts() };
+        // Lab VFs as testpmd's net_iavf_sim makes them (spoof checking off:
+        // a spoof-checked i40e VF sends tagged frames only with VLAN filters).
+        let lab = |name, mac| nicpoll_iavf::sim::SimConfig {
+            spoofchk: false,
+            ..sim(name, PfModel::X710, mac, Wire::None)
+        };
+        let a = rig(lab("vl-a", MAC_A), &mem, o.clone());
+        let b = rig(lab("vl-b", MAC_B), &mem, o);
+        let (into_a, _out_of_a) = a.vf.wire_channel();
+        let (_into_b, out_of_b) = b.vf.wire_channel();
+        let (mut a, mut b) = (start(a, &pool, 1, 512), start(b, &pool, 1, 512));
+        let frames = tagged_frames(MAC_A, MAC_B, 50);
+        for f in &frames {
+            into_a.send(f.clone()).unwrap();
+        }
+        // io forwarding: what A receives, B sends as it is.
+        let got = receive(a.q.rx[0].as_mut(), 50, Duration::from_secs(5));
+        assert_eq!(got.len(), 50, "simd={simd}");
+        let mut batch = nicpoll::mbuf::MbufBatch::with_burst(64);
+        for m in got {
+            batch.push(m).unwrap();
+        }
+        while !batch.is_empty() {
+            b.q.tx[0].tx_burst(&mut batch);
+        }
+        let out: Vec<Vec<u8>> = (0..50)
+            .map(|_| {
+                out_of_b
+                    .recv_timeout(Duration::from_secs(5))
+                    .unwrap_or_else(|e| panic!("a frame out of B: {e}; {:?}", b.vf.stats()))
+            })
+            .collect();
+        assert_same_frames(
+            &out,
+            &frames,
+            &format!("simd={simd}: tags through io forwarding"),
+        );
+        assert!(!a.vf.status().vlan_strip, "the driver turned stripping off");
+        drop((a.q, b.q));
+    }
+}
+
+#[test]
+fn a_tag_the_pf_strips_anyway_is_reported_in_the_mbuf() {
+    // A PF that refuses DISABLE_VLAN_STRIPPING: each stripped tag comes in the
+    // mbuf (vlan_tci, RX_VLAN | RX_VLAN_STRIPPED), as DPDK reports it.
+    use nicpoll::mbuf::flags;
+    let mem = Arc::new(DmaMemory::plain());
+    let pool = pool(&mem, "vlan-stripped", 4096);
+    let cfg = sim("vs-a", PfModel::X710, MAC_A, Wire::None);
+    let vf = Arc::new(nicpoll_iavf::sim::SimVf::new(cfg).unwrap());
+    vf.faults()
+        .fail_opcode(nicpoll_iavf::virtchnl::Op::DisableVlanStripping.raw());
+    let port = nicpoll_iavf::IavfPort::with_options(
+        vf.bar(),
+        vf.clone() as Arc<dyn nicpoll_iavf::DmaMap>,
+        mem.clone(),
+        "vs-a",
+        opts(),
+        0,
+    )
+    .unwrap();
+    let (into_a, _out) = vf.wire_channel();
+    let mut a = start(
+        Rig {
+            vf: vf.clone(),
+            port,
+        },
+        &pool,
+        1,
+        512,
+    );
+    assert!(a.vf.status().vlan_strip);
+    let frames = tagged_frames(MAC_A, MAC_B, 40);
+    for f in &frames {
+        into_a.send(f.clone()).unwrap();
+    }
+    let got = receive(a.q.rx[0].as_mut(), 40, Duration::from_secs(5));
+    assert_eq!(got.len(), 40);
+    for (m, f) in got.iter().zip(&frames) {
+        let tci = u16::from_be_bytes([f[14], f[15]]);
+        let mut untagged = f.clone();
+        untagged.drain(12..16);
+        assert_eq!(m.data(), untagged.as_slice());
+        assert_eq!(m.vlan_tci(), tci);
+        assert_eq!(
+            m.ol_flags() & (flags::RX_VLAN | flags::RX_VLAN_STRIPPED),
+            flags::RX_VLAN | flags::RX_VLAN_STRIPPED
+        );
+        assert_ne!(m.ol_flags() & flags::RX_RSS_HASH, 0, "and the hash");
+    }
+    drop(got);
+    drop(a.q);
 }

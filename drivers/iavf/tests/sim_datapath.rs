@@ -8,7 +8,7 @@ use std::sync::mpsc::{Receiver, Sender};
 use std::time::Duration;
 
 use nicpoll::bar::Bar;
-use nicpoll_iavf::sim::SimConfig;
+use nicpoll_iavf::sim::{PfModel, SimConfig};
 use sim_util::*;
 
 fn rig_with_wire(cfg: SimConfig) -> (Rig, Sender<Vec<u8>>, Receiver<Vec<u8>>) {
@@ -80,7 +80,10 @@ fn tx_pads_short_frames_inserts_vlan_refuses_runts() {
     assert_eq!(got.len(), 60);
     assert_eq!(&got[..42], &f[..]);
     assert!(got[42..].iter().all(|&b| b == 0));
-    // IL2TAG1: the tag from qword 1 bits 48-63 is inserted after the MACs.
+    // IL2TAG1: the tag from qword 1 bits 48-63 is inserted after the MACs
+    // (VLAN 100: a filter for it lets the tagged frame past VLAN anti-spoof).
+    let vsi = rig.vsi_id;
+    rig.expect(op::ADD_VLAN, &vlans(vsi, &[100]), SUCCESS);
     let f = frame(PEER_MAC, VF_MAC, 2, 100);
     let buf = rig.alloc(100, 128);
     rig.write(buf, &f);
@@ -274,9 +277,11 @@ fn frames_longer_than_the_buffer_are_chained() {
 
 #[test]
 fn vlan_stripping_on_receive() {
+    // i40e's VF VSI strips every tag into L2TAG1 from the start (PVLAN_MODE_ALL,
+    // EMOD 0): nobody asked for it.
     let (mut rig, inject, _wire) = rig_with_wire(cfg());
+    assert!(rig.vf.status().vlan_strip);
     let q = rig.queues(1, 64, 2048, 1518).remove(0);
-    rig.expect(op::ENABLE_VLAN_STRIPPING, &[], SUCCESS);
     let mut f = frame(VF_MAC, PEER_MAC, 5, 100);
     f.splice(12..12, [0x81, 0x00, 0x00, 0x2a]);
     inject.send(f.clone()).unwrap();
@@ -287,6 +292,52 @@ fn vlan_stripping_on_receive() {
     let mut untagged = f.clone();
     untagged.drain(12..16);
     assert_eq!(rig.read(q.rx_buf(0), 100), untagged);
+    // Turned off, the tag stays in the frame.
+    rig.expect(op::DISABLE_VLAN_STRIPPING, &[], SUCCESS);
+    inject.send(f.clone()).unwrap();
+    let d = rig.wait_rx(&q, 1);
+    assert_eq!(d[1] & (1 << 2), 0, "no L2TAG1P");
+    assert_eq!(rx_len(d[1]), 104);
+    assert_eq!(rig.read(q.rx_buf(1), 104), f);
+    // A reset brings the default back.
+    rig.vf.faults().reset_vf();
+    rig.until("reset", || {
+        rig.vf.stats().resets == 1 && rig.bar.read32(r::RSTAT) & 3 == 2
+    });
+    assert!(rig.vf.status().vlan_strip);
+
+    // ice strips only when VLAN offloads were negotiated
+    // (ice_vf_init_vlan_stripping).
+    let (rig, _) = Rig::up(SimConfig {
+        pf: PfModel::E810,
+        ..cfg()
+    });
+    assert!(!rig.vf.status().vlan_strip);
+    let mut rig = Rig::new(SimConfig {
+        pf: PfModel::E810,
+        ..cfg()
+    });
+    rig.init_aq();
+    rig.bring_up(cap::L2 | cap::VLAN);
+    assert!(rig.vf.status().vlan_strip);
+}
+
+#[test]
+fn vlan_anti_spoof_of_a_spoof_checked_vf() {
+    // i40e turns VLAN anti-spoofing on with MAC anti-spoofing: a tagged frame
+    // leaves only with a VLAN the VF has a filter for.
+    let (mut rig, _tx, wire) = rig_with_wire(cfg());
+    let mut q = rig.queues(1, 64, 2048, 1518).remove(0);
+    let mut f = frame(PEER_MAC, VF_MAC, 1, 64);
+    f.splice(12..12, [0x81, 0x00, 0x00, 0x0a]);
+    rig.put_tx(&mut q, &f, true, None);
+    rig.ring_tx(&q);
+    rig.until("spoofed", || rig.vf.stats().tx_spoofed == 1);
+    let vsi = rig.vsi_id;
+    rig.expect(op::ADD_VLAN, &vlans(vsi, &[10]), SUCCESS);
+    rig.put_tx(&mut q, &f, true, None);
+    rig.ring_tx(&q);
+    assert_eq!(wire_frame(&wire), f);
 }
 
 #[test]

@@ -161,3 +161,46 @@ fn iface_errors_are_clear() {
         .is_err()
     );
 }
+
+#[test]
+fn af_packet_wire_keeps_vlan_tags() {
+    // The kernel takes a received frame's 802.1Q tag out of its data
+    // (skb_vlan_untag); the wire puts it back (PACKET_AUXDATA), so a tagged
+    // frame reaches the VF as it was on the wire.
+    let mut needs = nicpoll_testkit::VETH.to_vec();
+    needs.push(nicpoll_testkit::Need::RawSockets);
+    if nicpoll_testkit::skip_if_missing(&needs) {
+        return;
+    }
+    let pair = VethPair::create("npsimv");
+    let (mut a, mut qa, mut b, mut qb) = two(
+        SimConfig {
+            name: "vlan-a".into(),
+            wire: Wire::Iface(pair.a.clone()),
+            spoofchk: false,
+            ..cfg()
+        },
+        SimConfig {
+            name: "vlan-b".into(),
+            mac: MacAddr(PEER_MAC),
+            wire: Wire::Iface(pair.b.clone()),
+            ..cfg()
+        },
+    );
+    // B keeps tags in the frame (i40e strips them by default).
+    b.expect(op::DISABLE_VLAN_STRIPPING, &[], SUCCESS);
+    for (i, tpid) in [0x8100u16, 0x88a8].into_iter().enumerate() {
+        let mut f = frame(PEER_MAC, VF_MAC, i as u32, 100);
+        f.splice(
+            12..12,
+            [(tpid >> 8) as u8, tpid as u8, 0x20, 0x0a + i as u8],
+        );
+        a.put_tx(&mut qa, &f, true, None);
+        a.ring_tx(&qa);
+        let slot = qb.rx_next;
+        let d = b.wait_rx(&qb, slot);
+        assert_eq!(rx_len(d[1]), f.len(), "TPID {tpid:#x}");
+        assert_eq!(b.read(qb.rx_buf(slot), f.len()), f, "TPID {tpid:#x}");
+        qb.rx_next += 1;
+    }
+}

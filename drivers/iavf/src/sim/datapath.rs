@@ -244,6 +244,21 @@ impl Device {
             c.tx_spoofed.inc();
             return;
         }
+        // i40e turns VLAN anti-spoofing on with MAC anti-spoofing
+        // (i40e_vsi_setup for a spoof-checked VF): a tagged frame whose VLAN
+        // is not one of the VF's filters does not leave.
+        if self.cfg.spoofchk
+            && !self.cfg.pf.is_ice()
+            && frame[12..14] == 0x8100u16.to_be_bytes()
+            && !self
+                .pf
+                .vlans
+                .contains(&(u16::from_be_bytes([frame[14], frame[15]]) & 0xFFF))
+        {
+            c.tx_discards.inc();
+            c.tx_spoofed.inc();
+            return;
+        }
         let faults: &FaultState = &self.sh.faults;
         if faults.armed.load(Ordering::Relaxed) && FaultState::take(&faults.tx_drop) {
             return;

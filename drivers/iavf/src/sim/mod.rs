@@ -31,7 +31,8 @@
 //!             max_vectors, vsi_id, invalid_msg_limit, reset_timing, inbox_capacity }
 //! Wire::{None, Loopback, Peer(name), Iface(ifname)}     PfModel::{X710, X722, E810}
 //! Faults: reset_vf, reset_on_opcode, reset_after_tx_frames, set_reset_timing,
-//!         deadbeef_during_reset, new_vsi_id_on_reset, pf_silent, drop_pf_replies, set_link,
+//!         deadbeef_during_reset, new_vsi_id_on_reset, pf_silent, drop_pf_replies,
+//!         drop_replies_to, fail_opcode, set_link,
 //!         corrupt_rx(RxCorruption::{BadLength, ErrorBit, NoEop}, n), drop_rx_frames,
 //!         drop_tx_frames, ignore_rx_max_frame, preset_stats
 //! ```
@@ -69,7 +70,10 @@
 //!   (larger frames are dropped and counted), no free descriptor = a drop counted
 //!   in `rx_discards`; 16-byte Tx data descriptors up to the tail, context
 //!   descriptors skipped, DD (DTYPE 0xF) written back where RS is set, VLAN
-//!   insertion, anti-spoof check. RSS: Toeplitz over the IPv4/IPv6 (+TCP/UDP/SCTP
+//!   insertion, anti-spoof check (source MAC, and on i40e the VLAN of a tagged
+//!   frame: `I40E_AQ_VSI_SEC_FLAG_ENABLE_VLAN_CHK` for a spoof-checked VF).
+//!   VLAN stripping on receive is on by default on i40e (the VF's VSI strips
+//!   into L2TAG1), on ice only when VLAN offloads were negotiated. RSS: Toeplitz over the IPv4/IPv6 (+TCP/UDP/SCTP
 //!   ports) input, HENA per PCTYPE, 64-entry LUT.
 //! - **IOMMU**: every device access to DMA memory goes through the IOVAs the
 //!   driver programmed, translated with the table `map_dma` fills; an access to an
@@ -521,6 +525,13 @@ impl Faults {
         self.sh.faults.drop_replies.store(n, Ordering::Release);
     }
 
+    /// The PF refuses virtchnl opcode `op` (with the status it uses for a bad
+    /// request) until this is called again with another opcode (0: none): a
+    /// PF that does not do what the driver asks (a host policy, an older PF).
+    pub fn fail_opcode(&self, op: u32) {
+        self.sh.faults.fail_opcode.store(op, Ordering::Release);
+    }
+
     /// The PF acts on the next `n` messages of virtchnl opcode `op` but their
     /// replies are lost (a driver that times out then finds the PF changed).
     pub fn drop_replies_to(&self, op: u32, n: u32) {
@@ -606,6 +617,8 @@ pub(crate) struct FaultState {
     new_vsi_id: AtomicBool,
     pf_silent: AtomicBool,
     drop_replies: AtomicU32,
+    /// The opcode the PF refuses (0: none).
+    fail_opcode: AtomicU32,
     /// (opcode, replies of it still to lose).
     drop_replies_to: Mutex<(u32, u32)>,
     /// 0: no change pending, 1: down, 2: up.

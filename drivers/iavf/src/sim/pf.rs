@@ -123,7 +123,11 @@ impl Pf {
         }
         self.filters.push(BROADCAST);
         self.vlans.clear();
-        self.vlan_strip = false;
+        // i40e creates the VF's VSI with PVLAN_MODE_ALL and EMOD 0 ("strip
+        // both", i40e_main.c, i40e_adminq_cmd.h): tags are stripped into
+        // L2TAG1 until the VF turns stripping off. ice decides at
+        // GET_VF_RESOURCES (ice_vf_init_vlan_stripping).
+        self.vlan_strip = !cfg.pf.is_ice();
         self.promisc_req = (false, false);
         self.promisc = (false, false);
         self.queues_enabled = false;
@@ -293,6 +297,12 @@ impl Device {
                 self.reply(v_op, s, &[]);
                 return;
             }
+        }
+        if v_op != 0 && faults.fail_opcode.load(Ordering::Acquire) == v_op {
+            // Fault knob: the PF refuses this opcode.
+            let s = self.invalid();
+            self.reply(v_op, s, &[]);
+            return;
         }
         if ice && !ice_allows(v_op, self.pf.granted, self.pf.active) {
             self.reply(v_op, status::ERR_NOT_SUPPORTED, &[]);
@@ -570,7 +580,11 @@ impl Device {
             r[30..36].copy_from_slice(&[0; 6]);
         }
         self.pf.active = true;
-        if !ice {
+        if ice {
+            // ice_vf_init_vlan_stripping: on only if VLAN offloads were
+            // negotiated.
+            self.pf.vlan_strip = g & cap::VLAN != 0;
+        } else {
             self.pf.resources_loaded = true;
         }
         self.reply(op::GET_VF_RESOURCES, status::SUCCESS, &r);

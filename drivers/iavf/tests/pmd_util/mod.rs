@@ -230,3 +230,26 @@ pub fn xstat(p: &dyn Port, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no xstat {name}"))
         .1
 }
+
+/// Fail (naming `what`) unless `got` is `want`, frame for frame and byte for
+/// byte; the message shows the first difference only.
+pub fn assert_same_frames(got: &[Vec<u8>], want: &[Vec<u8>], what: &str) {
+    let kept = got.iter().zip(want).filter(|(g, w)| g == w).count();
+    if got.len() == want.len() && kept == want.len() {
+        return;
+    }
+    let first = got
+        .iter()
+        .zip(want)
+        .position(|(g, w)| g != w)
+        .unwrap_or(got.len().min(want.len()));
+    let head = |f: Option<&Vec<u8>>| f.map(|f| format!("{:02x?}", &f[..f.len().min(20)]));
+    panic!(
+        "{what}: {kept} of {} frames as sent ({} arrived); first difference at frame \
+         {first}: got {:?}, sent {:?}",
+        want.len(),
+        got.len(),
+        head(got.get(first)),
+        head(want.get(first))
+    );
+}
