@@ -326,14 +326,9 @@ impl<B: Bar + 'static> IavfPort<B> {
                 return Err(e);
             }
         };
-        let mac = match vf
-            .res
-            .as_ref()
-            .and_then(|r| r.sriov_vsi())
-            .map(|v| MacAddr(v.default_mac))
-        {
-            Some(m) if m.0 != [0; 6] && !m.is_multicast() => m,
-            _ => {
+        let mac = match vf.pf_mac() {
+            Some(m) => m,
+            None => {
                 let m = random_local_mac();
                 log::info!(
                     "iavf {name}: the PF assigned no MAC address; using the random locally \
@@ -720,6 +715,20 @@ impl<B: Bar> Ctrl<B> {
                     ),
                 });
             }
+        }
+        // The PF's MAC, when it gives one, is ours: the host may have changed
+        // it (`ip link set <pf> vf N mac ...` resets the VF, and an untrusted
+        // VF gets -EPERM for any other unicast MAC). Linux's iavf takes it
+        // after every GET_VF_RESOURCES; a zero one leaves ours.
+        if let Some(m) = self.vf.pf_mac()
+            && m != self.mac
+        {
+            log::warn!(
+                "iavf {}: the PF gives the VF the MAC {m} (was {}): taking it",
+                self.name,
+                self.mac
+            );
+            self.mac = m;
         }
         // VIRTCHNL_OP_ADD_ETH_ADDR: the filter went with the reset.
         self.vf.eth_addr(bar, self.mac.0, true)?;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use nicpoll::bar::Bar;
 use nicpoll::memory::DmaRegion;
-use nicpoll::port::Link;
+use nicpoll::port::{Link, MacAddr};
 
 use crate::adminq::{AdminQueue, poll_until};
 use crate::error::{IavfError, Result};
@@ -101,6 +101,16 @@ impl Vf {
     /// Queue pairs granted.
     pub fn num_queue_pairs(&self) -> u16 {
         self.res.as_ref().map_or(0, |r| r.num_queue_pairs)
+    }
+
+    /// The MAC the PF gives the VF (`default_mac_addr` of its VSI), unless it
+    /// is zero or multicast (none given).
+    pub fn pf_mac(&self) -> Option<MacAddr> {
+        self.res
+            .as_ref()
+            .and_then(|r| r.sriov_vsi())
+            .map(|v| MacAddr(v.default_mac))
+            .filter(|m| m.0 != [0; 6] && !m.is_multicast())
     }
 
     /// Whether the PF granted `cap` ([`virtchnl::caps`]).

@@ -242,3 +242,58 @@ fn a_tag_the_pf_strips_anyway_is_reported_in_the_mbuf() {
     drop(got);
     drop(a.q);
 }
+
+#[test]
+fn a_host_mac_change_mid_traffic_is_adopted() {
+    // `ip link set <pf> vf N mac M` resets the VF (i40e_ndo_set_vf_mac); an
+    // untrusted VF then gets -EPERM for any other unicast MAC
+    // (i40e_check_vf_permission): the driver must take the PF's MAC, as
+    // Linux's iavf does after every GET_VF_RESOURCES.
+    const MAC_C: nicpoll::port::MacAddr = nicpoll::port::MacAddr([0x02, 0, 0, 0, 0, 0x0c]);
+    let mem = Arc::new(DmaMemory::plain());
+    let pool = pool(&mem, "host-mac", 4096);
+    let (mut a, mut b) = pair(
+        sim("hm-a", PfModel::X710, MAC_A, Wire::None),
+        sim("hm-b", PfModel::X710, MAC_B, Wire::None),
+        &mem,
+        &pool,
+        opts(),
+    );
+    assert_eq!(b.port.mac_addr(), MAC_B);
+    // Traffic flows A -> B while the host changes B's MAC.
+    let mut sent = 0u32;
+    for i in 0..20u32 {
+        if i == 5 {
+            b.vf.faults().host_set_mac(MAC_C);
+        }
+        let f = vec![udp_frame(MAC_B, MAC_A, i, 9, 64)];
+        send_all(&pool, a.q.tx[0].as_mut(), &f);
+        sent += 1;
+        receive(b.q.rx[0].as_mut(), 1, Duration::from_millis(5));
+    }
+    assert_eq!(sent, 20);
+    resume(&mut b, Duration::from_secs(3));
+    assert_eq!(b.port.mac_addr(), MAC_C, "the port took the host's MAC");
+    assert_eq!(xstat(&b.port, "vf_reset_recoveries_failed"), 0);
+    // Frames to the new MAC arrive; B sends from it too (spoof checking on).
+    let to_c: Vec<Vec<u8>> = (0..32)
+        .map(|i| udp_frame(MAC_C, MAC_A, 100 + i, 9, 64))
+        .collect();
+    send_all(&pool, a.q.tx[0].as_mut(), &to_c);
+    let got: Vec<Vec<u8>> = receive(b.q.rx[0].as_mut(), 32, Duration::from_secs(3))
+        .iter()
+        .map(|m| m.data().to_vec())
+        .collect();
+    assert_same_frames(&got, &to_c, "frames to the new MAC");
+    let from_c: Vec<Vec<u8>> = (0..32)
+        .map(|i| udp_frame(MAC_A, MAC_C, 200 + i, 9, 64))
+        .collect();
+    send_all(&pool, b.q.tx[0].as_mut(), &from_c);
+    let got: Vec<Vec<u8>> = receive(a.q.rx[0].as_mut(), 32, Duration::from_secs(3))
+        .iter()
+        .map(|m| m.data().to_vec())
+        .collect();
+    assert_same_frames(&got, &from_c, "frames from the new MAC");
+    assert_eq!(b.vf.stats().tx_spoofed, 0);
+    drop((a.q, b.q));
+}

@@ -496,3 +496,21 @@ fn get_vf_resources_once_per_reset_on_i40e() {
     let (mut rig, _) = Rig::up(ice());
     rig.expect(op::GET_VF_RESOURCES, &cap::L2.to_le_bytes(), SUCCESS);
 }
+
+#[test]
+fn a_host_mac_change_resets_the_vf() {
+    let (mut rig, res) = Rig::up(cfg());
+    assert_eq!(res.mac, VF_MAC);
+    rig.event();
+    rig.vf.faults().host_set_mac(MacAddr(PEER_MAC));
+    assert_eq!(rig.event().event().0, 2, "RESET_IMPENDING");
+    rig.until("reset done", || {
+        rig.vf.stats().resets == 1 && rig.bar.read32(r::RSTAT) & 3 == 2
+    });
+    rig.init_aq();
+    let res = rig.bring_up(cap::L2);
+    assert_eq!(res.mac, PEER_MAC, "GET_VF_RESOURCES gives the host's new MAC");
+    let vsi = rig.vsi_id;
+    rig.expect(op::ADD_ETH_ADDR, &ether_addrs(vsi, &[VF_MAC]), EPERM);
+    rig.expect(op::ADD_ETH_ADDR, &ether_addrs(vsi, &[PEER_MAC]), SUCCESS);
+}

@@ -236,6 +236,21 @@ impl Device {
             work += 1;
         }
         let f = &sh.faults;
+        let host_mac = f.host_mac.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(mac) = host_mac {
+            // i40e_ndo_set_vf_mac: drop every filter, take the MAC, reset.
+            log::info!(
+                "simulated iavf {}: the host sets the VF's MAC to {}",
+                sh.name,
+                MacAddr(mac)
+            );
+            self.pf.filters.clear();
+            self.pf.mac = mac;
+            self.pf.pf_set_mac = mac != [0; 6];
+            self.dirty = true;
+            self.start_reset(true);
+            work += 1;
+        }
         if f.reset_now.swap(false, Ordering::AcqRel) {
             self.start_reset(true);
             work += 1;

@@ -30,7 +30,7 @@
 //! SimConfig { name, mac, queue_pairs, trusted, spoofchk, link_up, link_speed_mbps, wire, pf,
 //!             max_vectors, vsi_id, invalid_msg_limit, reset_timing, inbox_capacity }
 //! Wire::{None, Loopback, Peer(name), Iface(ifname)}     PfModel::{X710, X722, E810}
-//! Faults: reset_vf, reset_on_opcode, reset_after_tx_frames, set_reset_timing,
+//! Faults: host_set_mac, reset_vf, reset_on_opcode, reset_after_tx_frames, set_reset_timing,
 //!         deadbeef_during_reset, new_vsi_id_on_reset, pf_silent, drop_pf_replies,
 //!         drop_replies_to, fail_opcode, set_link,
 //!         corrupt_rx(RxCorruption::{BadLength, ErrorBit, NoEop}, n), drop_rx_frames,
@@ -479,6 +479,21 @@ impl Faults {
         self.sh.regs.waker.wake();
     }
 
+    /// The host sets the VF's MAC (`ip link set <pf> vf N mac MAC`, i40e
+    /// `i40e_ndo_set_vf_mac`): every filter goes, the MAC becomes the VF's
+    /// (all-zero: the host takes its setting back), and the VF is reset with a
+    /// RESET_IMPENDING event ("Bring down and up the VF interface to make this
+    /// change effective"). An untrusted VF may then use no other unicast MAC.
+    pub fn host_set_mac(&self, mac: MacAddr) {
+        *self
+            .sh
+            .faults
+            .host_mac
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(mac.0);
+        self.sh.regs.waker.wake();
+    }
+
     /// When the PF next receives virtchnl opcode `op`, it resets the VF (as
     /// [`reset_vf`](Self::reset_vf)) instead of answering: a reset in the middle
     /// of the driver's configuration. 0 disarms.
@@ -617,6 +632,8 @@ pub(crate) struct FaultState {
     new_vsi_id: AtomicBool,
     pf_silent: AtomicBool,
     drop_replies: AtomicU32,
+    /// A MAC the host set, for the device to apply.
+    host_mac: Mutex<Option<[u8; 6]>>,
     /// The opcode the PF refuses (0: none).
     fail_opcode: AtomicU32,
     /// (opcode, replies of it still to lose).
