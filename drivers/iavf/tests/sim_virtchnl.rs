@@ -509,7 +509,10 @@ fn a_host_mac_change_resets_the_vf() {
     });
     rig.init_aq();
     let res = rig.bring_up(cap::L2);
-    assert_eq!(res.mac, PEER_MAC, "GET_VF_RESOURCES gives the host's new MAC");
+    assert_eq!(
+        res.mac, PEER_MAC,
+        "GET_VF_RESOURCES gives the host's new MAC"
+    );
     let vsi = rig.vsi_id;
     rig.expect(op::ADD_ETH_ADDR, &ether_addrs(vsi, &[VF_MAC]), EPERM);
     rig.expect(op::ADD_ETH_ADDR, &ether_addrs(vsi, &[PEER_MAC]), SUCCESS);

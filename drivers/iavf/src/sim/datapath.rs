@@ -3,7 +3,9 @@
 //! Transmit (16-byte data descriptors, `struct iavf_tx_desc`): the device fetches descriptors from
 //! its head up to the tail doorbell, gathers each frame's buffers up to EOP,
 //! skips context descriptors, and writes DTYPE = 0xF (descriptor done) into
-//! qword 1 of every descriptor with RS, after its buffer was read. A tail beyond
+//! qword 1 of every descriptor with RS, after its buffer was read. Write-backs,
+//! on both sides, reach memory as module `irq` times them: by whole 4-descriptor
+//! lines, the leftovers at the ITR expiry of an armed vector. A tail beyond
 //! the ring is a malicious-driver-detection event: the queue stops. Frames
 //! shorter than 17 bytes are errors (i40e's minimum), shorter than 60 are padded
 //! with zeros (the MAC pads), a VLAN tag is inserted when IL2TAG1 asks for it,
@@ -24,6 +26,7 @@
 use std::sync::atomic::Ordering;
 
 use super::device::{Device, Work};
+use super::irq::{HeldWb, line_done};
 use super::rss::{classify, toeplitz};
 use super::spec::{self, pf as lim, reg, rx, tx};
 use super::{Counters, FaultState};
@@ -158,6 +161,7 @@ impl Device {
             let t = &mut self.txq[q];
             t.head = (head + run) % len;
             done += run;
+            self.flush_tx(q, false);
         }
         done as Work
     }
@@ -191,12 +195,14 @@ impl Device {
                 }
                 if cmd & tx::CMD_RS != 0 {
                     let done = (q1 & !tx::DTYPE_MASK) | tx::DTYPE_DESC_DONE;
-                    if let Err(e) = self.dma.write_u64(desc_at + 8, done) {
-                        self.sh.iommu.record_fault(
-                            e.with_context(format!("writing back a Tx descriptor of queue {q}")),
-                            &self.sh.name,
-                        );
-                    }
+                    let t = &self.txq[q];
+                    let idx = ((desc_at - t.base) / tx::DESC_LEN as u64) as u32;
+                    self.tx_wb[q].push_back(HeldWb {
+                        idx,
+                        at: desc_at,
+                        q0: None,
+                        q1: done,
+                    });
                 }
                 if cmd & tx::CMD_EOP != 0 {
                     let t = &mut self.txq[q];
@@ -476,24 +482,66 @@ impl Device {
                 (0, 0)
             };
             let q1 = rx::STATUS_DD | status | (len << rx::LENGTH_PBUF_SHIFT);
-            let mut wb = [0u8; rx::DESC_LEN];
-            wb[0..8].copy_from_slice(&q0.to_le_bytes());
-            // Qwords 0, 2 and 3 first, then qword 1 with DD.
-            let r1 = self.dma.write(desc_at, &wb[0..8]);
-            let r2 = self.dma.write(desc_at + 16, &wb[16..32]);
-            let r3 = self.dma.write_u64(desc_at + 8, q1);
-            if let Some(e) = r1.err().or(r2.err()).or(r3.err()) {
-                self.sh.iommu.record_fault(
-                    e.with_context(format!(
-                        "writing back Rx descriptor {head} of queue {queue}"
-                    )),
-                    &self.sh.name,
-                );
-            }
+            // Held until its line is complete or an ITR expires (module irq).
+            self.rx_wb[queue].push_back(HeldWb {
+                idx: head,
+                at: desc_at,
+                q0: Some(q0),
+                q1,
+            });
             head = (head + 1) % rq.len;
         }
         self.rxq[queue].head = head;
         c.rx_delivered.inc();
+        self.flush_rx(queue, false);
+    }
+
+    /// Write back what receive queue `q` holds: whole lines (`all`: every
+    /// held descriptor, an ITR expiry). Returns how many were written.
+    pub(super) fn flush_rx(&mut self, q: usize, all: bool) -> Work {
+        let (head, len) = (self.rxq[q].head, self.rxq[q].len);
+        let mut n = 0;
+        while let Some(e) = self.rx_wb[q].front().copied() {
+            if !all && !line_done(e.idx, head, len) {
+                break;
+            }
+            self.rx_wb[q].pop_front();
+            // Qwords 0, 2 and 3 first, then qword 1 with DD.
+            let mut wb = [0u8; rx::DESC_LEN];
+            wb[0..8].copy_from_slice(&e.q0.unwrap_or(0).to_le_bytes());
+            let r1 = self.dma.write(e.at, &wb[0..8]);
+            let r2 = self.dma.write(e.at + 16, &wb[16..32]);
+            let r3 = self.dma.write_u64(e.at + 8, e.q1);
+            if let Some(err) = r1.err().or(r2.err()).or(r3.err()) {
+                self.sh.iommu.record_fault(
+                    err.with_context(format!("writing back Rx descriptor {} of queue {q}", e.idx)),
+                    &self.sh.name,
+                );
+            }
+            n += 1;
+        }
+        n
+    }
+
+    /// Write back what transmit queue `q` holds (DD into its RS
+    /// descriptors): whole lines, or everything (`all`).
+    pub(super) fn flush_tx(&mut self, q: usize, all: bool) -> Work {
+        let (head, len) = (self.txq[q].head, self.txq[q].len);
+        let mut n = 0;
+        while let Some(e) = self.tx_wb[q].front().copied() {
+            if !all && !line_done(e.idx, head, len) {
+                break;
+            }
+            self.tx_wb[q].pop_front();
+            if let Err(err) = self.dma.write_u64(e.at + 8, e.q1) {
+                self.sh.iommu.record_fault(
+                    err.with_context(format!("writing back a Tx descriptor of queue {q}")),
+                    &self.sh.name,
+                );
+            }
+            n += 1;
+        }
+        n
     }
 }
 

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::datapath::{RssCache, RxQ, TxQ};
 use super::dma::DmaView;
+use super::irq::{HeldQueue, Irq};
 use super::pf::Pf;
 use super::spec::{self, aq, msg, op, reg, vfr};
 use super::wire::WireState;
@@ -59,6 +60,13 @@ pub(crate) struct Device {
     pub(super) pf: Pf,
     pub(super) rxq: Vec<RxQ>,
     pub(super) txq: Vec<TxQ>,
+    /// Write-backs each receive / transmit queue holds (module `irq`).
+    pub(super) rx_wb: Vec<HeldQueue>,
+    pub(super) tx_wb: Vec<HeldQueue>,
+    /// The interrupt logic.
+    pub(super) irq: Irq,
+    /// Scratch for the interrupt register writes of one step.
+    pub(super) irq_writes: Vec<(usize, u32)>,
     pub(super) rss: RssCache,
     pub(super) phase: Phase,
     pub(super) link_up: bool,
@@ -110,6 +118,10 @@ impl Device {
             wire,
             rxq: Vec::new(),
             txq: Vec::new(),
+            rx_wb: Vec::new(),
+            tx_wb: Vec::new(),
+            irq: Irq::new(cfg.max_vectors),
+            irq_writes: Vec::new(),
             rss: RssCache::default(),
             phase: Phase::Active,
             link_up: cfg.link_up,
@@ -164,7 +176,10 @@ impl Device {
             sh.regs.waker.sleeping(true);
             if d.poll_once() == 0 && !sh.stop.load(Ordering::Acquire) {
                 let mut t = sleep;
-                if let Some(deadline) = d.phase_deadline() {
+                for deadline in [d.phase_deadline(), d.irq.next_deadline()]
+                    .into_iter()
+                    .flatten()
+                {
                     t = t.min(deadline.saturating_duration_since(Instant::now()));
                 }
                 drop(d);
@@ -205,9 +220,11 @@ impl Device {
             work += self.drain_wire_during_reset();
             return work;
         }
+        work += self.apply_irq_writes();
         work += self.poll_atq();
         work += self.poll_tx();
         work += self.poll_rx();
+        work += self.run_itr_timers();
         work
     }
 
@@ -335,6 +352,11 @@ impl Device {
         for q in &mut self.txq {
             *q = TxQ::default();
         }
+        for h in self.rx_wb.iter_mut().chain(self.tx_wb.iter_mut()) {
+            h.clear();
+        }
+        self.irq.reset();
+        regs.drop_irq_writes();
         self.sh.inbox.clear();
         self.phase = Phase::InProgress {
             until: Instant::now() + timing.in_progress,
@@ -410,6 +432,8 @@ impl Device {
         let n = usize::from(self.pf.num_qps);
         self.rxq = (0..n).map(|_| RxQ::default()).collect();
         self.txq = (0..n).map(|_| TxQ::default()).collect();
+        self.rx_wb = (0..n).map(|_| HeldQueue::new()).collect();
+        self.tx_wb = (0..n).map(|_| HeldQueue::new()).collect();
         // RSS: key and LUT zero until the VF sets them, HENA to the PF default.
         let regs = &self.sh.regs;
         for i in 0..13 {
@@ -610,6 +634,7 @@ impl Device {
         let _ = self.dma.write(at, &wb_flags.to_le_bytes());
         regs.set(reg::VF_ARQH1, (head + 1) % n);
         regs.set_bits(reg::VFINT_ICR01, reg::ICR01_ADMINQ);
+        self.other_cause(reg::ICR01_ADMINQ);
         self.sh.counters.arq_posted.inc();
     }
 

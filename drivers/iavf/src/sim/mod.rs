@@ -22,6 +22,8 @@
 //! SimVf::wire_channel() -> (Sender<Vec<u8>>, Receiver<Vec<u8>>)
 //!                                                  frames into the VF's receive side / out of its transmit side
 //! SimVf::faults() -> Faults                        fault knobs (resets, silent PF, link, corruption ...)
+//! SimVf::set_irq_sink(Arc<dyn IrqSink>), SimVf::interrupts(v)
+//!                                                  where the VF's interrupts go; how many fired
 //! SimVf::stats() -> SimStats                       the eth_stats GET_STATS reports, plus model counters
 //! SimVf::status() -> SimStatus                     PF-side state: caps, filters, promiscuous, queues, RSS
 //! SimVf::dma_faults() / last_dma_fault()           accesses to unmapped IOVAs (counted, logged, dropped)
@@ -45,8 +47,11 @@
 //! # What is modelled
 //!
 //! - **BAR0** ([`SimVfBar`]): `VFGEN_RSTAT`, the ATQ/ARQ registers, the Rx/Tx tail
-//!   doorbells, the interrupt registers (stored; `VFINT_ICR01` clears on read and
-//!   shows the ADMINQ cause when the PF posts to the ARQ), and the RSS registers
+//!   doorbells, the interrupt registers (`VFINT_ICR01` clears on read and shows
+//!   the ADMINQ cause when the PF posts to the ARQ, which fires vector 0 when
+//!   `VFINT_ICR0_ENA1` enables it; `VFINT_DYN_CTL*` and `VFINT_ITR*` act as
+//!   module `irq` describes: enable, auto-mask, pending bit, ITR intervals,
+//!   WB_ON_ITR), and the RSS registers
 //!   (`VFQF_HENA/HKEY/HLUT`, which the PF's CONFIG_RSS_KEY/LUT and SET_RSS_HENA
 //!   program too, as on the hardware).
 //! - **Admin queue**: the device reads ATQ descriptors and their buffers from DMA
@@ -64,6 +69,10 @@
 //!   applied for an untrusted VF, link events with the physical link's state
 //!   (in Mbit/s when the VF asked for ADV_LINK_SPEED), RESET_IMPENDING, VF
 //!   resets that go from VFR_INPROGRESS straight to VFR_VFACTIVE.
+//! - **Interrupts and write-back timing** (module `irq`): descriptors reach
+//!   memory by whole 4-descriptor lines, the leftovers when the ITR of the
+//!   queue's vector (CONFIG_IRQ_MAP) expires while the vector is enabled or in
+//!   WB_ON_ITR mode; fired vectors go to an [`IrqSink`] and are counted.
 //! - **Descriptor engine**: legacy 32-byte Rx descriptors (DD, EOP, length, PTYPE,
 //!   RSS hash with FLTSTAT=3, UMBCAST, L2TAG1 when stripping), frames longer than
 //!   the buffer chained over several descriptors up to the queue's max frame size
@@ -93,6 +102,7 @@
 mod datapath;
 mod device;
 mod dma;
+mod irq;
 mod pf;
 mod regs;
 mod rss;
@@ -111,6 +121,7 @@ use nicpoll::port::MacAddr;
 use nicpoll::{Error, Result};
 
 pub use dma::DmaFault;
+pub use irq::IrqSink;
 pub use regs::SimVfBar;
 pub use wire::Wire;
 
@@ -1080,6 +1091,22 @@ impl SimVf {
             },
         );
         (in_tx, out_rx)
+    }
+
+    /// Send the VF's interrupts to `sink` (as well as counting them).
+    pub fn set_irq_sink(&self, sink: Arc<dyn IrqSink>) {
+        device::lock(&self.device).irq.sink = Some(sink);
+    }
+
+    /// Interrupts vector `vector` fired so far (0: the misc/admin-queue
+    /// vector).
+    pub fn interrupts(&self, vector: u16) -> u64 {
+        device::lock(&self.device)
+            .irq
+            .fired
+            .get(usize::from(vector))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// The fault knobs.

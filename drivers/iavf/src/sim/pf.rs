@@ -692,6 +692,9 @@ impl Device {
                     );
                 }
             }
+            // A queue set up again starts with nothing held back.
+            self.rx_wb[q].clear();
+            self.tx_wb[q].clear();
             let enabled_rx = self.rxq[q].enabled;
             self.rxq[q] = RxQ {
                 enabled: enabled_rx,
@@ -742,6 +745,13 @@ impl Device {
                 return bad;
             }
             maps.push((vector, rxq, txq, u16_at(v, 8), u16_at(v, 10)));
+            // i40e_config_irq_link_list: "if the vf is running in polling mode
+            // and using interrupt zero, need to disable auto-mask on enabling
+            // zero interrupt for VFs" (GLINT_CTL.DIS_AUTOMASK_VF0, PF-wide).
+            if !ice && vector == 0 && (rxq | txq) != 0 && self.pf.driver_caps & cap::RX_POLLING != 0
+            {
+                self.irq.automask_off_vf0 = true;
+            }
             // Programmed vector by vector: the ones before a bad entry stay.
             self.pf.irq_map.retain(|e| e.0 != vector);
             self.pf.irq_map.push(*maps.last().expect("just pushed"));
@@ -797,11 +807,14 @@ impl Device {
         };
         self.pf.queues_enabled = false;
         for q in 0..self.rxq.len() {
+            // What a stopped queue held back never reaches memory.
             if tx & (1 << q) != 0 {
                 self.txq[q].enabled = false;
+                self.tx_wb[q].clear();
             }
             if rx & (1 << q) != 0 {
                 self.rxq[q].enabled = false;
+                self.rx_wb[q].clear();
             }
         }
         status::SUCCESS

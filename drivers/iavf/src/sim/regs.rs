@@ -8,6 +8,9 @@
 //! - `VFGEN_RSTAT` is owned by the device (driver writes are ignored);
 //! - `VFINT_ICR01` clears on read (the interrupt cause register of vector 0);
 //! - writes to `VF_ATQT1` and the Tx tail doorbells wake the device thread;
+//! - writes to the interrupt control registers (`VFINT_DYN_CTL*`, `VFINT_ITR*`)
+//!   are stored and queued, in order, for the device, which applies their
+//!   effects (module `irq`);
 //! - while a VF reset is in progress every write is dropped (the function is in
 //!   reset), and, if asked for with `Faults::deadbeef_during_reset`, every read
 //!   returns 0xDEADBEEF as the hardware does.
@@ -15,7 +18,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering, fence};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::Thread;
 
 use nicpoll::bar::Bar;
@@ -77,6 +80,9 @@ pub(crate) struct Regs {
     /// Bumped on driver writes to the RSS registers.
     rss_gen: AtomicU64,
     dropped_writes: AtomicU64,
+    /// Interrupt register writes the device has not applied yet.
+    irq_writes: Mutex<Vec<(usize, u32)>>,
+    irq_pending: AtomicBool,
     pub(crate) waker: Waker,
 }
 
@@ -88,6 +94,8 @@ impl Regs {
             deadbeef: AtomicBool::new(false),
             rss_gen: AtomicU64::new(0),
             dropped_writes: AtomicU64::new(0),
+            irq_writes: Mutex::new(Vec::new()),
+            irq_pending: AtomicBool::new(false),
             waker: Waker::default(),
         }
     }
@@ -121,6 +129,24 @@ impl Regs {
 
     pub(crate) fn bump_rss_gen(&self) {
         self.rss_gen.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The interrupt register writes since the last call, in order.
+    pub(crate) fn take_irq_writes(&self, out: &mut Vec<(usize, u32)>) {
+        if !self.irq_pending.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let mut w = self.irq_writes.lock().unwrap_or_else(|e| e.into_inner());
+        out.append(&mut w);
+    }
+
+    /// Forget queued interrupt register writes (a VF reset).
+    pub(crate) fn drop_irq_writes(&self) {
+        self.irq_writes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.irq_pending.store(false, Ordering::Release);
     }
 
     pub(crate) fn dropped_writes(&self) -> u64 {
@@ -192,9 +218,26 @@ impl Regs {
                 self.words[offset / 4].store(value, Ordering::Release);
                 self.bump_rss_gen();
             }
+            o if is_irq_control(o) => {
+                self.words[offset / 4].store(value, Ordering::Release);
+                self.irq_writes
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((o, value));
+                self.irq_pending.store(true, Ordering::Release);
+                self.waker.wake();
+            }
             _ => self.words[offset / 4].store(value, Ordering::Release),
         }
     }
+}
+
+/// Whether `offset` is an interrupt control register (DYN_CTL, ITR).
+fn is_irq_control(offset: usize) -> bool {
+    offset == reg::VFINT_DYN_CTL01
+        || (reg::vfint_dyn_ctln1(0)..reg::vfint_dyn_ctln1(64)).contains(&offset)
+        || (reg::vfint_itrn1(0, 0)..reg::vfint_itrn1(2, 16)).contains(&offset)
+        || (reg::vfint_itr01(0)..=reg::vfint_itr01(2)).contains(&offset)
 }
 
 /// The simulated VF's BAR0: implements [`Bar`], so a driver generic over `B: Bar`

@@ -56,6 +56,20 @@ pub mod reg {
     }
     /// Cause enable of vector 0.
     pub const VFINT_ICR0_ENA1: usize = 0x5000;
+    /// DYN_CTL bit 0: interrupt enable.
+    pub const DYN_CTL_INTENA: u32 = 1 << 0;
+    /// DYN_CTL bit 1: clear the pending bit.
+    pub const DYN_CTL_CLEARPBA: u32 = 1 << 1;
+    /// DYN_CTL bit 2: software interrupt trigger.
+    pub const DYN_CTL_SWINT_TRIG: u32 = 1 << 2;
+    /// DYN_CTL bits 3-4: ITR index (3: none).
+    pub const DYN_CTL_ITR_INDX_SHIFT: u32 = 3;
+    /// DYN_CTL bits 5-16 (and ITR registers bits 0-11): interval, 2 µs units.
+    pub const DYN_CTL_INTERVAL_SHIFT: u32 = 5;
+    /// Interval field mask (12 bits).
+    pub const DYN_CTL_INTERVAL_MASK: u32 = 0xFFF;
+    /// DYN_CTLN1 bit 30: write back descriptors on ITR expiry, no interrupt.
+    pub const DYN_CTLN_WB_ON_ITR: u32 = 1 << 30;
     /// Vector 0 statistics control.
     pub const VFINT_STAT_CTL01: usize = 0x5400;
     /// Vector 0 (misc/admin queue) dynamic control.

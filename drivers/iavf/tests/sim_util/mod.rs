@@ -21,6 +21,16 @@ pub mod r {
     }
     pub const VFINT_ICR01: usize = 0x4800;
     pub const VFINT_DYN_CTL01: usize = 0x5C00;
+    pub const fn dyn_ctln1(v: usize) -> usize {
+        0x3800 + 4 * v
+    }
+    /// DYN_CTL: INTENA, CLEARPBA, ITR index (3: none) at bit 3, interval
+    /// (2 µs units) at bit 5, WB_ON_ITR (queue vectors).
+    pub const INTENA: u32 = 1 << 0;
+    pub const CLEARPBA: u32 = 1 << 1;
+    pub const ITR_NONE: u32 = 3 << 3;
+    pub const INTERVAL_SHIFT: u32 = 5;
+    pub const WB_ON_ITR: u32 = 1 << 30;
     pub const VFINT_ICR0_ENA1: usize = 0x5000;
     pub const ARQBAH: usize = 0x6000;
     pub const ATQH: usize = 0x6400;
@@ -183,6 +193,10 @@ pub struct Rig {
     ntc: u32,
     pub events: Vec<Msg>,
     pub vsi_id: u16,
+    /// What GET_VF_RESOURCES granted.
+    pub caps: u32,
+    /// The vector `queues` mapped the queues to.
+    pub irq_vector: u16,
 }
 
 pub const REGION: usize = 8 << 20;
@@ -208,6 +222,8 @@ impl Rig {
             ntc: 0,
             events: Vec::new(),
             vsi_id: 0,
+            caps: 0,
+            irq_vector: 0,
         };
         rig.atq = rig.alloc(AQ_N as usize * 32, 4096);
         rig.arq = rig.alloc(AQ_N as usize * 32, 4096);
@@ -418,11 +434,15 @@ impl Rig {
         let m = self.expect(op::GET_VF_RESOURCES, &caps.to_le_bytes(), SUCCESS);
         let res = parse_resources(&m.payload);
         self.vsi_id = res.vsi_id;
+        self.caps = res.caps;
         res
     }
 
     /// Configure `n` queue pairs with rings of `ring_len` (Rx buffers of
-    /// `buf` bytes, max frame `max_pkt`), map them to vector 1, enable them.
+    /// `buf` bytes, max frame `max_pkt`), map them to a vector whose ITR writes
+    /// descriptors back as DPDK's poll mode sets it (`iavf_config_rx_queues_irqs`:
+    /// vector 1 with WB_ON_ITR when granted, else vector 0 enabled with a 32 µs
+    /// ITR), enable them.
     pub fn queues(&mut self, n: usize, ring_len: u32, buf: u32, max_pkt: u32) -> Vec<Queue> {
         let mut qs = Vec::new();
         for q in 0..n {
@@ -458,9 +478,18 @@ impl Rig {
             SUCCESS,
         );
         let all = (1u16 << n) - 1;
+        self.irq_vector = if self.caps & cap::WB_ON_ITR != 0 {
+            self.bar
+                .write32(r::dyn_ctln1(0), r::WB_ON_ITR | (2 << r::INTERVAL_SHIFT));
+            1
+        } else {
+            self.bar
+                .write32(r::VFINT_DYN_CTL01, r::INTENA | (16 << r::INTERVAL_SHIFT));
+            0
+        };
         self.expect(
             op::CONFIG_IRQ_MAP,
-            &irq_map(&[(self.vsi_id, 1, all, 0)]),
+            &irq_map(&[(self.vsi_id, self.irq_vector, all, all)]),
             SUCCESS,
         );
         for q in &qs {
@@ -492,6 +521,16 @@ impl Rig {
         [le64(&b, 0), le64(&b, 8), le64(&b, 16), le64(&b, 24)]
     }
 
+    /// Enable vector 0 again after it fired and masked itself (what DPDK's
+    /// alarm does every 50 ms): without RX_POLLING the PF leaves its
+    /// auto-masking on, and write-back on ITR stops with the mask.
+    pub fn rearm(&self) {
+        if self.irq_vector == 0 {
+            self.bar
+                .write32(r::VFINT_DYN_CTL01, r::INTENA | r::CLEARPBA | r::ITR_NONE);
+        }
+    }
+
     /// Wait until Rx descriptor `i` of `q` has DD.
     pub fn wait_rx(&self, q: &Queue, i: u32) -> [u64; 4] {
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -500,6 +539,7 @@ impl Rig {
             if d[1] & 1 != 0 {
                 return d;
             }
+            self.rearm();
             assert!(
                 Instant::now() < deadline,
                 "Rx descriptor {i} of queue {} not done",
@@ -547,6 +587,7 @@ impl Rig {
             if v & 0xF == 0xF {
                 return v;
             }
+            self.rearm();
             assert!(Instant::now() < deadline, "Tx descriptor {i} not done");
             std::thread::sleep(Duration::from_micros(50));
         }
