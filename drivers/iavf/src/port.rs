@@ -819,9 +819,15 @@ impl<B: Bar> Ctrl<B> {
             );
             1
         } else {
+            // CLEARPBA too: an admin-queue cause that fired while vector 0 was
+            // masked would fire again on enabling it and, until the PF turns
+            // vector 0's auto-masking off (CONFIG_IRQ_MAP with RX_POLLING),
+            // mask it straight away.
             bar.write32(
                 regs::VFINT_DYN_CTL01,
-                regs::DYN_CTL_INTENA | (regs::ITR_INTERVAL_DEFAULT << regs::DYN_CTL_INTERVAL_SHIFT),
+                regs::DYN_CTL_INTENA
+                    | regs::DYN_CTL_CLEARPBA
+                    | (regs::ITR_INTERVAL_DEFAULT << regs::DYN_CTL_INTERVAL_SHIFT),
             );
             0
         };

@@ -123,6 +123,8 @@ pub const DYN_CTL_INTENA: u32 = 1 << 0;
 pub const DYN_CTL_CLEARPBA: u32 = 1 << 1;
 /// `VFINT_DYN_CTL*` bits 3-4: ITR index (3 = no ITR update).
 pub const DYN_CTL_ITR_INDX_SHIFT: u32 = 3;
+/// `VFINT_DYN_CTL*` ITR index 3: leave the ITR intervals as they are.
+pub const DYN_CTL_ITR_NONE: u32 = 3 << DYN_CTL_ITR_INDX_SHIFT;
 /// `VFINT_DYN_CTL*` bits 5-16: interval in 2 µs units.
 pub const DYN_CTL_INTERVAL_SHIFT: u32 = 5;
 /// `VFINT_DYN_CTLN1` bit 30: write back descriptors on ITR expiry without an

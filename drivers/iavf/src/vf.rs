@@ -182,6 +182,7 @@ impl Vf {
         self.wait_reset_done(bar, "waiting for the VF to come out of reset")?;
         // ATQ and ARQ, 32 entries of 4 KiB each (`IAVF_AQ_LEN`, `IAVF_AQ_BUF_SZ`).
         self.aq.init(bar)?;
+        self.enable_irq0(bar);
         self.reset_impending = false;
         // VIRTCHNL_OP_VERSION {1, 1}.
         self.negotiate_version(bar)?;
@@ -218,6 +219,20 @@ impl Vf {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Enable vector 0's admin-queue cause, as DPDK's `iavf_enable_irq0` and
+    /// Linux's `iavf_misc_irq_enable` do: `VFINT_ICR0_ENA1` = ADMINQ, then
+    /// `VFINT_DYN_CTL01` = INTENA | CLEARPBA with no ITR change. Besides
+    /// interrupts (none are taken here: the driver polls), the PF reads it:
+    /// i40e resets an active VF only after it saw ADMINQ enabled, polling up to
+    /// 100 times first ("Reset VF %d never finished", `i40e_sync_vfr_reset`).
+    pub fn enable_irq0<B: Bar>(&self, bar: &B) {
+        bar.write32(regs::VFINT_ICR0_ENA1, regs::ICR0_ADMINQ);
+        bar.write32(
+            regs::VFINT_DYN_CTL01,
+            regs::DYN_CTL_INTENA | regs::DYN_CTL_CLEARPBA | regs::DYN_CTL_ITR_NONE,
+        );
     }
 
     /// Turn the admin queue off (`iavf_shutdown_adminq`).

@@ -297,3 +297,28 @@ fn a_host_mac_change_mid_traffic_is_adopted() {
     assert_eq!(b.vf.stats().tx_spoofed, 0);
     drop((a.q, b.q));
 }
+
+#[test]
+fn the_pf_does_not_wait_for_the_vf_before_resetting_it() {
+    // i40e resets an active VF only once the VF has set VFINT_ICR0_ENA1.ADMINQ,
+    // polling 100 times first (i40e_sync_vfr_reset: "Reset VF %d never
+    // finished", 10-20 ms lost per reset); Linux's and DPDK's iavf set it.
+    let mem = Arc::new(DmaMemory::plain());
+    let pool = pool(&mem, "icr0-ena", 2048);
+    let r = rig(sim("ena-a", PfModel::X710, MAC_A, Wire::None), &mem, opts());
+    let vf = r.vf.clone();
+    let mut a = start(r, &pool, 1, 128);
+    vf.faults().reset_vf();
+    wait_for("the reset", Duration::from_secs(2), || {
+        vf.stats().resets == 1
+    });
+    resume(&mut a, Duration::from_secs(3));
+    // And the reset the driver asks for when the port closes.
+    drop(a.q);
+    a.port.stop().unwrap();
+    drop(a.port);
+    wait_for("the close's reset", Duration::from_secs(2), || {
+        vf.stats().resets == 2
+    });
+    assert_eq!(vf.stats().reset_sync_timeouts, 0);
+}

@@ -27,6 +27,10 @@ pub(super) enum Phase {
     /// ice: the mailbox is disabled, `VFGEN_RSTAT` still reads VFACTIVE until
     /// `until` (then the hardware reset).
     MailboxOff { until: Instant },
+    /// i40e: the VF was active but has not set `VFINT_ICR0_ENA1.ADMINQ`; the
+    /// PF polls for it until `until` before it triggers the reset anyway
+    /// (`i40e_sync_vfr_reset`).
+    SyncWait { until: Instant },
     /// The hardware reset: `VFGEN_RSTAT` = in progress, registers frozen, until
     /// `until`.
     InProgress { until: Instant },
@@ -79,6 +83,9 @@ pub(crate) struct Device {
     pub(super) sock_buf: Vec<u8>,
     /// The status needs republishing.
     pub(super) dirty: bool,
+    /// The reset under way was triggered on a VF that was active (i40e waits
+    /// for its ICR0_ENA1 first).
+    pub(super) reset_waits_for_vf: bool,
 }
 
 /// Work done by one poll (0: idle).
@@ -130,6 +137,7 @@ impl Device {
             tx_frames: Vec::with_capacity(256),
             sock_buf: vec![0u8; 16 * 1024],
             dirty: true,
+            reset_waits_for_vf: false,
             sh,
         };
         // As the PF leaves a VF after enabling SR-IOV: reset done, resources
@@ -231,7 +239,9 @@ impl Device {
     fn phase_deadline(&self) -> Option<Instant> {
         match self.phase {
             Phase::Active => None,
-            Phase::Impending { at } | Phase::MailboxOff { until: at } => Some(at),
+            Phase::Impending { at }
+            | Phase::MailboxOff { until: at }
+            | Phase::SyncWait { until: at } => Some(at),
             Phase::InProgress { until } | Phase::Completed { until } => Some(until),
         }
     }
@@ -311,7 +321,9 @@ impl Device {
             ev[12..16].copy_from_slice(&msg::SEVERITY_CERTAIN_DOOM.to_le_bytes());
             self.send_to_vf(op::EVENT, 0, &ev);
         }
-        // i40e_trigger_vf_reset: the configuration API closes at once.
+        // i40e_trigger_vf_reset: the configuration API closes at once; a VF
+        // that was active is waited for (i40e_sync_vfr_reset).
+        self.reset_waits_for_vf = !self.cfg.pf.is_ice() && self.pf.active;
         self.pf.active = false;
         self.pf.init = false;
         self.dirty = true;
@@ -370,7 +382,13 @@ impl Device {
             Phase::Active => 0,
             Phase::Impending { at } if now >= at => {
                 let t = self.timing();
-                if self.cfg.pf.is_ice() && !t.rstat_lag.is_zero() {
+                let enabled = self.sh.regs.get(reg::VFINT_ICR0_ENA1) & reg::ICR01_ADMINQ != 0;
+                if self.reset_waits_for_vf && !enabled {
+                    // I40E_VFR_WAIT_COUNT polls, 100-200 µs apart.
+                    self.phase = Phase::SyncWait {
+                        until: now + Duration::from_micros(150) * spec::pf::I40E_VFR_WAIT_COUNT,
+                    };
+                } else if self.cfg.pf.is_ice() && !t.rstat_lag.is_zero() {
                     // ice_trigger_vf_reset: the mailbox first; the state
                     // register catches up later.
                     let regs = &self.sh.regs;
@@ -385,6 +403,23 @@ impl Device {
                 1
             }
             Phase::MailboxOff { until } if now >= until => {
+                let t = self.timing();
+                self.enter_in_progress(t);
+                1
+            }
+            Phase::SyncWait { until } => {
+                let enabled = self.sh.regs.get(reg::VFINT_ICR0_ENA1) & reg::ICR01_ADMINQ != 0;
+                if !enabled && now < until {
+                    return 0;
+                }
+                if !enabled {
+                    self.sh.counters.reset_sync_timeouts.inc();
+                    log::info!(
+                        "simulated iavf {}: Reset VF never finished (the VF did not enable \
+                         its admin queue interrupt cause, VFINT_ICR0_ENA1)",
+                        self.sh.name
+                    );
+                }
                 let t = self.timing();
                 self.enter_in_progress(t);
                 1

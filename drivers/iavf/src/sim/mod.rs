@@ -361,6 +361,10 @@ pub struct SimStats {
     pub pf_ignored: u64,
     /// VF resets.
     pub resets: u64,
+    /// Resets of an active VF that i40e triggered only after waiting 15 ms in
+    /// vain for the VF's `VFINT_ICR0_ENA1.ADMINQ` ("Reset VF %d never
+    /// finished" in the host's log, `i40e_sync_vfr_reset`).
+    pub reset_sync_timeouts: u64,
     /// Driver register writes lost during resets.
     pub dropped_writes: u64,
     /// DMA faults.
@@ -733,6 +737,7 @@ pub(crate) struct Counters {
     pub arq_lost: Counter,
     pub pf_ignored: Counter,
     pub resets: Counter,
+    pub reset_sync_timeouts: Counter,
 }
 
 impl Counters {
@@ -1138,6 +1143,7 @@ impl SimVf {
             arq_lost: c.arq_lost.get(),
             pf_ignored: c.pf_ignored.get(),
             resets: c.resets.get(),
+            reset_sync_timeouts: c.reset_sync_timeouts.get(),
             dropped_writes: self.sh.regs.dropped_writes(),
             dma_faults: self.sh.iommu.faults(),
         }
