@@ -104,6 +104,9 @@ const RSS_KEY: [u8; 52] = [
 ];
 /// How often a failed recovery is retried.
 const RECOVERY_RETRY: Duration = Duration::from_secs(1);
+/// How often, at least, vector 0 is enabled again when the PF did not grant
+/// WB_ON_ITR (DPDK's `IAVF_ALARM_INTERVAL`, 50 ms).
+const IRQ0_SERVICE: Duration = Duration::from_millis(50);
 
 /// What `configure` fixed.
 struct Conf {
@@ -467,6 +470,8 @@ impl Watchdog {
                         let _ = g.service();
                         if g.pending_queues() != 0 {
                             Duration::from_millis(1)
+                        } else if g.needs_irq0_service() {
+                            period.min(IRQ0_SERVICE)
                         } else {
                             period
                         }
@@ -568,14 +573,26 @@ impl<B: Bar> Ctrl<B> {
         }
     }
 
-    /// The control poll: PF events, reset detection and recovery, and
-    /// enabling the queues that re-armed after a recovery.
+    /// Whether vector 0 needs enabling again from time to time: started
+    /// without WB_ON_ITR, its ITR is what writes partial lines back.
+    fn needs_irq0_service(&self) -> bool {
+        self.run.is_some()
+            && self.health == Health::Up
+            && !self.vf.has_cap(virtchnl::caps::WB_ON_ITR)
+    }
+
+    /// The control poll: PF events, reset detection and recovery, vector 0
+    /// enabled again (without WB_ON_ITR), and enabling the queues that
+    /// re-armed after a recovery.
     fn service(&mut self) -> Result<(), IavfError> {
         if self.closed {
             return Ok(());
         }
         let bar = self.bar.clone();
         if AdminQueue::arq_enabled(&*bar) {
+            if self.needs_irq0_service() {
+                self.vf.service_irq0(&*bar);
+            }
             self.vf.poll_events(&*bar);
         }
         match &self.health {

@@ -235,6 +235,21 @@ impl Vf {
         );
     }
 
+    /// Without WB_ON_ITR, what DPDK's 50 ms alarm does
+    /// (`iavf_dev_alarm_handler`): disable vector 0, read (and so clear) its
+    /// causes, enable it again. The ITR of vector 0 writes back the
+    /// descriptors of partial cache lines only while the vector is enabled,
+    /// and its first interrupt masks it again unless the PF turned its
+    /// auto-masking off (RX_POLLING, which a partitioned port refuses): without
+    /// this a lone frame would wait for three more. Returns the causes read.
+    pub fn service_irq0<B: Bar>(&self, bar: &B) -> u32 {
+        bar.write32(regs::VFINT_ICR0_ENA1, 0);
+        bar.write32(regs::VFINT_DYN_CTL01, regs::DYN_CTL_ITR_NONE);
+        let causes = bar.read32(regs::VFINT_ICR01);
+        self.enable_irq0(bar);
+        causes
+    }
+
     /// Turn the admin queue off (`iavf_shutdown_adminq`).
     pub fn shutdown<B: Bar>(&mut self, bar: &B) {
         self.aq.shutdown(bar);
@@ -282,8 +297,34 @@ impl Vf {
     /// VIRTCHNL_OP_GET_VF_RESOURCES: ask for [`virtchnl::caps::REQUESTED`],
     /// keep the SR-IOV VSI.
     fn get_vf_resources<B: Bar>(&mut self, bar: &B) -> Result<()> {
-        let payload = virtchnl::encode_get_vf_resources(virtchnl::caps::REQUESTED);
-        let reply = self.request(bar, Op::GetVfResources, &payload)?;
+        let asked = virtchnl::caps::REQUESTED;
+        let reply = match self.request(
+            bar,
+            Op::GetVfResources,
+            &virtchnl::encode_get_vf_resources(asked),
+        ) {
+            // i40e refuses RX_POLLING on a partitioned port (NPAR) by failing
+            // the whole request (i40e_vc_get_vf_resources_msg): ask once more
+            // without it, as Linux's iavf never asks for it. Vector 0 then
+            // keeps auto-masking; the watchdog re-enables it (see
+            // `Vf::service_irq0`).
+            Err(IavfError::Virtchnl { status, .. })
+                if status == virtchnl::errno::EINVAL || status == virtchnl::STATUS_ERR_PARAM =>
+            {
+                log::info!(
+                    "iavf {}: the PF refused GET_VF_RESOURCES asking for RX_POLLING (a \
+                     partitioned port?); asking again without it",
+                    self.device
+                );
+                let asked = asked & !virtchnl::caps::RX_POLLING;
+                self.request(
+                    bar,
+                    Op::GetVfResources,
+                    &virtchnl::encode_get_vf_resources(asked),
+                )?
+            }
+            r => r?,
+        };
         let res = VfResource::decode(&reply)
             .map_err(|e| self.protocol(Op::GetVfResources, e.to_string()))?;
         let Some(vsi) = res.sriov_vsi().copied() else {

@@ -322,3 +322,64 @@ fn the_pf_does_not_wait_for_the_vf_before_resetting_it() {
     });
     assert_eq!(vf.stats().reset_sync_timeouts, 0);
 }
+
+/// A VF of an X710 port partitioned into several PCI functions (NPAR).
+fn npar(name: &str, mac: nicpoll::port::MacAddr) -> nicpoll_iavf::sim::SimConfig {
+    nicpoll_iavf::sim::SimConfig {
+        multi_function: true,
+        ..sim(name, PfModel::X710, mac, Wire::None)
+    }
+}
+
+#[test]
+fn a_vf_of_a_partitioned_x710_comes_up_without_rx_polling() {
+    // i40e refuses RX_POLLING on a multi-function port with -EINVAL for the
+    // whole GET_VF_RESOURCES (i40e_vc_get_vf_resources_msg); Linux's iavf
+    // never asks for it.
+    let mem = Arc::new(DmaMemory::plain());
+    let pool = pool(&mem, "npar", 4096);
+    let (mut a, mut b) = pair(
+        npar("np-a", MAC_A),
+        npar("np-b", MAC_B),
+        &mem,
+        &pool,
+        opts(),
+    );
+    assert_eq!(a.port.vf_info().caps & caps::RX_POLLING, 0);
+    // Whole lines: no write-back timing involved.
+    assert_eq!(a_to_b(&mut a, &mut b, &pool, 0, 32), 32);
+    drop((a.q, b.q));
+}
+
+#[test]
+fn lone_frames_arrive_when_vector_0_auto_masks() {
+    // Without WB_ON_ITR (an X710) the driver has the ITR of vector 0 write
+    // descriptors back; without RX_POLLING (a partitioned port) the PF leaves
+    // vector 0's auto-masking on, so its first interrupt stops the write-back
+    // of partial lines until software enables it again — what DPDK's 50 ms
+    // alarm does (iavf_dev_alarm_handler). A lone frame must not wait for three
+    // more.
+    let mem = Arc::new(DmaMemory::plain());
+    let pool = pool(&mem, "lone", 4096);
+    let (mut a, mut b) = pair(
+        npar("lo-a", MAC_A),
+        npar("lo-b", MAC_B),
+        &mem,
+        &pool,
+        opts(),
+    );
+    for i in 0..5u32 {
+        let f = vec![udp_frame(MAC_B, MAC_A, i, 9, 64)];
+        send_all(&pool, a.q.tx[0].as_mut(), &f);
+        let t = std::time::Instant::now();
+        let got = receive(b.q.rx[0].as_mut(), 1, Duration::from_millis(500));
+        assert_eq!(
+            got.len(),
+            1,
+            "lone frame {i} not written back within 500 ms"
+        );
+        assert_eq!(got[0].data(), f[0].as_slice());
+        eprintln!("lone frame {i}: {:?}", t.elapsed());
+    }
+    drop((a.q, b.q));
+}

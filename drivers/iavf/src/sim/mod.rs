@@ -30,6 +30,7 @@
 //! SimVf::read_iova() / write_iova()                DMA memory through the IOMMU table (tests play the driver)
 //! SimVf::dma_mapping_count(), SimVf::name()
 //! SimConfig { name, mac, queue_pairs, trusted, spoofchk, link_up, link_speed_mbps, wire, pf,
+//!             multi_function,
 //!             max_vectors, vsi_id, invalid_msg_limit, reset_timing, inbox_capacity }
 //! Wire::{None, Loopback, Peer(name), Iface(ifname)}     PfModel::{X710, X722, E810}
 //! Faults: host_set_mac, reset_vf, reset_on_opcode, reset_after_tx_frames, set_reset_timing,
@@ -254,6 +255,11 @@ pub struct SimConfig {
     pub wire: Wire,
     /// PF hardware flavour.
     pub pf: PfModel,
+    /// i40e: the port is partitioned (NPAR, several PCI functions per port,
+    /// `I40E_FLAG_MFP_ENA`): a VF asking for RX_POLLING gets -EINVAL for its
+    /// GET_VF_RESOURCES ("supported only when the device is running in single
+    /// function per port (SFP) mode").
+    pub multi_function: bool,
     /// MSI-X vectors of the VF (i40e `num_msix_vectors_vf`, 5 on 700-series VFs).
     pub max_vectors: u16,
     /// The VSI id the PF reports (and checks in every message).
@@ -281,6 +287,7 @@ impl Default for SimConfig {
             link_speed_mbps: 40_000,
             wire: Wire::None,
             pf: PfModel::X710,
+            multi_function: false,
             max_vectors: 5,
             vsi_id: 17,
             invalid_msg_limit: None,

@@ -549,6 +549,16 @@ impl Device {
         } else {
             cap::L2 | cap::RSS_REG | cap::VLAN
         };
+        if !ice && self.cfg.multi_function && asked & cap::RX_POLLING != 0 {
+            log::warn!(
+                "simulated iavf {}: VF requested polling mode: this feature is supported only \
+                 when the device is running in single function per port (SFP) mode",
+                self.sh.name
+            );
+            let s = self.invalid();
+            self.reply(op::GET_VF_RESOURCES, s, &[]);
+            return;
+        }
         let g = self.grant(asked);
         // ice keeps what it granted as the VF's capabilities ("match guest
         // capabilities"); i40e keeps what the VF asked for.
