@@ -12,6 +12,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// What the fake PF offers for RSS: X722's expanded set (i40e's
+/// `I40E_DEFAULT_RSS_HENA_EXPANDED`: PCTYPEs 29-36, 39-46, 63).
+const OFFERED_HENA: u64 = 0x8000_7F9F_E000_0000;
+
 use nicpoll::Port;
 use nicpoll::bar::{Bar, SimBar};
 use nicpoll::mbuf::MbufBatch;
@@ -487,7 +491,7 @@ fn answer(bar: &SimBar, st: &mut FakeState, op: u32, p: &[u8]) -> Option<(i32, V
             }
             ok(Vec::new())
         }
-        25 => ok(virtchnl::encode_hena(u64::MAX)),
+        25 => ok(virtchnl::encode_hena(OFFERED_HENA)),
         26 => {
             if p.len() != 8 {
                 return bad();
@@ -699,7 +703,9 @@ fn exact_message_lengths_are_accepted() {
     assert_eq!(lens[&14], 4, "PROMISC");
     assert_eq!(lens[&15], 12, "GET_STATS");
     assert_eq!(pf.state().lut[..8], [0, 1, 2, 3, 0, 1, 2, 3]);
-    assert_eq!(pf.state().hena, virtchnl::DEFAULT_RSS_HENA);
+    // Every packet type the PF offers, unmasked (an X722 offers types the base
+    // set lacks).
+    assert_eq!(pf.state().hena, OFFERED_HENA);
     assert_eq!(pf.state().promisc, 3);
     drop(q);
     port.stop().unwrap();

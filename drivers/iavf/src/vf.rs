@@ -574,8 +574,8 @@ impl Vf {
     }
 
     /// RSS through the PF: VIRTCHNL_OP_CONFIG_RSS_KEY, CONFIG_RSS_LUT (entry
-    /// i = queue i mod nb_rxq), then the packet types to hash
-    /// (GET_RSS_HENA_CAPS, SET_RSS_HENA), as DPDK's `iavf_configure_rss`.
+    /// i = queue i mod nb_rxq), then the packet types to hash: all the PF
+    /// offers (GET_RSS_HENA_CAPS, SET_RSS_HENA).
     pub fn config_rss<B: Bar>(&mut self, bar: &B, key: &[u8], nb_rxq: u16) -> Result<()> {
         let Some(res) = self.res.clone() else {
             return Ok(());
@@ -607,12 +607,12 @@ impl Vf {
             }
             Err(e) => return Err(e),
         };
-        let want = match hena & virtchnl::DEFAULT_RSS_HENA {
-            0 => hena,
-            h => h,
-        };
-        if want != 0 {
-            self.command(bar, Op::SetRssHena, &virtchnl::encode_hena(want))?;
+        // Every packet type the PF offers, as Linux's iavf sets them
+        // (iavf_virtchnl.c, VIRTCHNL_OP_GET_RSS_HENA_CAPS): an X722 offers the
+        // expanded set, whose UDP (29/30) and TCP SYN (32) types its parser
+        // uses instead of the base ones.
+        if hena != 0 {
+            self.command(bar, Op::SetRssHena, &virtchnl::encode_hena(hena))?;
         }
         Ok(())
     }

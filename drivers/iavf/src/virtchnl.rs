@@ -272,20 +272,6 @@ pub mod caps {
     }
 }
 
-/// Packet classifier types to hash (`IAVF_DEFAULT_RSS_HENA` of Linux iavf:
-/// IPv4/IPv6 UDP, TCP, SCTP, other, fragments, and L2 payload).
-pub const DEFAULT_RSS_HENA: u64 = (1 << 31)
-    | (1 << 33)
-    | (1 << 34)
-    | (1 << 35)
-    | (1 << 36)
-    | (1 << 41)
-    | (1 << 43)
-    | (1 << 44)
-    | (1 << 45)
-    | (1 << 46)
-    | (1 << 63);
-
 /// `VIRTCHNL_VSI_SRIOV`: the VSI type of a VF's own VSI.
 pub const VSI_TYPE_SRIOV: i32 = 6;
 /// `VIRTCHNL_ETHER_ADDR_PRIMARY`.

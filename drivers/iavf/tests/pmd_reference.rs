@@ -383,3 +383,42 @@ fn lone_frames_arrive_when_vector_0_auto_masks() {
     }
     drop((a.q, b.q));
 }
+
+#[test]
+fn udp_is_hashed_on_an_x722() {
+    // X722's parser files UDP under PCTYPEs 29/30 (and TCP SYN under 32), which
+    // only the expanded HENA it offers enables (I40E_DEFAULT_RSS_HENA_EXPANDED;
+    // Linux's iavf sets the capabilities as returned).
+    use nicpoll::mbuf::flags;
+    let mem = Arc::new(DmaMemory::plain());
+    let pool = pool(&mem, "x722-rss", 8192);
+    let a = rig(sim("rss-a", PfModel::X722, MAC_A, Wire::None), &mem, opts());
+    let b = rig(sim("rss-b", PfModel::X722, MAC_B, Wire::None), &mem, opts());
+    nicpoll_iavf::sim::SimVf::connect(&a.vf, &b.vf);
+    let (mut a, mut b) = (start(a, &pool, 4, 512), start(b, &pool, 4, 512));
+    let frames: Vec<Vec<u8>> = (0..64)
+        .map(|i| udp_frame(MAC_B, MAC_A, i, 1000 + 7 * i as u16, 64))
+        .collect();
+    send_all(&pool, a.q.tx[0].as_mut(), &frames);
+    let mut per_queue = [0usize; 4];
+    let mut hashed = 0;
+    let t = std::time::Instant::now();
+    while per_queue.iter().sum::<usize>() < 64 && t.elapsed() < Duration::from_secs(5) {
+        for (qi, rq) in b.q.rx.iter_mut().enumerate() {
+            for m in receive(rq.as_mut(), 64, Duration::from_millis(1)) {
+                per_queue[qi] += 1;
+                hashed += usize::from(m.ol_flags() & flags::RX_RSS_HASH != 0);
+            }
+        }
+    }
+    assert_eq!(per_queue.iter().sum::<usize>(), 64, "{per_queue:?}");
+    assert_eq!(
+        hashed, 64,
+        "every UDP frame hashed; per queue {per_queue:?}"
+    );
+    assert!(
+        per_queue.iter().filter(|&&n| n > 0).count() >= 2,
+        "flows spread over the queues: {per_queue:?}"
+    );
+    drop((a.q, b.q));
+}

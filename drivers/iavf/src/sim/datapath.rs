@@ -29,7 +29,7 @@ use super::device::{Device, Work};
 use super::irq::{HeldWb, line_done};
 use super::rss::{classify, toeplitz};
 use super::spec::{self, pf as lim, reg, rx, tx};
-use super::{Counters, FaultState};
+use super::{Counters, FaultState, PfModel};
 
 /// An Rx queue's context as the PF programmed it, and the device's head.
 #[derive(Clone, Debug, Default)]
@@ -369,7 +369,7 @@ impl Device {
             c.rx_discards.inc();
             return;
         }
-        let class = classify(&f);
+        let class = classify(&f, self.cfg.pf == PfModel::X722);
         let (queue, hash) = if class.input_len > 0 && self.rss.hena & (1u64 << class.pctype) != 0 {
             let h = toeplitz(&self.rss.key, &class.input[..class.input_len]);
             let q = self.rss.lut[(h as usize) & (lim::RSS_LUT_SIZE - 1)] & 0xF;

@@ -30,8 +30,12 @@ const IPPROTO_ICMP: u8 = 1;
 const IPPROTO_ICMPV6: u8 = 58;
 const IPV6_FRAGMENT: u8 = 44;
 
-/// Classify `frame` (an Ethernet frame, VLAN tags allowed).
-pub(crate) fn classify(frame: &[u8]) -> Class {
+/// Classify `frame` (an Ethernet frame, VLAN tags allowed). `split`: the
+/// parser of an X722, which gives UDP to a unicast or a multicast address and
+/// TCP SYN without ACK PCTYPEs of their own (29/30/32, 39/40/42: i40e's
+/// `I40E_DEFAULT_RSS_HENA_EXPANDED`, and "X722 needs 29/30 to hash UDP" in
+/// `i40e_ethtool.c`'s `i40e_set_rss_hash_opt`).
+pub(crate) fn classify(frame: &[u8], split: bool) -> Class {
     let l2 = Class {
         pctype: pctype::L2_PAYLOAD,
         ptype: ptype::L2_PAY2,
@@ -49,13 +53,19 @@ pub(crate) fn classify(frame: &[u8]) -> Class {
     }
     let l3 = off + 2;
     match ethertype {
-        ETH_P_IPV4 => ipv4(frame, l3).unwrap_or(l2),
-        ETH_P_IPV6 => ipv6(frame, l3).unwrap_or(l2),
+        ETH_P_IPV4 => ipv4(frame, l3, split).unwrap_or(l2),
+        ETH_P_IPV6 => ipv6(frame, l3, split).unwrap_or(l2),
         _ => l2,
     }
 }
 
-fn ipv4(f: &[u8], l3: usize) -> Option<Class> {
+/// TCP SYN without ACK (flags byte at offset 13 of the TCP header).
+fn syn_only(f: &[u8], l4: usize) -> bool {
+    f.get(l4 + 13)
+        .is_some_and(|&fl| fl & 0x02 != 0 && fl & 0x10 == 0)
+}
+
+fn ipv4(f: &[u8], l3: usize, split: bool) -> Option<Class> {
     let h = f.get(l3..l3 + 20)?;
     if h[0] >> 4 != 4 {
         return None;
@@ -81,7 +91,15 @@ fn ipv4(f: &[u8], l3: usize) -> Option<Class> {
     }
     let l4 = l3 + ihl;
     let (pct, pty) = match proto {
+        IPPROTO_TCP if split && syn_only(f, l4) => {
+            (pctype::NONF_IPV4_TCP_SYN_NO_ACK, ptype::IPV4_TCP)
+        }
         IPPROTO_TCP => (pctype::NONF_IPV4_TCP, ptype::IPV4_TCP),
+        // 224.0.0.0/4.
+        IPPROTO_UDP if split && h[16] & 0xF0 == 0xE0 => {
+            (pctype::NONF_MULTICAST_IPV4_UDP, ptype::IPV4_UDP)
+        }
+        IPPROTO_UDP if split => (pctype::NONF_UNICAST_IPV4_UDP, ptype::IPV4_UDP),
         IPPROTO_UDP => (pctype::NONF_IPV4_UDP, ptype::IPV4_UDP),
         IPPROTO_SCTP => (pctype::NONF_IPV4_SCTP, ptype::IPV4_SCTP),
         IPPROTO_ICMP => {
@@ -99,7 +117,7 @@ fn ipv4(f: &[u8], l3: usize) -> Option<Class> {
     Some(c)
 }
 
-fn ipv6(f: &[u8], l3: usize) -> Option<Class> {
+fn ipv6(f: &[u8], l3: usize, split: bool) -> Option<Class> {
     let h = f.get(l3..l3 + 40)?;
     if h[0] >> 4 != 6 {
         return None;
@@ -119,7 +137,13 @@ fn ipv6(f: &[u8], l3: usize) -> Option<Class> {
             c.ptype = ptype::IPV6_FRAG;
             return Some(c);
         }
+        IPPROTO_TCP if split && syn_only(f, l4) => {
+            (pctype::NONF_IPV6_TCP_SYN_NO_ACK, ptype::IPV6_TCP)
+        }
         IPPROTO_TCP => (pctype::NONF_IPV6_TCP, ptype::IPV6_TCP),
+        // ff00::/8.
+        IPPROTO_UDP if split && h[24] == 0xFF => (pctype::NONF_MULTICAST_IPV6_UDP, ptype::IPV6_UDP),
+        IPPROTO_UDP if split => (pctype::NONF_UNICAST_IPV6_UDP, ptype::IPV6_UDP),
         IPPROTO_UDP => (pctype::NONF_IPV6_UDP, ptype::IPV6_UDP),
         IPPROTO_SCTP => (pctype::NONF_IPV6_SCTP, ptype::IPV6_SCTP),
         IPPROTO_ICMPV6 => {
@@ -196,7 +220,7 @@ mod tests {
         f[30..34].copy_from_slice(&[10, 0, 0, 2]);
         f[34..36].copy_from_slice(&1000u16.to_be_bytes());
         f[36..38].copy_from_slice(&2000u16.to_be_bytes());
-        let c = classify(&f);
+        let c = classify(&f, false);
         assert_eq!(c.pctype, pctype::NONF_IPV4_TCP);
         assert_eq!(c.ptype, ptype::IPV4_TCP);
         assert_eq!(
@@ -204,6 +228,16 @@ mod tests {
             &[10, 0, 0, 1, 10, 0, 0, 2, 3, 232, 7, 208]
         );
         f[12..14].copy_from_slice(&0x88b5u16.to_be_bytes());
-        assert_eq!(classify(&f).pctype, pctype::L2_PAYLOAD);
+        assert_eq!(classify(&f, false).pctype, pctype::L2_PAYLOAD);
+        // X722's parser: SYN without ACK, and UDP by destination.
+        f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+        f[47] = 0x02;
+        assert_eq!(classify(&f, true).pctype, pctype::NONF_IPV4_TCP_SYN_NO_ACK);
+        assert_eq!(classify(&f, false).pctype, pctype::NONF_IPV4_TCP);
+        f[23] = 17;
+        assert_eq!(classify(&f, true).pctype, pctype::NONF_UNICAST_IPV4_UDP);
+        f[30] = 239;
+        assert_eq!(classify(&f, true).pctype, pctype::NONF_MULTICAST_IPV4_UDP);
+        assert_eq!(classify(&f, false).pctype, pctype::NONF_IPV4_UDP);
     }
 }
