@@ -83,8 +83,10 @@ pub const MAX_RING: u16 = 4096;
 pub const RING_ALIGN: u16 = 32;
 /// Default ring size (Linux `IAVF_DEFAULT_RXD`).
 pub const DEFAULT_RING: u16 = 512;
-/// Largest frame (`IAVF_FRAME_SIZE_MAX`).
+/// Largest frame, CRC included (`IAVF_FRAME_SIZE_MAX`).
 pub const MAX_FRAME: u32 = 9728;
+/// The Ethernet CRC, which the frame limits count and receive strips.
+const CRC_LEN: u32 = 4;
 /// Receive buffers are given in 128-byte units (`IAVF_RXQ_CTX_DBUFF_SHIFT`).
 const RX_BUF_UNIT: usize = 128;
 /// Smallest receive buffer (`IAVF_BUF_SIZE_MIN`).
@@ -767,6 +769,19 @@ impl<B: Bar> Ctrl<B> {
         Ok(())
     }
 
+    /// The largest frame a receive queue takes, CRC included, as the PF and
+    /// the device count it: the PF's `max_mtu` (a frame size already, the
+    /// port's: i40e_vc_get_max_frame_size; not an MTU to add headers to), and
+    /// once configured one receive buffer (no chaining), in the PF's 64..16K.
+    fn max_frame(&self) -> u32 {
+        let pf = match self.vf.res.as_ref().map_or(0, |r| u32::from(r.max_mtu)) {
+            0 => MAX_FRAME,
+            m => m,
+        };
+        let buffer = self.conf.as_ref().map_or(pf, |c| u32::from(c.buf_len));
+        pf.min(buffer).clamp(64, 16383)
+    }
+
     fn rx_ring_offset(q: u16) -> usize {
         q as usize * RX_RING_BYTES
     }
@@ -785,7 +800,7 @@ impl<B: Bar> Ctrl<B> {
         // half a valid max_pkt_size even when unused: the PF checks them all
         // (i40e `i40e_vc_config_queues_msg`, as DPDK's iavf_configure_queues
         // fills them). An unused half has ring_len 0.
-        let max_pkt = (conf.buf_len as u32).clamp(64, 16383);
+        let max_pkt = self.max_frame();
         let pairs: Vec<QueuePairInfo> = (0..nb_rxq.max(nb_txq))
             .map(|q| QueuePairInfo {
                 txq: TxqInfo {
@@ -955,7 +970,6 @@ impl<B: Bar> Ctrl<B> {
 impl<B: Bar + 'static> Port for IavfPort<B> {
     fn info(&self) -> PortInfo {
         let c = lock(&self.ctrl);
-        let max_mtu = c.vf.res.as_ref().map_or(0, |r| r.max_mtu) as u32;
         PortInfo {
             driver: DRIVER,
             name: c.name.clone(),
@@ -968,11 +982,7 @@ impl<B: Bar + 'static> Port for IavfPort<B> {
             min_txd: MIN_RING,
             max_txd: MAX_RING,
             desc_align: RING_ALIGN,
-            max_rx_pktlen: if max_mtu > 0 {
-                (max_mtu + 26).min(MAX_FRAME)
-            } else {
-                MAX_FRAME
-            },
+            max_rx_pktlen: c.max_frame() - CRC_LEN,
             numa_node: c.numa_node,
         }
     }

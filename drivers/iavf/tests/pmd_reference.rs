@@ -422,3 +422,44 @@ fn udp_is_hashed_on_an_x722() {
     );
     drop((a.q, b.q));
 }
+
+#[test]
+fn the_largest_frame_counts_the_crc() {
+    // The queue's max frame size the hardware checks includes the 4-byte CRC
+    // (i40e_txrx.h I40E_PACKET_HDR_PAD = ETH_HLEN + ETH_FCS_LEN + 2 VLANs),
+    // and GET_VF_RESOURCES' max_mtu is already a frame size: with one 2 KiB
+    // mbuf per frame (1664-byte buffers) the largest frame is 1660.
+    let mem = Arc::new(DmaMemory::plain());
+    let pool = pool(&mem, "max-frame", 4096);
+    let (mut a, mut b) = pair(
+        nicpoll_iavf::sim::SimConfig {
+            spoofchk: false,
+            ..sim("mf-a", PfModel::X710, MAC_A, Wire::None)
+        },
+        sim("mf-b", PfModel::X710, MAC_B, Wire::None),
+        &mem,
+        &pool,
+        opts(),
+    );
+    assert_eq!(b.port.info().max_rx_pktlen, 1660);
+    let frames: Vec<Vec<u8>> = [1660usize, 1661, 1664, 1600]
+        .iter()
+        .enumerate()
+        .map(|(i, &len)| udp_frame(MAC_B, MAC_A, i as u32, 9, len))
+        .collect();
+    send_all(&pool, a.q.tx[0].as_mut(), &frames);
+    let got: Vec<Vec<u8>> = receive(b.q.rx[0].as_mut(), 2, Duration::from_secs(3))
+        .iter()
+        .map(|m| m.data().to_vec())
+        .collect();
+    assert_same_frames(
+        &got,
+        &[frames[0].clone(), frames[3].clone()],
+        "frames up to 1660",
+    );
+    // The two longer ones: dropped by the device, and counted.
+    wait_for("the drops counted", Duration::from_secs(2), || {
+        b.port.stats().imissed == 2
+    });
+    drop((a.q, b.q));
+}

@@ -18,7 +18,7 @@
 //! buffer takes several descriptors, only the last with EOP (what the hardware
 //! does; a driver that sets max frame = buffer size never sees it); a frame
 //! longer than the queue's max frame size is dropped and counted (`rx_discards`,
-//! `rx_oversize`). No free descriptor: dropped, counted in `rx_discards` (which
+//! `rx_oversize`; the limit counts the frame's 4-byte CRC). No free descriptor: dropped, counted in `rx_discards` (which
 //! GET_STATS reports; DPDK's imissed). Checksums are reported as not checked
 //! (L3L4P clear).
 #![deny(unsafe_code)]
@@ -392,7 +392,10 @@ impl Device {
             c.rx_queue_off.inc();
             return;
         }
-        if f.len() > rq.rxmax as usize && !(armed && FaultState::take(&faults.ignore_rxmax)) {
+        // The queue's largest frame counts the 4-byte CRC the wire carried
+        // (the limit i40e programs is MTU + I40E_PACKET_HDR_PAD, which has
+        // ETH_FCS_LEN in it; the CRC itself is stripped).
+        if f.len() + 4 > rq.rxmax as usize && !(armed && FaultState::take(&faults.ignore_rxmax)) {
             c.rx_discards.inc();
             c.rx_oversize.inc();
             return;
