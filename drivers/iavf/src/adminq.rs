@@ -288,15 +288,19 @@ impl AdminQueue {
             ));
         }
         let d = self.atq.read(i);
-        if d.flags() & flags::ERR != 0 || d.retval() != 0 {
+        // The status is the low byte; the firmware may leave an internal code
+        // in the high one (Linux's and DPDK's iavf_asq_send_command: "strip off
+        // FW internal code").
+        let status = d.retval() & 0xFF;
+        if d.flags() & flags::ERR != 0 || status != 0 {
             return Err(self.err(
                 "send",
                 format!(
-                    "the firmware refused virtchnl {}: admin queue error {} ({}); the PF may be \
-                     resetting or out of resources",
+                    "the firmware refused virtchnl {}: admin queue error {status} ({}, retval \
+                     {:#06x}); the PF may be resetting or out of resources",
                     crate::virtchnl::Op::name_of(v_op),
-                    d.retval(),
-                    aq_error_name(d.retval())
+                    aq_error_name(status),
+                    d.retval()
                 ),
             ));
         }

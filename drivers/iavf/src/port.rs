@@ -650,6 +650,9 @@ impl<B: Bar> Ctrl<B> {
         if let Some(run) = &self.run {
             run.shared.stop();
         }
+        // No link while the VF is reset: the PF reports it again once the VF
+        // is back (after GET_VF_RESOURCES).
+        self.vf.link = Link::default();
         match self.bring_up_again(!first) {
             Ok(()) => {
                 self.health = Health::Up;

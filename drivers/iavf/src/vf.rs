@@ -485,6 +485,9 @@ impl Vf {
                     "iavf {}: the PF announced a VF reset (VIRTCHNL_EVENT_RESET_IMPENDING)",
                     self.device
                 );
+                // Down until the PF says otherwise after the reset, as DPDK
+                // marks it (iavf_handle_pf_event_msg).
+                self.link = Link::default();
                 self.reset_impending = true;
             }
             Ok(PfEvent::PfDriverClose) => {

@@ -463,3 +463,53 @@ fn the_largest_frame_counts_the_crc() {
     });
     drop((a.q, b.q));
 }
+
+#[test]
+fn a_firmware_code_in_the_high_byte_of_an_aq_status_is_no_error() {
+    // The admin queue's retval carries the status in its low byte; the high
+    // byte may hold a firmware-internal code (iavf_asq_send_command: "strip
+    // off FW internal code").
+    let mem = Arc::new(DmaMemory::plain());
+    let pool = pool(&mem, "aq-retval", 2048);
+    let vf = Arc::new(
+        nicpoll_iavf::sim::SimVf::new(sim("rv-a", PfModel::X710, MAC_A, Wire::None)).unwrap(),
+    );
+    vf.faults().aq_internal_code(0x5a);
+    let port = nicpoll_iavf::IavfPort::with_options(
+        vf.bar(),
+        vf.clone() as Arc<dyn nicpoll_iavf::DmaMap>,
+        mem.clone(),
+        "rv-a",
+        opts(),
+        0,
+    )
+    .unwrap_or_else(|e| panic!("bring-up with a firmware code in retval: {e}"));
+    let a = start(Rig { vf, port }, &pool, 1, 128);
+    assert!(a.port.link().up);
+    drop(a.q);
+}
+
+#[test]
+fn the_link_is_down_while_the_vf_is_reset() {
+    // DPDK marks the link down on RESET_IMPENDING (iavf_vchnl.c): a port whose
+    // recovery fails must not go on saying its link is up.
+    let mem = Arc::new(DmaMemory::plain());
+    let pool = pool(&mem, "link-reset", 2048);
+    let r = rig(sim("lk-a", PfModel::X710, MAC_A, Wire::None), &mem, opts());
+    let vf = r.vf.clone();
+    let mut a = start(r, &pool, 1, 128);
+    assert!(a.port.link().up);
+    // The PF resets the VF, then stops answering it.
+    vf.faults()
+        .reset_on_opcode(nicpoll_iavf::virtchnl::Op::Version.raw());
+    vf.faults().pf_silent(true);
+    vf.faults().reset_vf();
+    wait_for("a failed recovery", Duration::from_secs(5), || {
+        a.port.poll_events().is_err()
+    });
+    assert!(!a.port.link().up, "link down while the VF is not back");
+    vf.faults().pf_silent(false);
+    resume(&mut a, Duration::from_secs(5));
+    wait_for("link up again", Duration::from_secs(2), || a.port.link().up);
+    drop(a.q);
+}

@@ -556,7 +556,13 @@ impl Device {
                 wb_flags |= aq::FLAG_ERR;
                 self.sh.counters.aq_errors.inc();
             }
-            let _ = self.dma.write(at + aq::RETVAL as u64, &rc.to_le_bytes());
+            // The firmware may leave an internal code in the high byte; the
+            // status is the low byte (Linux and DPDK mask it: "strip off FW
+            // internal code").
+            let internal = u16::from(self.sh.faults.aq_internal_code.load(Ordering::Acquire)) << 8;
+            let _ = self
+                .dma
+                .write(at + aq::RETVAL as u64, &(rc | internal).to_le_bytes());
             let _ = self
                 .dma
                 .write(at + aq::FLAGS as u64, &wb_flags.to_le_bytes());

@@ -35,7 +35,7 @@
 //! Wire::{None, Loopback, Peer(name), Iface(ifname)}     PfModel::{X710, X722, E810}
 //! Faults: host_set_mac, reset_vf, reset_on_opcode, reset_after_tx_frames, set_reset_timing,
 //!         deadbeef_during_reset, new_vsi_id_on_reset, pf_silent, drop_pf_replies,
-//!         drop_replies_to, fail_opcode, set_link,
+//!         drop_replies_to, fail_opcode, aq_internal_code, set_link,
 //!         corrupt_rx(RxCorruption::{BadLength, ErrorBit, NoEop}, n), drop_rx_frames,
 //!         drop_tx_frames, ignore_rx_max_frame, preset_stats
 //! ```
@@ -562,6 +562,16 @@ impl Faults {
         self.sh.faults.drop_replies.store(n, Ordering::Release);
     }
 
+    /// The firmware completes every ATQ command with `code` in the high byte of
+    /// its `retval` (0 in the low byte: success). Linux and DPDK look at the
+    /// low byte only ("strip off FW internal code", `iavf_asq_send_command`).
+    pub fn aq_internal_code(&self, code: u8) {
+        self.sh
+            .faults
+            .aq_internal_code
+            .store(code, Ordering::Release);
+    }
+
     /// The PF refuses virtchnl opcode `op` (with the status it uses for a bad
     /// request) until this is called again with another opcode (0: none): a
     /// PF that does not do what the driver asks (a host policy, an older PF).
@@ -656,6 +666,8 @@ pub(crate) struct FaultState {
     drop_replies: AtomicU32,
     /// A MAC the host set, for the device to apply.
     host_mac: Mutex<Option<[u8; 6]>>,
+    /// The firmware's internal code in the high byte of ATQ `retval`s.
+    aq_internal_code: AtomicU8,
     /// The opcode the PF refuses (0: none).
     fail_opcode: AtomicU32,
     /// (opcode, replies of it still to lose).
