@@ -274,6 +274,10 @@ pub const TX_DTYPE_DATA: u8 = 0x0;
 pub const TX_DTYPE_DESC_DONE: u8 = 0xF;
 /// Largest buffer one descriptor carries (14 bits).
 pub const TX_MAX_BUF: usize = 0x3FFF;
+/// Shortest frame the hardware sends: anything shorter is a malicious-driver
+/// event, after which an i40e PF disables the VF (Linux's iavf pads to
+/// `IAVF_MIN_TX_LEN`, DPDK refuses below `IAVF_TX_MIN_PKT_LEN`; both 17).
+pub const TX_MIN_LEN: usize = 17;
 
 const TX_CMD_SHIFT: u32 = 4;
 const TX_CMD_MASK: u64 = 0xFFF;

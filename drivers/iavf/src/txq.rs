@@ -20,7 +20,7 @@ use nicpoll::bar::Bar;
 use nicpoll::mbuf::MbufBatch;
 use nicpoll::port::counters::QueueCountersRef;
 
-use crate::desc::{TX_MAX_BUF, TxDesc};
+use crate::desc::{TX_MAX_BUF, TX_MIN_LEN, TxDesc};
 use crate::regs;
 use crate::ring::{DescRing, MbufSlots};
 use crate::stats::QueueExtraRef;
@@ -143,7 +143,8 @@ impl<B: Bar> IavfTxQueue<B> {
         }
         let slots = &mut self.slots;
         // Takes all `count` (refused ones are freed).
-        let (used, _, bytes) = slots.tx_fill(&mut self.ring, tail, count, pkts, TX_MAX_BUF);
+        let (used, _, bytes) =
+            slots.tx_fill(&mut self.ring, tail, count, pkts, TX_MIN_LEN, TX_MAX_BUF);
         self.set_rs(tail, used);
         let mut end = tail + used;
         if end == self.n as usize {
@@ -194,7 +195,8 @@ impl<B: Bar> IavfTxQueue<B> {
         while left > 0 {
             let chunk = left.min(n - tail);
             let slots = &mut self.slots;
-            let (used, taken, b) = slots.tx_fill(&mut self.ring, tail, chunk, pkts, TX_MAX_BUF);
+            let (used, taken, b) =
+                slots.tx_fill(&mut self.ring, tail, chunk, pkts, TX_MIN_LEN, TX_MAX_BUF);
             self.set_rs(tail, used);
             sent += used;
             bytes += b;

@@ -349,3 +349,41 @@ fn disabled_queue_drops() {
     inject.send(frame(VF_MAC, PEER_MAC, 1, 64)).unwrap();
     rig.until("dropped", || rig.vf.stats().rx_queue_off == 1);
 }
+
+#[test]
+fn a_frame_under_17_bytes_is_a_malicious_driver_event() {
+    // i40e: the queue stops and the PF disables the VF (its messages get no
+    // answer) until the host resets it.
+    let (mut rig, _tx, wire) = rig_with_wire(cfg());
+    let mut q = rig.queues(1, 64, 2048, 1518).remove(0);
+    let f = frame(PEER_MAC, VF_MAC, 1, 64);
+    rig.put_tx(&mut q, &f[..16], false, None);
+    rig.put_tx(&mut q, &f, true, None);
+    rig.ring_tx(&q);
+    rig.until("MDD event", || rig.vf.stats().mdd_events == 1);
+    assert!(
+        wire.recv_timeout(Duration::from_millis(50)).is_err(),
+        "queue stopped"
+    );
+    rig.until("VF disabled", || rig.vf.status().mailbox_disabled);
+    rig.send(op::VERSION, &version(1, 1));
+    while let Some(m) = rig.recv(Duration::from_millis(100)) {
+        assert_ne!(m.op, op::VERSION, "a disabled VF gets no answer");
+    }
+    rig.vf.faults().reset_vf();
+    rig.until("reset", || {
+        rig.vf.stats().resets == 1 && rig.bar.read32(r::RSTAT) & 3 == 2
+    });
+    assert!(!rig.vf.status().mailbox_disabled);
+
+    // ice: the queue stops, the VF goes on answering.
+    let (mut rig, _tx, _wire) = rig_with_wire(SimConfig {
+        pf: PfModel::E810,
+        ..cfg()
+    });
+    let mut q = rig.queues(1, 64, 2048, 1518).remove(0);
+    rig.put_tx(&mut q, &f[..1], true, None);
+    rig.ring_tx(&q);
+    rig.until("MDD event", || rig.vf.stats().mdd_events == 1);
+    rig.expect(op::VERSION, &version(1, 1), SUCCESS);
+}

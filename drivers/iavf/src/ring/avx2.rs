@@ -16,7 +16,7 @@ const _: () = assert!(std::mem::size_of::<TxDesc>() == 16);
 
 /// [`MbufSlots::tx_fill`](super::MbufSlots::tx_fill)'s run loop four
 /// packets at a time: from `src`, groups of four whose lengths are all
-/// in `1..=max_len`, each packet one data descriptor (its data IOVA,
+/// in `min_len..=max_len`, each packet one data descriptor (its data IOVA,
 /// EOP, ICRC, its length) at `desc[i]` and its pointer in `slots[i]`.
 /// Returns (packets taken, a multiple of 4 and at most `max`; their
 /// bytes). The first group with a length out of range is left whole.
@@ -26,16 +26,17 @@ const _: () = assert!(std::mem::size_of::<TxDesc>() == 16);
 /// (ownership of those taken moves to the slots); `desc` points to `max`
 /// writable ring descriptors (16-aligned) the device does not read before
 /// the next tail write, `slots` to `max` writable empty slots;
-/// `1 <= max_len <= TX_MAX_BUF`.
+/// `1 <= min_len <= max_len <= TX_MAX_BUF`.
 #[target_feature(enable = "avx2")]
 pub(super) unsafe fn tx_fill(
     src: *const usize,
     desc: *mut TxDesc,
     slots: *mut usize,
     max: usize,
+    min_len: usize,
     max_len: usize,
 ) -> (usize, u64) {
-    debug_assert!((1..=TX_MAX_BUF).contains(&max_len));
+    debug_assert!(1 <= min_len && min_len <= max_len && max_len <= TX_MAX_BUF);
     // One 16-byte load at `buf_iova` gets [buf_iova, data_off | data_len
     // << 16 | port << 32 | queue << 48].
     const _: () = assert!(off::DATA_OFF == off::BUF_IOVA + 8);
@@ -50,11 +51,11 @@ pub(super) unsafe fn tx_fill(
     );
     let len_mask = _mm256_set_epi64x(0xFFFF << TX_BSZ_SHIFT, 0, 0xFFFF << TX_BSZ_SHIFT, 0);
     let qw1 = _mm256_set1_epi64x(TX_WHOLE_PACKET_QW1 as i64);
-    // `len - 1 <= max_len - 1` as unsigned numbers, on `len << 34` and
-    // with the sign bit flipped on both sides: a signed compare.
-    let one = 1i64 << TX_BSZ_SHIFT;
-    let bias = _mm256_set1_epi64x(i64::MIN.wrapping_sub(one));
-    let limit = _mm256_set1_epi64x((((max_len - 1) as i64) << TX_BSZ_SHIFT) ^ i64::MIN);
+    // `len - min_len <= max_len - min_len` as unsigned numbers, on `len <<
+    // 34` and with the sign bit flipped on both sides: a signed compare.
+    let lo = (min_len as i64) << TX_BSZ_SHIFT;
+    let bias = _mm256_set1_epi64x(i64::MIN.wrapping_sub(lo));
+    let limit = _mm256_set1_epi64x((((max_len - min_len) as i64) << TX_BSZ_SHIFT) ^ i64::MIN);
     let mut lens = _mm256_setzero_si256();
     let end = max & !3;
     let mut k = 0;

@@ -266,9 +266,9 @@ impl MbufSlots {
     /// `pkts` (descriptors `[start, start + max)` free, no wrap) and hand each
     /// to the device: one data descriptor for the whole packet (EOP, ICRC, no
     /// RS) at the next index, the mbuf in that slot; a packet whose length is
-    /// not in `1..=max_len` (at most [`TX_MAX_BUF`](crate::desc::TX_MAX_BUF))
-    /// cannot be sent and is freed. Returns (descriptors written, mbufs taken
-    /// from `pkts`, bytes written).
+    /// not in `min_len..=max_len` (`min_len` at least 1, `max_len` at most
+    /// [`TX_MAX_BUF`](crate::desc::TX_MAX_BUF)) cannot be sent and is freed.
+    /// Returns (descriptors written, mbufs taken from `pkts`, bytes written).
     #[inline(always)]
     pub fn tx_fill(
         &mut self,
@@ -276,12 +276,17 @@ impl MbufSlots {
         start: usize,
         max: usize,
         pkts: &mut MbufBatch,
+        min_len: usize,
         max_len: usize,
     ) -> (usize, usize, u64) {
-        let max_len = max_len.min(crate::desc::TX_MAX_BUF);
+        let min_len = min_len.max(1);
+        // How many lengths pass: `len` does iff `len - min_len < valid` as
+        // unsigned numbers (one subtraction and one compare, as a plain
+        // `1..=max_len` check costs); 0 if none does.
+        let valid = (max_len.min(crate::desc::TX_MAX_BUF) + 1).saturating_sub(min_len);
         let describe = |m: &Mbuf| {
             let len = m.len();
-            (len.wrapping_sub(1) < max_len)
+            (len.wrapping_sub(min_len) < valid)
                 .then(|| (TxDesc::packet_fitting(m.data_iova(), len), len))
         };
         let end = start + max;
@@ -303,27 +308,29 @@ impl MbufSlots {
             let dbase = desc0.wrapping_sub(refused);
             let sbase = slot0.wrapping_sub(refused);
             #[cfg(target_arch = "x86_64")]
-            if self.avx2 && max_len > 0 {
+            if self.avx2 && valid > 0 {
                 // SAFETY: the CPU has AVX2 (`set_vector`). Packets `j..count`
                 // are in `taken`, owned by us; descriptor and slot `start + j
                 // - refused + i` for `i < count - j` are below `end <=
                 // ring.len` (as in the loops below), the slots empty by the
-                // caller's accounting; `1 <= max_len <= TX_MAX_BUF`.
+                // caller's accounting; `1 <= min_len <= min_len + valid - 1 <=
+                // TX_MAX_BUF`.
                 let (n, b) = unsafe {
                     avx2::tx_fill(
                         src.add(j),
                         dbase.wrapping_add(j),
                         sbase.wrapping_add(j),
                         count - j,
-                        max_len,
+                        min_len,
+                        min_len + valid - 1,
                     )
                 };
                 j += n;
                 bytes += b;
             }
             // The run: no call, nothing dropped; two packets per iteration
-            // while both lengths pass (tested on the or of `len - 1`: at
-            // least the larger, so a pair it refuses may still be fine and
+            // while both lengths pass (tested on the or of `len - min_len`:
+            // at least the larger, so a pair it refuses may still be fine and
             // the loop after decides) ...
             // (`count > j >= 0` here.)
             let last = count - 1;
@@ -345,10 +352,10 @@ impl MbufSlots {
                     )
                 };
                 let (lp, lq) = (mp.len(), mq.len());
-                if lp.wrapping_sub(1) | lq.wrapping_sub(1) >= max_len {
+                if lp.wrapping_sub(min_len) | lq.wrapping_sub(min_len) >= valid {
                     break;
                 }
-                // Both in `1..=max_len`, `max_len <= TX_MAX_BUF`.
+                // Both in `min_len..=max_len`, `max_len <= TX_MAX_BUF`.
                 // SAFETY: as in the loop below, for `j` and `j + 1 < count`.
                 unsafe {
                     tx_put(

@@ -9,7 +9,7 @@ use nicpoll::{Mbuf, Mempool};
 #[cfg(target_arch = "x86_64")]
 use super::avx2;
 use super::*;
-use crate::desc::{RxDesc, TX_MAX_BUF, TxDesc};
+use crate::desc::{RxDesc, TX_MAX_BUF, TX_MIN_LEN, TxDesc};
 
 #[test]
 fn rings_are_checked_and_read_back() {
@@ -379,6 +379,8 @@ fn vector_and_scalar_transmit_loops_agree() {
         let r = &mut t.r;
         // (0: a limit nothing fits, every packet refused.)
         let max_len = [0usize, 60, 1000, TX_MAX_BUF][r.below(4) as usize];
+        // The driver's 17 (TX_MIN_LEN), or any length from 1.
+        let min_len = [1usize, TX_MIN_LEN][r.below(2) as usize];
         let burst = r.below(40) as usize;
         // (length, headroom change) of each packet: mostly sendable.
         let shapes: Vec<(usize, isize)> = (0..burst)
@@ -386,6 +388,7 @@ fn vector_and_scalar_transmit_loops_agree() {
                 let len = match r.below(40) {
                     0 => 0,
                     1 => max_len + 1 + r.below(100) as usize,
+                    2 => r.below(TX_MIN_LEN as u64 + 1) as usize,
                     _ => 1 + r.below(max_len.max(1) as u64) as usize,
                 };
                 (len.min(1500), r.below(64) as isize - 32)
@@ -409,7 +412,7 @@ fn vector_and_scalar_transmit_loops_agree() {
                 iovas.push(m.data_iova());
                 b.push(m).unwrap();
             }
-            let (used, taken, bytes) = s.tx_fill(ring, start, max, &mut b, max_len);
+            let (used, taken, bytes) = s.tx_fill(ring, start, max, &mut b, min_len, max_len);
             // Each descriptor as (index of its packet, qword 1); each
             // slot as the index of its packet's IOVA.
             let descs: Vec<_> = (0..N as u16)
@@ -432,8 +435,18 @@ fn vector_and_scalar_transmit_loops_agree() {
         assert_eq!(
             (v.0, v.1, v.2, v.5),
             (sc.0, sc.1, sc.2, sc.5),
-            "trial {trial}: start {start} max {max} max_len {max_len}"
+            "trial {trial}: start {start} max {max} lengths {min_len}..={max_len}"
         );
+        // Every descriptor a packet got carries a length in the range.
+        for (pkt, qw1) in &v.3 {
+            if pkt.is_some() {
+                let len = ((qw1 >> 34) & 0x3FFF) as usize;
+                assert!(
+                    (min_len..=max_len).contains(&len),
+                    "trial {trial}: a {len}-byte packet written ({min_len}..={max_len})"
+                );
+            }
+        }
         assert_eq!(v.3, sc.3, "trial {trial}: descriptors differ");
         assert_eq!(v.4, sc.4, "trial {trial}: slots differ");
         t.vector_groups += v.0 / 4;
@@ -452,13 +465,14 @@ fn vector_transmit_loop_takes_whole_groups() {
     }
     const N: usize = 16;
     let max_len = 1000;
+    let min_len = TX_MIN_LEN;
     let mem = DmaMemory::plain();
     let region = Arc::new(mem.alloc("tx ring", N * 16).unwrap());
     let mut ring = DescRing::<TxDesc>::new(region, 0, N as u16).unwrap();
     let pool = Mempool::new(&mem, &MempoolConfig::new("tx groups", N as u32)).unwrap();
-    let len_of = |i: usize| [1, max_len, 60, 1400 - max_len][i % 4];
+    let len_of = |i: usize| [min_len, max_len, 60, 1400 - max_len][i % 4];
     for at in 0..=N {
-        for bad_len in [0, max_len + 1] {
+        for bad_len in [0, 1, min_len - 1, max_len + 1] {
             ring.clear();
             let mut s = MbufSlots::new(N);
             let src: Vec<usize> = (0..N)
@@ -477,6 +491,7 @@ fn vector_transmit_loop_takes_whole_groups() {
                     ring.base.as_ptr(),
                     s.slots.as_mut_ptr(),
                     N,
+                    min_len,
                     max_len,
                 )
             };

@@ -6,8 +6,9 @@
 //! qword 1 of every descriptor with RS, after its buffer was read. Write-backs,
 //! on both sides, reach memory as module `irq` times them: by whole 4-descriptor
 //! lines, the leftovers at the ITR expiry of an armed vector. A tail beyond
-//! the ring is a malicious-driver-detection event: the queue stops. Frames
-//! shorter than 17 bytes are errors (i40e's minimum), shorter than 60 are padded
+//! the ring is a malicious-driver-detection event: the queue stops. A frame
+//! shorter than 17 bytes is one too (the queue stops, and i40e disables the VF:
+//! `malicious_driver`); shorter than 60 are padded
 //! with zeros (the MAC pads), a VLAN tag is inserted when IL2TAG1 asks for it,
 //! and the anti-spoof check drops frames whose source MAC is not the VF's.
 //!
@@ -157,6 +158,12 @@ impl Device {
                 let q1 = u64::from_le_bytes(d[8..16].try_into().expect("8 bytes"));
                 let desc_at = ring_at + (i * tx::DESC_LEN) as u64;
                 self.tx_descriptor(q, desc_at, addr, q1);
+                if self.txq[q].stopped {
+                    // A malicious-driver event: the queue takes nothing more.
+                    let t = &mut self.txq[q];
+                    t.head = (head + i as u32 + 1) % len;
+                    return done as Work + i + 1;
+                }
             }
             let t = &mut self.txq[q];
             t.head = (head + run) % len;
@@ -212,7 +219,7 @@ impl Device {
                     if bad {
                         counters.tx_errors.inc();
                     } else {
-                        self.transmit(frame, vlan);
+                        self.transmit(q, frame, vlan);
                     }
                 }
             }
@@ -229,11 +236,10 @@ impl Device {
     }
 
     /// A complete frame leaves the VF: checks, counters, to the wire batch.
-    fn transmit(&mut self, mut frame: Vec<u8>, vlan: Option<u16>) {
+    fn transmit(&mut self, q: usize, mut frame: Vec<u8>, vlan: Option<u16>) {
         let c: &Counters = &self.sh.counters;
         if frame.len() < MIN_TX_LEN {
-            c.tx_errors.inc();
-            c.tx_bad_desc.inc();
+            self.malicious_driver(q, frame.len());
             return;
         }
         if let Some(tci) = vlan {
@@ -294,6 +300,34 @@ impl Device {
                     self.start_reset(true);
                 }
             }
+        }
+    }
+
+    /// A frame shorter than the hardware sends (17 bytes: Linux's and DPDK's
+    /// iavf pad or refuse anything shorter, "hardware can't handle really short
+    /// frames") is a malicious-driver event: the hardware stops the transmit
+    /// queue; i40e then disables the VF, ignoring its messages until the host
+    /// resets it ("TX driver issue detected on VF", i40e_handle_mdd_event);
+    /// ice only counts it (the queue stays stuck; its mdd-auto-reset-vf flag is
+    /// off by default).
+    fn malicious_driver(&mut self, q: usize, len: usize) {
+        let c: &Counters = &self.sh.counters;
+        c.tx_errors.inc();
+        c.mdd_events.inc();
+        self.txq[q].stopped = true;
+        self.dirty = true;
+        log::error!(
+            "simulated iavf {}: Malicious Driver Detection event on TX queue {q}: a {len}-byte \
+             frame (shorter than {MIN_TX_LEN}): queue stopped",
+            self.sh.name
+        );
+        if !self.cfg.pf.is_ice() {
+            log::error!(
+                "simulated iavf {}: TX driver issue detected on VF; the PF disables it until the \
+                 host resets it",
+                self.sh.name
+            );
+            self.pf.disabled = true;
         }
     }
 

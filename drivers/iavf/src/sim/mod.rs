@@ -353,8 +353,9 @@ pub struct SimStats {
     pub tx_bad_desc: u64,
     /// Frames the wire refused (peer inbox or channel full, socket busy).
     pub wire_lost: u64,
-    /// Tail writes beyond the ring (malicious-driver-detection events; the queue
-    /// is stopped).
+    /// Malicious-driver-detection events: a tail write beyond the ring, or a
+    /// frame shorter than 17 bytes (the queue is stopped; i40e also disables
+    /// the VF).
     pub mdd_events: u64,
     /// ATQ descriptors processed.
     pub aq_commands: u64,
