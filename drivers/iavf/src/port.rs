@@ -13,10 +13,16 @@
 //! `watchdog_ms` (default 100 ms), or `stats()`, `xstats()`, `link()`,
 //! `poll_events()` — which recovers on the spot, under the control lock:
 //!
-//! 1. stop the queues (generation odd: bursts return 0 and touch nothing);
-//! 2. wait for the reset to show and finish (`VFGEN_RSTAT` COMPLETED/VFACTIVE);
-//! 3. bring the VF up again: admin queue, VERSION, GET_VF_RESOURCES, the MAC
-//!    filter, promiscuous mode;
+//! 1. stop the queues (generation odd: bursts return 0 and touch nothing), and
+//!    mark the link down;
+//! 2. wait for the reset to show; if it does not (announced only), or if this
+//!    is the retry of a failed recovery, ask the PF for one (RESET_VF, as
+//!    Linux's reset task does: i40e answers GET_VF_RESOURCES once per reset);
+//!    let a stale VFACTIVE go (ice), then wait for the reset to finish;
+//! 3. bring the VF up again: admin queue, vector 0's admin cause, VERSION,
+//!    GET_VF_RESOURCES (the PF's MAC, if it gives one, becomes ours: the host
+//!    may have changed it), VLAN stripping off, the MAC filter, promiscuous
+//!    mode;
 //! 4. if started: CONFIG_VSI_QUEUES with the same rings, CONFIG_IRQ_MAP, RSS,
 //!    then resume the queues (generation even). Each queue re-arms its own
 //!    ring at its next burst and acks; the control thread enables each queue
@@ -27,6 +33,13 @@
 //! (`vf_resets`), failed recoveries, and the last recovery's duration.
 //! Hardware counters restart at zero after a reset; the port's totals carry on
 //! from the last values read.
+//!
+//! **Descriptor write-back** is timed by the ITR of the vector the queues are
+//! mapped to (a partial cache line of descriptors waits for it): with
+//! WB_ON_ITR (X722, E810) vector 1 in WB_ON_ITR mode; without (X710) vector 0
+//! enabled with a 32 µs ITR, which the watchdog enables again at least every
+//! 50 ms (DPDK's alarm), since its first interrupt masks it unless the PF
+//! turned auto-masking off (RX_POLLING, refused on a partitioned port).
 //!
 //! **Life cycle.** Creation brings the VF up (DPDK `iavf_init_vf`) and installs its
 //! MAC filter; `configure` checks the limits and maps the mempool; `start`
@@ -562,7 +575,7 @@ impl<B: Bar> Ctrl<B> {
                 if adminq::is_unreadable(arq) {
                     "the device is in a hardware reset"
                 } else {
-                    "the PF disabled the admin queue"
+                    "the admin queue was disabled (a VF reset)"
                 }
             ));
         }

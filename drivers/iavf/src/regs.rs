@@ -62,9 +62,12 @@ pub const AQ_LEN_VFE: u32 = 1 << 28;
 pub const AQ_LEN_OVFL: u32 = 1 << 29;
 /// `*LEN1` bit 30: critical error.
 pub const AQ_LEN_CRIT: u32 = 1 << 30;
-/// `*LEN1` bit 31: queue enabled. The PF clears the ARQ's as the first step of
-/// a VF reset, so `ARQLEN1 & ENABLE == 0` means "a reset happened" (DPDK
-/// `iavf_is_reset`, Linux's reset task).
+/// `*LEN1` bit 31: queue enabled. A VF reset clears the ARQ's: on i40e the
+/// hardware reset does it (the PF writes only `VPGEN_VFRTRIG`,
+/// `i40e_trigger_vf_reset`); ice's PF writes `VF_MBX_ARQLEN` = 0 itself before
+/// it triggers the reset (`ice_sriov_clear_mbx_register`). So `ARQLEN1 &
+/// ENABLE == 0` means "a reset happened" (DPDK `iavf_is_reset`, Linux's reset
+/// task), and on ice `VFGEN_RSTAT` may still read VFACTIVE for a while then.
 pub const AQ_LEN_ENABLE: u32 = 1 << 31;
 
 /// `VFGEN_RSTAT` state field mask.
@@ -75,7 +78,8 @@ pub const RSTAT_MASK: u32 = 0x3;
 pub enum ResetState {
     /// 0: `VFR_INPROGRESS`, the PF is resetting the VF.
     InProgress,
-    /// 1: `VFR_COMPLETED`, the hardware reset is done.
+    /// 1: `VFR_COMPLETED`, the hardware reset is done (Linux 6.12's i40e and
+    /// ice never write it: they go from in progress to VFACTIVE).
     Completed,
     /// 2: `VFR_VFACTIVE`, the PF has set the VF up again.
     Active,
@@ -94,9 +98,11 @@ impl ResetState {
         }
     }
 
-    /// Whether the VF may (re)initialise its admin queue: DPDK's
-    /// `iavf_check_vf_reset_done` and Linux's reset task accept COMPLETED and
-    /// VFACTIVE alike.
+    /// Whether the VF may (re)initialise its admin queue: COMPLETED or
+    /// VFACTIVE, as DPDK's `iavf_check_vf_reset_done` and Linux's start-up
+    /// check (`iavf_check_reset_complete`) accept. Linux's reset task waits for
+    /// VFACTIVE only, after sleeping 10 ms first; the driver's recovery first
+    /// lets a stale VFACTIVE go (`Vf::wait_reset_started`).
     pub fn is_done(self) -> bool {
         matches!(self, ResetState::Completed | ResetState::Active)
     }

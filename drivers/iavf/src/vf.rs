@@ -165,7 +165,8 @@ impl Vf {
         Ok(self.wait_reset_detected(bar))
     }
 
-    /// Wait until the PF disabled our ARQ, its first step of a VF reset;
+    /// Wait until a VF reset shows: our ARQ disabled (by the hardware reset on
+    /// i40e, by the PF first on ice) or `VFGEN_RSTAT` out of the done states;
     /// true if it did within the detection timeout.
     pub fn wait_reset_detected<B: Bar>(&self, bar: &B) -> bool {
         poll_until(self.timeouts.reset_detect, Duration::from_millis(5), || {
