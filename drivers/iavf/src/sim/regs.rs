@@ -203,14 +203,20 @@ impl Regs {
             self.dropped_writes.fetch_add(1, Ordering::Relaxed);
             return;
         }
+        // The doorbells first: the data path writes nothing else.
+        if offset < reg::QTX_TAIL_BASE + reg::TAIL_SPAN {
+            self.words[offset / 4].store(value, Ordering::Release);
+            self.waker.wake();
+            return;
+        }
+        if offset < reg::RX_TAIL_END {
+            self.words[offset / 4].store(value, Ordering::Release);
+            return;
+        }
         match offset {
             // Owned by the device: status and read-to-clear cause registers.
             reg::VFGEN_RSTAT | reg::VFINT_ICR01 => {}
             reg::VF_ATQT1 => {
-                self.words[offset / 4].store(value, Ordering::Release);
-                self.waker.wake();
-            }
-            o if o < reg::QTX_TAIL_BASE + reg::TAIL_SPAN => {
                 self.words[offset / 4].store(value, Ordering::Release);
                 self.waker.wake();
             }

@@ -33,6 +33,9 @@ pub mod reg {
     pub const TAIL_SPAN: usize = 0x2000;
     /// Tail value mask.
     pub const TAIL_MASK: u32 = 0x1FFF;
+    /// One past the Rx tail registers the model decodes (the ITR registers
+    /// start here).
+    pub const RX_TAIL_END: usize = 0x2800;
 
     /// ITR `i` (0..2) of vector `v` (0..15).
     pub const fn vfint_itrn1(i: usize, v: usize) -> usize {
