@@ -467,9 +467,11 @@ fn reset_vf_message() {
     });
     assert_eq!(rig.vf.stats().arq_posted, posted);
     rig.until("reset done", || rig.bar.read32(r::RSTAT) & 3 == 2);
-    // Everything but the default MAC and broadcast filters is gone.
-    let st = rig.vf.status();
-    assert_eq!(st.mac_filters, vec![MacAddr(VF_MAC), MacAddr::BROADCAST]);
+    // Everything but the default MAC and broadcast filters is gone (the
+    // status is published at the end of the step that wrote VFACTIVE).
+    rig.until("the filters reset", || {
+        rig.vf.status().mac_filters == vec![MacAddr(VF_MAC), MacAddr::BROADCAST]
+    });
     rig.init_aq();
     rig.bring_up(cap::L2);
     assert_eq!(rig.vf.stats().resets, 1);

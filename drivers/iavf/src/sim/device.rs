@@ -439,10 +439,13 @@ impl Device {
             }
             Phase::Completed { until } if now >= until => {
                 // i40e_cleanup_reset_vf: free and re-create the VF's resources
-                // (the VF may configure again), then report VFACTIVE.
+                // (the VF may configure again), then report VFACTIVE — with
+                // `SimVf::status()` showing the new state before the register
+                // does, as for a message on the ARQ.
                 self.allocate_resources();
-                self.sh.regs.set(reg::VFGEN_RSTAT, vfr::VFACTIVE);
                 self.phase = Phase::Active;
+                self.publish_status();
+                self.sh.regs.set(reg::VFGEN_RSTAT, vfr::VFACTIVE);
                 self.dirty = true;
                 1
             }
