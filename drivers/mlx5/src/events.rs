@@ -1,10 +1,22 @@
 //! The device's asynchronous events, watched by a thread per port: a device
-//! removed or in a fatal error (IBV_EVENT_DEVICE_FATAL, or the event queue
-//! closing with EIO once the device is disassociated) is reported at once
-//! and marks the port dead, as DPDK's mlx5 turns it into a removal event
-//! (`linux/mlx5_ethdev_os.c` mlx5_dev_interrupt_handler). Other events are
-//! logged. The library is loaded with RDMAV_ALLOW_DISASSOC_DESTROY=1, so the
-//! queues of a removed device are torn down without leaking.
+//! removed or in a fatal error is reported once and marks the port dead, as
+//! DPDK's mlx5 turns it into a removal event (`linux/mlx5_ethdev_os.c`
+//! mlx5_dev_interrupt_handler). Other events are logged. The library is
+//! loaded with RDMAV_ALLOW_DISASSOC_DESTROY=1, so the queues of a removed
+//! device are torn down without leaking.
+//!
+//! The kernel says a device is gone in three ways (Linux
+//! `drivers/infiniband/core/`, lines of 6.12): IBV_EVENT_DEVICE_FATAL, queued
+//! on removal (`uverbs_std_types_async_fd.c:30-31`); on kernels that also
+//! close the event queue then (before 5.6: 4.19, 5.4), a read of the closed,
+//! empty queue failing with EIO (`uverbs_main.c:237-241`), and `poll`
+//! reporting POLLERR (`uverbs_main.c:311-314`). Kernels without commit 62fab312fa16 (June 2023)
+//! check O_NONBLOCK before the closed queue and fail that read with EAGAIN,
+//! as if no event had come: on those only POLLERR tells, so POLLERR or POLLHUP
+//! on the descriptor ends the watch as a removal does. Reading on would spin
+//! a core, poll and read returning at once forever, and if the DEVICE_FATAL
+//! event was lost (its allocation can fail, `uverbs_main.c:420-424`) the port
+//! would never learn that its device went.
 #![deny(unsafe_code)]
 
 use std::sync::Arc;
@@ -77,23 +89,34 @@ fn watch(ctx: &Context, name: &str, fatal: &AtomicBool, stop: &AtomicBool) {
                 return;
             }
         }
+        // The events first: the kernel reports POLLERR only once the closed
+        // queue is empty, and DEVICE_FATAL says more than POLLERR.
         loop {
             match ctx.next_async_event() {
                 Ok(None) => break,
                 Ok(Some(ev)) => report(name, ev.kind, ev.port, fatal),
-                Err(e) => {
-                    // The event queue closed: the device is gone.
-                    if !fatal.swap(true, Ordering::Relaxed) {
-                        log::error!(
-                            "{name}: the RDMA device went away (its event queue closed: {e}); the \
-                             port's queues are dead: stop the port and open it again once the \
-                             device is back"
-                        );
-                    }
-                    return;
-                }
+                Err(e) => return gone(name, &format!("its event queue closed: {e}"), fatal),
             }
         }
+        let revents = fds[0].revents();
+        if revents.intersects(PollFlags::ERR | PollFlags::HUP) {
+            return gone(
+                name,
+                &format!("its event queue closed: poll says {revents:?}"),
+                fatal,
+            );
+        }
+    }
+}
+
+/// The event queue closed: the device is gone. Said once (DEVICE_FATAL may
+/// have said it already); the watch ends, there is nothing more to read.
+fn gone(name: &str, how: &str, fatal: &AtomicBool) {
+    if !fatal.swap(true, Ordering::Relaxed) {
+        log::error!(
+            "{name}: the RDMA device went away ({how}); the port's queues are dead: stop the \
+             port and open it again once the device is back"
+        );
     }
 }
 

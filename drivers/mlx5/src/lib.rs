@@ -86,8 +86,9 @@
 //!   (local QP operation, protection, flush) reset the queue. A configuration
 //!   whose mbufs are smaller than the frames that can arrive (the MTU, or a
 //!   VF's PF's MTU, plus 18) is refused with the `--mbuf-size` to use.
-//! - Device removal (IBV_EVENT_DEVICE_FATAL) is watched by a thread per port
-//!   and reported; the library is loaded with RDMAV_ALLOW_DISASSOC_DESTROY=1.
+//! - Device removal (IBV_EVENT_DEVICE_FATAL, or the event queue closed: EIO,
+//!   POLLERR/POLLHUP) is watched by a thread per port and reported once; the
+//!   library is loaded with RDMAV_ALLOW_DISASSOC_DESTROY=1.
 //! - Counters per queue; `xstats` adds per-queue error counters, the RDMA
 //!   port's `hw_counters` (`out_of_buffer` is `imissed`; it counts the drops
 //!   of every verbs receive queue of the function, other programs' too), and

@@ -27,13 +27,19 @@ const EXTRA_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x09];
 const BDF: &str = "0000:03:00.0";
 
 fn tree() -> TempRoot {
+    tree_of("mlx5_0")
+}
+
+/// The fake tree with the mlx5 function's RDMA device named `ibdev` (a test
+/// whose log lines must not mix with another's gives its NIC its own name).
+fn tree_of(ibdev: &str) -> TempRoot {
     let t = TempRoot::new("port");
     add_function(
         &t.0,
         BDF,
         sysfs::MELLANOX_VENDOR,
         sysfs::MLX5_DRIVER,
-        Some("mlx5_0"),
+        Some(ibdev),
         Some(("fake0", "02:00:00:00:00:01")),
     );
     add_function(
@@ -87,7 +93,7 @@ impl Bench {
         desc: u16,
         pool_size: u32,
     ) -> Bench {
-        let root = tree();
+        let root = tree_of(&cfg.ibdev);
         let nic = Nic::new(cfg);
         let mut port = open_fake(&nic, &root.0, spec, 3).unwrap_or_else(|e| panic!("{spec}: {e}"));
         let pool = pool(pool_size);
@@ -1422,7 +1428,10 @@ fn device_removal_is_seen_and_reported() {
     }
     assert!(b.port.device_gone(), "the watcher saw DEVICE_FATAL");
     assert_eq!(b.nic.pending_async_events(), 0, "every event was read");
-    let reports = test_log::containing(log::Level::Error, "IBV_EVENT_DEVICE_FATAL");
+    let reports: Vec<String> = test_log::containing(log::Level::Error, "IBV_EVENT_DEVICE_FATAL")
+        .into_iter()
+        .filter(|m| m.starts_with("mlx5_0:"))
+        .collect();
     assert_eq!(reports.len(), 1, "reported once: {reports:?}");
     assert!(
         reports[0].starts_with("mlx5_0: the device was removed")
@@ -1442,6 +1451,80 @@ fn device_removal_is_seen_and_reported() {
 /// Set in the child process of
 /// `the_library_is_loaded_with_disassociated_destroy_allowed`.
 const CHILD: &str = "NICPOLL_MLX5_TEST_CHILD";
+
+/// A removed device whose kernel closes the event queue: POLLERR from then
+/// on, and a read that fails with EIO, or, on kernels without Linux commit
+/// 62fab312fa16, with EAGAIN as if no event had come. Either way the port is
+/// marked gone, said once, and the watcher stops reading: on the EAGAIN
+/// kernels it would otherwise poll and read in a loop, a core at 100 %, and
+/// when the DEVICE_FATAL event was lost never learn that the device went.
+#[test]
+fn a_closed_event_queue_marks_the_port_gone_and_ends_the_watch() {
+    use crate::verbs::fake::EventQueueOnRemoval::{self, *};
+    test_log::start();
+    let cases: [(EventQueueOnRemoval, bool); 5] = [
+        (ClosesReadingEagain, true),
+        (ClosesReadingEagain, false),
+        (Closes, true),
+        (Closes, false),
+        (StaysOpen, true),
+    ];
+    for (n, (kernel, fatal_event)) in cases.into_iter().enumerate() {
+        let case = format!("{kernel:?}, DEVICE_FATAL queued: {fatal_event}");
+        let ibdev = format!("mlx5_{}", 40 + n);
+        let cfg = FakeConfig {
+            ibdev: ibdev.clone(),
+            event_queue_on_removal: kernel,
+            ..FakeConfig::default()
+        };
+        let b = Bench::new(cfg, "net_mlx5,iface=fake0", 1, 1, 32, 1024);
+        assert!(!b.port.device_gone(), "{case}");
+        b.nic.remove_device(fatal_event);
+        let end = Instant::now() + Duration::from_secs(5);
+        while !b.port.device_gone() && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            b.port.device_gone(),
+            "{case}: the port knows the device is gone"
+        );
+        assert_eq!(b.xstat("device_fatal"), 1, "{case}");
+        assert!(!b.port.link().up, "{case}: a gone device has no link");
+        // The watcher reads only when poll says there is something: a closed
+        // queue ends the watch, an open one is polled without reading (the
+        // tick is 100 ms); one that spins reads thousands of times in 100 ms.
+        // Quiet within 5 s (a loaded machine may be slow to get there), then
+        // quiet for good.
+        let quiet_by = Instant::now() + Duration::from_secs(5);
+        let mut reads = b.nic.async_reads();
+        loop {
+            std::thread::sleep(Duration::from_millis(100));
+            let now = b.nic.async_reads();
+            if now == reads {
+                break;
+            }
+            assert!(
+                Instant::now() < quiet_by,
+                "{case}: the watcher reads on after the device went ({now} reads)"
+            );
+            reads = now;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(
+            b.nic.async_reads(),
+            reads,
+            "{case}: the watcher reads on after the device went"
+        );
+        let prefix = format!("{ibdev}: ");
+        let reports: Vec<String> = test_log::containing(log::Level::Error, "")
+            .into_iter()
+            .filter(|m| m.starts_with(&prefix))
+            .collect();
+        assert_eq!(reports.len(), 1, "{case}: said once: {reports:?}");
+        assert!(reports[0].contains("open it again"), "{case}: {reports:?}");
+        b.finish();
+    }
+}
 
 #[test]
 fn the_library_is_loaded_with_disassociated_destroy_allowed() {

@@ -29,7 +29,12 @@
 //! - errors on demand (open, create_qp, create_flow, reg_mr errno, a failing
 //!   send, a failing poll), the kernel's EBUSY when an object is destroyed
 //!   while another still uses it, and object accounting so tests can check
-//!   nothing leaks.
+//!   nothing leaks;
+//! - the asynchronous event queue as the kernel's uverbs keeps it when the
+//!   device is removed ([`Nic::remove_device`], [`EventQueueOnRemoval`]):
+//!   IBV_EVENT_DEVICE_FATAL queued, then, on the kernels that close the queue
+//!   then, `poll` reporting POLLERR once it is empty and a read failing with
+//!   EIO, or with EAGAIN on a kernel without the 2023 fix.
 //!
 //! Deliberately stricter than libmlx5 (to catch driver mistakes, never to
 //! decide what the device does): a post to a send QP not in RTS (or error) is
@@ -90,6 +95,36 @@ pub struct FakeConfig {
     pub rdma_port: Option<u8>,
     /// The provider has thread domains (`ibv_alloc_td`).
     pub thread_domains: bool,
+    /// What the kernel does to the asynchronous event queue when the device
+    /// is removed.
+    pub event_queue_on_removal: EventQueueOnRemoval,
+}
+
+/// What the kernel's uverbs does to a context's asynchronous event queue when
+/// its device is removed (with a driver that disassociates, as mlx5_ib does),
+/// after queueing IBV_EVENT_DEVICE_FATAL. Line numbers are Linux 6.12's
+/// (Debian's linux-source-6.12), `drivers/infiniband/core/`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventQueueOnRemoval {
+    /// Linux 5.7 and later (commit c485b19d52c4): the async event queue is
+    /// closed only when its descriptor is released
+    /// (`uverbs_std_types_async_fd.c:47-55`); removal queues DEVICE_FATAL
+    /// (`uverbs_std_types_async_fd.c:30-31`) and the queue stays open: after
+    /// the event, `poll` reports nothing and a non-blocking read EAGAIN.
+    StaysOpen,
+    /// Kernels before 5.6 (4.19, 5.4) close the queue in
+    /// `ib_uverbs_free_hw_resources` right after queueing DEVICE_FATAL (code
+    /// that commit 3e032c0e92aa removed); once it is empty `poll` reports
+    /// POLLERR (commit eb356e6dc15a, in their stable releases since June
+    /// 2020; `uverbs_main.c:311-314`) and a read fails with EIO even on a
+    /// non-blocking descriptor (commit 62fab312fa16, June 2023;
+    /// `uverbs_main.c:237-245`).
+    Closes,
+    /// As [`Closes`](Self::Closes) on a kernel without commit 62fab312fa16
+    /// (4.19 and 5.4 stable before June 2023): the read of the closed, empty
+    /// queue checks O_NONBLOCK first and fails with EAGAIN, as if no event
+    /// had come yet, while `poll` keeps reporting POLLERR.
+    ClosesReadingEagain,
 }
 
 impl Default for FakeConfig {
@@ -108,6 +143,7 @@ impl Default for FakeConfig {
             vf_trusted: None,
             rdma_port: None,
             thread_domains: true,
+            event_queue_on_removal: EventQueueOnRemoval::StaysOpen,
         }
     }
 }
@@ -255,9 +291,15 @@ struct State {
     /// The next `ibv_start_poll` fails as libmlx5's does on a CQE it cannot
     /// parse (CQ_POLL_ERR, `cq.c:52`, passed on by `cq.c:1100-1173` mlx5_start_poll).
     fail_next_poll: bool,
-    /// Pending async events and the eventfd that signals them.
+    /// Pending async events and the eventfd that signals them (one count
+    /// per event); once the queue is closed and empty, the descriptor polls
+    /// as POLLERR ([`State::close_drained_event_queue`]).
     async_events: VecDeque<u32>,
-    async_fd: Option<Arc<std::os::fd::OwnedFd>>,
+    async_fd: Option<std::os::fd::OwnedFd>,
+    /// The device was removed and the kernel closed the event queue.
+    event_queue_closed: bool,
+    /// `ibv_get_async_event` calls (a watcher that spins makes many).
+    async_reads: u64,
     promisc_log: Vec<(u32, bool)>,
     ebusy: u32,
     sq_overflows: u32,
@@ -329,6 +371,23 @@ impl State {
             }
             _ => {}
         }
+    }
+
+    /// Once the closed event queue holds no more events, make its descriptor
+    /// poll as the kernel's does (POLLERR, no POLLIN): the descriptor number
+    /// the context hands out now refers to the write end of a pipe whose read
+    /// end is closed, which Linux polls as EPOLLERR (`fs/pipe.c:693-702`).
+    fn close_drained_event_queue(&mut self) {
+        if !self.event_queue_closed || !self.async_events.is_empty() {
+            return;
+        }
+        let Some(fd) = self.async_fd.as_mut() else {
+            return;
+        };
+        let (read_end, write_end) =
+            rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).expect("pipe");
+        drop(read_end);
+        rustix::io::dup2(&write_end, fd).expect("dup2 over the event descriptor");
     }
 
     fn mr_ok(&self, sge: &IbvSge) -> bool {
@@ -601,13 +660,39 @@ impl Nic {
         self.st().mrs.len()
     }
 
-    /// Raise an async event (IBV_EVENT_*) on the open contexts.
+    /// Raise an async event (IBV_EVENT_*) on the open contexts. A closed
+    /// queue takes no more events (`uverbs_main.c:414-417`).
     pub fn async_event(&self, kind: u32) {
         let mut st = self.st();
+        if st.event_queue_closed {
+            return;
+        }
         st.async_events.push_back(kind);
         if let Some(fd) = &st.async_fd {
-            let _ = rustix::io::write(fd.as_ref(), &1u64.to_ne_bytes());
+            let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
         }
+    }
+
+    /// Remove the device, as the kernel's uverbs does to an open context
+    /// (`uverbs_main.c:1221-1249` ib_uverbs_free_hw_resources): queue
+    /// IBV_EVENT_DEVICE_FATAL, unless `fatal_event` is false (the event's
+    /// allocation failed, `uverbs_main.c:420-424`: then nothing but a closed
+    /// queue tells), then do to the queue what the configured kernel does
+    /// ([`EventQueueOnRemoval`]).
+    pub fn remove_device(&self, fatal_event: bool) {
+        if fatal_event {
+            self.async_event(IBV_EVENT_DEVICE_FATAL);
+        }
+        let mut st = self.st();
+        if self.cfg.event_queue_on_removal != EventQueueOnRemoval::StaysOpen {
+            st.event_queue_closed = true;
+            st.close_drained_event_queue();
+        }
+    }
+
+    /// `ibv_get_async_event` calls so far.
+    pub fn async_reads(&self) -> u64 {
+        self.st().async_reads
     }
 
     /// Async events raised and not yet read.
@@ -911,11 +996,10 @@ unsafe extern "C" fn f_open_device(dev: *mut IbvDevice) -> *mut IbvContext {
             | rustix::event::EventfdFlags::NONBLOCK
             | rustix::event::EventfdFlags::CLOEXEC,
     )
-    .map(Arc::new)
     .ok();
     v.context.async_fd = efd
         .as_ref()
-        .map(|f| std::os::fd::AsRawFd::as_raw_fd(f.as_ref()))
+        .map(std::os::fd::AsRawFd::as_raw_fd)
         .unwrap_or(-1);
     nic.st().async_fd = efd;
     if nic.cfg.extended {
@@ -1585,14 +1669,27 @@ unsafe extern "C" fn f_get_async_event(ctx: *mut IbvContext, ev: *mut IbvAsyncEv
     // SAFETY: ctx is ours.
     let nic = unsafe { nic_of(ctx) };
     let mut st = nic.st();
+    st.async_reads += 1;
+    // libibverbs reads the descriptor and passes read(2)'s errno on
+    // (`libibverbs/device.c` ibv_get_async_event); the kernel answers an
+    // empty queue as `uverbs_main.c:237-245` does, or did before 62fab312fa16.
     let Some(kind) = st.async_events.pop_front() else {
-        set_errno(libc::EAGAIN);
+        let closed_errno = match nic.cfg.event_queue_on_removal {
+            EventQueueOnRemoval::Closes => libc::EIO,
+            _ => libc::EAGAIN,
+        };
+        set_errno(if st.event_queue_closed {
+            closed_errno
+        } else {
+            libc::EAGAIN
+        });
         return -1;
     };
     if let Some(fd) = &st.async_fd {
         let mut b = [0u8; 8];
-        let _ = rustix::io::read(fd.as_ref(), &mut b);
+        let _ = rustix::io::read(fd, &mut b);
     }
+    st.close_drained_event_queue();
     // SAFETY: ev is the caller's out-struct.
     unsafe {
         (*ev).event_type = kind;
