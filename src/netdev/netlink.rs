@@ -3,7 +3,8 @@
 //! ([`Socket`]: rtnetlink, RDMA netlink, ...) and read the reply, dumps
 //! included ([`Socket::exchange`]; [`route`] and [`request_ack`] for one
 //! rtnetlink request), and read what the kernel says ([`messages`],
-//! attributes, errors with their extended-ack text).
+//! attributes, errors with their extended-ack text, on any message of a
+//! reply with [`Message::check`]).
 //!
 //! Layouts from Linux's `include/uapi/linux/netlink.h` (`struct nlmsghdr`,
 //! `struct nlattr`, `struct nlmsgerr`) and `include/uapi/linux/rtnetlink.h`
@@ -222,6 +223,20 @@ pub struct Message<'a> {
     pub payload: &'a [u8],
     /// The whole message, header included.
     pub whole: &'a [u8],
+}
+
+impl Message<'_> {
+    /// The error this message carries if it is an `NLMSG_ERROR` (with the
+    /// kernel's extended-ack text when there is one); `Ok(())` for an
+    /// acknowledgement and for every other message. A dump can end in an
+    /// error after its data (or be one error): check each message.
+    pub fn check(&self) -> io::Result<()> {
+        if self.ty == NLMSG_ERROR {
+            check_error(self.whole, self.flags)
+        } else {
+            Ok(())
+        }
+    }
 }
 
 /// Walk the messages of a reply (several in a dump). Stops at the first
@@ -451,10 +466,43 @@ mod tests {
         // An ack.
         e[16..20].copy_from_slice(&0i32.to_ne_bytes());
         assert!(first_message(&e).is_ok());
-        // Garbage does not panic.
+        // Garbage does not panic, and a reply cut short is an error.
         for cut in 0..e.len() {
             let _ = first_message(&e[..cut]);
+            for m in messages(&e[..cut]) {
+                let _ = m.check();
+            }
         }
+        assert!(first_message(&e[..8]).is_err(), "shorter than a header");
+        assert!(first_message(&e[..18]).is_err(), "no room for the errno");
+        // Without extended-ack attributes the errno is the OS error itself.
+        let plain = Request::new(NLMSG_ERROR, 0)
+            .body(&(-libc::EPERM).to_ne_bytes())
+            .body(&[0; 16])
+            .finish();
+        let err = first_message(&plain).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EPERM));
+        let m = messages(&plain).next().unwrap();
+        assert_eq!(m.check().unwrap_err().raw_os_error(), Some(libc::EPERM));
+    }
+
+    /// An error after data in one reply, as a dump that fails part way ends:
+    /// [`Message::check`] finds it on whichever message it is.
+    #[test]
+    fn each_message_of_a_reply_is_checked() {
+        let mut reply = Request::new(RTM_NEWLINK, NLM_F_MULTI)
+            .body(&[0; IFINFOMSG_LEN])
+            .finish();
+        reply.extend(
+            Request::new(NLMSG_ERROR, 0)
+                .body(&(-libc::EMSGSIZE).to_ne_bytes())
+                .body(&[0; 16])
+                .finish(),
+        );
+        let results: Vec<Option<i32>> = messages(&reply)
+            .map(|m| m.check().err().map(|e| errno(&e).unwrap()))
+            .collect();
+        assert_eq!(results, vec![None, Some(libc::EMSGSIZE)]);
     }
 
     /// The layouts against libc's `ifinfomsg` and `ndmsg` and the constants
@@ -550,6 +598,11 @@ mod tests {
         let missing = route(&Request::link(RTM_GETLINK, 0, u32::MAX >> 1, 0, 0).finish()).unwrap();
         let e = first_message(&missing).unwrap_err();
         assert_eq!(errno(&e), Some(libc::ENODEV), "{e}");
+        let checked: Vec<_> = messages(&missing).map(|m| m.check()).collect();
+        assert_eq!(checked.len(), 1);
+        let e = checked[0].as_ref().unwrap_err();
+        assert_eq!(errno(e), Some(libc::ENODEV), "{e}");
+        assert!(messages(&reply).all(|m| m.check().is_ok()));
     }
 
     /// A dump of every link, over several datagrams if need be, ends with
@@ -580,6 +633,10 @@ mod tests {
         let reply = sock.exchange(&dump).unwrap();
         let after = sys();
         assert_eq!(messages(&reply).last().map(|m| m.ty), Some(NLMSG_DONE));
+        for m in messages(&reply) {
+            m.check()
+                .unwrap_or_else(|e| panic!("message type {}: {e}", m.ty));
+        }
         let names = names_in(&reply);
         assert!(names.iter().any(|n| n == "lo"), "{names:?}");
         assert!(
