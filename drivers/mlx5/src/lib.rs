@@ -103,7 +103,7 @@
 //! FFI folder `verbs/` (dlopen, struct mirrors, calls through function
 //! pointers, and the safe owners of the buffers posted to the device; with
 //! its test-only fake NIC `verbs::fake`). The datapath and the netlink
-//! requests (rustix) are safe code. Every `unsafe` block has a `// SAFETY:`
+//! requests (the core's `nicpoll::netdev::netlink`) are safe code. Every `unsafe` block has a `// SAFETY:`
 //! comment.
 //!
 //! # Hardware test
@@ -805,7 +805,7 @@ impl Mlx5Port {
         for m in extra {
             match self.kernel.fdb(ifindex, m.0, true) {
                 Ok(()) => started.fdb_added.push(m.0),
-                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(e) if nicpoll::netdev::netlink::errno(&e) == Some(libc::EEXIST) => {}
                 Err(e) => log::warn!(
                     "{}: cannot add {m} to the FDB of {} ({e}): frames to it may not reach this \
                      function; grant CAP_NET_ADMIN, or run `bridge fdb add {m} dev {} self`",

@@ -17,7 +17,7 @@ use crate::c_program::CProgram;
 fn constants() -> Vec<(&'static str, i64)> {
     vec![
         // RDMA netlink: the IB port of an interface.
-        ("NETLINK_RDMA", netlink::RDMA.as_raw().get() as i64),
+        ("NETLINK_RDMA", NETLINK_RDMA as i64),
         ("RDMA_NL_NLDEV", RDMA_NL_NLDEV as i64),
         ("RDMA_NLDEV_CMD_GET", RDMA_NLDEV_CMD_GET as i64),
         ("RDMA_NLDEV_CMD_PORT_GET", RDMA_NLDEV_CMD_PORT_GET as i64),
