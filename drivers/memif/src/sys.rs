@@ -1,0 +1,566 @@
+//! The driver's unsafe code: shared-memory mappings (memfd, mmap, munmap), the
+//! memif ring header and descriptors in memory the peer writes, and bounded
+//! copies between that memory and mbufs.
+//!
+//! Memory shared with the peer is never behind a Rust reference: ring indices
+//! are read and written through `AtomicU16::from_ptr` (an `UnsafeCell`-based
+//! atomic, made for memory other agents write), the ring flags and the
+//! descriptors with `read_volatile`/`write_volatile`, and packet bytes are
+//! copied with raw-pointer copies after a bounds check against the region the
+//! peer declared. Whatever the peer writes there, nothing here reads or writes
+//! outside a mapping, and no value read from it is used as an address before
+//! it has been checked against the region it points into.
+//!
+//! Ring layout (`memif_ring_t`, DPDK drivers/net/memif/memif.h:167-177 and
+//! libmemif memif.h:165-176, 64-byte cache lines): the cookie (u32) at 0,
+//! flags (u16) at 4, head (u16) at 6, tail (u16) at 64, and the descriptors
+//! from 128. A descriptor (`memif_desc_t`, memif.h:155-162) is 16 bytes: flags
+//! u16, region u16, length u32, offset u32, metadata u32.
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::ptr::{self, NonNull};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, Ordering};
+
+use nicpoll::mempool::Mempool;
+use rustix::fs::{MemfdFlags, SealFlags};
+use rustix::mm::{MapFlags, ProtFlags};
+
+#[cfg(not(target_endian = "little"))]
+compile_error!("the memif wire format is little-endian; this driver reads it natively");
+
+/// Bytes of the ring header before the first descriptor.
+pub const RING_HEADER_SIZE: usize = 128;
+/// Bytes per descriptor.
+pub const DESC_SIZE: usize = 16;
+const RING_FLAGS_OFFSET: usize = 4;
+const RING_HEAD_OFFSET: usize = 6;
+const RING_TAIL_OFFSET: usize = 64;
+/// `MEMIF_RING_FLAG_MASK_INT` (memif.h:171): the receiver polls and wants no
+/// interrupt.
+pub const RING_FLAG_MASK_INT: u16 = 1;
+/// `MEMIF_DESC_FLAG_NEXT` (memif.h:157): the frame goes on in the next slot.
+pub const DESC_FLAG_NEXT: u16 = 1;
+
+/// A read-write shared mapping of a file (a memfd or a hugetlbfs file),
+/// unmapped when dropped.
+#[derive(Debug)]
+pub struct Mapping {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is process-wide memory that this value only owns (it
+// unmaps it once, in Drop); it hands out raw addresses, never references, and
+// every access through them is volatile, atomic or a bounded raw copy whose
+// synchronization the memif protocol (head/tail acquire/release) provides.
+unsafe impl Send for Mapping {}
+// SAFETY: as above; `&self` methods only read the immutable pointer and length.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// A new memfd of `len` bytes (sealed against shrinking, as DPDK's regions:
+    /// rte_eth_memif.c:965-976, so the peer cannot fault on a page we cut
+    /// away), mapped read-write. Returns the mapping and the fd to send.
+    pub fn new_memfd(name: &str, len: usize) -> io::Result<(Mapping, OwnedFd)> {
+        let fd = rustix::fs::memfd_create(name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
+        rustix::fs::ftruncate(&fd, len as u64)?;
+        rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK)?;
+        let m = Mapping::map(&fd, len)?;
+        Ok((m, fd))
+    }
+
+    /// Map `len` bytes of a file the peer sent. Refused when the file is
+    /// shorter than `len`: touching a page past its end would be SIGBUS.
+    pub fn map_peer(fd: &OwnedFd, len: u64) -> io::Result<Mapping> {
+        let st = rustix::fs::fstat(fd)?;
+        let size = u64::try_from(st.st_size).unwrap_or(0);
+        if size < len {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the region is {len} bytes but its file only {size}"),
+            ));
+        }
+        let len = usize::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+        Mapping::map(fd, len)
+    }
+
+    fn map(fd: &OwnedFd, len: usize) -> io::Result<Mapping> {
+        if len == 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty region"));
+        }
+        // SAFETY: no fixed address is asked for, so the kernel picks an unused
+        // range that overlaps nothing Rust owns; the fd is open and borrowed for
+        // the call only (the mapping keeps the file alive by itself).
+        let p = unsafe {
+            rustix::mm::mmap(
+                ptr::null_mut(),
+                len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED,
+                fd.as_fd(),
+                0,
+            )
+        }?;
+        let ptr = NonNull::new(p.cast()).ok_or_else(|| io::Error::other("mmap returned 0"))?;
+        Ok(Mapping { ptr, len })
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Never true: an empty mapping is refused at creation.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: exactly the range mmap returned, unmapped once; every RingView
+        // and Region over it holds an Arc to this mapping, so none is left.
+        if let Err(e) = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast(), self.len) } {
+            log::warn!("memif: munmap of a {}-byte region: {e}", self.len);
+        }
+    }
+}
+
+/// What keeps a region's memory mapped while a [`Region`] points into it
+/// (held, never read).
+#[derive(Clone, Debug)]
+#[allow(dead_code)]
+enum Keep {
+    /// A mapping of ours (a memfd we made, or a file the peer sent).
+    Mapping(Arc<Mapping>),
+    /// The memory of a mempool (zero-copy: the mbufs' own memory).
+    Pool(Mempool),
+}
+
+/// One memif region as this process sees it: a base address and a length,
+/// kept mapped by the value itself. Copies in and out are bounds-checked.
+#[derive(Clone, Debug)]
+pub struct Region {
+    base: usize,
+    len: usize,
+    _keep: Keep,
+}
+
+// SAFETY: see Mapping; a pool's region lives as long as the pool handle kept here.
+unsafe impl Send for Region {}
+// SAFETY: as above.
+unsafe impl Sync for Region {}
+
+impl Region {
+    /// A region over a whole mapping.
+    pub fn of_mapping(m: Arc<Mapping>) -> Region {
+        Region {
+            base: m.ptr.as_ptr() as usize,
+            len: m.len,
+            _keep: Keep::Mapping(m),
+        }
+    }
+
+    /// A region over a mempool's memory (every mbuf of the pool lies in it).
+    pub fn of_pool(pool: &Mempool) -> Region {
+        let r = pool.region();
+        Region {
+            base: r.as_ptr() as usize,
+            len: r.len(),
+            _keep: Keep::Pool(pool.clone()),
+        }
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the region has no bytes (never, for a mapped one).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether `len` bytes at `offset` lie inside the region.
+    #[inline(always)]
+    pub fn contains(&self, offset: u32, len: u32) -> bool {
+        offset as u64 + len as u64 <= self.len as u64
+    }
+
+    /// The offset of `[addr, addr + len)` in the region, if it lies inside.
+    #[inline(always)]
+    pub fn offset_of(&self, addr: usize, len: usize) -> Option<u32> {
+        let off = addr.wrapping_sub(self.base);
+        if off <= self.len && len <= self.len - off {
+            u32::try_from(off).ok()
+        } else {
+            None
+        }
+    }
+
+    /// Copy `dst.len()` bytes from `offset`; false (nothing copied) when they
+    /// do not lie inside the region.
+    #[inline(always)]
+    pub fn copy_out(&self, offset: u32, dst: &mut [u8]) -> bool {
+        if !self.contains(offset, dst.len() as u32) || dst.len() > u32::MAX as usize {
+            return false;
+        }
+        // SAFETY: the source range is inside the mapping (checked above) and
+        // the mapping lives as long as `self`; the destination is a slice we
+        // hold exclusively; the two cannot overlap (an mbuf is never inside a
+        // region we copy from, and if the peer aliased it, bytes are bytes).
+        // The peer does not write a buffer between publishing it and our index
+        // release; if it breaks that rule we copy torn bytes, which u8 allows.
+        unsafe {
+            copy_bytes(
+                (self.base + offset as usize) as *const u8,
+                dst.as_mut_ptr(),
+                dst.len(),
+            )
+        };
+        true
+    }
+
+    /// Copy `src` to `offset`; false (nothing copied) when it does not fit.
+    #[inline(always)]
+    pub fn copy_in(&self, offset: u32, src: &[u8]) -> bool {
+        if !self.contains(offset, src.len() as u32) || src.len() > u32::MAX as usize {
+            return false;
+        }
+        // SAFETY: the destination range is inside the mapping (checked above),
+        // which lives as long as `self`; nothing in this process holds a
+        // reference into it; the source is a slice we borrow.
+        unsafe {
+            copy_bytes(
+                src.as_ptr(),
+                (self.base + offset as usize) as *mut u8,
+                src.len(),
+            )
+        };
+        true
+    }
+
+    /// Hint the CPU to fetch the cache line at `offset` (ignored when outside).
+    #[inline(always)]
+    pub fn prefetch(&self, offset: u32) {
+        if (offset as usize) < self.len {
+            prefetch_read(self.base + offset as usize);
+        }
+    }
+}
+
+/// Copy `len` bytes between non-overlapping ranges; frames up to 64 bytes
+/// (the common case) in a few overlapping 16-byte moves instead of a call.
+///
+/// # Safety
+/// `src` is readable and `dst` writable for `len` bytes, and they do not overlap.
+#[inline(always)]
+unsafe fn copy_bytes(src: *const u8, dst: *mut u8, len: usize) {
+    type Chunk = [u8; 16];
+    // SAFETY: in every arm all offsets used are below `len`, reads and writes
+    // are unaligned-tolerant, and the caller guarantees both ranges.
+    unsafe {
+        if (32..=64).contains(&len) {
+            let a = ptr::read_unaligned(src as *const Chunk);
+            let b = ptr::read_unaligned(src.add(16) as *const Chunk);
+            let c = ptr::read_unaligned(src.add(len - 32) as *const Chunk);
+            let d = ptr::read_unaligned(src.add(len - 16) as *const Chunk);
+            ptr::write_unaligned(dst as *mut Chunk, a);
+            ptr::write_unaligned(dst.add(16) as *mut Chunk, b);
+            ptr::write_unaligned(dst.add(len - 32) as *mut Chunk, c);
+            ptr::write_unaligned(dst.add(len - 16) as *mut Chunk, d);
+        } else if (16..32).contains(&len) {
+            let a = ptr::read_unaligned(src as *const Chunk);
+            let b = ptr::read_unaligned(src.add(len - 16) as *const Chunk);
+            ptr::write_unaligned(dst as *mut Chunk, a);
+            ptr::write_unaligned(dst.add(len - 16) as *mut Chunk, b);
+        } else {
+            ptr::copy_nonoverlapping(src, dst, len);
+        }
+    }
+}
+
+/// Prefetch the cache line holding `addr` for reading. A hint: any address,
+/// mapped or not, is allowed.
+#[inline(always)]
+pub fn prefetch_read(addr: usize) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: PREFETCHT0 never faults, whatever the address; SSE is part of
+    // the x86_64 baseline.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(addr as *const i8)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = addr;
+}
+
+/// One descriptor's fields.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Desc {
+    /// [`DESC_FLAG_NEXT`] or 0.
+    pub flags: u16,
+    /// Region index of the buffer.
+    pub region: u16,
+    /// Bytes in the buffer (the frame, or for empty receive slots the room).
+    pub length: u32,
+    /// Offset of the buffer in its region.
+    pub offset: u32,
+}
+
+/// A memif ring inside a region: its header and `1 << log2` descriptors,
+/// checked at construction to lie inside the region, which it keeps mapped.
+#[derive(Clone, Debug)]
+pub struct RingView {
+    hdr: NonNull<u8>,
+    mask: u16,
+    log2: u8,
+    region: Region,
+}
+
+// SAFETY: as Region: the view holds its region alive and accesses the shared
+// memory only atomically or volatilely.
+unsafe impl Send for RingView {}
+// SAFETY: as above.
+unsafe impl Sync for RingView {}
+
+impl RingView {
+    /// The bytes a ring of `1 << log2` slots takes.
+    pub fn bytes(log2: u8) -> usize {
+        RING_HEADER_SIZE + (DESC_SIZE << log2)
+    }
+
+    /// The ring at `offset` in `region`, or None when it would not lie inside
+    /// it, is misaligned (descriptors are read 8 bytes at a time), or has more
+    /// than 2^15 slots (head and tail are 16-bit counters).
+    pub fn new(region: &Region, offset: u32, log2: u8) -> Option<RingView> {
+        if log2 > 15 || !offset.is_multiple_of(16) {
+            return None;
+        }
+        let bytes = RingView::bytes(log2) as u64;
+        if offset as u64 + bytes > region.len as u64 {
+            return None;
+        }
+        let hdr = NonNull::new((region.base + offset as usize) as *mut u8)?;
+        Some(RingView {
+            hdr,
+            mask: ((1u32 << log2) - 1) as u16,
+            log2,
+            region: region.clone(),
+        })
+    }
+
+    /// Slots in the ring.
+    #[inline(always)]
+    pub fn size(&self) -> u16 {
+        // 1 << 15 at most, which fits; mask + 1 would overflow only for 2^16.
+        self.mask.wrapping_add(1)
+    }
+
+    /// Index mask (`size - 1`).
+    #[inline(always)]
+    pub fn mask(&self) -> u16 {
+        self.mask
+    }
+
+    /// log2 of the slot count.
+    pub fn log2(&self) -> u8 {
+        self.log2
+    }
+
+    #[inline(always)]
+    fn index(&self, at: usize) -> &AtomicU16 {
+        // SAFETY: `at` is 6 or 64, inside the 128-byte header, which lies in
+        // the mapping (checked in `new`) kept alive by `self.region`; the
+        // address is 2-aligned (the header is 16-aligned). AtomicU16 is an
+        // UnsafeCell, so the peer writing it concurrently breaks no promise.
+        unsafe { AtomicU16::from_ptr(self.hdr.as_ptr().add(at) as *mut u16) }
+    }
+
+    /// The head index (written by the producer on client-to-server rings, by
+    /// the consumer's refill on server-to-client rings).
+    #[inline(always)]
+    pub fn head(&self, o: Ordering) -> u16 {
+        self.index(RING_HEAD_OFFSET).load(o)
+    }
+
+    /// Store the head index.
+    #[inline(always)]
+    pub fn set_head(&self, v: u16, o: Ordering) {
+        self.index(RING_HEAD_OFFSET).store(v, o)
+    }
+
+    /// The tail index.
+    #[inline(always)]
+    pub fn tail(&self, o: Ordering) -> u16 {
+        self.index(RING_TAIL_OFFSET).load(o)
+    }
+
+    /// Store the tail index.
+    #[inline(always)]
+    pub fn set_tail(&self, v: u16, o: Ordering) {
+        self.index(RING_TAIL_OFFSET).store(v, o)
+    }
+
+    /// The ring flags (the receiver's [`RING_FLAG_MASK_INT`]).
+    #[inline(always)]
+    pub fn flags(&self) -> u16 {
+        // SAFETY: offset 4 of the header, 2-aligned, inside the mapping.
+        unsafe { ptr::read_volatile(self.hdr.as_ptr().add(RING_FLAGS_OFFSET) as *const u16) }
+    }
+
+    /// Write the ring flags.
+    pub fn set_flags(&self, v: u16) {
+        // SAFETY: as in `flags`.
+        unsafe { ptr::write_volatile(self.hdr.as_ptr().add(RING_FLAGS_OFFSET) as *mut u16, v) }
+    }
+
+    /// The cookie.
+    pub fn cookie(&self) -> u32 {
+        // SAFETY: offset 0 of the header, 4-aligned, inside the mapping.
+        unsafe { ptr::read_volatile(self.hdr.as_ptr() as *const u32) }
+    }
+
+    /// Write the cookie.
+    pub fn set_cookie(&self, v: u32) {
+        // SAFETY: as in `cookie`.
+        unsafe { ptr::write_volatile(self.hdr.as_ptr() as *mut u32, v) }
+    }
+
+    #[inline(always)]
+    fn desc_ptr(&self, slot: u16) -> *mut u64 {
+        // SAFETY: `slot & mask` is below the slot count, so the descriptor lies
+        // inside the ring, which lies inside the mapping (checked in `new`).
+        unsafe {
+            self.hdr
+                .as_ptr()
+                .add(RING_HEADER_SIZE + DESC_SIZE * (slot & self.mask) as usize)
+                as *mut u64
+        }
+    }
+
+    /// Read descriptor `slot` (taken modulo the ring size).
+    #[inline(always)]
+    pub fn desc(&self, slot: u16) -> Desc {
+        let p = self.desc_ptr(slot);
+        // SAFETY: `p` points at a 16-byte descriptor inside the mapping,
+        // 16-aligned (the ring offset was checked to be), read as two words.
+        let (w0, w1) = unsafe { (ptr::read_volatile(p), ptr::read_volatile(p.add(1))) };
+        Desc {
+            flags: w0 as u16,
+            region: (w0 >> 16) as u16,
+            length: (w0 >> 32) as u32,
+            offset: w1 as u32,
+        }
+    }
+
+    /// Write descriptor `slot` whole (metadata 0).
+    #[inline(always)]
+    pub fn set_desc(&self, slot: u16, d: Desc) {
+        let p = self.desc_ptr(slot);
+        let w0 = d.flags as u64 | (d.region as u64) << 16 | (d.length as u64) << 32;
+        // SAFETY: as in `desc`.
+        unsafe {
+            ptr::write_volatile(p, w0);
+            ptr::write_volatile(p.add(1), d.offset as u64);
+        }
+    }
+
+    /// Write the flags, region and length of descriptor `slot`, leaving its
+    /// offset (the peer's choice on rings whose buffers it owns).
+    #[inline(always)]
+    pub fn set_desc_head(&self, slot: u16, flags: u16, region: u16, length: u32) {
+        let p = self.desc_ptr(slot);
+        let w0 = flags as u64 | (region as u64) << 16 | (length as u64) << 32;
+        // SAFETY: as in `desc`.
+        unsafe { ptr::write_volatile(p, w0) }
+    }
+
+    /// The region the ring lies in.
+    pub fn region(&self) -> &Region {
+        &self.region
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn region(len: usize) -> Region {
+        let (m, _fd) = Mapping::new_memfd("memif-test", len).unwrap();
+        Region::of_mapping(Arc::new(m))
+    }
+
+    #[test]
+    fn copies_stay_inside_the_region() {
+        let r = region(4096);
+        let data: Vec<u8> = (0..200u8).collect();
+        for len in [0usize, 1, 15, 16, 17, 31, 32, 33, 60, 63, 64, 65, 128, 200] {
+            assert!(r.copy_in(100, &data[..len]));
+            let mut back = vec![0xee; len];
+            assert!(r.copy_out(100, &mut back));
+            assert_eq!(back, &data[..len], "len {len}");
+        }
+        let mut buf = [0u8; 64];
+        assert!(r.copy_out(4096 - 64, &mut buf));
+        assert!(!r.copy_out(4096 - 63, &mut buf), "one byte past the end");
+        assert!(
+            !r.copy_out(u32::MAX, &mut buf),
+            "offset + length overflowing u32"
+        );
+        assert!(!r.copy_in(4090, &buf));
+        assert_eq!(r.offset_of(r.base + 10, 20), Some(10));
+        assert_eq!(r.offset_of(r.base + 4090, 20), None);
+        assert_eq!(r.offset_of(r.base.wrapping_sub(1), 1), None);
+    }
+
+    #[test]
+    fn rings_must_fit_and_be_aligned() {
+        let r = region(RingView::bytes(4) * 2);
+        assert!(RingView::new(&r, 0, 4).is_some());
+        assert!(RingView::new(&r, RingView::bytes(4) as u32, 4).is_some());
+        assert!(RingView::new(&r, RingView::bytes(4) as u32 + 16, 4).is_none());
+        assert!(RingView::new(&r, 8, 4).is_none(), "misaligned");
+        assert!(RingView::new(&r, 0, 16).is_none(), "2^16 slots");
+        let ring = RingView::new(&r, 0, 4).unwrap();
+        assert_eq!(ring.size(), 16);
+        ring.set_desc(
+            3,
+            Desc {
+                flags: 1,
+                region: 2,
+                length: 3,
+                offset: 4,
+            },
+        );
+        assert_eq!(ring.desc(19), ring.desc(3), "slots wrap at the ring size");
+        assert_eq!(ring.desc(3).length, 3);
+        ring.set_desc_head(3, 0, 0, 9);
+        assert_eq!(
+            ring.desc(3),
+            Desc {
+                flags: 0,
+                region: 0,
+                length: 9,
+                offset: 4
+            }
+        );
+        ring.set_head(7, Ordering::Release);
+        ring.set_tail(5, Ordering::Release);
+        ring.set_flags(RING_FLAG_MASK_INT);
+        ring.set_cookie(crate::proto::COOKIE);
+        let mut raw = [0u8; 128];
+        assert!(r.copy_out(0, &mut raw));
+        assert_eq!(&raw[0..8], &[0x20, 0x1f, 0xe3, 0x03, 1, 0, 7, 0]);
+        assert_eq!(&raw[64..66], &[5, 0]);
+    }
+
+    #[test]
+    fn a_short_peer_file_is_refused() {
+        let (_m, fd) = Mapping::new_memfd("memif-short", 4096).unwrap();
+        let e = Mapping::map_peer(&fd, 8192).unwrap_err();
+        assert!(e.to_string().contains("only 4096"), "{e}");
+        assert!(Mapping::map_peer(&fd, 4096).is_ok());
+    }
+}
