@@ -284,9 +284,9 @@ impl Port for MemifPort {
             }
         }
         if u32::from(opts.bsize) > conf.mempool.data_room() as u32 && opts.role == Role::Client {
-            log::warn!(
+            log::info!(
                 "{}: bsize={} is above the {}-byte data room of mempool {}: frames longer than \
-                 the data room are dropped and counted in RX-errors",
+                 the data room are dropped and counted in RX-errors (--mbuf-size raises it)",
                 self.name,
                 opts.bsize,
                 conf.mempool.data_room(),

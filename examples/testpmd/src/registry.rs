@@ -11,6 +11,7 @@ use nicpoll::vfio::VfioContext;
 use nicpoll::{Error, Port, Result};
 use nicpoll_af_packet::AfPacketPort;
 use nicpoll_af_xdp::AfXdpPort;
+use nicpoll_memif::MemifPort;
 use nicpoll_mlx5::Mlx5Port;
 use nicpoll_null::NullPort;
 use nicpoll_pcap::PcapPort;
@@ -29,6 +30,7 @@ pub const VDEV_DRIVERS: &[&str] = &[
     nicpoll_af_xdp::DRIVER,
     nicpoll_tap::DRIVER,
     nicpoll_mlx5::DRIVER,
+    nicpoll_memif::DRIVER,
     crate::iavf_sim::DRIVER,
 ];
 
@@ -168,6 +170,10 @@ pub fn create_ports(
                 id,
             )?))),
             nicpoll_pcap::DRIVER => slots.push(Some(Box::new(PcapPort::from_devargs(
+                &normalized(d, &driver),
+                id,
+            )?))),
+            nicpoll_memif::DRIVER => slots.push(Some(Box::new(MemifPort::from_devargs(
                 &normalized(d, &driver),
                 id,
             )?))),
