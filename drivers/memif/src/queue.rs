@@ -817,21 +817,29 @@ impl MemifTx {
     #[inline(always)]
     fn tx_zero_copy(&mut self, pkts: &mut MbufBatch) -> usize {
         let Some(st) = self.st.as_mut() else { return 0 };
-        let Some(zc) = st.att.zero_copy.clone() else {
+        // Split borrows: the attachment is read, the slots are written.
+        let TxRing {
+            att,
+            next,
+            done: st_done,
+            in_flight,
+        } = st;
+        let st_next = next;
+        let Some(zc) = att.zero_copy.as_ref() else {
             return 0;
         };
-        let ring = &st.att.ring;
+        let ring = &att.ring;
         let mask = ring.mask();
         let tail = ring.tail(Ordering::Acquire);
-        let done = tail.wrapping_sub(st.done);
-        if done > st.next.wrapping_sub(st.done) {
+        let done = tail.wrapping_sub(*st_done);
+        if done > st_next.wrapping_sub(*st_done) {
             self.stats.bad_index.add(1);
             return 0;
         }
         // Give back what the server has read.
-        let mut s = st.done;
+        let mut s = *st_done;
         while s != tail {
-            if let Some(m) = st.in_flight[(s & mask) as usize].take()
+            if let Some(m) = in_flight[(s & mask) as usize].take()
                 && let Err(m) = self.reclaim.push(m)
             {
                 self.reclaim.clear();
@@ -839,11 +847,11 @@ impl MemifTx {
             }
             s = s.wrapping_add(1);
         }
-        st.done = tail;
+        *st_done = tail;
         self.reclaim.clear();
-        let mut free = ring.size() - st.next.wrapping_sub(tail);
+        let mut free = ring.size() - st_next.wrapping_sub(tail);
         let (mut taken, mut sent, mut bytes, mut errors) = (0usize, 0u64, 0u64, 0u64);
-        let mut h = st.next;
+        let mut h = *st_next;
         while free > 0 {
             let Some(m) = pkts.pop_front() else { break };
             let len = m.len();
@@ -884,17 +892,17 @@ impl MemifTx {
                     offset: off,
                 },
             );
-            st.in_flight[(h & mask) as usize] = Some(m);
+            in_flight[(h & mask) as usize] = Some(m);
             h = h.wrapping_add(1);
             free -= 1;
             taken += 1;
             sent += 1;
             bytes += len as u64;
         }
-        if h != st.next {
-            st.next = h;
+        if h != *st_next {
+            *st_next = h;
             ring.set_head(h, Ordering::Release);
-            Self::notify(&st.att, &self.stats);
+            Self::notify(att, &self.stats);
         }
         self.count(sent, bytes, errors);
         taken
