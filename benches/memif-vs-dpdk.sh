@@ -8,7 +8,7 @@
 #
 # Run as root: sudo benches/memif-vs-dpdk.sh
 # Env: REPS(3) WARM(2) MEAS(6) PAIRS("np-np dpdk-dpdk np-dpdk dpdk-np")
-#      MODES("copy zc") THROUGHPUT(1) IPP(1) IPP_SHORT(4) IPP_LONG(10)
+#      MODES("copy zc") THROUGHPUT(1) IPP(1) IPP_SHORT(4) IPP_LONG(10) DRIVER_IPP(1)
 #      DPDK_TESTPMD(dpdk-testpmd) NICPOLL_TESTPMD(target/release/testpmd)
 #      OUT(/tmp/nicpoll-bench/memif-<UTC time>)
 #
@@ -30,12 +30,21 @@
 # the connection (every packet dropped): IPP_tx = (dIr - dDrops * IPP_drop) /
 # dSent. valgrind does not map hugepages well: these runs use --no-huge, and
 # zero copy (which needs the pool in hugepage files) is measured natively only.
+# On a busy machine the native peers lose their CPU for long stretches, and
+# these whole-process figures grow with the empty polls and small bursts that
+# follow; the lead's quiet-machine run is the one to quote.
+#
+# Driver instructions per packet (DRIVER_IPP, nicpoll only, load-independent):
+# drivers/memif/benches/pair_burst.rs runs a connected client and server on
+# one thread under callgrind, 32 frames each way per step, and the inclusive
+# Ir of net_memif's rx_burst and tx_burst is divided by the packets.
 set -u -o pipefail
 export LC_ALL=C
 cd "$(dirname "$0")/.."
 REPS=${REPS:-3}; WARM=${WARM:-2}; MEAS=${MEAS:-6}
 PAIRS=${PAIRS:-"np-np dpdk-dpdk np-dpdk dpdk-np"}; MODES=${MODES:-"copy zc"}
 THROUGHPUT=${THROUGHPUT:-1}; IPP=${IPP:-1}; IPP_SHORT=${IPP_SHORT:-4}; IPP_LONG=${IPP_LONG:-10}
+DRIVER_IPP=${DRIVER_IPP:-1}
 DPDK=${DPDK_TESTPMD:-dpdk-testpmd}; NP=${NICPOLL_TESTPMD:-$PWD/target/release/testpmd}
 OUT=${OUT:-/tmp/nicpoll-bench/memif-$(date -u +%Y%m%dT%H%M%SZ)}
 [[ $(id -u) == 0 ]] || { echo "run as root (hugepages, /run)" >&2; exit 1; }
@@ -240,5 +249,28 @@ if (( IPP )); then
       echo "  $t generator (txonly, client): $(ipp_side $t tx)"
     done
   } | tee -a "$OUT/summary.txt"
+fi
+if (( DRIVER_IPP )); then
+  bench=$(cargo bench -p nicpoll-memif --bench pair_burst --no-run --message-format=json 2>/dev/null \
+    | jq -r 'select(.executable != null and .target.name == "pair_burst") | .executable' | tail -1)
+  if [[ -x ${bench:-} ]]; then
+    cp -f "$bench" "$OUT/bin/pair_burst"
+    {
+      echo "net_memif driver instructions per packet (callgrind, one thread, burst 32, 64-byte frames):"
+      for m in copy zc; do
+        n=20000
+        if [[ $m == zc ]] && (( $(awk '/HugePages_Free/{print $2}' /proc/meminfo) < 8 )); then echo "  $m: no free hugepages"; continue; fi
+        valgrind --tool=callgrind --callgrind-out-file="$OUT/pair-$m.cg" "$OUT/bin/pair_burst" $m $n > "$OUT/logs/pair-$m.log" 2>&1
+        pk=$((n * 64))
+        # Sorted by inclusive cost: the first line naming a burst function is its total.
+        ann=$(callgrind_annotate --inclusive=yes "$OUT/pair-$m.cg" 2>"$OUT/logs/pair-$m.annotate.err")
+        rx=$(grep -F 'Held<nicpoll_memif::queue::MemifRx> as nicpoll::port::RxQueue>::rx_burst' <<< "$ann" | head -1 | awk '{gsub(",","",$1); print $1}')
+        tx=$(grep -F 'Held<nicpoll_memif::queue::MemifTx> as nicpoll::port::TxQueue>::tx_burst' <<< "$ann" | head -1 | awk '{gsub(",","",$1); print $1}')
+        awk -v rx="${rx:-0}" -v tx="${tx:-0}" -v pk=$pk -v m=$m 'BEGIN {printf "  %s: rx_burst %.1f, tx_burst %.1f (mean of the client and the server; mbuf allocation and freeing included)\n", m, rx/pk, tx/pk}'
+      done
+    } | tee -a "$OUT/summary.txt"
+  else
+    log "pair_burst did not build (run from the repository with cargo)"
+  fi
 fi
 log "done: $OUT/summary.txt"

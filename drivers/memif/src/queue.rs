@@ -25,12 +25,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crossbeam_utils::CachePadded;
-use nicpoll::mbuf::{MAX_BURST, Mbuf, MbufBatch};
+use nicpoll::mbuf::{MAX_BURST, Mbuf, MbufBatch, RxHeaderTemplate};
 use nicpoll::mempool::Mempool;
 use nicpoll::port::counters::{Counter, QueueCountersRef};
 use nicpoll::{RxQueue, TxQueue};
 
-use crate::sys::{DESC_FLAG_NEXT, Desc, RING_FLAG_MASK_INT, Region, RingView};
+use crate::sys::{self, DESC_FLAG_NEXT, Desc, RING_FLAG_MASK_INT, Region, RingView};
 
 /// Driver counters of one queue beyond the core's.
 #[derive(Debug, Default)]
@@ -190,17 +190,6 @@ impl QueueLink {
     }
 }
 
-/// Receive scratch entry: region << 48 | length << 32 | offset.
-#[inline(always)]
-fn pack(region: u16, length: u32, offset: u32) -> u64 {
-    (region as u64) << 48 | (length as u64) << 32 | offset as u64
-}
-
-#[inline(always)]
-fn unpack(v: u64) -> (usize, usize, u32) {
-    ((v >> 48) as usize, ((v >> 32) & 0xffff) as usize, v as u32)
-}
-
 /// Which side of the connection a queue is on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Side {
@@ -234,7 +223,7 @@ pub struct MemifRx {
     room: u32,
     counters: QueueCountersRef,
     stats: MemifQueueStatsRef,
-    scratch: Box<[u64]>,
+    tpl: RxHeaderTemplate,
     refill: MbufBatch,
     /// The port shares its pool (zero-copy client).
     pub zero_copy: bool,
@@ -263,7 +252,7 @@ impl MemifRx {
             room,
             counters,
             stats,
-            scratch: vec![0u64; MAX_BURST].into_boxed_slice(),
+            tpl: RxHeaderTemplate::new(port, queue),
             refill: MbufBatch::with_burst(MAX_BURST),
             zero_copy: false,
         }
@@ -378,7 +367,8 @@ impl MemifRx {
         0
     }
 
-    /// Copy mode: validate the published descriptors, then allocate and copy.
+    /// Copy mode: one pass, allocating a burst of mbufs up front and copying
+    /// each published frame that passes the checks into the next of them.
     #[inline(always)]
     fn rx_copy(&mut self, out: &mut MbufBatch) -> usize {
         let side = self.side;
@@ -399,48 +389,52 @@ impl MemifRx {
             self.stats.bad_index.add(1);
             return 0;
         }
-        let spare = out.spare().min(self.scratch.len());
-        let regions = &*st.att.regions;
-        let (mut i, mut good, mut bad, mut chained) = (0u16, 0usize, 0u64, 0u64);
-        let mut in_chain = st.in_chain;
-        while i < avail && good < spare {
-            let d = ring.desc(st.cur.wrapping_add(i));
-            i += 1;
-            if in_chain {
-                in_chain = d.flags & DESC_FLAG_NEXT != 0;
-                continue;
-            }
-            if d.flags & DESC_FLAG_NEXT != 0 {
-                chained += 1;
-                in_chain = true;
-                continue;
-            }
-            match regions.get(d.region as usize) {
-                Some(r) if d.length <= self.room && r.contains(d.offset, d.length) => {
-                    r.prefetch(d.offset);
-                    self.scratch[good] = pack(d.region, d.length, d.offset);
-                    good += 1;
-                }
-                _ => bad += 1,
-            }
+        let n = (avail as usize).min(out.spare());
+        if n == 0 {
+            return 0;
         }
-        if good > 0 {
-            if !self.pool.alloc_bulk_rx(out, good, 0, self.port, self.queue) {
-                // Nothing consumed: the frames wait in the ring.
-                self.counters.rx_nombuf.add(good as u64);
-                return 0;
+        let regions = &*st.att.regions;
+        let room = self.room;
+        let cur = st.cur;
+        let (mut i, mut bad, mut chained, mut bytes) = (0u16, 0u64, 0u64, 0u64);
+        let mut in_chain = st.in_chain;
+        let got = sys::rx_fill(&self.pool, out, n, &self.tpl, |m| {
+            while i < avail {
+                // Warm the buffer a few frames ahead (in region 0, where a
+                // copy-mode client keeps every buffer; a miss is harmless).
+                if i + 4 < avail {
+                    regions[0].prefetch(ring.desc_offset(cur.wrapping_add(i + 4)));
+                }
+                let d = ring.desc(cur.wrapping_add(i));
+                i += 1;
+                if in_chain {
+                    in_chain = d.flags & DESC_FLAG_NEXT != 0;
+                    continue;
+                }
+                if d.flags & DESC_FLAG_NEXT != 0 {
+                    chained += 1;
+                    in_chain = true;
+                    continue;
+                }
+                if let Some(r) = regions.get(d.region as usize)
+                    && d.length <= room
+                    && m.set_len(d.length as usize)
+                    && r.copy_out(d.offset, m.data_mut())
+                {
+                    bytes += d.length as u64;
+                    return true;
+                }
+                bad += 1;
             }
-            let first = out.len() - good;
-            let ms = &mut out.as_mut_slice()[first..];
-            let mut bytes = 0u64;
-            for (m, &e) in ms.iter_mut().zip(self.scratch[..good].iter()) {
-                let (r, len, off) = unpack(e);
-                // len <= room (checked above), so both always succeed.
-                m.set_len(len);
-                regions[r].copy_out(off, m.data_mut());
-                bytes += len as u64;
-            }
-            self.counters.rx_packets.add(good as u64);
+            false
+        });
+        let Some(got) = got else {
+            // Nothing consumed: the frames wait in the ring.
+            self.counters.rx_nombuf.add(n as u64);
+            return 0;
+        };
+        if got > 0 {
+            self.counters.rx_packets.add(got as u64);
             self.counters.rx_bytes.add(bytes);
         }
         if bad + chained > 0 {
@@ -449,12 +443,12 @@ impl MemifRx {
             self.stats.chained_dropped.add(chained);
         }
         st.in_chain = in_chain;
-        st.cur = st.cur.wrapping_add(i);
+        st.cur = cur.wrapping_add(i);
         match side {
             Side::Server => ring.set_tail(st.cur, Ordering::Release),
             Side::Client => Self::repost_copy(st),
         }
-        good
+        got
     }
 
     /// Zero-copy client: the frames are already in the mbufs we posted.

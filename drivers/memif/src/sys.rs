@@ -18,11 +18,13 @@
 //! u16, region u16, length u32, offset u32, metadata u32.
 
 use std::io;
+use std::mem::ManuallyDrop;
 use std::os::fd::{AsFd, OwnedFd};
 use std::ptr::{self, NonNull};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
 
+use nicpoll::mbuf::{Mbuf, MbufBatch, MbufHeader, RxHeaderTemplate};
 use nicpoll::mempool::Mempool;
 use rustix::fs::{MemfdFlags, SealFlags};
 use rustix::mm::{MapFlags, ProtFlags};
@@ -34,6 +36,7 @@ compile_error!("the memif wire format is little-endian; this driver reads it nat
 pub const RING_HEADER_SIZE: usize = 128;
 /// Bytes per descriptor.
 pub const DESC_SIZE: usize = 16;
+const DESC_SHIFT: u32 = DESC_SIZE.trailing_zeros();
 const RING_FLAGS_OFFSET: usize = 4;
 const RING_HEAD_OFFSET: usize = 6;
 const RING_TAIL_OFFSET: usize = 64;
@@ -296,6 +299,58 @@ pub fn prefetch_read(addr: usize) {
     let _ = addr;
 }
 
+/// Allocate `n` mbufs of `pool` straight into the spare slots of `out`,
+/// prepared for receiving on `tpl`'s port and queue (default headroom, length
+/// 0, no flags), and hand each to `fill`, which returns whether it now holds a
+/// frame. Those that do are appended to `out` in order; the others go back to
+/// the pool. Returns how many were appended, or `None` (nothing allocated,
+/// `out` untouched) when the pool has fewer than `n`. `n` must not exceed
+/// `out.spare()`.
+///
+/// One pass over the mbufs: no per-packet push, and an mbuf that a bad
+/// descriptor leaves empty is simply reused by `fill` for the next one.
+#[inline(always)]
+pub fn rx_fill(
+    pool: &Mempool,
+    out: &mut MbufBatch,
+    n: usize,
+    tpl: &RxHeaderTemplate,
+    mut fill: impl FnMut(&mut Mbuf) -> bool,
+) -> Option<usize> {
+    let slots = out.spare_raw(n);
+    // SAFETY: the pool fills `slots` with `n` elements that are ours from now
+    // on (or with nothing, returning false); each is given back below, either
+    // to `out` by commit_raw or to the pool by free_raw.
+    if !unsafe { pool.alloc_raw(slots) } {
+        return None;
+    }
+    let mut keep = 0;
+    for i in 0..n {
+        let p = slots[i];
+        // SAFETY: `p` is an element the pool just handed us (never null), no
+        // reference to its header exists, and the ManuallyDrop view below
+        // does not take it over: it stays in `slots` until committed or freed.
+        let mut m = unsafe {
+            let hdr = NonNull::new_unchecked(p as *mut MbufHeader);
+            tpl.apply(hdr);
+            ManuallyDrop::new(Mbuf::from_raw(hdr))
+        };
+        m.set_ol_flags(0);
+        if fill(&mut m) {
+            slots[keep] = p;
+            keep += 1;
+        } else {
+            // SAFETY: `p` is an element of `pool` that we own and drop from
+            // `slots` (it is overwritten or left beyond `keep`).
+            unsafe { pool.free_raw(&[p]) };
+        }
+    }
+    // SAFETY: the first `keep` slots of the last spare_raw hold elements we
+    // own, with headers prepared; no other method of `out` ran in between.
+    unsafe { out.commit_raw(keep) };
+    Some(keep)
+}
+
 /// One descriptor's fields.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Desc {
@@ -314,6 +369,8 @@ pub struct Desc {
 #[derive(Clone, Debug)]
 pub struct RingView {
     hdr: NonNull<u8>,
+    /// The first descriptor (`hdr + RING_HEADER_SIZE`).
+    descs: NonNull<u8>,
     mask: u16,
     log2: u8,
     region: Region,
@@ -343,8 +400,10 @@ impl RingView {
             return None;
         }
         let hdr = NonNull::new((region.base + offset as usize) as *mut u8)?;
+        let descs = NonNull::new((region.base + offset as usize + RING_HEADER_SIZE) as *mut u8)?;
         Some(RingView {
             hdr,
+            descs,
             mask: ((1u32 << log2) - 1) as u16,
             log2,
             region: region.clone(),
@@ -433,10 +492,9 @@ impl RingView {
         // SAFETY: `slot & mask` is below the slot count, so the descriptor lies
         // inside the ring, which lies inside the mapping (checked in `new`).
         unsafe {
-            self.hdr
+            self.descs
                 .as_ptr()
-                .add(RING_HEADER_SIZE + DESC_SIZE * (slot & self.mask) as usize)
-                as *mut u64
+                .add(((slot & self.mask) as usize) << DESC_SHIFT) as *mut u64
         }
     }
 
@@ -453,6 +511,13 @@ impl RingView {
             length: (w0 >> 32) as u32,
             offset: w1 as u32,
         }
+    }
+
+    /// The buffer offset of descriptor `slot` alone (for a prefetch).
+    #[inline(always)]
+    pub fn desc_offset(&self, slot: u16) -> u32 {
+        // SAFETY: as in `desc`; the second word of the descriptor.
+        unsafe { ptr::read_volatile(self.desc_ptr(slot).add(1)) as u32 }
     }
 
     /// Write descriptor `slot` whole (metadata 0).
