@@ -642,9 +642,17 @@ fn client_session(ep: &Arc<Endpoint>, run: &Arc<Running>) -> Result<(), Fail> {
     let life = Arc::new(ConnLife::default());
     let mut links = Vec::with_capacity(nrings);
     for (i, ring) in rings.iter().enumerate() {
-        ring.set_head(0, Ordering::Relaxed);
-        ring.set_tail(0, Ordering::Release);
         let c2s = i < layout.c2s;
+        // Copy mode: every receive slot already describes its own buffer,
+        // so all are posted now and the server can send at once (DPDK posts
+        // them in its first receive burst, and drops what comes before).
+        let posted = if !c2s && layout.buffers {
+            ring.size()
+        } else {
+            0
+        };
+        ring.set_tail(0, Ordering::Relaxed);
+        ring.set_head(posted, Ordering::Release);
         if !c2s {
             ring.set_flags(RING_FLAG_MASK_INT);
         }

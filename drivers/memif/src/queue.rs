@@ -274,10 +274,17 @@ impl MemifRx {
             } else {
                 Vec::new()
             };
+            // A client's copy-mode ring arrives with every slot posted
+            // (the control thread did it): start from the ring's head.
+            let head = if self.side == Side::Client && att.zero_copy.is_none() {
+                att.ring.head(Ordering::Acquire)
+            } else {
+                0
+            };
             RxRing {
                 att,
                 cur: 0,
-                head: 0,
+                head,
                 in_chain: false,
                 posted,
             }

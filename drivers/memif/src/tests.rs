@@ -859,12 +859,11 @@ fn hugepage_pool(name: &str, n: u32) -> Option<(DmaMemory, Mempool)> {
 #[test]
 fn zero_copy_client_shares_its_mbufs_and_gets_them_all_back() {
     // 4096 mbufs of 2 KiB: 4 hugepages of 2 MiB.
-    if nicpoll_testkit::free_hugepages() < 8
-        || !nicpoll_testkit::hugetlbfs_mounted_at("/dev/hugepages")
-    {
-        return nicpoll_testkit::skip(
-            "8 free 2 MiB hugepages and hugetlbfs at /dev/hugepages (zero-copy shares a hugepage-backed pool): echo 64 > /proc/sys/vm/nr_hugepages",
-        );
+    if nicpoll_testkit::skip_if_missing(&[
+        nicpoll_testkit::Need::Hugetlbfs,
+        nicpoll_testkit::Need::FreeHugepages(8),
+    ]) {
+        return;
     }
     let path = sock_path("zc");
     let sp = pool("zc-server", 8192);
