@@ -60,6 +60,9 @@
 //! - **Promiscuous mode is a `PACKET_MR_PROMISC` membership**, held only while
 //!   the port is started; the kernel counts memberships, so an interface that was
 //!   already promiscuous stays so, and stop, drop or a crash leave it as it was.
+//!   Stop and drop give the membership back themselves: left to the socket's
+//!   close, it would last as long as a child forked meanwhile by any thread of
+//!   the process holds its copy of the descriptor (until its exec).
 //!
 //! Needs Linux 4.20 or newer (TPACKET_V3 transmit ring: 4.11;
 //! `PACKET_IGNORE_OUTGOING`: 4.20) and CAP_NET_RAW.
@@ -683,6 +686,27 @@ fn sysfs_link(iface: &str) -> Link {
             && read_sysfs(iface, "duplex")
                 .as_deref()
                 .is_none_or(|d| d == "full"),
+    }
+}
+
+impl Drop for AfPacketPort {
+    fn drop(&mut self) {
+        // Give the membership back ourselves rather than leave it to the
+        // socket's close: a child forked meanwhile by any thread of this
+        // process holds the socket until its exec, and the interface would
+        // stay promiscuous until then.
+        // An error here (the interface is gone, and the membership with it)
+        // changes nothing: the kernel drops what is left when the socket closes.
+        if self.promisc_held {
+            if let Err(e) = self.ctl.promisc_membership(self.ifindex, false) {
+                log::debug!(
+                    "{}: dropping the promiscuous membership on {}: {e}",
+                    self.name,
+                    self.opts.iface
+                );
+            }
+            self.promisc_held = false;
+        }
     }
 }
 

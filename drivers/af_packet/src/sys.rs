@@ -151,6 +151,13 @@ impl PacketSocket {
         self.fd.as_raw_fd()
     }
 
+    /// A second descriptor of this socket, as a child process holds one
+    /// between its fork and its exec (tests).
+    #[cfg(test)]
+    pub fn duplicate(&self) -> io::Result<OwnedFd> {
+        self.fd.try_clone()
+    }
+
     fn setsockopt<T: Copy>(
         &self,
         level: libc::c_int,

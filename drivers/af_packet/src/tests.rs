@@ -500,6 +500,32 @@ fn promiscuous_mode_is_toggled_and_restored() {
 }
 
 #[test]
+fn dropping_a_port_ends_its_promiscuity_while_another_process_shares_its_socket() {
+    // A process that forks (std::process::Command, from any thread: the test
+    // harness's others, ip(8) in veth()) gives its child a copy of every
+    // descriptor until the child's exec closes them; closing ours then does
+    // not release the socket, nor the membership the kernel would drop with it.
+    let Some(v) = veth("npafp11") else {
+        return;
+    };
+    let pool = pool("afp-promisc-shared", 256);
+    let a = v.a.clone();
+    let mut p = port(&format!("net_af_packet0,iface={a},promisc=1"), 0);
+    p.configure(&conf(&pool, 0, 1)).unwrap();
+    let q = p.start().unwrap();
+    assert_ne!(sys_flags(&a) & IFF_PROMISC, 0, "started: promiscuous");
+    let child_copy = p.ctl.duplicate().unwrap();
+    drop(q);
+    drop(p);
+    assert_eq!(
+        sys_flags(&a) & IFF_PROMISC,
+        0,
+        "drop restores, whoever else holds the socket"
+    );
+    drop(child_copy);
+}
+
+#[test]
 fn ring_overflow_shows_as_imissed() {
     let Some(v) = veth("npafp7") else {
         return;
