@@ -5,7 +5,8 @@
 //! FCS, when the port's byte counters leave it out, as software ports do).
 #![deny(unsafe_code)]
 
-use std::time::Instant;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use crate::port::PortStats;
 
@@ -85,6 +86,53 @@ impl RateMeter {
     }
 }
 
+/// Rates over a sliding window: each sample is compared with the newest
+/// earlier sample that is at least `window` old (while the meter is younger
+/// than that, with its first sample). Sampled often, it moves at every sample
+/// yet averages over the whole window, so a sampler or a forwarding thread
+/// descheduled for less than the window does not show as a rate of zero (the
+/// Prometheus gauges: a scrape reads the last second, not the last 250 ms).
+#[derive(Clone, Debug)]
+pub struct WindowRateMeter {
+    window: Duration,
+    /// Samples from oldest to newest; the front one is the base of the rate.
+    samples: VecDeque<(Instant, PortStats)>,
+}
+
+impl WindowRateMeter {
+    /// A meter averaging over at least `window`.
+    pub fn new(window: Duration) -> WindowRateMeter {
+        WindowRateMeter {
+            window,
+            samples: VecDeque::new(),
+        }
+    }
+
+    /// Rates over the window ending at `now`, then remember this sample.
+    /// The first sample has no interval: zero rates.
+    pub fn sample(&mut self, stats: PortStats, now: Instant) -> Rates {
+        // Keep one sample at least a window old, and nothing older.
+        while self.samples.len() >= 2
+            && now.saturating_duration_since(self.samples[1].0) >= self.window
+        {
+            self.samples.pop_front();
+        }
+        let r = match self.samples.front() {
+            Some((t, old)) => {
+                Rates::between(old, &stats, now.saturating_duration_since(*t).as_secs_f64())
+            }
+            None => Rates::default(),
+        };
+        self.samples.push_back((now, stats));
+        r
+    }
+
+    /// Forget every sample (after counters were cleared).
+    pub fn reset(&mut self) {
+        self.samples.clear();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,5 +174,32 @@ mod tests {
         assert_eq!(r.rx_pps, 100.0);
         let r = m.sample(s(310), t0 + Duration::from_secs(3));
         assert_eq!(r.rx_pps, 100.0);
+    }
+
+    #[test]
+    fn window_meter_averages_over_its_window_and_moves_every_sample() {
+        let mut m = WindowRateMeter::new(Duration::from_secs(1));
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let s = |n| PortStats {
+            ipackets: n,
+            ..PortStats::default()
+        };
+        assert_eq!(m.sample(s(0), at(0)), Rates::default(), "no interval yet");
+        // Younger than the window: since the first sample.
+        assert_eq!(m.sample(s(250), at(250)).rx_pps, 1000.0);
+        assert_eq!(m.sample(s(500), at(500)).rx_pps, 1000.0);
+        assert_eq!(m.sample(s(1000), at(1000)).rx_pps, 1000.0);
+        // A quarter of a second with nothing (a descheduled lcore) lowers the
+        // rate over the last second; it does not zero it.
+        assert_eq!(m.sample(s(1000), at(1250)).rx_pps, 750.0);
+        assert_eq!(m.sample(s(1250), at(1500)).rx_pps, 750.0);
+        // The base is the newest sample at least a second old: 500 ms.
+        assert_eq!(m.sample(s(1500), at(1750)).rx_pps, 1000.0 / 1.25);
+        // A late sample (the sampler itself descheduled) spans its gap.
+        assert_eq!(m.sample(s(4500), at(4750)).rx_pps, 1000.0);
+        assert_eq!(m.sample(s(4750), at(5000)).rx_pps, 1000.0);
+        m.reset();
+        assert_eq!(m.sample(s(0), at(5250)), Rates::default(), "reset");
     }
 }

@@ -13,6 +13,12 @@ use nicpoll::mempool::MempoolStats;
 use nicpoll::port::PortStats;
 use nicpoll::stats::Rates;
 
+/// The window the `*_pps` and `*_bps` gauges average over: a second, the unit
+/// they are in. The text is rendered every 250 ms, so the gauges move at that
+/// pace, but a scrape never reads a single quarter of a second (a forwarding
+/// lcore descheduled that long would read as no traffic at all).
+pub const RATE_WINDOW: Duration = Duration::from_secs(1);
+
 /// The server: a listening socket and the text it serves.
 pub struct MetricsServer {
     text: Arc<Mutex<String>>,
@@ -92,7 +98,7 @@ pub struct PortSample<'a> {
     pub name: &'a str,
     /// Counters.
     pub stats: PortStats,
-    /// Rates since the previous render.
+    /// Rates over the last [`RATE_WINDOW`].
     pub rates: Rates,
     /// Extended counters (per queue among them).
     pub xstats: Vec<(String, u64)>,
@@ -205,24 +211,32 @@ pub fn render(
     let rates: [RateFamily; 6] = [
         (
             "nicpoll_port_rx_pps",
-            "Received packets per second (since the previous sample).",
+            "Received packets per second, over the last second.",
             |r| r.rx_pps,
         ),
-        ("nicpoll_port_tx_pps", "Sent packets per second.", |r| {
-            r.tx_pps
-        }),
-        ("nicpoll_port_rx_bps", "Received bits per second.", |r| {
-            r.rx_bps
-        }),
-        ("nicpoll_port_tx_bps", "Sent bits per second.", |r| r.tx_bps),
+        (
+            "nicpoll_port_tx_pps",
+            "Sent packets per second, over the last second.",
+            |r| r.tx_pps,
+        ),
+        (
+            "nicpoll_port_rx_bps",
+            "Received bits per second, over the last second.",
+            |r| r.rx_bps,
+        ),
+        (
+            "nicpoll_port_tx_bps",
+            "Sent bits per second, over the last second.",
+            |r| r.tx_bps,
+        ),
         (
             "nicpoll_port_rx_wire_bps",
-            "Received bits per second on the wire (FCS, preamble, gap).",
+            "Received bits per second on the wire (FCS, preamble, gap), over the last second.",
             |r| r.rx_wire_bps,
         ),
         (
             "nicpoll_port_tx_wire_bps",
-            "Sent bits per second on the wire.",
+            "Sent bits per second on the wire, over the last second.",
             |r| r.tx_wire_bps,
         ),
     ];

@@ -454,12 +454,33 @@ fn http_get(addr: &str, path: &str) -> String {
     body
 }
 
-fn metric(text: &str, name_and_labels: &str) -> f64 {
+fn metric_value(text: &str, name_and_labels: &str) -> Option<f64> {
     text.lines()
         .find(|l| l.starts_with(name_and_labels))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
+}
+
+fn metric(text: &str, name_and_labels: &str) -> f64 {
+    metric_value(text, name_and_labels)
         .unwrap_or_else(|| panic!("no {name_and_labels} in:\n{text}"))
+}
+
+/// Scrape `/metrics` every 100 ms until `ready` holds for the response;
+/// returns it, or panics with the last one after `limit`.
+fn poll_metrics(addr: &str, limit: Duration, ready: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let r = http_get(addr, "/metrics");
+        if ready(&r) {
+            return r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not there after {limit:?}; the last scrape:\n{r}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Run `promtool check metrics` (Prometheus' own parser and linter) on the
@@ -545,8 +566,18 @@ fn metrics_endpoint_serves_prometheus_text_with_latency() {
         }
     };
     std::thread::spawn(move || for _ in lines {});
-    std::thread::sleep(Duration::from_millis(2500));
-    let first = http_get(&addr, "/metrics");
+    // What traffic must show, polled until it does: the text is rendered every
+    // 250 ms and the rate gauges average over the last second, so how soon
+    // depends on how soon the forwarding lcore gets a CPU, not on a sleep.
+    let rx_port = "nicpoll_port_rx_packets_total{port=\"1\",name=\"net_ring1\"}";
+    let rx_queue = "nicpoll_queue_rx_packets_total{port=\"1\",name=\"net_ring1\",queue=\"0\"}";
+    let rx_pps = "nicpoll_port_rx_pps{port=\"1\",name=\"net_ring1\"}";
+    let lat_count = "nicpoll_latency_seconds_count";
+    let first = poll_metrics(&addr, Duration::from_secs(15), |t| {
+        [rx_port, rx_queue, rx_pps, lat_count]
+            .iter()
+            .all(|m| metric_value(t, m).is_some_and(|v| v > 0.0))
+    });
     assert!(first.starts_with("HTTP/1.1 200 OK"), "{first}");
     assert!(
         first.contains("Content-Type: text/plain; version=0.0.4"),
@@ -556,37 +587,24 @@ fn metrics_endpoint_serves_prometheus_text_with_latency() {
         first.contains("# TYPE nicpoll_port_rx_packets_total counter"),
         "{first}"
     );
-    let rx1 = metric(
-        &first,
-        "nicpoll_port_rx_packets_total{port=\"1\",name=\"net_ring1\"}",
-    );
-    assert!(rx1 > 0.0);
     assert!(
-        metric(
-            &first,
-            "nicpoll_queue_rx_packets_total{port=\"1\",name=\"net_ring1\",queue=\"0\"}"
-        ) > 0.0
+        first.contains("# TYPE nicpoll_port_rx_pps gauge"),
+        "{first}"
     );
-    assert!(metric(&first, "nicpoll_port_rx_pps{port=\"1\",name=\"net_ring1\"}") > 0.0);
+    let rx1 = metric(&first, rx_port);
     assert_eq!(metric(&first, "nicpoll_forwarding{mode=\"flowgen\"}"), 1.0);
     // flowgen receives its own stamped packets over the ring pair: live latency.
-    let count = metric(&first, "nicpoll_latency_seconds_count");
-    assert!(count > 0.0, "{first}");
+    let count = metric(&first, lat_count);
     assert!(metric(&first, "nicpoll_latency_seconds_bucket{le=\"+Inf\"}") == count);
     assert!(first.contains("nicpoll_mempool_in_use{pool=\"mb_pool_0\"}"));
     match &no_promtool {
         None => promtool_check(&first),
         Some(missing) => nicpoll_testkit::skip(format!("the promtool check: {missing}")),
     }
-    std::thread::sleep(Duration::from_millis(600));
-    let second = http_get(&addr, "/metrics");
-    assert!(
-        metric(
-            &second,
-            "nicpoll_port_rx_packets_total{port=\"1\",name=\"net_ring1\"}"
-        ) > rx1,
-        "counters move"
-    );
+    // Counters move (in a later rendering of the text).
+    poll_metrics(&addr, Duration::from_secs(10), |t| {
+        metric_value(t, rx_port).is_some_and(|v| v > rx1)
+    });
     assert!(http_get(&addr, "/other").starts_with("HTTP/1.1 404"));
     signal(&child, "-TERM");
     assert_eq!(child.wait().unwrap().code(), Some(0));

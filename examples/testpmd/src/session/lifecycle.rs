@@ -9,7 +9,7 @@ use nicpoll::memory::{DmaMemory, IovaMode, MemoryConfig};
 use nicpoll::mempool::{Mempool, MempoolConfig};
 use nicpoll::pci::PciAddress;
 use nicpoll::port::{PortConf, PortQueues};
-use nicpoll::stats::RateMeter;
+use nicpoll::stats::{RateMeter, WindowRateMeter};
 use nicpoll::vfio::{IommuType, VfioContext};
 use serde_json::json;
 
@@ -167,7 +167,9 @@ impl Session {
         let nb_ports = ports.len();
         let mut s = Session {
             metrics,
-            metric_meters: (0..nb_ports).map(|_| RateMeter::new()).collect(),
+            metric_meters: (0..nb_ports)
+                .map(|_| WindowRateMeter::new(crate::metrics::RATE_WINDOW))
+                .collect(),
             last_latency: LatencyRecorder::new(),
             cfg,
             out,

@@ -22,7 +22,7 @@ use nicpoll::lcore::Lcore;
 use nicpoll::memory::DmaMemory;
 use nicpoll::mempool::Mempool;
 use nicpoll::port::{MacAddr, PortStats};
-use nicpoll::stats::RateMeter;
+use nicpoll::stats::{RateMeter, WindowRateMeter};
 use nicpoll::vfio::VfioContext;
 use nicpoll::{Port, RxQueue, TxQueue};
 
@@ -169,7 +169,7 @@ pub struct Session {
     ports: Vec<PortSlot>,
     fwd: Option<ActiveFwd>,
     metrics: Option<MetricsServer>,
-    metric_meters: Vec<RateMeter>,
+    metric_meters: Vec<WindowRateMeter>,
     /// Latency of the last finished forwarding run (for telemetry after `stop`).
     last_latency: LatencyRecorder,
 }

@@ -148,6 +148,9 @@ impl Session {
             slot.port.reset_stats();
             slot.meter.reset();
         }
+        for meter in self.metric_meters.iter_mut() {
+            meter.reset();
+        }
         if let Some(f) = self.fwd.as_mut() {
             f.base = vec![PortStats::default(); f.base.len()];
         }
