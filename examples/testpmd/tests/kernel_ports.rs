@@ -30,9 +30,39 @@ fn final_event(stdout: &str) -> Value {
         .unwrap_or_else(|| panic!("no final event in {stdout}"))
 }
 
-/// An rxonly testpmd on `rx_dev`, then a txonly one on `tx_dev` sending
-/// `count` packets; returns (sent, received, latency samples, lost).
-fn tx_to_rx(prefix: &str, tx_dev: &str, rx_dev: &str, count: u64) -> (u64, u64, u64, u64) {
+/// What the kernel counted on `iface` (`/sys/class/net/IFACE/statistics/NAME`).
+fn kernel_counter(iface: &str, name: &str) -> u64 {
+    let path = format!("/sys/class/net/{iface}/statistics/{name}");
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// One txonly → rxonly run, as both testpmds and the kernel counted it.
+#[derive(Debug)]
+struct Delivery {
+    /// Frames the txonly testpmd sent (its final report).
+    sent: u64,
+    /// Frames the veth dropped on the way (the kernel's `tx_dropped` of the
+    /// sending end: a full backlog or XDP ring).
+    dropped_on_the_way: u64,
+    /// Frames the rxonly testpmd received (its final report).
+    received: u64,
+    /// Frames its port counted as missed (the socket's ring was full: the
+    /// kernel's PACKET_STATISTICS or XDP_STATISTICS), its final report.
+    missed: u64,
+    /// Latency samples and frames lost by sequence number.
+    samples: u64,
+    lost: u64,
+}
+
+/// An rxonly testpmd on `rx_dev`, then a txonly one on `tx_dev` (on kernel
+/// interface `tx_iface`) sending `count` packets; the receiver is stopped once
+/// its port has accounted for every frame the kernel passed on (or after
+/// 30 s), so what the kernel still held is not lost uncounted.
+fn tx_to_rx(prefix: &str, tx_dev: &str, tx_iface: &str, rx_dev: &str, count: u64) -> Delivery {
     let mut rx = Command::new(BIN)
         .args([
             "--no-huge",
@@ -46,21 +76,35 @@ fn tx_to_rx(prefix: &str, tx_dev: &str, rx_dev: &str, count: u64) -> (u64, u64, 
             "--",
             "--forward-mode=rxonly",
             "--stats-format=json",
-            "--run-time=20",
+            "--run-time=120",
             "--stats-period=0.5",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait until the receiver forwards.
-    let mut lines = BufReader::new(rx.stdout.take().unwrap()).lines();
+    // The receiver's output, line by line, as it comes.
+    let (line_tx, lines) = std::sync::mpsc::channel::<String>();
+    let stdout = rx.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line_tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
     let mut out = String::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        let Some(Ok(l)) = lines.next() else { break };
-        out += &l;
+    let next_line = |out: &mut String, until: Instant| -> Option<String> {
+        let l = lines
+            .recv_timeout(until.saturating_duration_since(Instant::now()))
+            .ok()?;
+        *out += &l;
         out.push('\n');
+        Some(l)
+    };
+    // Wait until the receiver forwards.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Some(l) = next_line(&mut out, deadline) {
         if l.contains("\"event\":\"start\"") {
             break;
         }
@@ -96,7 +140,22 @@ fn tx_to_rx(prefix: &str, tx_dev: &str, rx_dev: &str, count: u64) -> (u64, u64, 
     let sent = final_event(&String::from_utf8_lossy(&tx.stdout))["total"]["tx_packets"]
         .as_u64()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    let dropped_on_the_way = kernel_counter(tx_iface, "tx_dropped");
+    // Until the receiver's port has seen (received or counted missed) every
+    // frame the veth passed on: its statistics every 0.5 s.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Some(l) = next_line(&mut out, deadline) {
+        let Ok(v) = serde_json::from_str::<Value>(&l) else {
+            continue;
+        };
+        if v["event"] == "stats"
+            && v["ports"][0]["rx_packets"].as_u64().unwrap_or(0)
+                + v["ports"][0]["rx_missed"].as_u64().unwrap_or(0)
+                >= sent - dropped_on_the_way.min(sent)
+        {
+            break;
+        }
+    }
     assert!(
         Command::new("kill")
             .args(["-TERM", &rx.id().to_string()])
@@ -104,24 +163,26 @@ fn tx_to_rx(prefix: &str, tx_dev: &str, rx_dev: &str, count: u64) -> (u64, u64, 
             .unwrap()
             .success()
     );
-    for l in lines.map_while(Result::ok) {
-        out += &l;
-        out.push('\n');
-    }
+    while next_line(&mut out, Instant::now() + Duration::from_secs(30)).is_some() {}
     let status = rx.wait().unwrap();
     assert_eq!(status.code(), Some(0), "{out}");
     let fin = final_event(&out);
-    let got = fin["total"]["rx_packets"].as_u64().unwrap();
-    (
+    Delivery {
         sent,
-        got,
-        fin["latency"]["samples"].as_u64().unwrap(),
-        fin["latency"]["lost"].as_u64().unwrap(),
-    )
+        dropped_on_the_way,
+        received: fin["total"]["rx_packets"].as_u64().unwrap(),
+        missed: fin["total"]["rx_dropped"].as_u64().unwrap(),
+        samples: fin["latency"]["samples"].as_u64().unwrap(),
+        lost: fin["latency"]["lost"].as_u64().unwrap(),
+    }
 }
 
 /// txonly to rxonly over a veth pair tagged `tag`; `needs` are what the driver
 /// needs beyond the pair.
+///
+/// On a busy machine the receiver is descheduled and the kernel drops what its
+/// socket has no room for: what must hold is that every frame is accounted
+/// for, received intact or counted where it was dropped, by the kernel.
 fn check_delivery(driver: &str, tag: &str, extra: &str, needs: &[Need]) {
     let mut all = nicpoll_testkit::VETH.to_vec();
     all.extend_from_slice(needs);
@@ -129,24 +190,28 @@ fn check_delivery(driver: &str, tag: &str, extra: &str, needs: &[Need]) {
         return;
     }
     let v = VethPair::create(tag);
-    let (sent, got, samples, lost) = tx_to_rx(
+    let d = tx_to_rx(
         tag,
         &format!("{driver}0,iface={}{extra}", v.a),
+        &v.a,
         &format!("{driver}0,iface={}{extra}", v.b),
         50_000,
     );
-    assert!(sent >= 50_000, "{driver}: sent {sent}");
-    assert!(got > 0 && got <= sent, "{driver}: received {got} of {sent}");
-    // The kernel may drop under load; most must arrive, every one stamped.
-    assert!(got * 2 > sent, "{driver}: only {got} of {sent} arrived");
+    eprintln!("{driver}: {d:?}");
+    assert!(d.sent >= 50_000, "{driver}: {d:?}");
+    assert!(d.received > 0, "{driver}: nothing arrived: {d:?}");
     assert_eq!(
-        samples, got,
-        "{driver}: every received frame carries a latency stamp"
+        d.received + d.missed + d.dropped_on_the_way,
+        d.sent,
+        "{driver}: every frame sent was received or counted as dropped: {d:?}"
+    );
+    assert_eq!(
+        d.samples, d.received,
+        "{driver}: every received frame carries a latency stamp: {d:?}"
     );
     assert!(
-        lost <= sent - got,
-        "{driver}: {lost} counted lost but only {} missing",
-        sent - got
+        d.lost <= d.missed + d.dropped_on_the_way,
+        "{driver}: more frames missing by sequence number than were dropped: {d:?}"
     );
 }
 
