@@ -81,25 +81,52 @@ fn vf_reset_sequence() {
 #[test]
 fn ice_disables_the_mailbox_before_the_state_says_reset() {
     // ice_trigger_vf_reset: VF_MBX_ARQLEN/ATQLEN cleared first, VFGEN_RSTAT
-    // goes on reading VFACTIVE until the hardware gets to it.
+    // goes on reading VFACTIVE until the hardware gets to it. The device moves
+    // only in steps here (manual mode), so what a descheduled thread would
+    // make of the timing cannot blur the sequence.
+    let lag = Duration::from_millis(200);
     let (rig, _) = Rig::up(SimConfig {
         pf: PfModel::E810,
         reset_timing: ResetTiming {
             impending: Duration::from_millis(1),
             in_progress: Duration::from_millis(20),
             completed: Duration::from_millis(5),
-            rstat_lag: Duration::from_millis(40),
+            rstat_lag: lag,
         },
         ..cfg()
     });
+    let mailbox_on = || rig.bar.read32(r::ARQLEN) & r::LEN_ENABLE != 0;
+    let rstat = || rig.bar.read32(r::RSTAT) & 3;
+    rig.vf.set_manual(true);
     rig.vf.faults().reset_vf();
-    rig.until("mailbox off", || {
-        rig.bar.read32(r::ARQLEN) & r::LEN_ENABLE == 0
-    });
-    assert_eq!(rig.bar.read32(r::RSTAT) & 3, 2, "a stale VFACTIVE");
-    rig.until("reset in progress", || rig.bar.read32(r::RSTAT) & 3 == 0);
-    rig.until("reset done", || rig.bar.read32(r::RSTAT) & 3 == 2);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    // The mailbox went off between these two instants.
+    let (before_off, after_off) = loop {
+        assert!(Instant::now() < deadline, "the mailbox stayed on");
+        std::thread::sleep(Duration::from_millis(1));
+        let t = Instant::now();
+        rig.vf.step();
+        if !mailbox_on() {
+            break (t, Instant::now());
+        }
+    };
+    let stale = rstat();
+    // Read within the lag of the step that turned the mailbox off: stale.
+    if before_off.elapsed() < lag {
+        assert_eq!(stale, 2, "a stale VFACTIVE");
+    }
+    assert_eq!(rig.vf.stats().resets, 0);
+    // The hardware's clock ends it, step or not; then the reset runs its course.
+    std::thread::sleep(lag.saturating_sub(after_off.elapsed()));
+    assert_eq!(rstat(), 0, "reset in progress");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while rig.vf.stats().resets == 0 || rstat() != 2 {
+        assert!(Instant::now() < deadline, "the reset did not finish");
+        std::thread::sleep(Duration::from_millis(1));
+        rig.vf.step();
+    }
     assert_eq!(rig.vf.stats().resets, 1);
+    rig.vf.set_manual(false);
 }
 
 #[test]

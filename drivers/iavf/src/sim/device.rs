@@ -358,6 +358,7 @@ impl Device {
         // thing a VF driver notices: ARQLEN.ENABLE clear), tails zero.
         regs.set_in_reset(true, self.sh.faults.deadbeef.load(Ordering::Acquire));
         regs.set(reg::VFGEN_RSTAT, vfr::INPROGRESS);
+        regs.set_stale_rstat_until(None);
         regs.clear_vf_registers();
         self.sh.counters.resets.inc();
         for q in &mut self.rxq {
@@ -394,11 +395,11 @@ impl Device {
                     // ice_trigger_vf_reset: the mailbox first; the state
                     // register catches up later.
                     let regs = &self.sh.regs;
+                    let until = now + t.rstat_lag;
+                    regs.set_stale_rstat_until(Some(until));
                     regs.set(reg::VF_ARQLEN1, 0);
                     regs.set(reg::VF_ATQLEN1, 0);
-                    self.phase = Phase::MailboxOff {
-                        until: now + t.rstat_lag,
-                    };
+                    self.phase = Phase::MailboxOff { until };
                 } else {
                     self.enter_in_progress(t);
                 }

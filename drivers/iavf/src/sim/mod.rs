@@ -1063,7 +1063,9 @@ impl SimVf {
     /// instead: a [`connect`](Self::connect) or [`wire_channel`](Self::wire_channel)
     /// takes effect at the next step (before it moves frames),
     /// [`Faults::preset_stats`] too, and a reset's phases advance only at steps
-    /// made after their time has come. Bring a driver's port up (its admin
+    /// made after their time has come — but for one register the hardware's
+    /// clock changes: an ice VF's stale VFACTIVE (`ResetTiming::rstat_lag`)
+    /// reads "in progress" at its time, step or not. Bring a driver's port up (its admin
     /// queue) before turning manual mode on, or step while it waits.
     pub fn set_manual(&self, on: bool) {
         self.sh.manual.store(on, Ordering::SeqCst);
@@ -1336,6 +1338,61 @@ mod tests {
         assert!(!vf.is_manual());
         vf.faults().preset_stats(preset);
         assert_eq!(vf.stats().eth.rx_bytes, 1234, "the thread took the preset");
+    }
+
+    #[test]
+    fn an_ice_stale_vfactive_ends_at_its_time_even_if_the_device_does_not_run() {
+        // ice's VFGEN_RSTAT lag is the hardware's: a driver polling it (the
+        // iavf driver gives it 10 ms) must see it end on time even when the
+        // model's thread is descheduled. Manual mode stands for that thread
+        // not running at all.
+        use nicpoll::bar::Bar;
+        let lag = Duration::from_millis(200);
+        let vf = SimVf::new(SimConfig {
+            pf: PfModel::E810,
+            reset_timing: ResetTiming {
+                impending: Duration::from_millis(1),
+                in_progress: Duration::from_millis(5),
+                completed: Duration::from_millis(5),
+                rstat_lag: lag,
+            },
+            ..SimConfig::default()
+        })
+        .unwrap();
+        let bar = vf.bar();
+        let rstat = || bar.read32(spec::reg::VFGEN_RSTAT) & spec::reg::RSTAT_MASK;
+        vf.set_manual(true);
+        vf.faults().reset_vf();
+        vf.step();
+        std::thread::sleep(Duration::from_millis(2));
+        vf.step();
+        let mailbox_off = Instant::now();
+        assert_eq!(
+            bar.read32(spec::reg::VF_ARQLEN1) & spec::reg::AQ_LEN_ENABLE,
+            0,
+            "ice clears the mailbox first"
+        );
+        let stale = rstat();
+        if mailbox_off.elapsed() < lag {
+            assert_eq!(stale, spec::vfr::VFACTIVE, "stale until the lag is over");
+        }
+        std::thread::sleep(lag.saturating_sub(mailbox_off.elapsed()) + Duration::from_millis(1));
+        assert_eq!(
+            rstat(),
+            spec::vfr::INPROGRESS,
+            "over at its time, no step made"
+        );
+        assert_eq!(vf.stats().resets, 0, "the device itself has not moved");
+        // The device catches up; the state is its own again.
+        vf.step();
+        assert_eq!(vf.stats().resets, 1);
+        assert_eq!(rstat(), spec::vfr::INPROGRESS);
+        for _ in 0..2 {
+            std::thread::sleep(Duration::from_millis(6));
+            vf.step();
+        }
+        assert_eq!(rstat(), spec::vfr::VFACTIVE, "the reset is over");
+        vf.set_manual(false);
     }
 
     /// Before, the table kept a bare pointer: map, drop the region, and a

@@ -5,7 +5,10 @@
 //! registers store what the driver writes; the exceptions are those the hardware
 //! owns or reacts to:
 //!
-//! - `VFGEN_RSTAT` is owned by the device (driver writes are ignored);
+//! - `VFGEN_RSTAT` is owned by the device (driver writes are ignored); a stale
+//!   VFACTIVE left from before an ice reset reads "in progress" from the
+//!   moment the hardware gets to the reset, whether or not the device thread
+//!   has run since (the hardware's clock, not the model's thread, ends it);
 //! - `VFINT_ICR01` clears on read (the interrupt cause register of vector 0);
 //! - writes to `VF_ATQT1` and the Tx tail doorbells wake the device thread;
 //! - writes to the interrupt control registers (`VFINT_DYN_CTL*`, `VFINT_ITR*`)
@@ -20,6 +23,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering, fence};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::Thread;
+use std::time::{Duration, Instant};
 
 use nicpoll::bar::Bar;
 
@@ -83,6 +87,9 @@ pub(crate) struct Regs {
     /// Interrupt register writes the device has not applied yet.
     irq_writes: Mutex<Vec<(usize, u32)>>,
     irq_pending: AtomicBool,
+    /// ice's stale VFACTIVE ends at this time (ns after `epoch`; 0: none).
+    stale_rstat_until: AtomicU64,
+    epoch: Instant,
     pub(crate) waker: Waker,
 }
 
@@ -96,8 +103,36 @@ impl Regs {
             dropped_writes: AtomicU64::new(0),
             irq_writes: Mutex::new(Vec::new()),
             irq_pending: AtomicBool::new(false),
+            stale_rstat_until: AtomicU64::new(0),
+            epoch: Instant::now(),
             waker: Waker::default(),
         }
+    }
+
+    /// `VFGEN_RSTAT` is stale until `until` (ice: the mailbox is off, the
+    /// hardware has not got to the reset yet): from then on a driver reads
+    /// VFR_INPROGRESS even if the device thread, descheduled, has not yet
+    /// entered the reset. Set before the mailbox is cleared, so a driver that
+    /// sees the mailbox off sees the end of the stale state too. `None` when
+    /// the device writes the state itself.
+    pub(crate) fn set_stale_rstat_until(&self, until: Option<Instant>) {
+        let ns = until.map_or(0, |t| {
+            (t.saturating_duration_since(self.epoch).as_nanos() as u64).max(1)
+        });
+        self.stale_rstat_until.store(ns, Ordering::Release);
+    }
+
+    /// What the driver reads in `VFGEN_RSTAT`.
+    fn read_rstat(&self) -> u32 {
+        let v = self.words[reg::VFGEN_RSTAT / 4].load(Ordering::Acquire);
+        let until = self.stale_rstat_until.load(Ordering::Acquire);
+        if until != 0
+            && v & reg::RSTAT_MASK == spec::vfr::VFACTIVE
+            && self.epoch.elapsed() >= Duration::from_nanos(until)
+        {
+            return (v & !reg::RSTAT_MASK) | spec::vfr::INPROGRESS;
+        }
+        v
     }
 
     /// Device-side read (no side effects).
@@ -193,6 +228,9 @@ impl Regs {
         }
         if offset == reg::VFINT_ICR01 {
             return self.words[offset / 4].swap(0, Ordering::AcqRel);
+        }
+        if offset == reg::VFGEN_RSTAT {
+            return self.read_rstat();
         }
         self.words[offset / 4].load(Ordering::Acquire)
     }
