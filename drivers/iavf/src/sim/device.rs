@@ -1,5 +1,6 @@
-//! The device thread: its loop, the admin queue engine (ATQ in, ARQ out), VF
-//! resets, and the control requests from the `SimVf` handle.
+//! The device: one step of it (module `poller` runs the steps), the admin
+//! queue engine (ATQ in, ARQ out), VF resets, and the control requests from
+//! the `SimVf` handle.
 #![deny(unsafe_code)]
 
 use std::sync::atomic::Ordering;
@@ -56,7 +57,7 @@ pub(super) struct DevConfig {
 }
 
 /// The simulated device: everything mutable lives here, behind a mutex that
-/// its thread takes per loop iteration (and `SimVf::step` in manual mode).
+/// its PF's polling thread takes per step (and `SimVf::step` in manual mode).
 pub(crate) struct Device {
     pub(super) sh: Arc<Shared>,
     pub(super) cfg: DevConfig,
@@ -91,14 +92,6 @@ pub(crate) struct Device {
 
 /// Work done by one poll (0: idle).
 pub(super) type Work = usize;
-
-/// Longest idle sleep.
-const MAX_SLEEP: Duration = Duration::from_millis(1);
-/// Spin this long after the last work before sleeping.
-const SPIN: Duration = Duration::from_micros(50);
-/// How long the thread parks at a time in manual mode (it is unparked when
-/// manual mode ends or the VF is dropped; this only bounds a lost wake-up).
-const MANUAL_PARK: Duration = Duration::from_millis(100);
 
 /// Lock the device (a panic in a step on another thread leaves it usable).
 pub(super) fn lock(dev: &Mutex<Device>) -> MutexGuard<'_, Device> {
@@ -149,61 +142,6 @@ impl Device {
         d
     }
 
-    /// The thread body. The device is locked for one loop iteration at a time
-    /// (uncontended unless the handle steps it or waits for it), and left alone
-    /// while the VF is in manual mode (`SimVf::set_manual`): then only
-    /// [`step`](Self::step), on the caller's thread, moves it.
-    pub(super) fn run(dev: Arc<Mutex<Device>>) {
-        let sh = lock(&dev).sh.clone();
-        // When the device last found nothing to do (None: it is busy).
-        let mut idle_since: Option<Instant> = None;
-        let mut sleep = Duration::from_micros(20);
-        while !sh.stop.load(Ordering::Acquire) {
-            if sh.manual.load(Ordering::Acquire) {
-                // Parked until manual mode ends (set_manual and Drop unpark us).
-                idle_since = None;
-                std::thread::park_timeout(MANUAL_PARK);
-                continue;
-            }
-            let mut d = lock(&dev);
-            // Checked again under the lock: once `set_manual(true)` has taken and
-            // released the lock, no iteration of this thread starts.
-            if sh.manual.load(Ordering::Acquire) {
-                continue;
-            }
-            if d.step() > 0 {
-                idle_since = None;
-                sleep = Duration::from_micros(20);
-                continue;
-            }
-            if idle_since.get_or_insert_with(Instant::now).elapsed() < SPIN {
-                drop(d);
-                std::hint::spin_loop();
-                continue;
-            }
-            // Announce the sleep, look once more (a doorbell written before the
-            // announcement is seen here; one written after it unparks us).
-            sh.regs.waker.sleeping(true);
-            if d.poll_once() == 0 && !sh.stop.load(Ordering::Acquire) {
-                let mut t = sleep;
-                for deadline in [d.phase_deadline(), d.irq.next_deadline()]
-                    .into_iter()
-                    .flatten()
-                {
-                    t = t.min(deadline.saturating_duration_since(Instant::now()));
-                }
-                drop(d);
-                std::thread::park_timeout(t);
-                sleep = (sleep * 2).min(MAX_SLEEP);
-            } else {
-                idle_since = None;
-            }
-            sh.regs.waker.sleeping(false);
-        }
-        // Stopped: in-flight frames are gone.
-        sh.inbox.clear();
-    }
-
     /// One iteration of the device: switch to the current IOMMU table, poll the
     /// control requests, the admin queue, the Tx and Rx queues and the wire once,
     /// and publish the status if it changed. Returns the work done (0: idle).
@@ -236,6 +174,15 @@ impl Device {
         work += self.poll_rx();
         work += self.run_itr_timers();
         work
+    }
+
+    /// The earliest time the device must be stepped again although nothing
+    /// else happens: a reset phase ending, an ITR expiring.
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        match (self.phase_deadline(), self.irq.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn phase_deadline(&self) -> Option<Instant> {
@@ -712,7 +659,7 @@ impl Device {
         self.sh.iommu.record_fault(f, &self.sh.name);
     }
 
-    fn publish_status(&mut self) {
+    pub(super) fn publish_status(&mut self) {
         self.dirty = false;
         let regs = &self.sh.regs;
         let mut key = Vec::with_capacity(spec::pf::RSS_KEY_SIZE);

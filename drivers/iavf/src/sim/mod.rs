@@ -11,12 +11,17 @@
 //! # Public API
 //!
 //! ```text
-//! SimVf::new(SimConfig) -> nicpoll::Result<SimVf>   start the device thread (Drop stops and joins it)
+//! SimPf::new(name, PfModel) -> Result<SimPf>      a PF and its polling thread, which serves all its VFs
+//! SimPf::add_vf(SimConfig) -> Result<SimVf>       a VF of that PF (cfg.pf must be the PF's flavour)
+//! SimPf::{name, model, vf_count, thread_id, same_pf}
+//!                                                  Clone; the thread stops with the PF's last handle or VF
+//! SimVf::new(SimConfig) -> nicpoll::Result<SimVf>   a VF on a PF of its own (one thread for it alone)
+//! SimVf::pf() -> SimPf                             the PF whose thread serves the VF
 //! SimVf::bar() -> SimVfBar                         BAR0: `impl nicpoll::bar::Bar`, Clone + Send + Sync
 //! SimVf::map_dma(&Arc<DmaRegion>) -> Result<()>    IOMMU: make the region's IOVAs reachable (holds it)
 //! SimVf::unmap_dma(&DmaRegion) -> Result<()>       ... and unreachable (waits for the device)
 //! SimVf::connect(&a, &b)                           two VFs back to back
-//! SimVf::set_manual(bool), SimVf::is_manual()      park the device thread / let it run again
+//! SimVf::set_manual(bool), SimVf::is_manual()      the PF's thread leaves the VF alone / runs it again
 //! SimVf::step() -> usize                           one device iteration on the caller's thread
 //!                                                  (work done; manual mode: the only way it moves)
 //! SimVf::wire_channel() -> (Sender<Vec<u8>>, Receiver<Vec<u8>>)
@@ -88,13 +93,16 @@
 //! - **IOMMU**: every device access to DMA memory goes through the IOVAs the
 //!   driver programmed, translated with the table `map_dma` fills; an access to an
 //!   unmapped IOVA is a DMA fault: counted, logged, the access dropped.
-//! - **Device thread**: polls the registers and the wire, spins a little when idle
-//!   then sleeps (at most 1 ms; doorbell writes wake it). It takes the device's
-//!   mutex for one iteration at a time. In manual mode (`set_manual(true)`) it
-//!   parks, and the device moves only when the handle's owner calls `step()`:
-//!   deterministic, single-threaded runs (a callgrind benchmark, where valgrind
-//!   serializes threads and a polling device thread would starve; tests that
-//!   check what each step moved).
+//! - **Polling thread** (module `poller`): a PF's thread serves all its VFs
+//!   ([`SimPf`]), stepping each in turn (registers, admin queue, rings, wire,
+//!   timers), spinning a little when none had work, then sleeping (at most 1
+//!   ms; any of its VFs' doorbells wakes it, and it wakes for the earliest
+//!   reset phase or ITR expiry). A step takes the VF's device mutex. A VF in
+//!   manual mode (`set_manual(true)`) is left alone by the thread and moves
+//!   only when the handle's owner calls `step()`: deterministic,
+//!   single-threaded runs (a callgrind benchmark, where valgrind serializes
+//!   threads and a polling thread would starve; tests that check what each
+//!   step moved).
 //!
 //! Fidelity notes and decisions are at the items (`pf.rs`, `datapath.rs`,
 //! `device.rs`) and in docs/DECISIONS.md.
@@ -105,6 +113,7 @@ mod device;
 mod dma;
 mod irq;
 mod pf;
+mod poller;
 mod regs;
 mod rss;
 mod spec;
@@ -114,7 +123,6 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex, Weak};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use nicpoll::memory::DmaRegion;
@@ -123,12 +131,14 @@ use nicpoll::{Error, Result};
 
 pub use dma::DmaFault;
 pub use irq::IrqSink;
+pub use poller::SimPf;
 pub use regs::SimVfBar;
 pub use wire::Wire;
 
 use device::Device;
 use dma::{IoMmu, MapError};
-use regs::Regs;
+use poller::PfOwner;
+use regs::{Regs, Waker};
 use wire::{Inbox, Outbound, WireState, open_wire_socket};
 
 /// Which PF the simulated VF belongs to: the PF driver of Linux 6.12 and the
@@ -803,8 +813,10 @@ pub(crate) struct Shared {
     pub(crate) inbox: Arc<Inbox>,
     pub(crate) counters: Counters,
     pub(crate) faults: FaultState,
+    /// The VF is gone: its PF's thread steps it no more.
     pub(crate) stop: AtomicBool,
-    /// Manual mode: the device thread is parked; `SimVf::step` runs the device.
+    /// Manual mode: the PF's thread leaves the VF alone; `SimVf::step` runs
+    /// the device.
     pub(crate) manual: AtomicBool,
     /// A new wire for the device thread to take.
     pub(crate) pending_wire: Mutex<Option<WireState>>,
@@ -812,14 +824,16 @@ pub(crate) struct Shared {
     pub(crate) status: Mutex<SimStatus>,
 }
 
-/// A running simulated iavf VF (device thread + PF). Dropping it stops the
-/// device and joins its thread.
+/// A running simulated iavf VF and the PF side of it, served by its PF's
+/// polling thread ([`SimPf`]). Dropping it takes it off that thread (and
+/// stops the thread if nothing else of the PF is left).
 pub struct SimVf {
     sh: Arc<Shared>,
-    /// The device, run by its thread one iteration at a time, or by
+    /// The device, stepped by the PF's thread one iteration at a time, or by
     /// [`SimVf::step`].
     device: Arc<Mutex<Device>>,
-    thread: Option<JoinHandle<()>>,
+    /// The PF whose thread serves the VF.
+    pf: Arc<PfOwner>,
 }
 
 impl fmt::Debug for SimVf {
@@ -842,10 +856,18 @@ fn config_error(name: &str, reason: String) -> Error {
 
 impl SimVf {
     /// Create the VF as the PF leaves it after enabling SR-IOV (reset done,
-    /// `VFGEN_RSTAT` = VFR_VFACTIVE, resources allocated) and start its device
-    /// thread. Fails on a bad configuration, when `Wire::Iface` cannot be opened,
-    /// or when the thread cannot be spawned.
+    /// `VFGEN_RSTAT` = VFR_VFACTIVE, resources allocated), on a PF of its own
+    /// (flavour `cfg.pf`) whose thread serves only it: `SimPf::new(&cfg.name,
+    /// cfg.pf)?.add_vf(cfg)`. VFs that should share a polling thread are added
+    /// to one [`SimPf`] instead. Fails on a bad configuration, when
+    /// `Wire::Iface` cannot be opened, or when the thread cannot be spawned.
     pub fn new(cfg: SimConfig) -> Result<SimVf> {
+        SimPf::new(&cfg.name, cfg.pf)?.add_vf(cfg)
+    }
+
+    /// The shared state and the device of a new VF whose doorbells wake
+    /// `waker` (its PF's thread), its status published.
+    fn build(cfg: &SimConfig, waker: Arc<Waker>) -> Result<(Arc<Shared>, Arc<Mutex<Device>>)> {
         if cfg.queue_pairs == 0 || cfg.queue_pairs > spec::pf::MAX_VF_QUEUES {
             return Err(config_error(
                 &cfg.name,
@@ -871,7 +893,7 @@ impl SimVf {
                 ),
             ));
         }
-        let regs = Arc::new(Regs::new());
+        let regs = Arc::new(Regs::new(waker));
         let inbox = Arc::new(Inbox::new(cfg.inbox_capacity.max(1), regs.clone()));
         let sh = Arc::new(Shared {
             name: cfg.name.clone(),
@@ -924,35 +946,31 @@ impl SimVf {
                 }
             }
         };
-        let device = Arc::new(Mutex::new(Device::new(sh.clone(), &cfg, wire)));
+        let mut dev = Device::new(sh.clone(), cfg, wire);
+        // What `status()` shows from the start (the device reads VFACTIVE).
+        dev.publish_status();
         sh.iommu.set_live(true);
-        let dev = device.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("iavf-sim-{}", cfg.name))
-            .spawn(move || Device::run(dev))
-            .map_err(|source| Error::Os {
-                op: format!("simulated iavf {}: spawn the device thread", cfg.name),
-                source,
-                hint: None,
-            })?;
-        sh.regs.waker.set_thread(thread.thread().clone());
-        let vf = SimVf {
-            sh,
-            device,
-            thread: Some(thread),
-        };
-        vf.wait_started();
+        Ok((sh, Arc::new(Mutex::new(dev))))
+    }
+
+    /// The handle of a VF its PF serves now.
+    fn assemble(
+        sh: Arc<Shared>,
+        device: Arc<Mutex<Device>>,
+        pf: Arc<PfOwner>,
+        cfg: &SimConfig,
+    ) -> SimVf {
+        let vf = SimVf { sh, device, pf };
         if let Wire::Peer(name) = &cfg.wire {
             vf.join_peer(name);
         }
-        Ok(vf)
+        vf
     }
 
-    /// Wait until the device thread has published its first status.
-    fn wait_started(&self) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while self.status().reset_state == 0 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_micros(100));
+    /// The PF whose polling thread serves this VF.
+    pub fn pf(&self) -> SimPf {
+        SimPf {
+            owner: self.pf.clone(),
         }
     }
 
@@ -1052,12 +1070,13 @@ impl SimVf {
         self.sh.iommu.quiesce();
     }
 
-    /// Manual mode on (`true`) or off. On: the device thread parks, and the
+    /// Manual mode on (`true`) or off. On: the PF's polling thread leaves the
+    /// VF alone (it parks when none of its VFs is left to run), and the
     /// device moves only when [`step`](Self::step) is called, on the caller's
     /// thread (a benchmark under valgrind, which runs one thread at a time, or a
-    /// test that wants every frame accounted for at each step). Returns once the
-    /// thread is out of the device (no iteration of it runs after this returns).
-    /// Off: the thread runs the device again.
+    /// test that wants every frame accounted for at each step); the PF's other
+    /// VFs run on. Returns once the thread is out of the device (no iteration
+    /// of it runs after this returns). Off: the thread runs the device again.
     ///
     /// In manual mode, whatever waits for the device thread waits for a step
     /// instead: a [`connect`](Self::connect) or [`wire_channel`](Self::wire_channel)
@@ -1238,18 +1257,14 @@ fn set_wire(sh: &Arc<Shared>, wire: WireState) {
 
 impl Drop for SimVf {
     fn drop(&mut self) {
+        // Off the PF's thread: it steps the VF no more (it checks `stop` under
+        // the device's lock), and lets go of it before `remove` returns.
         self.sh.stop.store(true, Ordering::Release);
-        self.sh.regs.waker.wake();
-        self.sh.regs.waker.unpark();
-        if let Some(t) = self.thread.take()
-            && t.join().is_err()
-        {
-            log::error!(
-                "simulated iavf {}: the device thread panicked",
-                self.sh.name
-            );
-        }
+        self.pf.core.remove(&self.sh);
+        drop(device::lock(&self.device));
         self.sh.iommu.set_live(false);
+        // Frames in flight to the VF are gone.
+        self.sh.inbox.clear();
         let mut peers = PEERS.lock().unwrap_or_else(|e| e.into_inner());
         peers.retain(|(_, w)| w.strong_count() > 0 && !std::ptr::eq(w.as_ptr(), &*self.sh));
     }

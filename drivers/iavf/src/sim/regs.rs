@@ -29,7 +29,8 @@ use nicpoll::bar::Bar;
 
 use super::spec::{self, reg};
 
-/// Wakes the device thread when it sleeps while idle.
+/// Wakes the thread that serves a VF (its PF's polling thread) when it sleeps
+/// while idle.
 #[derive(Default)]
 pub(crate) struct Waker {
     thread: OnceLock<Thread>,
@@ -90,11 +91,12 @@ pub(crate) struct Regs {
     /// ice's stale VFACTIVE ends at this time (ns after `epoch`; 0: none).
     stale_rstat_until: AtomicU64,
     epoch: Instant,
-    pub(crate) waker: Waker,
+    /// Wakes the thread that serves the VF (its PF's, shared by its VFs).
+    pub(crate) waker: Arc<Waker>,
 }
 
 impl Regs {
-    pub(crate) fn new() -> Regs {
+    pub(crate) fn new(waker: Arc<Waker>) -> Regs {
         Regs {
             words: (0..spec::BAR0_LEN / 4).map(|_| AtomicU32::new(0)).collect(),
             in_reset: AtomicBool::new(false),
@@ -105,7 +107,7 @@ impl Regs {
             irq_pending: AtomicBool::new(false),
             stale_rstat_until: AtomicU64::new(0),
             epoch: Instant::now(),
-            waker: Waker::default(),
+            waker,
         }
     }
 

@@ -10,7 +10,7 @@ use nicpoll::memory::DmaMemory;
 use nicpoll::mempool::{Mempool, MempoolConfig};
 use nicpoll::port::{MacAddr, PortConf, PortQueues};
 use nicpoll::{Mbuf, Port, RxQueue, TxQueue};
-use nicpoll_iavf::sim::{PfModel, ResetTiming, SimConfig, SimVf, SimVfBar, Wire};
+use nicpoll_iavf::sim::{PfModel, ResetTiming, SimConfig, SimPf, SimVf, SimVfBar, Wire};
 use nicpoll_iavf::{DmaMap, IavfOptions, IavfPort, Timeouts};
 
 pub const MAC_A: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x0a]);
@@ -57,13 +57,23 @@ pub struct Rig {
 
 /// Start the VF of `cfg` and bring the driver up on it.
 pub fn rig(cfg: SimConfig, mem: &Arc<DmaMemory>, o: IavfOptions) -> Rig {
-    let name = cfg.name.clone();
-    let vf = Arc::new(SimVf::new(cfg).expect("simulated VF"));
+    let vf = SimVf::new(cfg.clone()).expect("simulated VF");
+    port_on(vf, &cfg.name, mem, o)
+}
+
+/// Add the VF of `cfg` to `pf` and bring the driver up on it.
+pub fn rig_on(pf: &SimPf, cfg: SimConfig, mem: &Arc<DmaMemory>, o: IavfOptions) -> Rig {
+    let vf = pf.add_vf(cfg.clone()).expect("simulated VF");
+    port_on(vf, &cfg.name, mem, o)
+}
+
+fn port_on(vf: SimVf, name: &str, mem: &Arc<DmaMemory>, o: IavfOptions) -> Rig {
+    let vf = Arc::new(vf);
     let port = IavfPort::with_options(
         vf.bar(),
         vf.clone() as Arc<dyn DmaMap>,
         mem.clone(),
-        &name,
+        name,
         o,
         0,
     )
