@@ -10,20 +10,40 @@
 //! spoof checking off and promiscuous on, so io forwarding between two of them
 //! works the way it does between two null or ring ports; `trusted=0,spoofchk=1,
 //! promisc=0` gives the untrusted VF a cloud tenant gets.
+//!
+//! The VFs of one `pf=` flavour and one `pf_id=` (default 0) are VFs of one
+//! simulated PF, served by its one polling thread (`iavf-sim-<pf><id>`), as
+//! one adapter serves all its VFs: the demo's two VFs and its forwarding core
+//! are two busy threads, not three. VFs given different `pf_id=`s get a
+//! thread each.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use nicpoll::memory::DmaMemory;
 use nicpoll::port::{DevArgs, MacAddr};
 use nicpoll::{Error, Result};
-use nicpoll_iavf::sim::{PfModel, SimConfig, SimVf, Wire};
+use nicpoll_iavf::sim::{PfModel, SimConfig, SimPf, Wire};
 use nicpoll_iavf::{DmaMap, IavfPort};
 
 /// Driver name in `--vdev` strings.
 pub const DRIVER: &str = "net_iavf_sim";
 const SIM_KEYS: &[&str] = &[
-    "peer", "iface", "loopback", "mac", "queues", "trusted", "spoofchk", "pf",
+    "peer", "iface", "loopback", "mac", "queues", "trusted", "spoofchk", "pf", "pf_id",
 ];
+
+/// The simulated PFs of this process, by flavour and `pf_id=`.
+static PFS: Mutex<Vec<((PfModel, u8), SimPf)>> = Mutex::new(Vec::new());
+
+/// The simulated PF `id` of flavour `model`, started on first use.
+fn simulated_pf(model: PfModel, id: u8) -> Result<SimPf> {
+    let mut pfs = PFS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, pf)) = pfs.iter().find(|(k, _)| *k == (model, id)) {
+        return Ok(pf.clone());
+    }
+    let pf = SimPf::new(&format!("{model}{id}"), model)?;
+    pfs.push(((model, id), pf.clone()));
+    Ok(pf)
+}
 
 /// Create the simulated VF and its port.
 pub fn create(d: &DevArgs, port_id: u16) -> Result<Box<dyn nicpoll::Port>> {
@@ -67,6 +87,7 @@ pub fn create(d: &DevArgs, port_id: u16) -> Result<Box<dyn nicpoll::Port>> {
         Some(p) => p.parse::<PfModel>().map_err(|e| bad(format!("pf=: {e}")))?,
         None => PfModel::default(),
     };
+    let pf_id = d.get_u64("pf_id", 0..=255)?.unwrap_or(0) as u8;
     let cfg = SimConfig {
         pf,
         name: d.name.clone(),
@@ -77,7 +98,7 @@ pub fn create(d: &DevArgs, port_id: u16) -> Result<Box<dyn nicpoll::Port>> {
         wire,
         ..SimConfig::default()
     };
-    let vf = Arc::new(SimVf::new(cfg)?);
+    let vf = Arc::new(simulated_pf(pf, pf_id)?.add_vf(cfg)?);
     // The PMD sees only its own keys; promiscuous is on unless asked otherwise.
     let mut pmd_args = DevArgs {
         spec: d.spec.clone(),

@@ -420,6 +420,71 @@ fn two_simulated_x710_vfs_forward_with_the_iavf_driver() {
     assert_eq!(event(&ev, "mempool")["mempool"]["in_use"].as_u64(), Some(0));
 }
 
+/// The names of `pid`'s threads that run the iavf device model
+/// (`iavf-sim-*`), as the kernel lists them.
+fn model_threads(pid: u32) -> Vec<String> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+        .map(|c| c.trim_end().to_string())
+        .filter(|c| c.starts_with("iavf-sim-"))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn the_simulated_vfs_of_one_pf_share_one_model_thread() {
+    let cases: [(&str, &[&str]); 2] = [
+        // The demo's wiring: both VFs on PF 0, one thread.
+        ("net_iavf_sim1,peer=net_iavf_sim0", &["iavf-sim-i40e0"]),
+        (
+            "net_iavf_sim1,peer=net_iavf_sim0,pf_id=1",
+            &["iavf-sim-i40e0", "iavf-sim-i40e1"],
+        ),
+    ];
+    for (second, want) in cases {
+        let mut child = testpmd()
+            .args(eal(&[
+                "--vdev=net_iavf_sim0,peer=net_iavf_sim1",
+                &format!("--vdev={second}"),
+                "--",
+                "--forward-mode=io",
+                "--tx-first",
+                "--run-time=2",
+            ]))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("testpmd starts");
+        // Every model thread testpmd had while it ran, and the most at once.
+        let (mut seen, mut most) = (Vec::<String>::new(), 0);
+        let t = Instant::now();
+        let status = loop {
+            let now = model_threads(child.id());
+            most = most.max(now.len());
+            for n in now {
+                if !seen.contains(&n) {
+                    seen.push(n);
+                }
+            }
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            assert!(t.elapsed() < Duration::from_secs(30), "testpmd did not end");
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        assert!(status.success(), "{second}: {status}");
+        seen.sort();
+        assert_eq!(seen, want, "{second}");
+        assert_eq!(most, want.len(), "{second}: model threads at once");
+    }
+}
+
 #[test]
 fn demo_runs_without_arguments_root_or_hugepages() {
     let t = Instant::now();
