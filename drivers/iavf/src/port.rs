@@ -219,7 +219,8 @@ struct Ctrl<B: Bar> {
     opts: IavfOptions,
     mac: MacAddr,
     promisc: bool,
-    promisc_warned: bool,
+    /// The note on what promiscuous mode needs was logged.
+    promisc_noted: bool,
     conf: Option<Conf>,
     /// Mempools mapped for the device, held so their memory stays while mapped.
     mapped_pools: Vec<Arc<DmaRegion>>,
@@ -368,7 +369,7 @@ impl<B: Bar + 'static> IavfPort<B> {
             opts: opts.clone(),
             mac,
             promisc: false,
-            promisc_warned: false,
+            promisc_noted: false,
             conf: None,
             mapped_pools: Vec::new(),
             run: None,
@@ -893,11 +894,17 @@ impl<B: Bar> Ctrl<B> {
     fn set_promisc(&mut self, on: bool) -> Result<(), IavfError> {
         let bar = self.bar.clone();
         self.vf.config_promisc(&*bar, on)?;
-        if on && !self.promisc_warned {
-            self.promisc_warned = true;
-            log::warn!(
-                "iavf {}: promiscuous mode requested; the PF accepts the request of an untrusted VF \
-                 but does not apply it: on the host run `ip link set <pf> vf <n> trust on`",
+        if on && !self.promisc_noted {
+            self.promisc_noted = true;
+            // Not a warning: nothing the VF sees says whether it applies.
+            // i40e and ice apply the request only for a trusted VF and answer
+            // SUCCESS either way ("Lie to the VF on purpose",
+            // i40e_vc_config_promiscuous_mode_msg; ice_vc_cfg_promiscuous_mode_msg),
+            // and virtchnl carries no trust bit. The PF's host logs the refusal.
+            log::info!(
+                "iavf {}: promiscuous mode requested; the PF applies it only to a trusted VF \
+                 (`ip link set <pf> vf <n> trust on` on the host, whose kernel log says \
+                 \"Unprivileged VF ... is attempting to configure promiscuous mode\" otherwise)",
                 self.name
             );
         }

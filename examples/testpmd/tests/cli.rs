@@ -333,6 +333,41 @@ fn signal_stops(sig: &str) {
     );
     assert!(text.contains("NIC statistics for port 1"), "{text}");
     assert!(text.contains("mbufs back in the pool"), "{text}");
+    // The demo's VFs are trusted: no line may say their promiscuous request
+    // goes unapplied (a warning must apply to the run it is printed in).
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.lines()
+            .any(|l| l.contains("promiscuous") || l.contains("untrusted")),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_untrusted_simulated_vf_is_warned_that_promiscuous_mode_is_not_applied() {
+    // The PF (the model, whose log is the host's here) knows which VF is
+    // untrusted; the driver cannot (the PF answers success either way).
+    let out = run(&eal(&[
+        "--vdev=net_iavf_sim0,peer=net_iavf_sim1,trusted=0",
+        "--vdev=net_iavf_sim1,peer=net_iavf_sim0,trusted=1",
+        "--",
+        "--forward-mode=io",
+        "--tx-first",
+        "--run-time=1",
+    ]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let warned: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("promiscuous"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{err}");
+    assert!(
+        warned[0].contains("net_iavf_sim0")
+            && warned[0].contains("untrusted")
+            && warned[0].contains("trust on"),
+        "{err}"
+    );
 }
 
 #[test]

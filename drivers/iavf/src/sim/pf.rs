@@ -74,6 +74,9 @@ pub(super) struct Pf {
     pub irq_map: Vec<(u16, u16, u16, u16, u16)>,
     /// Resource allocations so far (the first keeps the configured VSI id).
     pub allocations: u32,
+    /// The refusal of an untrusted VF's promiscuous request was logged as a
+    /// warning (later ones, after resets, are logged as information).
+    pub promisc_refusal_logged: bool,
 }
 
 const BROADCAST: [u8; 6] = [0xff; 6];
@@ -102,6 +105,7 @@ impl Pf {
             queues_enabled: false,
             irq_map: Vec::new(),
             allocations: 0,
+            promisc_refusal_logged: false,
         }
     }
 
@@ -949,11 +953,28 @@ impl Device {
         );
         if !self.cfg.trusted {
             self.pf.promisc_req = req;
-            log::info!(
-                "simulated iavf {}: unprivileged VF is attempting to configure promiscuous \
-                 mode (accepted, not applied)",
-                self.sh.name
-            );
+            // What the host's kernel log shows (i40e and ice: dev_err
+            // "Unprivileged VF %d is attempting to configure promiscuous
+            // mode"): the VF is told it worked. The model's log is that host
+            // log, and here it is known to apply: a warning, the first time.
+            let asked = req.0 || req.1;
+            if asked && !self.pf.promisc_refusal_logged {
+                self.pf.promisc_refusal_logged = true;
+                log::warn!(
+                    "simulated iavf {}: untrusted VF asked for promiscuous mode; the PF answers \
+                     success and does not apply it, as Linux's i40e and ice do (\"Unprivileged \
+                     VF is attempting to configure promiscuous mode\"): frames to other MAC \
+                     addresses will not arrive. Trust the VF: trusted=1 (net_iavf_sim), \
+                     `ip link set <pf> vf <n> trust on` on a real host",
+                    self.sh.name
+                );
+            } else {
+                log::info!(
+                    "simulated iavf {}: unprivileged VF is attempting to configure promiscuous \
+                     mode (accepted, not applied)",
+                    self.sh.name
+                );
+            }
             return status::SUCCESS;
         }
         if flags > lim::MAX_VF_PROMISC_FLAGS || !self.pf.is_valid_vsi(vsi) {
