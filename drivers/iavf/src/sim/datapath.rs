@@ -28,7 +28,7 @@ use std::sync::atomic::Ordering;
 
 use super::device::{Device, Work};
 use super::irq::{HeldWb, line_done};
-use super::rss::{classify, toeplitz};
+use super::rss::{ToeplitzTable, classify};
 use super::spec::{self, pf as lim, reg, rx, tx};
 use super::{Counters, FaultState, PfModel};
 
@@ -60,21 +60,25 @@ pub(super) struct TxQ {
     pub stopped: bool,
 }
 
-/// The RSS registers as last read.
+/// The RSS registers as last read, and the key's hash tables.
 pub(super) struct RssCache {
     generation_seen: Option<u64>,
     key: [u8; lim::RSS_KEY_SIZE],
     lut: [u8; lim::RSS_LUT_SIZE],
     hena: u64,
+    /// The Toeplitz hash of `key`, by table (rebuilt when the key changes).
+    table: ToeplitzTable,
 }
 
 impl Default for RssCache {
     fn default() -> Self {
+        let key = [0; lim::RSS_KEY_SIZE];
         RssCache {
             generation_seen: None,
-            key: [0; lim::RSS_KEY_SIZE],
+            key,
             lut: [0; lim::RSS_LUT_SIZE],
             hena: 0,
+            table: ToeplitzTable::new(&key),
         }
     }
 }
@@ -356,9 +360,13 @@ impl Device {
             return;
         }
         self.rss.generation_seen = Some(generation_seen);
+        let old_key = self.rss.key;
         for i in 0..13 {
             self.rss.key[i * 4..i * 4 + 4]
                 .copy_from_slice(&regs.get(reg::vfqf_hkey(i)).to_le_bytes());
+        }
+        if self.rss.key != old_key {
+            self.rss.table = ToeplitzTable::new(&self.rss.key);
         }
         for i in 0..16 {
             self.rss.lut[i * 4..i * 4 + 4]
@@ -405,7 +413,7 @@ impl Device {
         }
         let class = classify(&f, self.cfg.pf == PfModel::X722);
         let (queue, hash) = if class.input_len > 0 && self.rss.hena & (1u64 << class.pctype) != 0 {
-            let h = toeplitz(&self.rss.key, &class.input[..class.input_len]);
+            let h = self.rss.table.hash(&class.input[..class.input_len]);
             let q = self.rss.lut[(h as usize) & (lim::RSS_LUT_SIZE - 1)] & 0xF;
             (usize::from(q), Some(h))
         } else {
