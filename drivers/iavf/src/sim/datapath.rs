@@ -89,6 +89,11 @@ const TX_BUDGET: u32 = 512;
 const TX_FETCH: usize = 64;
 /// Frames taken from the wire per poll.
 const RX_BATCH: usize = 256;
+/// Frame buffers kept for reuse, per VF: enough for a burst in flight on
+/// each side of a ring (beyond it, buffers are freed).
+const SPARE_FRAMES: usize = 1024;
+/// Capacity of a new frame buffer (a standard frame, VLAN tags and CRC).
+const FRAME_CAPACITY: usize = 2048;
 /// Smallest frame the 700 series transmits (i40e `I40E_MIN_TX_LEN`).
 const MIN_TX_LEN: usize = 17;
 /// Frames are padded to this (60 bytes + CRC = the Ethernet minimum).
@@ -185,6 +190,13 @@ impl Device {
             tx::DTYPE_DATA => {
                 let size = ((q1 >> tx::BUF_SZ_SHIFT) & tx::BUF_SZ_MASK) as usize;
                 let t = &mut self.txq[q];
+                if t.partial.capacity() == 0 {
+                    // A new frame: into a buffer a received frame left.
+                    t.partial = self
+                        .spare
+                        .pop()
+                        .unwrap_or_else(|| Vec::with_capacity(FRAME_CAPACITY));
+                }
                 if size == 0 || t.partial.len() + size > spec::FRAME_SIZE_MAX + 4 {
                     counters.tx_bad_desc.inc();
                     t.partial_bad = true;
@@ -222,8 +234,9 @@ impl Device {
                     let vlan = t.vlan.take();
                     if bad {
                         counters.tx_errors.inc();
-                    } else {
-                        self.transmit(q, frame, vlan);
+                        self.recycle(frame);
+                    } else if let Some(kept) = self.transmit(q, frame, vlan) {
+                        self.recycle(kept);
                     }
                 }
             }
@@ -240,11 +253,12 @@ impl Device {
     }
 
     /// A complete frame leaves the VF: checks, counters, to the wire batch.
-    fn transmit(&mut self, q: usize, mut frame: Vec<u8>, vlan: Option<u16>) {
+    /// Returns the frame if it did not leave (its buffer is reused).
+    fn transmit(&mut self, q: usize, mut frame: Vec<u8>, vlan: Option<u16>) -> Option<Vec<u8>> {
         let c: &Counters = &self.sh.counters;
         if frame.len() < MIN_TX_LEN {
             self.malicious_driver(q, frame.len());
-            return;
+            return Some(frame);
         }
         if let Some(tci) = vlan {
             let mut tag = [0u8; 4];
@@ -258,7 +272,7 @@ impl Device {
         if self.cfg.spoofchk && !self.pf.owns_source(&frame[6..12]) {
             c.tx_discards.inc();
             c.tx_spoofed.inc();
-            return;
+            return Some(frame);
         }
         // i40e turns VLAN anti-spoofing on with MAC anti-spoofing
         // (i40e_vsi_setup for a spoof-checked VF): a tagged frame whose VLAN
@@ -273,11 +287,11 @@ impl Device {
         {
             c.tx_discards.inc();
             c.tx_spoofed.inc();
-            return;
+            return Some(frame);
         }
         let faults: &FaultState = &self.sh.faults;
         if faults.armed.load(Ordering::Relaxed) && FaultState::take(&faults.tx_drop) {
-            return;
+            return Some(frame);
         }
         c.tx_bytes.add(frame.len() as u64);
         match cast_kind(&frame) {
@@ -285,12 +299,14 @@ impl Device {
             Cast::Multicast => c.tx_multicast.inc(),
             Cast::Broadcast => c.tx_broadcast.inc(),
         }
-        if !self.link_up {
+        let kept = if !self.link_up {
             c.wire_lost.inc();
+            Some(frame)
         } else {
             c.tx_frames.inc();
             self.tx_frames.push(frame);
-        }
+            None
+        };
         if faults.armed.load(Ordering::Relaxed) {
             let left = faults.reset_after_tx.load(Ordering::Acquire);
             if left > 0 {
@@ -305,6 +321,7 @@ impl Device {
                 }
             }
         }
+        kept
     }
 
     /// A frame shorter than the hardware sends (17 bytes: Linux's and DPDK's
@@ -345,8 +362,9 @@ impl Device {
         let n = frames.len();
         if n > 0 {
             self.refresh_rss();
-            for f in frames.drain(..) {
-                self.receive(f);
+            for mut f in frames.drain(..) {
+                self.receive(&mut f);
+                self.recycle(f);
             }
         }
         self.rx_frames = frames;
@@ -376,8 +394,17 @@ impl Device {
             u64::from(regs.get(reg::vfqf_hena(0))) | (u64::from(regs.get(reg::vfqf_hena(1))) << 32);
     }
 
-    /// One frame from the wire.
-    fn receive(&mut self, mut f: Vec<u8>) {
+    /// Keep `frame`'s buffer for a frame to come (or free it: enough kept).
+    #[inline]
+    pub(super) fn recycle(&mut self, mut frame: Vec<u8>) {
+        if self.spare.len() < SPARE_FRAMES && frame.capacity() > 0 {
+            frame.clear();
+            self.spare.push(frame);
+        }
+    }
+
+    /// One frame from the wire (its buffer is the caller's to reuse).
+    fn receive(&mut self, f: &mut Vec<u8>) {
         let c: &Counters = &self.sh.counters;
         if !self.link_up {
             c.rx_link_down.inc();
@@ -387,7 +414,7 @@ impl Device {
             c.rx_filtered.inc();
             return;
         }
-        let cast = cast_kind(&f);
+        let cast = cast_kind(f);
         let dst: [u8; 6] = f[0..6].try_into().expect("6 bytes");
         let accept = match cast {
             Cast::Broadcast => true,
@@ -411,7 +438,7 @@ impl Device {
             c.rx_discards.inc();
             return;
         }
-        let class = classify(&f, self.cfg.pf == PfModel::X722);
+        let class = classify(f, self.cfg.pf == PfModel::X722);
         let (queue, hash) = if class.input_len > 0 && self.rss.hena & (1u64 << class.pctype) != 0 {
             let h = self.rss.table.hash(&class.input[..class.input_len]);
             let q = self.rss.lut[(h as usize) & (lim::RSS_LUT_SIZE - 1)] & 0xF;
@@ -552,12 +579,7 @@ impl Device {
             }
             self.rx_wb[q].pop_front();
             // Qwords 0, 2 and 3 first, then qword 1 with DD.
-            let mut wb = [0u8; rx::DESC_LEN];
-            wb[0..8].copy_from_slice(&e.q0.unwrap_or(0).to_le_bytes());
-            let r1 = self.dma.write(e.at, &wb[0..8]);
-            let r2 = self.dma.write(e.at + 16, &wb[16..32]);
-            let r3 = self.dma.write_u64(e.at + 8, e.q1);
-            if let Some(err) = r1.err().or(r2.err()).or(r3.err()) {
+            if let Err(err) = self.dma.write_rx_writeback(e.at, e.q0.unwrap_or(0), e.q1) {
                 self.sh.iommu.record_fault(
                     err.with_context(format!("writing back Rx descriptor {} of queue {q}", e.idx)),
                     &self.sh.name,

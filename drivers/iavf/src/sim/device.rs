@@ -83,6 +83,9 @@ pub(crate) struct Device {
     /// Frames transmitted, waiting to go out.
     pub(super) tx_frames: Vec<Vec<u8>>,
     pub(super) sock_buf: Vec<u8>,
+    /// Frame buffers to reuse (module `datapath`: a received frame's buffer
+    /// carries the next transmitted one).
+    pub(super) spare: Vec<Vec<u8>>,
     /// The status needs republishing.
     pub(super) dirty: bool,
     /// The reset under way was triggered on a VF that was active (i40e waits
@@ -131,6 +134,7 @@ impl Device {
             rx_frames: Vec::with_capacity(256),
             tx_frames: Vec::with_capacity(256),
             sock_buf: vec![0u8; 16 * 1024],
+            spare: Vec::new(),
             dirty: true,
             reset_waits_for_vf: false,
             sh,
@@ -407,7 +411,9 @@ impl Device {
         self.wire.receive(&mut frames, 256, &mut self.sock_buf);
         let n = frames.len();
         self.sh.counters.rx_link_down.add(n as u64);
-        frames.clear();
+        for f in frames.drain(..) {
+            self.recycle(f);
+        }
         self.rx_frames = frames;
         n
     }
