@@ -2,13 +2,14 @@
 //! thread (issue 4, "Measured"): what `benches/iavf-sim-callgrind.sh` runs under
 //! callgrind to count the driver's own instructions per packet.
 //!
-//! Two simulated VFs A and B, back to back (`SimVf::connect`), each driven by a
-//! real `IavfPort<SimVfBar>` (one queue pair, rings of `IAVF_BENCH_RING`
-//! descriptors, default 512). The ports are brought up with the device threads
-//! running, then both VFs go to manual mode (`SimVf::set_manual(true)`): the
-//! model moves only in `SimVf::step()`, on this thread. Under valgrind, which
-//! runs one thread at a time, a polling device thread would starve; here
-//! nothing else runs while the loop does.
+//! Two simulated VFs A and B of one simulated PF (`SimPf`, as testpmd's
+//! demo has them), back to back (`SimVf::connect`), each driven by a real
+//! `IavfPort<SimVfBar>` (one queue pair, rings of `IAVF_BENCH_RING`
+//! descriptors, default 512). The ports are brought up with the PF's polling
+//! thread running, then both VFs go to manual mode (`SimVf::set_manual(true)`):
+//! the model moves only in `SimVf::step()`, on this thread. Under valgrind,
+//! which runs one thread at a time, a polling thread would starve; here
+//! nothing else runs while the loop does (the PF's thread parks).
 //!
 //! Modes (first argument that does not start with `-`; the second is the
 //! count):
@@ -53,7 +54,7 @@ use nicpoll::memory::DmaMemory;
 use nicpoll::mempool::{Mempool, MempoolConfig};
 use nicpoll::port::{MacAddr, PortConf, PortQueues};
 use nicpoll::{Port, RxQueue, TxQueue};
-use nicpoll_iavf::sim::{SimConfig, SimVf, SimVfBar};
+use nicpoll_iavf::sim::{PfModel, SimConfig, SimPf, SimVf, SimVfBar};
 use nicpoll_iavf::{DmaMap, IavfOptions, IavfPort, Timeouts};
 
 const BURST: usize = 32;
@@ -99,9 +100,17 @@ struct Vf {
 /// A simulated VF and its started port, as testpmd's `--vdev net_iavf_sim`
 /// makes it: trusted, no spoof check, promiscuous (io forwarding sends the
 /// frames back unchanged).
-fn vf(name: &str, mac: MacAddr, mem: &Arc<DmaMemory>, pool: &Mempool, ring: u16, simd: bool) -> Vf {
+fn vf(
+    pf: &SimPf,
+    name: &str,
+    mac: MacAddr,
+    mem: &Arc<DmaMemory>,
+    pool: &Mempool,
+    ring: u16,
+    simd: bool,
+) -> Vf {
     let sim = Arc::new(
-        SimVf::new(SimConfig {
+        pf.add_vf(SimConfig {
             name: name.to_string(),
             mac,
             queue_pairs: 1,
@@ -254,8 +263,9 @@ fn main() -> ExitCode {
     let mem = Arc::new(DmaMemory::plain());
     let pool = Mempool::new(&mem, &MempoolConfig::new("sim-burst", 8192)).expect("mempool");
     let simd = env_num("IAVF_BENCH_SIMD", 1) != 0;
-    let mut a = vf("bench-a", MAC_A, &mem, &pool, ring, simd);
-    let mut b = vf("bench-b", MAC_B, &mem, &pool, ring, simd);
+    let pf = SimPf::new("bench", PfModel::X710).expect("simulated PF");
+    let mut a = vf(&pf, "bench-a", MAC_A, &mem, &pool, ring, simd);
+    let mut b = vf(&pf, "bench-b", MAC_B, &mem, &pool, ring, simd);
     println!(
         "burst mode: rx {}, tx {}",
         a.q.rx[0].burst_mode().unwrap_or("?"),
