@@ -12,6 +12,9 @@
 //!   the machine's page size under the manifest's volume name (podman mounts a
 //!   volume of that name for the `emptyDir`), software ports in
 //!   `NICPOLL_EAL_ARGS`, and `restartPolicy: Never`.
+//! - `pod/pod_memif.yaml` plays unchanged (it needs no device, hugepage or
+//!   privilege): its two containers connect over the socket in their shared
+//!   `emptyDir`, one receiving what the other sends.
 //! - Safety: every pod is played from a network namespace this test makes
 //!   (`nsenter --net`): podman's bridge, its NAT rules and the published port
 //!   9100 live there, so no container reaches the machine's own NIC and nothing
@@ -262,7 +265,9 @@ fn the_other_manifests_play_in_podman_without_a_rejected_field() {
     let Some(s) = Session::start() else { return };
     let others: Vec<Manifest> = Manifest::shipped()
         .into_iter()
-        .filter(|m| !m.file.ends_with("pod_testpmd_virt.yaml"))
+        .filter(|m| {
+            !m.file.ends_with("pod_testpmd_virt.yaml") && !m.file.ends_with("pod_memif.yaml")
+        })
         .collect();
     assert_eq!(others.len(), 2, "{others:?}");
     for m in &others {
@@ -302,8 +307,82 @@ fn the_other_manifests_play_in_podman_without_a_rejected_field() {
             "{}",
             m.file.display()
         );
+        // A crash restarts, an exit as asked stays down (every shipped manifest).
+        assert_eq!(
+            s.inspect(&ctr, "{{.HostConfig.RestartPolicy.Name}}"),
+            "on-failure",
+            "{}",
+            m.file.display()
+        );
         s.remove_pod(&m.pod).unwrap();
     }
+}
+
+#[test]
+fn the_memif_pod_connects_its_two_containers_without_privileges_and_stops_cleanly() {
+    let Some(s) = Session::start() else { return };
+    let m = Manifest::read(pod_file("pod_memif.yaml"));
+    // Played unchanged: the manifest needs no device plugin, hugepages or privileges.
+    let out = s.play(&m.file);
+    assert!(
+        out.status.success(),
+        "podman kube play {}: {}",
+        m.file.display(),
+        text(&out)
+    );
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(said.trim().is_empty(), "podman kube play: {said}");
+    let server = format!("{}-memif-server", m.pod);
+    let client = format!("{}-memif-client", m.pod);
+    for ctr in [&server, &client] {
+        assert_eq!(s.inspect(ctr, "{{.HostConfig.Privileged}}"), "false");
+        assert_eq!(
+            s.inspect(ctr, "{{.EffectiveCaps}}"),
+            "[]",
+            "{ctr}: capabilities dropped"
+        );
+    }
+    // The server (rxonly) receives what the client (txonly) generates, through
+    // the socket in the shared emptyDir and the memfd regions it carries.
+    let received = |l: &str| {
+        l.contains("NIC statistics for port 0")
+            && last_count(block(l, "NIC statistics for port 0"), "RX-packets:") > 0
+    };
+    let logs = s.wait_logs(&server, 30, "frames from the client", received);
+    assert!(logs.contains("role=server"), "{logs}");
+    let logs = s.wait_logs(&client, 10, "frames sent", |l| {
+        l.contains("NIC statistics for port 0")
+            && last_count(block(l, "NIC statistics for port 0"), "TX-packets:") > 0
+    });
+    assert!(logs.contains("role=client"), "{logs}");
+
+    // SIGTERM to both: final statistics, every mbuf back, exit status 0.
+    s.must(&["pod", "stop", "-t", "30", &m.pod]);
+    let mut totals = Vec::new();
+    for ctr in [&server, &client] {
+        let logs = s.logs(ctr);
+        assert_eq!(s.inspect(ctr, "{{.State.ExitCode}}"), "0", "{ctr}:\n{logs}");
+        let total = block(&logs, "Accumulated forward statistics for all ports");
+        totals.push((
+            last_count(total, "RX-packets:"),
+            last_count(total, "TX-packets:"),
+        ));
+        let mempool = logs
+            .lines()
+            .find(|l| l.starts_with("Mempool "))
+            .unwrap_or_else(|| panic!("{ctr}: no mempool line:\n{logs}"));
+        assert!(
+            mempool.contains(": all ") && mempool.ends_with(" mbufs back in the pool"),
+            "{ctr}: {mempool}"
+        );
+    }
+    let (server_rx, client_tx) = (totals[0].0, totals[1].1);
+    assert!(server_rx > 0, "server received nothing");
+    assert!(
+        server_rx <= client_tx,
+        "the server received {server_rx}, more than the client sent ({client_tx})"
+    );
+    s.remove_pod(&m.pod).unwrap();
 }
 
 #[test]

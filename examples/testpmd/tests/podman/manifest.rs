@@ -6,10 +6,11 @@ use std::path::PathBuf;
 use crate::{pod_file, read};
 
 /// The manifests of pod/ the tests play.
-pub(crate) const SHIPPED: [&str; 3] = [
+pub(crate) const SHIPPED: [&str; 4] = [
     "pod_testpmd_virt.yaml",
     "pod_testpmd.yaml",
     "mlnx-pod_testpmd_connectx5.yaml",
+    "pod_memif.yaml",
 ];
 
 /// The image the Containerfile's `runtime` stage starts from.
@@ -34,6 +35,8 @@ pub(crate) struct Manifest {
     pub(crate) image: String,
     /// The volume mounted at /dev/hugepages.
     pub(crate) hugepage_volume: Option<String>,
+    /// The `emptyDir` volumes (kube play makes a named volume for each).
+    pub(crate) empty_dirs: Vec<String>,
     /// securityContext.capabilities.add.
     pub(crate) caps_added: Vec<String>,
     pub(crate) privileged: bool,
@@ -59,6 +62,12 @@ impl Manifest {
             .and_then(|i| lines.get(i + 1))
             .and_then(|l| l.trim().strip_prefix("name: "))
             .map(str::to_string);
+        let empty_dirs = lines
+            .windows(2)
+            .filter(|w| w[1].trim().starts_with("emptyDir:"))
+            .filter_map(|w| w[0].trim().strip_prefix("- name: "))
+            .map(str::to_string)
+            .collect();
         let caps_added = value("add: ", 10)
             .first()
             .map(|list| {
@@ -79,13 +88,14 @@ impl Manifest {
             container,
             image,
             hugepage_volume,
+            empty_dirs,
             caps_added,
             privileged,
         }
     }
 
     /// The testpmd pods this test plays: the virtual deployment's, then the
-    /// other two (bare metal, mlx5).
+    /// other three (bare metal, mlx5, memif).
     pub(crate) fn shipped() -> Vec<Manifest> {
         SHIPPED
             .iter()

@@ -117,7 +117,7 @@ impl Session {
             .chain(
                 manifests
                     .iter()
-                    .filter_map(|m| m.hugepage_volume.as_ref())
+                    .flat_map(|m| m.hugepage_volume.iter().chain(&m.empty_dirs))
                     .map(|v| format!("podman-volume-{v}")),
             )
             .collect();
@@ -143,7 +143,7 @@ impl Session {
             // (and a removal that fails can leave it).
             volumes: manifests
                 .iter()
-                .filter_map(|m| m.hugepage_volume.clone())
+                .flat_map(|m| m.hugepage_volume.iter().chain(&m.empty_dirs).cloned())
                 .collect::<BTreeSet<_>>()
                 .into_iter()
                 .collect(),
