@@ -16,6 +16,20 @@ use crate::verbs::*;
 /// (C expression, value our mirror gives).
 type Item = (String, usize);
 
+/// `(C name, our value)` for constants whose Rust name is their C name:
+/// `stringify!` makes the name asked of the C compiler the very one checked,
+/// which a hand-written `("NAME", NAME)` pair does not. `m::{..}` reads the
+/// constants from module `m`.
+macro_rules! c_named {
+    ($t:ty; $($c:ident),+ $(,)?) => {
+        [$((stringify!($c), $c as $t)),+]
+    };
+    ($t:ty; $m:ident::{$($c:ident),+ $(,)?}) => {
+        [$((stringify!($c), $m::$c as $t)),+]
+    };
+}
+pub(crate) use c_named;
+
 macro_rules! size {
     ($v:ident, $c:literal, $t:ty) => {
         $v.push((format!("sizeof(struct {})", $c), size_of::<$t>()));
@@ -693,121 +707,30 @@ fn items() -> Vec<Item> {
     off!(v, "ibv_flow", IbvFlow, comp_mask, context, handle);
 
     // Constants the driver hard-codes.
-    for (expr, val) in [
-        ("IBV_QPT_RAW_PACKET", IBV_QPT_RAW_PACKET as usize),
-        ("IBV_QPS_RESET", IBV_QPS_RESET as usize),
-        ("IBV_QPS_INIT", IBV_QPS_INIT as usize),
-        ("IBV_QPS_RTR", IBV_QPS_RTR as usize),
-        ("IBV_QPS_RTS", IBV_QPS_RTS as usize),
-        ("IBV_QPS_ERR", IBV_QPS_ERR as usize),
-        ("IBV_QP_STATE", IBV_QP_STATE as usize),
-        ("IBV_QP_PORT", IBV_QP_PORT as usize),
-        ("IBV_ACCESS_LOCAL_WRITE", IBV_ACCESS_LOCAL_WRITE as usize),
-        ("IBV_WR_SEND", IBV_WR_SEND as usize),
-        ("IBV_SEND_SIGNALED", IBV_SEND_SIGNALED as usize),
-        ("IBV_SEND_INLINE", IBV_SEND_INLINE as usize),
-        ("IBV_WC_SUCCESS", IBV_WC_SUCCESS as usize),
-        ("IBV_WC_LOC_LEN_ERR", IBV_WC_LOC_LEN_ERR as usize),
-        ("IBV_WC_LOC_PROT_ERR", IBV_WC_LOC_PROT_ERR as usize),
-        ("IBV_WC_WR_FLUSH_ERR", IBV_WC_WR_FLUSH_ERR as usize),
-        ("IBV_WC_GENERAL_ERR", IBV_WC_GENERAL_ERR as usize),
-        ("IBV_WC_SEND", IBV_WC_SEND as usize),
-        ("IBV_WC_RECV", IBV_WC_RECV as usize),
-        ("IBV_PORT_ACTIVE", IBV_PORT_ACTIVE as usize),
-        (
-            "IBV_LINK_LAYER_INFINIBAND",
-            IBV_LINK_LAYER_INFINIBAND as usize,
-        ),
-        ("IBV_LINK_LAYER_ETHERNET", IBV_LINK_LAYER_ETHERNET as usize),
-        ("IBV_FLOW_ATTR_NORMAL", IBV_FLOW_ATTR_NORMAL as usize),
-        ("IBV_FLOW_SPEC_ETH", IBV_FLOW_SPEC_ETH as usize),
-        ("IBV_FLOW_SPEC_IPV4", IBV_FLOW_SPEC_IPV4 as usize),
-        ("IBV_FLOW_SPEC_IPV6", IBV_FLOW_SPEC_IPV6 as usize),
-        ("IBV_FLOW_SPEC_IPV4_EXT", IBV_FLOW_SPEC_IPV4_EXT as usize),
-        ("IBV_FLOW_SPEC_TCP", IBV_FLOW_SPEC_TCP as usize),
-        ("IBV_FLOW_SPEC_UDP", IBV_FLOW_SPEC_UDP as usize),
-        ("IBV_QP_INIT_ATTR_PD", IBV_QP_INIT_ATTR_PD as usize),
-        (
-            "IBV_QP_INIT_ATTR_IND_TABLE",
-            IBV_QP_INIT_ATTR_IND_TABLE as usize,
-        ),
-        (
-            "IBV_QP_INIT_ATTR_RX_HASH",
-            IBV_QP_INIT_ATTR_RX_HASH as usize,
-        ),
-        (
-            "IBV_RX_HASH_FUNC_TOEPLITZ",
-            IBV_RX_HASH_FUNC_TOEPLITZ as usize,
-        ),
-        ("IBV_RX_HASH_SRC_IPV4", IBV_RX_HASH_SRC_IPV4 as usize),
-        ("IBV_RX_HASH_DST_IPV4", IBV_RX_HASH_DST_IPV4 as usize),
-        ("IBV_RX_HASH_SRC_IPV6", IBV_RX_HASH_SRC_IPV6 as usize),
-        ("IBV_RX_HASH_DST_IPV6", IBV_RX_HASH_DST_IPV6 as usize),
-        (
-            "IBV_RX_HASH_SRC_PORT_TCP",
-            IBV_RX_HASH_SRC_PORT_TCP as usize,
-        ),
-        (
-            "IBV_RX_HASH_DST_PORT_TCP",
-            IBV_RX_HASH_DST_PORT_TCP as usize,
-        ),
-        (
-            "IBV_RX_HASH_SRC_PORT_UDP",
-            IBV_RX_HASH_SRC_PORT_UDP as usize,
-        ),
-        (
-            "IBV_RX_HASH_DST_PORT_UDP",
-            IBV_RX_HASH_DST_PORT_UDP as usize,
-        ),
-        ("IBV_WQT_RQ", IBV_WQT_RQ as usize),
-        ("IBV_WQS_RESET", IBV_WQS_RESET as usize),
-        ("IBV_WQS_RDY", IBV_WQS_RDY as usize),
-        ("IBV_WQS_ERR", IBV_WQS_ERR as usize),
-        ("IBV_WQ_ATTR_STATE", IBV_WQ_ATTR_STATE as usize),
-        ("IBV_WC_LOC_QP_OP_ERR", IBV_WC_LOC_QP_OP_ERR as usize),
-        ("IBV_WC_IP_CSUM_OK", IBV_WC_IP_CSUM_OK as usize),
-        ("IBV_WC_EX_WITH_BYTE_LEN", IBV_WC_EX_WITH_BYTE_LEN as usize),
-        (
-            "IBV_CQ_INIT_ATTR_MASK_FLAGS",
-            IBV_CQ_INIT_ATTR_MASK_FLAGS as usize,
-        ),
-        (
-            "IBV_CREATE_CQ_ATTR_SINGLE_THREADED",
-            IBV_CREATE_CQ_ATTR_SINGLE_THREADED as usize,
-        ),
-        (
-            "IBV_ACCESS_RELAXED_ORDERING",
-            IBV_ACCESS_RELAXED_ORDERING as usize,
-        ),
-        ("IBV_EVENT_CQ_ERR", IBV_EVENT_CQ_ERR as usize),
-        ("IBV_EVENT_QP_FATAL", IBV_EVENT_QP_FATAL as usize),
-        ("IBV_EVENT_DEVICE_FATAL", IBV_EVENT_DEVICE_FATAL as usize),
-        ("IBV_EVENT_PORT_ACTIVE", IBV_EVENT_PORT_ACTIVE as usize),
-        ("IBV_EVENT_PORT_ERR", IBV_EVENT_PORT_ERR as usize),
-        ("IBV_EVENT_WQ_FATAL", IBV_EVENT_WQ_FATAL as usize),
-        ("UINTPTR_MAX == (uintptr_t)__VERBS_ABI_IS_EXTENDED", 1),
-        // The fake library's own (what libmlx5 checks the attributes against).
-        (
-            "IBV_CREATE_CQ_SUP_WC_FLAGS",
-            fake::IBV_CREATE_CQ_SUP_WC_FLAGS as usize,
-        ),
-        (
-            "IBV_CQ_INIT_ATTR_MASK_PD",
-            fake::IBV_CQ_INIT_ATTR_MASK_PD as usize,
-        ),
-        (
-            "IBV_CREATE_CQ_ATTR_IGNORE_OVERRUN",
-            fake::IBV_CREATE_CQ_ATTR_IGNORE_OVERRUN as usize,
-        ),
-        (
-            "IBV_PARENT_DOMAIN_INIT_ATTR_ALLOCATORS",
-            fake::IBV_PARENT_DOMAIN_INIT_ATTR_ALLOCATORS as usize,
-        ),
-        (
-            "IBV_PARENT_DOMAIN_INIT_ATTR_PD_CONTEXT",
-            fake::IBV_PARENT_DOMAIN_INIT_ATTR_PD_CONTEXT as usize,
-        ),
-    ] {
+    let constants = c_named!(usize;
+        IBV_QPT_RAW_PACKET, IBV_QPS_RESET, IBV_QPS_INIT, IBV_QPS_RTR, IBV_QPS_RTS, IBV_QPS_ERR,
+        IBV_QP_STATE, IBV_QP_PORT, IBV_ACCESS_LOCAL_WRITE, IBV_WR_SEND, IBV_SEND_SIGNALED,
+        IBV_SEND_INLINE, IBV_WC_SUCCESS, IBV_WC_LOC_LEN_ERR, IBV_WC_LOC_PROT_ERR,
+        IBV_WC_WR_FLUSH_ERR, IBV_WC_GENERAL_ERR, IBV_WC_SEND, IBV_WC_RECV, IBV_PORT_ACTIVE,
+        IBV_LINK_LAYER_INFINIBAND, IBV_LINK_LAYER_ETHERNET, IBV_FLOW_ATTR_NORMAL,
+        IBV_FLOW_SPEC_ETH, IBV_FLOW_SPEC_IPV4, IBV_FLOW_SPEC_IPV6, IBV_FLOW_SPEC_IPV4_EXT,
+        IBV_FLOW_SPEC_TCP, IBV_FLOW_SPEC_UDP, IBV_QP_INIT_ATTR_PD, IBV_QP_INIT_ATTR_IND_TABLE,
+        IBV_QP_INIT_ATTR_RX_HASH, IBV_RX_HASH_FUNC_TOEPLITZ, IBV_RX_HASH_SRC_IPV4,
+        IBV_RX_HASH_DST_IPV4, IBV_RX_HASH_SRC_IPV6, IBV_RX_HASH_DST_IPV6,
+        IBV_RX_HASH_SRC_PORT_TCP, IBV_RX_HASH_DST_PORT_TCP, IBV_RX_HASH_SRC_PORT_UDP,
+        IBV_RX_HASH_DST_PORT_UDP, IBV_WQT_RQ, IBV_WQS_RESET, IBV_WQS_RDY, IBV_WQS_ERR,
+        IBV_WQ_ATTR_STATE, IBV_WC_LOC_QP_OP_ERR, IBV_WC_IP_CSUM_OK, IBV_WC_EX_WITH_BYTE_LEN,
+        IBV_CQ_INIT_ATTR_MASK_FLAGS, IBV_CREATE_CQ_ATTR_SINGLE_THREADED,
+        IBV_ACCESS_RELAXED_ORDERING, IBV_EVENT_CQ_ERR, IBV_EVENT_QP_FATAL,
+        IBV_EVENT_DEVICE_FATAL, IBV_EVENT_PORT_ACTIVE, IBV_EVENT_PORT_ERR, IBV_EVENT_WQ_FATAL
+    );
+    // The fake library's own (what libmlx5 checks the attributes against).
+    let fake_constants = c_named!(usize; fake::{
+        IBV_CREATE_CQ_SUP_WC_FLAGS, IBV_CQ_INIT_ATTR_MASK_PD, IBV_CREATE_CQ_ATTR_IGNORE_OVERRUN,
+        IBV_PARENT_DOMAIN_INIT_ATTR_ALLOCATORS, IBV_PARENT_DOMAIN_INIT_ATTR_PD_CONTEXT
+    });
+    let abi = [("UINTPTR_MAX == (uintptr_t)__VERBS_ABI_IS_EXTENDED", 1)];
+    for (expr, val) in constants.into_iter().chain(fake_constants).chain(abi) {
         v.push((expr.to_string(), val));
     }
     v

@@ -12,30 +12,23 @@ use std::collections::HashMap;
 
 use super::*;
 use crate::c_program::CProgram;
+use crate::layout_test::c_named;
 
 /// (C expression, our value).
 fn constants() -> Vec<(&'static str, i64)> {
-    vec![
-        // RDMA netlink: the IB port of an interface.
-        ("NETLINK_RDMA", NETLINK_RDMA as i64),
-        ("RDMA_NL_NLDEV", RDMA_NL_NLDEV as i64),
-        ("RDMA_NLDEV_CMD_GET", RDMA_NLDEV_CMD_GET as i64),
-        ("RDMA_NLDEV_CMD_PORT_GET", RDMA_NLDEV_CMD_PORT_GET as i64),
-        (
-            "RDMA_NLDEV_ATTR_DEV_INDEX",
-            RDMA_NLDEV_ATTR_DEV_INDEX as i64,
-        ),
-        ("RDMA_NLDEV_ATTR_DEV_NAME", RDMA_NLDEV_ATTR_DEV_NAME as i64),
-        (
-            "RDMA_NLDEV_ATTR_PORT_INDEX",
-            RDMA_NLDEV_ATTR_PORT_INDEX as i64,
-        ),
-        (
-            "RDMA_NLDEV_ATTR_NDEV_INDEX",
-            RDMA_NLDEV_ATTR_NDEV_INDEX as i64,
-        ),
-        // Netlink framing.
-        ("NLMSG_HDRLEN", NLMSG_HDRLEN as i64),
+    let mut v = Vec::new();
+    // RDMA netlink: the IB port of an interface.
+    v.extend(c_named!(i64;
+        NETLINK_RDMA, RDMA_NL_NLDEV, RDMA_NLDEV_CMD_GET, RDMA_NLDEV_CMD_PORT_GET,
+        RDMA_NLDEV_ATTR_DEV_INDEX, RDMA_NLDEV_ATTR_DEV_NAME, RDMA_NLDEV_ATTR_PORT_INDEX,
+        RDMA_NLDEV_ATTR_NDEV_INDEX
+    ));
+    // Netlink framing.
+    v.extend(c_named!(i64;
+        NLMSG_HDRLEN, NLMSG_ERROR, NLMSG_DONE, NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK,
+        NLM_F_DUMP, NLM_F_EXCL, NLM_F_CREATE
+    ));
+    v.extend([
         ("sizeof(struct nlmsghdr)", NLMSG_HDRLEN as i64),
         ("offsetof(struct nlmsghdr, nlmsg_len)", 0),
         ("offsetof(struct nlmsghdr, nlmsg_type)", 4),
@@ -47,34 +40,17 @@ fn constants() -> Vec<(&'static str, i64)> {
         ("offsetof(struct nlattr, nla_type)", 2),
         ("NLA_ALIGNTO", 4),
         ("NLMSG_ALIGNTO", 4),
-        ("NLMSG_ERROR", NLMSG_ERROR as i64),
-        ("NLMSG_DONE", NLMSG_DONE as i64),
-        ("NLM_F_REQUEST", NLM_F_REQUEST as i64),
-        ("NLM_F_MULTI", NLM_F_MULTI as i64),
-        ("NLM_F_ACK", NLM_F_ACK as i64),
-        ("NLM_F_DUMP", NLM_F_DUMP as i64),
-        ("NLM_F_EXCL", NLM_F_EXCL as i64),
-        ("NLM_F_CREATE", NLM_F_CREATE as i64),
         ("(uint16_t)NLA_TYPE_MASK", NLA_TYPE_MASK as i64),
         ("sizeof(struct nlmsgerr) >= 4", 1),
         ("offsetof(struct nlmsgerr, error)", 0),
-        // rtnetlink: FDB entries, IFF_PROMISC, VF trust.
-        ("RTM_NEWLINK", RTM_NEWLINK as i64),
-        ("RTM_GETLINK", RTM_GETLINK as i64),
-        ("RTM_NEWNEIGH", RTM_NEWNEIGH as i64),
-        ("RTM_DELNEIGH", RTM_DELNEIGH as i64),
-        ("AF_BRIDGE", AF_BRIDGE as i64),
-        ("AF_UNSPEC", AF_UNSPEC as i64),
-        ("NDA_LLADDR", NDA_LLADDR as i64),
-        ("NTF_SELF", NTF_SELF as i64),
-        ("NUD_NOARP", NUD_NOARP as i64),
-        ("NUD_PERMANENT", NUD_PERMANENT as i64),
-        ("IFF_PROMISC", IFF_PROMISC as i64),
-        ("IFLA_VFINFO_LIST", IFLA_VFINFO_LIST as i64),
-        ("IFLA_EXT_MASK", IFLA_EXT_MASK as i64),
-        ("IFLA_VF_INFO", IFLA_VF_INFO as i64),
-        ("IFLA_VF_TRUST", IFLA_VF_TRUST as i64),
-        ("RTEXT_FILTER_VF", RTEXT_FILTER_VF as i64),
+    ]);
+    // rtnetlink: FDB entries, IFF_PROMISC, VF trust.
+    v.extend(c_named!(i64;
+        RTM_NEWLINK, RTM_GETLINK, RTM_NEWNEIGH, RTM_DELNEIGH, AF_BRIDGE, AF_UNSPEC, NDA_LLADDR,
+        NTF_SELF, NUD_NOARP, NUD_PERMANENT, IFF_PROMISC, IFLA_VFINFO_LIST, IFLA_EXT_MASK,
+        IFLA_VF_INFO, IFLA_VF_TRUST, RTEXT_FILTER_VF
+    ));
+    v.extend([
         ("sizeof(struct ifinfomsg)", 16),
         ("offsetof(struct ifinfomsg, ifi_index)", 4),
         ("offsetof(struct ifinfomsg, ifi_flags)", 8),
@@ -85,7 +61,8 @@ fn constants() -> Vec<(&'static str, i64)> {
         ("offsetof(struct ndmsg, ndm_flags)", 10),
         ("sizeof(struct ifla_vf_trust)", 8),
         ("offsetof(struct ifla_vf_trust, setting)", 4),
-    ]
+    ]);
+    v
 }
 
 /// The C program: `C <expr> <value>` for each constant, then `M <name> <hex>`
