@@ -1238,12 +1238,30 @@ unsafe extern "C" fn f_create_qp(pd: *mut IbvPd, attr: *mut IbvQpInitAttr) -> *m
     if a.qp_type != IBV_QPT_RAW_PACKET || a.send_cq.is_null() || a.cap.max_send_wr == 0 {
         return fail(libc::EINVAL);
     }
-    let Some(granted) = send_queue_fits(&a.cap, nic.cfg.max_sq_desc_sz) else {
+    // SAFETY: send_cq and pd are ours.
+    unsafe { new_send_qp(&nic, ctx, pd, a.send_cq, a.recv_cq, &mut a.cap) }
+}
+
+/// A send-only raw packet QP in `pd` (a PD or parent domain), its capacities
+/// checked as libmlx5 checks them and `cap.max_inline_data` set to what it
+/// granted: what `ibv_create_qp` and `ibv_create_qp_ex` share.
+///
+/// # Safety
+/// `pd` and `send_cq` are ours (made by this library, not freed).
+unsafe fn new_send_qp(
+    nic: &Nic,
+    ctx: *mut IbvContext,
+    pd: *mut IbvPd,
+    send_cq: *mut IbvCq,
+    recv_cq: *mut IbvCq,
+    cap: &mut IbvQpCap,
+) -> *mut IbvQp {
+    let Some(granted) = send_queue_fits(cap, nic.cfg.max_sq_desc_sz) else {
         return fail(libc::EINVAL);
     };
-    a.cap.max_inline_data = granted;
-    // SAFETY: send_cq and pd are ours.
-    let (cq, pd_id) = unsafe { (id_of(a.send_cq as *mut IbvCqEx), id_of(pd)) };
+    cap.max_inline_data = granted;
+    // SAFETY: the caller's contract.
+    let (cq, pd_id) = unsafe { (id_of(send_cq as *mut IbvCqEx), id_of(pd)) };
     let mut st = nic.st();
     let id = st.id();
     let (doorbell, parent) = st.doorbell_in(pd_id);
@@ -1251,7 +1269,7 @@ unsafe extern "C" fn f_create_qp(pd: *mut IbvPd, attr: *mut IbvQpInitAttr) -> *m
         id,
         QpRec::Send {
             cq,
-            cap: a.cap,
+            cap: *cap,
             state: IBV_QPS_RESET,
             posted: 0,
             done: 0,
@@ -1262,8 +1280,8 @@ unsafe extern "C" fn f_create_qp(pd: *mut IbvPd, attr: *mut IbvQpInitAttr) -> *m
     let mut qp: IbvQp = zeroed();
     qp.context = ctx;
     qp.pd = pd;
-    qp.send_cq = a.send_cq;
-    qp.recv_cq = a.recv_cq;
+    qp.send_cq = send_cq;
+    qp.recv_cq = recv_cq;
     qp.qp_num = id;
     qp.qp_type = IBV_QPT_RAW_PACKET;
     boxed(qp, id)
@@ -1437,35 +1455,8 @@ unsafe fn create_send_qp_ex(
     if a.qp_type != IBV_QPT_RAW_PACKET || a.send_cq.is_null() || a.pd.is_null() {
         return fail(libc::EINVAL);
     }
-    let Some(granted) = send_queue_fits(&a.cap, nic.cfg.max_sq_desc_sz) else {
-        return fail(libc::EINVAL);
-    };
-    a.cap.max_inline_data = granted;
-    // SAFETY: the caller's contract.
-    let (cq, pd) = unsafe { (id_of(a.send_cq as *mut IbvCqEx), id_of(a.pd)) };
-    let mut st = nic.st();
-    let id = st.id();
-    let (doorbell, parent) = st.doorbell_in(pd);
-    st.qps.insert(
-        id,
-        QpRec::Send {
-            cq,
-            cap: a.cap,
-            state: IBV_QPS_RESET,
-            posted: 0,
-            done: 0,
-            doorbell,
-            parent,
-        },
-    );
-    let mut qp: IbvQp = zeroed();
-    qp.context = ctx;
-    qp.pd = a.pd;
-    qp.send_cq = a.send_cq;
-    qp.recv_cq = a.recv_cq;
-    qp.qp_num = id;
-    qp.qp_type = IBV_QPT_RAW_PACKET;
-    boxed(qp, id)
+    // SAFETY: the caller's contract: the PD and the send CQ are ours.
+    unsafe { new_send_qp(nic, ctx, a.pd, a.send_cq, a.recv_cq, &mut a.cap) }
 }
 
 unsafe extern "C" fn f_create_cq_ex(
