@@ -30,10 +30,93 @@ pub enum Sync {
     Multi,
 }
 
+/// One side's indices: `head` is how far it has reserved, `tail` how far it
+/// has published. Producers and consumers move theirs the same way.
 #[derive(Debug)]
 struct HeadTail {
     head: AtomicU32,
     tail: AtomicU32,
+}
+
+impl HeadTail {
+    fn new() -> CachePadded<HeadTail> {
+        CachePadded::new(HeadTail {
+            head: AtomicU32::new(0),
+            tail: AtomicU32::new(0),
+        })
+    }
+
+    /// Reserve `want` entries past the head, or fewer unless `all_or_nothing`,
+    /// where `room(old_head)` is how many the other side leaves: a plain store
+    /// in single mode, a CAS in multi mode. The reserved range's start and
+    /// length, or `None` when nothing was reserved.
+    #[inline(always)]
+    fn reserve(
+        &self,
+        sync: Sync,
+        want: u32,
+        all_or_nothing: bool,
+        room: impl Fn(u32) -> u32,
+    ) -> Option<(u32, u32)> {
+        if want == 0 {
+            return None;
+        }
+        loop {
+            let old_head = self.head.load(Ordering::Relaxed);
+            let room = room(old_head);
+            let n = if want <= room {
+                want
+            } else if all_or_nothing {
+                return None;
+            } else {
+                room
+            };
+            if n == 0 {
+                return None;
+            }
+            let new_head = old_head.wrapping_add(n);
+            match sync {
+                Sync::Single => {
+                    self.head.store(new_head, Ordering::Relaxed);
+                    return Some((old_head, n));
+                }
+                Sync::Multi => {
+                    if self
+                        .head
+                        .compare_exchange_weak(
+                            old_head,
+                            new_head,
+                            Ordering::Relaxed,
+                            Ordering::Relaxed,
+                        )
+                        .is_ok()
+                    {
+                        return Some((old_head, n));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Publish the `n` entries reserved at `old_head` by moving the tail past
+    /// them (Release: the other side's Acquire of the tail sees the slots).
+    #[inline(always)]
+    fn publish(&self, sync: Sync, old_head: u32, n: u32) {
+        if sync == Sync::Multi {
+            // Publish in reservation order: wait for earlier reservations.
+            // Acquire, so that their slot accesses happen before our Release of
+            // the tail below: a consumer that sees a producer's tail then sees
+            // the earlier producers' writes too, and a producer that sees a
+            // consumer's tail does not overwrite a slot an earlier consumer is
+            // still reading. (A plain store ends a release sequence, so without
+            // this the other side's Acquire would synchronize with our store
+            // only.)
+            while self.tail.load(Ordering::Acquire) != old_head {
+                std::hint::spin_loop();
+            }
+        }
+        self.tail.store(old_head.wrapping_add(n), Ordering::Release);
+    }
 }
 
 /// The ring. Capacity is a power of two; indices run freely and wrap.
@@ -54,14 +137,8 @@ impl PtrRing {
         let size = capacity.max(2).next_power_of_two();
         assert!(size <= 1 << 30, "ring too large");
         PtrRing {
-            prod: CachePadded::new(HeadTail {
-                head: AtomicU32::new(0),
-                tail: AtomicU32::new(0),
-            }),
-            cons: CachePadded::new(HeadTail {
-                head: AtomicU32::new(0),
-                tail: AtomicU32::new(0),
-            }),
+            prod: HeadTail::new(),
+            cons: HeadTail::new(),
             mask: size as u32 - 1,
             capacity: size as u32,
             prod_sync,
@@ -110,129 +187,45 @@ impl PtrRing {
 
     #[inline]
     fn enqueue(&self, values: &[usize], all_or_nothing: bool) -> usize {
-        let want = values.len() as u32;
-        if want == 0 {
-            return 0;
-        }
-        let (old_head, n) = loop {
-            let old_head = self.prod.head.load(Ordering::Relaxed);
+        let room = |old_head: u32| {
             // Acquire pairs with the consumer's Release of cons.tail: the slots it
             // freed are no longer read once we see them free.
             let cons_tail = self.cons.tail.load(Ordering::Acquire);
-            let free = self.capacity.wrapping_add(cons_tail).wrapping_sub(old_head);
-            let n = if want <= free {
-                want
-            } else if all_or_nothing {
-                return 0;
-            } else {
-                free
-            };
-            if n == 0 {
-                return 0;
-            }
-            let new_head = old_head.wrapping_add(n);
-            match self.prod_sync {
-                Sync::Single => {
-                    self.prod.head.store(new_head, Ordering::Relaxed);
-                    break (old_head, n);
-                }
-                Sync::Multi => {
-                    if self
-                        .prod
-                        .head
-                        .compare_exchange_weak(
-                            old_head,
-                            new_head,
-                            Ordering::Relaxed,
-                            Ordering::Relaxed,
-                        )
-                        .is_ok()
-                    {
-                        break (old_head, n);
-                    }
-                }
-            }
+            self.capacity.wrapping_add(cons_tail).wrapping_sub(old_head)
+        };
+        let Some((old_head, n)) =
+            self.prod
+                .reserve(self.prod_sync, values.len() as u32, all_or_nothing, room)
+        else {
+            return 0;
         };
         for (i, v) in values[..n as usize].iter().enumerate() {
             let idx = (old_head.wrapping_add(i as u32) & self.mask) as usize;
             self.slots[idx].store(*v, Ordering::Relaxed);
         }
-        if self.prod_sync == Sync::Multi {
-            // Publish in reservation order: wait for earlier producers. Acquire,
-            // so that their slot writes happen before our Release of the tail
-            // below: a consumer that sees our tail then sees theirs too. (A
-            // plain store ends a release sequence, so without this the
-            // consumer's Acquire would synchronize with our store only.)
-            while self.prod.tail.load(Ordering::Acquire) != old_head {
-                std::hint::spin_loop();
-            }
-        }
-        self.prod
-            .tail
-            .store(old_head.wrapping_add(n), Ordering::Release);
+        self.prod.publish(self.prod_sync, old_head, n);
         n as usize
     }
 
     #[inline]
     fn dequeue(&self, out: &mut [usize], all_or_nothing: bool) -> usize {
-        let want = out.len() as u32;
-        if want == 0 {
-            return 0;
-        }
-        let (old_head, n) = loop {
-            let old_head = self.cons.head.load(Ordering::Relaxed);
+        let room = |old_head: u32| {
             // Acquire pairs with the producer's Release of prod.tail: its slot
             // writes are visible once we see them published.
             let prod_tail = self.prod.tail.load(Ordering::Acquire);
-            let avail = prod_tail.wrapping_sub(old_head);
-            let n = if want <= avail {
-                want
-            } else if all_or_nothing {
-                return 0;
-            } else {
-                avail
-            };
-            if n == 0 {
-                return 0;
-            }
-            let new_head = old_head.wrapping_add(n);
-            match self.cons_sync {
-                Sync::Single => {
-                    self.cons.head.store(new_head, Ordering::Relaxed);
-                    break (old_head, n);
-                }
-                Sync::Multi => {
-                    if self
-                        .cons
-                        .head
-                        .compare_exchange_weak(
-                            old_head,
-                            new_head,
-                            Ordering::Relaxed,
-                            Ordering::Relaxed,
-                        )
-                        .is_ok()
-                    {
-                        break (old_head, n);
-                    }
-                }
-            }
+            prod_tail.wrapping_sub(old_head)
+        };
+        let Some((old_head, n)) =
+            self.cons
+                .reserve(self.cons_sync, out.len() as u32, all_or_nothing, room)
+        else {
+            return 0;
         };
         for (i, o) in out[..n as usize].iter_mut().enumerate() {
             let idx = (old_head.wrapping_add(i as u32) & self.mask) as usize;
             *o = self.slots[idx].load(Ordering::Relaxed);
         }
-        if self.cons_sync == Sync::Multi {
-            // As for producers: Acquire chains the earlier consumers' slot reads
-            // before our Release, so a producer that sees our tail does not
-            // overwrite a slot an earlier consumer is still reading.
-            while self.cons.tail.load(Ordering::Acquire) != old_head {
-                std::hint::spin_loop();
-            }
-        }
-        self.cons
-            .tail
-            .store(old_head.wrapping_add(n), Ordering::Release);
+        self.cons.publish(self.cons_sync, old_head, n);
         n as usize
     }
 }
