@@ -29,6 +29,18 @@ fn ctx(twin: &Arc<VfioTwin>, sys: &FakeSys) -> Result<VfioContext> {
     )
 }
 
+/// `twin` changed (a failure injected, say) before any context holds it.
+fn altered(twin: Arc<VfioTwin>, change: impl FnOnce(VfioTwin) -> VfioTwin) -> Arc<VfioTwin> {
+    Arc::new(change(
+        Arc::into_inner(twin).expect("no context holds the twin yet"),
+    ))
+}
+
+/// The error of opening the e1000e at 00:03.0 through `c`, as the user reads it.
+fn open_error(c: &VfioContext) -> String {
+    c.open_device(&addr(E1000E)).unwrap_err().to_string()
+}
+
 fn va_memory() -> DmaMemory {
     DmaMemory::new(MemoryConfig {
         no_huge: true,
@@ -296,13 +308,9 @@ fn missing_rawio_capability_names_the_pod_setting() {
     };
     // EPERM on VFIO_SET_IOMMU(NOIOMMU).
     let (twin, fs) = noiommu("noiommu-0", true);
-    let twin = Arc::new(
-        Arc::into_inner(twin)
-            .unwrap()
-            .fail(Op::SetIommu, libc::EPERM),
-    );
+    let twin = altered(twin, |t| t.fail(Op::SetIommu, libc::EPERM));
     let c = ctx(&twin, &fs).unwrap();
-    let e = c.open_device(&addr(E1000E)).unwrap_err().to_string();
+    let e = open_error(&c);
     check(e.clone());
     assert!(e.contains("VFIO_SET_IOMMU(VFIO_NOIOMMU_IOMMU)"), "{e}");
     // The group was detached and closed; the container type is not set.
@@ -313,40 +321,24 @@ fn missing_rawio_capability_names_the_pod_setting() {
 
     // EPERM opening the no-IOMMU group node.
     let (twin, fs) = noiommu("noiommu-0", true);
-    let twin = Arc::new(
-        Arc::into_inner(twin)
-            .unwrap()
-            .fail_open("/dev/vfio/noiommu-0", libc::EPERM),
-    );
+    let twin = altered(twin, |t| t.fail_open("/dev/vfio/noiommu-0", libc::EPERM));
     let c = ctx(&twin, &fs).unwrap();
-    let e = c.open_device(&addr(E1000E)).unwrap_err().to_string();
+    let e = open_error(&c);
     check(e.clone());
     assert!(e.contains("open /dev/vfio/noiommu-0"), "{e}");
 
     // EPERM on GET_DEVICE_FD of a no-IOMMU device.
     let (twin, fs) = noiommu("0", true);
-    let twin = Arc::new(
-        Arc::into_inner(twin)
-            .unwrap()
-            .fail(Op::GetDeviceFd, libc::EPERM),
-    );
+    let twin = altered(twin, |t| t.fail(Op::GetDeviceFd, libc::EPERM));
     let c = ctx(&twin, &fs).unwrap();
-    check(c.open_device(&addr(E1000E)).unwrap_err().to_string());
+    check(open_error(&c));
 }
 
 #[test]
 fn access_and_missing_node_errors_name_the_file_and_fix() {
     let (twin, fs) = type1();
-    let twin = Arc::new(
-        Arc::into_inner(twin)
-            .unwrap()
-            .fail_open("/dev/vfio/2", libc::EACCES),
-    );
-    let e = ctx(&twin, &fs)
-        .unwrap()
-        .open_device(&addr(E1000E))
-        .unwrap_err()
-        .to_string();
+    let twin = altered(twin, |t| t.fail_open("/dev/vfio/2", libc::EACCES));
+    let e = open_error(&ctx(&twin, &fs).unwrap());
     assert!(
         e.contains("/dev/vfio/2") && e.contains("Permission denied") && e.contains("device plugin"),
         "{e}"
@@ -355,11 +347,7 @@ fn access_and_missing_node_errors_name_the_file_and_fix() {
     // No node at all (a pod without the plugin's mount).
     let twin = Arc::new(VfioTwin::type1().group(2, "2", true));
     twin.rename_node("2", "elsewhere");
-    let e = ctx(&twin, &fs)
-        .unwrap()
-        .open_device(&addr(E1000E))
-        .unwrap_err()
-        .to_string();
+    let e = open_error(&ctx(&twin, &fs).unwrap());
     assert!(
         e.contains("/dev/vfio/2")
             && e.contains("/dev/vfio/noiommu-2")
@@ -379,11 +367,7 @@ fn access_and_missing_node_errors_name_the_file_and_fix() {
     let (twin, fs) = type1();
     let c1 = ctx(&twin, &fs).unwrap();
     let _d1 = c1.open_device(&addr(E1000E)).unwrap();
-    let e = ctx(&twin, &fs)
-        .unwrap()
-        .open_device(&addr(E1000E))
-        .unwrap_err()
-        .to_string();
+    let e = open_error(&ctx(&twin, &fs).unwrap());
     assert!(e.contains("another process"), "{e}");
 }
 
@@ -402,7 +386,7 @@ fn non_viable_group_lists_its_devices() {
         ..FakeDev::default()
     });
     let c = ctx(&twin, &fs).unwrap();
-    let e = c.open_device(&addr(E1000E)).unwrap_err().to_string();
+    let e = open_error(&c);
     assert!(
         e.contains("not viable")
             && e.contains("0000:00:03.0 (vfio-pci)")
@@ -422,7 +406,7 @@ fn device_not_bound_to_vfio_pci_is_refused_with_the_bind_command() {
         ..FakeDev::default()
     });
     let c = ctx(&twin, &fs).unwrap();
-    let e = c.open_device(&addr(E1000E)).unwrap_err().to_string();
+    let e = open_error(&c);
     assert!(
         e.contains("kernel driver e1000e")
             && e.contains("testpmd bind 0000:00:03.0")
@@ -438,27 +422,15 @@ fn device_not_bound_to_vfio_pci_is_refused_with_the_bind_command() {
 #[test]
 fn type1_without_interrupt_remapping_and_memlock_errors() {
     let (twin, fs) = type1();
-    let twin = Arc::new(
-        Arc::into_inner(twin)
-            .unwrap()
-            .fail(Op::SetIommu, libc::EPERM),
-    );
-    let e = ctx(&twin, &fs)
-        .unwrap()
-        .open_device(&addr(E1000E))
-        .unwrap_err()
-        .to_string();
+    let twin = altered(twin, |t| t.fail(Op::SetIommu, libc::EPERM));
+    let e = open_error(&ctx(&twin, &fs).unwrap());
     assert!(
         e.contains("interrupt remapping") && e.contains("allow_unsafe_interrupts=1"),
         "{e}"
     );
 
     let (twin, fs) = type1();
-    let twin = Arc::new(
-        Arc::into_inner(twin)
-            .unwrap()
-            .fail(Op::MapDma, libc::ENOMEM),
-    );
+    let twin = altered(twin, |t| t.fail(Op::MapDma, libc::ENOMEM));
     let c = ctx(&twin, &fs).unwrap();
     let _d = c.open_device(&addr(E1000E)).unwrap();
     let mem = va_memory();
@@ -504,7 +476,7 @@ fn every_failure_point_leaves_nothing_open() {
         Op::Pwrite,
     ] {
         let (twin, fs) = type1();
-        let twin = Arc::new(Arc::into_inner(twin).unwrap().fail(op, libc::EIO));
+        let twin = altered(twin, |t| t.fail(op, libc::EIO));
         let c = ctx(&twin, &fs).unwrap();
         assert!(c.open_device(&addr(E1000E)).is_err(), "{op:?}");
         drop(c);
@@ -522,17 +494,13 @@ fn every_failure_point_leaves_nothing_open() {
     }
     // IOMMU info failing is not fatal (the aperture is just unknown).
     let (twin, fs) = type1();
-    let twin = Arc::new(
-        Arc::into_inner(twin)
-            .unwrap()
-            .fail(Op::IommuInfo, libc::EIO),
-    );
+    let twin = altered(twin, |t| t.fail(Op::IommuInfo, libc::EIO));
     let c = ctx(&twin, &fs).unwrap();
     c.open_device(&addr(E1000E)).unwrap();
     assert_eq!(c.iommu_info(), None);
     // A BAR that fails to map leaves the device usable and closes cleanly.
     let (twin, fs) = type1();
-    let twin = Arc::new(Arc::into_inner(twin).unwrap().fail(Op::Mmap, libc::ENOMEM));
+    let twin = altered(twin, |t| t.fail(Op::Mmap, libc::ENOMEM));
     let c = ctx(&twin, &fs).unwrap();
     let d = c.open_device(&addr(E1000E)).unwrap();
     let e = d.map_bar(0).unwrap_err().to_string();
@@ -541,7 +509,7 @@ fn every_failure_point_leaves_nothing_open() {
     assert!(twin.open_handles().is_empty());
     // A failed reset at open is not fatal either.
     let (twin, fs) = type1();
-    let twin = Arc::new(Arc::into_inner(twin).unwrap().fail(Op::Reset, libc::EIO));
+    let twin = altered(twin, |t| t.fail(Op::Reset, libc::EIO));
     drop(ctx(&twin, &fs).unwrap().open_device(&addr(E1000E)).unwrap());
     assert!(twin.open_handles().is_empty());
 }
@@ -788,7 +756,7 @@ fn mappings_before_the_first_device_wait_for_the_iommu_type() {
     let (twin, fs) = noiommu("noiommu-0", true);
     let c = ctx(&twin, &fs).unwrap();
     c.map_dma(&r).unwrap();
-    let e = c.open_device(&addr(E1000E)).unwrap_err().to_string();
+    let e = open_error(&c);
     assert!(e.contains("--iova-mode=pa"), "{e}");
     assert_eq!(twin.iommu(), None);
     assert_eq!(twin.open_handles(), [Handle::Container]);
