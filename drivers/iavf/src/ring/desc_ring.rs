@@ -23,11 +23,17 @@ pub trait DmaDesc: Copy + Default + sealed::Sealed {
     /// `p` must be valid for reads of `Self` and aligned.
     unsafe fn load(p: *const Self) -> Self;
 
-    /// Write a descriptor the device may read.
+    /// Write a descriptor the device may read: one volatile write of the
+    /// whole descriptor (the device reads it only after the tail moves past it,
+    /// so the word order does not matter).
     ///
     /// # Safety
     /// `p` must be valid for writes of `Self` and aligned.
-    unsafe fn store(p: *mut Self, v: Self);
+    #[inline(always)]
+    unsafe fn store(p: *mut Self, v: Self) {
+        // SAFETY: the caller guarantees `p` is valid and aligned.
+        unsafe { p.write_volatile(v) }
+    }
 }
 
 impl sealed::Sealed for RxDesc {}
@@ -49,12 +55,6 @@ impl DmaDesc for RxDesc {
             }
         }
     }
-
-    #[inline(always)]
-    unsafe fn store(p: *mut RxDesc, v: RxDesc) {
-        // SAFETY: the caller guarantees `p` is valid and aligned.
-        unsafe { p.write_volatile(v) }
-    }
 }
 
 impl sealed::Sealed for TxDesc {}
@@ -71,12 +71,6 @@ impl DmaDesc for TxDesc {
             }
         }
     }
-
-    #[inline(always)]
-    unsafe fn store(p: *mut TxDesc, v: TxDesc) {
-        // SAFETY: the caller guarantees `p` is valid and aligned.
-        unsafe { p.write_volatile(v) }
-    }
 }
 
 impl sealed::Sealed for AqDesc {}
@@ -92,12 +86,6 @@ impl DmaDesc for AqDesc {
             d.flags = flags;
             d
         }
-    }
-
-    #[inline(always)]
-    unsafe fn store(p: *mut AqDesc, v: AqDesc) {
-        // SAFETY: the caller guarantees `p` is valid and aligned.
-        unsafe { p.write_volatile(v) }
     }
 }
 
