@@ -205,6 +205,17 @@ mod tests {
         }
     }
 
+    /// The plan for all of `nb_ports` ports (no --portlist or --nb-ports).
+    fn plan_all(
+        nb_ports: usize,
+        topo: Topology,
+        q: (u16, u16),
+        w: &[Lcore],
+        cores: Option<usize>,
+    ) -> Result<Plan, UsageError> {
+        plan(&input(nb_ports, &PortSelect::All, topo, q, w, cores))
+    }
+
     fn s(rp: u16, rq: u16, tp: u16, tq: u16) -> StreamSpec {
         StreamSpec {
             rx_port: rp,
@@ -217,15 +228,7 @@ mod tests {
     #[test]
     fn paired_two_ports_one_core() {
         let w = workers(1);
-        let p = plan(&input(
-            2,
-            &PortSelect::All,
-            Topology::Paired,
-            (1, 1),
-            &w,
-            None,
-        ))
-        .unwrap();
+        let p = plan_all(2, Topology::Paired, (1, 1), &w, None).unwrap();
         assert_eq!(p.streams, vec![s(0, 0, 1, 0), s(1, 0, 0, 0)]);
         assert_eq!(p.lcores.len(), 1);
         assert_eq!(p.lcores[0].1, vec![0, 1]);
@@ -234,38 +237,14 @@ mod tests {
     #[test]
     fn chained_loop_and_odd_paired() {
         let w = workers(1);
-        let p = plan(&input(
-            3,
-            &PortSelect::All,
-            Topology::Chained,
-            (1, 1),
-            &w,
-            None,
-        ))
-        .unwrap();
+        let p = plan_all(3, Topology::Chained, (1, 1), &w, None).unwrap();
         assert_eq!(
             p.streams.iter().map(|x| x.tx_port).collect::<Vec<_>>(),
             vec![1, 2, 0]
         );
-        let p = plan(&input(
-            2,
-            &PortSelect::All,
-            Topology::Loop,
-            (1, 1),
-            &w,
-            None,
-        ))
-        .unwrap();
+        let p = plan_all(2, Topology::Loop, (1, 1), &w, None).unwrap();
         assert_eq!(p.streams, vec![s(0, 0, 0, 0), s(1, 0, 1, 0)]);
-        let p = plan(&input(
-            3,
-            &PortSelect::All,
-            Topology::Paired,
-            (1, 1),
-            &w,
-            None,
-        ))
-        .unwrap();
+        let p = plan_all(3, Topology::Paired, (1, 1), &w, None).unwrap();
         assert_eq!(p.streams[2], s(2, 0, 2, 0));
         assert!(p.notes[0].contains("paired with itself"));
     }
@@ -273,100 +252,40 @@ mod tests {
     #[test]
     fn queues_spread_over_cores_in_blocks() {
         let w = workers(3);
-        let p = plan(&input(
-            2,
-            &PortSelect::All,
-            Topology::Paired,
-            (2, 2),
-            &w,
-            Some(3),
-        ))
-        .unwrap();
+        let p = plan_all(2, Topology::Paired, (2, 2), &w, Some(3)).unwrap();
         assert_eq!(p.streams.len(), 4);
         let sizes: Vec<usize> = p.lcores.iter().map(|(_, v)| v.len()).collect();
         assert_eq!(sizes, vec![2, 1, 1]);
         // More cores than streams: capped, with a note.
-        let p = plan(&input(
-            1,
-            &PortSelect::All,
-            Topology::Loop,
-            (1, 1),
-            &w,
-            Some(3),
-        ))
-        .unwrap();
+        let p = plan_all(1, Topology::Loop, (1, 1), &w, Some(3)).unwrap();
         assert_eq!(p.lcores.len(), 1);
         assert!(p.notes.iter().any(|n| n.contains("only 1 streams")));
     }
 
     #[test]
     fn errors_name_the_option() {
-        let w = workers(1);
-        let e = plan(&input(
-            2,
-            &PortSelect::All,
-            Topology::Paired,
-            (1, 1),
-            &w,
-            Some(2),
-        ))
-        .unwrap_err()
-        .0;
-        assert!(e.contains("--nb-cores 2"), "{e}");
-        let e = plan(&input(
-            2,
-            &PortSelect::List(vec![0, 5]),
-            Topology::Paired,
-            (1, 1),
-            &w,
-            None,
-        ))
-        .unwrap_err()
-        .0;
-        assert!(e.contains("port 5"), "{e}");
-        let e = plan(&input(
-            2,
-            &PortSelect::First(3),
-            Topology::Paired,
-            (1, 1),
-            &w,
-            None,
-        ))
-        .unwrap_err()
-        .0;
-        assert!(e.contains("--nb-ports 3"), "{e}");
-        let e = plan(&input(
-            2,
-            &PortSelect::All,
-            Topology::Paired,
-            (1, 1),
-            &[],
-            None,
-        ))
-        .unwrap_err()
-        .0;
-        assert!(e.contains("main lcore"), "{e}");
-        let w2 = workers(2);
-        let e = plan(&input(
-            1,
-            &PortSelect::All,
-            Topology::Loop,
-            (1, 2),
-            &w2,
-            Some(2),
-        ))
-        .unwrap_err()
-        .0;
-        assert!(e.contains("shared by streams on different lcores"), "{e}");
-        let p = plan(&input(
-            1,
-            &PortSelect::All,
-            Topology::Loop,
-            (1, 2),
-            &w2,
-            Some(1),
-        ))
-        .unwrap();
+        let (one, two) = (workers(1), workers(2));
+        let paired = |select, w, cores| input(2, select, Topology::Paired, (1, 1), w, cores);
+        let (all, list, first) = (
+            PortSelect::All,
+            PortSelect::List(vec![0, 5]),
+            PortSelect::First(3),
+        );
+        for (case, option) in [
+            (paired(&all, &one, Some(2)), "--nb-cores 2"),
+            (paired(&list, &one, None), "port 5"),
+            (paired(&first, &one, None), "--nb-ports 3"),
+            (paired(&all, &[], None), "main lcore"),
+            (
+                input(1, &all, Topology::Loop, (1, 2), &two, Some(2)),
+                "shared by streams on different lcores",
+            ),
+        ] {
+            let e = plan(&case).unwrap_err().0;
+            assert!(e.contains(option), "want {option:?} in: {e}");
+        }
+        // The same queues on one lcore are not shared across lcores.
+        let p = plan_all(1, Topology::Loop, (1, 2), &two, Some(1)).unwrap();
         assert_eq!(p.streams, vec![s(0, 0, 0, 0), s(0, 0, 0, 1)]);
     }
 }
