@@ -135,8 +135,8 @@ pub(super) fn capability_checks(host: &Host<'_>, scope: &Scope) -> Vec<(Need, Fi
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::doctor::Env;
     use crate::doctor::testing::*;
-    use crate::doctor::{Env, devices::MELLANOX};
 
     fn all_but(caps: &[u32]) -> u64 {
         caps.iter().fold(0x1ff_ffff_ffff, |e, c| e & !(1u64 << c))
@@ -179,14 +179,7 @@ mod tests {
     #[test]
     fn capabilities_for_mlx5_and_user_namespaces() {
         let t = Tree::good();
-        t.device(&FakeDev {
-            bdf: "0000:3b:00.2",
-            vendor: MELLANOX,
-            device: 0x1018,
-            driver: Some("mlx5_core"),
-            group: None,
-            ..FakeDev::default()
-        });
+        t.device(&FakeDev::mlx5());
         t.status(all_but(&[CAP_NET_RAW]), "2-4");
         expect(
             &t.checks(&Env::new(), &["3b:00.2"]),

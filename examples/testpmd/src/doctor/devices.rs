@@ -390,12 +390,8 @@ mod tests {
     fn mellanox_stays_on_mlx5_core_with_an_rdma_device() {
         let t = Tree::good();
         let mlx = FakeDev {
-            bdf: "0000:3b:00.2",
-            vendor: MELLANOX,
-            device: 0x1018,
-            driver: Some("mlx5_core"),
             group: Some((5, false)),
-            ..FakeDev::default()
+            ..FakeDev::mlx5()
         };
         t.device(&mlx);
         let name = "driver 0000:3b:00.2";

@@ -296,7 +296,6 @@ fn doctor_checks(root: &Path, env: &Env, allow: &[PciAddress]) -> Vec<Finding> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::doctor::devices::MELLANOX;
     use crate::doctor::testing::*;
 
     #[test]
@@ -417,14 +416,7 @@ mod tests {
             "",
         );
         // An mlx5 device: NET_RAW, no VFIO.
-        t.device(&FakeDev {
-            bdf: "0000:3b:00.2",
-            vendor: MELLANOX,
-            device: 0x1018,
-            driver: Some("mlx5_core"),
-            group: None,
-            ..FakeDev::default()
-        });
+        t.device(&FakeDev::mlx5());
         let cfg = StartConfig {
             devices: vec!["3b:00.2".parse().unwrap()],
             no_huge: true,

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use nicpoll::pci::PciAddress;
 
-use super::devices::INTEL;
+use super::devices::{INTEL, MELLANOX};
 use super::vfio::{NOIOMMU_CONF, NOIOMMU_CONF_LINE, NOIOMMU_PARAM};
 use super::{Env, Finding, Status, doctor_checks, render_text};
 
@@ -45,6 +45,20 @@ impl Default for FakeDev<'_> {
             driver: Some("vfio-pci"),
             group: Some((0, true)),
             numa: -1,
+        }
+    }
+}
+
+impl FakeDev<'_> {
+    /// A ConnectX-5 VF at 3b:00.2 on its kernel driver, in no VFIO group.
+    pub(super) fn mlx5() -> Self {
+        FakeDev {
+            bdf: "0000:3b:00.2",
+            vendor: MELLANOX,
+            device: 0x1018,
+            driver: Some("mlx5_core"),
+            group: None,
+            ..FakeDev::default()
         }
     }
 }
