@@ -7,20 +7,13 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use nicpoll_guest::{Driver, Guest, Mode, Net, Nic};
 use nicpoll_testkit::skip;
 
-fn script(dir: &Path, name: &str, body: &str) -> std::path::PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let p = dir.join(name);
-    std::fs::write(&p, format!("#!/bin/sh\n{body}")).unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-    p
-}
+use common::script;
 
 #[test]
 fn type1_binds_to_vfio_pci_behind_an_iommu_and_returns_the_program_status() {
@@ -158,10 +151,7 @@ ping -c 3 -W 3 10.9.0.2; echo "tap-ping=$?"
     if let Some(why) = guest.missing() {
         return skip(why);
     }
-    let peer = common::Peer::start(dir.path());
-    let out = guest.run().expect("the harness runs");
-    let frames = peer.finish();
-    assert_eq!(out.status, Some(0), "{}", out.report());
+    let (out, frames) = common::run_with_peer(&guest, dir.path());
     let o = &out.output;
     assert!(o.contains("noiommu=Y nodes=noiommu-0 vfio"), "{o}");
     assert!(o.contains("tap-ping=0"), "the netns answered: {o}");

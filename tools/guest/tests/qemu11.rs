@@ -9,19 +9,12 @@ mod common;
 
 use std::io::Read;
 use std::os::unix::net::UnixListener;
-use std::path::Path;
 use std::time::Duration;
 
 use nicpoll_guest::{Cache, Emulator, Guest, Mode, Net, Nic, VfioUser};
 use nicpoll_testkit::skip;
 
-fn script(dir: &Path, name: &str, body: &str) -> std::path::PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let p = dir.join(name);
-    std::fs::write(&p, format!("#!/bin/sh\n{body}")).unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-    p
-}
+use common::script;
 
 /// testpmd's accumulated TX-packets.
 fn tx_packets(output: &str) -> u64 {
@@ -57,10 +50,7 @@ echo "testpmd-exit=$?"
     if let Some(why) = guest.missing() {
         return skip(why);
     }
-    let peer = common::Peer::start(dir.path());
-    let out = guest.run().expect("the harness runs");
-    let frames = peer.finish();
-    assert_eq!(out.status, Some(0), "{}", out.report());
+    let (out, frames) = common::run_with_peer(&guest, dir.path());
     let o = &out.output;
     assert!(o.contains("testpmd-exit=0"), "{}", out.report());
     assert!(o.contains("EAL: Selected IOVA mode 'PA'"), "{o}");

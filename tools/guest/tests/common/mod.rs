@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use nicpoll_guest::{Guest, Outcome};
+
 /// The frames a [`Peer`] received.
 #[derive(Debug, Default, Clone)]
 pub struct Frames {
@@ -66,6 +68,25 @@ impl Peer {
         }
         self.frames.lock().unwrap().clone()
     }
+}
+
+/// An executable `/bin/sh` script `name` in `dir` with `body`, for a guest to run.
+pub fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join(name);
+    std::fs::write(&p, format!("#!/bin/sh\n{body}")).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+/// Run `guest`, whose datagram NIC points at `dir/peer.sock`, with a [`Peer`]
+/// there; the program must exit 0. Its outcome and the frames the peer got.
+pub fn run_with_peer(guest: &Guest, dir: &Path) -> (Outcome, Frames) {
+    let peer = Peer::start(dir);
+    let out = guest.run().expect("the harness runs");
+    let frames = peer.finish();
+    assert_eq!(out.status, Some(0), "{}", out.report());
+    (out, frames)
 }
 
 /// Whether anything is mounted under `dir` (in this process's namespace).
