@@ -61,6 +61,15 @@ macro_rules! ops {
     };
 }
 
+/// A flow spec's size and its `type`, `size`, `val`, `mask` offsets (every kind
+/// of spec has this layout around its own filter).
+macro_rules! flow_spec {
+    ($v:ident, $c:literal, $t:ty) => {
+        size!($v, $c, $t);
+        off!($v, $c, $t, type_ = "type", size, val, mask);
+    };
+}
+
 /// Offsets from each `verbs_context` field to the embedded `ibv_context`: what
 /// the driver actually uses (`context - N`).
 macro_rules! vctx {
@@ -623,28 +632,10 @@ fn items() -> Vec<Item> {
         vlan_tag
     );
 
-    size!(v, "ibv_flow_spec_eth", IbvFlowSpecEth);
-    off!(
-        v,
-        "ibv_flow_spec_eth",
-        IbvFlowSpecEth,
-        type_ = "type",
-        size,
-        val,
-        mask
-    );
+    flow_spec!(v, "ibv_flow_spec_eth", IbvFlowSpecEth);
 
     size!(v, "ibv_flow_ipv4_filter", IbvFlowIpv4Filter);
-    size!(v, "ibv_flow_spec_ipv4", IbvFlowSpecIpv4);
-    off!(
-        v,
-        "ibv_flow_spec_ipv4",
-        IbvFlowSpecIpv4,
-        type_ = "type",
-        size,
-        val,
-        mask
-    );
+    flow_spec!(v, "ibv_flow_spec_ipv4", IbvFlowSpecIpv4);
 
     size!(v, "ibv_flow_ipv4_ext_filter", IbvFlowIpv4ExtFilter);
     off!(
@@ -658,16 +649,7 @@ fn items() -> Vec<Item> {
         ttl,
         flags
     );
-    size!(v, "ibv_flow_spec_ipv4_ext", IbvFlowSpecIpv4Ext);
-    off!(
-        v,
-        "ibv_flow_spec_ipv4_ext",
-        IbvFlowSpecIpv4Ext,
-        type_ = "type",
-        size,
-        val,
-        mask
-    );
+    flow_spec!(v, "ibv_flow_spec_ipv4_ext", IbvFlowSpecIpv4Ext);
     size!(v, "ibv_flow_ipv6_filter", IbvFlowIpv6Filter);
     off!(
         v,
@@ -680,28 +662,10 @@ fn items() -> Vec<Item> {
         traffic_class,
         hop_limit
     );
-    size!(v, "ibv_flow_spec_ipv6", IbvFlowSpecIpv6);
-    off!(
-        v,
-        "ibv_flow_spec_ipv6",
-        IbvFlowSpecIpv6,
-        type_ = "type",
-        size,
-        val,
-        mask
-    );
+    flow_spec!(v, "ibv_flow_spec_ipv6", IbvFlowSpecIpv6);
 
     size!(v, "ibv_flow_tcp_udp_filter", IbvFlowTcpUdpFilter);
-    size!(v, "ibv_flow_spec_tcp_udp", IbvFlowSpecTcpUdp);
-    off!(
-        v,
-        "ibv_flow_spec_tcp_udp",
-        IbvFlowSpecTcpUdp,
-        type_ = "type",
-        size,
-        val,
-        mask
-    );
+    flow_spec!(v, "ibv_flow_spec_tcp_udp", IbvFlowSpecTcpUdp);
 
     size!(v, "ibv_flow", IbvFlow);
     off!(v, "ibv_flow", IbvFlow, comp_mask, context, handle);
