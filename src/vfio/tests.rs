@@ -478,7 +478,18 @@ fn every_failure_point_leaves_nothing_open() {
         let (twin, fs) = type1();
         let twin = altered(twin, |t| t.fail(op, libc::EIO));
         let c = ctx(&twin, &fs).unwrap();
-        assert!(c.open_device(&addr(E1000E)).is_err(), "{op:?}");
+        let e = open_error(&c);
+        let config_op = match op {
+            Op::Pread => Some("pread config space 0000:00:03.0 at 0x"),
+            Op::Pwrite => Some("pwrite config space 0000:00:03.0 at 0x"),
+            _ => None,
+        };
+        if let Some(config_op) = config_op {
+            assert!(
+                e.contains(config_op) && e.contains("Input/output error"),
+                "{op:?}: {e}"
+            );
+        }
         drop(c);
         assert!(
             twin.open_handles().is_empty(),
