@@ -1,6 +1,7 @@
 //! A VFIO device: its regions, PCI config space, BARs, interrupts and reset.
 
 use std::fmt;
+use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 
@@ -43,58 +44,56 @@ impl DeviceInner {
         &self.regions[CONFIG_REGION as usize]
     }
 
-    pub(crate) fn read_config(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+    /// Config space, once `len` bytes at `offset` are known to lie inside it.
+    fn config_for(&self, offset: u64, len: usize) -> Result<&RegionInfo> {
         let cfg = self.config();
-        if offset + buf.len() as u64 > cfg.size {
-            return Err(self.config_range(offset, buf.len()));
+        if offset + len as u64 > cfg.size {
+            return Err(self.config_range(offset, len));
         }
-        let n = self
+        Ok(cfg)
+    }
+
+    pub(crate) fn read_config(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let cfg = self.config_for(offset, buf.len())?;
+        let want = buf.len();
+        let done = self
             .shared
             .ops
-            .pread(self.fd.as_fd(), buf, cfg.offset + offset)
-            .map_err(|e| {
-                io_error(
-                    "pread config space",
-                    format_args!("{} at {offset:#x}", self.address),
-                    e,
-                    None,
-                )
-            })?;
-        if n != buf.len() {
-            return Err(io_error(
-                "pread config space",
-                format_args!("{} at {offset:#x}", self.address),
-                std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
-                None,
-            ));
-        }
-        Ok(())
+            .pread(self.fd.as_fd(), buf, cfg.offset + offset);
+        self.config_done(
+            "pread config space",
+            offset,
+            want,
+            done,
+            io::ErrorKind::UnexpectedEof,
+        )
     }
 
     pub(crate) fn write_config(&self, offset: u64, buf: &[u8]) -> Result<()> {
-        let cfg = self.config();
-        if offset + buf.len() as u64 > cfg.size {
-            return Err(self.config_range(offset, buf.len()));
-        }
-        let n = ioctl::write_config(&*self.shared.ops, self.fd.as_fd(), cfg, offset, buf).map_err(
-            |e| {
-                io_error(
-                    "pwrite config space",
-                    format_args!("{} at {offset:#x}", self.address),
-                    e,
-                    None,
-                )
-            },
-        )?;
-        if n != buf.len() {
-            return Err(io_error(
-                "pwrite config space",
-                format_args!("{} at {offset:#x}", self.address),
-                std::io::Error::from(std::io::ErrorKind::WriteZero),
-                None,
-            ));
-        }
-        Ok(())
+        let cfg = self.config_for(offset, buf.len())?;
+        let done = ioctl::write_config(&*self.shared.ops, self.fd.as_fd(), cfg, offset, buf);
+        let short = io::ErrorKind::WriteZero;
+        self.config_done("pwrite config space", offset, buf.len(), done, short)
+    }
+
+    /// A config-space transfer of `want` bytes at `offset` that returned
+    /// `done`: its OS error, or `short` when fewer bytes moved, named by the
+    /// device and offset.
+    fn config_done(
+        &self,
+        op: &'static str,
+        offset: u64,
+        want: usize,
+        done: io::Result<usize>,
+        short: io::ErrorKind,
+    ) -> Result<()> {
+        let source = match done {
+            Ok(n) if n == want => return Ok(()),
+            Ok(_) => io::Error::from(short),
+            Err(e) => e,
+        };
+        let object = format!("{} at {offset:#x}", self.address);
+        Err(io_error(op, object, source, None))
     }
 
     fn config_range(&self, offset: u64, len: usize) -> Error {
