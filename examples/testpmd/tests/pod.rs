@@ -128,6 +128,18 @@ fn allowed_cpus() -> Vec<usize> {
     cpus
 }
 
+/// The CPUs this process may use and a fake pod root whose cpuset is the
+/// first two of them; `None` (after a skip) where there are fewer than two.
+fn pod_of_two_cpus() -> Option<(Vec<usize>, tempfile::TempDir)> {
+    let cpus = allowed_cpus();
+    if cpus.len() < 2 {
+        nicpoll_testkit::skip("two CPUs this process may use (a main and a forwarding lcore)");
+        return None;
+    }
+    let root = fake_pod_root(&cpus);
+    Some((cpus, root))
+}
+
 /// Runs the entrypoint script in entrypoint mode (no arguments) with the real
 /// testpmd, a fake pod root and `NICPOLL_EAL_ARGS`.
 fn entrypoint_mode(root: &std::path::Path, eal_args: &str) -> std::process::Output {
@@ -145,13 +157,9 @@ fn entrypoint_mode(root: &std::path::Path, eal_args: &str) -> std::process::Outp
 
 #[test]
 fn entrypoint_mode_takes_software_ports_from_nicpoll_eal_args_and_the_pods_cores() {
-    let cpus = allowed_cpus();
-    if cpus.len() < 2 {
-        return nicpoll_testkit::skip(
-            "two CPUs this process may use (a main and a forwarding lcore)",
-        );
-    }
-    let root = fake_pod_root(&cpus);
+    let Some((cpus, root)) = pod_of_two_cpus() else {
+        return;
+    };
     let out = entrypoint_mode(root.path(), "--no-huge --vdev net_null0 --vdev net_null1");
     let text = format!(
         "{}{}",
@@ -189,13 +197,9 @@ fn entrypoint_mode_takes_software_ports_from_nicpoll_eal_args_and_the_pods_cores
 
 #[test]
 fn entrypoint_mode_without_devices_or_ports_says_no_devices_and_exits_2() {
-    let cpus = allowed_cpus();
-    if cpus.len() < 2 {
-        return nicpoll_testkit::skip(
-            "two CPUs this process may use (a main and a forwarding lcore)",
-        );
-    }
-    let root = fake_pod_root(&cpus);
+    let Some((_, root)) = pod_of_two_cpus() else {
+        return;
+    };
     let out = entrypoint_mode(root.path(), "--no-huge");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
