@@ -278,29 +278,32 @@ mod tests {
     #[test]
     fn cpu_set() {
         let t = Tree::good();
-        let f = expect(&t.vf(), "cpu-set", Status::Pass, "");
-        assert!(
-            f.finding
-                .contains("CPUs 2-4 (Cpus_allowed_list) of 8 online (0-7)"),
-            "{f:?}"
+        let f = expect_saying(
+            &t.vf(),
+            "cpu-set",
+            Status::Pass,
+            "",
+            "CPUs 2-4 (Cpus_allowed_list) of 8 online (0-7)",
         );
         assert!(
             f.finding.contains("within isolcpus=managed_irq,domain,3-7"),
             "{f:?}"
         );
         t.status(0x1ff_ffff_ffff, "0-7");
-        let f = expect(
+        expect_saying(
             &t.vf(),
             "cpu-set",
             Status::Warn,
             "static CPU manager policy",
+            "every online CPU",
         );
-        assert!(f.finding.contains("every online CPU"), "{f:?}");
         t.status(0x1ff_ffff_ffff, "1-3");
-        let f = expect(&t.vf(), "cpu-set", Status::Warn, "Guaranteed QoS");
-        assert!(
-            f.finding.contains("forwarding CPUs 2 are outside isolcpus"),
-            "{f:?}"
+        expect_saying(
+            &t.vf(),
+            "cpu-set",
+            Status::Warn,
+            "Guaranteed QoS",
+            "forwarding CPUs 2 are outside isolcpus",
         );
         t.status(0x1ff_ffff_ffff, "5");
         expect(
@@ -311,10 +314,12 @@ mod tests {
         );
         t.status(0x1ff_ffff_ffff, "2-4")
             .rm("sys/devices/system/cpu/online");
-        let f = expect(&t.vf(), "cpu-set", Status::Warn, "");
-        assert!(
-            f.finding.contains("cannot tell whether they are exclusive"),
-            "{f:?}"
+        expect_saying(
+            &t.vf(),
+            "cpu-set",
+            Status::Warn,
+            "",
+            "cannot tell whether they are exclusive",
         );
         t.write("sys/devices/system/cpu/online", "0-7\n");
         // No Cpus_allowed_list: the cgroup v2 cpuset.
@@ -324,39 +329,43 @@ mod tests {
                 "sys/fs/cgroup/kubepods/pod1/ctr/cpuset.cpus.effective",
                 "4-6\n",
             );
-        let f = expect(&t.vf(), "cpu-set", Status::Pass, "");
-        assert!(
-            f.finding
-                .contains("CPUs 4-6 (/sys/fs/cgroup/kubepods/pod1/ctr/cpuset.cpus.effective)"),
-            "{f:?}"
+        expect_saying(
+            &t.vf(),
+            "cpu-set",
+            Status::Pass,
+            "",
+            "CPUs 4-6 (/sys/fs/cgroup/kubepods/pod1/ctr/cpuset.cpus.effective)",
         );
     }
 
     #[test]
     fn cpu_isolation() {
         let t = Tree::good();
-        let f = expect(&t.vf(), "cpu-isolation", Status::Pass, "");
-        assert!(
-            f.finding.contains("forwarding CPUs 3-4 are isolated"),
-            "{f:?}"
+        expect_saying(
+            &t.vf(),
+            "cpu-isolation",
+            Status::Pass,
+            "",
+            "forwarding CPUs 3-4 are isolated",
         );
         // nohz_full alone covers both (it implies rcu_nocbs).
         t.write("proc/cmdline", "default_hugepagesz=1G nohz_full=3-4\n");
         expect(&t.vf(), "cpu-isolation", Status::Pass, "");
         t.write("proc/cmdline", "default_hugepagesz=1G isolcpus=3-4\n");
-        let f = expect(&t.vf(), "cpu-isolation", Status::Warn, "rcu_nocbs=3-4");
-        assert!(f.finding.contains("not in rcu_nocbs"), "{f:?}");
+        expect_saying(
+            &t.vf(),
+            "cpu-isolation",
+            Status::Warn,
+            "rcu_nocbs=3-4",
+            "not in rcu_nocbs",
+        );
         t.write("proc/cmdline", "default_hugepagesz=1G\n");
-        let f = expect(
+        expect_saying(
             &t.vf(),
             "cpu-isolation",
             Status::Warn,
             "isolcpus=3-4 nohz_full=3-4 rcu_nocbs=3-4 on the kernel command line",
-        );
-        assert!(
-            f.finding
-                .contains("no isolcpus, no nohz_full, no rcu_nocbs"),
-            "{f:?}"
+            "no isolcpus, no nohz_full, no rcu_nocbs",
         );
         expect(
             &t.checks(&pod(), &[VF]),

@@ -403,8 +403,13 @@ mod tests {
         };
         t.mkdir("tmp");
         let fs = start_checks(t.root(), &Env::new(), &cfg);
-        let f = expect(&fs, "hugetlbfs", Status::Fail, "mount -t hugetlbfs");
-        assert!(f.finding.contains("--huge-dir /tmp"), "{f:?}");
+        expect_saying(
+            &fs,
+            "hugetlbfs",
+            Status::Fail,
+            "mount -t hugetlbfs",
+            "--huge-dir /tmp",
+        );
         let cfg = StartConfig {
             huge_dir: Some("/dev/hugepages".into()),
             ..StartConfig::default()

@@ -124,8 +124,7 @@ mod tests {
     fn numa_locality() {
         let t = Tree::good();
         let name = "numa 0000:00:07.0";
-        let f = expect(&t.vf(), name, Status::Pass, "");
-        assert!(f.finding.contains("no NUMA node"), "{f:?}");
+        expect_saying(&t.vf(), name, Status::Pass, "", "no NUMA node");
         // Two nodes: CPUs 0-3 and 4-7, device on node 1, hugepages on node 0.
         t.status(0x1ff_ffff_ffff, "1-3")
             .write("sys/devices/system/node/node0/cpulist", "0-3\n")
@@ -138,11 +137,12 @@ mod tests {
                 numa: 1,
                 ..FakeDev::default()
             });
-        let f = expect(&t.vf(), name, Status::Warn, "single-numa-node");
-        assert!(
-            f.finding
-                .contains("device on node 1; our CPUs on node(s) 0; free hugepages on node(s) 0"),
-            "{f:?}"
+        let f = expect_saying(
+            &t.vf(),
+            name,
+            Status::Warn,
+            "single-numa-node",
+            "device on node 1; our CPUs on node(s) 0; free hugepages on node(s) 0",
         );
         assert!(
             f.fix.as_deref().unwrap().contains(
@@ -153,7 +153,6 @@ mod tests {
             "sys/devices/system/node/node1/hugepages/hugepages-1048576kB/free_hugepages",
             "4\n",
         );
-        let f = expect(&t.vf(), name, Status::Pass, "");
-        assert!(f.finding.contains("local"), "{f:?}");
+        expect_saying(&t.vf(), name, Status::Pass, "", "local");
     }
 }

@@ -250,3 +250,19 @@ pub(super) fn expect(fs: &[Finding], check: &str, status: Status, fix: &str) -> 
     );
     f
 }
+
+/// [`expect`], and the finding's text contains `says`.
+pub(super) fn expect_saying(
+    fs: &[Finding],
+    check: &str,
+    status: Status,
+    fix: &str,
+    says: &str,
+) -> Finding {
+    let f = expect(fs, check, status, fix);
+    assert!(
+        f.finding.contains(says),
+        "{check}: finding lacks {says:?}; {f:?}"
+    );
+    f
+}

@@ -411,11 +411,12 @@ mod tests {
     #[test]
     fn noiommu_mode_and_its_modprobe_file() {
         let t = Tree::good();
-        let f = expect(&t.vf(), "vfio-noiommu", Status::Pass, "");
-        assert!(
-            f.finding
-                .contains("/etc/modprobe.d/vfio-noiommu.conf keeps it"),
-            "{f:?}"
+        expect_saying(
+            &t.vf(),
+            "vfio-noiommu",
+            Status::Pass,
+            "",
+            "/etc/modprobe.d/vfio-noiommu.conf keeps it",
         );
         // Enabled now, not persistent: a host warning.
         t.rm(NOIOMMU_CONF);
@@ -430,23 +431,31 @@ mod tests {
             "usr/lib/modprobe.d/dpdk.conf",
             "options vfio enable_unsafe_noiommu_mode=Y\n",
         );
-        let f = expect(&t.vf(), "vfio-noiommu", Status::Pass, "");
-        assert!(
-            f.finding.contains("/usr/lib/modprobe.d/dpdk.conf keeps it"),
-            "{f:?}"
+        expect_saying(
+            &t.vf(),
+            "vfio-noiommu",
+            Status::Pass,
+            "",
+            "/usr/lib/modprobe.d/dpdk.conf keeps it",
         );
         t.rm("usr/lib/modprobe.d/dpdk.conf")
             .write("proc/cmdline", "ro vfio.enable_unsafe_noiommu_mode=1\n");
-        let f = expect(&t.vf(), "vfio-noiommu", Status::Pass, "");
-        assert!(
-            f.finding
-                .contains("vfio.enable_unsafe_noiommu_mode=1 on /proc/cmdline"),
-            "{f:?}"
+        expect_saying(
+            &t.vf(),
+            "vfio-noiommu",
+            Status::Pass,
+            "",
+            "vfio.enable_unsafe_noiommu_mode=1 on /proc/cmdline",
         );
         t.write("proc/cmdline", "ro\n");
         // In a pod the file is the host's concern.
-        let f = expect(&t.checks(&pod(), &[VF]), "vfio-noiommu", Status::Pass, "");
-        assert!(f.finding.contains("host's concern"), "{f:?}");
+        expect_saying(
+            &t.checks(&pod(), &[VF]),
+            "vfio-noiommu",
+            Status::Pass,
+            "",
+            "host's concern",
+        );
         // Off: devices cannot be used.
         t.write(NOIOMMU_PARAM, "N\n");
         let f = expect(
@@ -502,8 +511,7 @@ mod tests {
         .rm("dev/vfio/noiommu-0")
         .write("dev/vfio/12", "");
         let fs = t.vf();
-        let f = expect(&fs, "vfio-noiommu", Status::Pass, "");
-        assert!(f.finding.contains("IOMMU (dmar0)"), "{f:?}");
+        expect_saying(&fs, "vfio-noiommu", Status::Pass, "", "IOMMU (dmar0)");
         expect(&fs, "vfio-group 0000:00:07.0", Status::Pass, "");
         // No-IOMMU capabilities are not needed, so not asked for.
         t.status(1 << CAP_IPC_LOCK, "2-4");
@@ -519,11 +527,12 @@ mod tests {
     #[test]
     fn vfio_container_node() {
         let t = Tree::good();
-        let f = expect(&t.vf(), "vfio-container", Status::Pass, "");
-        assert!(
-            f.finding
-                .contains("/dev/vfio/vfio opens read-write; group nodes noiommu-0"),
-            "{f:?}"
+        expect_saying(
+            &t.vf(),
+            "vfio-container",
+            Status::Pass,
+            "",
+            "/dev/vfio/vfio opens read-write; group nodes noiommu-0",
         );
         t.rm("dev/vfio/vfio");
         expect(&t.vf(), "vfio-container", Status::Fail, "modprobe vfio-pci");
@@ -541,13 +550,13 @@ mod tests {
         );
         // Something that is there but does not open read-write.
         t.mkdir("dev/vfio/vfio");
-        let f = expect(
+        expect_saying(
             &t.vf(),
             "vfio-container",
             Status::Fail,
             "ls -l /dev/vfio/vfio",
+            "cannot be opened read-write",
         );
-        assert!(f.finding.contains("cannot be opened read-write"), "{f:?}");
     }
 
     #[test]
@@ -556,11 +565,12 @@ mod tests {
         let name = "vfio-group 0000:00:07.0";
         expect(&t.vf(), name, Status::Pass, "");
         t.rm("dev/vfio/noiommu-0");
-        let f = expect(&t.vf(), name, Status::Fail, "testpmd bind 0000:00:07.0");
-        assert!(
-            f.finding
-                .contains("/dev/vfio/noiommu-0, /dev/vfio/0 missing"),
-            "{f:?}"
+        expect_saying(
+            &t.vf(),
+            name,
+            Status::Fail,
+            "testpmd bind 0000:00:07.0",
+            "/dev/vfio/noiommu-0, /dev/vfio/0 missing",
         );
         expect(
             &t.checks(&pod(), &[VF]),
@@ -578,10 +588,12 @@ mod tests {
                 r#"{"0000:00:07.0":{"vfio":{"dev-mount":"/dev/vfio/0","mount":"/dev/vfio/vfio"}}}"#,
             ),
         ]);
-        let f = expect(&t.checks(&e, &[]), name, Status::Pass, "");
-        assert!(
-            f.finding.contains("no-IOMMU group 0: /dev/vfio/0 opens"),
-            "{f:?}"
+        expect_saying(
+            &t.checks(&e, &[]),
+            name,
+            Status::Pass,
+            "",
+            "no-IOMMU group 0: /dev/vfio/0 opens",
         );
         // A node that will not open.
         t.rm("dev/vfio/0").mkdir("dev/vfio/0");
