@@ -11,7 +11,7 @@ use std::sync::Arc;
 use nicpoll::mempool::Mempool;
 
 use super::ffi::*;
-use super::library::{Fns, Verbs, clear_errno, errno_or, rc_to_result};
+use super::library::{Fns, Verbs, clear_errno, errno_or, log_failed_destroy, rc_to_result};
 use super::objects::{Cq, Flow, IndTable, Mr, PollFns, Qp, ThreadDomain, Wq};
 use crate::flow::FlowRule;
 
@@ -107,14 +107,10 @@ impl Drop for Context {
         // SAFETY: every object created in this PD holds an Arc on us, so none is
         // left; pd and ctx are ours.
         let rc = unsafe { (self.verbs.fns.dealloc_pd)(self.pd.as_ptr()) };
-        if let Err(e) = rc_to_result(rc) {
-            log::error!("{}: ibv_dealloc_pd: {e}", self.name);
-        }
+        log_failed_destroy(&self.name, "ibv_dealloc_pd", rc);
         // SAFETY: as above.
         let rc = unsafe { (self.verbs.fns.close_device)(self.ctx.as_ptr()) };
-        if let Err(e) = rc_to_result(rc) {
-            log::error!("{}: ibv_close_device: {e}", self.name);
-        }
+        log_failed_destroy(&self.name, "ibv_close_device", rc);
     }
 }
 

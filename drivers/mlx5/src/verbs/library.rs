@@ -12,6 +12,14 @@ use super::context::Context;
 use super::ffi::*;
 use crate::error::Mlx5Error;
 
+/// Log a destroy or dealloc call that failed: all a `Drop` can do (the object
+/// is given up either way), naming the device and the call.
+pub(super) fn log_failed_destroy(device: &str, call: &str, rc: c_int) {
+    if let Err(e) = rc_to_result(rc) {
+        log::error!("{device}: {call}: {e}");
+    }
+}
+
 // ---------------------------------------------------------------------------
 // errno
 

@@ -12,7 +12,7 @@ use nicpoll::mempool::Mempool;
 
 use super::context::{Context, eopnotsupp};
 use super::ffi::*;
-use super::library::rc_to_result;
+use super::library::{log_failed_destroy, rc_to_result};
 
 /// A registered memory region covering one mempool.
 pub struct Mr {
@@ -46,9 +46,7 @@ impl Drop for Mr {
         // SAFETY: every WQ/QP that used this MR was reset or destroyed before its
         // holder released its Arc on us.
         let rc = unsafe { (self.ctx.fns().dereg_mr)(self.mr.as_ptr()) };
-        if let Err(e) = rc_to_result(rc) {
-            log::error!("{}: ibv_dereg_mr: {e}", self.ctx.name);
-        }
+        log_failed_destroy(&self.ctx.name, "ibv_dereg_mr", rc);
     }
 }
 
@@ -72,9 +70,7 @@ impl Drop for ThreadDomain {
             // SAFETY: every QP in this parent domain holds an Arc on us, so none
             // is left; ibv_dealloc_pd frees parent domains too.
             let rc = unsafe { (self.ctx.fns().dealloc_pd)(pd.as_ptr()) };
-            if let Err(e) = rc_to_result(rc) {
-                log::error!("{}: ibv_dealloc_pd(parent domain): {e}", self.ctx.name);
-            }
+            log_failed_destroy(&self.ctx.name, "ibv_dealloc_pd(parent domain)", rc);
         }
         let ctx = self.ctx.ctx.as_ptr();
         let rc = match vctx_op!(ctx, dealloc_td) {
@@ -82,9 +78,7 @@ impl Drop for ThreadDomain {
             Some(op) => unsafe { op(self.td.as_ptr()) },
             None => libc::EOPNOTSUPP,
         };
-        if let Err(e) = rc_to_result(rc) {
-            log::error!("{}: ibv_dealloc_td: {e}", self.ctx.name);
-        }
+        log_failed_destroy(&self.ctx.name, "ibv_dealloc_td", rc);
     }
 }
 
@@ -133,9 +127,7 @@ impl Drop for Cq {
         // SAFETY: every QP/WQ on this CQ holds an Arc on it, so none is left; an
         // ibv_cq_ex begins with an ibv_cq (ibv_cq_ex_to_cq is a cast).
         let rc = unsafe { (self.ctx.fns().destroy_cq)(self.cq.as_ptr() as *mut IbvCq) };
-        if let Err(e) = rc_to_result(rc) {
-            log::error!("{}: ibv_destroy_cq: {e}", self.ctx.name);
-        }
+        log_failed_destroy(&self.ctx.name, "ibv_destroy_cq", rc);
     }
 }
 
@@ -318,9 +310,7 @@ impl Drop for Wq {
             Some(op) => unsafe { op(w) },
             None => libc::EOPNOTSUPP,
         };
-        if let Err(e) = rc_to_result(rc) {
-            log::error!("{}: ibv_destroy_wq: {e}", self.ctx.name);
-        }
+        log_failed_destroy(&self.ctx.name, "ibv_destroy_wq", rc);
     }
 }
 
@@ -345,9 +335,7 @@ impl Drop for IndTable {
             Some(op) => unsafe { op(self.table.as_ptr()) },
             None => libc::EOPNOTSUPP,
         };
-        if let Err(e) = rc_to_result(rc) {
-            log::error!("{}: ibv_destroy_rwq_ind_table: {e}", self.ctx.name);
-        }
+        log_failed_destroy(&self.ctx.name, "ibv_destroy_rwq_ind_table", rc);
     }
 }
 
@@ -429,9 +417,7 @@ impl Drop for Qp {
         let _guard = self.ctx.destroy_guard();
         // SAFETY: every flow on this QP holds an Arc on it, so none is left.
         let rc = unsafe { (self.ctx.fns().destroy_qp)(self.qp.as_ptr()) };
-        if let Err(e) = rc_to_result(rc) {
-            log::error!("{}: ibv_destroy_qp: {e}", self.ctx.name);
-        }
+        log_failed_destroy(&self.ctx.name, "ibv_destroy_qp", rc);
     }
 }
 
@@ -459,8 +445,6 @@ impl Drop for Flow {
             Some(op) => unsafe { op(f) },
             None => libc::EOPNOTSUPP,
         };
-        if let Err(e) = rc_to_result(rc) {
-            log::error!("{}: ibv_destroy_flow: {e}", self.qp.ctx.name);
-        }
+        log_failed_destroy(&self.qp.ctx.name, "ibv_destroy_flow", rc);
     }
 }
