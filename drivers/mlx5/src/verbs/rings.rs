@@ -157,11 +157,17 @@ impl Drop for RecvQueue {
                 self.wq.ctx.name,
                 self.posted()
             );
-            for s in self.slots.iter_mut() {
-                if let Some(m) = s.take() {
-                    let _ = m.into_raw();
-                }
-            }
+            leak(&mut self.slots);
+        }
+    }
+}
+
+/// Give up the mbufs in `slots` without returning them to their pool: a queue
+/// that could not be reset may still have the device reading or writing them.
+fn leak(slots: &mut [Option<Mbuf>]) {
+    for s in slots {
+        if let Some(m) = s.take() {
+            let _ = m.into_raw();
         }
     }
 }
@@ -434,11 +440,7 @@ impl Drop for SendQueue {
                 self.qp.ctx.name,
                 self.outstanding()
             );
-            for s in self.slots.iter_mut() {
-                if let Some(m) = s.take() {
-                    let _ = m.into_raw();
-                }
-            }
+            leak(&mut self.slots);
         }
     }
 }
