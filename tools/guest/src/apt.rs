@@ -300,6 +300,31 @@ pub(crate) fn find_deb(dir: &Path, spec: &str) -> Option<PathBuf> {
     found.pop()
 }
 
+/// Unpack `member` (`./usr/bin/x`) of the package file `deb` to `dest`,
+/// executable: through a temporary file renamed into place, so an interrupted
+/// run leaves no half-written `dest`. `fix` is what a failure tells the user.
+pub(crate) fn unpack_executable(
+    deb: &Path,
+    member: &str,
+    dest: &Path,
+    log: &Path,
+    fix: &str,
+) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = cache::tmp_path(dest);
+    let file = std::fs::File::create(&tmp)
+        .map_err(|e| Error::new(format!("cannot create {}: {e}", tmp.display())))?;
+    exec::pipe(
+        Command::new("dpkg-deb").arg("--fsys-tarfile").arg(deb),
+        Command::new("tar").args(["-xO", member]).stdout(file),
+        log,
+        fix,
+    )?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| Error::new(format!("cannot chmod {}: {e}", tmp.display())))?;
+    cache::rename(&tmp, dest)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -353,23 +353,13 @@ fn install_dpdk(cache: &Cache, chroot: &Chroot) -> Result<()> {
     let deb = apt::find_deb(&chroot.host_path(dl), "dpdk-dev")
         .ok_or_else(|| Error::new("apt-get download dpdk-dev left no .deb in the chroot"))?;
     let testpmd = chroot.host_path("/usr/local/bin/dpdk-testpmd");
-    let tmp = cache::tmp_path(&testpmd);
-    let file = std::fs::File::create(&tmp)
-        .map_err(|e| Error::new(format!("cannot create {}: {e}", tmp.display())))?;
-    exec::pipe(
-        Command::new("dpkg-deb").arg("--fsys-tarfile").arg(&deb),
-        Command::new("tar")
-            .args(["-xO", "./usr/bin/dpdk-testpmd"])
-            .stdout(file),
+    apt::unpack_executable(
+        &deb,
+        "./usr/bin/dpdk-testpmd",
+        &testpmd,
         &cache.logs().join("chroot-apt.log"),
         "dpdk-dev's layout is not the one this harness knows (Debian 13's)",
     )?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))
-            .map_err(|e| Error::new(format!("cannot chmod {}: {e}", tmp.display())))?;
-    }
-    cache::rename(&tmp, &testpmd)?;
     cache::remove(&chroot.host_path(dl))?;
     // Install what the binary is linked against, then the PMDs of the same ABI.
     let mut abi = None;

@@ -20,7 +20,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::apt::Apt;
+use crate::apt::{self, Apt};
 use crate::cache::{self, Cache};
 use crate::error::{Error, Result};
 use crate::exec;
@@ -227,27 +227,15 @@ pub(crate) fn prepare_busybox(cache: &Cache, apt: &Apt) -> Result<PathBuf> {
     let deb = apt
         .download(&["busybox-static".to_string()], &cache.path("debs"))?
         .remove(0);
-    let tmp = cache::tmp_path(&out);
-    let file = std::fs::File::create(&tmp)
-        .map_err(|e| Error::new(format!("cannot create {}: {e}", tmp.display())))?;
-    exec::pipe(
-        Command::new("dpkg-deb").arg("--fsys-tarfile").arg(&deb),
-        Command::new("tar")
-            .args(["-xO", "./bin/busybox"])
-            .stdout(file),
+    apt::unpack_executable(
+        &deb,
+        "./bin/busybox",
+        &out,
         &cache.logs().join("busybox.log"),
         "busybox-static's layout is not the one this harness knows (Debian 12's)",
     )?;
-    set_mode(&tmp, 0o755)?;
-    cache::rename(&tmp, &out)?;
     cache.mark_done("busybox", &deb.display().to_string())?;
     Ok(out)
-}
-
-fn set_mode(path: &Path, mode: u32) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| Error::new(format!("cannot chmod {}: {e}", path.display())))
 }
 
 /// Build the no-IOMMU `vfio.ko` for `kernel` unless the cache has it. The caller
