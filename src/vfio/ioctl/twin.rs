@@ -177,9 +177,28 @@ const W: u32 = sys::VFIO_REGION_INFO_FLAG_WRITE;
 const M: u32 = sys::VFIO_REGION_INFO_FLAG_MMAP;
 const C: u32 = sys::VFIO_REGION_INFO_FLAG_CAPS;
 
+/// Where vfio-pci puts the region index in a device-file offset (Linux's
+/// `VFIO_PCI_OFFSET_SHIFT`, a private vfio-pci header).
+const REGION_SHIFT: u32 = 40;
+
 /// Device-file offset of region `index`, as vfio-pci lays them out.
 pub fn region_offset(index: u32) -> u64 {
-    (index as u64) << 40
+    (index as u64) << REGION_SHIFT
+}
+
+/// The region index and the offset inside it of a device-file offset.
+fn region_and_offset(offset: u64) -> (u32, u64) {
+    (
+        (offset >> REGION_SHIFT) as u32,
+        offset & ((1 << REGION_SHIFT) - 1),
+    )
+}
+
+/// The bytes of a `len`-byte access at `off` that fall inside a config space
+/// of `size` bytes (a short transfer past its end, as the kernel's).
+fn config_span(size: usize, off: u64, len: usize) -> std::ops::Range<usize> {
+    let off = (off as usize).min(size);
+    off..off + len.min(size - off)
 }
 
 fn region(index: u32, size: u64, flags: u32) -> RegionInfo {
@@ -765,7 +784,7 @@ unsafe impl VfioOps for VfioTwin {
         let mut s = self.lock();
         let d = Self::device_of(&s, device)?;
         Self::check(&s, Op::Pread, None)?;
-        let (index, off) = ((offset >> 40) as u32, offset & ((1 << 40) - 1));
+        let (index, off) = region_and_offset(offset);
         if index == sys::VFIO_PCI_CONFIG_REGION_INDEX {
             s.calls.push(Call::ConfigRead {
                 device: d.clone(),
@@ -773,9 +792,9 @@ unsafe impl VfioOps for VfioTwin {
                 len: buf.len(),
             });
             let cfg = &s.devices[&d].config;
-            let off = off as usize;
-            let n = buf.len().min(cfg.len().saturating_sub(off));
-            buf[..n].copy_from_slice(&cfg[off..off + n]);
+            let span = config_span(cfg.len(), off, buf.len());
+            let n = span.len();
+            buf[..n].copy_from_slice(&cfg[span]);
             return Ok(n);
         }
         buf.fill(0);
@@ -786,7 +805,7 @@ unsafe impl VfioOps for VfioTwin {
         let mut s = self.lock();
         let d = Self::device_of(&s, device)?;
         Self::check(&s, Op::Pwrite, None)?;
-        let (index, off) = ((offset >> 40) as u32, offset & ((1 << 40) - 1));
+        let (index, off) = region_and_offset(offset);
         if index == sys::VFIO_PCI_CONFIG_REGION_INDEX {
             s.calls.push(Call::ConfigWrite {
                 device: d.clone(),
@@ -794,9 +813,9 @@ unsafe impl VfioOps for VfioTwin {
                 data: buf.to_vec(),
             });
             let cfg = &mut s.devices.get_mut(&d).unwrap().config;
-            let off = off as usize;
-            let n = buf.len().min(cfg.len().saturating_sub(off));
-            cfg[off..off + n].copy_from_slice(&buf[..n]);
+            let span = config_span(cfg.len(), off, buf.len());
+            let n = span.len();
+            cfg[span].copy_from_slice(&buf[..n]);
             return Ok(n);
         }
         Ok(buf.len())
@@ -813,7 +832,7 @@ unsafe impl VfioOps for VfioTwin {
         let d = Self::device_of(&s, device)?;
         s.calls.push(Call::Mmap {
             device: d,
-            index: (offset >> 40) as u32,
+            index: region_and_offset(offset).0,
             len,
             sparse: areas.is_some(),
         });
