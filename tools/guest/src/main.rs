@@ -283,10 +283,13 @@ fn info() -> Result<(), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let fail = |e: String| {
+    let say = |e: String, code: u8| {
         eprintln!("nicpoll-guest: {e}");
-        ExitCode::from(125)
+        ExitCode::from(code)
     };
+    // A guest the options cannot describe (2), or one that failed to run (125).
+    let usage = |e: String| say(e, 2);
+    let fail = |e: String| say(e, 125);
     match cli.command {
         Cmd::Info => match info() {
             Ok(()) => ExitCode::SUCCESS,
@@ -295,10 +298,7 @@ fn main() -> ExitCode {
         Cmd::Check { guest } => {
             let g = match build(&guest) {
                 Ok(g) => g,
-                Err(e) => {
-                    eprintln!("nicpoll-guest: {e}");
-                    return ExitCode::from(2);
-                }
+                Err(e) => return usage(e),
             };
             match g.missing() {
                 None => {
@@ -314,10 +314,7 @@ fn main() -> ExitCode {
         Cmd::Prepare { guest } => {
             let g = match build(&guest) {
                 Ok(g) => g,
-                Err(e) => {
-                    eprintln!("nicpoll-guest: {e}");
-                    return ExitCode::from(2);
-                }
+                Err(e) => return usage(e),
             };
             match g.prepare() {
                 Ok(k) => {
@@ -334,10 +331,7 @@ fn main() -> ExitCode {
         } => {
             let g = match build(&guest) {
                 Ok(g) => g,
-                Err(e) => {
-                    eprintln!("nicpoll-guest: {e}");
-                    return ExitCode::from(2);
-                }
+                Err(e) => return usage(e),
             };
             let (prog, args) = program.split_first().expect("clap requires PROGRAM");
             let g = g.program(prog, args.iter().cloned()).echo(if verbose {
