@@ -44,11 +44,7 @@ exit 7
     assert_eq!(out.status, Some(7), "{}", out.report());
     let o = &out.output;
     assert!(o.contains("bdf=0000:00:03.0 mode=type1"), "{o}");
-    let group = o
-        .split("group=")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_else(|| panic!("{o}"));
+    let group = common::value_of(o, "group=");
     assert!(o.contains("driver=vfio-pci"), "{o}");
     assert!(
         o.contains(&format!("nodes={group} vfio")),
@@ -156,11 +152,7 @@ ping -c 3 -W 3 10.9.0.2; echo "tap-ping=$?"
     assert!(o.contains("noiommu=Y nodes=noiommu-0 vfio"), "{o}");
     assert!(o.contains("tap-ping=0"), "the netns answered: {o}");
     // Linux's virtio_net asked for 10.0.2.2 over the datagram socket, from its MAC.
-    let mac = o
-        .split("dgram-mac=")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_else(|| panic!("{o}"));
+    let mac = common::value_of(o, "dgram-mac=");
     let mac: Vec<u8> = mac
         .split(':')
         .map(|b| u8::from_str_radix(b, 16).unwrap())

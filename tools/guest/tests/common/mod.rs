@@ -89,6 +89,16 @@ pub fn run_with_peer(guest: &Guest, dir: &Path) -> (Outcome, Frames) {
     (out, frames)
 }
 
+/// The word after `key` (`"group="`) in a guest's output; panics with the
+/// output where there is none.
+pub fn value_of<'a>(output: &'a str, key: &str) -> &'a str {
+    output
+        .split(key)
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no {key} in: {output}"))
+}
+
 /// Whether anything is mounted under `dir` (in this process's namespace).
 pub fn mounted_under(dir: &Path) -> Vec<String> {
     let dir = dir.to_string_lossy().into_owned();
