@@ -317,30 +317,24 @@ mod tests {
     fn intel_and_virtio_need_vfio_pci() {
         let t = Tree::good();
         expect(&t.vf(), "driver 0000:00:07.0", Status::Pass, "");
-        t.device(&FakeDev {
+        let on_iavf = FakeDev {
             driver: Some("iavf"),
             ..FakeDev::default()
-        });
-        expect_saying(
-            &t.vf(),
-            "driver 0000:00:07.0",
-            Status::Fail,
-            "testpmd bind 0000:00:07.0",
-            "bound to iavf",
-        );
-        t.device(&FakeDev {
+        };
+        let virtio_unbound = FakeDev {
             vendor: VIRTIO,
             device: 0x1041,
             driver: None,
             ..FakeDev::default()
-        });
-        expect_saying(
-            &t.vf(),
-            "driver 0000:00:07.0",
-            Status::Fail,
-            "testpmd bind 0000:00:07.0",
-            "virtio 1af4:1041 has no driver",
-        );
+        };
+        for (dev, says) in [
+            (on_iavf, "bound to iavf"),
+            (virtio_unbound, "virtio 1af4:1041 has no driver"),
+        ] {
+            t.device(&dev);
+            let bind = "testpmd bind 0000:00:07.0";
+            expect_saying(&t.vf(), "driver 0000:00:07.0", Status::Fail, bind, says);
+        }
         // Without vfio-pci loaded the fix loads it first.
         t.rm("sys/module/vfio_pci")
             .rm("sys/bus/pci/drivers/vfio-pci");
