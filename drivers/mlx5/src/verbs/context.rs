@@ -41,6 +41,12 @@ impl<T> Op<T> for io::Result<T> {
     }
 }
 
+/// The object a create or alloc call returned, or, for a null pointer, the
+/// errno it set (`fallback` where it set none), named by the call.
+fn created<T>(p: *mut T, fallback: i32, op: &'static str) -> VResult<NonNull<T>> {
+    NonNull::new(p).ok_or_else(|| errno_or(fallback)).op(op)
+}
+
 // ---------------------------------------------------------------------------
 // Owning handles
 
@@ -201,9 +207,7 @@ impl Context {
                 ),
             }
         };
-        let mr = NonNull::new(mr)
-            .ok_or_else(|| errno_or(libc::ENOMEM))
-            .op("ibv_reg_mr")?;
+        let mr = created(mr, libc::ENOMEM, "ibv_reg_mr")?;
         // SAFETY: mr is a valid ibv_mr the library just returned.
         let lkey = unsafe { (*mr.as_ptr()).lkey };
         Ok(Arc::new(Mr {
@@ -241,9 +245,7 @@ impl Context {
         clear_errno();
         // SAFETY: the op's prototype with a valid attribute struct.
         let cq = unsafe { op(ctx, &mut attr) };
-        let cq = NonNull::new(cq)
-            .ok_or_else(|| errno_or(libc::ENOMEM))
-            .op("ibv_create_cq_ex")?;
+        let cq = created(cq, libc::ENOMEM, "ibv_create_cq_ex")?;
         // SAFETY: a fresh CQ; the poll functions are the provider's.
         let (start, next, end, byte_len, wc_flags) = unsafe {
             let c = cq.as_ptr();
@@ -296,9 +298,7 @@ impl Context {
         clear_errno();
         // SAFETY: the op's prototype with a valid attribute struct.
         let td = unsafe { alloc_td(ctx, &mut td_attr) };
-        let td = NonNull::new(td)
-            .ok_or_else(|| errno_or(libc::ENOMEM))
-            .op("ibv_alloc_td")?;
+        let td = created(td, libc::ENOMEM, "ibv_alloc_td")?;
         let mut pd_attr = IbvParentDomainInitAttr {
             pd: self.pd.as_ptr(),
             td: td.as_ptr(),
@@ -348,9 +348,7 @@ impl Context {
         clear_errno();
         // SAFETY: the op's prototype with a valid attribute struct.
         let wq = unsafe { op(ctx, &mut attr) };
-        let wq = NonNull::new(wq)
-            .ok_or_else(|| errno_or(libc::EINVAL))
-            .op("ibv_create_wq")?;
+        let wq = created(wq, libc::EINVAL, "ibv_create_wq")?;
         // SAFETY: wq is a freshly created ibv_wq; this is what the header's inline
         // ibv_create_wq does before returning it.
         unsafe {
@@ -385,9 +383,7 @@ impl Context {
         clear_errno();
         // SAFETY: the op's prototype; ptrs has 2^log entries and outlives the call.
         let t = unsafe { op(ctx, &mut attr) };
-        let table = NonNull::new(t)
-            .ok_or_else(|| errno_or(libc::EINVAL))
-            .op("ibv_create_rwq_ind_table")?;
+        let table = created(t, libc::EINVAL, "ibv_create_rwq_ind_table")?;
         Ok(Arc::new(IndTable {
             ctx: self.clone(),
             _wqs: wqs.to_vec(),
@@ -431,9 +427,7 @@ impl Context {
         clear_errno();
         // SAFETY: the op's prototype; attr and key outlive the call.
         let qp = unsafe { op(ctx, &mut attr) };
-        let qp = NonNull::new(qp)
-            .ok_or_else(|| errno_or(libc::EINVAL))
-            .op("ibv_create_qp_ex(RAW_PACKET, RX_HASH)")?;
+        let qp = created(qp, libc::EINVAL, "ibv_create_qp_ex(RAW_PACKET, RX_HASH)")?;
         Ok(Arc::new(Qp {
             ctx: self.clone(),
             _cq: None,
@@ -501,9 +495,7 @@ impl Context {
                 (qp, attr.cap, "ibv_create_qp(RAW_PACKET)")
             }
         };
-        let qp = NonNull::new(qp)
-            .ok_or_else(|| errno_or(libc::EINVAL))
-            .op(op)?;
+        let qp = created(qp, libc::EINVAL, op)?;
         let qp = Arc::new(Qp {
             ctx: self.clone(),
             _cq: Some(cq.clone()),
@@ -640,9 +632,7 @@ impl Context {
         clear_errno();
         // SAFETY: the op's prototype; buf holds attr + specs, attr.size bytes.
         let flow = unsafe { op(qp.qp.as_ptr(), buf.as_mut_ptr() as *mut IbvFlowAttr) };
-        let flow = NonNull::new(flow)
-            .ok_or_else(|| errno_or(libc::EINVAL))
-            .op("ibv_create_flow")?;
+        let flow = created(flow, libc::EINVAL, "ibv_create_flow")?;
         Ok(Flow {
             qp: qp.clone(),
             flow,
