@@ -310,7 +310,6 @@ pub(crate) fn unpack_executable(
     log: &Path,
     fix: &str,
 ) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
     let tmp = cache::tmp_path(dest);
     let file = std::fs::File::create(&tmp)
         .map_err(|e| Error::new(format!("cannot create {}: {e}", tmp.display())))?;
@@ -320,8 +319,7 @@ pub(crate) fn unpack_executable(
         log,
         fix,
     )?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))
-        .map_err(|e| Error::new(format!("cannot chmod {}: {e}", tmp.display())))?;
+    cache::make_executable(&tmp)?;
     cache::rename(&tmp, dest)
 }
 

@@ -177,6 +177,13 @@ pub(crate) fn remove(path: &Path) -> Result<()> {
     r.map_err(|e| Error::new(format!("cannot remove {}: {e}", path.display())))
 }
 
+/// Make `path` executable (mode 0755).
+pub(crate) fn make_executable(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| Error::new(format!("cannot chmod {}: {e}", path.display())))
+}
+
 /// Create a folder and its parents.
 pub(crate) fn mkdir(path: &Path) -> Result<()> {
     std::fs::create_dir_all(path)

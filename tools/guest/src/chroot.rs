@@ -471,14 +471,7 @@ fn dpdk_tree(cache: &Cache, chroot: &Chroot) -> Result<()> {
          exec {d}/lib/ld-linux-x86-64.so.2 --library-path {d}/lib {d}/bin/dpdk-testpmd.elf -d {d}/pmds \"$@\"\n"
     );
     cache::write_atomic(&bin.join("dpdk-testpmd"), wrapper.as_bytes())?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(
-            bin.join("dpdk-testpmd"),
-            std::fs::Permissions::from_mode(0o755),
-        )
-        .map_err(|e| Error::new(format!("cannot chmod the dpdk-testpmd wrapper: {e}")))?;
-    }
+    cache::make_executable(&bin.join("dpdk-testpmd"))?;
     let version = std::fs::read_to_string(cache.path("state/chroot-dpdk.done")).unwrap_or_default();
     cache::write_atomic(&tmp.join("opt/dpdk/VERSION"), version.as_bytes())?;
     cache::remove(&out)?;
@@ -497,23 +490,15 @@ mod tests {
 
     #[test]
     fn sonames_map_to_debian_package_names() {
-        assert_eq!(
-            package_of("librte_eal.so.25").as_deref(),
-            Some("librte-eal25")
-        );
-        assert_eq!(
-            package_of("librte_net_e1000.so.25").as_deref(),
-            Some("librte-net-e1000-25")
-        );
-        assert_eq!(
-            package_of("librte_net_mlx5.so.25").as_deref(),
-            Some("librte-net-mlx5-25")
-        );
-        assert_eq!(
-            package_of("libjansson.so.4").as_deref(),
-            Some("libjansson4")
-        );
-        assert_eq!(package_of("ld-linux"), None);
+        for (soname, package) in [
+            ("librte_eal.so.25", Some("librte-eal25")),
+            ("librte_net_e1000.so.25", Some("librte-net-e1000-25")),
+            ("librte_net_mlx5.so.25", Some("librte-net-mlx5-25")),
+            ("libjansson.so.4", Some("libjansson4")),
+            ("ld-linux", None),
+        ] {
+            assert_eq!(package_of(soname).as_deref(), package, "{soname}");
+        }
     }
 
     #[test]
