@@ -81,6 +81,25 @@ impl RawSocket {
         sys::ignore_outgoing(self.fd.as_fd())
     }
 
+    /// Wait up to `timeout` for a frame to arrive (`poll(2)`, asleep in the
+    /// kernel meanwhile): whether one is waiting. An interrupted wait returns
+    /// `Ok(false)`.
+    pub fn wait_readable(&self, timeout: Duration) -> io::Result<bool> {
+        let mut fds = [rustix::event::PollFd::new(
+            &self.fd,
+            rustix::event::PollFlags::IN,
+        )];
+        let t = rustix::time::Timespec {
+            tv_sec: timeout.as_secs() as i64,
+            tv_nsec: i64::from(timeout.subsec_nanos()),
+        };
+        match rustix::event::poll(&mut fds, Some(&t)) {
+            Ok(n) => Ok(n > 0),
+            Err(rustix::io::Errno::INTR) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Send one frame: `Ok(false)` if the socket buffer is full (EAGAIN,
     /// ENOBUFS), as a full wire drops it.
     pub fn try_send(&self, frame: &[u8]) -> io::Result<bool> {

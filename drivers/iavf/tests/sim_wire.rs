@@ -6,7 +6,7 @@ mod sim_util;
 
 use nicpoll::port::MacAddr;
 use nicpoll::port::testing::VethPair;
-use nicpoll_iavf::sim::{SimConfig, SimVf, Wire};
+use nicpoll_iavf::sim::{SimConfig, SimVf, Switch, Wire};
 use sim_util::*;
 
 /// Send `n` frames from `a` (queue 0) to `b`'s MAC and check they arrive at `b`.
@@ -203,4 +203,111 @@ fn af_packet_wire_keeps_vlan_tags() {
         assert_eq!(b.read(qb.rx_buf(slot), f.len()), f, "TPID {tpid:#x}");
         qb.rx_next += 1;
     }
+}
+
+/// Three VFs on one PF's switch: unicast reaches only the VF that owns the
+/// address, broadcast every other VF, an address no VF owns is dropped and
+/// counted (no uplink).
+#[test]
+fn the_pf_switch_delivers_by_destination_mac() {
+    const THIRD: [u8; 6] = [0x02, 0, 0, 0, 0, 0x03];
+    let (mut a, mut qa, mut b, mut qb) = two(
+        SimConfig {
+            name: "sw-a".into(),
+            ..cfg()
+        },
+        SimConfig {
+            name: "sw-b".into(),
+            mac: MacAddr(PEER_MAC),
+            ..cfg()
+        },
+    );
+    let (mut c, _) = Rig::up(SimConfig {
+        name: "sw-c".into(),
+        mac: MacAddr(THIRD),
+        ..cfg()
+    });
+    let mut qc = c.queues(1, 64, 2048, 1518).remove(0);
+    let sw = Switch::new("pf-test", None).unwrap();
+    for r in [&a, &b, &c] {
+        r.vf.attach(&sw);
+    }
+    a_to_b(&mut a, &mut qa, &b, &mut qb, VF_MAC, PEER_MAC, 3);
+    a_to_b(&mut b, &mut qb, &c, &mut qc, PEER_MAC, THIRD, 2);
+    a_to_b(&mut c, &mut qc, &a, &mut qa, THIRD, VF_MAC, 2);
+    assert_eq!(c.vf.stats().rx_delivered, 2, "only what was for C");
+    // Broadcast from A: B and C get it.
+    let f = frame([0xff; 6], VF_MAC, 77, 80);
+    a.put_tx(&mut qa, &f, true, None);
+    a.ring_tx(&qa);
+    for (r, q) in [(&b, &mut qb), (&c, &mut qc)] {
+        let slot = q.rx_next;
+        r.wait_rx(q, slot);
+        assert_eq!(r.read(q.rx_buf(slot), 80), f);
+        q.rx_next += 1;
+    }
+    // An address nobody owns: gone, counted.
+    let f = frame([0x02, 9, 9, 9, 9, 9], VF_MAC, 78, 80);
+    a.put_tx(&mut qa, &f, true, None);
+    a.ring_tx(&qa);
+    let t = std::time::Instant::now();
+    while sw.stats().unknown_unicast == 0 && t.elapsed() < std::time::Duration::from_secs(5) {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let s = sw.stats();
+    assert_eq!(s.unknown_unicast, 1, "{s:?}");
+    assert_eq!(s.vf_to_vf, 3 + 2 + 2 + 2, "{s:?}");
+    assert_eq!(b.vf.stats().rx_delivered, 3 + 1);
+}
+
+/// The switch's port on a host interface: a VF's frame to an address no VF
+/// owns leaves there; a frame arriving there for a VF's MAC reaches that VF
+/// only.
+#[test]
+fn the_pf_switch_uplink_on_a_veth_pair() {
+    let mut needs = nicpoll_testkit::VETH.to_vec();
+    needs.push(nicpoll_testkit::Need::RawSockets);
+    if nicpoll_testkit::skip_if_missing(&needs) {
+        return;
+    }
+    let pair = VethPair::create("npsw0");
+    let (mut a, mut qa, b, mut qb) = two(
+        SimConfig {
+            name: "up-a".into(),
+            ..cfg()
+        },
+        SimConfig {
+            name: "up-b".into(),
+            mac: MacAddr(PEER_MAC),
+            ..cfg()
+        },
+    );
+    let sw = Switch::new("pf-uplink-test", Some(&pair.a)).unwrap();
+    a.vf.attach(&sw);
+    b.vf.attach(&sw);
+    let host = nicpoll::netdev::RawSocket::open(&pair.b).unwrap();
+    let host_mac = [0x02, 0x42, 0, 0, 0, 0x99];
+    let f = frame(host_mac, VF_MAC, 5, 100);
+    a.put_tx(&mut qa, &f, true, None);
+    a.ring_tx(&qa);
+    let mut buf = [0u8; 2048];
+    let t = std::time::Instant::now();
+    let mut got = None;
+    while got.is_none() && t.elapsed() < std::time::Duration::from_secs(5) {
+        if let Some(n) = host.recv(&mut buf, std::time::Duration::from_millis(100))
+            && buf[..6] == host_mac
+        {
+            got = Some(buf[..n].to_vec());
+        }
+    }
+    assert_eq!(got.as_deref(), Some(&f[..]), "the frame left by the uplink");
+    // From the host to VF b's MAC.
+    let g = frame(PEER_MAC, host_mac, 6, 90);
+    host.send(&g).unwrap();
+    let slot = qb.rx_next;
+    b.wait_rx(&qb, slot);
+    assert_eq!(b.read(qb.rx_buf(slot), 90), g);
+    qb.rx_next += 1;
+    assert_eq!(a.vf.stats().rx_delivered, 0, "not for A");
+    assert_eq!(sw.stats().vf_to_uplink, 1);
 }

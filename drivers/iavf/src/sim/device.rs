@@ -12,7 +12,7 @@ use super::dma::DmaView;
 use super::irq::{HeldQueue, Irq};
 use super::pf::Pf;
 use super::spec::{self, aq, msg, op, reg, vfr};
-use super::wire::WireState;
+use super::wire::{Outbound, WireState};
 use super::{
     FaultState, PfModel, Promisc, QueueStatus, ResetTiming, Shared, SimConfig, SimStatus, VectorMap,
 };
@@ -231,6 +231,10 @@ impl Device {
             self.start_reset(true);
             work += 1;
         }
+        if f.flr.swap(false, Ordering::AcqRel) {
+            self.function_level_reset();
+            work += 1;
+        }
         if f.reset_now.swap(false, Ordering::AcqRel) {
             self.start_reset(true);
             work += 1;
@@ -290,6 +294,18 @@ impl Device {
         } else {
             self.enter_in_progress(timing);
         }
+    }
+
+    /// A VFLR: the hardware has reset the VF (no RESET_IMPENDING, no wait for
+    /// the VF's ICR0_ENA1: i40e's `i40e_trigger_vf_reset(vf, flr = true)`
+    /// skips both); whatever reset was under way starts over.
+    fn function_level_reset(&mut self) {
+        log::debug!("simulated iavf {}: function-level reset", self.sh.name);
+        self.reset_waits_for_vf = false;
+        self.pf.active = false;
+        self.pf.init = false;
+        let timing = self.timing();
+        self.enter_in_progress(timing);
     }
 
     fn timing(&self) -> ResetTiming {
@@ -736,6 +752,16 @@ impl Device {
             rss_hena: hena,
             link_reported_up: self.link_reported,
         };
+        if let Outbound::Switch { sw, port, .. } = &self.wire.out {
+            let unicast: Vec<[u8; 6]> = self
+                .pf
+                .filters
+                .iter()
+                .filter(|m| m[0] & 1 == 0)
+                .copied()
+                .collect();
+            sw.publish(*port, &unicast, self.pf.promisc.0);
+        }
         *self.sh.status.lock().unwrap_or_else(|e| e.into_inner()) = s;
     }
 }

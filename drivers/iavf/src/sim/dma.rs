@@ -4,15 +4,20 @@
 //!
 //! This is the model's only module with unsafe code (its wire's raw socket is
 //! the core's `nicpoll::netdev::RawSocket`). Its contract: a host range enters the table only through
-//! [`IoMmu::map`], from a `DmaRegion` whose `Arc` the table entry holds, so the
+//! [`IoMmu::map`], from a `DmaRegion` whose `Arc` the table entry holds, or
+//! through [`IoMmu::map_client`], from a client's memory that vm-memory mapped
+//! into this process (a vfio-user client's DMA_MAP: a `GuestRegionMmap` over
+//! the file it passed, whose `Arc` the entry holds the same way). So the
 //! memory stays allocated for as long as any copy of the table (the device
-//! thread's snapshot included) has the entry. [`IoMmu::unmap`] removes it; the
-//! region is freed when the last table that had it is dropped (the device thread
-//! lets go of its snapshot at the top of its next iteration, see
-//! [`IoMmu::quiesce`]). No caller can free memory the device still translates to.
+//! thread's snapshot included) has the entry. [`IoMmu::unmap`] and
+//! [`IoMmu::unmap_client`] remove it; the memory is freed (or unmapped) when
+//! the last table that had it is dropped (the device thread lets go of its
+//! snapshot at the top of its next iteration, see [`IoMmu::quiesce`]). No
+//! caller can free memory the device still translates to.
 //!
-//! An access to an IOVA range that is not wholly mapped is a DMA fault: nothing is
-//! read or written, and the caller counts and logs it.
+//! An access to an IOVA range that is not wholly mapped, or a write to one
+//! mapped read-only, is a DMA fault: nothing is read or written, and the
+//! caller counts and logs it.
 #![allow(unsafe_code)]
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
@@ -20,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nicpoll::memory::DmaRegion;
+use vm_memory::{GuestMemoryRegion, GuestRegionMmap};
 
 /// A host address inside a mapped `DmaRegion`.
 #[derive(Clone, Copy, Debug)]
@@ -33,15 +39,38 @@ unsafe impl Send for HostPtr {}
 // SAFETY: as for Send; shared copies are never dereferenced through `&`.
 unsafe impl Sync for HostPtr {}
 
+/// What a mapping holds so that the memory behind it stays mapped.
+#[derive(Clone, Debug)]
+enum Backing {
+    /// DMA memory of this process (a driver in the same process).
+    Region(Arc<DmaRegion>),
+    /// A client's memory, mapped from the file it passed (vfio-user DMA_MAP).
+    Client(Arc<GuestRegionMmap>),
+}
+
+impl Backing {
+    fn describe(&self) -> String {
+        match self {
+            Backing::Region(r) => r.what().to_string(),
+            Backing::Client(r) => match r.file_offset() {
+                Some(f) => format!("client memory (file offset {:#x})", f.start()),
+                None => "client memory".to_string(),
+            },
+        }
+    }
+}
+
 /// One IOVA range and the host memory behind it.
 #[derive(Clone, Debug)]
 struct Mapping {
     iova: u64,
     len: u64,
     host: HostPtr,
-    /// The region `host` points into, held so it cannot be freed while any
+    /// The memory `host` points into, held so it cannot be freed while any
     /// table has this entry (also the key for unmap).
-    region: Arc<DmaRegion>,
+    backing: Backing,
+    /// The device may write (a client can map memory read-only).
+    writable: bool,
 }
 
 impl Mapping {
@@ -133,26 +162,58 @@ impl IoMmu {
                     len: step as u64,
                     // The address of byte `off` of the live mapping.
                     host: HostPtr(region.as_ptr().wrapping_add(off)),
-                    region: region.clone(),
+                    backing: Backing::Region(region.clone()),
+                    writable: true,
                 }),
             }
             off += step;
         }
         let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
-        let overlaps = |o: &Mapping| {
-            new.iter()
-                .any(|n| n.iova < o.iova + o.len && o.iova < n.iova + n.len)
-        };
-        if table.iter().any(|o| Arc::ptr_eq(&o.region, region)) {
+        if table
+            .iter()
+            .any(|o| matches!(&o.backing, Backing::Region(r) if Arc::ptr_eq(r, region)))
+        {
             // Mapping a region twice changes nothing.
             return Ok(());
         }
         // Mapped regions are alive (the table holds them), and two live regions
         // never share IOVAs: their virtual or physical addresses differ.
+        self.insert(&mut table, new)
+    }
+
+    /// Map a client's memory (vm-memory's mapping of the file a vfio-user
+    /// client passed with DMA_MAP) at the IOVAs it was given
+    /// (`region.start_addr()`), read-only unless `writable`. The entry holds
+    /// the region. IOVAs already mapped are refused (vfio-user: EEXIST).
+    pub(crate) fn map_client(
+        &self,
+        region: &Arc<GuestRegionMmap>,
+        writable: bool,
+    ) -> Result<(), MapError> {
+        if region.len() == 0 {
+            return Err(MapError::Empty);
+        }
+        let new = vec![Mapping {
+            iova: region.start_addr().0,
+            len: region.len(),
+            host: HostPtr(region.as_ptr()),
+            backing: Backing::Client(region.clone()),
+            writable,
+        }];
+        let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        self.insert(&mut table, new)
+    }
+
+    /// Add `new` to the table unless an entry of it overlaps one there.
+    fn insert(&self, table: &mut Arc<[Mapping]>, new: Vec<Mapping>) -> Result<(), MapError> {
+        let overlaps = |o: &Mapping| {
+            new.iter()
+                .any(|n| n.iova < o.iova + o.len && o.iova < n.iova + n.len)
+        };
         if let Some(o) = table.iter().find(|o| overlaps(o)) {
             return Err(MapError::Overlap(format!(
                 "{} at IOVA {:#x} (+{:#x})",
-                o.region.what(),
+                o.backing.describe(),
                 o.iova,
                 o.len
             )));
@@ -164,26 +225,34 @@ impl IoMmu {
         Ok(())
     }
 
-    /// Remove every mapping of `region`; returns how many entries went. The
-    /// caller then waits with [`quiesce`](Self::quiesce) until the device thread
-    /// no longer uses a table that has them.
-    pub(crate) fn unmap(&self, region: &DmaRegion) -> usize {
-        let removed;
-        {
-            let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
-            let keep: Vec<Mapping> = table
-                .iter()
-                .filter(|m| !std::ptr::eq(&*m.region, region))
-                .cloned()
-                .collect();
-            removed = table.len() - keep.len();
-            if removed == 0 {
-                return 0;
-            }
+    /// Remove the client mapping at exactly `[iova, iova + len)` (vfio-user's
+    /// DMA_UNMAP names a range a DMA_MAP mapped), or every client mapping when
+    /// `len` is `u64::MAX` and `iova` 0 (UNMAP_ALL, a client gone). Returns how
+    /// many entries went; the caller then waits with [`quiesce`](Self::quiesce).
+    pub(crate) fn unmap_client(&self, iova: u64, len: u64) -> usize {
+        let all = iova == 0 && len == u64::MAX;
+        self.remove(|m| {
+            matches!(m.backing, Backing::Client(_)) && (all || (m.iova == iova && m.len == len))
+        })
+    }
+
+    /// Remove the entries `gone` selects; returns how many went.
+    fn remove(&self, gone: impl Fn(&Mapping) -> bool) -> usize {
+        let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        let keep: Vec<Mapping> = table.iter().filter(|m| !gone(m)).cloned().collect();
+        let removed = table.len() - keep.len();
+        if removed > 0 {
             *table = Arc::from(keep);
             self.generation.fetch_add(1, Ordering::AcqRel);
         }
         removed
+    }
+
+    /// Remove every mapping of `region`; returns how many entries went. The
+    /// caller then waits with [`quiesce`](Self::quiesce) until the device thread
+    /// no longer uses a table that has them.
+    pub(crate) fn unmap(&self, region: &DmaRegion) -> usize {
+        self.remove(|m| matches!(&m.backing, Backing::Region(r) if std::ptr::eq(&**r, region)))
     }
 
     /// Wait until the device thread has switched to the current table (it does
@@ -303,30 +372,33 @@ pub(crate) struct DmaView {
 }
 
 impl DmaView {
-    /// Host address of `[iova, iova + len)` if one mapping holds all of it.
+    /// Host address of `[iova, iova + len)` if one mapping holds all of it
+    /// (and, for a `write`, lets the device write).
     #[inline]
-    fn lookup(&mut self, iova: u64, len: u64) -> Option<*mut u8> {
+    fn lookup(&mut self, iova: u64, len: u64, write: bool) -> Option<*mut u8> {
+        let usable = |m: &Mapping| m.contains(iova, len) && (m.writable || !write);
         if let Some(m) = self.maps.get(self.last)
-            && m.contains(iova, len)
+            && usable(m)
         {
             return Some(m.host.0.wrapping_add((iova - m.iova) as usize));
         }
-        let i = self.maps.iter().position(|m| m.contains(iova, len))?;
+        let i = self.maps.iter().position(usable)?;
         self.last = i;
         let m = &self.maps[i];
         Some(m.host.0.wrapping_add((iova - m.iova) as usize))
     }
 
     /// The pieces of `[iova, iova + len)`, each inside one mapping, or `None` if
-    /// some byte is unmapped (slow path: an access across mappings).
-    fn pieces(&self, iova: u64, len: u64) -> Option<Vec<(*mut u8, usize)>> {
+    /// some byte is unmapped, or read-only for a `write` (slow path: an access
+    /// across mappings).
+    fn pieces(&self, iova: u64, len: u64, write: bool) -> Option<Vec<(*mut u8, usize)>> {
         let mut out = Vec::new();
         let (mut cur, end) = (iova, iova.checked_add(len)?);
         while cur < end {
             let m = self
                 .maps
                 .iter()
-                .find(|m| cur >= m.iova && cur - m.iova < m.len)?;
+                .find(|m| cur >= m.iova && cur - m.iova < m.len && (m.writable || !write))?;
             let n = (m.len - (cur - m.iova)).min(end - cur);
             out.push((m.host.0.wrapping_add((cur - m.iova) as usize), n as usize));
             cur += n;
@@ -342,13 +414,14 @@ impl DmaView {
             len,
             write: false,
         };
-        if let Some(p) = self.lookup(iova, len) {
+        if let Some(p) = self.lookup(iova, len, false) {
             // SAFETY: `lookup` found [iova, iova+len) inside one mapping, whose host
-            // range is part of a live DmaRegion (module contract); `buf` is ours.
+            // range is part of live memory the entry holds (module contract);
+            // `buf` is ours.
             unsafe { copy_from_device(p, buf) };
             return Ok(());
         }
-        let pieces = self.pieces(iova, len).ok_or(fault)?;
+        let pieces = self.pieces(iova, len, false).ok_or(fault)?;
         let mut at = 0;
         for (p, n) in pieces {
             // SAFETY: as above, for each piece; the pieces tile `buf` in order.
@@ -366,13 +439,14 @@ impl DmaView {
             len,
             write: true,
         };
-        if let Some(p) = self.lookup(iova, len) {
+        if let Some(p) = self.lookup(iova, len, true) {
             // SAFETY: as in `read`; the mapping is writable (DmaRegion memory is
-            // mapped read-write).
+            // mapped read-write; client memory is mapped writable only when the
+            // entry says so, and `lookup` checked it).
             unsafe { copy_to_device(p, data) };
             return Ok(());
         }
-        let pieces = self.pieces(iova, len).ok_or(fault)?;
+        let pieces = self.pieces(iova, len, true).ok_or(fault)?;
         let mut at = 0;
         for (p, n) in pieces {
             // SAFETY: as above, for each piece.
@@ -387,7 +461,7 @@ impl DmaView {
     pub(crate) fn read_u64(&mut self, iova: u64) -> Result<u64, Unmapped> {
         let mut b = [0u8; 8];
         if iova.is_multiple_of(8)
-            && let Some(p) = self.lookup(iova, 8)
+            && let Some(p) = self.lookup(iova, 8, false)
         {
             // SAFETY: 8 mapped bytes (lookup) at an 8-aligned IOVA; IOVA and host
             // address agree modulo the page size, so the host address is aligned too.
@@ -405,9 +479,9 @@ impl DmaView {
     pub(crate) fn write_u64(&mut self, iova: u64, v: u64) -> Result<(), Unmapped> {
         fence(Ordering::Release);
         if iova.is_multiple_of(8)
-            && let Some(p) = self.lookup(iova, 8)
+            && let Some(p) = self.lookup(iova, 8, true)
         {
-            // SAFETY: as in `read_u64`, for a store.
+            // SAFETY: as in `read_u64`, for a store to a writable mapping.
             unsafe { p.cast::<u64>().write_volatile(v.to_le()) };
             return Ok(());
         }
@@ -429,7 +503,7 @@ impl DmaView {
         q1: u64,
     ) -> Result<(), Unmapped> {
         if iova.is_multiple_of(8)
-            && let Some(p) = self.lookup(iova, 32)
+            && let Some(p) = self.lookup(iova, 32, true)
         {
             let p = p.cast::<u64>();
             fence(Ordering::Release);
@@ -597,13 +671,15 @@ mod tests {
                 iova: 0x10_0000,
                 len: half,
                 host: HostPtr(r.as_ptr()),
-                region: r.clone(),
+                backing: Backing::Region(r.clone()),
+                writable: true,
             },
             Mapping {
                 iova: 0x10_0000 + half,
                 len: half,
                 host: HostPtr(r.as_ptr().wrapping_add(4096)),
-                region: r.clone(),
+                backing: Backing::Region(r.clone()),
+                writable: true,
             },
         ]);
         mmu.generation.fetch_add(1, Ordering::AcqRel);
@@ -649,12 +725,63 @@ mod tests {
             iova: a.iova(4096),
             len: 4096,
             host: HostPtr(b.as_ptr()),
-            region: b.clone(),
+            backing: Backing::Region(b.clone()),
+            writable: true,
         }]);
         match mmu.map(&a) {
             Err(MapError::Overlap(what)) => assert!(what.starts_with("b at IOVA"), "{what}"),
             other => panic!("expected an overlap, got {other:?}"),
         }
         assert_eq!(mmu.mapping_count(), 1);
+    }
+
+    /// A client's memory (vm-memory's mapping of a file, as a vfio-user
+    /// DMA_MAP gives it): reachable at its IOVAs, writes refused where it is
+    /// read-only, held until unmapped and the device lets go, and the exact
+    /// range only is unmapped.
+    #[test]
+    fn client_memory_is_held_and_respects_read_only() {
+        use vm_memory::{GuestAddress, GuestRegionMmap, MmapRegion};
+        let rw = Arc::new(
+            GuestRegionMmap::new(MmapRegion::new(0x4000).unwrap(), GuestAddress(0x10_0000))
+                .unwrap(),
+        );
+        let ro = Arc::new(
+            GuestRegionMmap::new(MmapRegion::new(0x1000).unwrap(), GuestAddress(0x20_0000))
+                .unwrap(),
+        );
+        let mmu = IoMmu::new();
+        mmu.map_client(&rw, true).unwrap();
+        mmu.map_client(&ro, false).unwrap();
+        let clash = Arc::new(
+            GuestRegionMmap::new(MmapRegion::new(0x1000).unwrap(), GuestAddress(0x10_3000))
+                .unwrap(),
+        );
+        match mmu.map_client(&clash, true) {
+            Err(MapError::Overlap(what)) => assert!(what.starts_with("client memory"), "{what}"),
+            other => panic!("expected an overlap, got {other:?}"),
+        }
+        let mut device = mmu.view();
+        device.write(0x10_3ff8, &[1, 2, 3, 4, 5, 6, 7, 8]).unwrap();
+        assert_eq!(device.read_u64(0x10_3ff8).unwrap(), 0x0807_0605_0403_0201);
+        // One byte past the end, and a write to the read-only range: faults.
+        assert!(device.write(0x10_3ff9, &[0; 8]).is_err());
+        let e = device.write_u64(0x20_0000, 1).unwrap_err();
+        assert!(e.write);
+        assert_eq!(device.read_u64(0x20_0000).unwrap(), 0, "readable");
+        // Only the exact range unmaps.
+        assert_eq!(mmu.unmap_client(0x10_0000, 0x1000), 0);
+        let held = Arc::downgrade(&rw);
+        drop(rw);
+        assert_eq!(mmu.unmap_client(0x10_0000, 0x4000), 1);
+        assert!(
+            held.upgrade().is_some(),
+            "the device's snapshot still has it"
+        );
+        mmu.refresh(&mut device);
+        assert!(held.upgrade().is_none(), "unmapped once no table has it");
+        assert!(device.read_u64(0x10_0000).is_err());
+        assert_eq!(mmu.unmap_client(0, u64::MAX), 1, "UNMAP_ALL");
+        assert_eq!(mmu.mapping_count(), 0);
     }
 }

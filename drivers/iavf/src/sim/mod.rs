@@ -20,7 +20,12 @@
 //! SimVf::bar() -> SimVfBar                         BAR0: `impl nicpoll::bar::Bar`, Clone + Send + Sync
 //! SimVf::map_dma(&Arc<DmaRegion>) -> Result<()>    IOMMU: make the region's IOVAs reachable (holds it)
 //! SimVf::unmap_dma(&DmaRegion) -> Result<()>       ... and unreachable (waits for the device)
+//! SimVf::map_client_memory(&Arc<GuestRegionMmap>, writable), unmap_client_memory(iova, len),
+//!        unmap_all_client_memory()                 a vfio-user client's DMA_MAP/DMA_UNMAP (vm-memory)
+//! SimVf::function_level_reset()                    a PCIe FLR (or VFIO device reset) of the VF
 //! SimVf::connect(&a, &b)                           two VFs back to back
+//! Switch::new(name, uplink) -> Arc<Switch>, SimVf::attach(&switch)
+//!                                                  the PF's switch between its VFs and its port
 //! SimVf::set_manual(bool), SimVf::is_manual()      the PF's thread leaves the VF alone / runs it again
 //! SimVf::step() -> usize                           one device iteration on the caller's thread
 //!                                                  (work done; manual mode: the only way it moves)
@@ -117,6 +122,7 @@ mod poller;
 mod regs;
 mod rss;
 mod spec;
+mod switch;
 mod wire;
 
 use std::fmt;
@@ -128,11 +134,13 @@ use std::time::{Duration, Instant};
 use nicpoll::memory::DmaRegion;
 use nicpoll::port::MacAddr;
 use nicpoll::{Error, Result};
+use vm_memory::GuestRegionMmap;
 
 pub use dma::DmaFault;
 pub use irq::IrqSink;
 pub use poller::SimPf;
 pub use regs::SimVfBar;
+pub use switch::{Switch, SwitchStats};
 pub use wire::Wire;
 
 use device::Device;
@@ -668,6 +676,8 @@ impl Faults {
 #[derive(Default)]
 pub(crate) struct FaultState {
     reset_now: AtomicBool,
+    /// A function-level reset is requested.
+    flr: AtomicBool,
     reset_on_opcode: AtomicU32,
     reset_after_tx: AtomicU64,
     timing: Mutex<ResetTiming>,
@@ -1057,6 +1067,75 @@ impl SimVf {
         Ok(())
     }
 
+    /// Make a vfio-user client's memory reachable by the device at the IOVAs
+    /// its DMA_MAP gave (`region.start_addr()` onwards): `region` is
+    /// vm-memory's mapping of the file the client passed. Read-only unless
+    /// `writable` (a device write there is then a DMA fault). The device
+    /// holds the region while it is mapped; in effect when this returns.
+    /// IOVAs already mapped are refused (vfio-user answers EEXIST).
+    pub fn map_client_memory(&self, region: &Arc<GuestRegionMmap>, writable: bool) -> Result<()> {
+        let r = self
+            .sh
+            .iommu
+            .map_client(region, writable)
+            .map_err(|e| Error::VfioSetup {
+                object: format!(
+                    "simulated iavf {} DMA map of client memory at IOVA {:#x} (+{:#x})",
+                    self.sh.name,
+                    vm_memory::GuestMemoryRegion::start_addr(&**region).0,
+                    vm_memory::GuestMemoryRegion::len(&**region)
+                ),
+                reason: match e {
+                    MapError::Empty => "the range is empty".into(),
+                    MapError::Overlap(other) => format!("its IOVAs overlap those of {other}"),
+                },
+            });
+        self.sync_dma();
+        r
+    }
+
+    /// Make the client memory mapped at exactly `[iova, iova + len)` unreachable
+    /// (vfio-user's DMA_UNMAP names a range one DMA_MAP mapped). Returns once
+    /// the device no longer uses it, so its mapping may then go; an error if
+    /// no such mapping exists.
+    pub fn unmap_client_memory(&self, iova: u64, len: u64) -> Result<()> {
+        let removed = self.sh.iommu.unmap_client(iova, len);
+        self.sync_dma();
+        if removed == 0 {
+            return Err(Error::VfioSetup {
+                object: format!(
+                    "simulated iavf {} DMA unmap of client memory at IOVA {iova:#x} (+{len:#x})",
+                    self.sh.name
+                ),
+                reason: "no DMA map of exactly that range".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Make every client mapping unreachable (the client is gone, or asked
+    /// for UNMAP_ALL); returns how many there were, once the device no longer
+    /// uses them.
+    pub fn unmap_all_client_memory(&self) -> usize {
+        let removed = self.sh.iommu.unmap_client(0, u64::MAX);
+        self.sync_dma();
+        removed
+    }
+
+    /// A function-level reset of the VF (PCIe FLR through its config space, or
+    /// a VFIO device reset): the hardware resets the VF at once, without a
+    /// RESET_IMPENDING event, and the PF, seeing the VFLR, rebuilds it as
+    /// after any reset (i40e `i40e_vc_process_vflr_event` → `i40e_reset_vf(vf,
+    /// true)`, which skips the VFRTRIG write and the wait for the VF). Returns
+    /// at once; `VFGEN_RSTAT` reads in progress from the device's next step,
+    /// then VFACTIVE after `ResetTiming::in_progress + completed`. A reset
+    /// already under way starts over.
+    pub fn function_level_reset(&self) {
+        self.sh.faults.flr.store(true, Ordering::Release);
+        self.sh.regs.waker.wake();
+        self.sh.regs.waker.unpark();
+    }
+
     /// Make the device use the current IOMMU table before this returns: taking
     /// the device's lock waits for the iteration in progress (the thread's or a
     /// [`step`](Self::step)), and the device switches tables here, so this works
@@ -1119,6 +1198,29 @@ impl SimVf {
     /// receives (replacing whatever wire each had).
     pub fn connect(a: &SimVf, b: &SimVf) {
         Self::link(&a.sh, &b.sh);
+    }
+
+    /// Put the VF on its PF's switch (module `switch`), replacing whatever
+    /// wire it had: what it transmits is switched to the other VFs attached
+    /// to `switch` by destination MAC, or out of the switch's port; what
+    /// arrives for it comes in. Returns the VF's port number on the switch.
+    pub fn attach(&self, switch: &Arc<Switch>) -> usize {
+        let port = switch.add_port(self.sh.inbox.clone());
+        set_wire(
+            &self.sh,
+            WireState {
+                out: Outbound::Switch {
+                    sw: switch.clone(),
+                    port,
+                    view: switch.view(),
+                },
+                chan_in: None,
+                sock_in: None,
+            },
+        );
+        // The device publishes its filters at its next status update.
+        device::lock(&self.device).dirty = true;
+        port
     }
 
     /// Replace the VF's wire with a pair of channels for a test: frames sent on
@@ -1438,6 +1540,46 @@ mod tests {
         assert!(held.upgrade().is_some());
         drop(vf);
         assert!(held.upgrade().is_none());
+    }
+
+    /// A function-level reset: no RESET_IMPENDING (nothing reaches the ARQ),
+    /// in progress at once, then active again; one in the middle of another
+    /// starts over.
+    #[test]
+    fn a_function_level_reset_resets_at_once() {
+        let vf = SimVf::new(SimConfig {
+            reset_timing: ResetTiming {
+                in_progress: Duration::from_millis(20),
+                completed: Duration::from_millis(5),
+                ..Default::default()
+            },
+            ..SimConfig::default()
+        })
+        .unwrap();
+        vf.set_manual(true);
+        vf.function_level_reset();
+        vf.step();
+        assert_eq!(vf.status().reset_state, spec::vfr::INPROGRESS);
+        assert_eq!(vf.stats().resets, 1);
+        assert_eq!(vf.stats().arq_posted + vf.stats().arq_lost, 0, "no event");
+        std::thread::sleep(Duration::from_millis(15));
+        vf.function_level_reset();
+        vf.step();
+        assert_eq!(vf.stats().resets, 2);
+        std::thread::sleep(Duration::from_millis(10));
+        vf.step();
+        assert_eq!(
+            vf.status().reset_state,
+            spec::vfr::INPROGRESS,
+            "the second reset started over"
+        );
+        let t = Instant::now();
+        while vf.status().reset_state != spec::vfr::VFACTIVE && t.elapsed() < Duration::from_secs(2)
+        {
+            std::thread::sleep(Duration::from_millis(2));
+            vf.step();
+        }
+        assert_eq!(vf.status().reset_state, spec::vfr::VFACTIVE);
     }
 
     #[test]

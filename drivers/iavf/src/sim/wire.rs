@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use nicpoll::netdev::RawSocket;
 
 use super::regs::Regs;
+use super::switch::{Switch, SwitchView};
 
 /// Where a simulated VF's port is connected (see `SimConfig::wire`).
 ///
@@ -121,6 +122,12 @@ pub(crate) enum Outbound {
     Channel(SyncSender<Vec<u8>>),
     /// Out of a kernel interface.
     Socket(Arc<RawSocket>),
+    /// Into the PF's switch, from port `port`.
+    Switch {
+        sw: Arc<Switch>,
+        port: usize,
+        view: SwitchView,
+    },
 }
 
 /// The device thread's wire: one outbound path and up to two extra sources of
@@ -142,7 +149,7 @@ impl WireState {
 
     /// Send `frames` (emptied); returns how many were lost on the way.
     pub(crate) fn send(&mut self, frames: &mut Vec<Vec<u8>>) -> u64 {
-        match &self.out {
+        match &mut self.out {
             Outbound::Drop => {
                 let n = frames.len() as u64;
                 frames.clear();
@@ -161,6 +168,7 @@ impl WireState {
                 }
                 lost
             }
+            Outbound::Switch { sw, port, view } => sw.forward(view, Some(*port), frames),
             Outbound::Socket(s) => {
                 let mut lost = 0;
                 for f in frames.drain(..) {
