@@ -587,6 +587,10 @@ impl Device {
             }
             n += 1;
         }
+        if n > 0 {
+            // A write-back is the queue's interrupt cause (module irq).
+            self.rx_cause[q] = true;
+        }
         n
     }
 
@@ -607,6 +611,9 @@ impl Device {
                 );
             }
             n += 1;
+        }
+        if n > 0 {
+            self.tx_cause[q] = true;
         }
         n
     }

@@ -69,6 +69,10 @@ pub(crate) struct Device {
     /// Write-backs each receive / transmit queue holds (module `irq`).
     pub(super) rx_wb: Vec<HeldQueue>,
     pub(super) tx_wb: Vec<HeldQueue>,
+    /// A receive / transmit queue wrote descriptors back since its vector
+    /// last took the cause (module `irq`).
+    pub(super) rx_cause: Vec<bool>,
+    pub(super) tx_cause: Vec<bool>,
     /// The interrupt logic.
     pub(super) irq: Irq,
     /// Scratch for the interrupt register writes of one step.
@@ -125,6 +129,8 @@ impl Device {
             txq: Vec::new(),
             rx_wb: Vec::new(),
             tx_wb: Vec::new(),
+            rx_cause: Vec::new(),
+            tx_cause: Vec::new(),
             irq: Irq::new(cfg.max_vectors),
             irq_writes: Vec::new(),
             rss: RssCache::default(),
@@ -337,6 +343,9 @@ impl Device {
         for h in self.rx_wb.iter_mut().chain(self.tx_wb.iter_mut()) {
             h.clear();
         }
+        for c in self.rx_cause.iter_mut().chain(self.tx_cause.iter_mut()) {
+            *c = false;
+        }
         self.irq.reset();
         regs.drop_irq_writes();
         self.sh.inbox.clear();
@@ -444,6 +453,8 @@ impl Device {
         self.txq = (0..n).map(|_| TxQ::default()).collect();
         self.rx_wb = (0..n).map(|_| HeldQueue::new()).collect();
         self.tx_wb = (0..n).map(|_| HeldQueue::new()).collect();
+        self.rx_cause = vec![false; n];
+        self.tx_cause = vec![false; n];
         // RSS: key and LUT zero until the VF sets them, HENA to the PF default.
         let regs = &self.sh.regs;
         for i in 0..13 {

@@ -16,6 +16,13 @@
 //!   it again (DPDK's 50 ms alarm does, `iavf_dev_alarm_handler`), except on
 //!   vector 0 of a VF that asked for RX_POLLING and put queues there: i40e
 //!   sets `GLINT_CTL.DIS_AUTOMASK_VF0` then (`i40e_config_irq_link_list`).
+//! - **Causes.** Every descriptor written back is an interrupt cause of its
+//!   queue's vector (the queue's cause bit of the vector's linked list,
+//!   datasheet "interrupt causes"): if the vector is enabled, its ITR timer
+//!   starts (if not running) and the vector fires when it expires; if not,
+//!   the cause waits, and the timer starts when software sets INTENA again.
+//!   An interrupt-driven driver (Linux's iavf) learns of a lone frame whose
+//!   line completed this way, as of one the ITR wrote back.
 //! - **Write-back.** A completed descriptor reaches memory when the 4 of its
 //!   cache line are complete (Linux's `WB_STRIDE`, `iavf_txrx.c`; DPDK's
 //!   commit "net/iavf: fix Rx queue interrupt setting": "a full cache line
@@ -62,6 +69,10 @@ pub(crate) struct Vector {
     pub itr: [u32; 3],
     /// The running ITR timer's expiry.
     pub deadline: Option<Instant>,
+    /// A queue cause (a write-back) that has not yet made the vector fire,
+    /// and the ITR index of the queue it came from.
+    pub cause: bool,
+    pub cause_itr: u16,
 }
 
 impl Vector {
@@ -237,7 +248,8 @@ impl super::device::Device {
 
     /// Expire the ITR timers (writing back what the queues of an armed vector
     /// hold, firing it if enabled), and start a timer for every armed vector
-    /// whose queues hold write-backs. Returns the work done.
+    /// whose queues hold write-backs or wrote some back. Returns the work
+    /// done.
     pub(super) fn run_itr_timers(&mut self) -> usize {
         let mut work = 0;
         let now = Instant::now();
@@ -246,15 +258,41 @@ impl super::device::Device {
             if vec.deadline.is_some_and(|d| d <= now) {
                 vec.deadline = None;
                 if vec.armed() {
-                    let intena = vec.intena;
-                    work += self.flush_vector(v);
-                    if intena {
-                        self.irq.fire(v);
-                    }
+                    work += self.expire(v);
                 }
             }
         }
         work + self.start_itr_timers(now)
+    }
+
+    /// Vector `v`'s ITR expired while armed: write back what its queues
+    /// hold, and fire if enabled (which takes the causes so far).
+    fn expire(&mut self, v: usize) -> usize {
+        let intena = self.irq.vectors[v].intena;
+        let work = self.flush_vector(v);
+        if intena {
+            self.irq.vectors[v].cause = false;
+            self.take_queue_causes(v);
+            self.irq.fire(v);
+        }
+        work
+    }
+
+    /// Clear the write-back causes of the queues mapped to vector `v`.
+    fn take_queue_causes(&mut self, v: usize) {
+        for &(vec, rxq, txq, _, _) in &self.pf.irq_map {
+            if usize::from(vec) != v {
+                continue;
+            }
+            for q in 0..self.rx_cause.len().min(16) {
+                if rxq & (1 << q) != 0 {
+                    self.rx_cause[q] = false;
+                }
+                if txq & (1 << q) != 0 && q < self.tx_cause.len() {
+                    self.tx_cause[q] = false;
+                }
+            }
+        }
     }
 
     /// The vector receive (`rx`) or transmit queue `q` is mapped to, and its
@@ -292,39 +330,62 @@ impl super::device::Device {
         n
     }
 
-    /// Start the ITR timer of each armed vector whose queues hold write-backs
-    /// (an interval of 0 writes back and fires at once).
+    /// Start the ITR timer of each vector whose queues hold write-backs (if it
+    /// is armed) or wrote some back (if it is enabled); an interval of 0
+    /// expires at once. A cause on a vector that is not enabled waits there.
     fn start_itr_timers(&mut self, now: Instant) -> usize {
         let mut work = 0;
         let queues = self.rx_wb.len().max(self.tx_wb.len()).min(16);
         for q in 0..queues {
             for rx in [true, false] {
-                let held = if rx { &self.rx_wb } else { &self.tx_wb };
-                if held.get(q).is_none_or(|h| h.is_empty()) {
+                let (held, cause) = if rx {
+                    (&self.rx_wb, &mut self.rx_cause)
+                } else {
+                    (&self.tx_wb, &mut self.tx_cause)
+                };
+                let held = held.get(q).is_some_and(|h| !h.is_empty());
+                let cause = cause.get_mut(q).is_some_and(std::mem::take);
+                if !held && !cause {
                     continue;
                 }
+                // A queue on no vector raises nothing.
                 let Some((v, idx)) = self.vector_of(q, rx) else {
                     continue;
                 };
-                let Some(vec) = self.irq.vectors.get(v) else {
+                let Some(vec) = self.irq.vectors.get_mut(v) else {
                     continue;
                 };
-                if !vec.armed() || vec.deadline.is_some() {
-                    continue;
+                if cause {
+                    vec.cause = true;
+                    vec.cause_itr = idx;
                 }
-                let interval = self.irq.interval(v, idx);
-                if interval.is_zero() {
-                    let intena = vec.intena;
-                    work += self.flush_vector(v);
-                    if intena {
-                        self.irq.fire(v);
-                    }
-                } else {
-                    self.irq.vectors[v].deadline = Some(now + interval);
+                let startable = if held { vec.armed() } else { vec.intena };
+                if startable && vec.deadline.is_none() {
+                    work += self.start_timer(v, idx, now);
                 }
             }
         }
+        // Causes that waited for the vector to be enabled.
+        for v in 0..self.irq.vectors.len() {
+            let vec = &self.irq.vectors[v];
+            if vec.cause && vec.intena && vec.deadline.is_none() {
+                let idx = vec.cause_itr;
+                work += self.start_timer(v, idx, now);
+            }
+        }
         work
+    }
+
+    /// Start vector `v`'s timer with the interval of its ITR `idx` (0:
+    /// expire now).
+    fn start_timer(&mut self, v: usize, idx: u16, now: Instant) -> usize {
+        let interval = self.irq.interval(v, idx);
+        if interval.is_zero() {
+            self.expire(v)
+        } else {
+            self.irq.vectors[v].deadline = Some(now + interval);
+            0
+        }
     }
 
     /// An interrupt cause of vector 0 (the admin queue): it fires if
