@@ -165,6 +165,7 @@ fn signal(f: &File) -> io::Result<()> {
 
 impl IrqSink for Interrupts {
     fn raise(&self, vector: u16) {
+        log::trace!("MSI-X vector {vector} raised");
         let v = self.msix.lock().unwrap_or_else(|e| e.into_inner());
         match v.get(usize::from(vector)).and_then(Option::as_ref) {
             Some(f) => match signal(f) {

@@ -13,7 +13,9 @@
 //! others); `--uplink` is the PF's physical port on a host interface: frames
 //! for other MACs leave there, frames arriving there reach the VF they are
 //! for. It prints what it serves, and a line of counters per VF on SIGUSR1
-//! and at exit; SIGINT and SIGTERM end it.
+//! and at exit; SIGUSR2 resets the PF (every VF gets a RESET_IMPENDING
+//! event, then a VF reset, as i40e's PF reset does); SIGINT and SIGTERM end
+//! it.
 #![forbid(unsafe_code)]
 
 mod backend;
@@ -118,12 +120,15 @@ fn run(args: Args) -> Result<(), String> {
     let vectors: u16 = if pf.is_ice() { 17 } else { 5 };
     let stop = Arc::new(AtomicBool::new(false));
     let dump = Arc::new(AtomicBool::new(false));
+    let pf_reset = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone())
             .map_err(|e| format!("installing the handler of signal {sig}: {e}"))?;
     }
     signal_hook::flag::register(signal_hook::consts::SIGUSR1, dump.clone())
         .map_err(|e| format!("installing the SIGUSR1 handler: {e}"))?;
+    signal_hook::flag::register(signal_hook::consts::SIGUSR2, pf_reset.clone())
+        .map_err(|e| format!("installing the SIGUSR2 handler: {e}"))?;
 
     let switch = Switch::new("pf0", args.uplink.as_deref()).map_err(|e| {
         let iface = args.uplink.as_deref().unwrap_or("?");
@@ -202,11 +207,23 @@ fn run(args: Args) -> Result<(), String> {
             s.path.display()
         );
     }
-    println!("nicpoll-vf: ready (SIGUSR1 prints the counters; SIGINT or SIGTERM ends it)");
+    println!(
+        "nicpoll-vf: ready (SIGUSR1 prints the counters, SIGUSR2 resets the PF, SIGINT or \
+         SIGTERM ends it)"
+    );
     while !stop.load(Ordering::Acquire) {
         std::thread::sleep(Duration::from_millis(50));
         if dump.swap(false, Ordering::AcqRel) {
             print_counters(&served, &switch);
+        }
+        if pf_reset.swap(false, Ordering::AcqRel) {
+            // i40e's PF reset: i40e_prep_for_reset tells every VF
+            // (i40e_vc_notify_reset, i40e_main.c:10805), the rebuild resets
+            // them all (i40e_reset_all_vfs, :11192).
+            println!("nicpoll-vf: PF reset: resetting every VF");
+            for s in &served {
+                s.sim.faults().reset_vf();
+            }
         }
     }
     println!("nicpoll-vf: stopping");
