@@ -18,8 +18,14 @@
 //! An access to an IOVA range that is not wholly mapped, or a write to one
 //! mapped read-only, is a DMA fault: nothing is read or written, and the
 //! caller counts and logs it.
+//!
+//! [`SharedWords`] is the other memory the model shares with a driver in
+//! another process: the VF's doorbell pages, which a vfio-user client maps
+//! into its guest's BAR0 (volatile accesses too).
 #![allow(unsafe_code)]
 
+use std::fs::File;
+use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -524,6 +530,62 @@ impl DmaView {
         let r23 = self.write(iova + 16, &[0u8; 16]);
         let r1 = self.write_u64(iova + 8, q1);
         r0.and(r23).and(r1)
+    }
+}
+
+/// 32-bit registers in memory shared with a driver in another process: a
+/// memfd this process maps `MAP_SHARED`, whose descriptor the vfio-user
+/// server hands to its client to map into the guest's BAR0 (the doorbell
+/// pages). The guest's stores land here without a message; the device reads
+/// them with volatile loads, as it reads DMA memory.
+pub(crate) struct SharedWords {
+    map: memmap2::MmapRaw,
+    file: File,
+    words: usize,
+}
+
+impl SharedWords {
+    /// `len` bytes (a whole number of pages), zeroed.
+    pub(crate) fn new(name: &str, len: usize) -> io::Result<SharedWords> {
+        let fd = rustix::fs::memfd_create(name, rustix::fs::MemfdFlags::CLOEXEC)?;
+        let file = File::from(fd);
+        file.set_len(len as u64)?;
+        let map = memmap2::MmapOptions::new().len(len).map_raw(&file)?;
+        Ok(SharedWords {
+            map,
+            file,
+            words: len / 4,
+        })
+    }
+
+    /// The memfd (for the client to map).
+    pub(crate) fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Register `i` (a word index; out of range reads 0).
+    #[inline]
+    pub(crate) fn load(&self, i: usize) -> u32 {
+        if i >= self.words {
+            return 0;
+        }
+        // SAFETY: word i is inside the mapping, which lives as long as self;
+        // the mapping is page-aligned, so the word is 4-aligned; the other
+        // process writes it too, hence a volatile load, no reference.
+        let v = unsafe { self.map.as_ptr().cast::<u32>().add(i).read_volatile() };
+        fence(Ordering::Acquire);
+        v
+    }
+
+    /// Set register `i` (out of range: nothing).
+    #[inline]
+    pub(crate) fn store(&self, i: usize, v: u32) {
+        if i >= self.words {
+            return;
+        }
+        fence(Ordering::Release);
+        // SAFETY: as in `load`, for a store to the writable mapping.
+        unsafe { self.map.as_mut_ptr().cast::<u32>().add(i).write_volatile(v) };
     }
 }
 

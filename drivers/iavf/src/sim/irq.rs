@@ -10,8 +10,12 @@
 //! - **DYN_CTL writes**: INTENA (bit 0) enables the vector's interrupt,
 //!   CLEARPBA (bit 1) drops a pending one, SWINT_TRIG (bit 2) fires it now,
 //!   ITR_INDX (bits 3-4; 3 = none) with INTERVAL (bits 5-16, 2 µs units)
-//!   sets that ITR's interval, WB_ON_ITR (bit 30, queue vectors) writes
-//!   descriptors back at ITR expiry without an interrupt.
+//!   writes that ITR register's interval, WB_ON_ITR (bit 30, queue vectors)
+//!   writes descriptors back at ITR expiry without an interrupt. The ITR
+//!   registers (`VFINT_ITR01(i)`, `VFINT_ITRN1(i, v - 1)`, interval in bits
+//!   0-11) hold the intervals the timers use, whichever way software wrote
+//!   them (a vfio-user client's guest stores the queue vectors' directly into
+//!   the shared doorbell pages).
 //! - **Auto-mask.** Firing an interrupt clears its INTENA until software sets
 //!   it again (DPDK's 50 ms alarm does, `iavf_dev_alarm_handler`), except on
 //!   vector 0 of a VF that asked for RX_POLLING and put queues there: i40e
@@ -43,6 +47,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::regs::Regs;
 use super::spec::reg;
 
 /// Where the VF's interrupts go: `raise(v)` asserts MSI-X vector `v` once.
@@ -65,8 +70,6 @@ pub(crate) struct Vector {
     pub wb_on_itr: bool,
     /// A cause fired while the vector was masked (PBA).
     pub pending: bool,
-    /// Interval of ITR 0..2, in 2 µs units.
-    pub itr: [u32; 3],
     /// The running ITR timer's expiry.
     pub deadline: Option<Instant>,
     /// A queue cause (a write-back) that has not yet made the vector fire,
@@ -153,23 +156,35 @@ impl Irq {
         None
     }
 
-    /// Apply a driver write to a DYN_CTL or ITR register of vector `v`.
-    /// Returns whether the vector must fire now (SWINT_TRIG, or enabled with
-    /// an interrupt pending).
-    pub(crate) fn write(&mut self, v: usize, kind: RegKind, value: u32) -> bool {
+    /// The ITR register `idx` (0..2) of vector `v`.
+    pub(crate) fn itr_register(v: usize, idx: usize) -> Option<usize> {
+        match (v, idx) {
+            (_, 3..) => None,
+            (0, i) => Some(reg::vfint_itr01(i)),
+            (v, i) if v <= 16 => Some(reg::vfint_itrn1(i, v - 1)),
+            _ => None,
+        }
+    }
+
+    /// Apply a driver write to a DYN_CTL or ITR register of vector `v` (the
+    /// register already holds it). Returns whether the vector must fire now
+    /// (SWINT_TRIG, or enabled with an interrupt pending).
+    pub(crate) fn write(&mut self, regs: &Regs, v: usize, kind: RegKind, value: u32) -> bool {
         let Some(vec) = self.vectors.get_mut(v) else {
             return false;
         };
         match kind {
-            RegKind::Itr(i) => {
-                vec.itr[i] = value & reg::DYN_CTL_INTERVAL_MASK;
-                false
-            }
+            // The interval is the register's; nothing else to do.
+            RegKind::Itr(_) => false,
             RegKind::DynCtl => {
                 let idx = (value >> reg::DYN_CTL_ITR_INDX_SHIFT) & 3;
-                if idx != ITR_NONE {
-                    vec.itr[idx as usize] =
-                        (value >> reg::DYN_CTL_INTERVAL_SHIFT) & reg::DYN_CTL_INTERVAL_MASK;
+                if idx != ITR_NONE
+                    && let Some(r) = Self::itr_register(v, idx as usize)
+                {
+                    regs.set(
+                        r,
+                        (value >> reg::DYN_CTL_INTERVAL_SHIFT) & reg::DYN_CTL_INTERVAL_MASK,
+                    );
                 }
                 vec.intena = value & reg::DYN_CTL_INTENA != 0;
                 if v > 0 {
@@ -204,9 +219,11 @@ impl Irq {
     }
 
     /// The interval of ITR `idx` of vector `v` (index 3: none, immediate).
-    pub(crate) fn interval(&self, v: usize, idx: u16) -> Duration {
-        match self.vectors.get(v) {
-            Some(vec) if idx < 3 => ITR_UNIT * vec.itr[usize::from(idx)],
+    pub(crate) fn interval(&self, regs: &Regs, v: usize, idx: u16) -> Duration {
+        match Self::itr_register(v, usize::from(idx)) {
+            Some(r) if v < self.vectors.len() => {
+                ITR_UNIT * (regs.get(r) & reg::DYN_CTL_INTERVAL_MASK)
+            }
             _ => Duration::ZERO,
         }
     }
@@ -236,7 +253,7 @@ impl super::device::Device {
         for (off, val) in writes.drain(..) {
             work += 1;
             if let Some((v, kind)) = Irq::decode(off)
-                && self.irq.write(v, kind, val)
+                && self.irq.write(&self.sh.regs, v, kind, val)
             {
                 work += self.flush_vector(v);
                 self.irq.fire(v);
@@ -379,7 +396,7 @@ impl super::device::Device {
     /// Start vector `v`'s timer with the interval of its ITR `idx` (0:
     /// expire now).
     fn start_timer(&mut self, v: usize, idx: u16, now: Instant) -> usize {
-        let interval = self.irq.interval(v, idx);
+        let interval = self.irq.interval(&self.sh.regs, v, idx);
         if interval.is_zero() {
             self.expire(v)
         } else {
@@ -419,13 +436,15 @@ mod tests {
     #[test]
     fn dyn_ctl_semantics() {
         let mut irq = Irq::new(5);
+        let regs = Regs::new(Default::default(), None);
         // DPDK's poll-mode vector 0: INTENA, ITR 0 = 16 (32 µs).
-        assert!(!irq.write(0, RegKind::DynCtl, 1 | (16 << 5)));
+        assert!(!irq.write(&regs, 0, RegKind::DynCtl, 1 | (16 << 5)));
         assert!(irq.vectors[0].intena);
-        assert_eq!(irq.interval(0, 0), Duration::from_micros(32));
+        assert_eq!(irq.interval(&regs, 0, 0), Duration::from_micros(32));
+        assert_eq!(regs.get(reg::vfint_itr01(0)), 16, "written to ITR01(0)");
         // ITR index 3 leaves the intervals alone.
-        irq.write(0, RegKind::DynCtl, 1 | (3 << 3) | (99 << 5));
-        assert_eq!(irq.vectors[0].itr[0], 16);
+        irq.write(&regs, 0, RegKind::DynCtl, 1 | (3 << 3) | (99 << 5));
+        assert_eq!(irq.interval(&regs, 0, 0), Duration::from_micros(32));
         // Firing auto-masks, and a masked cause is held.
         irq.fire(0);
         assert_eq!(irq.fired[0], 1);
@@ -434,18 +453,22 @@ mod tests {
         assert_eq!(irq.fired[0], 1);
         assert!(irq.vectors[0].pending);
         // Enabled again without CLEARPBA: the held one fires.
-        assert!(irq.write(0, RegKind::DynCtl, 1 | (3 << 3)));
+        assert!(irq.write(&regs, 0, RegKind::DynCtl, 1 | (3 << 3)));
         // With CLEARPBA it is dropped.
         irq.vectors[0].pending = true;
-        assert!(!irq.write(0, RegKind::DynCtl, 1 | 2 | (3 << 3)));
+        assert!(!irq.write(&regs, 0, RegKind::DynCtl, 1 | 2 | (3 << 3)));
         // GLINT_CTL.DIS_AUTOMASK_VF0: vector 0 stays enabled.
         irq.automask_off_vf0 = true;
         irq.fire(0);
         assert!(irq.vectors[0].intena);
         // WB_ON_ITR on a queue vector arms it without an interrupt.
-        irq.write(1, RegKind::DynCtl, (1 << 30) | (2 << 5));
+        irq.write(&regs, 1, RegKind::DynCtl, (1 << 30) | (2 << 5));
         assert!(irq.vectors[1].armed() && !irq.vectors[1].intena);
-        assert_eq!(irq.interval(1, 0), Duration::from_micros(4));
+        assert_eq!(irq.interval(&regs, 1, 0), Duration::from_micros(4));
+        // An ITR register written directly (the guest's store to a shared
+        // doorbell page, or an ITRN1 write) is the timer's interval.
+        regs.set(reg::vfint_itrn1(1, 0), 25);
+        assert_eq!(irq.interval(&regs, 1, 1), Duration::from_micros(50));
         assert_eq!(
             Irq::decode(reg::vfint_dyn_ctln1(0)),
             Some((1, RegKind::DynCtl))

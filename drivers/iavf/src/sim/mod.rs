@@ -23,6 +23,7 @@
 //! SimVf::map_client_memory(&Arc<GuestRegionMmap>, writable), unmap_client_memory(iova, len),
 //!        unmap_all_client_memory()                 a vfio-user client's DMA_MAP/DMA_UNMAP (vm-memory)
 //! SimVf::function_level_reset()                    a PCIe FLR (or VFIO device reset) of the VF
+//! SimVf::shared_doorbells() -> Option<&File>        the memfd of BAR0's doorbell pages (cfg.shared_doorbells)
 //! SimVf::connect(&a, &b)                           two VFs back to back
 //! Switch::new(name, uplink) -> Arc<Switch>, SimVf::attach(&switch)
 //!                                                  the PF's switch between its VFs and its port
@@ -41,7 +42,8 @@
 //! SimVf::dma_mapping_count(), SimVf::name()
 //! SimConfig { name, mac, queue_pairs, trusted, spoofchk, link_up, link_speed_mbps, wire, pf,
 //!             multi_function,
-//!             max_vectors, vsi_id, invalid_msg_limit, reset_timing, inbox_capacity }
+//!             max_vectors, vsi_id, invalid_msg_limit, reset_timing, inbox_capacity,
+//!             shared_doorbells }
 //! Wire::{None, Loopback, Peer(name), Iface(ifname)}     PfModel::{X710, X722, E810}
 //! Faults: host_set_mac, reset_vf, reset_on_opcode, reset_after_tx_frames, set_reset_timing,
 //!         deadbeef_during_reset, new_vsi_id_on_reset, pf_silent, drop_pf_replies,
@@ -139,12 +141,12 @@ use vm_memory::GuestRegionMmap;
 pub use dma::DmaFault;
 pub use irq::IrqSink;
 pub use poller::SimPf;
-pub use regs::SimVfBar;
+pub use regs::{DOORBELL_PAGES, SimVfBar};
 pub use switch::{Switch, SwitchStats};
 pub use wire::Wire;
 
 use device::Device;
-use dma::{IoMmu, MapError};
+use dma::{IoMmu, MapError, SharedWords};
 use poller::PfOwner;
 use regs::{Regs, Waker};
 use wire::{Inbox, Outbound, WireState, open_wire_socket};
@@ -290,6 +292,11 @@ pub struct SimConfig {
     pub reset_timing: ResetTiming,
     /// Frames a peer or loopback may queue for this VF before they are dropped.
     pub inbox_capacity: usize,
+    /// Keep the first [`DOORBELL_PAGES`] bytes of BAR0 (the tail doorbells and
+    /// the queue vectors' ITRs) in a memfd that another process may map
+    /// ([`SimVf::shared_doorbells`]): a vfio-user client maps them into its
+    /// guest. The device polls them (their writes do not wake it).
+    pub shared_doorbells: bool,
 }
 
 impl Default for SimConfig {
@@ -311,6 +318,7 @@ impl Default for SimConfig {
             invalid_msg_limit: None,
             reset_timing: ResetTiming::default(),
             inbox_capacity: 4096,
+            shared_doorbells: false,
         }
     }
 }
@@ -903,7 +911,23 @@ impl SimVf {
                 ),
             ));
         }
-        let regs = Arc::new(Regs::new(waker));
+        let shared = if cfg.shared_doorbells {
+            Some(
+                SharedWords::new(&format!("{} doorbells", cfg.name), DOORBELL_PAGES).map_err(
+                    |source| Error::Os {
+                        op: format!(
+                            "simulated iavf {}: a memfd for the doorbell pages",
+                            cfg.name
+                        ),
+                        source,
+                        hint: None,
+                    },
+                )?,
+            )
+        } else {
+            None
+        };
+        let regs = Arc::new(Regs::new(waker, shared));
         let inbox = Arc::new(Inbox::new(cfg.inbox_capacity.max(1), regs.clone()));
         let sh = Arc::new(Shared {
             name: cfg.name.clone(),
@@ -1015,6 +1039,13 @@ impl SimVf {
                 sock_in: None,
             },
         );
+    }
+
+    /// The memfd holding the first [`DOORBELL_PAGES`] bytes of BAR0, when the
+    /// VF was made with `shared_doorbells`: map it `MAP_SHARED` (a vfio-user
+    /// client maps it into its guest's BAR0).
+    pub fn shared_doorbells(&self) -> Option<&std::fs::File> {
+        self.sh.regs.shared().map(SharedWords::file)
     }
 
     /// The VF's BAR0, for the driver (`IavfPort<SimVfBar>`).
@@ -1375,6 +1406,7 @@ impl Drop for SimVf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nicpoll::bar::Bar;
 
     fn send_sync<T: Send + Sync>() {}
 
@@ -1580,6 +1612,38 @@ mod tests {
             vf.step();
         }
         assert_eq!(vf.status().reset_state, spec::vfr::VFACTIVE);
+    }
+
+    /// The doorbell pages in a memfd: what another process stores there is
+    /// the register the device reads, and the other way round; the rest of
+    /// BAR0 is not in it.
+    #[test]
+    fn shared_doorbells_are_the_registers() {
+        let vf = SimVf::new(SimConfig {
+            shared_doorbells: true,
+            ..SimConfig::default()
+        })
+        .unwrap();
+        let file = vf.shared_doorbells().expect("a memfd").try_clone().unwrap();
+        assert_eq!(file.metadata().unwrap().len(), DOORBELL_PAGES as u64);
+        // pwrite/pread reach the pages a mapping of the memfd shows.
+        use std::os::unix::fs::FileExt;
+        let bar = vf.bar();
+        file.write_all_at(&77u32.to_le_bytes(), spec::reg::qrx_tail(3) as u64)
+            .unwrap();
+        assert_eq!(bar.read32(spec::reg::qrx_tail(3)), 77);
+        bar.write32(spec::reg::qtx_tail(1), 12);
+        let mut w = [0u8; 4];
+        file.read_exact_at(&mut w, spec::reg::qtx_tail(1) as u64)
+            .unwrap();
+        assert_eq!(u32::from_le_bytes(w), 12);
+        assert_eq!(bar.read32(spec::reg::VFGEN_RSTAT) & 3, spec::vfr::VFACTIVE);
+        assert!(
+            SimVf::new(SimConfig::default())
+                .unwrap()
+                .shared_doorbells()
+                .is_none()
+        );
     }
 
     #[test]

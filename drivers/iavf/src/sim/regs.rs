@@ -17,6 +17,14 @@
 //! - while a VF reset is in progress every write is dropped (the function is in
 //!   reset), and, if asked for with `Faults::deadbeef_during_reset`, every read
 //!   returns 0xDEADBEEF as the hardware does.
+//!
+//! A VF served to another process (`SimConfig::shared_doorbells`, the vfio-user
+//! server) keeps its first [`DOORBELL_PAGES`] bytes — the Tx and Rx tail
+//! doorbells, and the queue vectors' ITR registers that share their last
+//! page — in memory that process maps into its guest's BAR0 ([`SharedWords`]):
+//! the guest's doorbell writes then cost no message and reach the device in
+//! the order the guest's CPU made them, also across VFs, as posted writes do
+//! on the hardware's one link. The device polls them; they do not wake it.
 #![deny(unsafe_code)]
 
 use std::fmt;
@@ -27,7 +35,12 @@ use std::time::{Duration, Instant};
 
 use nicpoll::bar::Bar;
 
+use super::dma::SharedWords;
 use super::spec::{self, reg};
+
+/// The bytes of BAR0 a client maps when the doorbells are shared: the Tx
+/// tails (0x0000), the Rx tails and the queue vectors' ITRs (0x2000-0x2FFF).
+pub const DOORBELL_PAGES: usize = 0x3000;
 
 /// Wakes the thread that serves a VF (its PF's polling thread) when it sleeps
 /// while idle.
@@ -78,6 +91,8 @@ impl Regs {
 /// The register words and the bits of state that change how accesses behave.
 pub(crate) struct Regs {
     words: Box<[AtomicU32]>,
+    /// The doorbell pages, in memory shared with a client (None: in `words`).
+    shared: Option<SharedWords>,
     /// A VF reset is in progress: driver writes are dropped.
     in_reset: AtomicBool,
     /// Reads return 0xDEADBEEF (a reset in progress, if the fault is armed).
@@ -96,9 +111,10 @@ pub(crate) struct Regs {
 }
 
 impl Regs {
-    pub(crate) fn new(waker: Arc<Waker>) -> Regs {
+    pub(crate) fn new(waker: Arc<Waker>, shared: Option<SharedWords>) -> Regs {
         Regs {
             words: (0..spec::BAR0_LEN / 4).map(|_| AtomicU32::new(0)).collect(),
+            shared,
             in_reset: AtomicBool::new(false),
             deadbeef: AtomicBool::new(false),
             rss_gen: AtomicU64::new(0),
@@ -137,21 +153,41 @@ impl Regs {
         v
     }
 
+    /// The shared doorbell pages, when the VF has them.
+    pub(crate) fn shared(&self) -> Option<&SharedWords> {
+        self.shared.as_ref()
+    }
+
     /// Device-side read (no side effects).
     #[inline]
     pub(crate) fn get(&self, off: usize) -> u32 {
+        if off < DOORBELL_PAGES
+            && let Some(s) = &self.shared
+        {
+            return s.load(off / 4);
+        }
         self.words[off / 4].load(Ordering::Acquire)
     }
 
     /// Device-side write.
     #[inline]
     pub(crate) fn set(&self, off: usize, v: u32) {
+        if off < DOORBELL_PAGES
+            && let Some(s) = &self.shared
+        {
+            return s.store(off / 4, v);
+        }
         self.words[off / 4].store(v, Ordering::Release);
     }
 
     /// Device-side OR of bits.
     #[inline]
     pub(crate) fn set_bits(&self, off: usize, bits: u32) {
+        if off < DOORBELL_PAGES
+            && let Some(s) = &self.shared
+        {
+            return s.store(off / 4, s.load(off / 4) | bits);
+        }
         self.words[off / 4].fetch_or(bits, Ordering::AcqRel);
     }
 
@@ -197,7 +233,7 @@ impl Regs {
     /// `VFINT_ICR0_ENA1`, `VFINT_STAT_CTL01` are "Reset: CORER" in
     /// `iavf_register.h`).
     pub(crate) fn clear_vf_registers(&self) {
-        for (i, w) in self.words.iter().enumerate() {
+        for i in 0..self.words.len() {
             let off = i * 4;
             if off == reg::VFGEN_RSTAT
                 || (reg::RSS_FIRST..reg::RSS_END).contains(&off)
@@ -208,7 +244,7 @@ impl Regs {
             {
                 continue;
             }
-            w.store(0, Ordering::Release);
+            self.set(off, 0);
         }
     }
 
@@ -234,7 +270,7 @@ impl Regs {
         if offset == reg::VFGEN_RSTAT {
             return self.read_rstat();
         }
-        self.words[offset / 4].load(Ordering::Acquire)
+        self.get(offset)
     }
 
     #[inline]
@@ -245,27 +281,27 @@ impl Regs {
         }
         // The doorbells first: the data path writes nothing else.
         if offset < reg::QTX_TAIL_BASE + reg::TAIL_SPAN {
-            self.words[offset / 4].store(value, Ordering::Release);
+            self.set(offset, value);
             self.waker.wake();
             return;
         }
         if offset < reg::RX_TAIL_END {
-            self.words[offset / 4].store(value, Ordering::Release);
+            self.set(offset, value);
             return;
         }
         match offset {
             // Owned by the device: status and read-to-clear cause registers.
             reg::VFGEN_RSTAT | reg::VFINT_ICR01 => {}
             reg::VF_ATQT1 => {
-                self.words[offset / 4].store(value, Ordering::Release);
+                self.set(offset, value);
                 self.waker.wake();
             }
             o if (reg::RSS_FIRST..reg::RSS_END).contains(&o) => {
-                self.words[offset / 4].store(value, Ordering::Release);
+                self.set(offset, value);
                 self.bump_rss_gen();
             }
             o if is_irq_control(o) => {
-                self.words[offset / 4].store(value, Ordering::Release);
+                self.set(offset, value);
                 self.irq_writes
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -273,7 +309,7 @@ impl Regs {
                 self.irq_pending.store(true, Ordering::Release);
                 self.waker.wake();
             }
-            _ => self.words[offset / 4].store(value, Ordering::Release),
+            _ => self.set(offset, value),
         }
     }
 }
