@@ -16,11 +16,15 @@ use std::sync::atomic::{AtomicI32, Ordering};
 
 use nicpoll::bar::Bar;
 use nicpoll_iavf::sim::{SimVf, SimVfBar};
+use std::os::fd::RawFd;
+
+use nicpoll_iavf::sim::DOORBELL_PAGES;
 use vfio_bindings::bindings::vfio::{
-    VFIO_IRQ_INFO_EVENTFD, VFIO_IRQ_INFO_NORESIZE, VFIO_REGION_INFO_FLAG_READ,
-    VFIO_REGION_INFO_FLAG_WRITE, vfio_region_info,
+    VFIO_IRQ_INFO_EVENTFD, VFIO_IRQ_INFO_NORESIZE, VFIO_REGION_INFO_FLAG_MMAP,
+    VFIO_REGION_INFO_FLAG_READ, VFIO_REGION_INFO_FLAG_WRITE, vfio_region_info,
+    vfio_region_sparse_mmap_area,
 };
-use vfio_user::{DmaMapFlags, DmaUnmapFlags, IrqInfo, ServerBackend, ServerRegion};
+use vfio_user::{DmaMapFlags, DmaUnmapFlags, IrqInfo, ServerBackend, ServerRegion, SparseArea};
 
 use crate::config_space::{BAR0_LEN, BAR3_LEN, CONFIG_LEN, ConfigSpace};
 use crate::irq::{Interrupts, index};
@@ -45,29 +49,49 @@ pub fn region_sizes() -> [u64; region::COUNT] {
     s
 }
 
-/// The regions as the crate announces them (none mappable: every access is a
-/// message).
-pub fn server_regions() -> Vec<ServerRegion> {
+/// The regions as the crate announces them. BAR0's first
+/// [`DOORBELL_PAGES`] bytes (the tail doorbells) are mappable when
+/// `doorbells` is the memfd holding them: the client maps them into its
+/// guest, whose doorbell writes then cost no message and keep their order
+/// across VFs. Every other access is a message.
+pub fn server_regions(doorbells: Option<RawFd>) -> Vec<ServerRegion> {
     region_sizes()
         .iter()
         .enumerate()
-        .map(|(i, &size)| ServerRegion {
-            region_info: vfio_region_info {
-                argsz: std::mem::size_of::<vfio_region_info>() as u32,
-                flags: if size > 0 {
-                    VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE
-                } else {
-                    0
+        .map(|(i, &size)| {
+            let mut flags = if size > 0 {
+                VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE
+            } else {
+                0
+            };
+            let (mut sparse_areas, mut mmap_fd) = (Vec::new(), None);
+            if i as u32 == region::BAR0
+                && let Some(fd) = doorbells
+            {
+                flags |= VFIO_REGION_INFO_FLAG_MMAP;
+                sparse_areas.push(SparseArea {
+                    area: vfio_region_sparse_mmap_area {
+                        offset: 0,
+                        size: DOORBELL_PAGES as u64,
+                    },
+                });
+                mmap_fd = Some(fd);
+            }
+            ServerRegion {
+                region_info: vfio_region_info {
+                    argsz: std::mem::size_of::<vfio_region_info>() as u32,
+                    flags,
+                    index: i as u32,
+                    cap_offset: 0,
+                    size,
+                    // Where an mmap of the region starts in its file: BAR0's
+                    // memfd holds just the doorbell pages, from 0. (Others, as
+                    // vfio-pci lays regions out: index << 40.)
+                    offset: (i as u64) << 40,
                 },
-                index: i as u32,
-                cap_offset: 0,
-                size,
-                // Where an mmap of the region would start, as vfio-pci lays
-                // its regions out (index << 40).
-                offset: (i as u64) << 40,
-            },
-            sparse_areas: Vec::new(),
-            mmap_fd: None,
+                sparse_areas,
+                mmap_fd,
+            }
         })
         .collect()
 }

@@ -27,6 +27,7 @@ mod msg;
 mod server;
 mod stats;
 
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -154,6 +155,8 @@ fn run(args: Args) -> Result<(), String> {
                 pf,
                 max_vectors: vectors,
                 vsi_id: 17 + i as u16,
+                // The guest maps the tail doorbells (backend::server_regions).
+                shared_doorbells: true,
                 ..SimConfig::default()
             })
             .map_err(|e| format!("VF {i}: {e}"))?,
@@ -172,8 +175,17 @@ fn run(args: Args) -> Result<(), String> {
             vectors,
             pf,
         );
-        server::spawn(i, path.clone(), listener, backend, &irqs, stats.clone())
-            .map_err(|e| format!("VF {i}: starting its threads: {e}"))?;
+        let doorbells = sim.shared_doorbells().map(|f| f.as_raw_fd());
+        server::spawn(
+            i,
+            path.clone(),
+            listener,
+            backend,
+            &irqs,
+            stats.clone(),
+            doorbells,
+        )
+        .map_err(|e| format!("VF {i}: starting its threads: {e}"))?;
         served.push(Served {
             path: path.clone(),
             sim,

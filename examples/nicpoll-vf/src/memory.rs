@@ -125,6 +125,7 @@ impl ClientMemory {
         }
         let Some(file) = fd else {
             self.unmappable.push((iova, size));
+            self.stats.dma_maps.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         };
         let len = usize::try_from(size)

@@ -17,7 +17,7 @@
 #![forbid(unsafe_code)]
 
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, RawFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -61,6 +61,7 @@ pub fn spawn(
     mut backend: VfBackend,
     irqs: &Interrupts,
     stats: Arc<VfStats>,
+    doorbells: Option<RawFd>,
 ) -> io::Result<()> {
     let name = format!("vf{index}");
     let private = format!(
@@ -76,7 +77,7 @@ pub fn spawn(
         inner.into(),
         true,
         irq_infos(irqs.counts()),
-        server_regions(),
+        server_regions(doorbells),
     );
     let last_errno = backend.last_errno();
     let counts = irqs.counts();

@@ -88,8 +88,9 @@ pub fn line(index: usize, stats: &VfStats, irqs: &Interrupts, sim: &SimVf) -> St
     let _ = write!(
         l,
         " truncated {} unframed {} failed {} posted_errors {} bad_reg {} | resets {} (vf {}) \
-         dma maps {} unmaps {} faults {} | irqs {} lost {} vectors {} | rx {} bytes {} missed {} \
-         filtered {} | tx {} bytes {} spoofed {} errors {} mdd {} | aq {} arq {}",
+         dma maps {} unmaps {} faults {} | irqs {} no_eventfd {} vectors {} | rx {} missed {} \
+         filtered {} queue_off {} oversize {} link_down {} | tx {} spoofed {} errors {} bad_desc {} \
+         mdd {} wire_lost {} | aq {} arq {}",
         g(&stats.truncated),
         g(&stats.unframed),
         g(&stats.failed),
@@ -104,14 +105,17 @@ pub fn line(index: usize, stats: &VfStats, irqs: &Interrupts, sim: &SimVf) -> St
         g(&irqs.undelivered),
         irqs.armed(),
         s.rx_delivered,
-        s.eth.rx_bytes,
         s.rx_missed,
         s.rx_filtered,
+        s.rx_queue_off,
+        s.rx_oversize,
+        s.rx_link_down,
         s.tx_frames,
-        s.eth.tx_bytes,
         s.tx_spoofed,
         s.eth.tx_errors,
+        s.tx_bad_desc,
         s.mdd_events,
+        s.wire_lost,
         s.aq_commands,
         s.arq_posted,
     );
