@@ -1,0 +1,228 @@
+#!/usr/bin/env bash
+# vf-guest-vs-dpdk.sh - io forwarding between two simulated X710 VFs, driven
+# from inside ONE QEMU guest boot by nicpoll's testpmd (net_iavf) and by
+# dpdk-testpmd 24.11 (net_iavf), runs interleaved; and the cost of the
+# vfio-user server (nicpoll-vf) that serves the VFs: its CPU time per packet
+# and where it goes.
+#
+#   sudo benches/vf-guest-vs-dpdk.sh [--rounds N] [--seconds N] [--bursts N] [--cpu MODEL]
+#                                    [--no-perf] [--out DIR]
+#
+# What runs
+#   - host: target/release/nicpoll-vf --vf OUT/vf0.sock --vf OUT/vf1.sock (one
+#     simulated X710 PF under i40e, its two VFs on the PF's switch, no uplink).
+#   - guest (tools/guest, QEMU 11 with TCG: no KVM): no-IOMMU, both VFs bound to
+#     vfio-pci, --smp 2 (lcore 0 main, lcore 1 forwarding), 256 hugepages; the
+#     vCPU model the harness gives DPDK guests (qemu64 with SSE4.2: both PMDs
+#     then run their non-AVX2 loops) unless --cpu names another.
+#   - ROUNDS rounds, each: nicpoll's testpmd, then dpdk-testpmd, with the same
+#     options and the same commands on stdin:
+#       -l 0,1 -a VF0 -a VF1 -- -i --forward-mode=io --eth-peer=0,<VF1 MAC>
+#       --eth-peer=1,<VF0 MAC> --burst=32 --txd=512 --rxd=512
+#       start tx_first BURSTS; (1 s) show port stats all; (SECONDS) show port
+#       stats all; stop; quit
+#     (dpdk-testpmd adds -n 1 --in-memory --iova-mode=pa; nicpoll's
+#     --file-prefix=np --huge-unlink=always). BURSTS bursts of 32 frames per port
+#     circulate (default 16: 512 per direction), so the rate is throughput-bound,
+#     not the latency of one burst's round trip.
+#   - figure: each tool's own statistics: the sum over both ports of the Rx-pps
+#     of the second "show port stats all" (the SECONDS window).
+#   - server cost: at the window's start and end (markers the guest prints) the
+#     host reads nicpoll-vf's CPU time per thread (/proc/PID/task/*/stat) and
+#     its switch counter (SIGUSR1): CPU time per switched packet (each forwarded
+#     frame crosses the server once: one VF's Tx ring to the other's Rx ring).
+#     With perf, `perf record -g` of the server over the whole run and the top
+#     symbols.
+#
+# Software emulation makes every figure slow, and the two vCPUs share this
+# host's cores with the server: compare the two drivers with each other, not
+# with hardware. Needs root and what the harness needs (`cargo run -p
+# nicpoll-guest -- check --mode noiommu --qemu11 --dpdk`), cargo, python3, and
+# perf for the profile. Touches no host NIC.
+set -euo pipefail
+
+ROUNDS=3 SECS=8 BURSTS=16 PERF=1 OUT="" CPU=""
+while [ $# -gt 0 ]; do
+    case $1 in
+        --rounds) ROUNDS=$2; shift 2;;
+        --seconds) SECS=$2; shift 2;;
+        --bursts) BURSTS=$2; shift 2;;
+        --no-perf) PERF=0; shift;;
+        --cpu) CPU=$2; shift 2;;
+        --out) OUT=$2; shift 2;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0;;
+        *) echo "unknown option $1 (see --help)" >&2; exit 2;;
+    esac
+done
+[ "$(id -u)" = 0 ] || { echo "run as root (QEMU 11's chroot, vfio-user sockets)" >&2; exit 1; }
+command -v perf >/dev/null || PERF=0
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+OUT=${OUT:-$(mktemp -d "${TMPDIR:-/tmp}/vf-guest-vs-dpdk.XXXXXX")}
+mkdir -p "$OUT"
+cargo_bin() {  # cargo_bin PACKAGE BIN PROFILE-ARGS...: build and print the binary's path
+    local p=$1 b=$2; shift 2
+    (cd "$ROOT" && cargo build "$@" -p "$p" --bin "$b" --message-format=json |
+      python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m.get("executable"):
+        print(m["executable"])' | tail -1)
+}
+echo "== building the release testpmd and nicpoll-vf, and the guest harness"
+TESTPMD=$(cargo_bin testpmd testpmd --release)
+SERVER=$(cargo_bin nicpoll-vf nicpoll-vf --release)
+HARNESS=$(cargo_bin nicpoll-guest nicpoll-guest)
+for b in "$TESTPMD" "$SERVER" "$HARNESS"; do [ -x "$b" ] || { echo "missing build: $b" >&2; exit 1; }; done
+cp "$SERVER" "$OUT/nicpoll-vf"
+
+V0=02:00:00:56:46:00 V1=02:00:00:56:46:01
+cat > "$OUT/bench.sh" <<EOF
+#!/bin/sh
+# In the guest: ROUNDS x (nicpoll, dpdk-testpmd), io forwarding between the VFs.
+cd /lab
+set -- \$NICPOLL_GUEST_BDFS
+A=\$1; B=\$2
+APP="-- -i --forward-mode=io --eth-peer=0,$V1 --eth-peer=1,$V0 --burst=32 --txd=512 --rxd=512"
+feed() {  # the commands, and the measure window's markers on the console
+    sleep 6; echo "start tx_first $BURSTS"; sleep 1; echo "show port stats all"
+    echo "=== MEASURE \$1 BEGIN" > /dev/console
+    sleep $SECS; echo "show port stats all"
+    echo "=== MEASURE \$1 END" > /dev/console
+    echo stop; sleep 1; echo quit
+}
+for r in \$(seq $ROUNDS); do
+    echo "=== RUN nicpoll \$r"
+    feed nicpoll | ./testpmd -l 0,1 -a \$A -a \$B --file-prefix=np --huge-unlink=always \
+        --log-level=info \$APP 2>&1
+    echo "=== END \$?"
+    echo "=== RUN dpdk \$r"
+    feed dpdk | /opt/dpdk/bin/dpdk-testpmd -l 0,1 -n 1 --in-memory --iova-mode=pa -a \$A -a \$B \
+        --log-level=pmd.net.iavf.driver:debug \$APP 2>&1
+    echo "=== END \$?"
+done
+echo "=== BENCH DONE"
+EOF
+chmod +x "$OUT/bench.sh"
+
+rm -f "$OUT/vf0.sock" "$OUT/vf1.sock"
+"$OUT/nicpoll-vf" --vf "$OUT/vf0.sock" --vf "$OUT/vf1.sock" > "$OUT/server.log" 2>&1 &
+SPID=$!
+PERFPID=""
+SAMPLER=""
+cleanup() {
+    [ -n "$SAMPLER" ] && kill "$SAMPLER" 2>/dev/null || true
+    [ -n "$PERFPID" ] && kill -INT "$PERFPID" 2>/dev/null && wait "$PERFPID" 2>/dev/null || true
+    kill -TERM "$SPID" 2>/dev/null || true
+    wait "$SPID" 2>/dev/null || true
+}
+trap cleanup EXIT
+for _ in $(seq 50); do [ -S "$OUT/vf1.sock" ] && break; sleep 0.1; done
+[ -S "$OUT/vf1.sock" ] || { echo "nicpoll-vf did not start: $(cat "$OUT/server.log")" >&2; exit 1; }
+
+# The sampler: at each marker, the server's CPU time per thread and its switch
+# counter.
+: > "$OUT/console.log"
+sample() {  # sample LABEL
+    local n
+    n=$(grep -c '^switch:' "$OUT/server.log" || true)
+    kill -USR1 "$SPID"
+    for _ in $(seq 50); do
+        [ "$(grep -c '^switch:' "$OUT/server.log" || true)" -gt "$n" ] && break
+        sleep 0.02
+    done
+    {
+        echo "SAMPLE $1 $(date +%s.%N) $(grep '^switch:' "$OUT/server.log" | tail -1)"
+        for t in /proc/$SPID/task/*; do
+            echo "THREAD $1 $(cat "$t/comm") $(cut -d' ' -f14,15 "$t/stat")"
+        done
+    } >> "$OUT/samples.txt"
+}
+( tail -n0 -F "$OUT/console.log" 2>/dev/null | while read -r line; do
+      if [[ $line =~ ===\ MEASURE\ ([a-z]+)\ (BEGIN|END) ]]; then
+          sample "${BASH_REMATCH[1]}-${BASH_REMATCH[2]}"
+      fi
+  done ) &
+SAMPLER=$!
+if [ "$PERF" = 1 ]; then
+    perf record -q -g -F 499 -p "$SPID" -o "$OUT/perf.data" > "$OUT/perf-record.log" 2>&1 &
+    PERFPID=$!
+fi
+
+echo "== guest boot, output in $OUT"
+T0=$(date +%s)
+CPUARG=()
+[ -n "$CPU" ] && CPUARG=(--cpu "$CPU")
+"$HARNESS" run --vfio-user "$OUT/vf0.sock,vfio-pci" --vfio-user "$OUT/vf1.sock,vfio-pci" \
+    --mode noiommu --dpdk --smp 2 --hugepages 256 --mem 2048 --timeout $((ROUNDS * (SECS + 40) + 120)) \
+    "${CPUARG[@]}" --file "$TESTPMD" --log "$OUT/console.log" -- "$OUT/bench.sh" > "$OUT/guest.txt" 2>&1 || {
+    echo "guest run failed; see $OUT/guest.txt and $OUT/console.log" >&2; tail -30 "$OUT/guest.txt" >&2; exit 1; }
+echo "guest run took $(( $(date +%s) - T0 )) s"
+sleep 0.5
+if [ -n "$PERFPID" ]; then kill -INT "$PERFPID" 2>/dev/null || true; wait "$PERFPID" 2>/dev/null || true; PERFPID=""; fi
+kill "$SAMPLER" 2>/dev/null || true; SAMPLER=""
+HZ=$(getconf CLK_TCK)
+
+python3 - "$OUT" "$SECS" "$BURSTS" "$HZ" <<'EOF' | tee "$OUT/results.txt"
+import re, statistics, sys, collections
+out, secs, bursts, hz = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+text = open(f"{out}/guest.txt", errors="replace").read()
+runs = re.findall(r"=== RUN (\S+) (\d+)\n(.*?)=== END (\d+)", text, re.S)
+samples = collections.defaultdict(dict)   # (tool-BEGIN/END occurrence) -> data
+order = []
+try:
+    lines = open(f"{out}/samples.txt").read().splitlines()
+except FileNotFoundError:
+    lines = []
+for l in lines:
+    w = l.split()
+    if w[0] == "SAMPLE":
+        order.append(w[1])
+        sw = re.search(r"vf->vf (\d+)", l)
+        samples[len(order) - 1]["label"] = w[1]
+        samples[len(order) - 1]["switched"] = int(sw.group(1)) if sw else 0
+        samples[len(order) - 1]["threads"] = {}
+    elif w[0] == "THREAD":
+        name = re.sub(r"\d+", "N", w[2])
+        t = samples[len(order) - 1]["threads"]
+        t[name] = t.get(name, 0) + int(w[3]) + int(w[4])
+print(f"io forwarding between two simulated X710 VFs (nicpoll-vf), QEMU 11 TCG guest, no-IOMMU,")
+print(f"{bursts} bursts of 32 frames per port in flight, {secs} s windows, each tool's own statistics")
+paths = {
+    "nicpoll": sorted(set(re.findall(r"iavf \S+: (.*(?:AVX2|scalar)[^\n]*loops?[^\n]*)", text))),
+    "dpdk": sorted(set(re.findall(r"(Using [^\n]*(?:Vector|Rx|Tx)[^\n]*)", text))),
+}
+for t, p in paths.items():
+    print(f"{t} paths: {'; '.join(p) if p else '(not logged)'}")
+print(f"{'round':>5} {'tool':<8} {'Mpps':>8} {'server CPU':>11} {'ns/pkt':>8}  server CPU by thread (% of one CPU)")
+rates = collections.defaultdict(list)
+cost = collections.defaultdict(list)
+i = 0
+for tool, rnd, body, rc in runs:
+    pps = [int(x) for x in re.findall(r"Rx-pps:\s+(\d+)", body)]
+    mpps = sum(pps[-2:]) / 1e6 if len(pps) >= 4 else float("nan")
+    rates[tool].append(mpps)
+    cpu_s, ns, split = float("nan"), float("nan"), ""
+    if i + 1 < len(order) and samples[i]["label"].endswith("BEGIN"):
+        a, b = samples[i], samples[i + 1]
+        i += 2
+        th = {k: (b["threads"].get(k, 0) - v) / hz for k, v in a["threads"].items()}
+        total = sum(th.values())
+        pk = b["switched"] - a["switched"]
+        cpu_s = total / float(secs)
+        ns = total / pk * 1e9 if pk else float("nan")
+        cost[tool].append(ns)
+        split = " ".join(f"{k}={v / float(secs) * 100:.0f}" for k, v in sorted(th.items(), key=lambda x: -x[1]) if v > 0)
+    print(f"{rnd:>5} {tool:<8} {mpps:>8.3f} {cpu_s * 100:>10.0f}% {ns:>8.0f}  {split}" + ("" if rc == "0" else f"  (exit {rc})"))
+med = {t: statistics.median(v) for t, v in rates.items() if v}
+for t, v in med.items():
+    c = statistics.median(cost[t]) if cost[t] else float("nan")
+    print(f"median   {t:<8} {v:>8.3f} Mpps, server {c:.0f} ns per switched packet")
+if "nicpoll" in med and "dpdk" in med and med["dpdk"] > 0:
+    print(f"nicpoll / dpdk-testpmd: {med['nicpoll'] / med['dpdk']:.2f}x")
+EOF
+if [ "$PERF" = 1 ] && [ -s "$OUT/perf.data" ]; then
+    perf report -i "$OUT/perf.data" --stdio --no-children --sort comm,symbol 2>/dev/null |
+        grep -v '^#' | grep -v '^$' | grep '%' | head -30 > "$OUT/perf-top.txt" || true
+    echo "== where the server's time goes (perf, self time, top 30): $OUT/perf-top.txt"
+    cat "$OUT/perf-top.txt"
+fi
