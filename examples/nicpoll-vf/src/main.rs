@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use nicpoll::port::MacAddr;
-use nicpoll_iavf::sim::{PfModel, SimConfig, SimVf, Switch};
+use nicpoll_iavf::sim::{PfModel, SimConfig, SimPf, SimVf, Switch};
 
 use crate::backend::VfBackend;
 use crate::irq::Interrupts;
@@ -142,24 +142,29 @@ fn run(args: Args) -> Result<(), String> {
         };
         format!("opening the uplink on {iface}: {e}{hint}")
     })?;
+    // One polling thread serves every VF, as one adapter moves the queues of
+    // all its VFs (and as testpmd's simulated VFs of one PF are served).
+    let sim_pf =
+        SimPf::new("pf0", pf).map_err(|e| format!("starting the simulated PF's thread: {e}"))?;
     let mut served = Vec::new();
     for (i, path) in args.vfs.iter().enumerate() {
         let sim = Arc::new(
-            SimVf::new(SimConfig {
-                name: format!("vf{i}"),
-                mac: vf_mac(i),
-                queue_pairs: queues,
-                trusted: args.trusted,
-                spoofchk: args.spoofchk == "on",
-                link_speed_mbps: speed,
-                pf,
-                max_vectors: vectors,
-                vsi_id: 17 + i as u16,
-                // The guest maps the tail doorbells (backend::server_regions).
-                shared_doorbells: true,
-                ..SimConfig::default()
-            })
-            .map_err(|e| format!("VF {i}: {e}"))?,
+            sim_pf
+                .add_vf(SimConfig {
+                    name: format!("vf{i}"),
+                    mac: vf_mac(i),
+                    queue_pairs: queues,
+                    trusted: args.trusted,
+                    spoofchk: args.spoofchk == "on",
+                    link_speed_mbps: speed,
+                    pf,
+                    max_vectors: vectors,
+                    vsi_id: 17 + i as u16,
+                    // The guest maps the tail doorbells (backend::server_regions).
+                    shared_doorbells: true,
+                    ..SimConfig::default()
+                })
+                .map_err(|e| format!("VF {i}: {e}"))?,
         );
         sim.attach(&switch);
         let irqs = Arc::new(Interrupts::new(vectors));
@@ -194,7 +199,8 @@ fn run(args: Args) -> Result<(), String> {
         });
     }
     println!(
-        "nicpoll-vf: a simulated {} PF ({}), link {speed} Mb/s, uplink {}; {} VF(s):",
+        "nicpoll-vf: a simulated {} PF ({}), link {speed} Mb/s, uplink {}; {} VF(s), served by \
+         one polling thread (iavf-sim-{}):",
         match pf {
             PfModel::X710 => "X710",
             PfModel::X722 => "X722",
@@ -202,7 +208,8 @@ fn run(args: Args) -> Result<(), String> {
         },
         pf.name(),
         args.uplink.as_deref().unwrap_or("none"),
-        served.len()
+        served.len(),
+        sim_pf.name()
     );
     for (i, s) in served.iter().enumerate() {
         println!(

@@ -2,7 +2,8 @@
 //! the protocol (QEMU's `docs/interop/vfio-user.rst`) and `linux/vfio.h`: the
 //! device info, the regions (BAR0 with its doorbell pages mappable, BAR3,
 //! the config space), the IRQ indices, the PCI identity of each PF flavour,
-//! and doorbell stores through the mapped pages reaching the registers.
+//! doorbell stores through the mapped pages reaching the registers, and the
+//! one model thread that serves all the VFs.
 
 mod common;
 
@@ -98,6 +99,29 @@ fn a_client_sees_an_x710_vf_and_maps_its_doorbells() {
     let mut w = [0u8; 4];
     pages.read_exact_at(&mut w, mmap_offset + 0x0004).unwrap();
     assert_eq!(u32::from_le_bytes(w), 0x33);
+}
+
+/// The VFs of the PF are served by one polling thread of the model, as one
+/// adapter moves the queues of all its VFs, however many VFs there are
+/// (before, each VF had a device thread of its own).
+#[test]
+fn the_vfs_of_one_pf_share_one_polling_thread() {
+    for vfs in [1, 3] {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::start(dir.path(), vfs, &[]);
+        assert!(
+            server
+                .output()
+                .contains("served by one polling thread (iavf-sim-pf0)"),
+            "{}",
+            server.output()
+        );
+        let names = server.thread_names();
+        let model: Vec<&String> = names.iter().filter(|n| n.starts_with("iavf-sim")).collect();
+        assert_eq!(model, ["iavf-sim-pf0"], "{vfs} VF(s), threads {names:?}");
+        let (st, out) = server.stop();
+        assert_eq!(st, Some(0), "{out}");
+    }
 }
 
 #[test]

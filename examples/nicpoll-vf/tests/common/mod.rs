@@ -95,6 +95,18 @@ impl Server {
         self.wait_line_from(0, f, t)
     }
 
+    /// The names of the server's threads now (`/proc/PID/task/*/comm`).
+    pub fn thread_names(&self) -> Vec<String> {
+        let tasks = format!("/proc/{}/task", self.child.id());
+        let mut names: Vec<String> = std::fs::read_dir(&tasks)
+            .unwrap_or_else(|e| panic!("{tasks}: {e}"))
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .map(|n| n.trim_end().to_string())
+            .collect();
+        names.sort();
+        names
+    }
+
     /// Send a signal to the server.
     pub fn signal(&self, sig: &str) {
         let st = Command::new("kill")
