@@ -33,6 +33,14 @@
 #     frame crosses the server once: one VF's Tx ring to the other's Rx ring).
 #     With perf, `perf record -g` of the server over the whole run and the top
 #     symbols.
+#   - the machine in each window (% of one CPU): "guest" = the guest's QEMU
+#     (the harness's process tree), "others" = everything else but the server
+#     (/proc/stat's busy time less both): on a shared machine, what other work
+#     took from the guest's vCPUs and the server; "load" = the 1-minute load
+#     average at the window's end; "fwd vCPU" = the busiest thread of the
+#     guest's QEMU (the vCPU that runs the forwarding lcore). Their CPU time
+#     per forwarded packet (ns/pkt) is the rate's inverse with the other
+#     work's share taken out: the fairer comparison on a shared machine.
 #
 # Software emulation makes every figure slow, and the two vCPUs share this
 # host's cores with the server: compare the two drivers with each other, not
@@ -122,6 +130,7 @@ for _ in $(seq 50); do [ -S "$OUT/vf1.sock" ] && break; sleep 0.1; done
 # The sampler: at each marker, the server's CPU time per thread and its switch
 # counter.
 : > "$OUT/console.log"
+: > "$OUT/samples.txt"   # (an --out used before holds an older run's samples)
 sample() {  # sample LABEL
     local n
     n=$(grep -c '^switch:' "$OUT/server.log" || true)
@@ -135,7 +144,44 @@ sample() {  # sample LABEL
         for t in /proc/$SPID/task/*; do
             echo "THREAD $1 $(cat "$t/comm") $(cut -d' ' -f14,15 "$t/stat")"
         done
+        echo "MACHINE $1 $(machine_jiffies) $(cut -d' ' -f1 /proc/loadavg)" \
+            "$(tree_jiffies "$(cat "$OUT/harness.pid" 2>/dev/null)")"
     } >> "$OUT/samples.txt"
+}
+# The machine's busy and total jiffies (/proc/stat: user nice system irq
+# softirq; + idle iowait).
+machine_jiffies() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8, $2 + $3 + $4 + $5 + $6 + $7 + $8 }' /proc/stat; }
+# User + system jiffies of PID and every process below it (the harness: the
+# guest's QEMU and its helpers), so that what the rest of the machine used in
+# a window is the busy time less this and the server's; then TID:jiffies of
+# each of their threads (the busiest in a window is the vCPU that runs the
+# forwarding lcore: both testpmds poll there).
+tree_jiffies() {
+    python3 - "$1" <<'PY'
+import os, sys
+root = sys.argv[1]
+procs = {}
+for p in os.listdir("/proc"):
+    if not p.isdigit():
+        continue
+    try:
+        f = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
+    except OSError:
+        continue
+    procs[p] = (f[1], int(f[11]) + int(f[12]))  # ppid, utime + stime
+total, todo, threads = 0, [root] if root in procs else [], []
+while todo:
+    p = todo.pop()
+    total += procs[p][1]
+    todo += [c for c, (pp, _) in procs.items() if pp == p]
+    for t in os.listdir(f"/proc/{p}/task") if os.path.isdir(f"/proc/{p}/task") else []:
+        try:
+            f = open(f"/proc/{p}/task/{t}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        threads.append(f"{t}:{int(f[11]) + int(f[12])}")
+print(total, *threads)
+PY
 }
 ( tail -n0 -F "$OUT/console.log" 2>/dev/null | while read -r line; do
       if [[ $line =~ ===\ MEASURE\ ([a-z]+)\ (BEGIN|END) ]]; then
@@ -154,8 +200,11 @@ CPUARG=()
 [ -n "$CPU" ] && CPUARG=(--cpu "$CPU")
 "$HARNESS" run --vfio-user "$OUT/vf0.sock,vfio-pci" --vfio-user "$OUT/vf1.sock,vfio-pci" \
     --mode noiommu --dpdk --smp 2 --hugepages 256 --mem 2048 --timeout $((ROUNDS * (SECS + 40) + 120)) \
-    "${CPUARG[@]}" --file "$TESTPMD" --log "$OUT/console.log" -- "$OUT/bench.sh" > "$OUT/guest.txt" 2>&1 || {
-    echo "guest run failed; see $OUT/guest.txt and $OUT/console.log" >&2; tail -30 "$OUT/guest.txt" >&2; exit 1; }
+    "${CPUARG[@]}" --file "$TESTPMD" --log "$OUT/console.log" -- "$OUT/bench.sh" > "$OUT/guest.txt" 2>&1 &
+echo $! > "$OUT/harness.pid"
+if ! wait "$(cat "$OUT/harness.pid")"; then
+    echo "guest run failed; see $OUT/guest.txt and $OUT/console.log" >&2; tail -30 "$OUT/guest.txt" >&2; exit 1
+fi
 echo "guest run took $(( $(date +%s) - T0 )) s"
 sleep 0.5
 if [ -n "$PERFPID" ]; then kill -INT "$PERFPID" 2>/dev/null || true; wait "$PERFPID" 2>/dev/null || true; PERFPID=""; fi
@@ -181,6 +230,11 @@ for l in lines:
         samples[len(order) - 1]["label"] = w[1]
         samples[len(order) - 1]["switched"] = int(sw.group(1)) if sw else 0
         samples[len(order) - 1]["threads"] = {}
+    elif w[0] == "MACHINE":
+        # busy, total, the guest's (harness tree) jiffies, load average
+        samples[len(order) - 1]["machine"] = (int(w[2]), int(w[3]), int(w[5]), w[4])
+        samples[len(order) - 1]["guest_threads"] = dict(
+            (int(t), int(j)) for t, j in (x.split(":") for x in w[6:]))
     elif w[0] == "THREAD":
         name = re.sub(r"\d+", "N", w[2])
         t = samples[len(order) - 1]["threads"]
@@ -193,15 +247,21 @@ paths = {
 }
 for t, p in paths.items():
     print(f"{t} paths: {'; '.join(p) if p else '(not logged)'}")
-print(f"{'round':>5} {'tool':<8} {'Mpps':>8} {'server CPU':>11} {'ns/pkt':>8}  server CPU by thread (% of one CPU)")
+print(f"{'round':>5} {'tool':<8} {'Mpps':>8} {'server CPU':>11} {'ns/pkt':>8} {'guest':>6} {'ns/pkt':>7} {'fwd vCPU':>8} {'ns/pkt':>7} {'others':>6} {'load':>5}"
+      "  server CPU by thread (% of one CPU)")
 rates = collections.defaultdict(list)
 cost = collections.defaultdict(list)
+others_by = collections.defaultdict(list)
+guest_cost = collections.defaultdict(list)
+vcpu_cost = collections.defaultdict(list)
 i = 0
 for tool, rnd, body, rc in runs:
     pps = [int(x) for x in re.findall(r"Rx-pps:\s+(\d+)", body)]
     mpps = sum(pps[-2:]) / 1e6 if len(pps) >= 4 else float("nan")
     rates[tool].append(mpps)
     cpu_s, ns, split = float("nan"), float("nan"), ""
+    guest, guest_ns, others, load = float("nan"), float("nan"), float("nan"), "?"
+    busiest, vcpu_ns = float("nan"), float("nan")
     if i + 1 < len(order) and samples[i]["label"].endswith("BEGIN"):
         a, b = samples[i], samples[i + 1]
         i += 2
@@ -211,14 +271,40 @@ for tool, rnd, body, rc in runs:
         cpu_s = total / float(secs)
         ns = total / pk * 1e9 if pk else float("nan")
         cost[tool].append(ns)
+        if "machine" in a and "machine" in b:
+            (b0, _, g0, _), (b1, _, g1, load) = a["machine"], b["machine"]
+            window = float(secs) * hz
+            guest = (g1 - g0) / window
+            # The guest's CPU time per forwarded packet (each tool's own rate):
+            # what the rate would be if the guest had the CPUs to itself.
+            guest_ns = guest / (mpps * 1e6) * 1e9 if mpps > 0 else float("nan")
+            guest_cost[tool].append(guest_ns)
+            ta, tb = a.get("guest_threads", {}), b.get("guest_threads", {})
+            busiest = max((tb[t] - ta[t] for t in tb if t in ta), default=0) / window
+            vcpu_ns = busiest / (mpps * 1e6) * 1e9 if mpps > 0 and busiest > 0 else float("nan")
+            vcpu_cost[tool].append(vcpu_ns)
+            others = (b1 - b0 - (g1 - g0)) / window - total / float(secs)
+            others_by[tool].append(others)
         split = " ".join(f"{k}={v / float(secs) * 100:.0f}" for k, v in sorted(th.items(), key=lambda x: -x[1]) if v > 0)
-    print(f"{rnd:>5} {tool:<8} {mpps:>8.3f} {cpu_s * 100:>10.0f}% {ns:>8.0f}  {split}" + ("" if rc == "0" else f"  (exit {rc})"))
+    print(f"{rnd:>5} {tool:<8} {mpps:>8.3f} {cpu_s * 100:>10.0f}% {ns:>8.0f} {guest * 100:>5.0f}% {guest_ns:>7.0f} {busiest * 100:>7.0f}% {vcpu_ns:>7.0f} {others * 100:>5.0f}% {load:>5}  {split}"
+          + ("" if rc == "0" else f"  (exit {rc})"))
 med = {t: statistics.median(v) for t, v in rates.items() if v}
 for t, v in med.items():
     c = statistics.median(cost[t]) if cost[t] else float("nan")
-    print(f"median   {t:<8} {v:>8.3f} Mpps, server {c:.0f} ns per switched packet")
+    o = statistics.median(others_by[t]) * 100 if others_by[t] else float("nan")
+    gc = statistics.median(guest_cost[t]) if guest_cost[t] else float("nan")
+    vc = statistics.median(vcpu_cost[t]) if vcpu_cost[t] else float("nan")
+    print(f"median   {t:<8} {v:>8.3f} Mpps, server {c:.0f} ns per switched packet, guest {gc:.0f} ns "
+          f"per forwarded packet ({vc:.0f} on the forwarding vCPU), others {o:.0f}% of a CPU")
 if "nicpoll" in med and "dpdk" in med and med["dpdk"] > 0:
-    print(f"nicpoll / dpdk-testpmd: {med['nicpoll'] / med['dpdk']:.2f}x")
+    print(f"nicpoll / dpdk-testpmd: {med['nicpoll'] / med['dpdk']:.2f}x (median rates)")
+    pairs = [n / d for n, d in zip(rates["nicpoll"], rates["dpdk"]) if d > 0]
+    if pairs:
+        print(f"round by round: {' '.join(f'{x:.2f}' for x in pairs)}x")
+    for what, cost_of in (("guest", guest_cost), ("forwarding vCPU", vcpu_cost)):
+        if cost_of["nicpoll"] and cost_of["dpdk"]:
+            print(f"{what} CPU per packet, dpdk-testpmd / nicpoll: "
+                  f"{statistics.median(cost_of['dpdk']) / statistics.median(cost_of['nicpoll']):.2f}x")
 EOF
 if [ "$PERF" = 1 ] && [ -s "$OUT/perf.data" ]; then
     perf report -i "$OUT/perf.data" --stdio --no-children --sort comm,symbol 2>/dev/null |
