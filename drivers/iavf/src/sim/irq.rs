@@ -243,6 +243,18 @@ pub(crate) enum RegKind {
     Itr(usize),
 }
 
+/// The time, read from the clock once and only when needed: the device runs
+/// its timers every step, and a step that finds no timer running and starts
+/// none reads no clock.
+#[derive(Default)]
+struct LazyNow(Option<Instant>);
+
+impl LazyNow {
+    fn get(&mut self) -> Instant {
+        *self.0.get_or_insert_with(Instant::now)
+    }
+}
+
 impl super::device::Device {
     /// Apply the driver's interrupt register writes, in order (before the
     /// doorbells written after them are acted on). Returns the work done.
@@ -269,17 +281,17 @@ impl super::device::Device {
     /// done.
     pub(super) fn run_itr_timers(&mut self) -> usize {
         let mut work = 0;
-        let now = Instant::now();
+        let mut now = LazyNow::default();
         for v in 0..self.irq.vectors.len() {
             let vec = &mut self.irq.vectors[v];
-            if vec.deadline.is_some_and(|d| d <= now) {
+            if vec.deadline.is_some_and(|d| d <= now.get()) {
                 vec.deadline = None;
                 if vec.armed() {
                     work += self.expire(v);
                 }
             }
         }
-        work + self.start_itr_timers(now)
+        work + self.start_itr_timers(&mut now)
     }
 
     /// Vector `v`'s ITR expired while armed: write back what its queues
@@ -350,7 +362,7 @@ impl super::device::Device {
     /// Start the ITR timer of each vector whose queues hold write-backs (if it
     /// is armed) or wrote some back (if it is enabled); an interval of 0
     /// expires at once. A cause on a vector that is not enabled waits there.
-    fn start_itr_timers(&mut self, now: Instant) -> usize {
+    fn start_itr_timers(&mut self, now: &mut LazyNow) -> usize {
         let mut work = 0;
         let queues = self.rx_wb.len().max(self.tx_wb.len()).min(16);
         for q in 0..queues {
@@ -395,12 +407,12 @@ impl super::device::Device {
 
     /// Start vector `v`'s timer with the interval of its ITR `idx` (0:
     /// expire now).
-    fn start_timer(&mut self, v: usize, idx: u16, now: Instant) -> usize {
+    fn start_timer(&mut self, v: usize, idx: u16, now: &mut LazyNow) -> usize {
         let interval = self.irq.interval(&self.sh.regs, v, idx);
         if interval.is_zero() {
             self.expire(v)
         } else {
-            self.irq.vectors[v].deadline = Some(now + interval);
+            self.irq.vectors[v].deadline = Some(now.get() + interval);
             0
         }
     }
