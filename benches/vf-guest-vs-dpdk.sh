@@ -183,7 +183,9 @@ while todo:
 print(total, *threads)
 PY
 }
-( tail -n0 -F "$OUT/console.log" 2>/dev/null | while read -r line; do
+# (tail ends with this script: killing the subshell alone left tail and the
+# loop running after every run.)
+( tail -n0 -F --pid=$$ "$OUT/console.log" 2>/dev/null | while read -r line; do
       if [[ $line =~ ===\ MEASURE\ ([a-z]+)\ (BEGIN|END) ]]; then
           sample "${BASH_REMATCH[1]}-${BASH_REMATCH[2]}"
       fi
