@@ -11,7 +11,11 @@
 //! one rx_burst in each direction: 64 packets per iteration. The bursts are
 //! called through `dyn RxQueue` / `dyn TxQueue`, as testpmd calls them.
 //!
-//! Usage: `cargo bench -p nicpoll-memif --bench pair_burst -- [copy|zc] [N]`
+//! With `oneway`, only the first half: client `tx_burst`, server `rx_burst`,
+//! the received mbufs freed (the path of the txonly -> rxonly benchmark, its
+//! generator being the client): 32 packets per iteration.
+//!
+//! Usage: `cargo bench -p nicpoll-memif --bench pair_burst -- [copy|zc] [N] [oneway]`
 //! (zc: the client shares a hugepage-backed pool; needs 8 free 2 MiB pages).
 #![cfg_attr(test, allow(dead_code, unused_imports))]
 
@@ -63,6 +67,7 @@ fn main() -> ExitCode {
         .collect();
     let zc = args.first().is_some_and(|a| a == "zc");
     let n: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(200_000);
+    let oneway = args.get(2).is_some_and(|a| a == "oneway");
     let path = format!("/tmp/nicpoll-memif-bench-{}.sock", std::process::id());
     let plain = DmaMemory::plain();
     let huge;
@@ -101,6 +106,10 @@ fn main() -> ExitCode {
         while got < BURST {
             got += sq.rx[0].rx_burst(&mut b);
         }
+        if oneway {
+            b.clear();
+            continue;
+        }
         // The client posts its receive buffers in its rx_burst: the server's
         // transmit waits for that.
         let mut got = 0;
@@ -111,10 +120,11 @@ fn main() -> ExitCode {
         r.clear();
     }
     let secs = t.elapsed().as_secs_f64();
-    let pkts = n * 2 * BURST as u64;
+    let pkts = n * if oneway { 1 } else { 2 } * BURST as u64;
     println!(
-        "memif pair_burst {}: {pkts} packets (each one tx_burst and one rx_burst), {secs:.3} s, {:.2} Mpps on one thread",
+        "memif pair_burst {}{}: {pkts} packets (each one tx_burst and one rx_burst), {secs:.3} s, {:.2} Mpps on one thread",
         if zc { "zero-copy" } else { "copy" },
+        if oneway { " one way" } else { "" },
         pkts as f64 / secs / 1e6
     );
     // Zero copy: what the rings held comes back once the connection is over.

@@ -240,7 +240,7 @@ impl MemifRx {
         counters: QueueCountersRef,
         stats: MemifQueueStatsRef,
     ) -> MemifRx {
-        let room = pool.data_room() as u32;
+        let room = pool.data_room().min(u16::MAX as usize) as u32;
         MemifRx {
             link,
             seen: 0,
@@ -400,62 +400,34 @@ impl MemifRx {
         if n == 0 {
             return 0;
         }
-        let regions = &*st.att.regions;
-        let room = self.room;
-        let cur = st.cur;
-        let (mut i, mut bad, mut chained, mut bytes) = (0u16, 0u64, 0u64, 0u64);
-        let mut in_chain = st.in_chain;
-        let got = sys::rx_fill(&self.pool, out, n, &self.tpl, |m| {
-            while i < avail {
-                // Warm the buffer a few frames ahead (in region 0, where a
-                // copy-mode client keeps every buffer; a miss is harmless).
-                if i + 4 < avail {
-                    regions[0].prefetch(ring.desc_offset(cur.wrapping_add(i + 4)));
-                }
-                let d = ring.desc(cur.wrapping_add(i));
-                i += 1;
-                if in_chain {
-                    in_chain = d.flags & DESC_FLAG_NEXT != 0;
-                    continue;
-                }
-                if d.flags & DESC_FLAG_NEXT != 0 {
-                    chained += 1;
-                    in_chain = true;
-                    continue;
-                }
-                if let Some(r) = regions.get(d.region as usize)
-                    && d.length <= room
-                    && m.set_len(d.length as usize)
-                    && r.copy_out(d.offset, m.data_mut())
-                {
-                    bytes += d.length as u64;
-                    return true;
-                }
-                bad += 1;
-            }
-            false
-        });
-        let Some(got) = got else {
+        let src = sys::RxSource {
+            ring,
+            regions: &st.att.regions,
+            cur: st.cur,
+            avail,
+            room: self.room,
+        };
+        let Some(r) = sys::rx_copy(&self.pool, out, n, &self.tpl, &src, st.in_chain) else {
             // Nothing consumed: the frames wait in the ring.
             self.counters.rx_nombuf.add(n as u64);
             return 0;
         };
-        if got > 0 {
-            self.counters.rx_packets.add(got as u64);
-            self.counters.rx_bytes.add(bytes);
+        if r.got > 0 {
+            self.counters.rx_packets.add(r.got as u64);
+            self.counters.rx_bytes.add(r.bytes);
         }
-        if bad + chained > 0 {
-            self.counters.rx_errors.add(bad + chained);
-            self.stats.bad_desc.add(bad);
-            self.stats.chained_dropped.add(chained);
+        if r.bad + r.chained > 0 {
+            self.counters.rx_errors.add(r.bad + r.chained);
+            self.stats.bad_desc.add(r.bad);
+            self.stats.chained_dropped.add(r.chained);
         }
-        st.in_chain = in_chain;
-        st.cur = cur.wrapping_add(i);
+        st.in_chain = r.in_chain;
+        st.cur = st.cur.wrapping_add(r.consumed);
         match side {
             Side::Server => ring.set_tail(st.cur, Ordering::Release),
             Side::Client => Self::repost_copy(st),
         }
-        got
+        r.got
     }
 
     /// Zero-copy client: the frames are already in the mbufs we posted.

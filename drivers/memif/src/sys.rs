@@ -254,16 +254,25 @@ impl Region {
     }
 }
 
-/// Copy `len` bytes between non-overlapping ranges; frames up to 64 bytes
-/// (the common case) in a few overlapping 16-byte moves instead of a call.
+/// Copy `len` bytes between non-overlapping ranges, without a call: frames
+/// of 16 to 64 bytes (the common case) in two or four overlapping 16-byte
+/// moves, others with `rep movsb` (fast on CPUs with ERMS, and, unlike a
+/// call to memcpy, it leaves the caller's registers alone, so a burst loop
+/// that copies keeps its state in registers).
 ///
 /// # Safety
 /// `src` is readable and `dst` writable for `len` bytes, and they do not overlap.
 #[inline(always)]
 unsafe fn copy_bytes(src: *const u8, dst: *mut u8, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    type Chunk = std::arch::x86_64::__m128i;
+    #[cfg(not(target_arch = "x86_64"))]
     type Chunk = [u8; 16];
     // SAFETY: in every arm all offsets used are below `len`, reads and writes
-    // are unaligned-tolerant, and the caller guarantees both ranges.
+    // are unaligned-tolerant, and the caller guarantees both ranges. (A
+    // vector type rather than [u8; 16], which the compiler moves through the
+    // stack.) `rep movsb` copies exactly `len` bytes forward (the ABI keeps
+    // the direction flag clear) and touches no stack.
     unsafe {
         if (32..=64).contains(&len) {
             let a = ptr::read_unaligned(src as *const Chunk);
@@ -280,6 +289,15 @@ unsafe fn copy_bytes(src: *const u8, dst: *mut u8, len: usize) {
             ptr::write_unaligned(dst as *mut Chunk, a);
             ptr::write_unaligned(dst.add(len - 16) as *mut Chunk, b);
         } else {
+            #[cfg(target_arch = "x86_64")]
+            std::arch::asm!(
+                "rep movsb",
+                inout("rcx") len => _,
+                inout("rdi") dst => _,
+                inout("rsi") src => _,
+                options(nostack, preserves_flags)
+            );
+            #[cfg(not(target_arch = "x86_64"))]
             ptr::copy_nonoverlapping(src, dst, len);
         }
     }
@@ -299,24 +317,59 @@ pub fn prefetch_read(addr: usize) {
     let _ = addr;
 }
 
-/// Allocate `n` mbufs of `pool` straight into the spare slots of `out`,
-/// prepared for receiving on `tpl`'s port and queue (default headroom, length
-/// 0, no flags), and hand each to `fill`, which returns whether it now holds a
-/// frame. Those that do are appended to `out` in order; the others go back to
-/// the pool. Returns how many were appended, or `None` (nothing allocated,
-/// `out` untouched) when the pool has fewer than `n`. `n` must not exceed
-/// `out.spare()`.
+/// What a copy-mode receive pass did with the descriptors it read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RxCopied {
+    /// Descriptors consumed (the ring's consumer index moves by this much).
+    pub consumed: u16,
+    /// Frames appended to the batch.
+    pub got: usize,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Descriptors dropped as bad (unknown region, outside it, too long).
+    pub bad: u64,
+    /// Chained frames dropped.
+    pub chained: u64,
+    /// The pass stopped inside a chained frame being dropped.
+    pub in_chain: bool,
+}
+
+/// The ring and regions a copy-mode receive reads, and where it starts.
+#[derive(Clone, Copy, Debug)]
+pub struct RxSource<'a> {
+    /// The ring.
+    pub ring: &'a RingView,
+    /// Every region of the connection, by index.
+    pub regions: &'a [Region],
+    /// The first slot to read.
+    pub cur: u16,
+    /// Slots published from `cur` on.
+    pub avail: u16,
+    /// Longest frame an mbuf takes (the pool's data room, at most 65535).
+    pub room: u32,
+}
+
+/// Copy-mode receive: allocate `n` mbufs of `pool` straight into the spare
+/// slots of `out` (`n <= out.spare()`, `n <= src.avail`), copy the frames
+/// the descriptors from `src.cur` on describe into them, and append those
+/// that pass the checks. Returns `None` (nothing allocated, nothing read,
+/// `out` untouched) when the pool has fewer than `n`.
 ///
-/// One pass over the mbufs: no per-packet push, and an mbuf that a bad
-/// descriptor leaves empty is simply reused by `fill` for the next one.
-#[inline(always)]
-pub fn rx_fill(
+/// The loop that runs for every frame of a well-behaved peer takes single
+/// descriptors (no chain flag) of a known region, inside it and no longer
+/// than the room: two descriptor loads, the checks, one copy, and the header
+/// in four stores (the [`RxHeaderTemplate`], flags, length). Anything else
+/// (a chained frame, a bad descriptor, a chain a previous pass stopped in)
+/// goes to [`rx_copy_checked`], which drops and counts it.
+#[inline(never)]
+pub fn rx_copy(
     pool: &Mempool,
     out: &mut MbufBatch,
     n: usize,
     tpl: &RxHeaderTemplate,
-    mut fill: impl FnMut(&mut Mbuf) -> bool,
-) -> Option<usize> {
+    src: &RxSource<'_>,
+    in_chain: bool,
+) -> Option<RxCopied> {
     let slots = out.spare_raw(n);
     // SAFETY: the pool fills `slots` with `n` elements that are ours from now
     // on (or with nothing, returning false); each is given back below, either
@@ -324,31 +377,151 @@ pub fn rx_fill(
     if !unsafe { pool.alloc_raw(slots) } {
         return None;
     }
-    let mut keep = 0;
-    for i in 0..n {
-        let p = slots[i];
-        // SAFETY: `p` is an element the pool just handed us (never null), no
-        // reference to its header exists, and the ManuallyDrop view below
-        // does not take it over: it stays in `slots` until committed or freed.
-        let mut m = unsafe {
+    let (descs, cur, room, tpl_copy) = (src.ring.descs(), src.cur, src.room, *tpl);
+    let mut r = RxCopied {
+        in_chain,
+        ..RxCopied::default()
+    };
+    let (mut k, mut i) = (0usize, 0u16);
+    // The region of the first descriptor: one region (the client's buffers,
+    // or its shared pool) carries every frame of a burst. A descriptor with
+    // flags, or of another region, ends this loop.
+    let first = descs.get(cur);
+    if let Some(reg) = src.regions.get(first.region as usize)
+        && !in_chain
+    {
+        let single = (first.region as u32) << 16;
+        let (base, reg_len) = (reg.base, reg.len as u64);
+        let mut bytes = 0u64;
+        // Walk the table by pointer, wrapping at its end, and warm the buffer
+        // `ahead` slots further (a slot past what the peer published holds an
+        // old or garbage offset: the prefetch of a wild address is only a
+        // wasted hint).
+        let (ring_start, ring_end) = descs.bounds();
+        let ahead = if descs.mask >= 7 { 4 * 2 } else { 0 };
+        let ring_words = (descs.mask + 1) * 2;
+        let mut dp = descs.ptr(cur) as *const u64;
+        let mut out_slot = slots.as_ptr();
+        let slots_end = slots.as_ptr().wrapping_add(n);
+        while out_slot != slots_end {
+            // SAFETY: `dp` and `pf` point at descriptors of the table (each
+            // step wraps at its end; `ahead` is less than the slot count),
+            // read volatilely; `out_slot` is one of the `n` slots.
+            let (w0, w1, p) = unsafe {
+                let mut pf = dp.add(ahead);
+                if pf >= ring_end {
+                    pf = pf.sub(ring_words);
+                }
+                prefetch_read(base.wrapping_add(ptr::read_volatile(pf.add(1)) as u32 as usize));
+                (
+                    ptr::read_volatile(dp),
+                    ptr::read_volatile(dp.add(1)),
+                    *out_slot,
+                )
+            };
+            let (len, off) = ((w0 >> 32) as u32, w1 as u32);
+            if w0 as u32 != single || len > room || off as u64 + len as u64 > reg_len {
+                break;
+            }
+            // SAFETY: `p` is an element the pool just handed us and no
+            // reference to its header exists; the view does not take it
+            // over (it stays in `slots` until committed). `len <= room`, the
+            // data room every element of the pool has from its default data
+            // offset on. The source lies inside the region (checked above),
+            // which `src.regions` keeps mapped; the destination is the mbuf's
+            // own buffer; they cannot overlap.
+            unsafe {
+                let hdr = NonNull::new_unchecked(p as *mut MbufHeader);
+                tpl_copy.apply(hdr);
+                let mut m = ManuallyDrop::new(Mbuf::from_raw(hdr));
+                m.set_ol_flags(0);
+                m.set_len_unchecked(len as usize);
+                copy_bytes(
+                    (base + off as usize) as *const u8,
+                    m.data_mut().as_mut_ptr(),
+                    len as usize,
+                );
+            }
+            bytes += len as u64;
+            out_slot = out_slot.wrapping_add(1);
+            dp = dp.wrapping_add(2);
+            if dp == ring_end {
+                dp = ring_start;
+            }
+        }
+        // SAFETY: both point into `slots`, `out_slot` at or after its start.
+        k = unsafe { out_slot.offset_from(slots.as_ptr()) } as usize;
+        i = k as u16;
+        r.bytes = bytes;
+    }
+    if k < n && i < src.avail {
+        rx_copy_checked(slots, &mut k, &mut i, tpl, src, &mut r);
+    }
+    if k < n {
+        // SAFETY: the elements past `k` are ours and go back to their pool;
+        // they leave `slots` (only the first `k` are committed).
+        unsafe { pool.free_raw(&slots[k..n]) };
+    }
+    // SAFETY: the first `k` slots of the last spare_raw hold elements we
+    // own, with headers prepared; no other method of `out` ran in between.
+    unsafe { out.commit_raw(k) };
+    r.consumed = i;
+    r.got = k;
+    Some(r)
+}
+
+/// The rest of [`rx_copy`]'s pass, descriptor by descriptor with every
+/// check: chained frames and bad descriptors are dropped and counted, and
+/// the mbuf they would have taken is used for the next frame.
+#[cold]
+#[inline(never)]
+fn rx_copy_checked(
+    slots: &mut [usize],
+    k: &mut usize,
+    i: &mut u16,
+    tpl: &RxHeaderTemplate,
+    src: &RxSource<'_>,
+    r: &mut RxCopied,
+) {
+    let descs = src.ring.descs();
+    while *k < slots.len() && *i < src.avail {
+        let d = descs.get(src.cur.wrapping_add(*i));
+        *i += 1;
+        if r.in_chain {
+            r.in_chain = d.flags & DESC_FLAG_NEXT != 0;
+            continue;
+        }
+        if d.flags & DESC_FLAG_NEXT != 0 {
+            r.chained += 1;
+            r.in_chain = true;
+            continue;
+        }
+        let Some(reg) = src.regions.get(d.region as usize) else {
+            r.bad += 1;
+            continue;
+        };
+        if d.length > src.room || !reg.contains(d.offset, d.length) {
+            r.bad += 1;
+            continue;
+        }
+        let p = slots[*k];
+        // SAFETY: as in rx_copy: an element we own, its length checked
+        // against the room, the source inside its region.
+        unsafe {
             let hdr = NonNull::new_unchecked(p as *mut MbufHeader);
             tpl.apply(hdr);
-            ManuallyDrop::new(Mbuf::from_raw(hdr))
-        };
-        m.set_ol_flags(0);
-        if fill(&mut m) {
-            slots[keep] = p;
-            keep += 1;
-        } else {
-            // SAFETY: `p` is an element of `pool` that we own and drop from
-            // `slots` (it is overwritten or left beyond `keep`).
-            unsafe { pool.free_raw(&[p]) };
+            let mut m = ManuallyDrop::new(Mbuf::from_raw(hdr));
+            m.set_ol_flags(0);
+            m.set_len_unchecked(d.length as usize);
+            copy_bytes(
+                (reg.base + d.offset as usize) as *const u8,
+                m.data_mut().as_mut_ptr(),
+                d.length as usize,
+            );
         }
+        r.bytes += d.length as u64;
+        *k += 1;
     }
-    // SAFETY: the first `keep` slots of the last spare_raw hold elements we
-    // own, with headers prepared; no other method of `out` ran in between.
-    unsafe { out.commit_raw(keep) };
-    Some(keep)
 }
 
 /// One descriptor's fields.
@@ -545,6 +718,99 @@ impl RingView {
     /// The region the ring lies in.
     pub fn region(&self) -> &Region {
         &self.region
+    }
+
+    /// The descriptor table, for a burst loop: its address and mask in
+    /// registers rather than read back from the view at every descriptor
+    /// (the compiler cannot tell that the frame copies leave them alone).
+    #[inline(always)]
+    pub fn descs(&self) -> Descs<'_> {
+        Descs {
+            base: self.descs,
+            mask: self.mask as usize,
+            _ring: std::marker::PhantomData,
+        }
+    }
+}
+
+/// A ring's descriptor table, borrowed from its [`RingView`] (which keeps
+/// the memory mapped).
+#[derive(Clone, Copy, Debug)]
+pub struct Descs<'a> {
+    base: NonNull<u8>,
+    mask: usize,
+    _ring: std::marker::PhantomData<&'a RingView>,
+}
+
+impl Descs<'_> {
+    /// The first descriptor and the end of the table.
+    #[inline(always)]
+    fn bounds(&self) -> (*const u64, *const u64) {
+        let start = self.base.as_ptr() as *const u64;
+        (start, start.wrapping_add((self.mask + 1) * 2))
+    }
+
+    #[inline(always)]
+    fn ptr(&self, slot: u16) -> *mut u64 {
+        // SAFETY: `slot & mask` is below the slot count, so the descriptor
+        // lies inside the ring, inside the mapping (checked in RingView::new),
+        // which the borrowed view keeps alive.
+        unsafe {
+            self.base
+                .as_ptr()
+                .add((slot as usize & self.mask) << DESC_SHIFT) as *mut u64
+        }
+    }
+
+    /// Read descriptor `slot` (taken modulo the ring size).
+    #[inline(always)]
+    pub fn get(&self, slot: u16) -> Desc {
+        let p = self.ptr(slot);
+        // SAFETY: as in RingView::desc.
+        let (w0, w1) = unsafe { (ptr::read_volatile(p), ptr::read_volatile(p.add(1))) };
+        Desc {
+            flags: w0 as u16,
+            region: (w0 >> 16) as u16,
+            length: (w0 >> 32) as u32,
+            offset: w1 as u32,
+        }
+    }
+
+    /// Descriptor `slot` as its two little-endian words: flags | region <<
+    /// 16 | length << 32, and the offset (low half; metadata above).
+    #[inline(always)]
+    pub fn words(&self, slot: u16) -> (u64, u64) {
+        let p = self.ptr(slot);
+        // SAFETY: as in RingView::desc.
+        unsafe { (ptr::read_volatile(p), ptr::read_volatile(p.add(1))) }
+    }
+
+    /// The buffer offset of descriptor `slot` alone (for a prefetch).
+    #[inline(always)]
+    pub fn offset(&self, slot: u16) -> u32 {
+        // SAFETY: as in RingView::desc; the second word of the descriptor.
+        unsafe { ptr::read_volatile(self.ptr(slot).add(1)) as u32 }
+    }
+
+    /// Write descriptor `slot` whole (metadata 0).
+    #[inline(always)]
+    pub fn set(&self, slot: u16, d: Desc) {
+        let p = self.ptr(slot);
+        let w0 = d.flags as u64 | (d.region as u64) << 16 | (d.length as u64) << 32;
+        // SAFETY: as in RingView::desc.
+        unsafe {
+            ptr::write_volatile(p, w0);
+            ptr::write_volatile(p.add(1), d.offset as u64);
+        }
+    }
+
+    /// Write the flags, region and length of descriptor `slot`, leaving its
+    /// offset.
+    #[inline(always)]
+    pub fn set_head(&self, slot: u16, flags: u16, region: u16, length: u32) {
+        let w0 = flags as u64 | (region as u64) << 16 | (length as u64) << 32;
+        // SAFETY: as in RingView::desc.
+        unsafe { ptr::write_volatile(self.ptr(slot), w0) }
     }
 }
 
