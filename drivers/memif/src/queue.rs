@@ -534,7 +534,6 @@ pub struct MemifTx {
     side: Side,
     counters: QueueCountersRef,
     stats: MemifQueueStatsRef,
-    reclaim: MbufBatch,
     /// The port shares its pool (zero-copy client).
     pub zero_copy: bool,
 }
@@ -554,7 +553,6 @@ impl MemifTx {
             side,
             counters,
             stats,
-            reclaim: MbufBatch::with_burst(MAX_BURST),
             zero_copy: false,
         }
     }
@@ -618,9 +616,12 @@ impl MemifTx {
         let mut free = ring.size() - used;
         let mask = ring.mask();
         let region = &st.att.regions[0];
-        let (mut taken, mut sent, mut bytes, mut errors) = (0usize, 0u64, 0u64, 0u64);
-        let mut h = st.next;
-        for m in pkts.iter() {
+        let fast = sys::tx_copy(pkts, ring, region, (base, bsize), st.next, free);
+        let (mut taken, mut sent, mut bytes, mut errors) =
+            (fast.sent, fast.sent as u64, fast.bytes, 0u64);
+        free -= fast.sent as u16;
+        let mut h = st.next.wrapping_add(fast.sent as u16);
+        for m in pkts.iter().skip(fast.sent) {
             let len = m.len();
             if len as u64 <= bsize as u64 && len > 0 {
                 if free == 0 {
@@ -676,7 +677,7 @@ impl MemifTx {
             ring.set_head(h, Ordering::Release);
             Self::notify(&st.att, &self.stats);
         }
-        pkts.free_front(taken);
+        sys::free_front(pkts, taken);
         self.count(sent, bytes, errors);
         taken
     }
@@ -780,7 +781,7 @@ impl MemifTx {
         if bad > 0 {
             self.stats.bad_desc.add(bad);
         }
-        pkts.free_front(taken);
+        sys::free_front(pkts, taken);
         self.count(sent, bytes, errors);
         taken
     }
@@ -810,21 +811,21 @@ impl MemifTx {
             return 0;
         }
         // Give back what the server has read.
-        let mut s = *st_done;
-        while s != tail {
-            if let Some(m) = in_flight[(s & mask) as usize].take()
-                && let Err(m) = self.reclaim.push(m)
-            {
-                self.reclaim.clear();
-                let _ = self.reclaim.push(m);
-            }
-            s = s.wrapping_add(1);
-        }
+        sys::release_in_flight(in_flight, *st_done, tail);
         *st_done = tail;
-        self.reclaim.clear();
         let mut free = ring.size() - st_next.wrapping_sub(tail);
-        let (mut taken, mut sent, mut bytes, mut errors) = (0usize, 0u64, 0u64, 0u64);
-        let mut h = *st_next;
+        let fast = sys::tx_lend(
+            pkts,
+            ring,
+            in_flight,
+            (&zc.region, zc.index),
+            *st_next,
+            free,
+        );
+        let (mut taken, mut sent, mut bytes, mut errors) =
+            (fast.sent, fast.sent as u64, fast.bytes, 0u64);
+        free -= fast.sent as u16;
+        let mut h = st_next.wrapping_add(fast.sent as u16);
         while free > 0 {
             let Some(m) = pkts.pop_front() else { break };
             let len = m.len();

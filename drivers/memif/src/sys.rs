@@ -524,6 +524,192 @@ fn rx_copy_checked(
     }
 }
 
+/// What a copy-mode transmit pass did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TxCopied {
+    /// Frames written (from the front of the batch, which still holds them).
+    pub sent: usize,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+/// Client, copy mode: copy the frames at the front of `pkts` into the
+/// buffers of the slots from `head` on (at most `free` of them), slot `s`
+/// owning the `bsize` bytes at `base + (s & mask) * bsize` of `region`, and
+/// write their descriptors. Stops at the first frame that is empty or longer
+/// than a buffer (the caller's checked loop takes those), and does nothing
+/// when the buffers do not all lie inside the region. The frames stay in
+/// `pkts`; the caller publishes the head and frees them.
+///
+/// Per frame: the mbuf's two header fields, one length check, one copy, two
+/// descriptor stores; slot and buffer advance together, wrapping at the end
+/// of the table.
+#[inline(never)]
+pub fn tx_copy(
+    pkts: &MbufBatch,
+    ring: &RingView,
+    region: &Region,
+    (base, bsize): (u32, u32),
+    head: u16,
+    free: u16,
+) -> TxCopied {
+    let mut t = TxCopied::default();
+    let size = ring.size() as u64;
+    if base as u64 + size * bsize as u64 > region.len as u64 || bsize == 0 {
+        return t;
+    }
+    let descs = ring.descs();
+    let (ring_start, ring_end) = descs.bounds();
+    let mut dp = descs.ptr(head);
+    let mut off = base + (head & ring.mask) as u32 * bsize;
+    let n = pkts.len().min(free as usize);
+    for m in &pkts.as_slice()[..n] {
+        let data = m.data();
+        let len = data.len();
+        if len.wrapping_sub(1) >= bsize as usize {
+            break;
+        }
+        // SAFETY: the buffer at `off` (`bsize` bytes, inside the region as
+        // checked above for every slot) takes `len <= bsize` bytes; the
+        // region is kept mapped by `region`; the mbuf's data is a slice we
+        // borrow, never inside a region we write. `dp` points at a
+        // descriptor of the table (it wraps at its end).
+        unsafe {
+            copy_bytes(data.as_ptr(), (region.base + off as usize) as *mut u8, len);
+            ptr::write_volatile(dp, (len as u64) << 32);
+            ptr::write_volatile(dp.add(1), off as u64);
+        }
+        t.bytes += len as u64;
+        t.sent += 1;
+        dp = dp.wrapping_add(2);
+        off += bsize;
+        if std::ptr::eq(dp, ring_end) {
+            dp = ring_start as *mut u64;
+            off = base;
+        }
+    }
+    t
+}
+
+/// Free the first `n` mbufs of `pkts` (at most its length): one range test
+/// per mbuf and one bulk put when they are all of one pool, the usual case
+/// (the core's `free_raw`), rather than a header read per mbuf.
+#[inline(always)]
+pub fn free_front(pkts: &mut MbufBatch, n: usize) {
+    let n = n.min(pkts.len());
+    if n == 0 {
+        return;
+    }
+    let ptrs = pkts.take_front_raw(n);
+    // SAFETY: take_front_raw handed us ownership of these elements (they
+    // left the batch); free_raw gives each back to its pool once.
+    unsafe { nicpoll::mbuf::free_raw(ptrs) };
+}
+
+/// The slots of a table of in-flight mbufs (`Option<Mbuf>`, one per ring
+/// slot) as raw element pointers, 0 for `None`.
+#[inline(always)]
+fn slots_raw(table: &mut [Option<Mbuf>]) -> &mut [usize] {
+    // SAFETY: `Option<Mbuf>` has the layout of a pointer with `None` as 0
+    // (Mbuf is a repr(transparent) NonNull, for which Option guarantees it),
+    // which is the layout of usize; the borrow is carried over, so nothing
+    // else sees the table while the raw view lives. Whoever writes through
+    // the view keeps each non-zero entry an element it owns.
+    unsafe { std::slice::from_raw_parts_mut(table.as_mut_ptr() as *mut usize, table.len()) }
+}
+
+/// Zero copy: give back to their pools the mbufs lent in slots `[from, to)`
+/// (modulo the table's length, a power of two), in at most two bulk frees,
+/// and empty those slots.
+#[inline(always)]
+pub fn release_in_flight(table: &mut [Option<Mbuf>], from: u16, to: u16) {
+    let raw = slots_raw(table);
+    let mask = raw.len() - 1;
+    let n = to.wrapping_sub(from) as usize;
+    if n == 0 || n > raw.len() {
+        return;
+    }
+    let a = from as usize & mask;
+    let first = n.min(raw.len() - a);
+    for (start, len) in [(a, first), (0, n - first)] {
+        if len == 0 {
+            continue;
+        }
+        let chunk = &mut raw[start..start + len];
+        // SAFETY: every non-zero entry is an mbuf the table owned; free_raw
+        // skips zeros and gives each element back once, and the entries are
+        // zeroed right after, so the table no longer claims them.
+        unsafe { nicpoll::mbuf::free_raw(chunk) };
+        chunk.fill(0);
+    }
+}
+
+/// Zero copy: lend the frames at the front of `pkts` to the peer, each
+/// slot's descriptor from `head` on (at most `free`) pointing at an mbuf's
+/// own data in `region` (region index `index` on the wire), and move the
+/// mbufs from the batch into `table` (one entry per slot). Stops at the first
+/// frame that is empty or not inside the region (an mbuf of another pool:
+/// the caller's checked loop copies it). Entries of the slots written must
+/// be empty (the caller released them).
+#[inline(never)]
+pub fn tx_lend(
+    pkts: &mut MbufBatch,
+    ring: &RingView,
+    table: &mut [Option<Mbuf>],
+    (region, index): (&Region, u16),
+    head: u16,
+    free: u16,
+) -> TxCopied {
+    let mut t = TxCopied::default();
+    let raw = slots_raw(table);
+    if raw.len() != ring.size() as usize {
+        return t;
+    }
+    let descs = ring.descs();
+    let (base, reg_len) = (region.base, region.len);
+    if reg_len > u32::MAX as usize {
+        // Offsets are 32-bit: such a pool is refused at start.
+        return t;
+    }
+    let mask = raw.len() - 1;
+    let n = pkts.len().min(free as usize);
+    let w0_region = (index as u64) << 16;
+    let items = &pkts.as_slice()[..n];
+    let (mut i, mut k, mut bytes) = (head as usize & mask, 0usize, 0u64);
+    let table = raw.as_mut_ptr();
+    while k < n {
+        let m = &items[k];
+        let data = m.data();
+        let len = data.len();
+        let off = (data.as_ptr() as usize).wrapping_sub(base);
+        // 1 <= len <= reg_len, then off + len <= reg_len (so off < 2^32).
+        if len.wrapping_sub(1) >= reg_len || off > reg_len - len {
+            break;
+        }
+        descs.set_words(i as u16, w0_region | (len as u64) << 32, off as u64);
+        // SAFETY: `i` is masked to the table's length (a power of two: the
+        // ring's size, checked above); the entry is empty (the caller's
+        // contract) and now owns the mbuf, which leaves the batch below.
+        unsafe { *table.add(i) = unsafe_mbuf_ptr(m) };
+        bytes += len as u64;
+        k += 1;
+        i = (i + 1) & mask;
+    }
+    t.sent = k;
+    t.bytes = bytes;
+    // The table owns the lent mbufs now: they leave the batch unfreed.
+    let _ = pkts.take_front_raw(t.sent);
+    t
+}
+
+/// The element pointer of an mbuf, as a table of raw slots stores it.
+#[inline(always)]
+fn unsafe_mbuf_ptr(m: &Mbuf) -> usize {
+    // SAFETY: Mbuf is a repr(transparent) NonNull: its one word is the
+    // element pointer; only that word is read, ownership is not touched.
+    unsafe { *(m as *const Mbuf as *const usize) }
+}
+
 /// One descriptor's fields.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Desc {
@@ -801,6 +987,17 @@ impl Descs<'_> {
         unsafe {
             ptr::write_volatile(p, w0);
             ptr::write_volatile(p.add(1), d.offset as u64);
+        }
+    }
+
+    /// Write descriptor `slot` as its two words (see [`words`](Self::words)).
+    #[inline(always)]
+    pub fn set_words(&self, slot: u16, w0: u64, w1: u64) {
+        let p = self.ptr(slot);
+        // SAFETY: as in RingView::desc.
+        unsafe {
+            ptr::write_volatile(p, w0);
+            ptr::write_volatile(p.add(1), w1);
         }
     }
 
