@@ -310,6 +310,65 @@ fn chained_frames_are_dropped_whole_even_across_bursts() {
 }
 
 #[test]
+fn a_burst_whose_frames_change_region_is_received_whole_and_in_order() {
+    // The receive loop takes a burst's region from its first descriptor;
+    // frames of another region in the same burst go through the checked
+    // loop, still in order.
+    let mut r = rig(Side::Server);
+    let (m1, _fd) = Mapping::new_memfd("memif-rig-r1", 4096).unwrap();
+    let r1 = Region::of_mapping(Arc::new(m1));
+    let quarantine = Arc::new(Quarantine::default());
+    let link = Arc::new(QueueLink::new(quarantine));
+    link.publish(Some(Arc::new(RingAttach {
+        ring: r.ring.clone(),
+        regions: Arc::from(vec![r.region.clone(), r1.clone()]),
+        own_buffers: None,
+        zero_copy: None,
+        interrupt: None,
+        life: Arc::new(ConnLife::default()),
+    })));
+    r.rx = MemifRx::new(
+        link,
+        Side::Server,
+        3,
+        0,
+        r.pool.clone(),
+        r.counters.clone(),
+        r.stats.clone(),
+    );
+    let regions = [0u16, 0, 1, 0, 1, 1, 0];
+    for (s, &reg) in regions.iter().enumerate() {
+        let f = test_frame(s as u32, 60 + s * 9);
+        let off = if reg == 0 {
+            buf_off(s as u16)
+        } else {
+            512 * s as u32
+        };
+        let region = if reg == 0 { &r.region } else { &r1 };
+        assert!(region.copy_in(off, &f));
+        r.ring.set_desc(
+            s as u16,
+            Desc {
+                flags: 0,
+                region: reg,
+                length: f.len() as u32,
+                offset: off,
+            },
+        );
+    }
+    r.ring.set_head(regions.len() as u16, Ordering::Release);
+    let mut out = MbufBatch::with_burst(32);
+    assert_eq!(r.rx.rx_burst(&mut out), regions.len());
+    for (s, m) in out.iter().enumerate() {
+        assert_eq!(m.data(), test_frame(s as u32, 60 + s * 9).as_slice());
+    }
+    assert_eq!(r.stats.bad_desc.get(), 0);
+    out.clear();
+    drop(r.rx);
+    assert_eq!(r.pool.in_use(), 0);
+}
+
+#[test]
 fn client_receive_reposts_its_own_buffers() {
     let mut r = rig(Side::Client);
     let mut out = MbufBatch::with_burst(32);
@@ -431,6 +490,33 @@ fn client_transmit_fills_its_slots_chains_long_frames_and_signals_when_asked() {
     assert_eq!(tx.tx_burst(&mut b), 0);
     assert_eq!(stats.bad_index.get(), 1);
     b.clear();
+    drop(tx);
+    assert_eq!(p.in_use(), 0);
+}
+
+#[test]
+fn client_transmit_wraps_its_ring_inside_a_burst() {
+    // Slot, descriptor and buffer advance together and wrap together.
+    let (region, ring, mut tx, _efd, _stats) = tx_rig(Side::Client);
+    let p = pool("txwrap", 64);
+    let mut b = MbufBatch::with_burst(32);
+    fill(&p, &mut b, 0, 10, 64);
+    assert_eq!(tx.tx_burst(&mut b), 10);
+    ring.set_tail(10, Ordering::Release);
+    let lens: Vec<usize> = (0..14).map(|i| 64 + i * 13).collect();
+    for (i, &l) in lens.iter().enumerate() {
+        fill(&p, &mut b, 100 + i as u32, 1, l);
+    }
+    assert_eq!(tx.tx_burst(&mut b), 14, "slots 10..24 wrap at 16");
+    assert_eq!(ring.head(Ordering::Acquire), 24);
+    for (i, &l) in lens.iter().enumerate() {
+        let s = 10 + i as u16;
+        let d = ring.desc(s);
+        assert_eq!((d.offset, d.length, d.flags), (buf_off(s), l as u32, 0));
+        let mut f = vec![0; l];
+        assert!(region.copy_out(d.offset, &mut f));
+        assert_eq!(f, test_frame(100 + i as u32, l), "slot {s}");
+    }
     drop(tx);
     assert_eq!(p.in_use(), 0);
 }
