@@ -24,8 +24,10 @@
 #
 # Driver instructions per packet (DRIVER_IPP, nicpoll only, load-independent):
 # drivers/memif/benches/pair_burst.rs runs a connected client and server on
-# one thread under callgrind, 32 frames each way per step, and the inclusive
-# Ir of net_memif's rx_burst and tx_burst is divided by the packets.
+# one thread under callgrind, 32 frames per step one way (client tx_burst ->
+# server rx_burst, the benchmark's generator -> receiver path) or both ways,
+# and the inclusive Ir of net_memif's rx_burst and tx_burst is divided by the
+# packets.
 set -u -o pipefail
 export LC_ALL=C
 cd "$(dirname "$0")/.."
@@ -117,15 +119,19 @@ if (( DRIVER_IPP )); then
     {
       echo "net_memif driver instructions per packet (callgrind, one thread, burst 32, 64-byte frames):"
       for m in copy zc; do
-        n=20000
         if [[ $m == zc ]] && (( $(awk '/HugePages_Free/{print $2}' /proc/meminfo) < 8 )); then echo "  $m: no free hugepages"; continue; fi
-        valgrind --tool=callgrind --callgrind-out-file="$OUT/pair-$m.cg" "$OUT/bin/pair_burst" $m $n > "$OUT/logs/pair-$m.log" 2>&1
-        pk=$((n * 64))
-        # Sorted by inclusive cost: the first line naming a burst function is its total.
-        ann=$(callgrind_annotate --inclusive=yes "$OUT/pair-$m.cg" 2>"$OUT/logs/pair-$m.annotate.err")
-        rx=$(grep -F 'Held<nicpoll_memif::queue::MemifRx> as nicpoll::port::RxQueue>::rx_burst' <<< "$ann" | head -1 | awk '{gsub(",","",$1); print $1}')
-        tx=$(grep -F 'Held<nicpoll_memif::queue::MemifTx> as nicpoll::port::TxQueue>::tx_burst' <<< "$ann" | head -1 | awk '{gsub(",","",$1); print $1}')
-        awk -v rx="${rx:-0}" -v tx="${tx:-0}" -v pk=$pk -v m=$m 'BEGIN {printf "  %s: rx_burst %.1f, tx_burst %.1f (mean of the client and the server; mbuf allocation and freeing included)\n", m, rx/pk, tx/pk}'
+        for way in oneway pair; do
+          n=20000; pk=$((n * 32)); [[ $way == pair ]] && pk=$((n * 64))
+          cg=$OUT/pair-$m-$way.cg
+          valgrind --tool=callgrind --callgrind-out-file="$cg" "$OUT/bin/pair_burst" $m $n $way > "$OUT/logs/pair-$m-$way.log" 2>&1
+          # Sorted by inclusive cost: the first line naming a burst function is its total.
+          ann=$(callgrind_annotate --inclusive=yes "$cg" 2>"$OUT/logs/pair-$m-$way.annotate.err")
+          rx=$(grep -F 'Held<nicpoll_memif::queue::MemifRx> as nicpoll::port::RxQueue>::rx_burst' <<< "$ann" | head -1 | awk '{gsub(",","",$1); print $1}')
+          tx=$(grep -F 'Held<nicpoll_memif::queue::MemifTx> as nicpoll::port::TxQueue>::tx_burst' <<< "$ann" | head -1 | awk '{gsub(",","",$1); print $1}')
+          what="client tx -> server rx, the benchmark's path"
+          [[ $way == pair ]] && what="mean of both directions"
+          awk -v rx="${rx:-0}" -v tx="${tx:-0}" -v pk=$pk -v m=$m -v w="$what" 'BEGIN {printf "  %-4s rx_burst %5.1f, tx_burst %5.1f (%s; mbuf allocation and freeing included)\n", m, rx/pk, tx/pk, w}'
+        done
       done
     } | tee -a "$OUT/summary.txt"
   else
