@@ -677,7 +677,11 @@ impl MemifTx {
             ring.set_head(h, Ordering::Release);
             Self::notify(&st.att, &self.stats);
         }
-        sys::free_front(pkts, taken);
+        // What the fast loop sent is single-segment: freed by address range;
+        // the checked loop's share (dropped frames included) with a header
+        // read each, which a multi-segment mbuf needs.
+        sys::free_front_unchained(pkts, fast.sent);
+        pkts.free_front(taken - fast.sent);
         self.count(sent, bytes, errors);
         taken
     }
@@ -781,7 +785,8 @@ impl MemifTx {
         if bad > 0 {
             self.stats.bad_desc.add(bad);
         }
-        sys::free_front(pkts, taken);
+        // Header-reading bulk free: this loop has no single-segment guarantee.
+        pkts.free_front(taken);
         self.count(sent, bytes, errors);
         taken
     }

@@ -537,8 +537,9 @@ pub struct TxCopied {
 /// buffers of the slots from `head` on (at most `free` of them), slot `s`
 /// owning the `bsize` bytes at `base + (s & mask) * bsize` of `region`, and
 /// write their descriptors. Stops at the first frame that is empty or longer
-/// than a buffer (the caller's checked loop takes those), and does nothing
-/// when the buffers do not all lie inside the region. The frames stay in
+/// than a buffer (the caller's checked loop takes those; so must it a
+/// multi-segment mbuf, which [`free_front_unchained`] cannot free), and does
+/// nothing when the buffers do not all lie inside the region. The frames stay in
 /// `pkts`; the caller publishes the head and frees them.
 ///
 /// Per frame: the mbuf's two header fields, one length check, one copy, two
@@ -594,8 +595,15 @@ pub fn tx_copy(
 /// Free the first `n` mbufs of `pkts` (at most its length): one range test
 /// per mbuf and one bulk put when they are all of one pool, the usual case
 /// (the core's `free_raw`), rather than a header read per mbuf.
+///
+/// Only for mbufs a fast loop ([`tx_copy`]) took: `free_raw` reads no
+/// header, so it must never see a packet of several segments (it would free
+/// the first and lose the others), and the fast loops take only frames they
+/// sent in one buffer (they stop at anything else, and must stop at a
+/// multi-segment mbuf once the core has them). What the checked loops take
+/// goes through the core's header-reading `MbufBatch::free_front`.
 #[inline(always)]
-pub fn free_front(pkts: &mut MbufBatch, n: usize) {
+pub fn free_front_unchained(pkts: &mut MbufBatch, n: usize) {
     let n = n.min(pkts.len());
     if n == 0 {
         return;
@@ -620,7 +628,8 @@ fn slots_raw(table: &mut [Option<Mbuf>]) -> &mut [usize] {
 
 /// Zero copy: give back to their pools the mbufs lent in slots `[from, to)`
 /// (modulo the table's length, a power of two), in at most two bulk frees,
-/// and empty those slots.
+/// and empty those slots. The table holds single-segment mbufs only (what
+/// [`tx_lend`] and the checked loop lend), as `free_raw` reads no header.
 #[inline(always)]
 pub fn release_in_flight(table: &mut [Option<Mbuf>], from: u16, to: u16) {
     let raw = slots_raw(table);
@@ -649,8 +658,9 @@ pub fn release_in_flight(table: &mut [Option<Mbuf>], from: u16, to: u16) {
 /// own data in `region` (region index `index` on the wire), and move the
 /// mbufs from the batch into `table` (one entry per slot). Stops at the first
 /// frame that is empty or not inside the region (an mbuf of another pool:
-/// the caller's checked loop copies it). Entries of the slots written must
-/// be empty (the caller released them).
+/// the caller's checked loop copies it; so must a multi-segment mbuf, which
+/// [`release_in_flight`] cannot free). Entries of the slots written must be
+/// empty (the caller released them).
 #[inline(never)]
 pub fn tx_lend(
     pkts: &mut MbufBatch,

@@ -522,6 +522,49 @@ fn client_transmit_wraps_its_ring_inside_a_burst() {
 }
 
 #[test]
+fn client_transmit_frees_every_mbuf_it_took_sent_or_dropped_of_any_pool() {
+    // The fast loop's frames (two pools among them) are freed by address
+    // range, the checked loop's (an empty frame dropped, a long one sent in
+    // three chained slots, short ones after it) with a header read each:
+    // both pools whole right after the burst, every frame where it belongs.
+    let (region, ring, mut tx, _efd, _stats) = tx_rig(Side::Client);
+    let (p, q) = (pool("txfree-p", 32), pool("txfree-q", 32));
+    let mut b = MbufBatch::with_burst(32);
+    fill(&p, &mut b, 0, 2, 64);
+    fill(&q, &mut b, 2, 1, 64);
+    fill(&p, &mut b, 3, 1, 64);
+    b.push(p.alloc().unwrap()).unwrap(); // empty: dropped and counted
+    fill(&q, &mut b, 4, 1, 600);
+    fill(&p, &mut b, 5, 2, 64);
+    assert_eq!(
+        tx.tx_burst(&mut b),
+        8,
+        "every frame taken, the empty one too"
+    );
+    assert!(b.is_empty());
+    assert_eq!((p.in_use(), q.in_use()), (0, 0), "freed once each, at once");
+    assert_eq!(ring.head(Ordering::Acquire), 4 + 3 + 2);
+    let frame = |s: u16| {
+        let d = ring.desc(s);
+        let mut f = vec![0; d.length as usize];
+        assert!(region.copy_out(d.offset, &mut f));
+        (d.flags, f)
+    };
+    for (s, id) in [(0u16, 0u32), (1, 1), (2, 2), (3, 3), (7, 5), (8, 6)] {
+        assert_eq!(frame(s), (0, test_frame(id, 64)), "slot {s}");
+    }
+    let mut long = Vec::new();
+    for s in 4..7u16 {
+        let (flags, f) = frame(s);
+        assert_eq!(flags, if s < 6 { DESC_FLAG_NEXT } else { 0 });
+        long.extend(f);
+    }
+    assert_eq!(long, test_frame(4, 600));
+    drop(tx);
+    assert_eq!((p.in_use(), q.in_use()), (0, 0));
+}
+
+#[test]
 fn server_transmit_writes_only_into_buffers_inside_the_clients_regions() {
     let (region, ring, mut tx, _efd, stats) = tx_rig(Side::Server);
     ring.set_flags(RING_FLAG_MASK_INT);
