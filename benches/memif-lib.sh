@@ -80,3 +80,21 @@ wait_blocks() {  # tool log n pid timeout
   done
 }
 wait_sock() { local t0=$SECONDS; while [[ ! -S $1 ]] && (( SECONDS - t0 < 60 )); do nap 0.1; done; [[ -S $1 ]]; }
+# Foreign CPU: what the machine spent busy outside the given processes (and
+# their children: launch's pids are timeout's), between two snapshots, in %
+# of one CPU (2 CPUs: at most 200). /proc/stat busy = user nice system irq
+# softirq; a process's utime + stime (/proc/PID/stat fields 14, 15) covers
+# all its threads.
+cpu_snap() {  # pids... -> "busy ours total" (clock ticks)
+  local ours=0 p c t
+  for p in "$@"; do
+    for c in "$p" $(pgrep -P "$p" 2>/dev/null); do
+      t=$(awk '{print $14 + $15}' "/proc/$c/stat" 2>/dev/null) && ours=$((ours + ${t:-0}))
+    done
+  done
+  awk -v o="$ours" '/^cpu /{print $2+$3+$4+$7+$8, o, $2+$3+$4+$5+$6+$7+$8+$9; exit}' /proc/stat
+}
+foreign_pct() {  # "snap0" "snap1"
+  awk -v a="$1" -v b="$2" -v n="$(nproc)" 'BEGIN{split(a,x," "); split(b,y," "); t=(y[3]-x[3])/n;
+    if (t > 0) printf "%.0f", 100*((y[1]-x[1])-(y[2]-x[2]))/t; else print "NA"}'
+}

@@ -14,7 +14,9 @@
 #      OUT(/tmp/nicpoll-bench/memif-<UTC time>)
 #
 # Rate: the receiver's per-second Rx-pps, mean of MEAS blocks after WARM
-# blocks. The ratio column is nicpoll-to-nicpoll over dpdk-to-dpdk of the same
+# blocks. Foreign: CPU the machine spent outside the two processes over the
+# WARM + MEAS blocks, in % of one CPU (of 200; memif-lib.sh's foreign_pct).
+# The ratio column is nicpoll-to-nicpoll over dpdk-to-dpdk of the same
 # round and mode (DPDK's rate moves between plateaus on this VM: compare only
 # within a round).
 #
@@ -42,18 +44,18 @@ command -v "$DPDK" >/dev/null || { echo "$DPDK missing: apt-get install dpdk-dev
 command -v jq >/dev/null || { echo "jq missing: apt-get install jq" >&2; exit 1; }
 mkdir -p "$OUT/logs" "$OUT/bin"; cp -f "$NP" "$OUT/bin/nicpoll-testpmd"; NP=$OUT/bin/nicpoll-testpmd
 CMDS=$OUT/commands.txt; : > "$CMDS"
-RES=$OUT/results.tsv; printf 'round\tmode\tpair\trx_mpps\ttx_mpps\ttx_dropped_pct\tstatus\n' > "$RES"
+RES=$OUT/results.tsv; printf 'round\tmode\tpair\trx_mpps\ttx_mpps\ttx_dropped_pct\tstatus\tforeign_pct\n' > "$RES"
 TAG=mb$$
 trap cleanup EXIT; trap 'exit 130' INT TERM
 open_nap
 
-RUN_RX=NA RUN_TX=NA RUN_DROP=NA RUN_STATUS=
+RUN_RX=NA RUN_TX=NA RUN_DROP=NA RUN_STATUS= RUN_FOREIGN=NA
 run_rate() {  # round mode pair
   local r=$1 m=$2 pair=$3 tx=${3%-*} rx=${3#*-}
   local sock=/run/$TAG-$m-$pair-$r.sock base=$OUT/logs/$m-$pair-r$r rxp txp pxr pxt
   SOCKS+=("$sock"); rm -f "$sock"
   pxr=$TAG-rx-$r$RANDOM; pxt=$TAG-tx-$r$RANDOM; PREFIXES+=("$pxr" "$pxt")
-  RUN_RX=NA RUN_TX=NA RUN_DROP=NA RUN_STATUS=ok
+  RUN_RX=NA RUN_TX=NA RUN_DROP=NA RUN_STATUS=ok RUN_FOREIGN=NA
   launch rxp "$base-rx.log" 60 "$(tool_bin $rx)" $(eal $rx $pxr server $m 0) --lcores=0@1,1@1 \
     $(vdev server $m $sock) -- $(app $rx rxonly)
   if ! wait_sock "$sock"; then RUN_STATUS=rx-failed; log "$m $pair: receiver failed: $(tail -3 "$base-rx.err" | tr '\n' ' ')"; fi
@@ -64,8 +66,9 @@ run_rate() {  # round mode pair
     wait_blocks $tx "$base-tx.log" 1 $txp 20 || RUN_STATUS=tx-failed
   fi
   if [[ $RUN_STATUS == ok ]]; then
-    local b0; b0=$(blocks $rx "$base-rx.log")
+    local b0 s0; b0=$(blocks $rx "$base-rx.log"); s0=$(cpu_snap "$rxp" "$txp")
     wait_blocks $rx "$base-rx.log" $((b0 + WARM + MEAS)) $rxp $((WARM + MEAS + 20)) || RUN_STATUS=short
+    RUN_FOREIGN=$(foreign_pct "$s0" "$(cpu_snap "$rxp" "$txp")")
     samples $rx "$base-rx.log" > "$base-rx.samples"; samples $tx "$base-tx.log" > "$base-tx.samples"
     RUN_RX=$(awk -v a=$((b0 + WARM + 1)) -v b=$((b0 + WARM + MEAS)) 'NR>=a&&NR<=b{s+=$1;n++} END{if(n) printf "%.3f", s/n/1e6; else print "NA"}' "$base-rx.samples")
     RUN_TX=$(awk -v m=$MEAS '{a[NR]=$2} END{n=0;for(i=NR-m+1;i<=NR;i++) if(i>0){s+=a[i];n++}; if(n) printf "%.3f", s/n/1e6; else print "NA"}' "$base-tx.samples")
@@ -74,8 +77,8 @@ run_rate() {  # round mode pair
   kill -INT "$txp" 2>/dev/null; wait "$txp" 2>/dev/null
   kill -INT "$rxp" 2>/dev/null; wait "$rxp" 2>/dev/null
   rm -f "$sock"
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$m" "$pair" "$RUN_RX" "$RUN_TX" "$RUN_DROP" "$RUN_STATUS" >> "$RES"
-  log "r$r $m $pair: receiver $RUN_RX Mpps, generator offered $RUN_TX Mpps ($RUN_STATUS)"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$m" "$pair" "$RUN_RX" "$RUN_TX" "$RUN_DROP" "$RUN_STATUS" "$RUN_FOREIGN" >> "$RES"
+  log "r$r $m $pair: receiver $RUN_RX Mpps, generator offered $RUN_TX Mpps, foreign CPU $RUN_FOREIGN% ($RUN_STATUS)"
 }
 
 { date -u; uname -r; dpkg-query -W dpdk dpdk-dev librte-net-memif23 2>/dev/null; sha256sum "$NP"; echo "REPS=$REPS WARM=$WARM MEAS=$MEAS PAIRS=$PAIRS MODES=$MODES NP_LATENCY=$NP_LATENCY"; uptime; } > "$OUT/env.txt" 2>&1
@@ -95,6 +98,12 @@ if (( THROUGHPUT )); then
       printf '%-6s %-5s' "$r" "$m"
       for p in $PAIRS; do printf ' %12s' "$(awk -v r=$r -v m=$m -v p=$p '$1==r&&$2==m&&$3==p{print $4}' "$RES")"; done
       awk -v r=$r -v m=$m '$1==r&&$2==m&&$3=="np-np"{a=$4} $1==r&&$2==m&&$3=="dpdk-dpdk"{b=$4} END{ if (b+0>0 && a+0>0) printf " %10.2f\n", a/b; else printf " %10s\n", "NA"}' "$RES"
+    done; done
+    echo "Foreign CPU during each run (% of one CPU, of 200):"
+    for r in $(seq 1 "$REPS"); do for m in $MODES; do
+      printf '%-6s %-5s' "$r" "$m"
+      for p in $PAIRS; do printf ' %12s' "$(awk -v r=$r -v m=$m -v p=$p '$1==r&&$2==m&&$3==p{print $8}' "$RES")"; done
+      echo
     done; done
     for m in $MODES; do
       for p in $PAIRS; do
