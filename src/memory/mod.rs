@@ -180,6 +180,18 @@ impl DmaMemory {
 
     /// Allocate at least `len` bytes (rounded up to whole pages) for `what`.
     pub fn alloc(&self, what: &str, len: usize) -> Result<DmaRegion> {
+        self.alloc_aligned(what, len, 1)
+    }
+
+    /// As [`alloc`](Self::alloc), the region starting at a multiple of `align`
+    /// (a power of two; at most 1 MiB): a mempool whose elements are larger
+    /// than a page keeps them aligned to their size. Hugepages (2 MiB, 1 GiB)
+    /// are aligned enough; plain memory maps up to `align` more bytes.
+    pub fn alloc_aligned(&self, what: &str, len: usize, align: usize) -> Result<DmaRegion> {
+        assert!(
+            align.is_power_of_two() && align <= 1 << 20,
+            "{what}: alignment {align} is not a power of two up to 1 MiB"
+        );
         let page = self.page_size();
         let len = len.max(1).div_ceil(page) * page;
         let used = self.used.load(Ordering::Relaxed);
@@ -194,7 +206,7 @@ impl DmaMemory {
             });
         }
         let region = match &self.mount {
-            None => DmaRegion::anonymous(what, len, self.iova_mode)?,
+            None => DmaRegion::anonymous(what, len, align, self.iova_mode)?,
             Some(mount) => {
                 // Process-wide, so two allocators with one prefix never collide.
                 let seg = NEXT_SEGMENT.fetch_add(1, Ordering::Relaxed);

@@ -42,6 +42,9 @@ const LIMIT_HINT: &str = "the system has enough free hugepages, so a limit was r
 pub struct DmaRegion {
     /// The memory, unmapped when this drops (after `Drop::drop` removed the file).
     map: MmapRaw,
+    /// Where the region starts in `map`: 0, except for plain memory aligned
+    /// beyond its page size ([`DmaRegion::anonymous`] with a larger `align`).
+    start: usize,
     len: usize,
     page_size: usize,
     /// log2 of `page_size`, so `iova` shifts instead of dividing.
@@ -113,7 +116,17 @@ impl DmaRegion {
     /// Plain private memory in base pages, populated but not locked: for software
     /// ports and simulated devices (`--no-huge`). IOVA mode PA is refused, since
     /// the kernel may move such pages and change their physical addresses.
-    pub(crate) fn anonymous(what: &str, len: usize, mode: IovaMode) -> Result<DmaRegion> {
+    ///
+    /// The region starts at a multiple of `align` (a power of two): above the
+    /// page size, the mapping is larger by `align - page` and the region is its
+    /// aligned part (a mempool whose elements are larger than a page needs them
+    /// aligned to their size).
+    pub(crate) fn anonymous(
+        what: &str,
+        len: usize,
+        align: usize,
+        mode: IovaMode,
+    ) -> Result<DmaRegion> {
         if mode == IovaMode::Pa {
             return Err(Error::NoHugetlbfs {
                 dir: None,
@@ -128,16 +141,23 @@ impl DmaRegion {
             len > 0 && len.is_multiple_of(page),
             "{what}: {len} is not a whole number of {page}-byte pages"
         );
+        debug_assert!(align.is_power_of_two(), "{what}: alignment {align}");
+        let slack = align.saturating_sub(page);
         // MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, read-write.
-        let map = MmapOptions::new().len(len).populate().map_anon();
+        let map = MmapOptions::new().len(len + slack).populate().map_anon();
         let map = MmapRaw::from(map.map_err(|source| Error::Os {
-            op: format!("mmap {len} bytes of anonymous memory for {what}"),
+            op: format!("mmap {} bytes of anonymous memory for {what}", len + slack),
             hint: (source.raw_os_error() == Some(libc::ENOMEM)).then_some(
                 "out of memory or address space (see ulimit -v); ask for less memory (-m)",
             ),
             source,
         })?);
-        Ok(DmaRegion::new(what, map, page, mode, None))
+        let addr = map.as_ptr() as usize;
+        let start = addr.next_multiple_of(align.max(page)) - addr;
+        let mut r = DmaRegion::new(what, map, page, mode, None);
+        r.start = start;
+        r.len = len;
+        Ok(r)
     }
 
     /// Plain memory that reports the given physical page addresses (IOVA mode
@@ -146,7 +166,7 @@ impl DmaRegion {
     #[cfg(test)]
     pub(crate) fn fake_pa(what: &str, page_iovas: &[u64]) -> DmaRegion {
         let len = page_iovas.len() * base_page_size();
-        let mut r = DmaRegion::anonymous(what, len, IovaMode::Dc).expect("plain memory");
+        let mut r = DmaRegion::anonymous(what, len, 1, IovaMode::Dc).expect("plain memory");
         r.iova_mode = IovaMode::Pa;
         r.page_iovas = page_iovas.into();
         r
@@ -291,6 +311,7 @@ impl DmaRegion {
         path: Option<PathBuf>,
     ) -> DmaRegion {
         DmaRegion {
+            start: 0,
             len: map.len(),
             map,
             page_size,
@@ -307,7 +328,9 @@ impl DmaRegion {
     /// synchronized with the device) and stay within [`len`](Self::len) bytes, and
     /// no pointer derived from it may be used after the region is dropped.
     pub fn as_ptr(&self) -> *mut u8 {
-        self.map.as_mut_ptr()
+        // `start` is inside the mapping (0, or below the `align - page` bytes
+        // mapped beyond `len`): wrapping_add never wraps here.
+        self.map.as_mut_ptr().wrapping_add(self.start)
     }
 
     /// Length in bytes (a whole number of pages).
@@ -442,7 +465,7 @@ mod tests {
         let page = base_page_size();
         assert!(page.is_power_of_two() && page >= 4096);
         for mode in [IovaMode::Dc, IovaMode::Va] {
-            let region = DmaRegion::anonymous("test ring", 3 * page, mode).unwrap();
+            let region = DmaRegion::anonymous("test ring", 3 * page, page, mode).unwrap();
             assert_eq!(region.len(), 3 * page);
             assert!(!region.is_empty());
             assert_eq!(region.page_size(), page);
@@ -468,14 +491,14 @@ mod tests {
     #[should_panic(expected = "outside")]
     fn iova_outside_the_region_panics() {
         let page = base_page_size();
-        DmaRegion::anonymous("x", page, IovaMode::Va)
+        DmaRegion::anonymous("x", page, page, IovaMode::Va)
             .unwrap()
             .iova(page);
     }
 
     #[test]
     fn anonymous_region_refuses_pa() {
-        let err = DmaRegion::anonymous("mbufs", base_page_size(), IovaMode::Pa).unwrap_err();
+        let err = DmaRegion::anonymous("mbufs", base_page_size(), 1, IovaMode::Pa).unwrap_err();
         assert!(matches!(err, Error::NoHugetlbfs { dir: None, .. }), "{err}");
         assert!(
             err.to_string()
