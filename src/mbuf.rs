@@ -1,7 +1,7 @@
 //! Packet buffers: the [`Mbuf`] handle and the inline [`MbufBatch`] that bursts move.
 //!
 //! Every buffer is one element of a [`Mempool`](crate::Mempool): a fixed
-//! power-of-two stride (2 KiB or 4 KiB), aligned to that stride. The 64-byte
+//! power-of-two stride (2 KiB to 64 KiB), aligned to that stride. The 64-byte
 //! [`MbufHeader`] sits in front of the headroom, and a fresh mbuf's data always
 //! starts [`ELEMENT_DATA_OFFSET`] bytes into the element, so a device (or an
 //! AF_XDP UMEM with a fixed headroom) can be given element addresses:
@@ -21,6 +21,25 @@
 //! buffer to a device converts it to a raw pointer first ([`Mbuf::into_raw`]) and
 //! back only once the device is done with it, so no Rust reference ever covers
 //! memory a device is writing.
+//!
+//! # Multi-segment packets
+//!
+//! A frame larger than one buffer is a *chain* (DPDK's `nb_segs`/`next`): the
+//! `Mbuf` is its first segment, whose header also holds the segment count and
+//! the packet length; each segment links to the next. A chain is one packet
+//! everywhere (one slot of an [`MbufBatch`], one packet in every counter), and
+//! dropping it frees every segment. What works on "the data" ([`Mbuf::data`],
+//! [`Mbuf::len`], [`Mbuf::set_len`], [`Mbuf::prepend`], [`Mbuf::adj`]) works
+//! on the first segment, where every receive path puts the headers; the
+//! packet's end ([`Mbuf::append`], [`Mbuf::trim`]) is the last segment's. The
+//! whole packet: [`Mbuf::pkt_len`], [`Mbuf::nb_segs`], [`Mbuf::segments`],
+//! [`Mbuf::copy_out`], [`Mbuf::linearize`]. Drivers build chains on receive
+//! with [`RxChain`] and take them apart on transmit with [`Mbuf::split_first`].
+//!
+//! The chain fields cost a single-segment packet nothing: a free element's
+//! `next` is always null (whatever frees a chain clears it in every segment),
+//! so allocation and receive paths never write them, and `pkt_len`/`nb_segs`
+//! are read only when `next` is set.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -40,6 +59,9 @@ pub const COLORS: usize = 4;
 /// Where a fresh mbuf's data starts, from the element start, whatever its color.
 pub const ELEMENT_DATA_OFFSET: usize =
     (COLORS - 1) * HEADER_SIZE + HEADER_SIZE + DEFAULT_HEADROOM as usize;
+/// Most segments in one packet (DPDK's testpmd takes at most 255 `--txpkts`
+/// segments, RTE_MAX_SEGS_PER_PKT).
+pub const MAX_SEGS: usize = u8::MAX as usize;
 
 /// Offload and status flags carried in [`MbufHeader::ol_flags`].
 pub mod flags {
@@ -85,7 +107,9 @@ pub mod header_offsets {
 /// The metadata in front of every buffer, like rte_mbuf's first cache line.
 ///
 /// It lives in DMA memory but no device ever writes it: only the CPU that owns
-/// the [`Mbuf`] touches it.
+/// the [`Mbuf`] touches it. The chain fields share the line (DPDK keeps `next`
+/// in a second one): the free path reads `next` from the line it reads the
+/// pool and length from anyway.
 #[repr(C, align(64))]
 #[derive(Debug)]
 pub struct MbufHeader {
@@ -93,20 +117,27 @@ pub struct MbufHeader {
     /// IOVA of the buffer start (the byte after this header).
     pub(crate) buf_iova: u64,
     pub(crate) data_off: u16,
+    /// This segment's length.
     pub(crate) data_len: u16,
     pub(crate) port: u16,
     pub(crate) queue: u16,
-    pub(crate) buf_len: u32,
+    /// At most 65472 (a 64 KiB element), so every offset in a segment is 16-bit.
+    pub(crate) buf_len: u16,
+    /// Offset of this header from the element start (color * 64).
+    pub(crate) elem_off: u8,
+    /// Segments of the packet; valid in a chain's first segment (`next` set).
+    pub(crate) nb_segs: u8,
     pub(crate) rss_hash: u32,
     pub(crate) ol_flags: u64,
     pub(crate) timestamp: u64,
     pub(crate) vlan_tci: u16,
-    pub(crate) packet_type: u16,
     /// data_off of a fresh mbuf (its headroom), fixed per element.
     pub(crate) default_data_off: u16,
-    /// Offset of this header from the element start (color * 64).
-    pub(crate) elem_off: u16,
-    pub(crate) user: u64,
+    /// Bytes of the whole packet; valid in a chain's first segment (`next` set).
+    pub(crate) pkt_len: u32,
+    /// The next segment, null for the last (or only) one and in every free
+    /// element.
+    pub(crate) next: *mut MbufHeader,
 }
 
 const _: () = assert!(std::mem::size_of::<MbufHeader>() == HEADER_SIZE);
@@ -159,7 +190,8 @@ impl Mbuf {
         p
     }
 
-    /// The packet bytes.
+    /// The bytes of the first segment (the whole packet unless
+    /// [`is_chained`](Self::is_chained)): where the headers are.
     #[inline(always)]
     pub fn data(&self) -> &[u8] {
         let h = self.hdr();
@@ -169,7 +201,7 @@ impl Mbuf {
         }
     }
 
-    /// The packet bytes, writable.
+    /// The first segment's bytes, writable.
     #[inline(always)]
     pub fn data_mut(&mut self) -> &mut [u8] {
         let (off, len) = (self.hdr().data_off as usize, self.hdr().data_len as usize);
@@ -177,16 +209,45 @@ impl Mbuf {
         unsafe { std::slice::from_raw_parts_mut(self.buf_ptr().add(off), len) }
     }
 
-    /// Packet length in bytes.
+    /// Length of the first segment (DPDK's `data_len`): the packet's length
+    /// unless it is a chain, see [`pkt_len`](Self::pkt_len).
     #[inline(always)]
     pub fn len(&self) -> usize {
         self.hdr().data_len as usize
     }
 
-    /// Whether the packet has no bytes.
+    /// Whether the first segment has no bytes.
     #[inline(always)]
     pub fn is_empty(&self) -> bool {
         self.hdr().data_len == 0
+    }
+
+    /// Length of the whole packet, every segment (DPDK's `pkt_len`).
+    #[inline(always)]
+    pub fn pkt_len(&self) -> usize {
+        let h = self.hdr();
+        if h.next.is_null() {
+            h.data_len as usize
+        } else {
+            h.pkt_len as usize
+        }
+    }
+
+    /// Number of segments (1 unless the packet is a chain).
+    #[inline(always)]
+    pub fn nb_segs(&self) -> usize {
+        let h = self.hdr();
+        if h.next.is_null() {
+            1
+        } else {
+            h.nb_segs as usize
+        }
+    }
+
+    /// Whether the packet has more than one segment.
+    #[inline(always)]
+    pub fn is_chained(&self) -> bool {
+        !self.hdr().next.is_null()
     }
 
     /// Bytes free in front of the data.
@@ -195,32 +256,45 @@ impl Mbuf {
         self.hdr().data_off as usize
     }
 
-    /// Bytes free after the data.
+    /// Bytes free after the first segment's data.
     #[inline(always)]
     pub fn tailroom(&self) -> usize {
         let h = self.hdr();
         h.buf_len as usize - h.data_off as usize - h.data_len as usize
     }
 
-    /// Largest packet this buffer can hold with its current headroom.
+    /// Largest first segment this buffer can hold with its current headroom.
     #[inline(always)]
     pub fn capacity(&self) -> usize {
         self.hdr().buf_len as usize - self.hdr().data_off as usize
     }
 
-    /// Set the packet length; false (and nothing changed) if it does not fit.
+    /// Record a change of the first segment's length in a chain's packet length.
+    #[inline(always)]
+    fn first_len_changed(&mut self, old: u16, new: u16) {
+        let h = self.hdr_mut();
+        if !h.next.is_null() {
+            h.pkt_len = h.pkt_len - old as u32 + new as u32;
+        }
+    }
+
+    /// Set the first segment's length (the packet's, for one segment); false
+    /// (and nothing changed) if it does not fit.
     #[inline(always)]
     pub fn set_len(&mut self, len: usize) -> bool {
         if len > self.capacity() {
             return false;
         }
+        let old = self.hdr().data_len;
         self.hdr_mut().data_len = len as u16;
+        self.first_len_changed(old, len as u16);
         true
     }
 
-    /// Set the packet length without the capacity check of
+    /// Set the length without the capacity check of
     /// [`set_len`](Self::set_len): a receive fast path whose lengths were
-    /// already checked against the buffer's room.
+    /// already checked against the buffer's room, on buffers that are not
+    /// chained (a chain's packet length is not updated).
     ///
     /// # Safety
     /// `len <= self.capacity()` (the invariant `data()` relies on).
@@ -230,14 +304,42 @@ impl Mbuf {
         self.hdr_mut().data_len = len as u16;
     }
 
-    /// Grow the packet at its end by `n` bytes and return them.
-    pub fn append(&mut self, n: usize) -> Option<&mut [u8]> {
-        if n > self.tailroom() {
-            return None;
+    /// The last segment's header (this one for a single segment).
+    #[inline]
+    fn last_seg(&self) -> *mut MbufHeader {
+        let mut p = self.hdr.as_ptr();
+        // SAFETY: every `next` of an owned chain is a segment it owns.
+        unsafe {
+            while !(*p).next.is_null() {
+                p = (*p).next;
+            }
         }
-        let old = self.len();
-        self.hdr_mut().data_len += n as u16;
-        Some(&mut self.data_mut()[old..])
+        p
+    }
+
+    /// Grow the packet at its end (the last segment) by `n` bytes and return
+    /// them; `None` if that segment has not that much tailroom.
+    pub fn append(&mut self, n: usize) -> Option<&mut [u8]> {
+        let last = self.last_seg();
+        // SAFETY: `last` is a segment this mbuf owns; `&mut self` makes this
+        // the only access, and no reference to its header is alive.
+        unsafe {
+            let (off, len, buf) = (
+                (*last).data_off as usize,
+                (*last).data_len as usize,
+                (*last).buf_len as usize,
+            );
+            if n > buf - off - len {
+                return None;
+            }
+            (*last).data_len = (len + n) as u16;
+            if last != self.hdr.as_ptr() {
+                let h = self.hdr.as_ptr();
+                (*h).pkt_len += n as u32;
+            }
+            let start = (last as *mut u8).add(HEADER_SIZE + off + len);
+            Some(std::slice::from_raw_parts_mut(start, n))
+        }
     }
 
     /// Grow the packet at its front by `n` bytes (into the headroom) and return them.
@@ -245,56 +347,206 @@ impl Mbuf {
         if n > self.headroom() {
             return None;
         }
+        let old = self.hdr().data_len;
         let h = self.hdr_mut();
         h.data_off -= n as u16;
         h.data_len += n as u16;
+        self.first_len_changed(old, old + n as u16);
         Some(&mut self.data_mut()[..n])
     }
 
-    /// Remove `n` bytes from the front; false if the packet is shorter.
+    /// Remove `n` bytes from the front (of the first segment); false if it is
+    /// shorter.
     pub fn adj(&mut self, n: usize) -> bool {
         if n > self.len() {
             return false;
         }
+        let old = self.hdr().data_len;
         let h = self.hdr_mut();
         h.data_off += n as u16;
         h.data_len -= n as u16;
+        self.first_len_changed(old, old - n as u16);
         true
     }
 
-    /// Remove `n` bytes from the end; false if the packet is shorter.
+    /// Remove `n` bytes from the end (of the last segment); false if it is
+    /// shorter.
     pub fn trim(&mut self, n: usize) -> bool {
-        if n > self.len() {
-            return false;
+        let last = self.last_seg();
+        // SAFETY: as in `append`.
+        unsafe {
+            if n > (*last).data_len as usize {
+                return false;
+            }
+            (*last).data_len -= n as u16;
+            if last != self.hdr.as_ptr() {
+                let h = self.hdr.as_ptr();
+                (*h).pkt_len -= n as u32;
+            }
         }
-        self.hdr_mut().data_len -= n as u16;
         true
     }
 
-    /// Set the data offset (headroom) and length at once, as a driver does after
-    /// a device wrote a frame; false if they do not fit the buffer.
+    /// Set the first segment's data offset (headroom) and length at once, as a
+    /// driver does after a device wrote a frame; false if they do not fit the
+    /// buffer.
     #[inline(always)]
     pub fn set_data(&mut self, data_off: usize, len: usize) -> bool {
-        let h = self.hdr_mut();
+        let buf_len = self.hdr().buf_len as usize;
         // Not `data_off + len > buf_len`: that sum can wrap.
-        if len > h.buf_len as usize || data_off > h.buf_len as usize - len {
+        if len > buf_len || data_off > buf_len - len {
             return false;
         }
+        let old = self.hdr().data_len;
+        let h = self.hdr_mut();
         h.data_off = data_off as u16;
         h.data_len = len as u16;
+        self.first_len_changed(old, len as u16);
         true
     }
 
     /// Put the buffer back in its freshly allocated state (default headroom,
-    /// empty, no flags).
+    /// empty, no flags); the other segments of a chain are freed.
     #[inline(always)]
     pub fn reset(&mut self) {
+        drop(self.take_rest());
         let h = self.hdr_mut();
         h.data_off = h.default_data_off;
         h.data_len = 0;
         h.ol_flags = 0;
         h.vlan_tci = 0;
-        h.packet_type = 0;
+    }
+
+    /// Append `tail` (one segment or a chain) after the packet's last segment,
+    /// as `rte_pktmbuf_chain`; `tail` is given back if the packet would have
+    /// more than [`MAX_SEGS`] segments or more than `u32::MAX` bytes. Only the
+    /// first segment's metadata (port, flags, hash) describes the packet.
+    pub fn chain(&mut self, tail: Mbuf) -> std::result::Result<(), Mbuf> {
+        let segs = self.nb_segs() + tail.nb_segs();
+        let len = self.pkt_len() as u64 + tail.pkt_len() as u64;
+        if segs > MAX_SEGS || len > u32::MAX as u64 {
+            return Err(tail);
+        }
+        let last = self.last_seg();
+        let t = tail.into_raw();
+        // SAFETY: `last` is a segment this mbuf owns, and so, from here, is
+        // `t` (its ownership moved into the chain); no reference to either
+        // header is alive.
+        unsafe {
+            (*last).next = t.as_ptr();
+        }
+        let h = self.hdr_mut();
+        h.nb_segs = segs as u8;
+        h.pkt_len = len as u32;
+        Ok(())
+    }
+
+    /// Detach the first segment: it comes back as a packet of its own and the
+    /// other segments, if any, as another (its `nb_segs` and `pkt_len` set).
+    /// A transmit path that gives a device one descriptor per segment takes a
+    /// chain apart this way, each segment freed on its own when sent.
+    #[inline]
+    pub fn split_first(mut self) -> (Mbuf, Option<Mbuf>) {
+        let rest = self.take_rest();
+        (self, rest)
+    }
+
+    /// Unlink the segments after the first and return them as a packet.
+    #[inline]
+    fn take_rest(&mut self) -> Option<Mbuf> {
+        let (next, segs, len, first) = {
+            let h = self.hdr();
+            (h.next, h.nb_segs, h.pkt_len, h.data_len)
+        };
+        let next = NonNull::new(next)?;
+        self.hdr_mut().next = std::ptr::null_mut();
+        // SAFETY: `next` was owned by this chain and is unlinked from it now;
+        // `rest` is its only owner.
+        let mut rest = unsafe { Mbuf::from_raw(next) };
+        if rest.is_chained() {
+            let h = rest.hdr_mut();
+            h.nb_segs = segs - 1;
+            h.pkt_len = len - first as u32;
+        }
+        Some(rest)
+    }
+
+    /// The segments' bytes, first to last.
+    pub fn segments(&self) -> Segments<'_> {
+        Segments {
+            next: self.hdr.as_ptr(),
+            _owner: PhantomData,
+        }
+    }
+
+    /// The segments' bytes, writable, first to last.
+    pub fn segments_mut(&mut self) -> SegmentsMut<'_> {
+        SegmentsMut {
+            next: self.hdr.as_ptr(),
+            _owner: PhantomData,
+        }
+    }
+
+    /// Copy packet bytes from `offset` on (across segments) into `dst`, as
+    /// much as both have; returns how many.
+    pub fn copy_out(&self, offset: usize, dst: &mut [u8]) -> usize {
+        let mut skip = offset;
+        let mut done = 0;
+        for seg in self.segments() {
+            if done == dst.len() {
+                break;
+            }
+            if skip >= seg.len() {
+                skip -= seg.len();
+                continue;
+            }
+            let n = (seg.len() - skip).min(dst.len() - done);
+            dst[done..done + n].copy_from_slice(&seg[skip..skip + n]);
+            done += n;
+            skip = 0;
+        }
+        done
+    }
+
+    /// Copy `src` into the packet from `offset` on (across segments), within
+    /// its current length; returns how many bytes were written.
+    pub fn copy_in(&mut self, offset: usize, src: &[u8]) -> usize {
+        let mut skip = offset;
+        let mut done = 0;
+        for seg in self.segments_mut() {
+            if done == src.len() {
+                break;
+            }
+            if skip >= seg.len() {
+                skip -= seg.len();
+                continue;
+            }
+            let n = (seg.len() - skip).min(src.len() - done);
+            seg[skip..skip + n].copy_from_slice(&src[done..done + n]);
+            done += n;
+            skip = 0;
+        }
+        done
+    }
+
+    /// Make the packet one segment (`rte_pktmbuf_linearize`) by copying the
+    /// others into the first one's tailroom and freeing them; false (and
+    /// nothing changed) if the packet does not fit the first buffer.
+    pub fn linearize(&mut self) -> bool {
+        if !self.is_chained() {
+            return true;
+        }
+        let total = self.pkt_len();
+        if total > self.capacity() {
+            return false;
+        }
+        let old = self.len();
+        let rest = self.take_rest();
+        self.hdr_mut().data_len = total as u16;
+        if let Some(rest) = rest {
+            rest.copy_out(0, &mut self.data_mut()[old..]);
+        }
+        true
     }
 
     /// IOVA of the buffer start (what a descriptor's buffer address is based on).
@@ -433,9 +685,168 @@ impl Mbuf {
 impl Drop for Mbuf {
     #[inline]
     fn drop(&mut self) {
-        let p = self.hdr.as_ptr() as usize;
-        // SAFETY: see `pool_name`; the element is ours to give back.
-        unsafe { (*self.hdr().pool).put_bulk(&[p]) }
+        let h = self.hdr.as_ptr();
+        // SAFETY: see `pool_name`; the element (and any segment it links to)
+        // is ours to give back.
+        unsafe {
+            if !(*h).next.is_null() {
+                free_chain(h);
+                return;
+            }
+            (*(*h).pool).put_bulk(&[h as usize])
+        }
+    }
+}
+
+/// The bytes of each segment of a packet, first to last ([`Mbuf::segments`]).
+pub struct Segments<'a> {
+    next: *const MbufHeader,
+    _owner: PhantomData<&'a Mbuf>,
+}
+
+impl<'a> Iterator for Segments<'a> {
+    type Item = &'a [u8];
+
+    #[inline]
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if self.next.is_null() {
+            return None;
+        }
+        let h = self.next;
+        // SAFETY: a segment of a chain borrowed for 'a; its data lies within
+        // its buffer (data_off + data_len <= buf_len).
+        unsafe {
+            self.next = (*h).next;
+            let start = (h as *const u8).add(HEADER_SIZE + (*h).data_off as usize);
+            Some(std::slice::from_raw_parts(start, (*h).data_len as usize))
+        }
+    }
+}
+
+/// The bytes of each segment of a packet, writable ([`Mbuf::segments_mut`]).
+pub struct SegmentsMut<'a> {
+    next: *mut MbufHeader,
+    _owner: PhantomData<&'a mut Mbuf>,
+}
+
+impl<'a> Iterator for SegmentsMut<'a> {
+    type Item = &'a mut [u8];
+
+    #[inline]
+    fn next(&mut self) -> Option<&'a mut [u8]> {
+        if self.next.is_null() {
+            return None;
+        }
+        let h = self.next;
+        // SAFETY: as in `Segments`; the chain is borrowed mutably for 'a and
+        // each segment is a distinct element, handed out once.
+        unsafe {
+            self.next = (*h).next;
+            let start = (h as *mut u8).add(HEADER_SIZE + (*h).data_off as usize);
+            Some(std::slice::from_raw_parts_mut(
+                start,
+                (*h).data_len as usize,
+            ))
+        }
+    }
+}
+
+/// A packet being assembled from the buffers a device filled, one segment at
+/// a time (scatter receive: a NIC's multi-descriptor frame, AF_XDP
+/// multi-buffer, virtio mergeable buffers, a memif chain). It keeps the last
+/// segment, so each append is O(1), and it lives in the receive queue: a
+/// frame's segments may straddle two bursts.
+pub struct RxChain {
+    head: Option<Mbuf>,
+    tail: *mut MbufHeader,
+}
+
+// SAFETY: it owns the mbufs it links (an Mbuf is Send); `tail` points into them.
+unsafe impl Send for RxChain {}
+
+impl Default for RxChain {
+    fn default() -> Self {
+        RxChain::new()
+    }
+}
+
+impl fmt::Debug for RxChain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RxChain")
+            .field("segs", &self.nb_segs())
+            .field("pkt_len", &self.pkt_len())
+            .finish()
+    }
+}
+
+impl RxChain {
+    /// Nothing assembled.
+    pub const fn new() -> RxChain {
+        RxChain {
+            head: None,
+            tail: std::ptr::null_mut(),
+        }
+    }
+
+    /// Whether no segment is held.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.head.is_none()
+    }
+
+    /// Segments held.
+    #[inline]
+    pub fn nb_segs(&self) -> usize {
+        self.head.as_ref().map_or(0, Mbuf::nb_segs)
+    }
+
+    /// Bytes held.
+    #[inline]
+    pub fn pkt_len(&self) -> usize {
+        self.head.as_ref().map_or(0, Mbuf::pkt_len)
+    }
+
+    /// Append a segment (the first one becomes the packet: its port, flags
+    /// and hash describe it). The segment is given back if the packet would
+    /// have more than [`MAX_SEGS`] segments: the caller drops the frame
+    /// ([`discard`](Self::discard)) and counts it.
+    #[inline]
+    pub fn push(&mut self, seg: Mbuf) -> std::result::Result<(), Mbuf> {
+        let Some(head) = self.head.as_mut() else {
+            self.tail = seg.last_seg();
+            self.head = Some(seg);
+            return Ok(());
+        };
+        let segs = head.nb_segs() + seg.nb_segs();
+        let len = head.pkt_len() as u64 + seg.pkt_len() as u64;
+        if segs > MAX_SEGS || len > u32::MAX as u64 {
+            return Err(seg);
+        }
+        let new_tail = seg.last_seg();
+        let s = seg.into_raw();
+        // SAFETY: `tail` is the last segment of the chain `head` owns; `s`
+        // now belongs to it. No reference to either header is alive.
+        unsafe { (*self.tail).next = s.as_ptr() };
+        self.tail = new_tail;
+        let h = head.hdr_mut();
+        h.nb_segs = segs as u8;
+        h.pkt_len = len as u32;
+        Ok(())
+    }
+
+    /// The assembled packet, leaving the assembler empty.
+    #[inline]
+    pub fn finish(&mut self) -> Option<Mbuf> {
+        self.tail = std::ptr::null_mut();
+        self.head.take()
+    }
+
+    /// Free what was assembled (a frame the device cut short, or one with too
+    /// many segments); returns how many segments that was.
+    pub fn discard(&mut self) -> usize {
+        let n = self.nb_segs();
+        drop(self.finish());
+        n
     }
 }
 
@@ -444,6 +855,8 @@ impl fmt::Debug for Mbuf {
         f.debug_struct("Mbuf")
             .field("pool", &self.pool_name())
             .field("len", &self.len())
+            .field("pkt_len", &self.pkt_len())
+            .field("nb_segs", &self.nb_segs())
             .field("data_off", &self.headroom())
             .field("port", &self.port())
             .field("iova", &format_args!("{:#x}", self.buf_iova()))
@@ -453,7 +866,7 @@ impl fmt::Debug for Mbuf {
 
 /// What a receive ring's refill writes into the header of every buffer it
 /// posts, built once per queue: the state [`Mbuf::reset`] leaves (default
-/// headroom, length 0, no VLAN tag, no packet type) plus the receiving port
+/// headroom, length 0, no VLAN tag) plus the receiving port
 /// and queue, in three stores (the length, port and queue are one 8-byte word
 /// with the data offset). The flags are left as they are: the receive path
 /// writes them whole ([`Mbuf::set_ol_flags`]) with the length and what else
@@ -532,7 +945,6 @@ impl RxHeaderTemplate {
                 .write(self.word);
             (*h).data_off = ddo;
             (*h).vlan_tci = 0;
-            (*h).packet_type = 0;
             iova
         }
     }
@@ -842,10 +1254,16 @@ impl MbufBatch {
 /// pointers, checked against that pool's memory), one bulk put; otherwise one per run of the same pool. Returns
 /// how many elements were freed.
 ///
+/// No header is read, so no entry may be the first segment of a chain: a
+/// transmit path that takes packets with
+/// [`MbufBatch::take_front_raw`] checks [`Mbuf::is_chained`] and takes a
+/// chain apart ([`Mbuf::split_first`]) before its segments reach a slot.
+///
 /// # Safety
 /// Each non-zero entry is a pool element the caller owns (from
 /// [`Mbuf::into_raw`], [`MbufBatch::take_front_raw`] or
-/// [`Mempool::alloc_raw`](crate::Mempool::alloc_raw)), none appears twice,
+/// [`Mempool::alloc_raw`](crate::Mempool::alloc_raw)) that links to no other
+/// segment ([`Mbuf::is_chained`] false), none appears twice,
 /// and the caller gives up its ownership (it must clear or forget the entries).
 #[inline]
 pub unsafe fn free_raw(ptrs: &[usize]) -> usize {
@@ -937,34 +1355,121 @@ fn free_mixed(ptrs: &[usize]) -> usize {
     n
 }
 
-/// Return raw element pointers to their pools, one bulk put per run of the same
-/// pool; returns the sum of their data lengths (read from the same header line).
+/// Return packets, as raw element pointers, to their pools; returns the sum
+/// of their packet lengths (read from the header line the pool is named in).
+/// The common case, single-segment packets of one pool, is one pass over the
+/// headers and one bulk put; anything else goes to [`free_packets_mixed`].
 #[inline]
 pub(crate) fn free_raw_bulk(ptrs: &[usize]) -> u64 {
+    let Some(&first) = ptrs.first() else {
+        return 0;
+    };
+    // SAFETY: each pointer is a packet the caller owns; its header names its
+    // pool and its next segment.
+    let pool = unsafe { (*(first as *const MbufHeader)).pool };
+    let mut bytes = 0u64;
+    // Any bit set: another pool, or a chain.
+    let mut odd = 0usize;
+    for &p in ptrs {
+        // SAFETY: as above.
+        let h = unsafe { &*(p as *const MbufHeader) };
+        bytes += h.data_len as u64;
+        odd |= (h.pool as usize ^ pool as usize) | h.next as usize;
+    }
+    if odd == 0 {
+        // SAFETY: the pool outlives its elements, none of which links to another.
+        unsafe { (*pool).put_bulk(ptrs) };
+        return bytes;
+    }
+    free_packets_mixed(ptrs)
+}
+
+/// [`free_raw_bulk`] for packets of several pools, or chains: one bulk put
+/// per run of single-segment packets of one pool, chains segment by segment.
+#[cold]
+#[inline(never)]
+fn free_packets_mixed(ptrs: &[usize]) -> u64 {
     let mut bytes = 0u64;
     let mut i = 0;
     while i < ptrs.len() {
-        // SAFETY: each pointer is an element the caller owns; its header names its pool.
-        let (pool, len) = unsafe {
+        // SAFETY: each pointer is a packet the caller owns; its header names
+        // its pool and its next segment.
+        let (pool, len, next) = unsafe {
             let h = &*(ptrs[i] as *const MbufHeader);
-            (h.pool, h.data_len)
+            (h.pool, h.data_len, h.next)
         };
+        if !next.is_null() {
+            // SAFETY: a chain the caller owns.
+            bytes += unsafe { free_chain(ptrs[i] as *mut MbufHeader) };
+            i += 1;
+            continue;
+        }
         bytes += len as u64;
         let mut j = i + 1;
         while j < ptrs.len() {
             // SAFETY: as above.
             let h = unsafe { &*(ptrs[j] as *const MbufHeader) };
-            if h.pool != pool {
+            if h.pool != pool || !h.next.is_null() {
                 break;
             }
             bytes += h.data_len as u64;
             j += 1;
         }
-        // SAFETY: the pool outlives its elements.
+        // SAFETY: the pool outlives its elements, none of which links to another.
         unsafe { (*pool).put_bulk(&ptrs[i..j]) };
         i = j;
     }
     bytes
+}
+
+/// Free every segment of the chain that starts at `head`, clearing each link
+/// first (a free element links to nothing); returns the bytes it held.
+///
+/// # Safety
+/// `head` is a packet the caller owns and gives up, with no reference to any
+/// of its headers alive.
+#[cold]
+#[inline(never)]
+unsafe fn free_chain(head: *mut MbufHeader) -> u64 {
+    let mut buf = [0usize; 32];
+    let mut n = 0;
+    let mut bytes = 0u64;
+    let mut p = head;
+    while !p.is_null() {
+        // SAFETY: `p` is a segment of the chain the caller gave up.
+        unsafe {
+            let next = (*p).next;
+            (*p).next = std::ptr::null_mut();
+            bytes += (*p).data_len as u64;
+            buf[n] = p as usize;
+            p = next;
+        }
+        n += 1;
+        if n == buf.len() {
+            put_runs(&buf);
+            n = 0;
+        }
+    }
+    put_runs(&buf[..n]);
+    bytes
+}
+
+/// One bulk put per run of elements of the same pool (none linked).
+fn put_runs(ptrs: &[usize]) {
+    let mut i = 0;
+    while i < ptrs.len() {
+        // SAFETY: elements the caller gave up; a header names its pool, which
+        // outlives it.
+        let pool = unsafe { (*(ptrs[i] as *const MbufHeader)).pool };
+        let mut j = i + 1;
+        // SAFETY: as above.
+        while j < ptrs.len() && unsafe { (*(ptrs[j] as *const MbufHeader)).pool } == pool {
+            j += 1;
+        }
+        // SAFETY: as above.
+        unsafe { (*pool).put_bulk(&ptrs[i..j]) };
+        i = j;
+    }
 }
 
 impl Drop for MbufBatch {

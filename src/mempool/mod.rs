@@ -1,9 +1,12 @@
 //! Mempools: fixed-size packet buffers in DMA memory, a shared free ring plus a
 //! cache per lcore, bulk get and put.
 //!
-//! Element layout: one power-of-two stride per pool (2 KiB or 4 KiB, header
-//! included), elements aligned to it, so no buffer ever straddles a page and the
-//! whole pool can be registered as one AF_XDP UMEM or RDMA memory region.
+//! Element layout: one power-of-two stride per pool (2 KiB to 64 KiB, header
+//! included), elements aligned to it, so no buffer straddles a page it could
+//! fit in and the whole pool can be registered as one AF_XDP UMEM or RDMA
+//! memory region. 64 KiB is AF_XDP's largest chunk (`XDP_UMEM_MAX_CHUNK_SHIFT`,
+//! Linux `include/net/xdp_sock.h`) and holds DPDK's largest mbuf (a 16-bit
+//! data room) but for 255 bytes: see [`MAX_DATA_ROOM`].
 //!
 //! The per-lcore cache is what makes the fast path cheap: a thread registered as
 //! an lcore ([`crate::lcore`]) gets and puts mbufs in its own LIFO cache with no
@@ -32,8 +35,18 @@ use ring::{PtrRing, Sync};
 
 /// Largest per-lcore cache (testpmd's `--mbcache` limit).
 pub const MAX_CACHE_SIZE: u32 = 512;
-/// Largest `buf_size` (headroom + data room) a pool element holds.
-pub const MAX_BUF_SIZE: usize = 4096 - ELEMENT_DATA_OFFSET + DEFAULT_HEADROOM as usize;
+/// Smallest element stride.
+pub const MIN_STRIDE: usize = 2048;
+/// Largest element stride.
+pub const MAX_STRIDE: usize = 64 * 1024;
+/// Largest `buf_size` (headroom + data room) a pool takes: DPDK's limit
+/// (`--mbuf-size`, a 16-bit `buf_len`).
+pub const MAX_BUF_SIZE: usize = u16::MAX as usize;
+/// Largest data room of an element (a [`MAX_STRIDE`] element): a `buf_size`
+/// above `MAX_DATA_ROOM + 128` gets this much, 255 bytes short of DPDK's 65407
+/// at `--mbuf-size=65535`, since a segment's offsets are 16-bit and the
+/// header's color takes up to 192 bytes of the element.
+pub const MAX_DATA_ROOM: usize = MAX_STRIDE - ELEMENT_DATA_OFFSET;
 
 /// Default per-lcore cache size (testpmd's DEF_MBUF_CACHE).
 pub const DEFAULT_CACHE_SIZE: u32 = 250;
@@ -47,8 +60,9 @@ pub struct MempoolConfig {
     pub count: u32,
     /// Headroom plus data room (DPDK's mbuf "data room size", which includes
     /// RTE_PKTMBUF_HEADROOM): the data room asked for is this minus 128. The
-    /// element stride is the smallest of 2 KiB and 4 KiB whose data room (the
-    /// stride minus [`ELEMENT_DATA_OFFSET`]) holds it.
+    /// element stride is the smallest power of two from 2 KiB to 64 KiB whose
+    /// data room (the stride minus [`ELEMENT_DATA_OFFSET`]) holds it, or 64 KiB
+    /// (see [`MAX_DATA_ROOM`]).
     pub buf_size: u32,
     /// Per-lcore cache size, 0 to disable.
     pub cache_size: u32,
@@ -67,20 +81,18 @@ impl MempoolConfig {
 
     /// The element stride this configuration gets, or why none fits.
     pub fn stride(&self) -> Result<usize> {
-        let need = ELEMENT_DATA_OFFSET - DEFAULT_HEADROOM as usize + self.buf_size as usize;
-        if need <= 2048 {
-            Ok(2048)
-        } else if need <= 4096 {
-            Ok(4096)
-        } else {
-            Err(Error::Mempool {
+        if self.buf_size as usize > MAX_BUF_SIZE {
+            return Err(Error::Mempool {
                 pool: self.name.clone(),
                 reason: format!(
-                    "buffer size {} is too large: at most {} bytes (headroom + data room) fit a 4 KiB element",
-                    self.buf_size, MAX_BUF_SIZE
+                    "buffer size {} is too large: at most {MAX_BUF_SIZE} bytes (headroom + data \
+                     room, as DPDK's --mbuf-size)",
+                    self.buf_size
                 ),
-            })
+            });
         }
+        let need = ELEMENT_DATA_OFFSET - DEFAULT_HEADROOM as usize + self.buf_size as usize;
+        Ok(need.next_power_of_two().clamp(MIN_STRIDE, MAX_STRIDE))
     }
 }
 
@@ -213,6 +225,13 @@ impl PoolInner {
     /// [`put_bulk_slow`](Self::put_bulk_slow).
     #[inline]
     pub(crate) fn put_bulk(&self, ptrs: &[usize]) {
+        debug_assert!(
+            ptrs.iter()
+                // SAFETY: (debug builds) elements given back are readable.
+                .all(|&p| unsafe { (*(p as *const MbufHeader)).next.is_null() }),
+            "mempool {}: an element given back still links to a segment",
+            self.name
+        );
         let n = ptrs.len();
         if let Some(id) = lcore::current()
             && self.cache_size != 0
@@ -296,7 +315,6 @@ impl PoolInner {
             (*h).data_len = 0;
             (*h).ol_flags = 0;
             (*h).vlan_tci = 0;
-            (*h).packet_type = 0;
         }
     }
 }
@@ -372,8 +390,17 @@ impl Mempool {
             });
         }
         let bytes = cfg.count as usize * stride;
-        let region = Arc::new(mem.alloc(&format!("mempool {}", cfg.name), bytes)?);
-        debug_assert_eq!(region.as_ptr() as usize % stride, 0);
+        let region =
+            Arc::new(mem.alloc_aligned(&format!("mempool {}", cfg.name), bytes, stride)?);
+        if !(region.as_ptr() as usize).is_multiple_of(stride) {
+            return Err(Error::Mempool {
+                pool: cfg.name.clone(),
+                reason: format!(
+                    "its memory at {:p} is not aligned to the {stride}-byte element stride",
+                    region.as_ptr()
+                ),
+            });
+        }
         let data_room = (stride - ELEMENT_DATA_OFFSET) as u32;
         // DPDK flushes above 1.5x the cache size; the cache array holds that plus
         // one maximal put before the flush.
@@ -420,15 +447,17 @@ impl Mempool {
                 data_len: 0,
                 port: 0,
                 queue: 0,
-                buf_len: (stride - elem_off - HEADER_SIZE) as u32,
+                // At most 65472 (a 64 KiB element): every offset in it is 16-bit.
+                buf_len: (stride - elem_off - HEADER_SIZE) as u16,
+                elem_off: elem_off as u8,
+                nb_segs: 1,
                 rss_hash: 0,
                 ol_flags: 0,
                 timestamp: 0,
                 vlan_tci: 0,
-                packet_type: 0,
                 default_data_off,
-                elem_off: elem_off as u16,
-                user: 0,
+                pkt_len: 0,
+                next: std::ptr::null_mut(),
             };
             // SAFETY: `p` is inside the region, aligned to the stride (>= 64), and
             // nothing else uses the element yet.
@@ -458,7 +487,7 @@ impl Mempool {
         self.inner().count
     }
 
-    /// Element stride in bytes (2048 or 4096).
+    /// Element stride in bytes (a power of two from 2048 to 65536).
     pub fn stride(&self) -> usize {
         self.inner().stride
     }
@@ -558,7 +587,6 @@ impl Mempool {
                 (*h).queue = queue;
                 (*h).ol_flags = 0;
                 (*h).vlan_tci = 0;
-                (*h).packet_type = 0;
             }
         }
         batch.commit_back(n);
@@ -638,12 +666,12 @@ impl MbufRing {
     pub fn enqueue_from_counting(&self, batch: &mut MbufBatch, bytes: &mut u64) -> usize {
         // Lengths are read before the enqueue: once in the ring, a packet belongs
         // to the consumer and may already be changing.
-        let mut cumulative = [0u32; crate::mbuf::MAX_BURST + 1];
+        let mut cumulative = [0u64; crate::mbuf::MAX_BURST + 1];
         for (i, m) in batch.as_slice().iter().enumerate() {
-            cumulative[i + 1] = cumulative[i] + m.len() as u32;
+            cumulative[i + 1] = cumulative[i] + m.pkt_len() as u64;
         }
         let n = self.ring.enqueue_burst(batch.raw_held());
-        *bytes += cumulative[n] as u64;
+        *bytes += cumulative[n];
         batch.forget_front(n);
         n
     }

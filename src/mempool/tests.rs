@@ -60,7 +60,7 @@ fn elements_are_aligned_to_the_stride_and_distinct() {
     cfg.buf_size = 2048;
     let mem = DmaMemory::plain();
     assert_eq!(Mempool::new(&mem, &cfg).unwrap().stride(), 4096);
-    cfg.buf_size = 5000;
+    cfg.buf_size = 65536;
     assert!(
         Mempool::new(&mem, &cfg)
             .unwrap_err()
@@ -349,8 +349,6 @@ fn rx_header_template_prepares_what_reset_port_queue_do() {
         assert!(a.set_data(3, 100));
         a.set_ol_flags(0xFF);
         a.set_vlan_tci(9);
-        // SAFETY: `a` owns the element; no reference to its header is alive.
-        unsafe { (*h.as_ptr()).packet_type = 5 };
         a.set_rss_hash(0x1234);
         a.set_timestamp(77);
         a.set_port(1);
@@ -498,4 +496,347 @@ fn an_mbuf_leads_back_to_its_pool_while_the_pool_lives() {
     // but no handle can be made any more.
     assert!(m.mempool().is_none());
     let _ = m.into_raw();
+}
+
+/// Strides from 2 KiB to 64 KiB, the smallest power of two that holds the
+/// buffer size (headroom + data room, DPDK's `--mbuf-size`) after the header
+/// and its colors; DPDK's limit, 65535, gets the largest element.
+#[test]
+fn buffer_sizes_up_to_dpdks_limit_get_power_of_two_strides() {
+    let stride = |buf_size: u32| {
+        let mut c = MempoolConfig::new("s", 4);
+        c.buf_size = buf_size;
+        c.stride()
+    };
+    let room = |s: usize| s - crate::mbuf::ELEMENT_DATA_OFFSET;
+    for (buf, want) in [
+        (256u32, 2048usize),
+        (1792, 2048),
+        (1793, 4096),
+        (2176, 4096), // DPDK's default --mbuf-size
+        (9216 + 128, 16384),
+        (9216, 16384),
+        (8192 - 256, 8192),
+        (8192 - 255, 16384),
+        (16384, 32768),
+        (65535 - 255, 65536),
+        (65535, 65536),
+    ] {
+        let s = stride(buf).unwrap();
+        assert_eq!(s, want, "buf_size {buf}");
+        assert!(s.is_power_of_two());
+        // The data room asked for (buf_size - 128) fits, but at the top.
+        if buf as usize - 128 <= MAX_DATA_ROOM {
+            assert!(room(s) >= buf as usize - 128, "buf_size {buf}");
+        }
+    }
+    assert_eq!(room(65536), MAX_DATA_ROOM);
+    assert_eq!(MAX_DATA_ROOM, 65152);
+    let e = stride(65536).unwrap_err().to_string();
+    assert!(e.contains("too large") && e.contains("65535"), "{e}");
+}
+
+/// Big elements from plain memory (4 KiB pages) are still aligned to their
+/// stride, every header's offsets fit 16 bits, and a frame as big as the data
+/// room goes in and comes out whole.
+#[test]
+fn big_elements_are_aligned_and_hold_their_data_room() {
+    let mem = DmaMemory::plain();
+    for buf_size in [4096u32, 9216, 16384, 65535] {
+        let mut cfg = MempoolConfig::new("big", 6);
+        cfg.buf_size = buf_size;
+        let p = Mempool::new(&mem, &cfg).unwrap();
+        let stride = p.stride();
+        assert_eq!(p.region().as_ptr() as usize % stride, 0, "{buf_size}");
+        let mut v: Vec<Mbuf> = (0..6).map(|_| p.alloc().unwrap()).collect();
+        for m in &mut v {
+            assert_eq!(m.element_addr() as usize % stride, 0);
+            assert_eq!(m.capacity(), p.data_room());
+            assert_eq!(m.buf_len(), m.default_headroom() + p.data_room());
+            let f = frame(p.data_room());
+            assert!(m.set_len(f.len()));
+            m.data_mut().copy_from_slice(&f);
+            assert!(!m.set_len(f.len() + 1));
+        }
+        for m in &v {
+            assert_eq!(m.data(), &frame(p.data_room())[..]);
+            assert_eq!(m.data_iova() - m.buf_iova(), m.default_headroom() as u64);
+        }
+        drop(v);
+        assert_eq!(p.in_use(), 0);
+    }
+}
+
+/// Build a chain of `lens` segments, each filled with the packet's bytes
+/// `frame(total)` in order.
+fn chain_of(p: &Mempool, lens: &[usize]) -> Mbuf {
+    let total: usize = lens.iter().sum();
+    let f = frame(total);
+    let mut at = 0;
+    let mut head: Option<Mbuf> = None;
+    for &l in lens {
+        let mut m = p.alloc().unwrap();
+        assert!(m.set_len(l));
+        m.data_mut().copy_from_slice(&f[at..at + l]);
+        at += l;
+        match head.as_mut() {
+            None => head = Some(m),
+            Some(h) => h.chain(m).unwrap(),
+        }
+    }
+    head.unwrap()
+}
+
+fn bytes_of(m: &Mbuf) -> Vec<u8> {
+    m.segments().flat_map(|s| s.iter().copied()).collect()
+}
+
+#[test]
+fn a_chain_is_one_packet_of_several_segments() {
+    let (_m, p) = pool(64, 0);
+    let single = chain_of(&p, &[100]);
+    assert_eq!(
+        (single.nb_segs(), single.pkt_len(), single.is_chained()),
+        (1, 100, false)
+    );
+    let mut c = chain_of(&p, &[1000, 1664, 7]);
+    assert_eq!((c.nb_segs(), c.pkt_len(), c.len()), (3, 2671, 1000));
+    assert!(c.is_chained());
+    assert_eq!(p.in_use(), 4);
+    assert_eq!(
+        c.segments().map(<[u8]>::len).collect::<Vec<_>>(),
+        vec![1000, 1664, 7]
+    );
+    assert_eq!(bytes_of(&c), frame(2671));
+    // copy_out from any offset, across segment boundaries.
+    for (off, n) in [(0, 2671), (999, 3), (1000, 1664), (2663, 100), (2671, 5)] {
+        let mut dst = vec![0u8; n];
+        let got = c.copy_out(off, &mut dst);
+        let want = n.min(2671 - off.min(2671));
+        assert_eq!(got, want, "copy_out({off}, {n})");
+        assert_eq!(&dst[..got], &frame(2671)[off..off + got]);
+    }
+    // copy_in across a boundary, within the packet only.
+    assert_eq!(c.copy_in(998, &[0xee; 4]), 4);
+    assert_eq!(c.copy_in(2669, &[0xdd; 4]), 2);
+    let b = bytes_of(&c);
+    assert_eq!(&b[998..1002], &[0xee; 4]);
+    assert_eq!(&b[2669..], &[0xdd; 2]);
+    // The first segment's operations keep the packet length.
+    assert!(c.prepend(14).is_some());
+    assert_eq!((c.len(), c.pkt_len()), (1014, 2685));
+    assert!(c.adj(14));
+    assert!(c.set_len(900));
+    assert_eq!(c.pkt_len(), 2571);
+    assert!(c.set_data(c.headroom(), 1000));
+    assert_eq!(c.pkt_len(), 2671);
+    // The packet's end is the last segment's.
+    assert_eq!(c.append(3).map(|b| b.len()), Some(3));
+    assert_eq!(c.pkt_len(), 2674);
+    assert_eq!(c.segments().last().unwrap().len(), 10);
+    assert!(c.trim(10));
+    assert!(!c.trim(1), "the last segment is empty now");
+    assert_eq!(c.pkt_len(), 2664);
+    drop(c);
+    drop(single);
+    assert_eq!(p.in_use(), 0, "dropping a chain frees every segment");
+}
+
+#[test]
+fn chains_split_linearize_and_reset() {
+    let (_m, p) = pool(64, 0);
+    // split_first: the first segment alone, the rest a packet of its own.
+    let c = chain_of(&p, &[10, 20, 30]);
+    let (first, rest) = c.split_first();
+    assert_eq!((first.nb_segs(), first.pkt_len()), (1, 10));
+    let rest = rest.unwrap();
+    assert_eq!((rest.nb_segs(), rest.pkt_len(), rest.len()), (2, 50, 20));
+    assert_eq!(bytes_of(&rest), frame(60)[10..].to_vec());
+    let (second, last) = rest.split_first();
+    let last = last.unwrap();
+    assert_eq!(
+        (second.pkt_len(), last.pkt_len(), last.nb_segs()),
+        (20, 30, 1)
+    );
+    assert!(last.split_first().1.is_none());
+    assert_eq!(p.in_use(), 2, "each segment freed on its own");
+    drop(first);
+    assert_eq!(p.in_use(), 1);
+    drop(second);
+    assert_eq!(p.in_use(), 0);
+    // linearize: into the first buffer when it fits.
+    let mut c = chain_of(&p, &[100, 200, 300]);
+    assert!(c.linearize());
+    assert_eq!((c.nb_segs(), c.len(), c.pkt_len()), (1, 600, 600));
+    assert_eq!(c.data(), &frame(600)[..]);
+    assert_eq!(p.in_use(), 1);
+    drop(c);
+    let mut c = chain_of(&p, &[1600, 100]);
+    assert!(!c.linearize(), "1700 bytes do not fit a 1664-byte room");
+    assert_eq!((c.nb_segs(), c.pkt_len()), (2, 1700));
+    // reset frees the other segments.
+    c.reset();
+    assert_eq!((c.nb_segs(), c.pkt_len()), (1, 0));
+    assert_eq!(p.in_use(), 1);
+    drop(c);
+    assert_eq!(p.in_use(), 0);
+}
+
+#[test]
+fn chains_have_at_most_max_segs_segments() {
+    let (_m, p) = pool(600, 0);
+    let mut head = p.alloc().unwrap();
+    for _ in 1..crate::mbuf::MAX_SEGS {
+        head.chain(p.alloc().unwrap()).unwrap();
+    }
+    assert_eq!(head.nb_segs(), crate::mbuf::MAX_SEGS);
+    let extra = p.alloc().unwrap();
+    let back = head.chain(extra).unwrap_err();
+    drop(back);
+    let mut asm = crate::mbuf::RxChain::new();
+    asm.push(head).unwrap();
+    assert!(asm.push(p.alloc().unwrap()).is_err());
+    assert_eq!(asm.discard(), crate::mbuf::MAX_SEGS);
+    assert!(asm.is_empty());
+    assert_eq!(p.in_use(), 0);
+}
+
+/// The receive assembler appends in order, keeps its state across calls (a
+/// frame straddling bursts) and frees what it discards.
+#[test]
+fn rx_chain_assembles_frames_segment_by_segment() {
+    let (_m, p) = pool(64, 0);
+    let f = frame(5000);
+    let mut asm = crate::mbuf::RxChain::new();
+    assert!(asm.finish().is_none());
+    for piece in f.chunks(1664) {
+        let mut m = p.alloc().unwrap();
+        m.append(piece.len()).unwrap().copy_from_slice(piece);
+        asm.push(m).unwrap();
+    }
+    assert_eq!((asm.nb_segs(), asm.pkt_len()), (4, 5000));
+    let pkt = asm.finish().unwrap();
+    assert!(asm.is_empty());
+    assert_eq!(bytes_of(&pkt), f);
+    assert_eq!(pkt.nb_segs(), 4);
+    // A chain pushed whole keeps the tail at its end.
+    let mut asm = crate::mbuf::RxChain::new();
+    asm.push(chain_of(&p, &[1, 2])).unwrap();
+    asm.push(chain_of(&p, &[3, 4])).unwrap();
+    asm.push(chain_of(&p, &[5])).unwrap();
+    let c = asm.finish().unwrap();
+    assert_eq!(
+        c.segments().map(<[u8]>::len).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5]
+    );
+    assert_eq!(c.pkt_len(), 15);
+    asm.push(p.alloc().unwrap()).unwrap();
+    asm.push(p.alloc().unwrap()).unwrap();
+    assert_eq!(asm.discard(), 2);
+    drop((pkt, c));
+    assert_eq!(p.in_use(), 0);
+}
+
+/// Segments may come from different pools; each goes back to its own.
+#[test]
+fn a_chain_across_pools_returns_each_segment_to_its_pool() {
+    let (_m, a) = pool(16, 0);
+    let (_n, b) = pool(16, 8);
+    let mut c = a.alloc().unwrap();
+    for i in 0..6 {
+        let pool = if i % 2 == 0 { &b } else { &a };
+        let mut s = pool.alloc().unwrap();
+        s.set_len(10);
+        c.chain(s).unwrap();
+    }
+    assert_eq!((a.in_use(), b.in_use()), (4, 3));
+    let mut batch = MbufBatch::with_burst(4);
+    batch.push(c).unwrap();
+    assert_eq!(batch.clear_counting_bytes(), (1, 60));
+    assert_eq!((a.in_use(), b.in_use()), (0, 0));
+}
+
+/// Pools carrying chains and single buffers side by side get every buffer
+/// back, through every way a batch frees (clear, free_front, counting,
+/// retain_mut, drop), an mbuf ring, and an lcore's cache.
+#[test]
+fn pools_mixing_chains_and_single_buffers_return_every_buffer() {
+    let (_m, p) = pool(4096, 64);
+    let p2 = p.clone();
+    std::thread::spawn(move || {
+        let _g = lcore::register(42).unwrap();
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rnd = move |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let ring = MbufRing::new(64, false);
+        let keep = MbufRing::new(256, false);
+        let mut kept_segs = 0usize;
+        for round in 0..300 {
+            let mut b = MbufBatch::with_burst(32);
+            let mut want_bytes = 0u64;
+            let mut want_segs = 0usize;
+            // A burst of singles, then chains in random places.
+            assert!(p2.alloc_bulk_rx(&mut b, 20, 60, 0, 0));
+            want_bytes += 20 * 60;
+            want_segs += 20;
+            for _ in 0..8 {
+                let lens: Vec<usize> = (0..1 + rnd(6)).map(|_| 1 + rnd(1664)).collect();
+                want_bytes += lens.iter().sum::<usize>() as u64;
+                want_segs += lens.len();
+                let c = chain_of(&p2, &lens);
+                b.push(c).unwrap();
+            }
+            assert_eq!(p2.in_use() as usize, kept_segs + want_segs);
+            match round % 5 {
+                0 => assert_eq!(b.clear_counting_bytes(), (28, want_bytes)),
+                1 => {
+                    let k = rnd(28);
+                    assert_eq!(b.free_front(k), k);
+                    b.clear();
+                }
+                2 => {
+                    let mut i = 0;
+                    b.retain_mut(|_| {
+                        i += 1;
+                        i % 3 == 0
+                    });
+                    drop(b);
+                }
+                3 => {
+                    let mut bytes = 0;
+                    let n = ring.enqueue_from_counting(&mut b, &mut bytes);
+                    assert_eq!(n, 28);
+                    assert_eq!(bytes, want_bytes);
+                    let mut back = MbufBatch::with_burst(32);
+                    assert_eq!(ring.dequeue_into(&mut back), 28);
+                    assert_eq!(
+                        back.iter().map(|m| m.pkt_len() as u64).sum::<u64>(),
+                        want_bytes
+                    );
+                    drop(back);
+                }
+                _ => {
+                    // Left in a ring (until it is full; the rest is freed
+                    // with the batch): the ring's drop frees them.
+                    let segs: Vec<usize> = b.iter().map(Mbuf::nb_segs).collect();
+                    let n = keep.enqueue_from(&mut b);
+                    kept_segs += segs[..n].iter().sum::<usize>();
+                    drop(b);
+                }
+            }
+            assert_eq!(p2.in_use() as usize, kept_segs, "round {round}");
+        }
+        assert!(!keep.is_empty());
+        drop((ring, keep));
+        assert_eq!(p2.in_use(), 0, "{:?}", p2.stats());
+        p2.flush_cache();
+    })
+    .join()
+    .unwrap();
+    let s = p.stats();
+    assert_eq!((s.in_use, s.available), (0, 4096), "{s:?}");
 }
