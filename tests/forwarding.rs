@@ -24,6 +24,7 @@ fn conf(id: u16, pool: &Mempool) -> PortConf {
         nb_txq: 1,
         nb_rxd: 4096,
         nb_txd: 4096,
+        max_rx_pktlen: 0,
         mempool: pool.clone(),
     }
 }

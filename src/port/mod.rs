@@ -136,8 +136,21 @@ pub struct PortInfo {
     pub max_txd: u16,
     /// Ring sizes must be a multiple of this.
     pub desc_align: u16,
-    /// Largest frame the port receives.
+    /// Largest frame the port receives, in bytes as delivered (no FCS): the
+    /// most [`PortConf::max_rx_pktlen`] may ask for, and what the port
+    /// receives when it is 0 (a kernel interface's: its MTU + 14 + 4 for a
+    /// VLAN tag).
     pub max_rx_pktlen: u32,
+    /// Receives a frame longer than one mbuf's data room as a chain of mbufs
+    /// (DPDK's `RTE_ETH_RX_OFFLOAD_SCATTER`). Without it, every frame up to
+    /// the port's limit must fit one mbuf, and `configure` refuses a pool
+    /// whose mbufs are too small.
+    pub rx_scatter: bool,
+    /// Transmits multi-segment mbufs (DPDK's `RTE_ETH_TX_OFFLOAD_MULTI_SEGS`).
+    /// A port without it must not be given one: testpmd refuses such a
+    /// configuration up front; the port counts one it is given anyway as a
+    /// transmit error and frees it.
+    pub tx_multi_seg: bool,
     /// NUMA node of the device, if known.
     pub numa_node: Option<u32>,
 }
@@ -155,6 +168,10 @@ pub struct PortConf {
     pub nb_rxd: u16,
     /// Transmit ring size (0: the driver's default).
     pub nb_txd: u16,
+    /// The longest frame to receive, in bytes as delivered (no FCS; DPDK's
+    /// `--max-pkt-len` less 4); longer frames are dropped and counted in
+    /// `ierrors`. 0: the port's default, [`PortInfo::max_rx_pktlen`].
+    pub max_rx_pktlen: u32,
     /// The pool receive queues allocate from.
     pub mempool: Mempool,
 }
@@ -289,6 +306,49 @@ pub trait TxQueue: Send {
     fn burst_mode(&self) -> Option<&'static str> {
         None
     }
+}
+
+/// The longest frame a configuration receives, checked against what the port
+/// can do: `conf.max_rx_pktlen` (at most `info.max_rx_pktlen`, and within
+/// one mbuf unless the port scatters), or when that is 0 the port's maximum
+/// (a port that cannot scatter: what one mbuf holds, if less).
+pub fn rx_frame_limit(port_id: u16, info: &PortInfo, conf: &PortConf) -> Result<u32> {
+    let err = |reason: String| crate::Error::Port {
+        port: port_id,
+        name: info.name.clone(),
+        op: "configure",
+        reason,
+    };
+    let room = conf.mempool.data_room();
+    let limit = match conf.max_rx_pktlen {
+        0 if info.rx_scatter => info.max_rx_pktlen,
+        0 => info.max_rx_pktlen.min(room as u32),
+        asked => asked,
+    };
+    if limit > info.max_rx_pktlen {
+        return Err(err(format!(
+            "frames of up to {limit} bytes asked for (--max-pkt-len {}), the port receives at \
+             most {}",
+            limit + 4,
+            info.max_rx_pktlen
+        )));
+    }
+    if limit < 14 {
+        return Err(err(format!(
+            "a frame limit of {limit} bytes cannot hold an Ethernet header (--max-pkt-len {})",
+            limit + 4
+        )));
+    }
+    if conf.nb_rxq > 0 && !info.rx_scatter && limit as usize > room {
+        return Err(err(format!(
+            "frames of up to {limit} bytes do not fit the {room}-byte data room of an mbuf and \
+             the port cannot receive a frame into several: raise --mbuf-size to {} or lower \
+             --max-pkt-len to {}",
+            limit as usize + crate::mbuf::DEFAULT_HEADROOM as usize,
+            room + 4
+        )));
+    }
+    Ok(limit)
 }
 
 /// Resolve and check queue and ring sizes against a port's limits.

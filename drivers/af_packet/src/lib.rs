@@ -728,6 +728,8 @@ impl Port for AfPacketPort {
             max_txd: max,
             desc_align: fpb,
             max_rx_pktlen: self.opts.blocksz.saturating_sub(RX_OVERHEAD),
+            rx_scatter: false,
+            tx_multi_seg: false,
             numa_node: read_sysfs(&self.opts.iface, "device/numa_node")
                 .and_then(|n| n.parse::<i64>().ok())
                 .filter(|&n| n >= 0)

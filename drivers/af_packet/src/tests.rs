@@ -70,6 +70,7 @@ fn conf(pool: &Mempool, port_id: u16, nq: u16) -> PortConf {
         nb_txq: nq,
         nb_rxd: 0,
         nb_txd: 0,
+        max_rx_pktlen: 0,
         mempool: pool.clone(),
     }
 }

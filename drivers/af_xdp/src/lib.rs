@@ -479,6 +479,8 @@ impl Port for AfXdpPort {
             max_txd: MAX_DESCS,
             desc_align: 1,
             max_rx_pktlen: sys::rx_frame_room(stride) as u32,
+            rx_scatter: false,
+            tx_multi_seg: false,
             numa_node: sysfs(&self.opts.iface, "device/numa_node")
                 .and_then(|n| n.parse::<i32>().ok())
                 .and_then(|n| u32::try_from(n).ok()),

@@ -106,6 +106,7 @@ fn conf(pool: &Mempool, id: u16) -> PortConf {
         nb_txq: 1,
         nb_rxd: 512,
         nb_txd: 512,
+        max_rx_pktlen: 0,
         mempool: pool.clone(),
     }
 }

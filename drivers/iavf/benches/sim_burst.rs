@@ -149,6 +149,7 @@ fn vf(
         nb_txq: 1,
         nb_rxd: ring,
         nb_txd: ring,
+        max_rx_pktlen: 0,
         mempool: pool.clone(),
     })
     .expect("configure");

@@ -1006,6 +1006,8 @@ impl<B: Bar + 'static> Port for IavfPort<B> {
             max_txd: MAX_RING,
             desc_align: RING_ALIGN,
             max_rx_pktlen: c.max_frame() - CRC_LEN,
+            rx_scatter: false,
+            tx_multi_seg: false,
             numa_node: c.numa_node,
         }
     }

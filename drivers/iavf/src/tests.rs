@@ -609,6 +609,7 @@ fn conf(pool: &Mempool, q: u16, rxd: u16, txd: u16) -> PortConf {
         nb_txq: q,
         nb_rxd: rxd,
         nb_txd: txd,
+        max_rx_pktlen: 0,
         mempool: pool.clone(),
     }
 }

@@ -143,6 +143,7 @@ fn real_vf_over_vfio() {
         nb_txq: 1,
         nb_rxd: 512,
         nb_txd: 512,
+        max_rx_pktlen: 0,
         mempool: pool.clone(),
     })
     .unwrap();

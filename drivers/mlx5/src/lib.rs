@@ -859,6 +859,8 @@ impl Port for Mlx5Port {
                 .unwrap_or(1500)
                 .max(self.netdev.pf_mtu().unwrap_or(0))
                 + 18,
+            rx_scatter: false,
+            tx_multi_seg: false,
             numa_node: self.netdev.numa_node(),
         }
     }

@@ -71,6 +71,7 @@ fn conf(pool: &Mempool, nb_rxq: u16, nb_txq: u16, desc: u16) -> PortConf {
         nb_txq,
         nb_rxd: desc,
         nb_txd: desc,
+        max_rx_pktlen: 0,
         mempool: pool.clone(),
     }
 }

@@ -335,6 +335,8 @@ impl Port for PcapPort {
             max_txd: 32768,
             desc_align: 1,
             max_rx_pktlen: file::MAX_SNAPLEN,
+            rx_scatter: false,
+            tx_multi_seg: false,
             numa_node: None,
         }
     }

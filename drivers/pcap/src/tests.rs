@@ -100,6 +100,7 @@ fn conf(port_id: u16, pool: &Mempool, nb_rxq: u16, nb_txq: u16) -> PortConf {
         nb_txq,
         nb_rxd: 0,
         nb_txd: 0,
+        max_rx_pktlen: 0,
         mempool: pool.clone(),
     }
 }

@@ -320,6 +320,8 @@ impl Port for TapPort {
             max_txd: 32768,
             desc_align: 1,
             max_rx_pktlen: mtu + ETH_HLEN as u32 + 4,
+            rx_scatter: false,
+            tx_multi_seg: false,
             numa_node: None,
         }
     }

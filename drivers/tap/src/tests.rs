@@ -61,6 +61,7 @@ fn conf(pool: &Mempool, port_id: u16, nb_rxq: u16, nb_txq: u16) -> PortConf {
         nb_txq,
         nb_rxd: 0,
         nb_txd: 0,
+        max_rx_pktlen: 0,
         mempool: pool.clone(),
     }
 }

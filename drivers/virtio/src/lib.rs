@@ -547,6 +547,8 @@ impl<B: Bar + 'static> Port for VirtioPort<B> {
                 .as_ref()
                 .map_or(2048 - ELEMENT_DATA_OFFSET, |c| c.conf.mempool.data_room())
                 as u32,
+            rx_scatter: false,
+            tx_multi_seg: false,
             numa_node: self.numa_node,
         }
     }

@@ -63,6 +63,7 @@ impl Rig {
                 nb_txq: nq,
                 nb_rxd: rxd,
                 nb_txd: txd,
+                max_rx_pktlen: 0,
                 mempool: self.pool.clone(),
             })
             .unwrap();
@@ -438,6 +439,7 @@ fn a_start_that_fails_leaves_nothing_behind() {
             nb_txq: 1,
             nb_rxd: 0,
             nb_txd: 0,
+            max_rx_pktlen: 0,
             mempool: r.pool.clone(),
         })
         .unwrap();
@@ -456,6 +458,7 @@ fn a_start_that_fails_leaves_nothing_behind() {
             nb_txq: 1,
             nb_rxd: 64,
             nb_txd: 64,
+            max_rx_pktlen: 0,
             mempool: r.pool.clone(),
         })
         .unwrap();

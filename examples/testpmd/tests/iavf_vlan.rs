@@ -74,6 +74,7 @@ fn kernel_port(iface: &str, pool: &Mempool, id: u16) -> (AfPacketPort, PortQueue
         nb_txq: 1,
         nb_rxd: 512,
         nb_txd: 512,
+        max_rx_pktlen: 0,
         mempool: pool.clone(),
     })
     .unwrap();

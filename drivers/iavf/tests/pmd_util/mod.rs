@@ -118,6 +118,7 @@ pub fn conf(pool: &Mempool, q: u16, ring: u16) -> PortConf {
         nb_txq: q,
         nb_rxd: ring,
         nb_txd: ring,
+        max_rx_pktlen: 0,
         mempool: pool.clone(),
     }
 }

@@ -231,6 +231,7 @@ impl Session {
             nb_txq: self.cfg.txq,
             nb_rxd: self.cfg.rxd,
             nb_txd: self.cfg.txd,
+            max_rx_pktlen: 0,
             mempool: self.pool.clone(),
         };
         self.out
