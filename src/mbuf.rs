@@ -1127,7 +1127,17 @@ impl MbufBatch {
     /// Keep the packets for which `keep` returns true, in order; free the others.
     /// Returns how many were freed. If `keep` panics, the packet it was given
     /// is freed (once) by the unwinding and the batch holds the others.
-    pub fn retain_mut(&mut self, mut keep: impl FnMut(&mut Mbuf) -> bool) -> usize {
+    pub fn retain_mut(&mut self, keep: impl FnMut(&mut Mbuf) -> bool) -> usize {
+        self.retain_mut_from(0, keep)
+    }
+
+    /// As [`retain_mut`](Self::retain_mut), for the packets from index `from`
+    /// on (the ones a receive call just appended); those before are kept.
+    pub fn retain_mut_from(
+        &mut self,
+        from: usize,
+        mut keep: impl FnMut(&mut Mbuf) -> bool,
+    ) -> usize {
         /// Closes the gap the freed packets left, also when `keep` unwinds:
         /// slots `[read, end)` were not looked at yet and move down behind the
         /// kept ones at `[start, write)`.
@@ -1148,7 +1158,7 @@ impl MbufBatch {
                 }
             }
         }
-        let (start, end) = (self.start, self.end);
+        let (start, end) = (self.start + from.min(self.len()), self.end);
         let mut g = Gap {
             batch: self,
             read: start,

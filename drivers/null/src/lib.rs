@@ -4,11 +4,13 @@
 //!
 //! Receive allocates a burst of mbufs in bulk from the queue's mempool and sets
 //! their length (`size`, default 64) without touching the data unless `copy=1`;
-//! transmit counts and frees. Device arguments: `size`, `copy`, `no-rx`.
+//! a `size` larger than an mbuf's data room gives chains of full mbufs (one
+//! allocation per packet). Transmit counts and frees, chains included.
+//! Device arguments: `size` (0 to 65535), `copy`, `no-rx`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-use nicpoll::mbuf::MbufBatch;
+use nicpoll::mbuf::{MbufBatch, RxChain};
 use nicpoll::mempool::Mempool;
 use nicpoll::port::counters::QueueCountersRef;
 use nicpoll::port::{
@@ -50,7 +52,7 @@ impl NullOptions {
         let d = NullOptions::default();
         Ok(NullOptions {
             size: args
-                .get_u64("size", 0..=9000)?
+                .get_u64("size", 0..=u16::MAX as u64)?
                 .map(|v| v as u16)
                 .unwrap_or(d.size),
             copy: args.get_bool("copy")?.unwrap_or(d.copy),
@@ -120,7 +122,9 @@ impl Port for NullPort {
             min_txd: 1,
             max_txd: 32768,
             desc_align: 1,
-            max_rx_pktlen: 9000 + 14,
+            max_rx_pktlen: u16::MAX as u32,
+            rx_scatter: true,
+            tx_multi_seg: true,
             numa_node: None,
         }
     }
@@ -133,13 +137,15 @@ impl Port for NullPort {
             ));
         }
         let (rxd, txd) = port::check_conf(conf.port_id, &self.info(), conf)?;
-        if self.opts.size as usize > conf.mempool.data_room() {
+        let limit = port::rx_frame_limit(conf.port_id, &self.info(), conf)?;
+        if conf.nb_rxq > 0 && !self.opts.no_rx && self.opts.size as u32 > limit {
             return Err(self.err(
                 "configure",
                 format!(
-                    "size={} does not fit the mempool's {}-byte data room; lower size= or raise --mbuf-size",
+                    "size={} is above the {limit}-byte frame limit (--max-pkt-len {}): every \
+                     frame would be dropped; lower size= or raise --max-pkt-len",
                     self.opts.size,
-                    conf.mempool.data_room()
+                    limit + 4
                 ),
             ));
         }
@@ -162,6 +168,7 @@ impl Port for NullPort {
                 Box::new(NullRxQueue {
                     pool: conf.mempool.clone(),
                     size: self.opts.size,
+                    chains: self.opts.size as usize > conf.mempool.data_room(),
                     copy: self.opts.copy,
                     no_rx: self.opts.no_rx,
                     port: conf.port_id,
@@ -242,6 +249,8 @@ fn template_frame(size: usize, mac: MacAddr) -> Box<[u8]> {
 struct NullRxQueue {
     pool: Mempool,
     size: u16,
+    /// `size` does not fit one mbuf.
+    chains: bool,
     copy: bool,
     no_rx: bool,
     port: u16,
@@ -250,12 +259,52 @@ struct NullRxQueue {
     counters: QueueCountersRef,
 }
 
+impl NullRxQueue {
+    /// Receive when `size` does not fit one mbuf: each packet a chain of
+    /// full mbufs, allocated together (all or none for a packet).
+    #[cold]
+    fn rx_chains(&mut self, out: &mut MbufBatch) -> usize {
+        let size = self.size as usize;
+        let room = self.pool.data_room();
+        let segs = size.div_ceil(room);
+        let mut got = 0;
+        let mut parts = MbufBatch::with_burst(nicpoll::MAX_BURST);
+        while out.spare() > 0 {
+            if !self
+                .pool
+                .alloc_bulk_rx(&mut parts, segs, room as u16, self.port, self.queue)
+            {
+                self.counters.rx_nombuf.add(out.spare() as u64);
+                break;
+            }
+            let mut chain = RxChain::new();
+            while let Some(m) = parts.pop_front() {
+                // At most 40 segments of 1664 bytes (65535 bytes): below MAX_SEGS.
+                let _ = chain.push(m);
+            }
+            let mut m = chain.finish().expect("at least one segment");
+            m.trim(segs * room - size);
+            if self.copy {
+                m.copy_in(0, &self.template);
+            }
+            let _ = out.push(m);
+            got += 1;
+        }
+        self.counters.rx_packets.add(got as u64);
+        self.counters.rx_bytes.add((got * size) as u64);
+        got
+    }
+}
+
 impl RxQueue for NullRxQueue {
     #[inline]
     fn rx_burst(&mut self, out: &mut MbufBatch) -> usize {
         let n = out.spare();
         if n == 0 || self.no_rx {
             return 0;
+        }
+        if self.chains {
+            return self.rx_chains(out);
         }
         let first = out.len();
         if !self
@@ -348,9 +397,9 @@ mod tests {
             ("net_null0,sizes=64", "unknown key \"sizes\""),
             (
                 "net_null0,size=big",
-                "size=\"big\" is not a number from 0 to 9000",
+                "size=\"big\" is not a number from 0 to 65535",
             ),
-            ("net_null0,size=100000", "from 0 to 9000"),
+            ("net_null0,size=100000", "from 0 to 65535"),
             ("net_null0,copy=2", "not a boolean"),
         ] {
             let e = NullOptions::from_devargs(&DevArgs::parse(spec).unwrap())
@@ -380,6 +429,7 @@ mod tests {
             nb_txq: 1,
             nb_rxd: 0,
             nb_txd: 0,
+            max_rx_pktlen: 0,
             mempool: pool.clone(),
         })
         .unwrap();
@@ -403,6 +453,68 @@ mod tests {
             (s.ipackets, s.ibytes, s.opackets, s.obytes),
             (32, 3200, 32, 3200)
         );
+        drop(q);
+        assert_eq!(pool.in_use(), 0);
+    }
+
+    /// A size larger than an mbuf gives chains of full mbufs (the last one
+    /// partly), with the template across them; transmit frees every segment
+    /// and counts every byte; a size above the frame limit is refused.
+    #[test]
+    fn jumbo_sizes_are_chains() {
+        let mem = DmaMemory::plain();
+        let pool = Mempool::new(&mem, &MempoolConfig::new("null-jumbo", 256)).unwrap();
+        let room = pool.data_room();
+        let mut p = NullPort::new(
+            "net_null0",
+            NullOptions {
+                size: 9014,
+                copy: true,
+                no_rx: false,
+            },
+            1,
+        );
+        let mut c = PortConf {
+            port_id: 1,
+            nb_rxq: 1,
+            nb_txq: 1,
+            nb_rxd: 0,
+            nb_txd: 0,
+            max_rx_pktlen: 9013,
+            mempool: pool.clone(),
+        };
+        let e = p.configure(&c).unwrap_err().to_string();
+        assert!(
+            e.contains("size=9014 is above the 9013-byte frame limit"),
+            "{e}"
+        );
+        c.max_rx_pktlen = 9014;
+        p.configure(&c).unwrap();
+        let mut q = p.start().unwrap();
+        let mut b = MbufBatch::with_burst(8);
+        assert_eq!(q.rx[0].rx_burst(&mut b), 8);
+        let segs = 9014usize.div_ceil(room);
+        assert_eq!(pool.in_use() as usize, 8 * segs);
+        let template = template_frame(9014, p.mac_addr());
+        for m in b.iter() {
+            assert_eq!((m.pkt_len(), m.nb_segs(), m.len()), (9014, segs, room));
+            assert_eq!(m.port(), 1);
+            let mut bytes = vec![0; 9014];
+            assert_eq!(m.copy_out(0, &mut bytes), 9014);
+            assert_eq!(&bytes[..], &template[..]);
+        }
+        assert_eq!(q.tx[0].tx_burst(&mut b), 8);
+        let s = p.stats();
+        assert_eq!(
+            (s.ipackets, s.ibytes, s.opackets, s.obytes),
+            (8, 8 * 9014, 8, 8 * 9014)
+        );
+        // 256 mbufs hold 256 / segs packets: the rest is counted.
+        let mut big = MbufBatch::with_burst(64);
+        let got = q.rx[0].rx_burst(&mut big);
+        assert_eq!(got, 256 / segs);
+        assert!(p.stats().rx_nombuf > 0);
+        drop(big);
         drop(q);
         assert_eq!(pool.in_use(), 0);
     }

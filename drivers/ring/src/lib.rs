@@ -142,7 +142,10 @@ impl Port for RingPort {
             min_txd: 2,
             max_txd: 32768,
             desc_align: 1,
-            max_rx_pktlen: 65535,
+            // In memory, packets pass whole: chains too.
+            max_rx_pktlen: u32::MAX,
+            rx_scatter: true,
+            tx_multi_seg: true,
             numa_node: None,
         }
     }
@@ -155,6 +158,7 @@ impl Port for RingPort {
             ));
         }
         let (rxd, txd) = port::check_conf(conf.port_id, &self.info(), conf)?;
+        port::rx_frame_limit(conf.port_id, &self.info(), conf)?;
         // Several peers' queues may feed one ring: multi-producer. One lcore
         // owns each receive queue: the consumer side could be single, but the
         // ring is symmetric and the cost is one CAS per burst.
@@ -207,6 +211,10 @@ impl Port for RingPort {
                     rings: own.clone(),
                     q: q as usize,
                     port: port_id,
+                    max_len: match conf.max_rx_pktlen {
+                        0 => usize::MAX,
+                        l => l as usize,
+                    },
                     counters: self.counters.rx(q as usize),
                 }) as Box<dyn RxQueue>
             })
@@ -278,6 +286,8 @@ struct RingRxQueue {
     rings: Arc<[MbufRing]>,
     q: usize,
     port: u16,
+    /// `--max-pkt-len`: longer packets are dropped and counted.
+    max_len: usize,
     counters: QueueCountersRef,
 }
 
@@ -290,9 +300,27 @@ impl RxQueue for RingRxQueue {
             return 0;
         }
         let mut bytes = 0;
+        let mut over = false;
         for m in &mut out.as_mut_slice()[first..] {
             m.set_port(self.port);
-            bytes += m.len() as u64;
+            let len = m.pkt_len();
+            bytes += len as u64;
+            over |= len > self.max_len;
+        }
+        let mut n = n;
+        if over {
+            let max = self.max_len;
+            let mut dropped_bytes = 0;
+            let dropped = out.retain_mut_from(first, |m| {
+                let keep = m.pkt_len() <= max;
+                if !keep {
+                    dropped_bytes += m.pkt_len() as u64;
+                }
+                keep
+            });
+            n -= dropped;
+            bytes -= dropped_bytes;
+            self.counters.rx_errors.add(dropped as u64);
         }
         self.counters.rx_packets.add(n as u64);
         self.counters.rx_bytes.add(bytes);
@@ -360,6 +388,7 @@ mod tests {
                 nb_txq: 1,
                 nb_rxd: 64,
                 nb_txd: 64,
+                max_rx_pktlen: 0,
                 mempool: pool.clone(),
             })
             .unwrap();
