@@ -86,6 +86,30 @@ pub fn udp_frame(sport: u16, len: usize) -> Vec<u8> {
     f
 }
 
+/// Fill `batch` with one packet: test frame `tag` of `len` bytes in segments
+/// of at most `seg` bytes (a chain when `len > seg`).
+pub fn fill_chain(pool: &Mempool, batch: &mut MbufBatch, tag: u32, len: usize, seg: usize) {
+    let f = test_frame(tag, len);
+    let mut chain = crate::mbuf::RxChain::new();
+    for piece in f.chunks(seg) {
+        let mut m = pool.alloc().expect("test pool has room");
+        m.append(piece.len())
+            .expect("a segment fits an mbuf")
+            .copy_from_slice(piece);
+        chain.push(m).expect("few segments");
+    }
+    batch
+        .push(chain.finish().expect("a frame"))
+        .expect("batch has room");
+}
+
+/// The bytes of a packet, every segment.
+pub fn packet_bytes(m: &crate::Mbuf) -> Vec<u8> {
+    let mut v = vec![0u8; m.pkt_len()];
+    assert_eq!(m.copy_out(0, &mut v), v.len());
+    v
+}
+
 /// Fill `batch` with `n` test frames tagged `first..first+n`.
 pub fn fill(pool: &Mempool, batch: &mut MbufBatch, first: u32, n: usize, len: usize) {
     for i in 0..n {

@@ -454,17 +454,38 @@ impl TxFile {
     /// only when the buffer ([`TX_BUFFER_BYTES`]) fills.
     #[inline]
     pub fn write_record(&mut self, ts: Duration, data: &[u8]) -> bool {
+        self.write_record_parts(ts, data.len(), std::iter::once(data))
+    }
+
+    /// As [`write_record`](Self::write_record), the record's `len` bytes
+    /// given in parts (a multi-segment packet's segments).
+    #[inline]
+    pub fn write_record_parts<'a>(
+        &mut self,
+        ts: Duration,
+        len: usize,
+        parts: impl Iterator<Item = &'a [u8]>,
+    ) -> bool {
         if self.broken {
             return false;
         }
-        let len = data.len() as u32;
+        let len = len as u32;
         let mut h = [0u8; RECORD_HEADER_LEN];
         // Seconds wrap in 2106, as in every classic pcap file.
         h[0..4].copy_from_slice(&(ts.as_secs() as u32).to_ne_bytes());
         h[4..8].copy_from_slice(&ts.subsec_nanos().to_ne_bytes());
         h[8..12].copy_from_slice(&len.to_ne_bytes());
         h[12..16].copy_from_slice(&len.to_ne_bytes());
-        let r = self.w.write_all(&h).and_then(|()| self.w.write_all(data));
+        let mut r = self.w.write_all(&h);
+        let mut written = 0usize;
+        for part in parts {
+            if r.is_err() {
+                break;
+            }
+            written += part.len();
+            r = self.w.write_all(part);
+        }
+        debug_assert!(r.is_err() || written == len as usize);
         if let Err(e) = r {
             self.fail(e);
             return false;

@@ -38,9 +38,12 @@
 //!
 //! Bad records are never truncated silently or lost unaccounted for:
 //!
-//! - a record longer than the mempool's data room, or shorter than an Ethernet
-//!   header (14 bytes), is skipped and counted in `ierrors` (`rx_errors`), each time
-//!   the replay reaches it;
+//! - a record longer than the port's frame limit (`--max-pkt-len`, else
+//!   262144 bytes), or shorter than an Ethernet header (14 bytes), is skipped
+//!   and counted in `ierrors` (`rx_errors`), each time the replay reaches it;
+//!   a record longer than the mempool's data room is delivered as a chain of
+//!   mbufs (DPDK's pcap PMD does the same), one that finds the pool short is
+//!   counted in `rx_nombuf` and skipped;
 //! - a truncated or corrupt record (cut in its header or its data, or announcing
 //!   more than 262144 bytes) ends the file: creating the port still succeeds, the
 //!   packets before it are delivered, the error (naming the file and the record's
@@ -60,7 +63,9 @@
 //! happens only when it fills, i.e. once per ~13 000 64-byte packets, amortized
 //! over many bursts, never per packet. The buffer is flushed when the transmit
 //! queue is dropped, when the port stops and when it is dropped; the file is
-//! complete once the port is stopped. A failed write (disk full) is counted in
+//! complete once the port is stopped. A chain is written as one record. The
+//! file's snaplen is 262144, so jumbo frames are read back whole. A failed
+//! write (disk full) is counted in
 //! `oerrors` for that packet and every later one (nothing more is written, so the
 //! file never holds a record after a partial one), and the OS error, naming the
 //! file, is returned by the next [`Port::stop`], which stops the port anyway.
@@ -335,8 +340,8 @@ impl Port for PcapPort {
             max_txd: 32768,
             desc_align: 1,
             max_rx_pktlen: file::MAX_SNAPLEN,
-            rx_scatter: false,
-            tx_multi_seg: false,
+            rx_scatter: true,
+            tx_multi_seg: true,
             numa_node: None,
         }
     }
@@ -349,23 +354,22 @@ impl Port for PcapPort {
             ));
         }
         let (rxd, txd) = port::check_conf(conf.port_id, &self.info(), conf)?;
+        let limit = port::rx_frame_limit(conf.port_id, &self.info(), conf)? as usize;
         if let Some(f) = &self.rx
             && conf.nb_rxq > 0
             && self.opts.infinite_rx
+            && !f.frames().iter().any(|&(_, l)| fits(l, limit))
         {
-            let room = conf.mempool.data_room();
-            if !f.frames().iter().any(|&(_, l)| fits(l, room)) {
-                return Err(self.err(
-                    "configure",
-                    format!(
-                        "infinite_rx=1: none of the {} packets of {} is from {MIN_FRAME} bytes to \
-                         the mempool's {room}-byte data room, so nothing can be replayed; \
-                         raise --mbuf-size",
-                        f.len(),
-                        f.path().display()
-                    ),
-                ));
-            }
+            return Err(self.err(
+                "configure",
+                format!(
+                    "infinite_rx=1: none of the {} packets of {} is from {MIN_FRAME} bytes to \
+                     the {limit}-byte frame limit, so nothing can be replayed; raise \
+                     --max-pkt-len",
+                    f.len(),
+                    f.path().display()
+                ),
+            ));
         }
         self.port_id = conf.port_id;
         self.counters
@@ -389,6 +393,10 @@ impl Port for PcapPort {
                     done: false,
                     infinite: self.opts.infinite_rx,
                     room: conf.mempool.data_room(),
+                    limit: match conf.max_rx_pktlen {
+                        0 => file::MAX_SNAPLEN as usize,
+                        l => l as usize,
+                    },
                     pool: conf.mempool.clone(),
                     port: conf.port_id,
                     queue: q,
@@ -514,7 +522,10 @@ struct PcapRxQueue {
     /// A finite replay reached the end (and counted a bad last record).
     done: bool,
     infinite: bool,
+    /// An mbuf's data room: longer records become chains.
     room: usize,
+    /// Longest record delivered (the frame limit).
+    limit: usize,
     pool: Mempool,
     port: u16,
     queue: u16,
@@ -533,7 +544,7 @@ impl RxQueue for PcapRxQueue {
         let frames = file.frames();
         let total = frames.len();
         let ends_bad = file.error().is_some() as u64;
-        let room = self.room;
+        let (room, limit) = (self.room, self.limit);
 
         // Pass 1: which records this burst takes, without committing anything, so
         // an empty mempool leaves the replay where it was.
@@ -553,7 +564,7 @@ impl RxQueue for PcapRxQueue {
                 }
                 continue;
             }
-            if fits(frames[pos].1, room) {
+            if fits(frames[pos].1, limit) {
                 n += 1;
                 dry = 0;
             } else {
@@ -572,6 +583,7 @@ impl RxQueue for PcapRxQueue {
         let bytes = file.bytes();
         let mut cur = self.pos;
         let mut nbytes = 0u64;
+        let mut short = false;
         for m in &mut out.as_mut_slice()[first..] {
             loop {
                 if cur == total {
@@ -579,16 +591,28 @@ impl RxQueue for PcapRxQueue {
                 }
                 let (off, len) = frames[cur];
                 cur += 1;
-                if fits(len, room) {
+                if fits(len, limit) {
                     let (off, len) = (off as usize, len as usize);
-                    m.set_len(len);
-                    m.data_mut().copy_from_slice(&bytes[off..off + len]);
+                    let record = &bytes[off..off + len];
+                    if len <= room {
+                        m.set_len(len);
+                        m.data_mut().copy_from_slice(record);
+                    } else if !self.fill_chain(m, record) {
+                        short = true;
+                    }
                     m.set_port(self.port);
                     m.set_queue(self.queue);
-                    nbytes += len as u64;
+                    nbytes += m.pkt_len() as u64;
                     break;
                 }
             }
+        }
+        if short {
+            // Records whose chain the pool could not complete are counted and
+            // skipped (emptied by fill_chain).
+            let dropped = out.retain_mut_from(first, |m| !m.is_empty());
+            n -= dropped;
+            self.counters.rx_nombuf.add(dropped as u64);
         }
         self.pos = pos;
         self.done = done;
@@ -600,6 +624,33 @@ impl RxQueue for PcapRxQueue {
             self.counters.rx_errors.add(bad);
         }
         n
+    }
+}
+
+impl PcapRxQueue {
+    /// Copy a record longer than an mbuf into `m` and as many more mbufs as
+    /// it takes; false, with `m` emptied, if the pool runs short.
+    #[cold]
+    fn fill_chain(&self, m: &mut nicpoll::Mbuf, record: &[u8]) -> bool {
+        let mut chain = nicpoll::mbuf::RxChain::new();
+        for piece in record[self.room..].chunks(self.room) {
+            let Some(mut seg) = self.pool.alloc() else {
+                chain.discard();
+                m.set_len(0);
+                return false;
+            };
+            seg.append(piece.len())
+                .expect("a piece of data-room size fits")
+                .copy_from_slice(piece);
+            // A record of at most 262144 bytes is at most 158 segments.
+            let _ = chain.push(seg);
+        }
+        m.set_len(self.room);
+        m.data_mut().copy_from_slice(&record[..self.room]);
+        if let Some(rest) = chain.finish() {
+            let _ = m.chain(rest);
+        }
+        true
     }
 }
 
@@ -621,7 +672,7 @@ impl TxQueue for PcapTxQueue {
         match &mut self.file {
             None => {
                 for m in pkts.iter() {
-                    bytes += m.len() as u64;
+                    bytes += m.pkt_len() as u64;
                 }
             }
             Some(f) => {
@@ -630,8 +681,13 @@ impl TxQueue for PcapTxQueue {
                     .duration_since(UNIX_EPOCH)
                     .unwrap_or_default();
                 for m in pkts.iter() {
-                    if f.write_record(ts, m.data()) {
-                        bytes += m.len() as u64;
+                    let ok = if m.is_chained() {
+                        f.write_record_parts(ts, m.pkt_len(), m.segments())
+                    } else {
+                        f.write_record(ts, m.data())
+                    };
+                    if ok {
+                        bytes += m.pkt_len() as u64;
                     } else {
                         failed += 1;
                     }
