@@ -17,8 +17,8 @@
 //! |---|---|---|
 //! | `iface` | required | the interface (in the caller's network namespace) |
 //! | `qpairs` | 1 | most queue pairs (1 to 64); `--rxq`/`--txq` pick how many are used |
-//! | `blocksz` | page size (4096) | bytes per ring block, a multiple of the page size, at most 4 MiB |
-//! | `framesz` | 2048 | bytes per frame, a multiple of 16, from 80 to `blocksz` |
+//! | `blocksz` | from the MTU | bytes per ring block, a multiple of the page size, at most 4 MiB |
+//! | `framesz` | from the MTU | bytes per frame, a multiple of 16, from 80 to `blocksz` |
 //! | `framecnt` | 512 | frames per ring, a multiple of `blocksz / framesz`, at most 32768 |
 //! | `qdisc_bypass` | 1 | transmit straight to the driver (`PACKET_QDISC_BYPASS`) |
 //! | `fanout_mode` | `hash` | `hash`, `lb`, `cpu`, `rollover`, `rnd` or `qm` (with several receive queues) |
@@ -26,6 +26,17 @@
 //!
 //! Decisions, where DPDK's PMD (TPACKET_V2) gives no answer for V3:
 //!
+//! - **Frame and block size follow the interface's MTU** when `framesz=` and
+//!   `blocksz=` are not given, read when the port is created: a frame holds
+//!   MTU + 18 bytes (a VLAN-tagged frame) after its header, at least 2048
+//!   bytes (DPDK's default); a block at least a page and a frame, and a
+//!   received frame of MTU + 18 bytes after its headers (130 bytes). At MTU
+//!   1500 that is DPDK's 2048 and 4096; at MTU 9000, 9072 and 12288. DPDK
+//!   keeps 2048 whatever the MTU, and its jumbo frames then fail to send.
+//! - **Frames longer than an mbuf arrive as chains** (the frame copied into
+//!   as many mbufs as it takes), and chains are sent, gathered into one
+//!   transmit slot; frames over `--max-pkt-len` are dropped and counted in
+//!   `ierrors`.
 //! - **Same ring memory as DPDK for the same arguments.** A ring is `framecnt`
 //!   frames of `framesz` bytes in blocks of `blocksz` (512 × 2048 B = 1 MiB in
 //!   256 blocks of 4 KiB by default), for receive and for transmit. On transmit
@@ -40,10 +51,10 @@
 //! - **`--rxd`/`--txd` set the frame count of the receive/transmit ring**
 //!   (default `framecnt`, in multiples of `blocksz / framesz`); DPDK ignores them.
 //! - **The largest frame received whole is `blocksz - 130` bytes** (block and
-//!   frame headers); longer frames arrive truncated from the kernel and, like
-//!   frames longer than the mbuf's data room, are dropped and counted as
-//!   `ierrors`, never delivered truncated. Transmit needs `MTU + 14 <= framesz -
-//!   48`: `start` refuses an interface whose MTU does not fit.
+//!   frame headers); longer frames arrive truncated from the kernel and are
+//!   dropped and counted as `ierrors`, never delivered truncated. Transmit
+//!   needs `MTU + 14 <= framesz - 48`: `start` refuses an interface whose MTU
+//!   grew past that since the port was created.
 //! - **VLAN tags come back**: the kernel strips the outer tag before AF_PACKET
 //!   sees a frame; receive puts it back, so frames arrive as they were on the wire.
 //! - **Only incoming frames are received** (`PACKET_IGNORE_OUTGOING`): what this
@@ -75,7 +86,7 @@ use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use nicpoll::mbuf::{Mbuf, MbufBatch, flags};
+use nicpoll::mbuf::{Mbuf, MbufBatch, RxChain, flags};
 use nicpoll::mempool::Mempool;
 use nicpoll::netdev::Netdev;
 use nicpoll::port::counters::QueueCountersRef;
@@ -194,9 +205,9 @@ pub struct AfPacketOptions {
     pub iface: String,
     /// Most queue pairs.
     pub qpairs: u16,
-    /// Bytes per ring block.
+    /// Bytes per ring block (0: from the interface's MTU, see [`Self::resolve`]).
     pub blocksz: u32,
-    /// Bytes per ring frame.
+    /// Bytes per ring frame (0: from the interface's MTU).
     pub framesz: u32,
     /// Frames per ring (the default for `--rxd`/`--txd`).
     pub framecnt: u32,
@@ -209,14 +220,15 @@ pub struct AfPacketOptions {
 }
 
 impl AfPacketOptions {
-    /// The defaults for interface `iface` (DPDK's: 512 frames of 2048 bytes in
-    /// page-sized blocks, qdisc bypass on).
+    /// The defaults for interface `iface`: 512 frames, frame and block sizes
+    /// from the interface's MTU when the port is created (DPDK's 2048 and one
+    /// page at MTU 1500), qdisc bypass on.
     pub fn new(iface: &str) -> AfPacketOptions {
         AfPacketOptions {
             iface: iface.to_string(),
             qpairs: 1,
-            blocksz: sys::page_size() as u32,
-            framesz: 2048,
+            blocksz: 0,
+            framesz: 0,
             framecnt: 512,
             qdisc_bypass: true,
             fanout_mode: FanoutMode::Hash,
@@ -267,7 +279,34 @@ impl AfPacketOptions {
         Ok(o)
     }
 
-    /// Check the options against each other and the kernel's rules.
+    /// Fill in the frame and block sizes not given, from the interface's MTU:
+    /// a frame holds an MTU-sized VLAN-tagged frame (MTU + 18) after its
+    /// header, at least 2048 bytes; a block holds a frame and a received frame
+    /// of MTU + 18 bytes after the block and frame headers, at least a page.
+    pub fn resolve(&self, mtu: u32) -> AfPacketOptions {
+        let page = sys::page_size() as u32;
+        let framesz = match self.framesz {
+            0 => (mtu + 18 + sys::TPACKET3_HDR as u32)
+                .next_multiple_of(libc::TPACKET_ALIGNMENT as u32)
+                .max(2048),
+            f => f,
+        };
+        let blocksz = match self.blocksz {
+            0 => framesz
+                .max(mtu + 18 + RX_OVERHEAD)
+                .next_multiple_of(page)
+                .min(MAX_BLOCK),
+            b => b,
+        };
+        AfPacketOptions {
+            framesz,
+            blocksz,
+            ..self.clone()
+        }
+    }
+
+    /// Check the options against each other and the kernel's rules (frame
+    /// and block sizes only where given: 0 is resolved from the MTU later).
     pub fn check(&self) -> std::result::Result<(), String> {
         let name = &self.iface;
         if name.len() >= libc::IFNAMSIZ
@@ -288,7 +327,7 @@ impl AfPacketOptions {
             ));
         }
         let page = sys::page_size() as u32;
-        if self.blocksz == 0 || !self.blocksz.is_multiple_of(page) || self.blocksz > MAX_BLOCK {
+        if self.blocksz != 0 && (!self.blocksz.is_multiple_of(page) || self.blocksz > MAX_BLOCK) {
             return Err(format!(
                 "blocksz={} must be a multiple of the {page}-byte page size, at most {MAX_BLOCK}",
                 self.blocksz
@@ -301,12 +340,15 @@ impl AfPacketOptions {
                 libc::TPACKET_ALIGNMENT
             ));
         }
-        if self.framesz < MIN_FRAME {
+        if self.framesz != 0 && self.framesz < MIN_FRAME {
             return Err(format!(
                 "framesz={} is below the {MIN_FRAME}-byte minimum (the TPACKET_V3 frame header \
                  alone takes 68); use e.g. framesz=2048",
                 self.framesz
             ));
+        }
+        if self.framesz == 0 || self.blocksz == 0 {
+            return Ok(());
         }
         if self.framesz > self.blocksz {
             return Err(format!(
@@ -339,7 +381,7 @@ impl AfPacketOptions {
 
     /// Frames per block.
     pub fn frames_per_block(&self) -> u32 {
-        (self.blocksz / self.framesz).max(1)
+        self.blocksz.checked_div(self.framesz).unwrap_or(1).max(1)
     }
 
     /// The most frames one ring may have (a multiple of `frames_per_block`).
@@ -404,7 +446,8 @@ impl AfPacketPort {
     }
 
     /// Create a port named `name` with explicit options. Checks that the
-    /// interface exists; touches nothing on it.
+    /// interface exists and reads its MTU (for the frame and block sizes not
+    /// given); touches nothing on it.
     pub fn new(name: &str, opts: AfPacketOptions, port_id: u16) -> Result<AfPacketPort> {
         let err = |reason: String| Error::Port {
             port: port_id,
@@ -423,6 +466,17 @@ impl AfPacketPort {
             .map_err(|e| err(os_reason("cannot find the interface", &iface, &e)))?
             as i32;
         let mac = read_mac(&netdev, &iface).map_err(&err)?;
+        let mtu = netdev
+            .mtu(&iface)
+            .map_err(|e| err(os_reason("cannot read the MTU", &iface, &e)))?;
+        let opts = opts.resolve(mtu);
+        opts.check().map_err(|r| {
+            err(format!(
+                "{r} (frame and block sizes derived from MTU {mtu} where not given: framesz={}, \
+                 blocksz={})",
+                opts.framesz, opts.blocksz
+            ))
+        })?;
         Ok(AfPacketPort {
             name: name.to_string(),
             port_id,
@@ -727,9 +781,15 @@ impl Port for AfPacketPort {
             min_txd: fpb,
             max_txd: max,
             desc_align: fpb,
-            max_rx_pktlen: self.opts.blocksz.saturating_sub(RX_OVERHEAD),
-            rx_scatter: false,
-            tx_multi_seg: false,
+            // What a block holds whole, and what the interface delivers (an
+            // MTU-sized frame with a VLAN tag).
+            max_rx_pktlen: self.opts.blocksz.saturating_sub(RX_OVERHEAD).min(
+                self.netdev
+                    .mtu(&self.opts.iface)
+                    .map_or(u32::MAX, |mtu| mtu + ETH_HLEN as u32 + 4),
+            ),
+            rx_scatter: true,
+            tx_multi_seg: true,
             numa_node: read_sysfs(&self.opts.iface, "device/numa_node")
                 .and_then(|n| n.parse::<i64>().ok())
                 .filter(|&n| n >= 0)
@@ -745,6 +805,7 @@ impl Port for AfPacketPort {
             ));
         }
         let (rxd, txd) = port::check_conf(conf.port_id, &self.info(), conf)?;
+        port::rx_frame_limit(conf.port_id, &self.info(), conf)?;
         self.counters
             .reconfigure(conf.nb_rxq as usize, conf.nb_txq as usize);
         self.port_id = conf.port_id;
@@ -792,21 +853,18 @@ impl Port for AfPacketPort {
                 format!(
                     "interface {iface} has MTU {mtu}, but framesz={} holds frames of at most \
                      {tx_room} bytes (after its {}-byte header); raise the frame size, e.g. \
-                     framesz={need},blocksz={block}, or lower the MTU with `ip link set {iface} mtu {}`",
+                     framesz={need},blocksz={block} (or leave both out to derive them from the \
+                     MTU when the port is created), or lower the MTU with `ip link set {iface} mtu {}`",
                     self.opts.framesz,
                     sys::TPACKET3_HDR,
                     tx_room - ETH_HLEN
                 ),
             ));
         }
-        if conf.nb_rxq > 0 && mtu as usize + ETH_HLEN > conf.mempool.data_room() {
-            log::warn!(
-                "{}: interface {iface} has MTU {mtu}: frames longer than the mempool's {}-byte data \
-                 room will be dropped (counted in ierrors); raise --mbuf-size",
-                self.name,
-                conf.mempool.data_room()
-            );
-        }
+        let max_len = match conf.max_rx_pktlen {
+            0 => self.info().max_rx_pktlen as usize,
+            l => l as usize,
+        };
         self.ifindex = ifindex;
         self.mac = read_mac(&self.netdev, &iface).map_err(|r| self.err("start", r))?;
         let socks = self.open_sockets(ifindex, &conf, rxd, txd)?;
@@ -816,6 +874,7 @@ impl Port for AfPacketPort {
             let ring = RxRing::new(&socks[q as usize]).expect("a fresh socket's receive ring");
             rx.push(Box::new(AfPacketRxQueue {
                 ring,
+                max_len,
                 pool: conf.mempool.clone(),
                 port: conf.port_id,
                 queue: q,
@@ -915,6 +974,8 @@ impl Port for AfPacketPort {
 
 struct AfPacketRxQueue {
     ring: RxRing,
+    /// Longest frame delivered (`--max-pkt-len`); longer ones are counted.
+    max_len: usize,
     pool: Mempool,
     port: u16,
     queue: u16,
@@ -927,22 +988,28 @@ enum Fill {
     Ok,
     Skip,
     Error,
+    NoBuf,
 }
 
 impl AfPacketRxQueue {
-    /// Copy frame `f` into `m` (VLAN tag put back), or say why not.
+    /// Copy frame `f` into `m` (VLAN tag put back), or say why not. A frame
+    /// longer than `m` continues in more mbufs, chained to it.
     #[inline(always)]
-    fn fill(ring: &RxRing, f: &RxFrame, m: &mut Mbuf, port: u16, queue: u16, rss: bool) -> Fill {
+    fn fill(&self, f: &RxFrame, m: &mut Mbuf) -> Fill {
+        let ring = &self.ring;
         if f.pkttype == libc::PACKET_OUTGOING {
             return Fill::Skip;
         }
         let snap = f.snaplen as usize;
         let vlan = f.status & libc::TP_STATUS_VLAN_VALID != 0;
         let len = snap + if vlan { 4 } else { 0 };
-        // Truncated by the kernel (longer than a block holds), a runt, or too
-        // long for the mbuf: drop and count, never deliver it cut.
-        if f.snaplen < f.len || snap < ETH_HLEN || !m.set_len(len) {
+        // Truncated by the kernel (longer than a block holds), a runt, or
+        // over the frame limit: drop and count, never deliver it cut.
+        if f.snaplen < f.len || snap < ETH_HLEN || len > self.max_len {
             return Fill::Error;
+        }
+        if !m.set_len(len) {
+            return self.fill_chain(f, m, len, vlan);
         }
         let d = m.data_mut();
         let ok = if vlan {
@@ -960,12 +1027,65 @@ impl AfPacketRxQueue {
         if !ok {
             return Fill::Error;
         }
-        m.set_port(port);
-        m.set_queue(queue);
-        if rss {
+        self.stamp(f, m);
+        Fill::Ok
+    }
+
+    #[inline(always)]
+    fn stamp(&self, f: &RxFrame, m: &mut Mbuf) {
+        m.set_port(self.port);
+        m.set_queue(self.queue);
+        if self.rss {
             m.set_rss_hash(f.rxhash);
             m.set_ol_flags(flags::RX_RSS_HASH);
         }
+    }
+
+    /// [`fill`](Self::fill) for a frame of `len` bytes (VLAN tag included)
+    /// longer than `m`: `m` takes what it holds, more mbufs the rest.
+    #[cold]
+    #[inline(never)]
+    fn fill_chain(&self, f: &RxFrame, m: &mut Mbuf, len: usize, vlan: bool) -> Fill {
+        let ring = &self.ring;
+        let first = m.capacity();
+        // Frame bytes from `at` on: past the first 16 bytes, a re-inserted
+        // tag puts them 4 bytes later than in the ring.
+        let src = |at: usize| if vlan { at - 4 } else { at };
+        let mut chain = RxChain::new();
+        let mut at = first;
+        while at < len {
+            let Some(mut seg) = self.pool.alloc() else {
+                chain.discard();
+                return Fill::NoBuf;
+            };
+            let n = (len - at).min(seg.capacity());
+            let ok = ring.copy(f, src(at), seg.append(n).expect("within capacity"));
+            if !ok || chain.push(seg).is_err() {
+                chain.discard();
+                return Fill::Error;
+            }
+            at += n;
+        }
+        assert!(m.set_len(first));
+        let d = m.data_mut();
+        let ok = if vlan {
+            let tpid = if f.status & libc::TP_STATUS_VLAN_TPID_VALID != 0 && f.vlan_tpid != 0 {
+                f.vlan_tpid
+            } else {
+                0x8100
+            };
+            d[12..14].copy_from_slice(&tpid.to_be_bytes());
+            d[14..16].copy_from_slice(&f.vlan_tci.to_be_bytes());
+            ring.copy(f, 0, &mut d[..12]) && ring.copy(f, 12, &mut d[16..])
+        } else {
+            ring.copy(f, 0, d)
+        };
+        let rest = chain.finish().expect("a frame longer than its first mbuf");
+        if !ok || m.chain(rest).is_err() {
+            m.set_len(0);
+            return Fill::Error;
+        }
+        self.stamp(f, m);
         Fill::Ok
     }
 }
@@ -1024,13 +1144,14 @@ impl RxQueue for AfPacketRxQueue {
                     break;
                 };
                 let m = &mut out.as_mut_slice()[w];
-                match Self::fill(&self.ring, &f, m, self.port, self.queue, self.rss) {
+                match self.fill(&f, m) {
                     Fill::Ok => {
-                        bytes += m.len() as u64;
+                        bytes += m.pkt_len() as u64;
                         w += 1;
                     }
                     Fill::Skip => {}
                     Fill::Error => errors += 1,
+                    Fill::NoBuf => nombuf += 1,
                 }
                 self.ring.advance(f);
             }
@@ -1070,14 +1191,19 @@ impl TxQueue for AfPacketTxQueue {
         let (mut taken, mut sent, mut bytes, mut errors) = (0usize, 0u64, 0u64, 0u64);
         let mut full = false;
         for m in pkts.iter() {
-            let len = m.len();
+            let len = m.pkt_len();
             if !(ETH_HLEN..=self.max_len).contains(&len) {
                 // The kernel would refuse it: drop and count.
                 errors += 1;
                 taken += 1;
                 continue;
             }
-            if !self.ring.push(m.data()) {
+            let pushed = if m.is_chained() {
+                self.ring.push_parts(len, m.segments())
+            } else {
+                self.ring.push(m.data())
+            };
+            if !pushed {
                 full = true;
                 break;
             }

@@ -625,19 +625,33 @@ impl TxRing {
     /// done) if the slot is still the kernel's or `data` is longer than `capacity()`.
     #[inline]
     pub fn push(&mut self, data: &[u8]) -> bool {
-        if data.len() > self.capacity() || self.full() {
+        self.push_parts(data.len(), std::iter::once(data))
+    }
+
+    /// As [`push`](Self::push), the frame's `len` bytes given in parts (the
+    /// segments of a chain), gathered into the slot; parts beyond `len` bytes
+    /// are cut.
+    #[inline]
+    pub fn push_parts<'a>(&mut self, len: usize, parts: impl Iterator<Item = &'a [u8]>) -> bool {
+        if len > self.capacity() || self.full() {
             return false;
         }
         let f = self.frame(self.head);
-        // SAFETY: the acquire load in full() saw the slot available, so the
-        // kernel is done with it until we set TP_STATUS_SEND_REQUEST; header
-        // fields and data (TPACKET3_HDR + len <= frame_size) lie inside the
-        // frame; `data` is the caller's buffer, distinct from the ring.
+        let mut at = 0usize;
+        for part in parts {
+            let n = part.len().min(len - at);
+            // SAFETY: the acquire load in full() saw the slot available, so
+            // the kernel is done with it until we set TP_STATUS_SEND_REQUEST;
+            // at + n <= len <= capacity, so the bytes lie inside the frame;
+            // `part` is the caller's buffer, distinct from the ring.
+            unsafe { ptr::copy_nonoverlapping(part.as_ptr(), f.add(TPACKET3_HDR + at), n) };
+            at += n;
+        }
+        // SAFETY: header fields inside the frame, which is ours (see above).
         unsafe {
             ptr::write_volatile(f.add(F_NEXT).cast::<u32>(), 0);
-            ptr::write_volatile(f.add(F_LEN).cast::<u32>(), data.len() as u32);
-            ptr::write_volatile(f.add(F_SNAPLEN).cast::<u32>(), data.len() as u32);
-            ptr::copy_nonoverlapping(data.as_ptr(), f.add(TPACKET3_HDR), data.len());
+            ptr::write_volatile(f.add(F_LEN).cast::<u32>(), at as u32);
+            ptr::write_volatile(f.add(F_SNAPLEN).cast::<u32>(), at as u32);
         }
         // SAFETY: status word inside the frame; the Release store publishes the
         // writes above to the kernel.

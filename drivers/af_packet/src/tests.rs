@@ -90,7 +90,7 @@ fn receive(q: &mut dyn RxQueue, want: usize, timeout: Duration) -> Vec<Vec<u8>> 
             std::thread::sleep(Duration::from_micros(200));
         }
         while let Some(m) = b.pop_front() {
-            got.push(m.data().to_vec());
+            got.push(testing::packet_bytes(&m));
         }
     }
     got
@@ -114,9 +114,30 @@ fn devargs_are_checked() {
     assert_eq!(o, AfPacketOptions::new("eth0"));
     assert_eq!(
         (o.qpairs, o.framesz, o.framecnt, o.qdisc_bypass, o.promisc),
-        (1, 2048, 512, true, false)
+        (1, 0, 512, true, false),
+        "frame and block sizes come from the MTU"
     );
-    assert_eq!(o.blocksz as usize, sys::page_size());
+    assert_eq!(o.blocksz, 0);
+    // DPDK's sizes at MTU 1500; a jumbo MTU gets a jumbo frame and block.
+    let page = sys::page_size() as u32;
+    let r = o.resolve(1500);
+    assert_eq!((r.framesz, r.blocksz), (2048, page));
+    assert_eq!(r.check(), Ok(()));
+    let r = o.resolve(9000);
+    assert_eq!((r.framesz, r.blocksz), (9072, 12288));
+    assert!(r.framesz as usize - sys::TPACKET3_HDR >= 9018);
+    assert!(r.blocksz - RX_OVERHEAD >= 9018);
+    assert_eq!(r.check(), Ok(()));
+    let given = AfPacketOptions {
+        framesz: 4096,
+        ..o.clone()
+    }
+    .resolve(9000);
+    assert_eq!(
+        (given.framesz, given.blocksz),
+        (4096, 12288),
+        "a given size stays"
+    );
     let o = AfPacketOptions::from_devargs(
         &DevArgs::parse(
             "net_af_packet0,iface=eth0,qpairs=4,blocksz=65536,framesz=2048,framecnt=4096,\
@@ -158,12 +179,12 @@ fn devargs_are_checked() {
             "below the 80-byte minimum",
         ),
         (
-            "net_af_packet0,iface=eth0,framesz=8192",
+            "net_af_packet0,iface=eth0,framesz=8192,blocksz=4096",
             "framesz=8192 is larger than blocksz=4096",
         ),
         ("net_af_packet0,iface=eth0,blocksz=5000", "page size"),
         (
-            "net_af_packet0,iface=eth0,framecnt=5",
+            "net_af_packet0,iface=eth0,framesz=2048,blocksz=4096,framecnt=5",
             "framecnt=5 is not a multiple of the 2 frames per block",
         ),
         (
@@ -410,6 +431,8 @@ fn frames_arrive_intact_both_ways() {
     assert_eq!(pool.in_use(), 0);
 }
 
+/// Frames longer than an mbuf arrive whole as chains; frames the kernel cut
+/// to fit a block, or over --max-pkt-len, are counted, never delivered cut.
 #[test]
 fn oversize_frames_are_counted_not_truncated() {
     let Some(v) = veth("npafp5") else {
@@ -435,14 +458,37 @@ fn oversize_frames_are_counted_not_truncated() {
     let far = RawSocket::open(&v.b).unwrap();
     let ok1 = testing::test_frame(1, 1500);
     let ok2 = testing::test_frame(4, 200);
+    let chain = testing::test_frame(2, room + 50); // longer than the mbuf's data room
     far.send(&ok1).unwrap();
-    far.send(&testing::test_frame(2, room + 50)).unwrap(); // longer than the mbuf's data room
+    far.send(&chain).unwrap();
     far.send(&testing::test_frame(3, 4000)).unwrap(); // truncated by the kernel to fit the block
     far.send(&ok2).unwrap();
-    let got = receive(q.rx[0].as_mut(), 2, Duration::from_secs(5));
-    assert_eq!(got, vec![ok1, ok2]);
+    let mut b = MbufBatch::with_burst(32);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while b.len() < 3 && Instant::now() < deadline {
+        q.rx[0].rx_burst(&mut b);
+    }
+    let segs: Vec<usize> = b.iter().map(|m| m.nb_segs()).collect();
+    let got: Vec<Vec<u8>> = b.iter().map(testing::packet_bytes).collect();
+    assert_eq!(got, vec![ok1.clone(), chain.clone(), ok2.clone()]);
+    assert_eq!(segs, vec![1, 2, 1]);
+    b.clear();
     let st = p.stats();
-    assert_eq!((st.ipackets, st.ierrors), (2, 2), "{st:?}");
+    assert_eq!((st.ipackets, st.ierrors), (3, 1), "{st:?}");
+    assert_eq!(st.ibytes, (ok1.len() + chain.len() + ok2.len()) as u64);
+    drop(q);
+    p.stop().unwrap();
+    // --max-pkt-len 1504: a 1500-byte frame passes, 1501 bytes are counted.
+    let mut c = conf(&pool, 0, 1);
+    c.max_rx_pktlen = 1500;
+    p.configure(&c).unwrap();
+    let mut q = p.start().unwrap();
+    p.reset_stats();
+    far.send(&testing::test_frame(5, 1501)).unwrap();
+    far.send(&ok1).unwrap();
+    let got = receive(q.rx[0].as_mut(), 1, Duration::from_secs(5));
+    assert_eq!(got, vec![ok1]);
+    assert_eq!(p.stats().ierrors, 1);
     drop(q);
     p.stop().unwrap();
     assert_eq!(pool.in_use(), 0);
@@ -596,7 +642,9 @@ fn down_interface_and_bad_mtu_are_refused_untouched() {
     let before = sys_flags(&a);
     let e = p.start().unwrap_err().to_string();
     assert!(
-        e.contains("MTU 3000") && e.contains("framesz=2048") && e.contains("framesz="),
+        e.contains("MTU 3000")
+            && e.contains("framesz=2048")
+            && e.contains("derive them from the MTU"),
         "{e}"
     );
     assert_eq!(sys_flags(&a), before);
@@ -680,6 +728,75 @@ fn empty_pool_counts_nombuf_and_keeps_frames() {
     let got = receive(q.rx[0].as_mut(), 4, Duration::from_secs(5));
     assert_eq!(got, sent, "frames wait in the ring while the pool is empty");
     assert_eq!(p.stats().imissed, 0);
+    drop(q);
+    p.stop().unwrap();
+    assert_eq!(pool.in_use(), 0);
+}
+
+/// MTU 9000 on a veth: the port (no framesz=) sizes its rings from the MTU,
+/// receives 9014-byte frames from the kernel as chains of 2 KiB mbufs, sends
+/// chains back, and the kernel's far end reads them byte for byte.
+#[test]
+fn jumbo_frames_from_the_mtu_both_ways() {
+    let Some(v) = veth("npafpj") else {
+        return;
+    };
+    ip(&["link", "set", &v.a, "mtu", "9000"]);
+    ip(&["link", "set", &v.b, "mtu", "9000"]);
+    let pool = pool("afp-jumbo", 1024);
+    let room = pool.data_room();
+    let mut p = port(&format!("net_af_packet0,iface={}", v.a), 0);
+    assert_eq!((p.options().framesz, p.options().blocksz), (9072, 12288));
+    assert_eq!(p.info().max_rx_pktlen, 9018);
+    assert!(p.info().rx_scatter && p.info().tx_multi_seg);
+    p.configure(&conf(&pool, 0, 1)).unwrap();
+    let mut q = p.start().unwrap();
+    let far = RawSocket::open(&v.b).unwrap();
+    let frames: Vec<Vec<u8>> = (0..20)
+        .map(|i| udp_frame(1000 + i, [9014, 60, 1664, 1665, 4000][i as usize % 5]))
+        .collect();
+    for f in &frames {
+        far.send(f).unwrap();
+    }
+    let mut b = MbufBatch::with_burst(32);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while b.len() < frames.len() && Instant::now() < deadline {
+        q.rx[0].rx_burst(&mut b);
+    }
+    let got: Vec<Vec<u8>> = b.iter().map(testing::packet_bytes).collect();
+    assert_eq!(got, frames, "received whole and in order");
+    for m in b.iter() {
+        assert_eq!(m.nb_segs(), m.pkt_len().div_ceil(room));
+    }
+    // Back out as they came in: chains gathered into the transmit slots.
+    let mut left = b.len();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !b.is_empty() && Instant::now() < deadline {
+        left -= q.tx[0].tx_burst(&mut b);
+    }
+    assert_eq!(left, 0);
+    let mut back = Vec::new();
+    let mut buf = vec![0u8; 16384];
+    while back.len() < frames.len() {
+        match far.recv(&mut buf, Duration::from_secs(5)) {
+            Some(n) => back.push(buf[..n].to_vec()),
+            None => break,
+        }
+    }
+    assert_eq!(back, frames, "the far end reads every byte");
+    let st = p.stats();
+    let bytes: u64 = frames.iter().map(|f| f.len() as u64).sum();
+    assert_eq!(
+        (
+            st.ipackets,
+            st.ibytes,
+            st.opackets,
+            st.obytes,
+            st.ierrors,
+            st.oerrors
+        ),
+        (20, bytes, 20, bytes, 0, 0)
+    );
     drop(q);
     p.stop().unwrap();
     assert_eq!(pool.in_use(), 0);
