@@ -12,9 +12,12 @@
 //! interface is deleted when the last descriptor closes: dropping the port
 //! (and its queues) removes it, and so does a crash.
 //!
-//! Receive is one `readv` per packet (into the mbuf, plus a scratch buffer that
-//! only serves to detect frames longer than the mbuf), bounded by the burst;
-//! transmit is one `write` per packet. That is what the TUN/TAP interface
+//! Receive is one `readv` per packet (into the mbuf, then, when the frame
+//! limit is larger than an mbuf, into as many spare mbufs as a frame at the
+//! limit takes, which become the chain of a long frame, plus a scratch
+//! buffer that only serves to detect frames over the limit), bounded by the
+//! burst; transmit is one `write` per packet (`writev` of the segments of a
+//! chain). That is what the TUN/TAP interface
 //! offers (DPDK's TAP PMD also does one system call per packet); the fast-path
 //! rule of one system call per burst cannot hold here.
 //!
@@ -320,8 +323,8 @@ impl Port for TapPort {
             max_txd: 32768,
             desc_align: 1,
             max_rx_pktlen: mtu + ETH_HLEN as u32 + 4,
-            rx_scatter: false,
-            tx_multi_seg: false,
+            rx_scatter: true,
+            tx_multi_seg: true,
             numa_node: None,
         }
     }
@@ -334,6 +337,7 @@ impl Port for TapPort {
             ));
         }
         let (rxd, txd) = port::check_conf(conf.port_id, &self.info(), conf)?;
+        port::rx_frame_limit(conf.port_id, &self.info(), conf)?;
         self.counters
             .reconfigure(conf.nb_rxq as usize, conf.nb_txq as usize);
         self.port_id = conf.port_id;
@@ -392,6 +396,14 @@ impl Port for TapPort {
                 ),
             )
         })?;
+        // The frame limit, read now: the MTU may have changed since configure.
+        let max_len = match conf.max_rx_pktlen {
+            0 => self.info().max_rx_pktlen as usize,
+            l => l as usize,
+        }
+        .min(MAX_FRAME);
+        let room = conf.mempool.data_room();
+        let segs = max_len.saturating_sub(room).div_ceil(room);
         let rx = (0..conf.nb_rxq)
             .map(|q| {
                 Box::new(TapRxQueue {
@@ -399,6 +411,9 @@ impl Port for TapPort {
                     pool: conf.mempool.clone(),
                     port: conf.port_id,
                     queue: q,
+                    max_len,
+                    segs,
+                    extra: Vec::with_capacity(segs),
                     spare: None,
                     scratch: vec![0u8; SCRATCH].into_boxed_slice(),
                     counters: self.counters.rx(q as usize),
@@ -520,12 +535,97 @@ struct TapRxQueue {
     pool: Mempool,
     port: u16,
     queue: u16,
+    /// Longest frame delivered; longer ones are counted.
+    max_len: usize,
+    /// Spare mbufs a read may need after the first: a frame at the limit.
+    segs: usize,
+    /// Those spares, kept between reads (allocated once, not per packet).
+    extra: Vec<Mbuf>,
     /// An mbuf kept from a read that found nothing, for the next one.
     spare: Option<Mbuf>,
     /// Catches the bytes of frames longer than the mbuf, so they are seen.
     scratch: Box<[u8]>,
     counters: QueueCountersRef,
 }
+
+impl TapRxQueue {
+    /// Read one frame into `m`, then the spares, then the scratch buffer;
+    /// the bytes read, and `m` with the spares it took chained to it.
+    #[inline]
+    fn read(&mut self, m: &mut Mbuf) -> io::Result<usize> {
+        let cap = m.capacity();
+        m.set_len(cap);
+        if self.segs == 0 {
+            let mut iov = [
+                IoSliceMut::new(m.data_mut()),
+                IoSliceMut::new(&mut self.scratch),
+            ];
+            return (&*self.file).read_vectored(&mut iov);
+        }
+        self.read_scatter(m, cap)
+    }
+
+    /// [`read`](Self::read) when a frame may be longer than one mbuf.
+    #[cold]
+    #[inline(never)]
+    fn read_scatter(&mut self, m: &mut Mbuf, cap: usize) -> io::Result<usize> {
+        while self.extra.len() < self.segs {
+            match self.pool.alloc() {
+                Some(s) => self.extra.push(s),
+                // Frames that need more than the pool gave end in the
+                // scratch buffer and are counted.
+                None => break,
+            }
+        }
+        let mut iov: [IoSliceMut<'_>; MAX_IOV] = std::array::from_fn(|_| IoSliceMut::new(&mut []));
+        let mut k = 0;
+        iov[k] = IoSliceMut::new(m.data_mut());
+        k += 1;
+        for s in self.extra.iter_mut() {
+            let c = s.capacity();
+            s.set_len(c);
+            iov[k] = IoSliceMut::new(s.data_mut());
+            k += 1;
+        }
+        iov[k] = IoSliceMut::new(&mut self.scratch);
+        k += 1;
+        let n = (&*self.file).read_vectored(&mut iov[..k])?;
+        if n > cap && n <= self.max_len {
+            // The spares the frame reached, in order, become its chain.
+            let mut left = n - cap;
+            let mut used = 0;
+            for s in self.extra.iter() {
+                if left == 0 {
+                    break;
+                }
+                left = left.saturating_sub(s.len());
+                used += 1;
+            }
+            if left == 0 {
+                let mut rest = self.extra.drain(..used);
+                let mut chain = nicpoll::mbuf::RxChain::new();
+                let mut tail = n - cap;
+                for mut s in rest.by_ref() {
+                    let l = tail.min(s.len());
+                    s.set_len(l);
+                    tail -= l;
+                    let _ = chain.push(s);
+                }
+                drop(rest);
+                if let Some(c) = chain.finish() {
+                    let _ = m.chain(c);
+                }
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// Most `readv` buffers: the first mbuf, spares for a 64 KiB frame in 2 KiB
+/// mbufs, the scratch buffer.
+const MAX_IOV: usize = 2 + MAX_FRAME.div_ceil(1664);
+/// Longest frame a tap port takes (the largest MTU is 65535 + 14).
+const MAX_FRAME: usize = 65536;
 
 impl RxQueue for TapRxQueue {
     #[inline]
@@ -543,16 +643,20 @@ impl RxQueue for TapRxQueue {
                 },
             };
             let cap = m.capacity();
-            m.set_len(cap);
-            let r = {
-                let mut iov = [
-                    IoSliceMut::new(m.data_mut()),
-                    IoSliceMut::new(&mut self.scratch),
-                ];
-                (&*self.file).read_vectored(&mut iov)
-            };
+            let r = self.read(&mut m);
             match r {
-                Ok(n) if (ETH_HLEN..=cap).contains(&n) => {
+                Ok(n) if n > cap && m.pkt_len() == n => {
+                    // A chain: the first mbuf is full.
+                    m.set_port(self.port);
+                    m.set_queue(self.queue);
+                    bytes += n as u64;
+                    got += 1;
+                    if let Err(m) = out.push(m) {
+                        self.spare = Some(m);
+                        break;
+                    }
+                }
+                Ok(n) if (ETH_HLEN..=cap.min(self.max_len)).contains(&n) => {
                     m.set_len(n);
                     m.set_port(self.port);
                     m.set_queue(self.queue);
@@ -605,10 +709,23 @@ impl TxQueue for TapTxQueue {
     fn tx_burst(&mut self, pkts: &mut MbufBatch) -> usize {
         let (mut taken, mut sent, mut bytes, mut errors) = (0usize, 0u64, 0u64, 0u64);
         for m in pkts.iter() {
-            match (&*self.file).write(m.data()) {
+            let r = if m.nb_segs() > MAX_IOV {
+                Err(io::Error::from_raw_os_error(libc::EMSGSIZE))
+            } else if m.is_chained() {
+                let mut iov = [io::IoSlice::new(&[]); MAX_IOV];
+                let mut k = 0;
+                for seg in m.segments().take(MAX_IOV) {
+                    iov[k] = io::IoSlice::new(seg);
+                    k += 1;
+                }
+                (&*self.file).write_vectored(&iov[..k])
+            } else {
+                (&*self.file).write(m.data())
+            };
+            match r {
                 Ok(_) => {
                     sent += 1;
-                    bytes += m.len() as u64;
+                    bytes += m.pkt_len() as u64;
                 }
                 Err(e)
                     if e.kind() == io::ErrorKind::WouldBlock
