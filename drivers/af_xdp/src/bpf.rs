@@ -247,14 +247,26 @@ pub(crate) struct LoadError {
     pub(crate) log: String,
 }
 
-/// Load an XDP program. On failure the load is repeated with a verifier log
-/// (as libbpf does), so the error carries what the verifier said.
-pub(crate) fn load_xdp(name: &str, insns: &[Insn], license: &CStr) -> Result<OwnedFd, LoadError> {
+/// `prog_flags`: the program handles multi-buffer (fragmented) frames, as
+/// the "xdp.frags" section name asks of libbpf (Linux 5.18,
+/// `include/uapi/linux/bpf.h`).
+pub(crate) const BPF_F_XDP_HAS_FRAGS: u32 = 1 << 5;
+
+/// Load an XDP program with `prog_flags` (0 or [`BPF_F_XDP_HAS_FRAGS`]). On
+/// failure the load is repeated with a verifier log (as libbpf does), so the
+/// error carries what the verifier said.
+pub(crate) fn load_xdp(
+    name: &str,
+    insns: &[Insn],
+    license: &CStr,
+    prog_flags: u32,
+) -> Result<OwnedFd, LoadError> {
     let mut a = ProgLoadAttr {
         prog_type: BPF_PROG_TYPE_XDP,
         insn_cnt: insns.len() as u32,
         insns: insns.as_ptr() as u64,
         license: license.as_ptr() as u64,
+        prog_flags,
         prog_name: obj_name(name),
         expected_attach_type: BPF_XDP,
         ..Default::default()

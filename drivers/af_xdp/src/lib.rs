@@ -49,6 +49,24 @@
 //! and freed; an empty one is dropped and counted (the kernel would never
 //! complete it). Completed chunks return to the pool at the next burst.
 //!
+//! # Jumbo frames: multi-buffer AF_XDP
+//!
+//! A chunk holds `data_room()` bytes (1664 with 2 KiB elements; chunks are at
+//! most a page). When a frame may be longer (the interface's MTU + 18, or
+//! `--max-pkt-len`), the sockets bind with `XDP_USE_SG` (Linux 6.6): the
+//! kernel splits a frame over several chunks, one RX descriptor each with
+//! `XDP_PKT_CONTD` on all but the last, and the queue chains those mbufs into
+//! one packet (kept across bursts until its last descriptor). The program is
+//! loaded multi-buffer aware (`BPF_F_XDP_HAS_FRAGS`, the "xdp.frags" of
+//! libbpf; Linux 5.18) wherever the kernel knows the flag, since drivers refuse
+//! native XDP with a large MTU otherwise. A chain is sent as one descriptor
+//! per segment (`XDP_PKT_CONTD`): segments of the port's pool in place, others
+//! copied into chunks; a chain of more than 18 segments (the most a packet may
+//! take on every kernel) is copied into as few chunks as it takes; without
+//! `XDP_USE_SG` a chain is copied into one chunk if it fits, else dropped and
+//! counted. A kernel without multi-buffer AF_XDP (or XDP) gets a clear error at
+//! start naming the MTU or `--max-pkt-len` that fits one chunk.
+//!
 //! # veth (measured on Linux 6.18)
 //!
 //! veth has no AF_XDP zero copy: sockets run in copy mode whatever is asked.
@@ -389,6 +407,27 @@ impl AfXdpPort {
         self.xsk_retired = total;
     }
 
+    /// A bind with XDP_USE_SG refused: say what the kernel or driver lacks.
+    fn sg_error(&self, qid: u32, e: sys::XskError, max_len: usize, room: usize) -> Error {
+        let iface = &self.opts.iface;
+        let why = match e.source.raw_os_error() {
+            Some(libc::EINVAL) => "this kernel has no multi-buffer AF_XDP (XDP_USE_SG, Linux 6.6)",
+            Some(libc::EOPNOTSUPP) => "the driver has no multi-buffer zero copy: try force_copy=1",
+            _ => "multi-buffer AF_XDP (XDP_USE_SG) was refused",
+        };
+        self.err(
+            "start",
+            format!(
+                "binding an AF_XDP socket to {iface} queue {qid} with XDP_USE_SG: {}: {why}; \
+                 frames of up to {max_len} bytes take several {room}-byte UMEM chunks: lower the \
+                 MTU of {iface} to {} or --max-pkt-len to {}, or use net_af_packet",
+                e.source,
+                room - 18,
+                room + 4
+            ),
+        )
+    }
+
     fn socket_error(&self, qid: u32, e: sys::XskError, conf: &PortConf) -> Error {
         let iface = &self.opts.iface;
         let errno = e.source.raw_os_error();
@@ -478,9 +517,15 @@ impl Port for AfXdpPort {
             min_txd: MIN_DESCS,
             max_txd: MAX_DESCS,
             desc_align: 1,
-            max_rx_pktlen: sys::rx_frame_room(stride) as u32,
-            rx_scatter: false,
-            tx_multi_seg: false,
+            // With multi-buffer AF_XDP a frame may take several chunks: what
+            // the interface delivers (an MTU-sized frame with a VLAN tag).
+            max_rx_pktlen: (sys::rx_frame_room(stride) as u32).max(
+                sysfs(&self.opts.iface, "mtu")
+                    .and_then(|m| m.parse::<u32>().ok())
+                    .map_or(0, |mtu| mtu + 18),
+            ),
+            rx_scatter: true,
+            tx_multi_seg: true,
             numa_node: sysfs(&self.opts.iface, "device/numa_node")
                 .and_then(|n| n.parse::<i32>().ok())
                 .and_then(|n| u32::try_from(n).ok()),
@@ -510,23 +555,13 @@ impl Port for AfXdpPort {
                 "configure",
                 format!(
                     "mempool {} has {stride}-byte elements; AF_XDP chunks are at most one page \
-                     ({page} bytes): lower --mbuf-size",
+                     ({page} bytes): lower --mbuf-size (jumbo frames take several chunks, with \
+                     multi-buffer AF_XDP)",
                     conf.mempool.name()
                 ),
             ));
         }
-        let room = sys::rx_frame_room(stride);
-        if let Some(mtu) = sysfs(&self.opts.iface, "mtu").and_then(|m| m.parse::<usize>().ok())
-            && mtu + 18 > room
-        {
-            log::warn!(
-                "{}: {} has MTU {mtu}, but a {stride}-byte UMEM chunk holds frames of at most {room} \
-                 bytes: longer frames are dropped by the kernel (counted in imissed); raise \
-                 --mbuf-size or lower the MTU",
-                self.name,
-                self.opts.iface
-            );
-        }
+        port::rx_frame_limit(conf.port_id, &self.info(), conf)?;
         self.counters
             .reconfigure(conf.nb_rxq as usize, conf.nb_txq as usize);
         self.conf = Some((conf.clone(), rxd, txd));
@@ -554,6 +589,26 @@ impl Port for AfXdpPort {
         } else {
             0
         };
+        // Multi-buffer (one descriptor per chunk) when a frame may not fit a
+        // chunk: the frame limit, or a chain to send.
+        let room = sys::rx_frame_room(conf.mempool.stride());
+        let max_len = match conf.max_rx_pktlen {
+            0 => self.info().max_rx_pktlen as usize,
+            l => l as usize,
+        };
+        let sg = max_len > room || conf.nb_txq > 0 && self.info().max_rx_pktlen as usize > room;
+        if sg && !self.xdp.frags {
+            return Err(self.err(
+                "start",
+                format!(
+                    "frames of up to {max_len} bytes take several {room}-byte UMEM chunks, but \
+                     this kernel has no multi-buffer XDP (BPF_F_XDP_HAS_FRAGS, Linux 5.18): lower \
+                     the MTU of {iface} to {} or --max-pkt-len to {}, or use net_af_packet",
+                    room - 18,
+                    room + 4
+                ),
+            ));
+        }
         let nsock = conf.nb_rxq.max(conf.nb_txq);
         let mut sockets: Vec<Arc<XskShared>> = Vec::with_capacity(nsock as usize);
         let mut rx_sides: Vec<RxSide> = Vec::new();
@@ -569,6 +624,8 @@ impl Port for AfXdpPort {
                 fill_size: u32::from(rxd),
                 comp_size: u32::from(txd),
                 copy_flags,
+                sg,
+                max_len,
                 share: sockets.first().map(|s| &**s),
             };
             // A socket closed a moment ago (stop, then start) keeps its queue
@@ -583,6 +640,9 @@ impl Port for AfXdpPort {
                             && Instant::now() < deadline =>
                     {
                         std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Err(e) if sg && e.step == XskStep::Bind => {
+                        return Err(self.sg_error(qid, e, max_len, room));
                     }
                     Err(e) => return Err(self.socket_error(qid, e, &conf)),
                 }
@@ -639,7 +699,7 @@ impl Port for AfXdpPort {
         }
         let zc = sockets.first().map(|s| s.zero_copy()).unwrap_or(false);
         log::info!(
-            "{}: {iface} queues {}..={}: {} mode, XDP {}, {} rx / {} tx descriptors, busy polling {}",
+            "{}: {iface} queues {}..={}: {} mode, XDP {}{}, {} rx / {} tx descriptors, busy polling {}",
             self.name,
             self.opts.start_queue,
             self.opts.start_queue + u32::from(nsock) - 1,
@@ -649,6 +709,7 @@ impl Port for AfXdpPort {
                 "copy (the kernel copies between its buffers and the UMEM; mbufs and UMEM still share memory)"
             },
             self.xdp.mode.name(),
+            if sg { ", multi-buffer" } else { "" },
             rxd,
             txd,
             if self.opts.busy_budget > 0 {

@@ -61,7 +61,7 @@ use std::time::Duration;
 
 use rustix::net::sockopt;
 
-use nicpoll::mbuf::{COLORS, ELEMENT_DATA_OFFSET, HEADER_SIZE, MbufHeader};
+use nicpoll::mbuf::{COLORS, ELEMENT_DATA_OFFSET, HEADER_SIZE, MbufHeader, RxChain};
 use nicpoll::{Mbuf, MbufBatch, Mempool};
 
 /// AF_XDP address family.
@@ -81,6 +81,15 @@ pub(crate) const XDP_ZEROCOPY: u16 = 1 << 2;
 /// Bind flag: the kernel sets NEED_WAKEUP in ring flags instead of being kicked
 /// after every operation.
 pub(crate) const XDP_USE_NEED_WAKEUP: u16 = 1 << 3;
+/// Bind flag: multi-buffer packets, one descriptor per buffer (Linux 6.6,
+/// `include/uapi/linux/if_xdp.h`); the sockets sharing the UMEM inherit it.
+pub(crate) const XDP_USE_SG: u16 = 1 << 4;
+/// Descriptor option: the packet continues in the next descriptor.
+const XDP_PKT_CONTD: u32 = 1 << 0;
+/// Most descriptors one transmitted packet may take in copy mode on every
+/// kernel (CONFIG_MAX_SKB_FRAGS + 1, whose smallest setting is 17; the
+/// kernel's Documentation/networking/af_xdp.rst asks for 18 at most).
+pub(crate) const MAX_TX_FRAGS: usize = 18;
 const XDP_RING_NEED_WAKEUP: u32 = 1 << 0;
 
 const XDP_PGOFF_RX_RING: u64 = 0;
@@ -549,6 +558,10 @@ pub(crate) struct XskSetup<'a> {
     pub(crate) comp_size: u32,
     /// XDP_COPY, XDP_ZEROCOPY or 0 (zero copy if the driver can, else copy).
     pub(crate) copy_flags: u16,
+    /// Bind with XDP_USE_SG (multi-buffer packets).
+    pub(crate) sg: bool,
+    /// Longest packet a receive queue delivers; longer ones are counted.
+    pub(crate) max_len: usize,
     /// Another socket of this port whose UMEM this one shares (XDP_SHARED_UMEM).
     pub(crate) share: Option<&'a XskShared>,
 }
@@ -604,6 +617,12 @@ pub(crate) struct RxSide {
     deficit: u32,
     /// Kick the socket (recvfrom) whenever a burst finds nothing (busy polling).
     busy_poll: bool,
+    /// Longest packet delivered; longer ones are counted.
+    max_len: usize,
+    /// A multi-buffer packet whose last descriptor has not come yet.
+    chain: RxChain,
+    /// That packet lost a buffer (a bad descriptor): drop it at its end.
+    broken: bool,
     fd: RawFd,
     scratch: Box<[usize; SCRATCH]>,
     shared: Arc<XskShared>,
@@ -614,6 +633,8 @@ pub(crate) struct TxSide {
     tx: ProdRing<XdpDesc>,
     comp: ConsRing<u64>,
     ledger: Option<Ledger>,
+    /// Bound with XDP_USE_SG: a chain goes out as one descriptor per buffer.
+    sg: bool,
     fd: RawFd,
     /// Bytes of data room in a chunk after the default headroom (for copies).
     copy_room: usize,
@@ -714,7 +735,10 @@ impl XskShared {
             // The mode (copy, zero copy, need_wakeup) comes with the shared UMEM;
             // the kernel refuses other flags here.
             Some(o) => (XDP_SHARED_UMEM, o.raw_fd() as u32),
-            None => (s.copy_flags | XDP_USE_NEED_WAKEUP, 0),
+            None => (
+                s.copy_flags | XDP_USE_NEED_WAKEUP | if s.sg { XDP_USE_SG } else { 0 },
+                0,
+            ),
         };
         let sa = SockaddrXdp {
             family: AF_XDP as u16,
@@ -760,6 +784,9 @@ impl XskShared {
             ledger: Some(Ledger::new(pool)),
             deficit: 0,
             busy_poll: false,
+            max_len: s.max_len,
+            chain: RxChain::new(),
+            broken: false,
             fd: raw,
             scratch: Box::new([0; SCRATCH]),
             shared: shared.clone(),
@@ -768,6 +795,7 @@ impl XskShared {
             tx: ProdRing::new(t),
             comp: ConsRing::new(comp),
             ledger: Some(Ledger::new(pool)),
+            sg: s.sg,
             fd: raw,
             copy_room: pool.data_room(),
             scratch: Box::new([0; SCRATCH]),
@@ -908,30 +936,64 @@ impl RxSide {
                 // "xsk: Fix offset calculation in unaligned mode"), so the
                 // chunk is taken as the element that address falls in.
                 let (chunk, offset) = split_rx_addr(d.addr);
-                let Some(hdr) = ledger.take(chunk) else {
-                    // Not a chunk we posted: never make an mbuf of it.
-                    o.errors += 1;
-                    continue;
-                };
-                // SAFETY: the ledger had this element marked as posted by us and the
-                // kernel handed it back on the RX ring, so the kernel is done with it
-                // and nothing else owns it; `hdr` is its header, as the pool gave it.
-                let mut m =
-                    unsafe { Mbuf::from_raw(NonNull::new_unchecked(hdr as *mut MbufHeader)) };
-                // Data offset from the buffer start (right after the header).
-                let frame = base + ledger.chunk_start(chunk) + offset;
-                let data_off = frame.wrapping_sub(hdr + HEADER_SIZE);
-                m.reset();
-                if !m.set_data(data_off, d.len as usize) {
-                    o.errors += 1;
-                    drop(m);
+                let m = ledger.take(chunk).and_then(|hdr| {
+                    // SAFETY: the ledger had this element marked as posted by us
+                    // and the kernel handed it back on the RX ring, so the kernel
+                    // is done with it and nothing else owns it; `hdr` is its
+                    // header, as the pool gave it.
+                    let mut m =
+                        unsafe { Mbuf::from_raw(NonNull::new_unchecked(hdr as *mut MbufHeader)) };
+                    // Data offset from the buffer start (right after the header).
+                    let frame = base + ledger.chunk_start(chunk) + offset;
+                    let data_off = frame.wrapping_sub(hdr + HEADER_SIZE);
+                    m.reset();
+                    // A bad length or offset: dropped here (not a chunk we
+                    // posted: never made an mbuf of).
+                    m.set_data(data_off, d.len as usize).then_some(m)
+                });
+                if d.options & XDP_PKT_CONTD == 0 && self.chain.is_empty() && !self.broken {
+                    match m {
+                        Some(mut m) if d.len as usize <= self.max_len => {
+                            m.set_port(port);
+                            m.set_queue(queue);
+                            o.packets += 1;
+                            o.bytes += u64::from(d.len);
+                            // n <= spare, so this cannot fail.
+                            let _ = out.push(m);
+                        }
+                        _ => o.errors += 1,
+                    }
                     continue;
                 }
+                // A buffer of a multi-buffer packet (XDP_USE_SG).
+                match m {
+                    Some(m) if !self.broken => {
+                        if let Err(m) = self.chain.push(m) {
+                            drop(m);
+                            self.broken = true;
+                        }
+                    }
+                    m => {
+                        drop(m);
+                        self.broken = true;
+                    }
+                }
+                if d.options & XDP_PKT_CONTD != 0 {
+                    continue;
+                }
+                if self.broken || self.chain.pkt_len() > self.max_len {
+                    self.chain.discard();
+                    self.broken = false;
+                    o.errors += 1;
+                    continue;
+                }
+                let Some(mut m) = self.chain.finish() else {
+                    continue;
+                };
                 m.set_port(port);
                 m.set_queue(queue);
                 o.packets += 1;
-                o.bytes += u64::from(d.len);
-                // n <= spare, so this cannot fail.
+                o.bytes += m.pkt_len() as u64;
                 let _ = out.push(m);
             }
             self.rx.release(n);
@@ -1006,19 +1068,45 @@ impl TxSide {
 
     /// Put as many packets from the front of `pkts` on the TX ring as fit.
     /// Mbufs of the port's pool go out in place (the descriptor points at their
-    /// data in the UMEM); others are copied into a chunk of ours. At most one
-    /// syscall: sendto(MSG_DONTWAIT) when the kernel asked for a wakeup and
-    /// something is waiting on the ring.
+    /// data in the UMEM); others are copied into a chunk of ours. A chain goes
+    /// out as one descriptor per segment (XDP_PKT_CONTD on all but the last)
+    /// when the socket is bound with XDP_USE_SG, else copied into one chunk if
+    /// it fits. At most one syscall: sendto(MSG_DONTWAIT) when the kernel asked
+    /// for a wakeup and something is waiting on the ring.
     #[inline]
     pub(crate) fn tx_burst(&mut self, pkts: &mut MbufBatch) -> TxOutcome {
         self.reclaim();
         let mut o = TxOutcome::default();
+        // Descriptors written (the next one's index past the producer).
+        let mut descs = 0u32;
         let len = pkts.len() as u32;
         if len > 0 {
-            let room = self.tx.free(len).min(len);
+            let room = self.tx.free(len);
             let ledger = self.ledger.as_mut().expect("present until drop");
-            while o.taken < room {
+            while descs < room && !pkts.is_empty() {
                 let m = &pkts.as_slice()[0];
+                if m.is_chained() {
+                    match post_chain(
+                        &mut self.tx,
+                        ledger,
+                        &mut self.scratch[..],
+                        self.copy_room,
+                        self.sg,
+                        pkts,
+                        descs,
+                        room - descs,
+                    ) {
+                        ChainPost::Posted { descs: k, bytes } => {
+                            descs += k;
+                            o.packets += 1;
+                            o.bytes += bytes as u64;
+                        }
+                        ChainPost::Wait => break,
+                        ChainPost::Drop => o.errors += 1,
+                    }
+                    o.taken += 1;
+                    continue;
+                }
                 let hdr = m.buf_addr() as usize - HEADER_SIZE;
                 let dlen = m.len();
                 let addr = if dlen == 0 {
@@ -1059,25 +1147,158 @@ impl TxSide {
                     off
                 };
                 self.tx.write(
-                    o.packets,
+                    descs,
                     XdpDesc {
                         addr,
                         len: dlen as u32,
                         options: 0,
                     },
                 );
+                descs += 1;
                 o.packets += 1;
                 o.taken += 1;
                 o.bytes += dlen as u64;
             }
-            if o.packets > 0 {
-                self.tx.submit(o.packets);
+            if descs > 0 {
+                self.tx.submit(descs);
             }
         }
-        if self.tx.needs_wakeup() && (o.packets > 0 || self.tx.pending()) {
+        if self.tx.needs_wakeup() && (descs > 0 || self.tx.pending()) {
             kick_tx(self.fd);
         }
         o
+    }
+}
+
+/// What became of a chain offered to the TX ring.
+enum ChainPost {
+    /// Taken from the batch and on the ring as `descs` descriptors (not yet
+    /// submitted).
+    Posted { descs: u32, bytes: usize },
+    /// Left in the batch: too few free descriptors, or the pool is short of
+    /// chunks for the copies.
+    Wait,
+    /// Taken from the batch and freed: too long for one chunk without
+    /// XDP_USE_SG, or for the most descriptors a packet may take.
+    Drop,
+}
+
+/// Put the chain at the front of `pkts` on the TX ring from descriptor `at`
+/// on, in at most `room` descriptors: each non-empty segment of the port's
+/// pool in place, each other one copied into a chunk of ours; without
+/// XDP_USE_SG, or with more segments than [`MAX_TX_FRAGS`], the whole packet
+/// copied into as few chunks as it takes. Nothing is written or taken unless
+/// all of it fits (the chunks for the copies are taken at once first).
+#[allow(clippy::too_many_arguments)]
+#[cold]
+#[inline(never)]
+fn post_chain(
+    tx: &mut ProdRing<XdpDesc>,
+    ledger: &mut Ledger,
+    scratch: &mut [usize],
+    copy_room: usize,
+    sg: bool,
+    pkts: &mut MbufBatch,
+    at: u32,
+    room: u32,
+) -> ChainPost {
+    let m = &pkts.as_slice()[0];
+    let total = m.pkt_len();
+    let segs = m.segments().filter(|s| !s.is_empty()).count();
+    // A segment's data lies in its element: in the UMEM if it is ours. A
+    // foreign one is copied into a chunk, so it must fit one.
+    let foreign = |s: &&[u8]| !s.is_empty() && !ledger.contains(s.as_ptr() as usize);
+    let in_place =
+        sg && segs <= MAX_TX_FRAGS && m.segments().filter(foreign).all(|s| s.len() <= copy_room);
+    let (descs, copies) = if in_place {
+        (segs, m.segments().filter(foreign).count())
+    } else {
+        let k = total.div_ceil(copy_room);
+        (k, k)
+    };
+    if descs == 0 || descs > MAX_TX_FRAGS || (!sg && descs > 1) {
+        drop(pkts.pop_front());
+        return ChainPost::Drop;
+    }
+    if descs > room as usize || copies > scratch.len() {
+        return ChainPost::Wait;
+    }
+    let chunks = &mut scratch[..copies];
+    // SAFETY: we own the elements returned; each is marked in the ledger
+    // below and comes back through the completion ring or
+    // Ledger::release_all.
+    if copies > 0 && !unsafe { ledger.pool.alloc_raw(chunks) } {
+        return ChainPost::Wait;
+    }
+    let m = pkts.pop_front().expect("checked non-empty");
+    let mut descriptors = [(0u64, 0u32); MAX_TX_FRAGS];
+    if in_place {
+        let mut next_copy = 0;
+        let mut k = 0;
+        let mut rest = Some(m);
+        while let Some(p) = rest {
+            let (seg, r) = p.split_first();
+            rest = r;
+            let n = seg.len();
+            if n == 0 {
+                continue;
+            }
+            let hdr = seg.buf_addr() as usize - HEADER_SIZE;
+            let addr = if ledger.contains(hdr) {
+                ledger.give(hdr);
+                let addr = (seg.data().as_ptr() as usize - ledger.base) as u64;
+                // The element now belongs to the kernel until it completes.
+                let _ = seg.into_raw();
+                addr
+            } else {
+                let off = ledger.give(chunks[next_copy]) + ELEMENT_DATA_OFFSET as u64;
+                next_copy += 1;
+                // SAFETY: the fresh element is ours alone (the kernel gets it
+                // when the descriptor is published) and has copy_room >= n
+                // bytes from its data offset (checked above: a larger foreign
+                // segment makes the packet repacked instead); the source is
+                // the segment's own data, in another element.
+                unsafe {
+                    ptr::copy_nonoverlapping(
+                        seg.data().as_ptr(),
+                        (ledger.base + off as usize) as *mut u8,
+                        n,
+                    )
+                };
+                off
+            };
+            descriptors[k] = (addr, n as u32);
+            k += 1;
+        }
+        debug_assert_eq!(k, descs);
+    } else {
+        for (k, &chunk) in chunks.iter().enumerate() {
+            let off = ledger.give(chunk) + ELEMENT_DATA_OFFSET as u64;
+            let from = k * copy_room;
+            let n = (total - from).min(copy_room);
+            // SAFETY: the fresh element is ours alone until the descriptor is
+            // published, with copy_room >= n bytes from its data offset.
+            let dst = unsafe {
+                std::slice::from_raw_parts_mut((ledger.base + off as usize) as *mut u8, n)
+            };
+            m.copy_out(from, dst);
+            descriptors[k] = (off, n as u32);
+        }
+        drop(m);
+    }
+    for (k, &(addr, len)) in descriptors[..descs].iter().enumerate() {
+        tx.write(
+            at + k as u32,
+            XdpDesc {
+                addr,
+                len,
+                options: if k + 1 < descs { XDP_PKT_CONTD } else { 0 },
+            },
+        );
+    }
+    ChainPost::Posted {
+        descs: descs as u32,
+        bytes: total,
     }
 }
 

@@ -94,6 +94,9 @@ pub(crate) struct XdpAttachment {
     pub(crate) prog_id: u32,
     /// The mode the kernel attached it in.
     pub(crate) mode: AttachMode,
+    /// The program is multi-buffer aware (`BPF_F_XDP_HAS_FRAGS`): frames in
+    /// several buffers reach it, and can go to a socket bound with XDP_USE_SG.
+    pub(crate) frags: bool,
 }
 
 impl fmt::Debug for XdpAttachment {
@@ -267,19 +270,28 @@ pub(crate) fn attach(
             format!("creating the XSKMAP ({entries} entries): {e}")
         }
     })?;
-    let prog = bpf::load_xdp(PROG_NAME, &bpf::redirect_program(map.as_raw_fd()), LICENSE).map_err(
-        |e| {
-            if is_perm(&e.source) {
-                format!("loading the XDP program: {}; {PERM_HINT}", e.source)
-            } else {
-                format!(
-                    "loading the XDP program: {}; verifier log:\n{}",
-                    e.source,
-                    if e.log.is_empty() { "(empty)" } else { &e.log }
-                )
-            }
-        },
-    )?;
+    // Multi-buffer aware where the kernel knows the flag (5.18): without it
+    // a driver refuses native XDP above about a page of MTU (veth: "Peer MTU
+    // is too large to set XDP") and jumbo frames cannot reach the socket.
+    let insns = bpf::redirect_program(map.as_raw_fd());
+    let (prog, frags) = match bpf::load_xdp(PROG_NAME, &insns, LICENSE, bpf::BPF_F_XDP_HAS_FRAGS) {
+        Ok(p) => (Ok(p), true),
+        Err(e) if e.source.raw_os_error() == Some(libc::EINVAL) => {
+            (bpf::load_xdp(PROG_NAME, &insns, LICENSE, 0), false)
+        }
+        Err(e) => (Err(e), true),
+    };
+    let prog = prog.map_err(|e| {
+        if is_perm(&e.source) {
+            format!("loading the XDP program: {}; {PERM_HINT}", e.source)
+        } else {
+            format!(
+                "loading the XDP program: {}; verifier log:\n{}",
+                e.source,
+                if e.log.is_empty() { "(empty)" } else { &e.log }
+            )
+        }
+    })?;
     let link = bpf::link_create_xdp(&prog, ifindex, mode.link_flags()).map_err(|e| {
         let hint = match e.raw_os_error() {
             Some(libc::EPERM) | Some(libc::EACCES) => PERM_HINT.to_string(),
@@ -314,6 +326,7 @@ pub(crate) fn attach(
         map,
         prog_id,
         mode: actual,
+        frags,
     })
 }
 
@@ -324,15 +337,20 @@ pub(crate) mod testing {
 
     /// A minimal XDP_PASS program called `name`.
     pub(crate) fn load_pass(name: &str) -> OwnedFd {
-        bpf::load_xdp(name, &bpf::pass_program(), LICENSE)
+        bpf::load_xdp(name, &bpf::pass_program(), LICENSE, 0)
             .unwrap_or_else(|e| panic!("load {name}: {} {}", e.source, e.log))
     }
 
     /// Our redirect program with its own (empty) XSKMAP, as an older run left it.
     pub(crate) fn load_ours() -> OwnedFd {
         let map = bpf::create_xskmap(MAP_NAME, 1).expect("xskmap");
-        bpf::load_xdp(PROG_NAME, &bpf::redirect_program(map.as_raw_fd()), LICENSE)
-            .unwrap_or_else(|e| panic!("load ours: {} {}", e.source, e.log))
+        bpf::load_xdp(
+            PROG_NAME,
+            &bpf::redirect_program(map.as_raw_fd()),
+            LICENSE,
+            0,
+        )
+        .unwrap_or_else(|e| panic!("load ours: {} {}", e.source, e.log))
     }
 
     /// Attach through a link the caller keeps.
