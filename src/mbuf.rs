@@ -487,6 +487,15 @@ impl Mbuf {
         }
     }
 
+    /// The IOVA and length of each segment's data, first to last: what a
+    /// transmit path that gives a device one descriptor per segment writes.
+    pub fn segment_iovas(&self) -> SegmentIovas<'_> {
+        SegmentIovas {
+            next: self.hdr.as_ptr(),
+            _owner: PhantomData,
+        }
+    }
+
     /// Copy packet bytes from `offset` on (across segments) into `dst`, as
     /// much as both have; returns how many.
     pub fn copy_out(&self, offset: usize, dst: &mut [u8]) -> usize {
@@ -719,6 +728,29 @@ impl<'a> Iterator for Segments<'a> {
             self.next = (*h).next;
             let start = (h as *const u8).add(HEADER_SIZE + (*h).data_off as usize);
             Some(std::slice::from_raw_parts(start, (*h).data_len as usize))
+        }
+    }
+}
+
+/// (data IOVA, length) of each segment of a packet ([`Mbuf::segment_iovas`]).
+pub struct SegmentIovas<'a> {
+    next: *const MbufHeader,
+    _owner: PhantomData<&'a Mbuf>,
+}
+
+impl Iterator for SegmentIovas<'_> {
+    type Item = (u64, usize);
+
+    #[inline]
+    fn next(&mut self) -> Option<(u64, usize)> {
+        if self.next.is_null() {
+            return None;
+        }
+        let h = self.next;
+        // SAFETY: a segment of a chain borrowed for the iterator's life.
+        unsafe {
+            self.next = (*h).next;
+            Some(((*h).buf_iova + (*h).data_off as u64, (*h).data_len as usize))
         }
     }
 }

@@ -79,6 +79,8 @@ pub(crate) struct State {
     pub dma_faults: u64,
     /// Frames dropped for want of a receive buffer.
     pub rx_dropped: u64,
+    /// Of those, frames larger than a buffer without merged receive buffers.
+    pub rx_oversize: u64,
     pub tx_frames: u64,
 }
 
@@ -159,6 +161,7 @@ impl FakeVirtio {
                 ctrl_ack: ctrl::OK,
                 dma_faults: 0,
                 rx_dropped: 0,
+                rx_oversize: 0,
                 tx_frames: 0,
             }),
             view: DeviceView::new(cfg.trust_all),
@@ -344,6 +347,15 @@ impl FakeVirtio {
         st.queues[q].used_idx = idx;
     }
 
+    /// Replace the id of used entry `idx` of queue `q` (a device bug, for
+    /// tests).
+    pub(crate) fn overwrite_used_id(&self, q: usize, idx: u16, id: u32) {
+        let mut st = self.state();
+        let qs = st.queues[q].clone();
+        let slot = (idx % qs.size) as u64;
+        self.write(&mut st, qs.used + 4 + 8 * slot, &id.to_le_bytes());
+    }
+
     pub(crate) fn push_used(&self, q: usize, id: u32, len: u32) {
         let mut st = self.state();
         self.push_used_locked(&mut st, q, id, len);
@@ -442,28 +454,68 @@ impl FakeVirtio {
         if !Self::live(st, q) {
             return false;
         }
-        let Some((head, chain)) = self.pop_avail(st, q) else {
-            st.rx_dropped += 1;
-            return false;
-        };
-        assert_eq!(chain.len(), 1, "one descriptor per receive buffer");
-        let (addr, len, flags) = chain[0];
-        assert_ne!(
-            flags & VIRTQ_DESC_F_WRITE,
-            0,
-            "a receive buffer is device-writable"
-        );
+        // Merged receive buffers (§5.1.6.4): as many buffers as the header
+        // and the frame take, the header's num_buffers saying how many.
+        // Without them one buffer must hold it all, else the frame is dropped.
+        let mrg = st.driver_features & feature::NET_MRG_RXBUF != 0;
         let total = NET_HDR_LEN + frame.len();
-        assert!(
-            total <= len as usize,
-            "frame of {} does not fit {len}",
-            frame.len()
-        );
+        let mut bufs: Vec<(u16, u64, u32)> = Vec::new();
+        let mut room = 0usize;
+        while room < total {
+            let Some((head, chain)) = self.pop_avail(st, q) else {
+                // Not enough buffers now: put back what was taken; the frame
+                // is dropped (or, for loop_back, waits).
+                st.queues[q].last_avail = st.queues[q].last_avail.wrapping_sub(bufs.len() as u16);
+                st.rx_dropped += 1;
+                return false;
+            };
+            assert_eq!(chain.len(), 1, "one descriptor per receive buffer");
+            let (addr, len, flags) = chain[0];
+            assert_ne!(
+                flags & VIRTQ_DESC_F_WRITE,
+                0,
+                "a receive buffer is device-writable"
+            );
+            bufs.push((head, addr, len));
+            room += len as usize;
+            if !mrg && room < total {
+                st.queues[q].last_avail = st.queues[q].last_avail.wrapping_sub(1);
+                st.rx_dropped += 1;
+                st.rx_oversize += 1;
+                return false;
+            }
+        }
         let mut b = hdr.to_vec();
+        b[10..12].copy_from_slice(&(bufs.len() as u16).to_le_bytes());
         b.extend_from_slice(frame);
-        self.write(st, addr, &b);
-        self.push_used_locked(st, q, head as u32, total as u32);
+        let mut at = 0;
+        let mut used = Vec::new();
+        for &(head, addr, len) in &bufs {
+            let n = (b.len() - at).min(len as usize);
+            self.write(st, addr, &b[at..at + n]);
+            at += n;
+            used.push((head as u32, n as u32));
+        }
+        self.push_used_many_locked(st, q, &used);
         true
+    }
+
+    /// Append used entries to queue `q` and publish them with one index write
+    /// (as QEMU's virtqueue_flush does for a merged frame).
+    fn push_used_many_locked(&self, st: &mut State, q: usize, entries: &[(u32, u32)]) {
+        let qs = st.queues[q].clone();
+        let mut idx = qs.used_idx;
+        for &(id, len) in entries {
+            let slot = (idx % qs.size) as u64;
+            let mut e = [0u8; 8];
+            e[0..4].copy_from_slice(&id.to_le_bytes());
+            e[4..8].copy_from_slice(&len.to_le_bytes());
+            self.write(st, qs.used + 4 + 8 * slot, &e);
+            idx = idx.wrapping_add(1);
+        }
+        fence(Ordering::Release);
+        self.write(st, qs.used + 2, &idx.to_le_bytes());
+        st.queues[q].used_idx = idx;
     }
 
     /// Loop transmit queue 2i+1 back to receive queue 2i, keeping frames that
@@ -482,7 +534,11 @@ impl FakeVirtio {
                 }
                 let mut hdr = [0u8; NET_HDR_LEN];
                 hdr[10] = 1; // num_buffers
+                let oversize = st.rx_oversize;
                 if !self.rx_push_locked(&mut st, 2 * i, &f, hdr) {
+                    if st.rx_oversize != oversize {
+                        continue; // never fits: dropped
+                    }
                     st.rx_dropped -= 1; // not dropped: it waits
                     st.queues[2 * i].pending.push_front(f);
                     break;

@@ -7,7 +7,10 @@
 //! Receive buffers are fresh mbufs whose descriptor starts 12 bytes before the
 //! mbuf's data, so the device's `virtio_net_hdr` lands in the headroom and the
 //! frame at the data start; transmit writes an all-zero header into the headroom
-//! and gives one descriptor per packet. Neither path takes a lock, allocates or
+//! and gives one descriptor per packet (a chain of descriptors, linked with
+//! NEXT, for a multi-segment mbuf). With merged receive buffers a frame longer
+//! than one buffer takes several, the first header's `num_buffers` saying how
+//! many, and arrives as a chain of mbufs. Neither path takes a lock, allocates or
 //! makes a system call; each burst rings the doorbell at most once, and not at
 //! all while the device sets `VIRTQ_USED_F_NO_NOTIFY`. Used entries are checked
 //! before they are believed ([`queue`]).
@@ -15,9 +18,9 @@
 //! Features taken when offered: VIRTIO_F_VERSION_1 (required),
 //! VIRTIO_F_ACCESS_PLATFORM (the device goes through the IOMMU, as with a QEMU
 //! vIOMMU and `iommu_platform=on`), VIRTIO_NET_F_MAC, _STATUS, _SPEED_DUPLEX,
-//! _CTRL_VQ, _CTRL_RX (promiscuous mode) and _MQ (several queue pairs, set with
-//! VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET). No offloads, no merged buffers, no event
-//! index, no interrupts.
+//! _CTRL_VQ, _CTRL_RX (promiscuous mode), _MQ (several queue pairs, set with
+//! VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET) and _MRG_RXBUF (jumbo frames as chains).
+//! No offloads, no event index, no interrupts.
 //!
 //! ```no_run
 //! # fn main() -> nicpoll::Result<()> {
@@ -70,6 +73,9 @@ use transport::{QueueAddrs, Transport, feature, netcfg};
 pub const DRIVER: &str = "net_virtio";
 /// Device arguments accepted after the PCI address (`-a BDF,speed=10000`).
 pub const KEYS: &[&str] = &["speed"];
+/// Longest frame taken with merged receive buffers (no segmentation offload
+/// is negotiated, so a device hands over at most an IP datagram's worth).
+const MAX_MERGED_FRAME: u32 = 65535;
 /// The PCI ids this driver takes: (vendor, device, description).
 pub const PCI_IDS: &[(u16, u16, &str)] = &[
     (
@@ -542,13 +548,19 @@ impl<B: Bar + 'static> Port for VirtioPort<B> {
             min_txd: 1,
             max_txd: MAX_QUEUE_SIZE,
             desc_align: 1,
-            max_rx_pktlen: self
-                .conf
-                .as_ref()
-                .map_or(2048 - ELEMENT_DATA_OFFSET, |c| c.conf.mempool.data_room())
-                as u32,
-            rx_scatter: false,
-            tx_multi_seg: false,
+            // With merged receive buffers a frame may take several mbufs: what
+            // a device delivers without segmentation offloads (a 64 KiB frame).
+            max_rx_pktlen: if self.features & feature::NET_MRG_RXBUF != 0 {
+                MAX_MERGED_FRAME
+            } else {
+                self.conf
+                    .as_ref()
+                    .map_or(2048 - ELEMENT_DATA_OFFSET, |c| c.conf.mempool.data_room())
+                    as u32
+            },
+            rx_scatter: self.features & feature::NET_MRG_RXBUF != 0,
+            // Descriptor chains: every virtio device takes them (§2.4.5).
+            tx_multi_seg: true,
             numa_node: self.numa_node,
         }
     }
@@ -561,6 +573,7 @@ impl<B: Bar + 'static> Port for VirtioPort<B> {
             ));
         }
         let (rxd, txd) = port::check_conf(conf.port_id, &self.info(), conf)?;
+        port::rx_frame_limit(conf.port_id, &self.info(), conf)?;
         let pairs = conf.nb_rxq.max(conf.nb_txq);
         let page = self.mem.page_size();
         let mut cursor = 0usize;
@@ -643,6 +656,11 @@ impl<B: Bar + 'static> Port for VirtioPort<B> {
         };
         let c = self.conf.as_ref().expect("checked above");
         let (port_id, pool) = (c.conf.port_id, c.conf.mempool.clone());
+        let mrg = self.features & feature::NET_MRG_RXBUF != 0;
+        let max_len = match c.conf.max_rx_pktlen {
+            0 => self.info().max_rx_pktlen as usize,
+            l => l as usize,
+        };
         let mut run = Running {
             rx: Vec::new(),
             tx: Vec::new(),
@@ -659,6 +677,8 @@ impl<B: Bar + 'static> Port for VirtioPort<B> {
                 port_id,
                 i as u16,
                 self.counters.rx(i),
+                mrg,
+                max_len,
             )) as Box<dyn RxQueue>);
         }
         for (i, vq) in txq.into_iter().enumerate() {

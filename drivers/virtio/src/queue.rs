@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nicpoll::bar::Bar;
-use nicpoll::mbuf::MbufBatch;
+use nicpoll::mbuf::{MbufBatch, RxChain};
 use nicpoll::mempool::Mempool;
 use nicpoll::port::counters::QueueCountersRef;
 use nicpoll::{Error, Result, RxQueue, TxQueue};
@@ -32,8 +32,13 @@ pub(crate) struct Virtqueue<B: Bar> {
     pub(crate) ring: Vring,
     notifier: Notifier<B>,
     inflight: InFlight,
-    /// Buffer length given to the device, per descriptor id.
+    /// Buffer length given to the device, per descriptor id (a chain's head:
+    /// the whole chain's).
     lens: Box<[u32]>,
+    /// Per head id, how many descriptors its chain takes (1 for one buffer).
+    chain_len: Box<[u16]>,
+    /// Per descriptor id of a chain, the next id (valid where the chain goes on).
+    links: Box<[u16]>,
     /// Free descriptor ids (a stack).
     free: Box<[u16]>,
     nfree: u16,
@@ -63,6 +68,8 @@ impl<B: Bar> Virtqueue<B> {
             notifier,
             inflight: InFlight::new(size),
             lens: vec![0u32; size as usize].into_boxed_slice(),
+            chain_len: vec![1u16; size as usize].into_boxed_slice(),
+            links: vec![0u16; size as usize].into_boxed_slice(),
             free: (0..size).rev().collect(),
             nfree: size,
             avail_idx: 0,
@@ -97,6 +104,46 @@ impl<B: Bar> Virtqueue<B> {
         self.ring.write_desc(id, d);
         self.ring.write_avail(self.avail_idx, id);
         self.avail_idx = self.avail_idx.wrapping_add(1);
+    }
+
+    /// Write a descriptor chain, one descriptor per (IOVA, length), linked
+    /// with NEXT, and append its head to the available ring (not yet
+    /// published). The caller checked that `nfree()` covers it.
+    fn post_chain(&mut self, segs: impl Iterator<Item = (u64, usize)>, total: u32) -> u16 {
+        let head = self.pop_free();
+        let mut id = head;
+        let mut k = 1u16;
+        let mut segs = segs.peekable();
+        while let Some((iova, len)) = segs.next() {
+            if segs.peek().is_some() {
+                let next = self.pop_free();
+                self.links[id as usize] = next;
+                self.ring
+                    .write_desc(id, Desc::new(iova, len as u32, VIRTQ_DESC_F_NEXT, next));
+                id = next;
+                k += 1;
+            } else {
+                self.ring.write_desc(id, Desc::new(iova, len as u32, 0, 0));
+            }
+        }
+        self.lens[head as usize] = total;
+        self.chain_len[head as usize] = k;
+        self.ring.write_avail(self.avail_idx, head);
+        self.avail_idx = self.avail_idx.wrapping_add(1);
+        head
+    }
+
+    /// Give back the descriptors of the chain headed by `head` (the head too).
+    #[inline]
+    fn free_chain(&mut self, head: u16) {
+        let k = std::mem::replace(&mut self.chain_len[head as usize], 1);
+        let mut id = head;
+        for _ in 1..k {
+            let next = self.links[id as usize];
+            self.push_free(id);
+            id = next;
+        }
+        self.push_free(id);
     }
 
     /// Publish what was posted; ring the doorbell if the device wants one and
@@ -175,7 +222,7 @@ impl<B: Bar> Virtqueue<B> {
                 errors += 1;
                 continue;
             };
-            self.push_free(id as u16);
+            self.free_chain(id as u16);
             if e.len() > self.lens[id as usize] {
                 errors += 1;
             }
@@ -209,9 +256,20 @@ pub struct VirtioRxQueue<B: Bar> {
     counters: QueueCountersRef,
     scratch: MbufBatch,
     refill_thresh: u16,
+    /// VIRTIO_NET_F_MRG_RXBUF: a frame may take several buffers.
+    mrg: bool,
+    /// Longest frame delivered; longer ones are counted.
+    max_len: usize,
+    /// A merged frame whose buffers have not all come yet.
+    merge: RxChain,
+    /// Buffers of it still to come.
+    merge_left: u16,
+    /// It lost a buffer (a bad used entry): drop it when the last one comes.
+    broken: bool,
 }
 
 impl<B: Bar> VirtioRxQueue<B> {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         vq: Virtqueue<B>,
         home: Home<B>,
@@ -219,6 +277,8 @@ impl<B: Bar> VirtioRxQueue<B> {
         port: u16,
         queue: u16,
         counters: QueueCountersRef,
+        mrg: bool,
+        max_len: usize,
     ) -> VirtioRxQueue<B> {
         let refill_thresh = (vq.size / 8).clamp(1, 64);
         VirtioRxQueue {
@@ -230,6 +290,11 @@ impl<B: Bar> VirtioRxQueue<B> {
             counters,
             scratch: MbufBatch::new(),
             refill_thresh,
+            mrg,
+            max_len,
+            merge: RxChain::new(),
+            merge_left: 0,
+            broken: false,
         }
     }
 }
@@ -256,12 +321,43 @@ impl<B: Bar + 'static> RxQueue for VirtioRxQueue<B> {
                 let e = vq.ring.used_elem(vq.last_used);
                 vq.last_used = vq.last_used.wrapping_add(1);
                 let id = e.id();
-                let Some(mut m) = vq.inflight.take(id) else {
+                let m = vq.inflight.take(id);
+                let len = e.len();
+                if m.is_some() {
+                    vq.push_free(id as u16);
+                }
+                if self.merge_left > 0 {
+                    // The next buffer of a merged frame: data from its start,
+                    // the 12 bytes of headroom the header would take included.
+                    let seg = m.filter(|_| len <= vq.lens[id as usize]);
+                    self.merge_left -= 1;
+                    match seg {
+                        Some(mut s) if !self.broken => {
+                            let off = s.headroom() - NET_HDR_LEN;
+                            if !s.set_data(off, len as usize) || self.merge.push(s).is_err() {
+                                self.broken = true;
+                            }
+                        }
+                        _ => self.broken = true,
+                    }
+                    if self.merge_left == 0
+                        && let Some(m) = finish_merge(
+                            &mut self.merge,
+                            &mut self.broken,
+                            self.max_len,
+                            &mut errors,
+                        )
+                    {
+                        bytes += m.pkt_len() as u64;
+                        got += 1;
+                        let _ = out.push(m);
+                    }
+                    continue;
+                }
+                let Some(mut m) = m else {
                     errors += 1;
                     continue;
                 };
-                vq.push_free(id as u16);
-                let len = e.len();
                 if (len as usize) < NET_HDR_LEN || len > vq.lens[id as usize] {
                     // Never trusted: the buffer goes back to its pool.
                     errors += 1;
@@ -269,9 +365,26 @@ impl<B: Bar + 'static> RxQueue for VirtioRxQueue<B> {
                     continue;
                 }
                 let flen = len as usize - NET_HDR_LEN;
+                let buffers = if self.mrg { num_buffers(&mut m) } else { 1 };
                 // data_off is the fresh mbuf's (set when it was allocated), so
                 // the frame starts right after the header the device wrote.
                 m.set_len(flen);
+                if buffers != 1 {
+                    if buffers == 0 {
+                        errors += 1;
+                        continue;
+                    }
+                    // The first buffer of a merged frame: it is the packet.
+                    m.set_port(self.port);
+                    m.set_queue(self.queue);
+                    let _ = self.merge.push(m);
+                    self.merge_left = buffers - 1;
+                    continue;
+                }
+                if flen > self.max_len {
+                    errors += 1;
+                    continue;
+                }
                 m.set_port(self.port);
                 m.set_queue(self.queue);
                 bytes += flen as u64;
@@ -294,6 +407,35 @@ impl<B: Bar + 'static> RxQueue for VirtioRxQueue<B> {
         }
         got
     }
+}
+
+/// The merged frame whose last buffer came: the packet, or `None` (and
+/// counted) if a buffer was bad or it is over the frame limit.
+#[cold]
+fn finish_merge(
+    merge: &mut RxChain,
+    broken: &mut bool,
+    max_len: usize,
+    errors: &mut u64,
+) -> Option<nicpoll::Mbuf> {
+    if std::mem::take(broken) || merge.pkt_len() > max_len {
+        merge.discard();
+        *errors += 1;
+        return None;
+    }
+    merge.finish()
+}
+
+/// The `num_buffers` field of the virtio_net_hdr in front of a received
+/// frame (le16 at offset 10, virtio 1.0 §5.1.6): the buffers the frame takes.
+#[inline]
+fn num_buffers(m: &mut nicpoll::Mbuf) -> u16 {
+    let Some(h) = m.prepend(NET_HDR_LEN) else {
+        return 0;
+    };
+    let n = u16::from_le_bytes([h[10], h[11]]);
+    m.adj(NET_HDR_LEN);
+    n
 }
 
 /// A transmit queue.
@@ -333,15 +475,36 @@ impl<B: Bar + 'static> TxQueue for VirtioTxQueue<B> {
             return 0;
         }
         let mut errors = 0u64;
+        let mut reclaimed = false;
         if (vq.nfree() as usize) < pkts.len().max(self.free_thresh as usize) {
             errors += vq.reclaim_tx(&mut self.done);
+            reclaimed = true;
         }
-        let n = pkts.len().min(vq.nfree() as usize);
+        let mut n = 0;
         let mut posted = 0u64;
         let mut bytes = 0u64;
-        for _ in 0..n {
+        while let Some(front) = pkts.as_slice().first() {
+            // A chain takes one descriptor per segment (the header goes in the
+            // first one's headroom).
+            let need = front.nb_segs();
+            if need > vq.nfree() as usize && !reclaimed {
+                errors += vq.reclaim_tx(&mut self.done);
+                reclaimed = true;
+                continue;
+            }
+            if need > vq.nfree() as usize {
+                if need > vq.size as usize {
+                    // Never fits the ring: dropped and counted.
+                    drop(pkts.pop_front());
+                    errors += 1;
+                    n += 1;
+                    continue;
+                }
+                break;
+            }
             let Some(mut m) = pkts.pop_front() else { break };
-            let len = m.len();
+            n += 1;
+            let len = m.pkt_len();
             match m.prepend(NET_HDR_LEN) {
                 // No offloads: an all-zero header.
                 Some(h) => h.fill(0),
@@ -351,8 +514,13 @@ impl<B: Bar + 'static> TxQueue for VirtioTxQueue<B> {
                     continue;
                 }
             }
-            let id = vq.pop_free();
-            vq.post(id, Desc::new(m.data_iova(), m.len() as u32, 0, 0));
+            let id = if m.is_chained() {
+                vq.post_chain(m.segment_iovas(), (len + NET_HDR_LEN) as u32)
+            } else {
+                let id = vq.pop_free();
+                vq.post(id, Desc::new(m.data_iova(), m.len() as u32, 0, 0));
+                id
+            };
             vq.inflight.insert(id, m);
             posted += 1;
             bytes += len as u64;

@@ -108,6 +108,7 @@ fn negotiation_takes_what_the_driver_knows_and_nothing_else() {
             | feature::NET_CTRL_VQ
             | feature::NET_CTRL_RX
             | feature::NET_MQ
+            | feature::NET_MRG_RXBUF
     );
     let st = r.dev.state();
     // Reset, ACKNOWLEDGE, DRIVER, FEATURES_OK, then reset until start.
@@ -540,4 +541,142 @@ fn passes_the_port_conformance_suite_against_a_looping_device() {
     for d in devs {
         assert_eq!(d.state().dma_faults, 0);
     }
+}
+
+/// VIRTIO_NET_F_MRG_RXBUF: a 9014-byte frame the device spreads over
+/// several receive buffers (its header's num_buffers says how many) comes
+/// out as one chain, byte for byte, also when the bursts cut it; a bad used
+/// entry in the middle drops that frame (counted) and no other; a frame over
+/// the limit is counted.
+#[test]
+fn merged_receive_buffers_make_chains() {
+    let mut r = rig(FakeConfig::default(), 1024);
+    assert!(r.port.info().rx_scatter);
+    let mut q = r.start(1, 64, 64);
+    let room = r.pool.data_room();
+    let jumbo = testing::udp_frame(7, 9014);
+    let small = test_frame(8, 60);
+    let hdr = [0u8; NET_HDR_LEN];
+    assert!(r.dev.rx_push(0, &jumbo, hdr));
+    assert!(r.dev.rx_push(0, &small, hdr));
+    assert!(r.dev.rx_push(0, &jumbo, hdr));
+    // Bursts of 2 used entries: the frames straddle them.
+    let mut got = Vec::new();
+    let mut rx = MbufBatch::with_burst(2);
+    for _ in 0..20 {
+        q.rx[0].rx_burst(&mut rx);
+        while let Some(m) = rx.pop_front() {
+            got.push((m.nb_segs(), testing::packet_bytes(&m), m.port()));
+        }
+    }
+    // Header + 9014 bytes in buffers of room + 12: 6 buffers.
+    let segs = (9014 + NET_HDR_LEN).div_ceil(room + NET_HDR_LEN);
+    assert_eq!(
+        got,
+        vec![
+            (segs, jumbo.clone(), 0),
+            (1, small.clone(), 0),
+            (segs, jumbo.clone(), 0)
+        ]
+    );
+    let st = r.port.stats();
+    assert_eq!((st.ipackets, st.ibytes, st.ierrors), (3, 2 * 9014 + 64, 0));
+    // A used entry that names no buffer in flight, inside a merged frame:
+    // that frame is dropped whole and counted; the next one arrives.
+    let first = r.dev.state().queues[0].used_idx;
+    assert!(r.dev.rx_push(0, &jumbo, hdr));
+    r.dev.overwrite_used_id(0, first.wrapping_add(1), 9999);
+    assert!(r.dev.rx_push(0, &small, hdr));
+    let mut rx = MbufBatch::with_burst(32);
+    q.rx[0].rx_burst(&mut rx);
+    let got: Vec<Vec<u8>> = rx.iter().map(testing::packet_bytes).collect();
+    assert_eq!(got, vec![small.clone()]);
+    assert_eq!(r.port.stats().ierrors, 1);
+    rx.clear();
+    r.finish(q);
+}
+
+/// A frame longer than --max-pkt-len allows is dropped and counted.
+#[test]
+fn merged_frames_over_the_limit_are_counted() {
+    let mut r = rig(FakeConfig::default(), 1024);
+    r.port
+        .configure(&PortConf {
+            port_id: 0,
+            nb_rxq: 1,
+            nb_txq: 1,
+            nb_rxd: 64,
+            nb_txd: 64,
+            max_rx_pktlen: 9000,
+            mempool: r.pool.clone(),
+        })
+        .unwrap();
+    r.dev.view.allow(r.port.ring_region().unwrap());
+    let mut q = r.port.start().unwrap();
+    let hdr = [0u8; NET_HDR_LEN];
+    assert!(r.dev.rx_push(0, &testing::udp_frame(1, 9001), hdr));
+    assert!(r.dev.rx_push(0, &testing::udp_frame(2, 9000), hdr));
+    let mut rx = MbufBatch::with_burst(32);
+    q.rx[0].rx_burst(&mut rx);
+    let got: Vec<Vec<u8>> = rx.iter().map(testing::packet_bytes).collect();
+    assert_eq!(got, vec![testing::udp_frame(2, 9000)]);
+    assert_eq!(r.port.stats().ierrors, 1);
+    rx.clear();
+    r.finish(q);
+}
+
+/// Without MRG_RXBUF a frame must fit one buffer: the port says it does
+/// not scatter, and the device drops what does not fit.
+#[test]
+fn without_merged_buffers_one_buffer_is_the_limit() {
+    let mut r = rig(
+        FakeConfig {
+            features: FakeConfig::default().features & !feature::NET_MRG_RXBUF,
+            ..FakeConfig::default()
+        },
+        1024,
+    );
+    assert!(!r.port.info().rx_scatter);
+    let q = r.start(1, 64, 64);
+    assert!(
+        !r.dev
+            .rx_push(0, &testing::udp_frame(1, 3000), [0; NET_HDR_LEN])
+    );
+    assert_eq!(r.dev.state().rx_oversize, 1);
+    r.finish(q);
+}
+
+/// A chain goes out as one descriptor chain (the header in the first
+/// segment's headroom); the device reads the frame whole; every descriptor
+/// comes back to the free list when it completes; a chain that could never
+/// fit the ring is dropped and counted.
+#[test]
+fn chains_go_out_as_descriptor_chains() {
+    let mut r = rig(FakeConfig::default(), 1024);
+    let mut q = r.start(1, 16, 16);
+    let mut b = MbufBatch::with_burst(32);
+    testing::fill_chain(&r.pool, &mut b, 1, 9014, 1500);
+    testing::fill(&r.pool, &mut b, 2, 1, 60);
+    testing::fill_chain(&r.pool, &mut b, 3, 3000, 1000);
+    assert_eq!(q.tx[0].tx_burst(&mut b), 3);
+    let out = r.dev.tx_pop(1);
+    assert_eq!(
+        out,
+        vec![test_frame(1, 9014), test_frame(2, 60), test_frame(3, 3000)]
+    );
+    // 7 + 1 + 3 descriptors were used: a later burst needing 16 gets them
+    // all back (reclaim frees every descriptor of a chain).
+    testing::fill_chain(&r.pool, &mut b, 4, 1600, 100);
+    assert_eq!(b.as_slice()[0].nb_segs(), 16);
+    assert_eq!(q.tx[0].tx_burst(&mut b), 1);
+    assert_eq!(r.dev.tx_pop(1), vec![test_frame(4, 1600)]);
+    // 17 segments never fit a ring of 16.
+    testing::fill_chain(&r.pool, &mut b, 5, 1700, 100);
+    assert_eq!(q.tx[0].tx_burst(&mut b), 1);
+    let st = r.port.stats();
+    assert_eq!(
+        (st.opackets, st.obytes, st.oerrors),
+        (4, 9014 + 64 + 3000 + 1600, 1)
+    );
+    r.finish(q);
 }

@@ -19,7 +19,9 @@ pub mod feature {
     pub const NET_GUEST_CSUM: u64 = 1 << 1;
     /// The device has a MAC address in its configuration.
     pub const NET_MAC: u64 = 1 << 5;
-    /// Merged receive buffers (not taken: every buffer holds a whole frame).
+    /// Merged receive buffers: a frame may take several receive buffers, the
+    /// first one's header saying how many (`num_buffers`). Taken when offered:
+    /// frames longer than an mbuf arrive as chains.
     pub const NET_MRG_RXBUF: u64 = 1 << 15;
     /// The configuration's status field (link up) is valid.
     pub const NET_STATUS: u64 = 1 << 16;
@@ -46,6 +48,7 @@ pub mod feature {
         | NET_CTRL_VQ
         | NET_CTRL_RX
         | NET_MQ
+        | NET_MRG_RXBUF
         | NET_SPEED_DUPLEX;
 
     /// Names of the bits above, for logs.
