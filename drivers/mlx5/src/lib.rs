@@ -526,9 +526,10 @@ impl Mlx5Port {
     }
 
     /// Why mbufs of `conf`'s pool cannot take `frame`-byte frames, and the fix.
-    /// A frame must fit one mbuf: there are no multi-segment mbufs yet, so
-    /// the driver cannot scatter one over several (DPDK's mlx5 refuses such a
-    /// configuration too unless scatter is on, `mlx5_rxq.c`).
+    /// A frame must fit one mbuf: the driver posts one SGE per receive (no
+    /// multi-SGE scatter; DPDK's mlx5 refuses such a configuration too unless
+    /// scatter is on, `mlx5_rxq.c`), and an mbuf large enough is one
+    /// `--mbuf-size` away.
     fn mbuf_too_small(&self, conf: &PortConf, frame: usize) -> String {
         let headroom = nicpoll::mbuf::DEFAULT_HEADROOM as usize;
         let need = frame + headroom;
@@ -542,16 +543,18 @@ impl Mlx5Port {
         let fix = if need <= nicpoll::mempool::MAX_BUF_SIZE {
             format!("raise --mbuf-size to {need} or more")
         } else {
+            let most = nicpoll::mempool::MAX_DATA_ROOM;
             format!(
-                "--mbuf-size goes up to {} and nicpoll has no multi-segment mbufs yet, so lower \
-                 the MTU to {} or less (ip link set DEV mtu N, on the PF for a VF)",
+                "--mbuf-size goes up to {} (a data room of {most} bytes) and net_mlx5 receives \
+                 a frame into one mbuf, so lower the MTU to {} or less (ip link set DEV mtu N, \
+                 on the PF for a VF)",
                 nicpoll::mempool::MAX_BUF_SIZE,
-                nicpoll::mempool::MAX_BUF_SIZE - headroom - 18
+                most - 18
             )
         };
         format!(
             "mbufs of pool {} hold {} bytes but frames of up to {frame} bytes can arrive{pf}; \
-             each frame must fit one mbuf: {fix}",
+             net_mlx5 receives each frame into one mbuf: {fix}",
             conf.mempool.name(),
             conf.mempool.data_room(),
         )
@@ -678,6 +681,10 @@ impl Mlx5Port {
                     hint: None,
                 },
             })?;
+            let mut ring = ring;
+            if conf.max_rx_pktlen != 0 {
+                ring.set_max_len(conf.max_rx_pktlen);
+            }
             wqs.push(wq);
             queues.rx.push(Box::new(ring) as Box<dyn RxQueue>);
         }
@@ -895,6 +902,7 @@ impl Port for Mlx5Port {
         if conf.nb_rxq > 0 && conf.mempool.data_room() < frame {
             return Err(self.err("configure", self.mbuf_too_small(conf, frame)));
         }
+        port::rx_frame_limit(conf.port_id, &self.info(), conf)?;
         self.counters
             .reconfigure(conf.nb_rxq as usize, conf.nb_txq as usize);
         self.rx_extra = (0..conf.nb_rxq)

@@ -1243,7 +1243,8 @@ fn mbufs_smaller_than_the_frames_that_can_arrive_are_refused() {
     let root = tree();
     let nic = Nic::new(FakeConfig::default());
     let mtu = root.0.join("sys/class/net/fake0/mtu");
-    // A jumbo MTU: 9018-byte frames cannot fit a 2 KiB mbuf, nor any mbuf.
+    // A jumbo MTU: 9018-byte frames cannot fit a 2 KiB mbuf; a 9146-byte
+    // --mbuf-size takes them. An MTU no mbuf can take: lower it.
     std::fs::write(&mtu, "9000\n").unwrap();
     let mut port = open_fake(&nic, &root.0, "net_mlx5,iface=fake0", 0).unwrap();
     assert_eq!(port.info().max_rx_pktlen, 9018);
@@ -1251,11 +1252,19 @@ fn mbufs_smaller_than_the_frames_that_can_arrive_are_refused() {
     let e = port.configure(&conf(&p, 1, 1, 32)).unwrap_err().to_string();
     assert!(
         e.contains("frames of up to 9018 bytes")
-            && e.contains("--mbuf-size")
-            && e.contains("no multi-segment mbufs")
-            && e.contains("lower the MTU"),
+            && e.contains("into one mbuf")
+            && e.contains("raise --mbuf-size to 9146"),
         "{e}"
     );
+    drop(port);
+    std::fs::write(&mtu, "65500\n").unwrap();
+    let mut port = open_fake(&nic, &root.0, "net_mlx5,iface=fake0", 0).unwrap();
+    let e = port.configure(&conf(&p, 1, 1, 32)).unwrap_err().to_string();
+    assert!(
+        e.contains("--mbuf-size goes up to 65535") && e.contains("lower the MTU to 65134"),
+        "{e}"
+    );
+    std::fs::write(&mtu, "9000\n").unwrap();
     // Transmit only: nothing arrives, nothing to refuse.
     port.configure(&conf(&p, 0, 1, 32)).unwrap();
     drop(port);
@@ -1919,9 +1928,9 @@ fn hw_isolated_mode_leaves_the_kernel_its_ping_and_takes_a_jumbo_frame() {
         return;
     }
     let mem = DmaMemory::plain();
-    // 4 KiB elements: the largest frame one mbuf can take.
+    // 16 KiB elements: room for a frame at any ConnectX MTU (up to 9978).
     let mut cfg = MempoolConfig::new("mlx5-hw-jumbo", 8192);
-    cfg.buf_size = nicpoll::mempool::MAX_BUF_SIZE as u32;
+    cfg.buf_size = 16384 - 256;
     let pool = Mempool::new(&mem, &cfg).unwrap();
     let spec = format!("net_mlx5,iface={iface},isolated=1,flow=eth_type:0x88b5");
     let mut a = Mlx5Port::from_devargs(&DevArgs::parse(&spec).unwrap(), 0)
@@ -1956,7 +1965,7 @@ fn hw_isolated_mode_leaves_the_kernel_its_ping_and_takes_a_jumbo_frame() {
     let mut tx = MbufBatch::with_burst(64);
     for len in &lens {
         let mut m = pool.alloc().expect("pool");
-        assert!(m.set_len(*len), "a {len}-byte frame fits a 4 KiB mbuf");
+        assert!(m.set_len(*len), "a {len}-byte frame fits a 16 KiB mbuf");
         let mut f = frame(a.mac_addr().0, 0x88b5, *len, 0x5a);
         f[6..12].copy_from_slice(&b.mac_addr().0);
         m.data_mut().copy_from_slice(&f);
