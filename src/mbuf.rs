@@ -100,6 +100,11 @@ pub mod header_offsets {
     pub const DATA_LEN: usize = offset_of!(MbufHeader, data_len);
     /// `rss_hash: u32`.
     pub const RSS_HASH: usize = offset_of!(MbufHeader, rss_hash);
+    /// `next: *mut MbufHeader`, the next segment: null unless the mbuf is
+    /// the first (or a middle) segment of a chain. A vector transmit loop
+    /// that reads headers through raw pointers tests it to leave chains to
+    /// the path that sends them.
+    pub const NEXT: usize = offset_of!(MbufHeader, next);
     /// `ol_flags: u64` ([`flags`](super::flags)).
     pub const OL_FLAGS: usize = offset_of!(MbufHeader, ol_flags);
 }
@@ -1276,6 +1281,20 @@ impl MbufBatch {
         self.commit_back(n);
     }
 
+    /// Give back the last `k` packets the preceding
+    /// [`take_front_raw`](Self::take_front_raw) call returned, which the
+    /// caller did not consume: they are the front of the batch again (a
+    /// transmit loop that stops at a chain it leaves to another path).
+    ///
+    /// # Safety
+    /// No other method of the batch was called since that call, `k` is at
+    /// most what it returned, and the caller gives up those last `k` packets.
+    #[inline]
+    pub unsafe fn untake_front_raw(&mut self, k: usize) {
+        assert!(k <= self.start, "untake_front_raw({k}) past the taken ones");
+        self.start -= k;
+    }
+
     /// Driver fast path (a PMD's transmit loop): the first `n` packets (`n <=
     /// len()`, else a panic) leave the batch as raw element pointers, owned by
     /// the caller from now on, as [`Mbuf::into_raw`] does for one: give each
@@ -1285,7 +1304,9 @@ impl MbufBatch {
     pub fn take_front_raw(&mut self, n: usize) -> &[usize] {
         assert!(n <= self.len(), "take_front_raw({n}) of {}", self.len());
         let s = self.start;
-        self.forget_front(n);
+        // Not reset to the array's start when emptied (as `forget_front`
+        // does): `untake_front_raw` can give them back where they are.
+        self.start += n;
         &self.slots[s..s + n]
     }
 }

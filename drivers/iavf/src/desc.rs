@@ -317,6 +317,22 @@ impl TxDesc {
         }
     }
 
+    /// A data descriptor for one segment of a multi-segment packet: ICRC on
+    /// every one, EOP on the last only (the device gathers the buffers up to
+    /// EOP into one frame). `len` at most [`TX_MAX_BUF`].
+    #[inline]
+    pub fn segment(addr: u64, len: usize, last: bool) -> TxDesc {
+        debug_assert!(len <= TX_MAX_BUF);
+        let cmd = tx_cmd::ICRC | if last { tx_cmd::EOP } else { 0 };
+        let qw1 = TX_DTYPE_DATA as u64
+            | ((cmd as u64) << TX_CMD_SHIFT)
+            | ((len as u64 & TX_BSZ_MASK) << TX_BSZ_SHIFT);
+        TxDesc {
+            addr: addr.to_le(),
+            cmd_type_offset_bsz: qw1.to_le(),
+        }
+    }
+
     /// The same descriptor with RS (report status) set.
     #[inline(always)]
     pub fn with_rs(self) -> TxDesc {

@@ -131,6 +131,10 @@ struct Conf {
     txd: u16,
     pool: Mempool,
     buf_len: u16,
+    /// The largest frame the queues take, CRC included (`max_pkt_size`):
+    /// `--max-pkt-len`, else the PF's; above `buf_len` a frame takes several
+    /// buffers (scatter receive).
+    max_frame: u32,
 }
 
 /// A started port's shared state and the queues waiting to be enabled.
@@ -786,17 +790,25 @@ impl<B: Bar> Ctrl<B> {
         Ok(())
     }
 
-    /// The largest frame a receive queue takes, CRC included, as the PF and
-    /// the device count it: the PF's `max_mtu` (a frame size already, the
-    /// port's: i40e_vc_get_max_frame_size; not an MTU to add headers to), and
-    /// once configured one receive buffer (no chaining), in the PF's 64..16K.
-    fn max_frame(&self) -> u32 {
+    /// The largest frame the PF lets a receive queue take, CRC included, as
+    /// the PF and the device count it: its `max_mtu` (a frame size already,
+    /// the port's: i40e_vc_get_max_frame_size; not an MTU to add headers
+    /// to), in the PF's 64..16K.
+    fn pf_max_frame(&self) -> u32 {
         let pf = match self.vf.res.as_ref().map_or(0, |r| u32::from(r.max_mtu)) {
             0 => MAX_FRAME,
             m => m,
         };
-        let buffer = self.conf.as_ref().map_or(pf, |c| u32::from(c.buf_len));
-        pf.min(buffer).clamp(64, 16383)
+        pf.clamp(64, 16383)
+    }
+
+    /// The largest frame the receive queues take, CRC included: once
+    /// configured, `--max-pkt-len`'s (or the PF's); a frame longer than a
+    /// buffer takes several, only the last with EOP (scatter receive).
+    fn max_frame(&self) -> u32 {
+        self.conf
+            .as_ref()
+            .map_or_else(|| self.pf_max_frame(), |c| c.max_frame)
     }
 
     fn rx_ring_offset(q: u16) -> usize {
@@ -835,8 +847,9 @@ impl<B: Bar> Ctrl<B> {
                     queue_id: q,
                     ring_len: if q < nb_rxq { conf.rxd as u32 } else { 0 },
                     databuffer_size: if q < nb_rxq { conf.buf_len as u32 } else { 0 },
-                    // No buffer chaining: a frame must fit one buffer; the
-                    // device drops longer ones.
+                    // Above databuffer_size a frame takes several buffers,
+                    // the receive queue chains them; the device drops (and
+                    // counts) frames above max_pkt_size.
                     max_pkt_size: max_pkt,
                     rxdid: if self.vf.has_cap(virtchnl::caps::RX_FLEX_DESC) {
                         virtchnl::RXDID_LEGACY_32
@@ -1005,9 +1018,9 @@ impl<B: Bar + 'static> Port for IavfPort<B> {
             min_txd: MIN_RING,
             max_txd: MAX_RING,
             desc_align: RING_ALIGN,
-            max_rx_pktlen: c.max_frame() - CRC_LEN,
-            rx_scatter: false,
-            tx_multi_seg: false,
+            max_rx_pktlen: c.pf_max_frame() - CRC_LEN,
+            rx_scatter: true,
+            tx_multi_seg: true,
             numa_node: c.numa_node,
         }
     }
@@ -1023,6 +1036,7 @@ impl<B: Bar + 'static> Port for IavfPort<B> {
             ));
         }
         let (rxd, txd) = port::check_conf(conf.port_id, &info, conf)?;
+        let limit = port::rx_frame_limit(conf.port_id, &info, conf)?;
         if let Err(e) = c.service() {
             return Err(e.into_port_error(conf.port_id, "configure"));
         }
@@ -1064,6 +1078,7 @@ impl<B: Bar + 'static> Port for IavfPort<B> {
             txd,
             pool: conf.mempool.clone(),
             buf_len: buf_len as u16,
+            max_frame: limit + CRC_LEN,
         });
         Ok(())
     }

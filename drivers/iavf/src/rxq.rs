@@ -14,10 +14,16 @@
 //! turn stripping off) takes the one-at-a-time path, which puts the tag in the
 //! mbuf (`vlan_tci`, `RX_VLAN | RX_VLAN_STRIPPED`).
 //!
-//! A descriptor is never trusted: a write-back without EOP (the frame did not
-//! fit one buffer; everything up to its EOP is dropped too), with a fatal error
-//! bit, or with a length outside the buffer is counted in `rx_errors` /
-//! `bad_desc` and its mbuf freed.
+//! Scatter receive: a frame longer than one buffer (the PF's max frame, or
+//! `--max-pkt-len`, above the `databuffer_size`) takes several descriptors,
+//! only the last with EOP; their mbufs become one chain (kept across bursts
+//! until the EOP comes), whose first segment gets what the EOP descriptor
+//! reports (RSS hash, stripped tag, checksum flags).
+//!
+//! A descriptor is never trusted: one with a fatal error bit, or with a length
+//! outside the buffer, is counted in `rx_errors` / `bad_desc` and its mbuf
+//! freed (a chained frame it belongs to is dropped whole, every descriptor
+//! of it counted).
 //!
 //! Fast path. A refill prepares each buffer's header (data offset, port,
 //! queue; the flags are left to the receive path) when it posts it, while the header is being read for the
@@ -34,7 +40,7 @@
 use std::sync::Arc;
 
 use nicpoll::bar::Bar;
-use nicpoll::mbuf::{MbufBatch, RxHeaderTemplate, flags};
+use nicpoll::mbuf::{MbufBatch, RxChain, RxHeaderTemplate, flags};
 use nicpoll::port::counters::QueueCountersRef;
 use nicpoll::{Mbuf, Mempool, RxQueue};
 
@@ -63,8 +69,15 @@ pub struct IavfRxQueue<B: Bar> {
     /// Bytes the device may write per buffer (the `databuffer_size` given to
     /// the PF).
     buf_len: u16,
-    /// Dropping descriptors up to the next EOP.
-    discarding: bool,
+    /// The descriptors up to the next EOP continue a frame that spans
+    /// buffers (`chain`; dropped whole at its EOP if `broken`).
+    mid_frame: bool,
+    /// That frame's segments so far.
+    chain: RxChain,
+    /// That frame lost a segment (an error bit, a bad length): drop it.
+    broken: bool,
+    /// Descriptors that frame took so far (counted as bad if it is dropped).
+    chain_descs: usize,
     queue_id: u16,
     /// The header every posted buffer gets (port, queue, fresh state).
     rx_template: RxHeaderTemplate,
@@ -107,7 +120,10 @@ impl<B: Bar> IavfRxQueue<B> {
             nb_hold: n,
             free_thresh: p.free_thresh.clamp(1, n - 1),
             buf_len: p.buf_len,
-            discarding: false,
+            mid_frame: false,
+            chain: RxChain::new(),
+            broken: false,
+            chain_descs: 0,
             queue_id: p.queue_id,
             rx_template: RxHeaderTemplate::new(p.port_id, p.queue_id),
             seen_gen: p.shared.generation(),
@@ -240,7 +256,14 @@ impl<B: Bar> IavfRxQueue<B> {
         self.next = 0;
         self.nb_hold = self.n - held;
         self.tail = if held == 0 { 0 } else { held - 1 };
-        self.discarding = false;
+        // A frame cut by the reset.
+        if self.mid_frame {
+            lost += 1;
+        }
+        self.chain.discard();
+        self.mid_frame = false;
+        self.broken = false;
+        self.chain_descs = 0;
         self.bar.write32(self.tail_reg, self.tail as u32);
         self.refill();
         self.extra.reset_dropped.add(lost);
@@ -260,21 +283,22 @@ impl<B: Bar> IavfRxQueue<B> {
         let i = self.next as usize;
         let chunk = max.min(n - i);
         let slots = &mut self.slots;
-        let (k, mut bytes, unusual) = if self.discarding {
+        let (k, mut bytes, unusual) = if self.mid_frame {
             (0, 0, true)
         } else {
             slots.rx_clean(&self.ring, i, chunk, MIN_FRAME, span, out)
         };
-        let (mut scanned, mut got) = (k, k);
+        let (mut scanned, mut got, mut bad) = (k, k, 0usize);
         let mut i = i + k;
         if i == n {
             i = 0;
         }
         if unusual || (k == chunk && max > chunk) {
-            let (s, g, b) = self.receive_rest(out, i, max - k, span);
+            let (s, g, b, e) = self.receive_rest(out, i, max - k, span);
             scanned += s;
             got += g;
             bytes += b;
+            bad += e;
             i = self.next as usize;
         }
         self.next = i as u16;
@@ -286,10 +310,9 @@ impl<B: Bar> IavfRxQueue<B> {
             self.counters.rx_packets.add(got as u64);
             self.counters.rx_bytes.add(bytes);
         }
-        let bad = (scanned - got) as u64;
         if bad > 0 {
-            self.counters.rx_errors.add(bad);
-            self.extra.bad_desc.add(bad);
+            self.counters.rx_errors.add(bad as u64);
+            self.extra.bad_desc.add(bad as u64);
         }
         got
     }
@@ -297,8 +320,10 @@ impl<B: Bar> IavfRxQueue<B> {
     /// The rest of a burst from descriptor `i` (at most `left` descriptors)
     /// after a ring wrap or a descriptor off the fast path: runs of clean
     /// frames in the fast loop, anything else one descriptor at a time in
-    /// [`unusual`](Self::unusual). Leaves `next` after what it took; returns
-    /// (descriptors taken, mbufs delivered, their bytes).
+    /// [`unusual`](Self::unusual), and the descriptors of a frame that spans
+    /// buffers in [`segment`](Self::segment). Leaves `next` after what it
+    /// took; returns (descriptors taken, packets delivered, their bytes,
+    /// descriptors or frames dropped and counted).
     #[cold]
     #[inline(never)]
     fn receive_rest(
@@ -307,13 +332,13 @@ impl<B: Bar> IavfRxQueue<B> {
         mut i: usize,
         mut left: usize,
         span: usize,
-    ) -> (usize, usize, u64) {
+    ) -> (usize, usize, u64, usize) {
         let n = self.n as usize;
-        let slots = &mut self.slots;
-        let (mut scanned, mut got, mut bytes) = (0usize, 0usize, 0u64);
+        let (mut scanned, mut got, mut bytes, mut bad) = (0usize, 0usize, 0u64, 0usize);
         while left > 0 {
             let chunk = left.min(n - i);
-            let (k, b, unusual) = if self.discarding {
+            let slots = &mut self.slots;
+            let (k, b, unusual) = if self.mid_frame {
                 (0, 0, true)
             } else {
                 slots.rx_clean(&self.ring, i, chunk, MIN_FRAME, span, out)
@@ -337,55 +362,117 @@ impl<B: Bar> IavfRxQueue<B> {
             if !d.is_done() {
                 break;
             }
-            let m = slots.take(i);
+            let m = self.slots.take(i);
             scanned += 1;
             i += 1;
             if i == n {
                 i = 0;
             }
             left -= 1;
-            let Some(m) = m else { continue };
-            let (m, still) = Self::unusual(m, &d, self.discarding, span);
-            self.discarding = still;
-            if let Some(m) = m {
-                let len = m.len() as u64;
-                match out.push(m) {
-                    Ok(()) => {
-                        got += 1;
-                        bytes += len;
+            let m = if self.mid_frame || !d.is_eop() {
+                // A buffer of a frame that spans several.
+                match self.segment(m, &d) {
+                    Segment::More => continue,
+                    Segment::Dropped(descs) => {
+                        bad += descs;
+                        continue;
                     }
-                    // Cannot happen (left <= spare); never lose a buffer silently.
-                    Err(m) => drop(m),
+                    Segment::Frame(m) => Some(m),
+                }
+            } else if let Some(m) = m {
+                Self::unusual(m, &d, span)
+            } else {
+                None
+            };
+            let Some(m) = m else {
+                bad += 1;
+                continue;
+            };
+            let len = m.pkt_len() as u64;
+            match out.push(m) {
+                Ok(()) => {
+                    got += 1;
+                    bytes += len;
+                }
+                // Cannot happen (left <= spare); never lose a buffer silently.
+                Err(m) => {
+                    drop(m);
+                    bad += 1;
                 }
             }
         }
         self.next = i as u16;
-        (scanned, got, bytes)
+        (scanned, got, bytes, bad)
     }
 
-    /// A descriptor off the common path: fragments of a chained frame
-    /// (dropped up to its EOP), a fatal error bit or a length outside the
-    /// buffer (dropped), or checksum errors (delivered with their flags).
-    /// Returns the mbuf to deliver (None: count it as bad; the mbuf is freed)
-    /// and whether the following descriptors are to be dropped up to an EOP.
+    /// One buffer of a frame that spans several (no EOP until its last): its
+    /// mbuf joins the chain; at the EOP the chain is the packet, with what
+    /// that descriptor reports, unless a buffer was bad (an error bit, a
+    /// length that is not the buffer's, a slot without an mbuf): then the
+    /// frame is dropped whole, each of its descriptors counted.
     #[cold]
     #[inline(never)]
-    fn unusual(m: Mbuf, d: &RxDesc, discarding: bool, span: usize) -> (Option<Mbuf>, bool) {
-        let errors = d.errors();
-        if discarding || !d.is_eop() || errors & rx_error::FATAL != 0 {
-            // A chained frame's fragments, or a frame the device flagged:
-            // counted once per descriptor, mbuf freed.
-            return (None, !d.is_eop());
+    fn segment(&mut self, m: Option<Mbuf>, d: &RxDesc) -> Segment {
+        self.mid_frame = !d.is_eop();
+        self.chain_descs += 1;
+        let len = d.pkt_len() as usize;
+        // Every buffer but the last is full.
+        let len_ok = if d.is_eop() {
+            len <= self.buf_len as usize
+        } else {
+            len == self.buf_len as usize
+        };
+        match m {
+            Some(mut m) if !self.broken && d.errors() & rx_error::FATAL == 0 && len_ok => {
+                if !m.set_len(len) || self.chain.push(m).is_err() {
+                    self.broken = true;
+                }
+            }
+            _ => self.broken = true,
+        }
+        if !d.is_eop() {
+            return Segment::More;
+        }
+        let descs = std::mem::take(&mut self.chain_descs);
+        if std::mem::take(&mut self.broken) || self.chain.pkt_len() < MIN_FRAME {
+            self.chain.discard();
+            return Segment::Dropped(descs);
+        }
+        let Some(mut m) = self.chain.finish() else {
+            return Segment::Dropped(descs);
+        };
+        Self::report(&mut m, d);
+        Segment::Frame(m)
+    }
+
+    /// A one-buffer frame off the common path: a fatal error bit or a length
+    /// outside the buffer (dropped), or checksum errors (delivered with their
+    /// flags). Returns the mbuf to deliver (None: count it as bad; the mbuf is
+    /// freed).
+    #[cold]
+    #[inline(never)]
+    fn unusual(m: Mbuf, d: &RxDesc, span: usize) -> Option<Mbuf> {
+        if d.errors() & rx_error::FATAL != 0 {
+            // A frame the device flagged: mbuf freed.
+            return None;
         }
         let len = d.pkt_len() as usize;
         if len.wrapping_sub(MIN_FRAME) > span {
-            return (None, false);
+            return None;
         }
         let mut m = m;
         if !m.set_len(len) {
-            return (None, false);
+            return None;
         }
-        // The refill leaves the flags to the receive path.
+        Self::report(&mut m, d);
+        Some(m)
+    }
+
+    /// Put what the (EOP) descriptor reports into the packet's first mbuf:
+    /// the flags (the refill leaves them to the receive path), RSS hash,
+    /// stripped tag, checksum errors.
+    fn report(m: &mut Mbuf, d: &RxDesc) {
+        let errors = d.errors();
         m.set_ol_flags(0);
         if let Some(h) = d.rss_hash() {
             m.set_rss_hash(h);
@@ -407,8 +494,17 @@ impl<B: Bar> IavfRxQueue<B> {
             }
             m.set_ol_flags(f);
         }
-        (Some(m), false)
     }
+}
+
+/// What became of a buffer of a frame that spans several.
+enum Segment {
+    /// Part of the frame; more to come.
+    More,
+    /// The last one: the whole frame.
+    Frame(Mbuf),
+    /// The last one of a frame dropped whole: the descriptors it took.
+    Dropped(usize),
 }
 
 impl<B: Bar> RxQueue for IavfRxQueue<B> {

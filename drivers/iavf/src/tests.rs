@@ -67,6 +67,8 @@ struct FakeQueue {
     ring: u64,
     len: u16,
     buf: u32,
+    /// Largest frame, CRC included (`max_pkt_size`; 0: none given).
+    max: u32,
     head: u16,
     enabled: bool,
 }
@@ -110,6 +112,10 @@ struct FakeState {
     /// Reset the VF now, holding RSTAT in progress this long.
     reset: Option<Duration>,
     corrupt: Option<Corrupt>,
+    /// Per transmit queue, the buffers of a frame whose EOP has not come.
+    tx_partial: Vec<Vec<u8>>,
+    /// Frames dropped for being over a queue's max_pkt_size.
+    rx_oversize: u64,
     /// Frames are not looped back while set (fills receive rings otherwise).
     hold_tx: bool,
     resets_done: u32,
@@ -137,6 +143,7 @@ impl FakePf {
             mac: [0x02, 0x09, 0x08, 0x07, 0x06, 0x05],
             rx: vec![FakeQueue::default(); 16],
             tx: vec![FakeQueue::default(); 16],
+            tx_partial: vec![Vec::new(); 16],
             ..FakeState::default()
         }));
         let stop = Arc::new(AtomicBool::new(false));
@@ -263,12 +270,18 @@ fn step(bar: &SimBar, mem: &FakeIommu, st: &mut FakeState) -> bool {
                 work = true;
                 let at = t.ring + head as u64 * 16;
                 let d = read_tx(mem, at);
-                let mut frame = vec![0u8; d.buf_size() as usize];
-                mem.read(d.addr(), &mut frame);
+                let mut buf = vec![0u8; d.buf_size() as usize];
+                mem.read(d.addr(), &mut buf);
                 if d.cmd() & crate::desc::tx_cmd::RS != 0 {
                     write_tx(mem, at, TxDesc::done());
                 }
                 head = (head + 1) % t.len;
+                // A frame is its buffers up to the one with EOP.
+                st.tx_partial[q as usize].extend_from_slice(&buf);
+                if d.cmd() & crate::desc::tx_cmd::EOP == 0 {
+                    continue;
+                }
+                let frame = std::mem::take(&mut st.tx_partial[q as usize]);
                 st.stats.tx_unicast += 1;
                 st.stats.tx_bytes += frame.len() as u64 + 4;
                 deliver(bar, mem, st, q, &frame);
@@ -297,6 +310,18 @@ fn deliver(bar: &SimBar, mem: &FakeIommu, st: &mut FakeState, txq: u16, frame: &
     let r = st.rx[q as usize];
     let tail = bar.read32(regs::qrx_tail(q)) as u16;
     if !r.enabled || r.head == tail || tail >= r.len {
+        st.stats.rx_discards += 1;
+        return;
+    }
+    // The queue's largest frame counts the CRC.
+    if r.max != 0 && frame.len() + 4 > r.max as usize {
+        st.stats.rx_discards += 1;
+        st.rx_oversize += 1;
+        return;
+    }
+    // A frame longer than a buffer takes several, EOP on the last.
+    let buffers = frame.len().div_ceil(r.buf.max(1) as usize).max(1);
+    if buffers > (tail + r.len - r.head) as usize % r.len as usize {
         st.stats.rx_discards += 1;
         return;
     }
@@ -334,7 +359,16 @@ fn deliver(bar: &SimBar, mem: &FakeIommu, st: &mut FakeState, txq: u16, frame: &
             head = (head + 1) % r.len;
             write(head, &frame[half..], true, (frame.len() - half) as u16, 0);
         }
-        _ => write(head, frame, true, frame.len() as u16, 0),
+        _ => {
+            let chunks: Vec<&[u8]> = frame.chunks(r.buf.max(1) as usize).collect();
+            for (i, c) in chunks.iter().enumerate() {
+                let last = i + 1 == chunks.len();
+                write(head, c, last, c.len() as u16, 0);
+                if !last {
+                    head = (head + 1) % r.len;
+                }
+            }
+        }
     }
     st.rx[q as usize].head = (head + 1) % r.len;
     st.stats.rx_unicast += 1;
@@ -417,6 +451,7 @@ fn answer(bar: &SimBar, st: &mut FakeState, op: u32, p: &[u8]) -> Option<(i32, V
                         ring: r.dma_ring_addr,
                         len: r.ring_len as u16,
                         buf: r.databuffer_size,
+                        max: r.max_pkt_size,
                         ..FakeQueue::default()
                     };
                 }
@@ -931,9 +966,11 @@ fn bad_descriptors_are_counted_and_freed() {
     }
     let s = port.stats();
     let xs: HashMap<String, u64> = port.xstats().into_iter().collect();
+    // A frame over two descriptors whose first buffer is not full is no
+    // frame the device writes: dropped whole, both descriptors counted.
     assert_eq!(
         xs["rx_bad_descriptors"], 4,
-        "too long, RXE, and both halves of the chain"
+        "too long, RXE, and both halves of the broken chain"
     );
     assert_eq!(s.ierrors, 4);
     drop(q);

@@ -11,6 +11,13 @@
 //! loop without RS ([`MbufSlots::tx_fill`]), then sets RS on the few that need
 //! it, before the doorbell. On a CPU with AVX2 (and unless `simd=0`) that
 //! loop writes four descriptors per step first (`ring::avx2`).
+//!
+//! A multi-segment mbuf (a chain) takes one data descriptor per segment,
+//! EOP on the last (DPDK's `iavf_xmit_pkts`): the fast loop stops at it and
+//! [`transmit_chains`](IavfTxQueue::transmit_chains) sends it, each segment
+//! in its own slot, freed with the others at cleanup. A chain of more than
+//! [`TX_MAX_SEGS`] segments, or a segment longer than a descriptor carries,
+//! cannot be sent and is counted (`tx_bad_len`).
 #![deny(unsafe_code)]
 
 use std::sync::Arc;
@@ -26,6 +33,9 @@ use crate::ring::{DescRing, MbufSlots};
 use crate::stats::QueueExtraRef;
 use crate::sync::QueueShared;
 
+/// Most data descriptors one (non-TSO) packet may take (`IAVF_TX_MAX_MTU_SEG`,
+/// the hardware's limit DPDK's `iavf_prep_pkts` checks).
+pub const TX_MAX_SEGS: usize = 8;
 /// Report status every this many descriptors (`IAVF_DEFAULT_TX_RS_THRESH`).
 pub const RS_THRESH: u16 = 32;
 /// Clean up when fewer descriptors than this are free
@@ -142,15 +152,94 @@ impl<B: Bar> IavfTxQueue<B> {
             return self.transmit_wrap(pkts, count);
         }
         let slots = &mut self.slots;
-        // Takes all `count` (refused ones are freed).
-        let (used, _, bytes) =
+        // Takes all `count` (refused ones are freed) up to a chain.
+        let (used, taken, bytes) =
             slots.tx_fill(&mut self.ring, tail, count, pkts, TX_MIN_LEN, TX_MAX_BUF);
         self.set_rs(tail, used);
         let mut end = tail + used;
         if end == self.n as usize {
             end = 0;
         }
-        self.publish(end, used, count, bytes)
+        let sent = self.publish(end, used, taken, bytes);
+        if taken < count {
+            return sent + self.transmit_chains(pkts);
+        }
+        sent
+    }
+
+    /// The front of `pkts` is a chain (the fast loop stopped at it): send
+    /// chains one descriptor per segment (EOP on the last, RS where the
+    /// ring's every `RS_THRESH`-th descriptor falls), wrapping as needed,
+    /// then whatever follows through [`transmit`](Self::transmit). A chain
+    /// the descriptors left cannot take stays at the front.
+    #[cold]
+    #[inline(never)]
+    fn transmit_chains(&mut self, pkts: &mut MbufBatch) -> usize {
+        let n = self.n as usize;
+        let (mut taken, mut sent, mut bytes, mut bad) = (0usize, 0usize, 0u64, 0u64);
+        let mut packets = 0u64;
+        let mut tail = self.tail as usize;
+        while let Some(m) = pkts.as_slice().first() {
+            if !m.is_chained() {
+                break;
+            }
+            let segs = m.nb_segs();
+            let len = m.pkt_len();
+            let fits = segs <= TX_MAX_SEGS
+                && len >= TX_MIN_LEN
+                && m.segments().all(|s| !s.is_empty() && s.len() <= TX_MAX_BUF);
+            if !fits {
+                drop(pkts.pop_front());
+                taken += 1;
+                bad += 1;
+                continue;
+            }
+            if (self.nb_free as usize) < segs + sent {
+                self.free_done();
+                if (self.nb_free as usize) < segs + sent {
+                    break;
+                }
+            }
+            let mut rest = pkts.pop_front();
+            let mut k = 0;
+            while let Some(p) = rest {
+                let (seg, r) = p.split_first();
+                rest = r;
+                let d = TxDesc::segment(seg.data_iova(), seg.len(), rest.is_none());
+                self.ring.put(tail as u16, d);
+                if (tail & (RS_THRESH as usize - 1)) == RS_THRESH as usize - 1 {
+                    self.ring.set_rs(tail as u16);
+                }
+                // Free by the queue's accounting (the descriptor was free).
+                if let Err(seg) = self.slots.put(tail, seg) {
+                    drop(seg);
+                }
+                tail += 1;
+                if tail == n {
+                    tail = 0;
+                }
+                k += 1;
+            }
+            sent += k;
+            bytes += len as u64;
+            taken += 1;
+            packets += 1;
+        }
+        if sent > 0 {
+            self.nb_free -= sent as u16;
+            self.tail = tail as u16;
+            self.bar.write32(self.tail_reg, tail as u32);
+            self.counters.tx_packets.add(packets);
+            self.counters.tx_bytes.add(bytes);
+        }
+        if bad > 0 {
+            self.counters.tx_errors.add(bad);
+            self.extra.tx_bad_len.add(bad);
+        }
+        if taken > 0 && !pkts.is_empty() && !pkts.as_slice()[0].is_chained() {
+            return taken + self.transmit(pkts);
+        }
+        taken
     }
 
     /// Report status on every RS_THRESH-th descriptor of `[from, from + used)`
@@ -205,6 +294,11 @@ impl<B: Bar> IavfTxQueue<B> {
                 tail = 0;
             }
             left -= taken;
+            if taken < chunk {
+                // Stopped at a chain.
+                let done = self.publish(tail, sent, count - left, bytes);
+                return done + self.transmit_chains(pkts);
+            }
         }
         self.publish(tail, sent, count, bytes)
     }

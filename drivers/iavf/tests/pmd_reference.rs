@@ -446,21 +446,32 @@ fn udp_is_hashed_on_an_x722() {
 fn the_largest_frame_counts_the_crc() {
     // The queue's max frame size the hardware checks includes the 4-byte CRC
     // (i40e_txrx.h I40E_PACKET_HDR_PAD = ETH_HLEN + ETH_FCS_LEN + 2 VLANs),
-    // and GET_VF_RESOURCES' max_mtu is already a frame size: with one 2 KiB
-    // mbuf per frame (1664-byte buffers) the largest frame is 1660.
+    // and GET_VF_RESOURCES' max_mtu is already a frame size: a port asked
+    // for frames of up to 1660 bytes (--max-pkt-len 1664) programs
+    // max_pkt_size 1664, and the device drops 1661.
     let mem = Arc::new(DmaMemory::plain());
     let pool = pool(&mem, "max-frame", 4096);
-    let (mut a, mut b) = pair(
+    let a = rig(
         nicpoll_iavf::sim::SimConfig {
             spoofchk: false,
             ..sim("mf-a", PfModel::X710, MAC_A, Wire::None)
         },
-        sim("mf-b", PfModel::X710, MAC_B, Wire::None),
         &mem,
-        &pool,
         opts(),
     );
-    assert_eq!(b.port.info().max_rx_pktlen, 1660);
+    let b = rig(sim("mf-b", PfModel::X710, MAC_B, Wire::None), &mem, opts());
+    nicpoll_iavf::sim::SimVf::connect(&a.vf, &b.vf);
+    // The PF's max_mtu (9728, a frame size) less the CRC.
+    assert_eq!(b.port.info().max_rx_pktlen, 9724);
+    let mut a = start(a, &pool, 1, 512);
+    let Rig { vf, mut port } = b;
+    port.configure(&nicpoll::port::PortConf {
+        max_rx_pktlen: 1660,
+        ..conf(&pool, 1, 512)
+    })
+    .unwrap();
+    let q = port.start().unwrap();
+    let mut b = Side { vf, port, q };
     let frames: Vec<Vec<u8>> = [1660usize, 1661, 1664, 1600]
         .iter()
         .enumerate()
@@ -481,6 +492,79 @@ fn the_largest_frame_counts_the_crc() {
         b.port.stats().imissed == 2
     });
     drop((a.q, b.q));
+}
+
+/// Scatter receive and multi-segment transmit on the model's X710 VF: a
+/// jumbo frame longer than one receive buffer takes several descriptors,
+/// only the last with EOP, and arrives as a chain, byte for byte; a chain
+/// goes out one descriptor per segment and the other VF reads it whole.
+/// Frames with more segments than the hardware takes per packet (8) are
+/// counted, not sent.
+#[test]
+fn jumbo_frames_scatter_and_gather_between_two_vfs() {
+    let mem = Arc::new(DmaMemory::plain());
+    let pool = pool(&mem, "jumbo", 8192);
+    let room = pool.data_room();
+    let (mut a, mut b) = pair(
+        nicpoll_iavf::sim::SimConfig {
+            spoofchk: false,
+            ..sim("jb-a", PfModel::X710, MAC_A, Wire::None)
+        },
+        sim("jb-b", PfModel::X710, MAC_B, Wire::None),
+        &mem,
+        &pool,
+        opts(),
+    );
+    assert!(b.port.info().rx_scatter && a.port.info().tx_multi_seg);
+    // Built as chains of room-sized segments (the 9000-byte one of 6).
+    let lens = [9014usize, 64, 1664, 1665, 4000, 9000, 9724];
+    let frames: Vec<Vec<u8>> = lens
+        .iter()
+        .enumerate()
+        .map(|(i, &len)| udp_frame(MAC_B, MAC_A, i as u32, 9, len))
+        .collect();
+    let mut tx = nicpoll::MbufBatch::with_burst(32);
+    for f in &frames {
+        let mut chain = nicpoll::mbuf::RxChain::new();
+        for piece in f.chunks(room) {
+            let mut m = pool.alloc().unwrap();
+            m.append(piece.len()).unwrap().copy_from_slice(piece);
+            chain.push(m).unwrap();
+        }
+        tx.push(chain.finish().unwrap()).unwrap();
+    }
+    // One more of 9 segments: more than a packet may take.
+    let mut nine = nicpoll::mbuf::RxChain::new();
+    for _ in 0..9 {
+        let mut m = pool.alloc().unwrap();
+        m.append(100).unwrap().fill(0x5a);
+        nine.push(m).unwrap();
+    }
+    tx.push(nine.finish().unwrap()).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !tx.is_empty() && std::time::Instant::now() < deadline {
+        a.q.tx[0].tx_burst(&mut tx);
+    }
+    assert!(tx.is_empty());
+    let got = receive(b.q.rx[0].as_mut(), frames.len(), Duration::from_secs(5));
+    let bytes: Vec<Vec<u8>> = got
+        .iter()
+        .map(nicpoll::port::testing::packet_bytes)
+        .collect();
+    assert_same_frames(&bytes, &frames, "jumbo frames through scatter receive");
+    // The device's buffers are the pool's data room rounded down to 128.
+    let buf = room / 128 * 128;
+    for (m, &len) in got.iter().zip(&lens) {
+        assert_eq!(m.nb_segs(), len.div_ceil(buf), "a {len}-byte frame");
+    }
+    let sa = a.port.stats();
+    assert_eq!((sa.opackets, sa.oerrors), (lens.len() as u64, 1), "{sa:?}");
+    let sb = b.port.stats();
+    assert_eq!(sb.ibytes, lens.iter().sum::<usize>() as u64);
+    drop(got);
+    drop((a.q, b.q));
+    drop((a.port, b.port));
+    assert_eq!(pool.in_use(), 0, "every segment back in the pool");
 }
 
 #[test]

@@ -191,7 +191,7 @@ fn exchange(
             rq.rx_burst(&mut r);
             while let Some(m) = r.pop_front() {
                 let h = (m.ol_flags() & flags::RX_RSS_HASH != 0).then(|| m.rss_hash());
-                out.push((m.queue(), m.data().to_vec(), h));
+                out.push((m.queue(), nicpoll::port::testing::packet_bytes(&m), h));
             }
         }
         if out.len() >= expect && next == frames.len() {
@@ -290,7 +290,8 @@ fn bring_up_and_every_virtchnl_exchange() {
             "CONFIG_VSI_QUEUES ring lengths"
         );
         assert_eq!(r.buffer_size, 1664, "2 KiB elements: 1664-byte buffers");
-        assert_eq!(r.max_frame, 1664);
+        // Scatter receive: the PF's largest frame, over several buffers.
+        assert_eq!(r.max_frame, 9728);
         assert_eq!(r.ring_iova % 128, 0);
     }
     assert!(!s.rx_queues[2].enabled);
@@ -1060,10 +1061,10 @@ fn corrupt_descriptors_are_counted_never_trusted() {
             xstats(&port)
         );
     }
-    // Frames chained over several descriptors (longer than the one buffer
-    // the driver posts): every fragment dropped and counted.
-    // The big frame is sent from a pool of 4 KiB elements, mapped for the
-    // device with map_pool.
+    // A frame longer than the one buffer the driver posts takes two
+    // descriptors, and arrives whole as a chain (scatter receive). The big
+    // frame is sent from a pool of 4 KiB elements, mapped for the device
+    // with map_pool.
     let p4 = Mempool::new(
         &mem,
         &MempoolConfig {
@@ -1079,14 +1080,11 @@ fn corrupt_descriptors_are_counted_never_trusted() {
     let mut b = MbufBatch::with_burst(1);
     push(&p4, &mut b, &big);
     assert_eq!(tx0.tx_burst(&mut b), 1);
-    let got = exchange(&p, tx0.as_mut(), &mut q.rx, &[frames[0].clone()], 1, 8);
-    assert_eq!(got.len(), 1);
-    assert_eq!(tag_of(&got[0].1), 0, "only the small frame arrives");
-    assert_eq!(
-        xstats(&port)["rx_bad_descriptors"] - before,
-        2,
-        "3000 bytes = 2 buffers of 1664"
-    );
+    let got = exchange(&p, tx0.as_mut(), &mut q.rx, &[frames[0].clone()], 2, 8);
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].1, big, "the 3000-byte frame, in 2 buffers of 1664");
+    assert_eq!(tag_of(&got[1].1), 0, "then the small frame");
+    assert_eq!(xstats(&port)["rx_bad_descriptors"], before);
     assert_eq!(port.stats().ierrors, xstats(&port)["rx_bad_descriptors"]);
     assert_eq!(vf.dma_faults(), 0);
     drop((q, tx0));

@@ -16,10 +16,11 @@ const _: () = assert!(std::mem::size_of::<TxDesc>() == 16);
 
 /// [`MbufSlots::tx_fill`](super::MbufSlots::tx_fill)'s run loop four
 /// packets at a time: from `src`, groups of four whose lengths are all
-/// in `min_len..=max_len`, each packet one data descriptor (its data IOVA,
-/// EOP, ICRC, its length) at `desc[i]` and its pointer in `slots[i]`.
-/// Returns (packets taken, a multiple of 4 and at most `max`; their
-/// bytes). The first group with a length out of range is left whole.
+/// in `min_len..=max_len` and none a chain, each packet one data
+/// descriptor (its data IOVA, EOP, ICRC, its length) at `desc[i]` and its
+/// pointer in `slots[i]`. Returns (packets taken, a multiple of 4 and at
+/// most `max`; their bytes). The first group with a length out of range or
+/// a chain is left whole.
 ///
 /// # Safety
 /// The CPU has AVX2. `src` holds `max` mbuf elements the caller owns
@@ -67,6 +68,11 @@ pub(super) unsafe fn tx_fill(
             let p = src.add(k);
             let held = _mm256_loadu_si256(p as *const __m256i);
             let h = |i: usize| (*p.add(i) as *const u8).add(off::BUF_IOVA) as *const __m128i;
+            // A chain takes a descriptor per segment: the caller's path.
+            let next = |i: usize| ((*p.add(i) as *const u8).add(off::NEXT) as *const usize).read();
+            if next(0) | next(1) | next(2) | next(3) != 0 {
+                break;
+            }
             let h01 = _mm256_loadu2_m128i(h(1), h(0));
             let h23 = _mm256_loadu2_m128i(h(3), h(2));
             let l01 = _mm256_and_si256(_mm256_slli_epi64::<18>(h01), len_mask);

@@ -268,6 +268,8 @@ impl MbufSlots {
     /// RS) at the next index, the mbuf in that slot; a packet whose length is
     /// not in `min_len..=max_len` (`min_len` at least 1, `max_len` at most
     /// [`TX_MAX_BUF`](crate::desc::TX_MAX_BUF)) cannot be sent and is freed.
+    /// It stops at a chain (one descriptor per segment: the caller sends it),
+    /// which stays at the front of `pkts` with what follows it.
     /// Returns (descriptors written, mbufs taken from `pkts`, bytes written).
     #[inline(always)]
     pub fn tx_fill(
@@ -286,7 +288,7 @@ impl MbufSlots {
         let valid = (max_len.min(crate::desc::TX_MAX_BUF) + 1).saturating_sub(min_len);
         let describe = |m: &Mbuf| {
             let len = m.len();
-            (len.wrapping_sub(min_len) < valid)
+            (len.wrapping_sub(min_len) < valid && !m.is_chained())
                 .then(|| (TxDesc::packet_fitting(m.data_iova(), len), len))
         };
         let end = start + max;
@@ -352,7 +354,10 @@ impl MbufSlots {
                     )
                 };
                 let (lp, lq) = (mp.len(), mq.len());
-                if lp.wrapping_sub(min_len) | lq.wrapping_sub(min_len) >= valid {
+                if (lp.wrapping_sub(min_len) | lq.wrapping_sub(min_len) >= valid)
+                    | mp.is_chained()
+                    | mq.is_chained()
+                {
                     break;
                 }
                 // Both in `min_len..=max_len`, `max_len <= TX_MAX_BUF`.
@@ -403,10 +408,21 @@ impl MbufSlots {
                 j += 1;
             }
             if j < count {
-                // SAFETY: as above; this one is not sent: ours to free.
-                discard(unsafe {
+                // SAFETY: as above; this one is not sent: ours to free, or
+                // (a chain) to give back.
+                let m = unsafe {
                     Mbuf::from_raw(NonNull::new_unchecked(*src.add(j) as *mut MbufHeader))
-                });
+                };
+                if m.is_chained() {
+                    let _ = m.into_raw();
+                    // Packets `j..count`, a chain first, go back to the batch:
+                    // the last `count - j` of what take_front_raw gave, and
+                    // nothing else touched the batch since.
+                    // SAFETY: as said; we give up their ownership.
+                    unsafe { pkts.untake_front_raw(count - j) };
+                    return (j - refused, j, bytes);
+                }
+                discard(m);
                 refused += 1;
                 j += 1;
             }
