@@ -4,7 +4,10 @@
 //! It checks configuration limits and errors, the start/stop life cycle, burst
 //! semantics (receive never exceeds the batch's spare room, transmit leaves the
 //! unsent tail), statistics and their reset, content integrity for ports that
-//! loop traffic back, and that every mbuf is back in its pool at the end.
+//! loop traffic back, multi-segment packets (sent whole by a port that says
+//! it can, counted as errors by one that cannot), the receive frame limit
+//! (a frame one byte over it counted, not delivered), and that every mbuf is
+//! back in its pool at the end.
 #![deny(unsafe_code)]
 
 use std::time::{Duration, Instant};
@@ -139,6 +142,10 @@ pub fn run_conformance(driver: &str, make: &mut MakePort<'_>, delivery: Delivery
     {
         let mut port = make(1).unwrap_or_else(|e| panic!("{driver}: create: {e}"));
         bursts_and_stats(driver, port.as_mut(), &pool, delivery);
+    }
+    {
+        let mut port = make(2).unwrap_or_else(|e| panic!("{driver}: create: {e}"));
+        chains_and_frame_limit(driver, port.as_mut(), &pool, delivery);
     }
     assert_eq!(
         pool.in_use(),
@@ -373,6 +380,156 @@ fn bursts_and_stats(driver: &str, port: &mut dyn Port, pool: &Mempool, delivery:
         PortStats::default(),
         "{driver}: counters not zero after reset"
     );
+    drop(q);
+    port.stop()
+        .unwrap_or_else(|e| panic!("{driver}: stop: {e}"));
+}
+
+/// Multi-segment packets and the receive frame limit.
+fn chains_and_frame_limit(driver: &str, port: &mut dyn Port, pool: &Mempool, delivery: Delivery) {
+    const PORT_ID: u16 = 2;
+    let info = port.info();
+    let room = pool.data_room();
+    let expect_port_err = |r: Result<()>, what: &str| match r {
+        Err(Error::Port { .. }) => {}
+        Err(e) => panic!("{driver}: {what}: wrong error kind: {e}"),
+        Ok(()) => panic!("{driver}: {what} must be refused"),
+    };
+    if info.max_rx_pktlen < u32::MAX {
+        let mut c = conf(PORT_ID, pool, 1, 1);
+        c.max_rx_pktlen = info.max_rx_pktlen + 1;
+        expect_port_err(port.configure(&c), "a frame limit above max_rx_pktlen");
+    }
+    if !info.rx_scatter && info.max_rx_pktlen as usize > room {
+        let mut c = conf(PORT_ID, pool, 1, 1);
+        c.max_rx_pktlen = room as u32 + 1;
+        expect_port_err(
+            port.configure(&c),
+            "a frame limit above the data room of a port that does not scatter",
+        );
+    }
+    // A limit of 1000 bytes: a frame of 1001 is dropped and counted.
+    let limit = 1000usize.min(info.max_rx_pktlen as usize);
+    let mut c = conf(PORT_ID, pool, 1, 1);
+    c.max_rx_pktlen = limit as u32;
+    port.configure(&c)
+        .unwrap_or_else(|e| panic!("{driver}: configure with max_rx_pktlen {limit}: {e}"));
+    let mut q = port
+        .start()
+        .unwrap_or_else(|e| panic!("{driver}: start: {e}"));
+    // Segments of 700 bytes: every frame above 700 is a chain.
+    let seg = 700;
+    if delivery == Delivery::Loopback {
+        let mut tx = MbufBatch::with_burst(8);
+        // Send in order: at the limit, over it, small, at the limit again.
+        for (tag, len) in [(1u32, limit), (2, limit + 1), (3, 64), (4, limit)] {
+            fill_chain(pool, &mut tx, tag, len, seg);
+        }
+        let mut rx = MbufBatch::with_burst(8);
+        let mut got: Vec<Vec<u8>> = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while got.len() < 3 && Instant::now() < deadline {
+            if !tx.is_empty() {
+                q.tx[0].tx_burst(&mut tx);
+            }
+            q.rx[0].rx_burst(&mut rx);
+            while let Some(m) = rx.pop_front() {
+                got.push(packet_bytes(&m));
+            }
+        }
+        if info.tx_multi_seg {
+            assert_eq!(
+                got,
+                vec![
+                    test_frame(1, limit),
+                    test_frame(3, 64),
+                    test_frame(4, limit)
+                ],
+                "{driver}: frames at the {limit}-byte limit sent as chains of {seg}-byte \
+                 segments must come back whole, the one byte over it must not"
+            );
+            // In ierrors, or (a device that drops it, as an iavf VF's counts
+            // it among its discards) in imissed.
+            let st = port.stats();
+            assert!(
+                st.ierrors + st.imissed >= 1,
+                "{driver}: the frame over the limit was not counted: {st:?}"
+            );
+        } else {
+            assert_eq!(
+                got,
+                vec![test_frame(3, 64)],
+                "{driver}: a port without tx_multi_seg sends no chain"
+            );
+            assert_eq!(
+                port.stats().oerrors,
+                3,
+                "{driver}: the chains it cannot send are counted"
+            );
+        }
+        tx.clear();
+    } else if delivery == Delivery::Sink {
+        let mut tx = MbufBatch::with_burst(8);
+        fill_chain(pool, &mut tx, 1, 1500, seg);
+        fill_chain(pool, &mut tx, 2, 100, seg);
+        let sent = q.tx[0].tx_burst(&mut tx);
+        assert_eq!(sent + tx.len(), 2, "{driver}: tx lost or invented packets");
+        tx.clear();
+        if !info.tx_multi_seg {
+            assert!(
+                port.stats().oerrors >= 1,
+                "{driver}: a chain it cannot send must be counted"
+            );
+        }
+    }
+    drop(q);
+    port.stop()
+        .unwrap_or_else(|e| panic!("{driver}: stop: {e}"));
+    // Scatter: with the port's own limit, a frame larger than an mbuf comes
+    // back as a chain, whole.
+    let big = (info.max_rx_pktlen as usize).min(3 * room + 100);
+    if delivery != Delivery::Loopback || !info.rx_scatter || !info.tx_multi_seg || big <= room {
+        return;
+    }
+    port.configure(&conf(PORT_ID, pool, 1, 1))
+        .unwrap_or_else(|e| panic!("{driver}: configure: {e}"));
+    let mut q = port
+        .start()
+        .unwrap_or_else(|e| panic!("{driver}: start: {e}"));
+    port.reset_stats();
+    let mut tx = MbufBatch::with_burst(8);
+    fill_chain(pool, &mut tx, 5, big, room);
+    fill_chain(pool, &mut tx, 6, 64, room);
+    let mut rx = MbufBatch::with_burst(8);
+    let mut got: Vec<(usize, Vec<u8>)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got.len() < 2 && Instant::now() < deadline {
+        if !tx.is_empty() {
+            q.tx[0].tx_burst(&mut tx);
+        }
+        q.rx[0].rx_burst(&mut rx);
+        while let Some(m) = rx.pop_front() {
+            assert_eq!(m.port(), PORT_ID, "{driver}: port id of a chain");
+            got.push((m.nb_segs(), packet_bytes(&m)));
+        }
+    }
+    assert_eq!(
+        got.iter().map(|(_, b)| b.clone()).collect::<Vec<_>>(),
+        vec![test_frame(5, big), test_frame(6, 64)],
+        "{driver}: a {big}-byte frame (mbufs of {room}) must come back whole"
+    );
+    assert!(
+        got[0].0 >= big.div_ceil(room),
+        "{driver}: a {big}-byte frame in {} segments of at most {room}",
+        got[0].0
+    );
+    let st = port.stats();
+    assert_eq!(
+        (st.ipackets, st.ibytes),
+        (2, big as u64 + 64),
+        "{driver}: a chain is one packet of all its bytes"
+    );
+    tx.clear();
     drop(q);
     port.stop()
         .unwrap_or_else(|e| panic!("{driver}: stop: {e}"));
