@@ -100,6 +100,10 @@ impl Default for RetryConfig {
 pub struct TxPacketConfig {
     /// Total frame length in bytes (`--txpkts`, sum of segments), without FCS.
     pub len: u16,
+    /// Segment lengths (`--txpkts=X,Y,...`, `set txpkts`): with more than
+    /// one, every generated frame is a chain of mbufs of these lengths, in
+    /// order (their sum is `len`); empty or one: a single mbuf of `len`.
+    pub segs: Vec<u16>,
     /// IPv4 source and destination (`--tx-ip`).
     pub ip_src: Ipv4Addr,
     /// IPv4 destination.
@@ -118,6 +122,7 @@ impl Default for TxPacketConfig {
     fn default() -> Self {
         TxPacketConfig {
             len: 64,
+            segs: Vec::new(),
             ip_src: Ipv4Addr::new(198, 18, 0, 1),
             ip_dst: Ipv4Addr::new(198, 18, 0, 2),
             udp_src: 9,

@@ -8,13 +8,15 @@
 //! Flows whose packets the transmit queue did not take are sent again next
 //! burst (testpmd backs its flow counter out the same way). The whole burst
 //! is allocated at once; an empty pool skips the burst and counts `tx_nombuf`.
+//! With several `--txpkts` segments every frame is a chain (as txonly's).
 #![deny(unsafe_code)]
 
 use std::net::Ipv4Addr;
 
-use super::latency::{Stamp, write_stamp};
-use super::txonly::{HEADERS_LEN, MIN_LEN, build_headers};
+use super::latency::{MIN_STAMPED_LEN, Stamp, write_stamp};
+use super::txonly::{HEADERS_LEN, MIN_LEN, alloc_chain, build_headers};
 use super::{Engine, EngineConfig, StreamCtx, StreamInfo, TxPacketConfig};
+use crate::mbuf::MbufBatch;
 use crate::net::checksum;
 use crate::port::MacAddr;
 
@@ -43,6 +45,8 @@ pub struct FlowGen {
     /// Header checksum of flow 0.
     base_csum: u16,
     len: usize,
+    /// Segment lengths of a frame that is a chain (more than one).
+    segs: Vec<u16>,
     flows: u32,
     next_flow: u32,
     seq: u32,
@@ -82,6 +86,11 @@ impl Engine for FlowGen {
             headers,
             base_csum,
             len: cfg.tx.len.max(MIN_LEN) as usize,
+            segs: if cfg.tx.segs.len() > 1 {
+                cfg.tx.segs.clone()
+            } else {
+                Vec::new()
+            },
             flows: cfg.tx.flowgen_flows.max(1),
             next_flow: 0,
             seq: 0,
@@ -98,7 +107,7 @@ impl Engine for FlowGen {
             if self.stamp {
                 let now = crate::time::now_ns();
                 for m in ctx.batch.iter() {
-                    if let Some(st) = super::latency::read_stamp(m.data()) {
+                    if let Some(st) = super::latency::read_stamp_mbuf(m) {
                         ctx.latency.record(st, now);
                     }
                 }
@@ -106,6 +115,12 @@ impl Engine for FlowGen {
             ctx.batch.clear();
         }
         let n = ctx.batch.burst();
+        if !self.segs.is_empty() {
+            if !self.build_chains(ctx, n) {
+                return;
+            }
+            return self.send(ctx, n);
+        }
         if !ctx.pool.alloc_bulk(ctx.batch, n) {
             ctx.counters.tx_nombuf.add(1);
             return;
@@ -144,6 +159,14 @@ impl Engine for FlowGen {
                 self.next_flow = 0;
             }
         }
+        self.send(ctx, n);
+    }
+}
+
+impl FlowGen {
+    /// Send the `n` generated packets; flows not taken go first next time.
+    #[inline(always)]
+    fn send(&mut self, ctx: &mut StreamCtx<'_>, n: usize) {
         let before = ctx.counters.tx_packets.get();
         ctx.transmit();
         let sent = ctx.counters.tx_packets.get().wrapping_sub(before);
@@ -153,6 +176,54 @@ impl Engine for FlowGen {
             let flows = self.flows as u64;
             self.next_flow = ((self.next_flow as u64 + flows - unsent % flows) % flows) as u32;
         }
+    }
+}
+
+impl FlowGen {
+    /// Fill the batch with `n` chains (`--txpkts` with several segments),
+    /// their first bytes built aside and copied across the segments; false
+    /// (and nothing built, `tx_nombuf` counted) if the pool is short.
+    #[cold]
+    #[inline(never)]
+    fn build_chains(&mut self, ctx: &mut StreamCtx<'_>, n: usize) -> bool {
+        let now = if self.stamp { crate::time::now_ns() } else { 0 };
+        let base = u32::from(IP_DST_BASE);
+        let mut scratch = MbufBatch::with_burst(self.segs.len());
+        let mut head = [0u8; MIN_STAMPED_LEN];
+        for k in 0..n {
+            let Some(mut m) = alloc_chain(ctx.pool, &self.segs, &mut scratch) else {
+                ctx.counters.tx_nombuf.add(1);
+                ctx.batch.clear();
+                // The flows of the chains built are taken again.
+                let flows = self.flows as usize;
+                self.next_flow = ((self.next_flow as usize + flows - k % flows) % flows) as u32;
+                return false;
+            };
+            head[..HEADERS_LEN].copy_from_slice(&self.headers);
+            let flow = self.next_flow;
+            head[IP_DST_AT..IP_DST_AT + 4].copy_from_slice(&base.wrapping_add(flow).to_be_bytes());
+            head[IP_CSUM_AT..IP_CSUM_AT + 2].copy_from_slice(&self.ip_checksum(flow).to_be_bytes());
+            let mut upto = HEADERS_LEN;
+            if self.stamp && self.len >= MIN_STAMPED_LEN {
+                write_stamp(
+                    &mut head,
+                    Stamp {
+                        seq: self.seq,
+                        tx_ns: now,
+                        flow: self.stream,
+                    },
+                );
+                upto = MIN_STAMPED_LEN;
+            }
+            m.copy_in(0, &head[..upto]);
+            let _ = ctx.batch.push(m);
+            self.seq = self.seq.wrapping_add(1);
+            self.next_flow += 1;
+            if self.next_flow >= self.flows {
+                self.next_flow = 0;
+            }
+        }
+        true
     }
 }
 

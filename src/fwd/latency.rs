@@ -52,6 +52,20 @@ pub fn write_stamp(frame: &mut [u8], stamp: Stamp) -> bool {
     true
 }
 
+/// Read the stamp of a packet, also when its first segment is too short to
+/// hold it (a chain, as `--txpkts=14,50` builds): then from a copy of its
+/// first bytes.
+#[inline(always)]
+pub fn read_stamp_mbuf(m: &crate::Mbuf) -> Option<Stamp> {
+    if m.len() >= MIN_STAMPED_LEN || !m.is_chained() {
+        return read_stamp(m.data());
+    }
+    let mut head = [0u8; MIN_STAMPED_LEN];
+    (m.copy_out(0, &mut head) == MIN_STAMPED_LEN)
+        .then(|| read_stamp(&head))
+        .flatten()
+}
+
 /// Read the stamp of a frame, if it is an untagged IPv4 (no options) UDP frame
 /// carrying one.
 #[inline(always)]

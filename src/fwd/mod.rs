@@ -10,6 +10,8 @@
 //! aggregated by the main thread.
 #![deny(unsafe_code)]
 
+#[cfg(test)]
+mod chain_tests;
 pub mod config;
 pub mod counters;
 pub mod fivetswap;

@@ -2,7 +2,7 @@
 //! latency and sequence of frames a txonly generator stamped.
 #![deny(unsafe_code)]
 
-use super::latency::read_stamp;
+use super::latency::read_stamp_mbuf;
 use super::{Engine, EngineConfig, StreamCtx, StreamInfo};
 
 /// The rxonly engine.
@@ -26,7 +26,7 @@ impl Engine for RxOnly {
         if self.latency {
             let now = crate::time::now_ns();
             for m in ctx.batch.iter() {
-                if let Some(st) = read_stamp(m.data()) {
+                if let Some(st) = read_stamp_mbuf(m) {
                     ctx.latency.record(st, now);
                 }
             }

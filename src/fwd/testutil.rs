@@ -24,6 +24,10 @@ pub struct FakeRx {
     frames: VecDeque<Vec<u8>>,
     /// Calls to `rx_burst`.
     pub calls: usize,
+    /// Deliver each frame as a chain of segments of these lengths (the last
+    /// length repeated for the rest), as a scattering port would; empty: one
+    /// mbuf.
+    pub segments: Vec<usize>,
 }
 
 impl FakeRx {
@@ -46,9 +50,28 @@ impl RxQueue for FakeRx {
             let Some(f) = self.frames.pop_front() else {
                 break;
             };
-            let mut m = self.pool.alloc().expect("the test pool ran dry");
-            assert!(m.set_len(f.len()), "test frame larger than an mbuf");
-            m.data_mut().copy_from_slice(&f);
+            let m = if self.segments.is_empty() {
+                let mut m = self.pool.alloc().expect("the test pool ran dry");
+                assert!(m.set_len(f.len()), "test frame larger than an mbuf");
+                m.data_mut().copy_from_slice(&f);
+                m
+            } else {
+                let mut chain = crate::mbuf::RxChain::new();
+                let mut at = 0;
+                let mut i = 0;
+                while at < f.len() {
+                    let len = self.segments[i.min(self.segments.len() - 1)];
+                    let n = len.min(f.len() - at);
+                    let mut s = self.pool.alloc().expect("the test pool ran dry");
+                    s.append(n)
+                        .expect("segment fits")
+                        .copy_from_slice(&f[at..at + n]);
+                    chain.push(s).expect("few segments");
+                    at += n;
+                    i += 1;
+                }
+                chain.finish().expect("a frame")
+            };
             out.push(m).expect("spare was checked");
             n += 1;
         }
@@ -59,8 +82,10 @@ impl RxQueue for FakeRx {
 /// A transmit queue that records the bytes of what it takes and frees the mbufs.
 #[derive(Debug)]
 pub struct FakeTx {
-    /// Frames taken, in order.
+    /// Frames taken, in order (every segment's bytes).
     pub sent: Vec<Vec<u8>>,
+    /// The segment lengths of each frame taken.
+    pub sent_segs: Vec<Vec<usize>>,
     /// Calls to `tx_burst`.
     pub calls: usize,
     /// Take nothing on this many first calls.
@@ -85,7 +110,9 @@ impl TxQueue for FakeTx {
         let n = pkts.len().min(self.max_per_call);
         for _ in 0..n {
             let m = pkts.pop_front().expect("len was checked");
-            self.sent.push(m.data().to_vec());
+            self.sent_segs.push(m.segments().map(<[u8]>::len).collect());
+            self.sent
+                .push(m.segments().flat_map(|s| s.iter().copied()).collect());
         }
         n
     }
@@ -138,9 +165,11 @@ impl Harness {
                 pool: pool.clone(),
                 frames: VecDeque::new(),
                 calls: 0,
+                segments: Vec::new(),
             },
             tx: FakeTx {
                 sent: Vec::new(),
+                sent_segs: Vec::new(),
                 calls: 0,
                 refuse_first: 0,
                 max_per_call: usize::MAX,
