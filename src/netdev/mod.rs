@@ -82,6 +82,11 @@ impl Netdev {
     pub fn mtu(&self, name: &str) -> io::Result<u32> {
         sys::get_mtu(self.0.as_fd(), name)
     }
+
+    /// `SIOCSIFMTU`: set the interface MTU. Needs CAP_NET_ADMIN.
+    pub fn set_mtu(&self, name: &str, mtu: u32) -> io::Result<()> {
+        sys::set_mtu(self.0.as_fd(), name, mtu)
+    }
 }
 
 /// The index of interface `name`, or the OS error (ENODEV if there is none),

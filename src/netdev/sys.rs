@@ -105,6 +105,14 @@ pub fn get_mtu(fd: BorrowedFd<'_>, name: &str) -> io::Result<u32> {
     Ok(unsafe { ifr.ifr_ifru.ifru_mtu }.max(0) as u32)
 }
 
+/// `SIOCSIFMTU`.
+pub fn set_mtu(fd: BorrowedFd<'_>, name: &str, mtu: u32) -> io::Result<()> {
+    let mut ifr = ifreq(name)?;
+    ifr.ifr_ifru.ifru_mtu = mtu.min(i32::MAX as u32) as libc::c_int;
+    // SAFETY: SIOCSIFMTU reads the mtu member of one ifreq, set above.
+    unsafe { ioctl_ifreq(fd, libc::SIOCSIFMTU, &mut ifr) }
+}
+
 /// The name an `ifreq` carries (the kernel's, after `TUNSETIFF` with `%d`).
 pub fn ifreq_name(ifr: &libc::ifreq) -> String {
     let bytes: Vec<u8> = ifr

@@ -33,7 +33,9 @@
 //! kernel sends them nothing. Ring sizes are accepted and not used (the
 //! kernel-side queue is the interface's `txqueuelen`). `imissed` counts the frames the kernel
 //! dropped because a queue was full (the interface's `tx_dropped`).
-//! Promiscuous mode sets IFF_PROMISC on the port's own interface.
+//! Promiscuous mode sets IFF_PROMISC on the port's own interface. A frame
+//! limit (`--max-pkt-len N`) sets the interface's MTU to N - 18 (Ethernet
+//! header and FCS), as DPDK's testpmd and tap do.
 //!
 //! Needs CAP_NET_ADMIN and a `/dev/net/tun` device node.
 #![deny(unsafe_code)]
@@ -309,7 +311,6 @@ impl TapPort {
 
 impl Port for TapPort {
     fn info(&self) -> PortInfo {
-        let mtu = self.ctl.mtu(&self.iface).unwrap_or(1500);
         PortInfo {
             driver: DRIVER,
             name: self.name.clone(),
@@ -322,7 +323,9 @@ impl Port for TapPort {
             min_txd: 1,
             max_txd: 32768,
             desc_align: 1,
-            max_rx_pktlen: mtu + ETH_HLEN as u32 + 4,
+            // What the interface's MTU may be raised to (a frame limit sets
+            // it); without one the limit is the MTU's, see `start`.
+            max_rx_pktlen: MAX_FRAME as u32,
             rx_scatter: true,
             tx_multi_seg: true,
             numa_node: None,
@@ -337,6 +340,25 @@ impl Port for TapPort {
             ));
         }
         let (rxd, txd) = port::check_conf(conf.port_id, &self.info(), conf)?;
+        // The interface is the port's own: a frame limit sets its MTU as
+        // DPDK's testpmd and tap set it (--max-pkt-len less the Ethernet
+        // header and FCS), so the kernel sends frames up to the limit.
+        if conf.max_rx_pktlen != 0 {
+            let mtu = conf.max_rx_pktlen.saturating_sub(ETH_HLEN as u32).max(68);
+            if self.ctl.mtu(&self.iface).ok() != Some(mtu) {
+                self.ctl.set_mtu(&self.iface, mtu).map_err(|e| {
+                    self.err(
+                        "configure",
+                        format!(
+                            "cannot set the MTU of interface {} to {mtu} for --max-pkt-len {} \
+                             (SIOCSIFMTU): {e}",
+                            self.iface,
+                            conf.max_rx_pktlen + 4
+                        ),
+                    )
+                })?;
+            }
+        }
         port::rx_frame_limit(conf.port_id, &self.info(), conf)?;
         self.counters
             .reconfigure(conf.nb_rxq as usize, conf.nb_txq as usize);
@@ -396,9 +418,10 @@ impl Port for TapPort {
                 ),
             )
         })?;
-        // The frame limit, read now: the MTU may have changed since configure.
+        // The frame limit: without --max-pkt-len the MTU's (a VLAN-tagged
+        // frame), read now: it may have changed since configure.
         let max_len = match conf.max_rx_pktlen {
-            0 => self.info().max_rx_pktlen as usize,
+            0 => self.ctl.mtu(&self.iface).unwrap_or(1500) as usize + ETH_HLEN + 4,
             l => l as usize,
         }
         .min(MAX_FRAME);
