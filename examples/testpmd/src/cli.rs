@@ -203,7 +203,7 @@ pub struct AppArgs {
     /// Packets per burst, 1 to 512.
     #[arg(long = "burst", value_name = "N", default_value_t = 32)]
     pub burst: usize,
-    /// Buffer size per mbuf after its header: headroom plus data room.
+    /// Buffer size per mbuf after its header: headroom plus data room, up to 65535.
     #[arg(long = "mbuf-size", value_name = "N")]
     pub mbuf_size: Option<u32>,
     /// Number of mbufs in the pool (at least 1024).
@@ -218,9 +218,12 @@ pub struct AppArgs {
     /// File with one peer MAC per line, for ports 0, 1, ...
     #[arg(long = "eth-peers-configfile", value_name = "FILE")]
     pub eth_peers_configfile: Option<PathBuf>,
-    /// Length of generated packets in bytes.
-    #[arg(long = "txpkts", value_name = "LEN")]
+    /// Length of generated packets in bytes; X,Y,...: segment lengths of a multi-segment packet.
+    #[arg(long = "txpkts", value_name = "LEN[,LEN...]")]
     pub txpkts: Option<String>,
+    /// Longest frame received, FCS included (64 to 65535; default: each port's own limit).
+    #[arg(long = "max-pkt-len", value_name = "N")]
+    pub max_pkt_len: Option<u32>,
     /// Source and destination IPv4 of generated packets: SRC,DST.
     #[arg(long = "tx-ip", value_name = "SRC,DST")]
     pub tx_ip: Option<String>,
@@ -258,8 +261,6 @@ pub struct AppArgs {
     /// Run the commands of this file at start (interactive mode).
     #[arg(long = "cmdline-file", value_name = "FILE")]
     pub cmdline_file: Option<PathBuf>,
-    #[arg(long = "max-pkt-len", hide = true)]
-    pub max_pkt_len: Option<String>,
     #[arg(long = "record-core-cycles", hide = true)]
     pub record_core_cycles: bool,
     #[arg(long = "record-burst-stats", hide = true)]
@@ -274,7 +275,8 @@ pub struct AppArgs {
     pub enable_rss: bool,
     #[arg(long = "enable-rx-cksum", hide = true)]
     pub enable_rx_cksum: bool,
-    #[arg(long = "enable-scatter", hide = true)]
+    /// Accepted: ports that can receive a frame into several mbufs do so when it does not fit one.
+    #[arg(long = "enable-scatter")]
     pub enable_scatter: bool,
     #[arg(long = "flowgen-clones", hide = true)]
     pub flowgen_clones: Option<String>,
@@ -350,6 +352,8 @@ pub struct Config {
     pub rxd: u16,
     pub txd: u16,
     pub mbuf_buf_size: Option<u32>,
+    /// `--max-pkt-len`: the longest frame received, FCS included (DPDK's).
+    pub max_pkt_len: Option<u32>,
     pub total_num_mbufs: Option<u32>,
     pub mbcache: u32,
     pub eth_peers: BTreeMap<u16, MacAddr>,
@@ -431,6 +435,72 @@ pub enum ParseOutcome {
     Usage(UsageError),
 }
 
+/// `--txpkts` / `set txpkts`: one length, or the segment lengths of a
+/// multi-segment packet (`X,Y,...`, at most 255 as DPDK's
+/// RTE_MAX_SEGS_PER_PKT); (total, segments if more than one). Each segment
+/// must also fit an mbuf, checked once the pool exists.
+pub fn parse_txpkts(value: &str) -> Result<(u16, Vec<u16>), String> {
+    let segs: Vec<u32> = value
+        .split(',')
+        .map(|p| {
+            p.trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| {
+                    format!(
+                        "{value}: {p:?} is not a length; expected LEN[,LEN...] like 64 or 14,50"
+                    )
+                })
+        })
+        .collect::<Result<_, _>>()?;
+    if segs.len() > nicpoll::mbuf::MAX_SEGS {
+        return Err(format!(
+            "{value}: {} segments; at most {}",
+            segs.len(),
+            nicpoll::mbuf::MAX_SEGS
+        ));
+    }
+    let total: u32 = segs.iter().sum();
+    let min = nicpoll::fwd::txonly::MIN_LEN as u32;
+    if !(min..=65535).contains(&total) {
+        return Err(format!(
+            "{value}: a frame of {total} bytes; give {min} (Ethernet + IPv4 + UDP headers) \
+             to 65535 in all"
+        ));
+    }
+    let segs: Vec<u16> = segs.into_iter().map(|s| s as u16).collect();
+    Ok((total as u16, if segs.len() > 1 { segs } else { Vec::new() }))
+}
+
+/// What a `--txpkts` of segments (or one length) needs of the mbufs: each
+/// segment within the data room.
+pub fn check_txpkts_fit(tx: &TxPacketConfig, data_room: usize) -> Result<(), String> {
+    let longest = tx.segs.iter().copied().max().unwrap_or(tx.len) as usize;
+    if longest <= data_room {
+        return Ok(());
+    }
+    let fix = if tx.segs.is_empty() {
+        let k = (tx.len as usize).div_ceil(data_room);
+        format!(
+            "raise --mbuf-size to {} or give segments, e.g. --txpkts={}",
+            tx.len as usize + nicpoll::mbuf::DEFAULT_HEADROOM as usize,
+            (0..k)
+                .map(|i| (tx.len as usize - i * data_room).min(data_room).to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        )
+    } else {
+        format!(
+            "raise --mbuf-size to {}",
+            longest + nicpoll::mbuf::DEFAULT_HEADROOM as usize
+        )
+    };
+    Err(format!(
+        "a segment of {longest} bytes does not fit the {data_room}-byte data room of an mbuf: {fix}"
+    ))
+}
+
 fn parse_u32_list(value: &str, option: &str, form: &str) -> Result<Vec<u32>, UsageError> {
     value
         .split(',')
@@ -498,11 +568,6 @@ fn build(eal: EalArgs, app: AppArgs, demo: bool) -> Result<Config, UsageError> {
             "memory is never freed back during a run",
         ),
         (
-            app.max_pkt_len.is_some(),
-            "--max-pkt-len",
-            "the software ports take any frame that fits an mbuf; see --mbuf-size",
-        ),
-        (
             app.record_core_cycles,
             "--record-core-cycles",
             "use the benchmark scripts (benches/) for cost per packet",
@@ -528,11 +593,6 @@ fn build(eal: EalArgs, app: AppArgs, demo: bool) -> Result<Config, UsageError> {
             app.enable_rx_cksum,
             "--enable-rx-cksum",
             "checksum offloads are not supported",
-        ),
-        (
-            app.enable_scatter,
-            "--enable-scatter",
-            "multi-segment mbufs are not supported",
         ),
         (
             app.flowgen_clones.is_some(),
@@ -814,8 +874,16 @@ fn build(eal: EalArgs, app: AppArgs, demo: bool) -> Result<Config, UsageError> {
         && (s < 256 || s as usize > nicpoll::mempool::MAX_BUF_SIZE)
     {
         return Err(usage(format!(
-            "--mbuf-size {s}: give a size from 256 to {} (headroom + data room; elements are 2 or 4 KiB)",
+            "--mbuf-size {s}: give a size from 256 to {} (headroom + data room, as DPDK's)",
             nicpoll::mempool::MAX_BUF_SIZE
+        )));
+    }
+    if let Some(n) = app.max_pkt_len
+        && !(64..=65535).contains(&n)
+    {
+        return Err(usage(format!(
+            "--max-pkt-len {n}: give a frame length from 64 to 65535, FCS included \
+             (1518 for MTU 1500, 9018 for MTU 9000)"
         )));
     }
 
@@ -860,21 +928,9 @@ fn build(eal: EalArgs, app: AppArgs, demo: bool) -> Result<Config, UsageError> {
     // Generated packets.
     let mut tx = TxPacketConfig::default();
     if let Some(t) = &app.txpkts {
-        let segs = parse_u32_list(t, "--txpkts", "a length in bytes like 64")?;
-        if segs.len() != 1 {
-            return Err(reject(
-                "--txpkts with several segments",
-                "multi-segment mbufs are not supported; give one length",
-            ));
-        }
-        let len = segs[0];
-        if !(nicpoll::fwd::txonly::MIN_LEN as u32..=9000).contains(&len) {
-            return Err(usage(format!(
-                "--txpkts {len}: give a length from {} (Ethernet + IPv4 + UDP headers) to 9000",
-                nicpoll::fwd::txonly::MIN_LEN
-            )));
-        }
-        tx.len = len as u16;
+        let (len, segs) = parse_txpkts(t).map_err(|e| usage(format!("--txpkts {e}")))?;
+        tx.len = len;
+        tx.segs = segs;
     }
     if let Some(ip) = &app.tx_ip {
         let parts: Vec<&str> = ip.split(',').collect();
@@ -1010,6 +1066,7 @@ fn build(eal: EalArgs, app: AppArgs, demo: bool) -> Result<Config, UsageError> {
         rxd: app.rxd,
         txd: app.txd,
         mbuf_buf_size: app.mbuf_size,
+        max_pkt_len: app.max_pkt_len,
         total_num_mbufs: app.total_num_mbufs,
         mbcache,
         eth_peers,

@@ -66,7 +66,7 @@ Commands:
   set nbcore N | set burst N         forwarding cores / packets per burst
   set burst tx delay US retry N      transmit retry parameters
   set eth-peer PORT MAC              peer MAC of a port (mac and txonly modes)
-  set txpkts LEN                     length of generated packets
+  set txpkts LEN[,LEN...]            length of generated packets (several: segments)
   set promisc all|N on|off           promiscuous mode
   set verbose N                      log level (0 warnings, 1 info, 2+ debug)
   port stop|start|close all|N        port life cycle (stop forwarding first)
@@ -295,18 +295,19 @@ pub fn execute(s: &mut Session, line: &str) -> Result<Flow, String> {
             s.cfg.eth_peers.insert(p, mac);
             Ok(Flow::Continue)
         }
-        ["set", "txpkts", len] => {
-            let len: u16 = num(Some(len), "length")?;
-            if !(nicpoll::fwd::txonly::MIN_LEN..=9000).contains(&len) {
-                return Err(format!(
-                    "txpkts {len}: give {} to 9000",
-                    nicpoll::fwd::txonly::MIN_LEN
-                ));
-            }
+        ["set", "txpkts", lens] => {
+            let (len, segs) = crate::cli::parse_txpkts(lens).map_err(|e| format!("txpkts {e}"))?;
             if s.forwarding() {
                 return Err("stop forwarding first (stop)".into());
             }
-            s.cfg.tx.len = len;
+            let tx = nicpoll::fwd::TxPacketConfig {
+                len,
+                segs,
+                ..s.cfg.tx.clone()
+            };
+            crate::cli::check_txpkts_fit(&tx, s.pool_data_room())
+                .map_err(|e| format!("txpkts {lens}: {e}"))?;
+            s.cfg.tx = tx;
             Ok(Flow::Continue)
         }
         ["set", "promisc", which, onoff] => {

@@ -77,8 +77,23 @@ fn bad_input_is_a_usage_error_naming_the_argument() {
             "--txpkts 20",
         ),
         (
-            &["-l", "0,1", "--vdev", "net_null0", "--", "--txpkts=64,64"],
-            "several segments",
+            &["-l", "0,1", "--vdev", "net_null0", "--", "--txpkts=64,0"],
+            "--txpkts 64,0: \"0\" is not a length",
+        ),
+        (
+            &["-l", "0,1", "--vdev", "net_null0", "--", "--max-pkt-len=20"],
+            "--max-pkt-len 20",
+        ),
+        (
+            &[
+                "-l",
+                "0,1",
+                "--vdev",
+                "net_null0",
+                "--",
+                "--mbuf-size=65536",
+            ],
+            "--mbuf-size 65536: give a size from 256 to 65535",
         ),
         (
             &[

@@ -20,6 +20,64 @@ use super::presentation::config_text;
 use super::{ActiveFwd, LcoreRun, PortState, PreparedLcore, RunError, Session, peer_mac, usage};
 
 impl Session {
+    /// Refuse, before any packet moves, a plan that would hand a port
+    /// multi-segment packets it says it cannot send (`tx_multi_seg`):
+    /// generated frames of several `--txpkts` segments, or frames a port
+    /// may receive as a chain (it scatters, and its frame limit is above
+    /// what one mbuf holds) forwarded to it.
+    fn check_chains(&self, plan: &Plan, tx_first: u32) -> Result<(), RunError> {
+        use nicpoll::fwd::FwdMode;
+        let room = self.pool.data_room();
+        let generates = self.cfg.mode.generates() || tx_first > 0;
+        let forwards = matches!(
+            self.cfg.mode,
+            FwdMode::Io
+                | FwdMode::Mac
+                | FwdMode::MacSwap
+                | FwdMode::FiveTupleSwap
+                | FwdMode::IcmpEcho
+        );
+        for st in &plan.streams {
+            let txi = self.ports[st.tx_port as usize].port.info();
+            if txi.tx_multi_seg {
+                continue;
+            }
+            if generates && self.cfg.tx.segs.len() > 1 {
+                return Err(usage(format!(
+                    "--txpkts {}: port {} ({}) cannot send multi-segment packets; give one length",
+                    self.cfg
+                        .tx
+                        .segs
+                        .iter()
+                        .map(u16::to_string)
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    st.tx_port,
+                    txi.driver
+                )));
+            }
+            let rxi = self.ports[st.rx_port as usize].port.info();
+            let limit =
+                self.cfg
+                    .max_pkt_len
+                    .map_or(rxi.max_rx_pktlen, |n| n.saturating_sub(4)) as usize;
+            if forwards && rxi.rx_scatter && limit > room {
+                return Err(usage(format!(
+                    "port {} ({}) may receive frames of up to {limit} bytes, more than the \
+                     {room}-byte data room of an mbuf, as multi-segment packets, and port {} ({}) \
+                     cannot send those: raise --mbuf-size to {} or lower --max-pkt-len to {}",
+                    st.rx_port,
+                    rxi.driver,
+                    st.tx_port,
+                    txi.driver,
+                    limit + nicpoll::mbuf::DEFAULT_HEADROOM as usize,
+                    room + 4
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Start forwarding, first sending `tx_first` bursts per stream.
     pub fn start_forwarding(&mut self, tx_first: u32) -> Result<(), RunError> {
         if self.fwd.is_some() {
@@ -31,6 +89,7 @@ impl Session {
                 return Err(usage(format!("port {p} is not started (port start {p})")));
             }
         }
+        self.check_chains(&plan, tx_first)?;
         for n in &plan.notes {
             self.out.text(&format!("note: {n}\n"));
         }

@@ -141,12 +141,8 @@ impl Session {
                 (Arc::new(mem), pool)
             }
         };
-        if cfg.tx.len as usize > pool.data_room() {
-            return Err(usage(format!(
-                "--txpkts {}: does not fit the {}-byte data room of an mbuf; raise --mbuf-size",
-                cfg.tx.len,
-                pool.data_room()
-            )));
+        if let Err(e) = crate::cli::check_txpkts_fit(&cfg.tx, pool.data_room()) {
+            return Err(usage(format!("--txpkts: {e}")));
         }
         out.text(&format!(
             "EAL: {}\ntestpmd: create a new mbuf pool <{}>: n={}, data room={}, stride={}\n",
@@ -209,6 +205,11 @@ impl Session {
         self.ports.len()
     }
 
+    /// Bytes of data one mbuf of the pool holds.
+    pub fn pool_data_room(&self) -> usize {
+        self.pool.data_room()
+    }
+
     /// Whether forwarding is running.
     pub fn forwarding(&self) -> bool {
         self.fwd.is_some()
@@ -231,7 +232,8 @@ impl Session {
             nb_txq: self.cfg.txq,
             nb_rxd: self.cfg.rxd,
             nb_txd: self.cfg.txd,
-            max_rx_pktlen: 0,
+            // DPDK's max-pkt-len counts the FCS the port strips.
+            max_rx_pktlen: self.cfg.max_pkt_len.map_or(0, |n| n.saturating_sub(4)),
             mempool: self.pool.clone(),
         };
         self.out

@@ -216,6 +216,13 @@ impl Session {
             if let Some(m) = tx_mode {
                 text += &format!("Tx burst mode: {m}\n");
             }
+            // DPDK lists these among the offload capabilities.
+            let yes_no = |b: bool| if b { "yes" } else { "no" };
+            text += &format!(
+                "Rx scatter (frames over several mbufs): {}\nTx multi-segment mbufs: {}\n",
+                yes_no(info.rx_scatter),
+                yes_no(info.tx_multi_seg)
+            );
         }
         self.out.text(&text);
         Ok(())
