@@ -158,7 +158,27 @@ fn v6(last: u8) -> [u8; 16] {
 
 /// The input: one frame of each kind the modes treat differently.
 fn input_frames() -> Vec<Vec<u8>> {
-    let payload: Vec<u8> = (0..40u8).collect();
+    frames_with(40, 20, 32, 16)
+}
+
+/// The same frames with jumbo payloads (UDP/IPv4 9014 bytes in all: an
+/// MTU-9000 frame), which testpmd's 2 KiB mbufs hold only as chains.
+fn jumbo_frames() -> Vec<Vec<u8>> {
+    frames_with(8972, 5000, 8972, 3000)
+}
+
+/// The input frames with payloads of these lengths: UDP (IPv4 and IPv6),
+/// TCP, ICMP echo, ICMP echo in a VLAN.
+fn frames_with(
+    udp_len: usize,
+    tcp_len: usize,
+    icmp_len: usize,
+    vlan_icmp_len: usize,
+) -> Vec<Vec<u8>> {
+    let big: Vec<u8> = (0..udp_len.max(tcp_len).max(icmp_len))
+        .map(|i| (i * 7) as u8)
+        .collect();
+    let payload = &big[..udp_len];
     vec![
         // 0: UDP over IPv4
         [
@@ -167,7 +187,7 @@ fn input_frames() -> Vec<Vec<u8>> {
                 [10, 0, 0, 1],
                 [10, 0, 0, 2],
                 17,
-                udp(1111, 2222, &payload),
+                udp(1111, 2222, payload),
                 Some(6),
             ),
         ]
@@ -179,7 +199,7 @@ fn input_frames() -> Vec<Vec<u8>> {
                 [10, 0, 0, 3],
                 [10, 0, 0, 4],
                 6,
-                tcp(3333, 4444, &payload[..20]),
+                tcp(3333, 4444, &big[..tcp_len]),
                 Some(16),
             ),
         ]
@@ -187,7 +207,7 @@ fn input_frames() -> Vec<Vec<u8>> {
         // 2: UDP over IPv6
         [
             eth(MAC_B, MAC_A, None, 0x86dd),
-            ipv6_udp(v6(1), v6(2), udp(5555, 6666, &payload)),
+            ipv6_udp(v6(1), v6(2), udp(5555, 6666, payload)),
         ]
         .concat(),
         // 3: ARP request: who has 10.0.0.99, tell 10.0.0.1
@@ -205,7 +225,7 @@ fn input_frames() -> Vec<Vec<u8>> {
                 [10, 0, 0, 1],
                 [10, 0, 0, 2],
                 1,
-                icmp_echo(0x1234, 7, &payload[..32]),
+                icmp_echo(0x1234, 7, &big[..icmp_len]),
                 None,
             ),
         ]
@@ -217,7 +237,7 @@ fn input_frames() -> Vec<Vec<u8>> {
                 [10, 0, 0, 5],
                 [10, 0, 0, 6],
                 1,
-                icmp_echo(0x4321, 9, &payload[..16]),
+                icmp_echo(0x4321, 9, &big[..vlan_icmp_len]),
                 None,
             ),
         ]
@@ -376,13 +396,18 @@ impl Run {
 /// testpmd in `mode` between net_pcap0 (replaying the input, writing out0.pcap)
 /// and net_pcap1 (writing out1.pcap), with `extra` application options.
 fn run_mode(mode: &str, extra: &[&str]) -> Run {
+    run_mode_on(mode, extra, &input_frames())
+}
+
+/// [`run_mode`] on `frames`.
+fn run_mode_on(mode: &str, extra: &[&str], frames: &[Vec<u8>]) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let (input, out0, out1) = (
         dir.path().join("in.pcap"),
         dir.path().join("out0.pcap"),
         dir.path().join("out1.pcap"),
     );
-    write_pcap(&input, &input_frames());
+    write_pcap(&input, frames);
     let o = Command::new(BIN)
         .args(["--no-pci", "--no-huge", "-l", "0,1"])
         .arg(format!(
@@ -438,12 +463,12 @@ fn tools() -> bool {
     !skip_if_missing(&[Need::Command("tshark")])
 }
 
-/// A forwarding mode over the input once: port 1 sends what port 0 got, port
+/// A forwarding mode over `frames` once: port 1 sends what port 0 got, port
 /// 0 sends nothing; returns the run and (input, output) as tshark reads them.
-fn forward_once(mode: &str) -> (Run, Vec<Vec<u8>>, Vec<Vec<u8>>) {
-    let r = run_mode(mode, &["--run-time=1"]);
+fn forward_once_on(mode: &str, frames: &[Vec<u8>]) -> (Run, Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let r = run_mode_on(mode, &["--run-time=1"], frames);
     let input = raw_frames(&r.dir.path().join("in.pcap"));
-    assert_eq!(input, input_frames(), "tshark reads the input as written");
+    assert_eq!(input, frames, "tshark reads the input as written");
     assert_eq!(
         port_stat(&r, 0, "rx_packets"),
         input.len() as u64,
@@ -501,19 +526,27 @@ fn input_frames_are_valid_for_tshark() {
 
 #[test]
 fn io_forwards_every_frame_byte_for_byte() {
+    io_on(&input_frames());
+}
+
+fn io_on(frames: &[Vec<u8>]) {
     if !tools() {
         return;
     }
-    let (_, input, out) = forward_once("io");
+    let (_, input, out) = forward_once_on("io", frames);
     assert_eq!(out, input);
 }
 
 #[test]
 fn mac_writes_the_ports_own_mac_and_its_eth_peer() {
+    mac_on(&input_frames());
+}
+
+fn mac_on(frames: &[Vec<u8>]) {
     if !tools() {
         return;
     }
-    let (r, input, out) = forward_once("mac");
+    let (r, input, out) = forward_once_on("mac", frames);
     assert_eq!(out.len(), input.len());
     for (o, i) in out.iter().zip(&input) {
         assert_eq!(mac(&o[0..6]), PEER1, "destination: port 1's --eth-peer");
@@ -524,10 +557,14 @@ fn mac_writes_the_ports_own_mac_and_its_eth_peer() {
 
 #[test]
 fn macswap_swaps_the_macs_and_nothing_else() {
+    macswap_on(&input_frames());
+}
+
+fn macswap_on(frames: &[Vec<u8>]) {
     if !tools() {
         return;
     }
-    let (_, input, out) = forward_once("macswap");
+    let (_, input, out) = forward_once_on("macswap", frames);
     assert_eq!(out.len(), input.len());
     for (o, i) in out.iter().zip(&input) {
         assert_eq!((&o[0..6], &o[6..12]), (&i[6..12], &i[0..6]));
@@ -537,10 +574,14 @@ fn macswap_swaps_the_macs_and_nothing_else() {
 
 #[test]
 fn fivetswap_swaps_macs_addresses_and_ports_keeping_checksums_valid() {
+    fivetswap_on(&input_frames());
+}
+
+fn fivetswap_on(frames: &[Vec<u8>]) {
     if !tools() {
         return;
     }
-    let (r, input, out) = forward_once("5tswap");
+    let (r, input, out) = forward_once_on("5tswap", frames);
     assert_eq!(out.len(), input.len());
     let (fi, fo) = (fields(&r.dir.path().join("in.pcap")), fields(&r.out(1)));
     for (n, (i, o)) in fi.iter().zip(&fo).enumerate() {
@@ -584,10 +625,14 @@ fn fivetswap_swaps_macs_addresses_and_ports_keeping_checksums_valid() {
 
 #[test]
 fn icmpecho_answers_arp_and_echo_requests_with_valid_checksums() {
+    icmpecho_on(&input_frames());
+}
+
+fn icmpecho_on(frames: &[Vec<u8>]) {
     if !tools() {
         return;
     }
-    let (r, _, out) = forward_once("icmpecho");
+    let (r, _, out) = forward_once_on("icmpecho", frames);
     let f = fields(&r.out(1));
     // The ARP request and the two echo requests are answered, in order; the
     // UDP, TCP, IPv6 and non-IP frames are not.
@@ -694,6 +739,72 @@ fn txonly_sends_txpkts_long_frames_with_the_configured_addresses() {
     }
 }
 
+/// `--txpkts` with several segments: every frame a chain of those lengths
+/// (the headers cut across the first two), sent whole: tshark reads 9000-byte
+/// frames with the configured addresses, a valid IP checksum and the IP and
+/// UDP lengths of the whole frame.
+#[test]
+fn txonly_sends_multi_segment_txpkts_as_whole_frames() {
+    if !tools() {
+        return;
+    }
+    let r = run_mode(
+        "txonly",
+        &[
+            "--txpkts=20,1600,1600,1600,1600,1600,980",
+            "--tx-ip=10.9.8.7,10.6.5.4",
+            "--max-packets=500",
+            "--run-time=10",
+        ],
+    );
+    for (p, frames) in generated(&r, 32).iter().enumerate() {
+        for f in frames {
+            let want = [
+                ("frame.len", "9000"),
+                ("eth.src", r.port_mac[p].as_str()),
+                ("ip.src", "10.9.8.7"),
+                ("ip.dst", "10.6.5.4"),
+                ("ip.checksum.status", GOOD),
+            ];
+            for (k, v) in want {
+                assert_eq!(get(f, k), v, "port {p} {k}: {f:?}");
+            }
+        }
+    }
+    let raw = raw_frames(&r.out(0));
+    for f in &raw {
+        assert_eq!(
+            u16::from_be_bytes([f[16], f[17]]),
+            9000 - 14,
+            "IP total length"
+        );
+        assert_eq!(u16::from_be_bytes([f[38], f[39]]), 9000 - 34, "UDP length");
+    }
+}
+
+/// The jumbo input is what the jumbo checks assume (tshark decodes it).
+#[test]
+fn jumbo_input_frames_are_valid_for_tshark() {
+    if !tools() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jumbo.pcap");
+    write_pcap(&path, &jumbo_frames());
+    assert_eq!(raw_frames(&path), jumbo_frames());
+    let f = fields(&path);
+    assert_eq!(get(&f[0], "frame.len"), "9014");
+    for (n, k) in [
+        (0, "udp.checksum.status"),
+        (1, "tcp.checksum.status"),
+        (2, "udp.checksum.status"),
+        (4, "icmp.checksum.status"),
+        (5, "icmp.checksum.status"),
+    ] {
+        assert_eq!(get(&f[n], k), GOOD, "frame {n}: {:?}", f[n]);
+    }
+}
+
 #[test]
 fn flowgen_spreads_its_frames_over_the_configured_flows() {
     if !tools() {
@@ -728,4 +839,34 @@ fn flowgen_spreads_its_frames_over_the_configured_flows() {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// The same on jumbo frames: net_pcap delivers them as chains of testpmd's
+// 2 KiB mbufs, the engines read and write the first segment (where the
+// headers are), and net_pcap writes every segment back as one record.
+
+#[test]
+fn io_forwards_jumbo_frames_byte_for_byte() {
+    io_on(&jumbo_frames());
+}
+
+#[test]
+fn mac_rewrites_jumbo_frames() {
+    mac_on(&jumbo_frames());
+}
+
+#[test]
+fn macswap_swaps_the_macs_of_jumbo_frames() {
+    macswap_on(&jumbo_frames());
+}
+
+#[test]
+fn fivetswap_swaps_jumbo_frames_keeping_checksums_valid() {
+    fivetswap_on(&jumbo_frames());
+}
+
+#[test]
+fn icmpecho_answers_jumbo_echo_requests_with_valid_checksums() {
+    icmpecho_on(&jumbo_frames());
 }
