@@ -54,6 +54,7 @@ fn port(
         nb_rxd: 0,
         nb_txd: 0,
         mempool: pool.clone(),
+        max_rx_pktlen: 0,
     })
     .expect("configure");
     let q = p.start().expect("start");

@@ -29,10 +29,14 @@
 //!   into posted mbufs and reads transmitted ones in place. It needs the pool
 //!   in hugepage files (not `--no-huge`, not `--huge-unlink`).
 //! - **Chained frames**: a peer sends a frame longer than its buffer size in
-//!   several descriptors (`MEMIF_DESC_FLAG_NEXT`); nicpoll has no
-//!   multi-segment mbufs yet, so such frames are dropped and counted
-//!   (`rx_chained_dropped`, and RX-errors). nicpoll itself sends frames longer
-//!   than a buffer in chains, as DPDK does.
+//!   several descriptors (`MEMIF_DESC_FLAG_NEXT`); this driver does not yet
+//!   receive into multi-segment mbufs (`rx_scatter: false`), so such frames
+//!   are dropped and counted (`rx_chained_dropped`, and RX-errors). nicpoll
+//!   itself sends a single mbuf longer than a buffer in chained descriptors,
+//!   as DPDK does; a multi-segment mbuf (`tx_multi_seg: false`) is dropped
+//!   and counted in TX-errors (testpmd refuses such a plan up front). Frames
+//!   longer than `PortConf::max_rx_pktlen` (at most the data room) are
+//!   dropped and counted in RX-errors.
 //! - **Trust**: everything the peer writes in shared memory is checked before
 //!   use (see [`queue`]); a misbehaving peer costs counted drops, never an
 //!   access outside its regions.
@@ -81,6 +85,8 @@ pub struct MemifPort {
     ep: Arc<control::Endpoint>,
     registration: Option<control::Registration>,
     conf: Option<PortConf>,
+    /// The receive frame limit `configure` settled on.
+    rx_limit: u32,
     running: Option<Arc<control::Running>>,
     client_thread: Option<JoinHandle<()>>,
     /// One clone per queue handed out: stop refuses while queues live.
@@ -152,6 +158,7 @@ impl MemifPort {
             ep,
             registration,
             conf: None,
+            rx_limit: 0,
             running: None,
             client_thread: None,
             queues_alive: Arc::new(()),
@@ -227,11 +234,6 @@ impl MemifPort {
 impl Port for MemifPort {
     fn info(&self) -> PortInfo {
         let ring = 1u16 << self.ep.opts.rsize.min(15);
-        let room = self
-            .conf
-            .as_ref()
-            .map(|c| c.mempool.data_room() as u32)
-            .unwrap_or(1664);
         PortInfo {
             driver: DRIVER,
             name: self.name.clone(),
@@ -244,7 +246,13 @@ impl Port for MemifPort {
             min_txd: 1,
             max_txd: u16::MAX,
             desc_align: 1,
-            max_rx_pktlen: room,
+            // A frame is received into one mbuf: configure bounds this by
+            // the pool's data room (port::rx_frame_limit).
+            max_rx_pktlen: nicpoll::mempool::MAX_DATA_ROOM as u32,
+            // Chained descriptors (MEMIF_DESC_FLAG_NEXT) are dropped on
+            // receive and chained mbufs on transmit (counted in the errors).
+            rx_scatter: false,
+            tx_multi_seg: false,
             numa_node: None,
         }
     }
@@ -257,6 +265,7 @@ impl Port for MemifPort {
             ));
         }
         port::check_conf(conf.port_id, &self.info(), conf)?;
+        self.rx_limit = port::rx_frame_limit(conf.port_id, &self.info(), conf)?;
         let opts = &self.ep.opts;
         if opts.zero_copy && opts.role == Role::Client {
             let r = conf.mempool.region();
@@ -385,6 +394,7 @@ impl Port for MemifPort {
                     self.rx_stats[q].clone(),
                 );
                 rx.zero_copy = zero_copy;
+                rx.set_frame_limit(self.rx_limit);
                 Box::new(Held {
                     q: rx,
                     _alive: self.queues_alive.clone(),

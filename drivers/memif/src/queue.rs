@@ -258,6 +258,12 @@ impl MemifRx {
         }
     }
 
+    /// Drop (and count in the errors) frames longer than `limit` bytes; the
+    /// default is the pool's data room, the most one mbuf holds.
+    pub fn set_frame_limit(&mut self, limit: u32) {
+        self.room = limit.min(self.pool.data_room() as u32);
+    }
+
     #[cold]
     fn switch(&mut self, generation: u64) {
         self.seen = generation;
@@ -622,6 +628,14 @@ impl MemifTx {
         free -= fast.sent as u16;
         let mut h = st.next.wrapping_add(fast.sent as u16);
         for m in pkts.iter().skip(fast.sent) {
+            if m.is_chained() {
+                // A multi-segment mbuf (the fast loop stopped at it): not
+                // sent (info() says tx_multi_seg: false, and testpmd refuses
+                // such a plan at configuration).
+                errors += 1;
+                taken += 1;
+                continue;
+            }
             let len = m.len();
             if len as u64 <= bsize as u64 && len > 0 {
                 if free == 0 {
@@ -706,6 +720,12 @@ impl MemifTx {
         'pkts: for m in pkts.iter() {
             if free == 0 {
                 break;
+            }
+            if m.is_chained() {
+                // A multi-segment mbuf: not sent (tx_multi_seg: false).
+                errors += 1;
+                taken += 1;
+                continue;
             }
             let data = m.data();
             let d = ring.desc(t);
@@ -836,6 +856,12 @@ impl MemifTx {
         let mut h = st_next.wrapping_add(fast.sent as u16);
         while free > 0 {
             let Some(m) = pkts.pop_front() else { break };
+            if m.is_chained() {
+                // A multi-segment mbuf: dropped here (tx_multi_seg: false).
+                errors += 1;
+                taken += 1;
+                continue;
+            }
             let len = m.len();
             let m = match zc.region.offset_of(m.data().as_ptr() as usize, len) {
                 Some(_) if len > 0 => m,

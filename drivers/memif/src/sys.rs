@@ -593,14 +593,12 @@ pub fn tx_copy(
 }
 
 /// Whether a fast loop ([`tx_copy`], [`tx_lend`]) may take `m`: a packet of
-/// one segment, as every packet is until the core has multi-segment mbufs.
-/// With them this must become `!m.is_chained()`: the fast loops send
-/// `m.data()` alone and free with `free_raw`, which reads no header, so a
-/// chain must stop them and fall to the checked loop. The one place to
-/// change; it costs nothing while it is `true`.
+/// one segment. The fast loops send `m.data()` alone and free with
+/// `free_raw`, which reads no header, so a chain must stop them and fall to
+/// the checked loop (which counts it: `tx_multi_seg` is false).
 #[inline(always)]
-fn one_segment(_m: &Mbuf) -> bool {
-    true
+fn one_segment(m: &Mbuf) -> bool {
+    !m.is_chained()
 }
 
 /// Free the first `n` mbufs of `pkts` (at most its length): one range test

@@ -55,6 +55,7 @@ fn conf(port_id: u16, pool: &Mempool, nq: u16) -> PortConf {
         nb_rxd: 0,
         nb_txd: 0,
         mempool: pool.clone(),
+        max_rx_pktlen: 0,
     }
 }
 

@@ -264,6 +264,7 @@ fn ours(role: Role, path: &str, p: &Mempool, secret: &str, id: u32) -> (MemifPor
         nb_rxd: 0,
         nb_txd: 0,
         mempool: p.clone(),
+        max_rx_pktlen: 0,
     })
     .unwrap();
     let q = port.start().unwrap();
@@ -536,6 +537,7 @@ fn io_round_trip(p: &Mempool, zero_copy: bool) {
         nb_rxd: 0,
         nb_txd: 0,
         mempool: p.clone(),
+        max_rx_pktlen: 0,
     })
     .unwrap();
     let mut q = port.start().unwrap();
