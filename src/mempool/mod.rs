@@ -560,7 +560,9 @@ impl Mempool {
     /// As [`Mempool::alloc_bulk`], and set each new mbuf's length, port and
     /// queue in the same pass over the headers (what a receive path does next
     /// anyway). False, and nothing allocated, if `len` does not fit the data room.
-    #[inline]
+    /// Always inlined: a receive burst's own loop (a driver with a second call
+    /// site, as net_null's chain path, would otherwise get a call per burst).
+    #[inline(always)]
     pub fn alloc_bulk_rx(
         &self,
         batch: &mut MbufBatch,
