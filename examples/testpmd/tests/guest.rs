@@ -9,7 +9,13 @@
 //! 4. no-IOMMU only: after `/dev/vfio/noiommu-N` is renamed `/dev/vfio/N` (as the
 //!    SR-IOV device plugin does in a pod), txonly still reaches the peer.
 //!
-//! The type1 run's console must show no DMAR fault. The release testpmd is built
+//! A third boot (type1, `tests/guest/run_jumbo.sh`) carries jumbo frames with the
+//! default 2 KiB mbufs: txonly's six-segment 9000-byte frames reach the peer
+//! whole, rxonly counts 9014-byte frames through merged receive buffers
+//! (`VIRTIO_NET_F_MRG_RXBUF`, which QEMU's virtio-net offers), and icmpecho
+//! answers 9014-byte pings byte for byte.
+//!
+//! The type1 runs' consoles must show no DMAR fault. The release testpmd is built
 //! (dynamic; the harness puts the libraries `ldd` lists into the guest) unless
 //! `NICPOLL_GUEST_TESTPMD` names a binary. When the machine cannot run the guest
 //! or the peer, the tests skip through `nicpoll_testkit::skip`, saying what is
@@ -101,13 +107,14 @@ struct Peer {
 }
 
 impl Peer {
-    fn start(dir: &Path, sock: &Path) -> Peer {
+    fn start(dir: &Path, sock: &Path, jumbo: bool) -> Peer {
         let summary = dir.join("summary.json");
         let child = Command::new("python3")
             .arg(guest_dir().join("peer.py"))
             .arg(sock)
             .arg(&summary)
             .arg("600")
+            .env("NICPOLL_PEER_JUMBO", if jumbo { "1" } else { "0" })
             .stdout(Stdio::inherit())
             .stderr(Stdio::inherit())
             .spawn()
@@ -142,6 +149,8 @@ impl Drop for Peer {
 struct Phase {
     rc: Option<i32>,
     final_stats: Option<Value>,
+    /// The last periodic statistics event (`--stats-period`), port counters.
+    last_stats: Option<Value>,
     secs: f64,
 }
 
@@ -167,9 +176,13 @@ fn phases(output: &str) -> BTreeMap<String, Phase> {
                 if let Some((name, _)) = &current
                     && line.starts_with('{')
                     && let Ok(v) = serde_json::from_str::<Value>(line)
-                    && v["event"] == "final"
                 {
-                    out.get_mut(name).unwrap().final_stats = Some(v);
+                    let p = out.get_mut(name).unwrap();
+                    if v["event"] == "final" {
+                        p.final_stats = Some(v);
+                    } else if v["event"] == "stats" {
+                        p.last_stats = Some(v);
+                    }
                 }
             }
         }
@@ -188,6 +201,12 @@ static ONE_GUEST: Mutex<()> = Mutex::new(());
 
 /// Boot the guest of `mode` and run the phases; None when it cannot run here.
 fn run_guest(mode: Mode) -> Option<GuestRun> {
+    run_guest_script(mode, "run.sh", false)
+}
+
+/// As [`run_guest`], with the guest script `script` and the peer in jumbo
+/// mode or not.
+fn run_guest_script(mode: Mode, script: &str, jumbo: bool) -> Option<GuestRun> {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("peer.sock");
     let guest = guest(mode, &sock)?;
@@ -196,10 +215,10 @@ fn run_guest(mode: Mode) -> Option<GuestRun> {
         Ok(b) => b,
         Err(e) => panic!("{e}"),
     };
-    let peer = Peer::start(dir.path(), &sock);
+    let peer = Peer::start(dir.path(), &sock, jumbo);
     let out = guest
         .file(bin)
-        .program(guest_dir().join("run.sh"), Vec::<String>::new())
+        .program(guest_dir().join(script), Vec::<String>::new())
         .run()
         .unwrap_or_else(|e| panic!("the guest harness: {e}"));
     let peer = peer.finish();
@@ -310,23 +329,8 @@ fn check_common(r: &GuestRun, mode: &str) {
     );
 }
 
-#[test]
-fn virtio_through_vfio_type1() {
-    let Some(r) = run_guest(Mode::Type1) else {
-        return;
-    };
-    check_common(&r, "type1");
-    assert!(
-        r.out
-            .output
-            .contains("IOMMU type1v2, 1 device(s), IOVA mode VA"),
-        "{}",
-        r.out.output
-    );
-    assert!(
-        r.out.output.contains("ACCESS_PLATFORM"),
-        "the vIOMMU's virtio takes ACCESS_PLATFORM"
-    );
+/// A type1 run's guest had a vIOMMU and logged no fault.
+fn check_no_dmar_fault(r: &GuestRun) {
     let faults: Vec<&str> = r
         .out
         .console
@@ -349,6 +353,79 @@ fn virtio_through_vfio_type1() {
         "{}",
         r.out.output
     );
+}
+
+#[test]
+fn virtio_through_vfio_type1() {
+    let Some(r) = run_guest(Mode::Type1) else {
+        return;
+    };
+    check_common(&r, "type1");
+    check_no_dmar_fault(&r);
+    assert!(
+        r.out
+            .output
+            .contains("IOMMU type1v2, 1 device(s), IOVA mode VA"),
+        "{}",
+        r.out.output
+    );
+    assert!(
+        r.out.output.contains("ACCESS_PLATFORM"),
+        "the vIOMMU's virtio takes ACCESS_PLATFORM"
+    );
+}
+
+/// Jumbo frames through QEMU's virtio-net with 2 KiB mbufs: chains out as
+/// descriptor chains, merged receive buffers in, a jumbo ping answered.
+#[test]
+fn virtio_jumbo_frames_through_vfio_type1() {
+    let Some(r) = run_guest_script(Mode::Type1, "run_jumbo.sh", true) else {
+        return;
+    };
+    check_common(&r, "jumbo");
+    check_no_dmar_fault(&r);
+    assert!(
+        r.out.output.contains("MRG_RXBUF"),
+        "QEMU's virtio-net offers merged receive buffers and the driver takes them: {}",
+        r.out.output
+    );
+    // txonly: 9000-byte frames of six segments arrive whole.
+    assert_eq!(
+        n(&r.peer, "udp_max_len"),
+        9000,
+        "the peer's longest UDP frame: {}",
+        r.peer
+    );
+    assert_eq!(
+        n(&r.peer, "udp_bad_len"),
+        0,
+        "UDP frames whose length disagrees with their IP header: {}",
+        r.peer
+    );
+    // rxonly: the port's counters at its last statistics event. The peer
+    // injects 9014-byte frames and 60-byte ARP requests only, so the bytes
+    // say how many of each arrived: every frame whole, and at most as many
+    // short ones as ARP requests were sent.
+    let rx = &r.phases["rxonly"];
+    let port = &rx
+        .last_stats
+        .as_ref()
+        .unwrap_or_else(|| panic!("rxonly printed no statistics event:\n{}", r.out.output))["ports"]
+        [0];
+    let (pkts, bytes) = (n(port, "rx_packets"), n(port, "rx_bytes"));
+    let arps = n(&r.peer, "arp_requests_sent");
+    let jumbo = bytes.saturating_sub(pkts * 60) / (9014 - 60);
+    assert!(
+        pkts > 0
+            && bytes == jumbo * 9014 + (pkts - jumbo) * 60
+            && pkts - jumbo <= arps
+            && jumbo >= 100,
+        "rxonly: {pkts} frames, {bytes} bytes, {arps} ARP requests sent: \
+         not {jumbo} whole 9014-byte frames and ARP requests"
+    );
+    // icmpecho: the five replies (checked byte for byte by the peer) were
+    // 9014-byte frames.
+    assert_eq!(n(&r.peer, "ping_bytes"), 9014, "{}", r.peer);
 }
 
 #[test]

@@ -15,6 +15,9 @@ datagram per frame back. This peer follows the guest script's phases by what it 
 
 It writes its counters to SUMMARY (JSON, replaced atomically) at most every 50 ms,
 and optionally every frame to PCAP. Sends never block (a full QEMU socket drops).
+With NICPOLL_PEER_JUMBO=1 in its environment the injected frames and the echo
+requests are 9014 bytes long (an MTU-9000 frame), and UDP frames whose length
+disagrees with their IP header are counted apart (udp_bad_len).
 usage: peer.py SOCK SUMMARY SECONDS [PCAP]"""
 import json, os, signal, socket, struct, sys, time
 
@@ -26,10 +29,13 @@ MAC = bytes.fromhex('020000000202')
 IP = bytes([10, 0, 2, 2])
 GUEST_IP = bytes([10, 0, 2, 15])
 QUIET, BURST, PERIOD, PINGS = 0.4, 10, 0.02, 5
+JUMBO = os.environ.get('NICPOLL_PEER_JUMBO') == '1'
+FRAME = 9014 if JUMBO else 74  # injected frames
 
 S = {'udp_by_dst': {}, 'frames_in': 0, 'guest_mac': None, 'injected': 0, 'inject_dropped': 0,
      'arp_requests_sent': 0, 'arp_replies': 0, 'pings_sent': 0, 'ping_replies': 0,
-     'bad_replies': 0, 'phase': 'txonly', 'other_in': 0}
+     'bad_replies': 0, 'phase': 'txonly', 'other_in': 0, 'udp_max_len': 0, 'udp_bad_len': 0,
+     'ping_bytes': 0}
 G = {'mac': None}  # the guest's MAC, as bytes
 
 
@@ -72,6 +78,8 @@ def arp_request(guest_mac):
 
 def ping(guest_mac, seq):
     payload = b'nicpoll-ping-%04d' % seq + bytes(range(32))
+    if JUMBO:  # to a 9014-byte frame: 14 + 20 + 8 + payload
+        payload += bytes((i * 7 + seq) & 0xff for i in range(9014 - 42 - len(payload)))
     icmp = struct.pack('!BBHHH', 8, 0, 0, 0x4e50, seq) + payload
     icmp = icmp[:2] + struct.pack('!H', csum(icmp)) + icmp[4:]
     ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(icmp), seq, 0, 64, 1, 0, IP, GUEST_IP)
@@ -105,7 +113,7 @@ def main():
         if S['phase'] == 'inject' and now >= next_burst:
             for _ in range(BURST):
                 seq += 1
-                f = G['mac'] + MAC + b'\x88\xb5' + struct.pack('!I', seq) + bytes(56)
+                f = G['mac'] + MAC + b'\x88\xb5' + struct.pack('!I', seq) + bytes(FRAME - 18)
                 if send(s, qemu, f):
                     S['injected'] += 1
                 else:
@@ -139,6 +147,9 @@ def main():
         if et == b'\x08\x00' and len(f) >= 34 and f[23] == 17:
             last_guest = time.time()
             dst = '.'.join(str(b) for b in f[30:34])
+            S['udp_max_len'] = max(S['udp_max_len'], len(f))
+            if 14 + struct.unpack('!H', f[16:18])[0] != len(f):
+                S['udp_bad_len'] += 1
             S['udp_by_dst'][dst] = S['udp_by_dst'].get(dst, 0) + 1
             if S['guest_mac'] is None:
                 G['mac'] = f[6:12]
@@ -159,6 +170,7 @@ def main():
                   and csum(ip) == 0 and f[26:30] == GUEST_IP and f[30:34] == IP and f[0:6] == MAC)
             if ok:
                 S['ping_replies'] += 1
+                S['ping_bytes'] = max(S['ping_bytes'], len(f))
                 if S['ping_replies'] == PINGS:
                     S['phase'] = 'done'
                     print('peer: all pings answered', flush=True)
