@@ -937,3 +937,71 @@ fn entrypoint_mode_takes_devices_cores_and_hugepages_from_the_pod() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("PCIDEVICE_INTEL_COM_X_INFO"));
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+/// A plan that would hand multi-segment packets to a port that cannot send
+/// them (net_memif: `tx_multi_seg` false) is refused before any packet
+/// moves, naming the ports and the fix; the same ports run once the plan
+/// makes no chains.
+#[test]
+fn chains_for_a_port_that_cannot_send_them_are_refused_at_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let memif = format!(
+        "net_memif0,role=server,socket-abstract=no,socket={}",
+        dir.path().join("m.sock").display()
+    );
+    let base = |vdevs: &[&str], app: &[&str]| {
+        let mut a: Vec<String> = ["--no-huge", "-l", "0,1", "--file-prefix=npchainref"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        for v in vdevs {
+            a.push(format!("--vdev={v}"));
+        }
+        a.push("--".into());
+        a.extend(app.iter().map(|s| s.to_string()));
+        a.push("--run-time=1".into());
+        a
+    };
+    let refused: &[(&[&str], &[&str], &str)] = &[
+        (
+            &[&memif],
+            &["--forward-mode=txonly", "--txpkts=1000,1000"],
+            "--txpkts 1000,1000: port 0 (net_memif) cannot send multi-segment packets",
+        ),
+        (
+            // net_null takes frames of any length (as DPDK's): no mbuf holds
+            // its limit, so only --max-pkt-len is offered.
+            &["net_null0,size=9000", &memif],
+            &["--forward-mode=io"],
+            "port 0 (net_null) may receive frames of up to 65535 bytes, more than the \
+             1664-byte data room of an mbuf, as multi-segment packets, and port 1 \
+             (net_memif) cannot send those: lower --max-pkt-len to 1668",
+        ),
+    ];
+    for (vdevs, app, needle) in refused {
+        let out = run(&base(vdevs, app));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{app:?}: stderr: {err}");
+        assert!(err.contains(needle), "{app:?}: not {needle:?} in: {err}");
+    }
+    let fine: &[(&[&str], &[&str])] = &[
+        (&[&memif], &["--forward-mode=txonly", "--txpkts=1000"]),
+        (
+            &["net_null0,size=9000", &memif],
+            &[
+                "--forward-mode=io",
+                "--max-pkt-len=9018",
+                "--mbuf-size=9142",
+            ],
+        ),
+    ];
+    for (vdevs, app) in fine {
+        let out = run(&base(vdevs, app));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{app:?}: stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -62,15 +62,24 @@ impl Session {
                     .max_pkt_len
                     .map_or(rxi.max_rx_pktlen, |n| n.saturating_sub(4)) as usize;
             if forwards && rxi.rx_scatter && limit > room {
+                // No mbuf holds more than MAX_DATA_ROOM: offer --mbuf-size
+                // only where it can fix it.
+                let bigger_mbufs = if limit <= nicpoll::mempool::MAX_DATA_ROOM {
+                    format!(
+                        "raise --mbuf-size to {} or ",
+                        limit + nicpoll::mbuf::DEFAULT_HEADROOM as usize
+                    )
+                } else {
+                    String::new()
+                };
                 return Err(usage(format!(
                     "port {} ({}) may receive frames of up to {limit} bytes, more than the \
                      {room}-byte data room of an mbuf, as multi-segment packets, and port {} ({}) \
-                     cannot send those: raise --mbuf-size to {} or lower --max-pkt-len to {}",
+                     cannot send those: {bigger_mbufs}lower --max-pkt-len to {}",
                     st.rx_port,
                     rxi.driver,
                     st.tx_port,
                     txi.driver,
-                    limit + nicpoll::mbuf::DEFAULT_HEADROOM as usize,
                     room + 4
                 )));
             }
