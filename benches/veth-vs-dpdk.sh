@@ -6,6 +6,17 @@
 # Env: REPS(3) WARM(2) MEAS(6) CASES("afpacket afxdp") PROFILE(1)
 #      QUIET_PCT(5) QUIET_WAIT(120) DPDK_TESTPMD(/usr/bin/dpdk-testpmd)
 #      NICPOLL_TESTPMD(/tmp/np-current/testpmd) OUT(/tmp/nicpoll-bench/veth-<time>)
+#      PKTLEN(64): the generator's --txpkts. Above 1514 (jumbo frames) the veths get
+#        MTU 9000. dpdk-testpmd: --mbuf-size=12416 --total-num-mbufs=16384 and
+#        net_af_packet framesz=blocksz=12288 (its receive queue wants a ring frame
+#        to fit one mbuf; its af_packet reports a 1518-byte limit, so no
+#        --max-pkt-len, but receives what the ring holds). 22.11's af_xdp has no
+#        multi-buffer and its UMEM frames are at most a page: its jumbo runs are
+#        not attempted (status dpdk-no-jumbo). nicpoll: --mbuf-size=$NP_MBUF
+#        (9216: one 16 KiB mbuf per frame; 1792: 2 KiB mbufs, every frame a
+#        chain, the generator sending --txpkts=$NP_TXPKTS), frame sizes and
+#        limits from the MTU.
+#      NP_MBUF(9216) NP_TXPKTS(PKTLEN; e.g. 1664,1664,1664,1664,1664,680 with 1792)
 # Rate = mean of the receiver's per-second Rx-pps over MEAS blocks after skipping
 # WARM blocks following the generator's start. Foreign CPU = user+nice+system of
 # all CPUs minus our testpmd processes and ksoftirqd, in % of one CPU.
@@ -19,6 +30,8 @@ OUT=${OUT:-/tmp/nicpoll-bench/veth-$(date -u +%Y%m%dT%H%M%SZ)}
 command -v jq >/dev/null || { echo "jq missing" >&2; exit 1; }
 mkdir -p "$OUT/logs" "$OUT/bin"; cp -f "$NP" "$OUT/bin/nicpoll-testpmd"; NP=$OUT/bin/nicpoll-testpmd
 CMDS=$OUT/commands.txt; : > "$CMDS"
+PKTLEN=${PKTLEN:-64}; NP_MBUF=${NP_MBUF:-9216}; NP_TXPKTS=${NP_TXPKTS:-$PKTLEN}
+JUMBO=0; (( PKTLEN > 1514 )) && JUMBO=1
 RES=$OUT/results.tsv; printf 'case\ttool\tround\trx_mpps\tgen_tx_mpps\trx_missed\tforeign_pct\tstatus\n' > "$RES"
 TAG=veth$$; PIDS=(); NSS=(); PREFIXES=()
 log() { printf '[%s] %s\n' "$(date +%T)" "$*" | tee -a "$OUT/run.log" >&2; }
@@ -74,9 +87,15 @@ wait_blocks() {  # tool log n pid timeout
     kill -0 "$4" 2>/dev/null || return 1; (( SECONDS - t0 > $5 )) && return 2; nap 0.2
   done
 }
-vdev() {  # case iface
-  if [[ $1 == afpacket ]]; then echo "--vdev=net_af_packet0,iface=$2"; else echo "--vdev=net_af_xdp0,iface=$2,start_queue=0,queue_count=1"; fi
+vdev() {  # case iface tool
+  local j=""; (( JUMBO )) && [[ $3 == dpdk ]] && j=",framesz=12288,blocksz=12288"
+  if [[ $1 == afpacket ]]; then echo "--vdev=net_af_packet0,iface=$2$j"; else echo "--vdev=net_af_xdp0,iface=$2,start_queue=0,queue_count=1"; fi
 }
+jumbo_args() {  # tool role
+  (( JUMBO )) || return 0
+  if [[ $1 == dpdk ]]; then echo "--mbuf-size=12416 --total-num-mbufs=16384"; else echo "--mbuf-size=$NP_MBUF"; fi
+}
+txpkts() { if [[ $1 == nicpoll ]]; then echo "$NP_TXPKTS"; else echo "$PKTLEN"; fi; }
 launch() {  # var log cmd...
   local v=$1 lg=$2; shift 2
   local -a cmd=(timeout -s TERM -k 5 "$@")
@@ -91,23 +110,29 @@ run_one() {  # case tool round [profile]
   local -a extra
   if [[ $tool == dpdk ]]; then bin=$DPDK; else bin=$NP; fi
   RUN_RX=NA RUN_TX=NA RUN_MISS=NA RUN_FOR=NA RUN_STATUS=ok
+  if (( JUMBO )) && [[ $tool == dpdk && $c == afxdp ]]; then
+    printf '%s\t%s\t%s\tNA\tNA\tNA\tNA\tdpdk-no-jumbo\n' $c $tool $r >> "$RES"
+    log "$c $tool r$r: not run (DPDK 22.11's af_xdp: no multi-buffer, UMEM frames at most a page)"
+    return
+  fi
   ip netns add "$ns" && NSS+=("$ns")
   ip -n "$ns" link add vba type veth peer name vbb
   ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
   ip -n "$ns" link set lo up; ip -n "$ns" link set vba up; ip -n "$ns" link set vbb up
-  echo "# netns $ns: veth vba<->vbb, ipv6 off, up" >> "$CMDS"
-  local rxp txp
+  (( JUMBO )) && { ip -n "$ns" link set vba mtu 9000; ip -n "$ns" link set vbb mtu 9000; }
+  echo "# netns $ns: veth vba<->vbb, ipv6 off, up$( (( JUMBO )) && echo ', MTU 9000')" >> "$CMDS"
+  local rxp= txp=
   for role in rx tx; do
     px=$TAG-$c-$tool-$role-r$r$RANDOM; PREFIXES+=("$px")
     if [[ $tool == dpdk ]]; then extra=(--no-pci --file-prefix=$px --huge-unlink); else extra=(--file-prefix=$px); fi
     if [[ $role == rx ]]; then
-      launch rxp "$base-rx.log" 60 ip netns exec "$ns" "$bin" "${extra[@]}" --lcores=0@1,1@1 $(vdev $c vbb) -- \
-        --forward-mode=rxonly --burst=32 --stats-period=1 --nb-cores=1 --rxq=1 --txq=1 $([[ $tool == nicpoll ]] && echo --stats-format=json)
-      wait_blocks $tool "$base-rx.log" 1 $rxp 20 || { RUN_STATUS="rx-failed"; log "$c $tool: receiver failed: $(tail -3 "$base-rx.err" "$base-rx.log" | tr '\n' ' ')"; break; }
+      launch rxp "$base-rx.log" 60 ip netns exec "$ns" "$bin" "${extra[@]}" --lcores=0@1,1@1 $(vdev $c vbb $tool) -- \
+        --forward-mode=rxonly $(jumbo_args $tool) --burst=32 --stats-period=1 --nb-cores=1 --rxq=1 --txq=1 $([[ $tool == nicpoll ]] && echo --stats-format=json)
+      wait_blocks $tool "$base-rx.log" 1 $rxp 20 || { RUN_STATUS="rx-failed"; log "$c $tool: receiver failed: $(tail -n 3 "$base-rx.err" "$base-rx.log" | tr '\n' ' ')"; break; }
     else
-      launch txp "$base-tx.log" 60 ip netns exec "$ns" "$bin" "${extra[@]}" --lcores=0@0,1@0 $(vdev $c vba) -- \
-        --forward-mode=txonly --txpkts=64 --burst=32 --stats-period=1 --nb-cores=1 --rxq=1 --txq=1 $([[ $tool == nicpoll ]] && echo --stats-format=json)
-      wait_blocks $tool "$base-tx.log" 1 $txp 20 || { RUN_STATUS="tx-failed"; log "$c $tool: generator failed: $(tail -3 "$base-tx.err" "$base-tx.log" | tr '\n' ' ')"; }
+      launch txp "$base-tx.log" 60 ip netns exec "$ns" "$bin" "${extra[@]}" --lcores=0@0,1@0 $(vdev $c vba $tool) -- \
+        --forward-mode=txonly $(jumbo_args $tool) --txpkts=$(txpkts $tool) --burst=32 --stats-period=1 --nb-cores=1 --rxq=1 --txq=1 $([[ $tool == nicpoll ]] && echo --stats-format=json)
+      wait_blocks $tool "$base-tx.log" 1 $txp 20 || { RUN_STATUS="tx-failed"; log "$c $tool: generator failed: $(tail -n 3 "$base-tx.err" "$base-tx.log" | tr '\n' ' ')"; }
     fi
   done
   if [[ $RUN_STATUS == ok ]]; then
@@ -135,7 +160,7 @@ run_one() {  # case tool round [profile]
   log "$c $tool r$r: rx $RUN_RX Mpps, gen tx $RUN_TX Mpps, rx-missed $RUN_MISS, foreign $RUN_FOR% ($RUN_STATUS)"
 }
 
-{ date -u; uname -r; dpkg-query -W dpdk; sha256sum "$NP"; echo "REPS=$REPS WARM=$WARM MEAS=$MEAS"; } > "$OUT/env.txt" 2>&1
+{ date -u; uname -r; dpkg-query -W dpdk; sha256sum "$NP"; echo "REPS=$REPS WARM=$WARM MEAS=$MEAS PKTLEN=$PKTLEN NP_MBUF=$NP_MBUF NP_TXPKTS=$NP_TXPKTS"; } > "$OUT/env.txt" 2>&1
 for c in $CASES; do
   for r in $(seq 1 "$REPS"); do
     if (( r % 2 )); then order="dpdk nicpoll"; else order="nicpoll dpdk"; fi
