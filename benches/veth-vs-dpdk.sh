@@ -15,7 +15,9 @@
 #        not attempted (status dpdk-no-jumbo). nicpoll: --mbuf-size=$NP_MBUF
 #        (9216: one 16 KiB mbuf per frame; 1792: 2 KiB mbufs, every frame a
 #        chain, the generator sending --txpkts=$NP_TXPKTS), frame sizes and
-#        limits from the MTU.
+#        limits from the MTU. AF_XDP chunks are at most a page, so nicpoll's
+#        af_xdp runs take 1792 (2 KiB mbufs, chains: multi-buffer AF_XDP) when
+#        NP_MBUF is larger, with PKTLEN cut into 1664-byte segments.
 #      NP_MBUF(9216) NP_TXPKTS(PKTLEN; e.g. 1664,1664,1664,1664,1664,680 with 1792)
 # Rate = mean of the receiver's per-second Rx-pps over MEAS blocks after skipping
 # WARM blocks following the generator's start. Foreign CPU = user+nice+system of
@@ -91,11 +93,20 @@ vdev() {  # case iface tool
   local j=""; (( JUMBO )) && [[ $3 == dpdk ]] && j=",framesz=12288,blocksz=12288"
   if [[ $1 == afpacket ]]; then echo "--vdev=net_af_packet0,iface=$2$j"; else echo "--vdev=net_af_xdp0,iface=$2,start_queue=0,queue_count=1"; fi
 }
-jumbo_args() {  # tool role
-  (( JUMBO )) || return 0
-  if [[ $1 == dpdk ]]; then echo "--mbuf-size=12416 --total-num-mbufs=16384"; else echo "--mbuf-size=$NP_MBUF"; fi
+xdp_chained() {  # case: nicpoll's mbufs would not fit an AF_XDP chunk
+  (( JUMBO && NP_MBUF > 3840 )) && [[ $1 == afxdp ]]
 }
-txpkts() { if [[ $1 == nicpoll ]]; then echo "$NP_TXPKTS"; else echo "$PKTLEN"; fi; }
+jumbo_args() {  # tool case
+  (( JUMBO )) || return 0
+  if [[ $1 == dpdk ]]; then echo "--mbuf-size=12416 --total-num-mbufs=16384"
+  elif xdp_chained $2; then echo "--mbuf-size=1792"
+  else echo "--mbuf-size=$NP_MBUF"; fi
+}
+txpkts() {  # tool case
+  if [[ $1 != nicpoll ]]; then echo "$PKTLEN"; return; fi
+  xdp_chained $2 || { echo "$NP_TXPKTS"; return; }
+  local n=$PKTLEN s=""; while (( n > 1664 )); do s+="1664,"; n=$((n - 1664)); done; echo "$s$n"
+}
 launch() {  # var log cmd...
   local v=$1 lg=$2; shift 2
   local -a cmd=(timeout -s TERM -k 5 "$@")
@@ -127,11 +138,11 @@ run_one() {  # case tool round [profile]
     if [[ $tool == dpdk ]]; then extra=(--no-pci --file-prefix=$px --huge-unlink); else extra=(--file-prefix=$px); fi
     if [[ $role == rx ]]; then
       launch rxp "$base-rx.log" 60 ip netns exec "$ns" "$bin" "${extra[@]}" --lcores=0@1,1@1 $(vdev $c vbb $tool) -- \
-        --forward-mode=rxonly $(jumbo_args $tool) --burst=32 --stats-period=1 --nb-cores=1 --rxq=1 --txq=1 $([[ $tool == nicpoll ]] && echo --stats-format=json)
+        --forward-mode=rxonly $(jumbo_args $tool $c) --burst=32 --stats-period=1 --nb-cores=1 --rxq=1 --txq=1 $([[ $tool == nicpoll ]] && echo --stats-format=json)
       wait_blocks $tool "$base-rx.log" 1 $rxp 20 || { RUN_STATUS="rx-failed"; log "$c $tool: receiver failed: $(tail -n 3 "$base-rx.err" "$base-rx.log" | tr '\n' ' ')"; break; }
     else
       launch txp "$base-tx.log" 60 ip netns exec "$ns" "$bin" "${extra[@]}" --lcores=0@0,1@0 $(vdev $c vba $tool) -- \
-        --forward-mode=txonly $(jumbo_args $tool) --txpkts=$(txpkts $tool) --burst=32 --stats-period=1 --nb-cores=1 --rxq=1 --txq=1 $([[ $tool == nicpoll ]] && echo --stats-format=json)
+        --forward-mode=txonly $(jumbo_args $tool $c) --txpkts=$(txpkts $tool $c) --burst=32 --stats-period=1 --nb-cores=1 --rxq=1 --txq=1 $([[ $tool == nicpoll ]] && echo --stats-format=json)
       wait_blocks $tool "$base-tx.log" 1 $txp 20 || { RUN_STATUS="tx-failed"; log "$c $tool: generator failed: $(tail -n 3 "$base-tx.err" "$base-tx.log" | tr '\n' ' ')"; }
     fi
   done
