@@ -1330,6 +1330,16 @@ impl MbufBatch {
 /// and the caller gives up its ownership (it must clear or forget the entries).
 #[inline]
 pub unsafe fn free_raw(ptrs: &[usize]) -> usize {
+    #[cfg(debug_assertions)]
+    for &p in ptrs.iter().filter(|&&p| p != 0) {
+        // SAFETY: the caller owns every non-zero element (see above).
+        let next = unsafe { (*(p as *const MbufHeader)).next };
+        debug_assert!(
+            next.is_null(),
+            "free_raw given the first segment of a chain: its other segments would leak \
+             (take a chain apart with Mbuf::split_first, or free it as an Mbuf)"
+        );
+    }
     let Some(&first) = ptrs.first() else {
         return 0;
     };

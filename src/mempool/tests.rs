@@ -452,6 +452,43 @@ fn free_raw_returns_every_mbuf_of_one_or_several_pools() {
     drop(lc);
 }
 
+/// A chain head given to `free_raw` (which reads no header in release
+/// builds) would leak its other segments: debug builds refuse it. The way a
+/// raw transmit path frees a chain, segment by segment after
+/// `split_first`, gets every buffer back.
+#[test]
+fn free_raw_refuses_a_chain_head_in_debug_builds_and_takes_its_segments() {
+    let (_m, p) = pool(64, 0);
+    let head = chain_of(&p, &[100, 200, 300]);
+    assert_eq!(p.in_use(), 3);
+    // Apart, as a transmit path that puts one segment per descriptor does.
+    let mut raw = Vec::new();
+    let mut rest = Some(head);
+    while let Some(m) = rest {
+        let (first, more) = m.split_first();
+        raw.push(first.into_raw().as_ptr() as usize);
+        rest = more;
+    }
+    // SAFETY: three single segments this test owns, each freed once.
+    assert_eq!(unsafe { crate::mbuf::free_raw(&raw) }, 3);
+    assert_eq!(p.in_use(), 0);
+    if cfg!(debug_assertions) {
+        let head = chain_of(&p, &[100, 200]);
+        let raw = [head.into_raw().as_ptr() as usize];
+        // SAFETY: the test owns the chain; free_raw refuses it before
+        // touching the pool (the chain stays out, deliberately).
+        let r = std::panic::catch_unwind(|| unsafe { crate::mbuf::free_raw(&raw) });
+        let msg = r.expect_err("free_raw must refuse a chain head");
+        let msg = msg
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| msg.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        assert!(msg.contains("first segment of a chain"), "{msg}");
+        assert_eq!(p.in_use(), 2);
+    }
+}
+
 /// A `keep` closure that panics: the packet it was given is freed once (by
 /// the unwinding), the batch keeps the ones kept before and the ones not yet
 /// looked at, and nothing is freed twice.
