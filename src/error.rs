@@ -194,6 +194,17 @@ fn hint_suffix(hint: &Option<&'static str>) -> String {
 }
 
 impl Error {
+    /// Build an [`Error::Port`]: `op` on port `port` (named `name`) failed
+    /// for `reason` (which says the fix).
+    pub fn port(port: u16, name: &str, op: &'static str, reason: String) -> Self {
+        Error::Port {
+            port,
+            name: name.to_string(),
+            op,
+            reason,
+        }
+    }
+
     /// Build an [`Error::Io`] from the last OS error.
     pub fn last_os(op: &'static str, path: impl Into<PathBuf>, hint: Option<&'static str>) -> Self {
         Error::Io {

@@ -33,7 +33,16 @@ impl MacAddr {
     /// A locally administered address derived from a port id, the way testpmd
     /// makes its default peer addresses (02:00:00:00:00:<port>).
     pub fn local(port: u16) -> MacAddr {
-        MacAddr([0x02, 0, 0, 0, (port >> 8) as u8, port as u8])
+        MacAddr::with_prefix([0x02, 0, 0, 0], port)
+    }
+
+    /// A locally administered address: the four bytes `prefix` (whose first
+    /// byte has the local bit set and the group bit clear), then the port id
+    /// big-endian, as a software driver names its ports (ring: 02:72:69:6e).
+    pub fn with_prefix(prefix: [u8; 4], port: u16) -> MacAddr {
+        let [a, b, c, d] = prefix;
+        let [hi, lo] = port.to_be_bytes();
+        MacAddr([a, b, c, d, hi, lo])
     }
 
     /// Whether the group (multicast) bit is set.
@@ -87,6 +96,19 @@ pub struct Link {
     pub speed_mbps: u32,
     /// Full duplex.
     pub full_duplex: bool,
+}
+
+impl Link {
+    /// The link a software port reports (null, ring, pcap): up while the
+    /// port is started, 10 Gbit/s full duplex, as DPDK's software PMDs
+    /// report it.
+    pub fn software(up: bool) -> Link {
+        Link {
+            up,
+            speed_mbps: 10_000,
+            full_duplex: true,
+        }
+    }
 }
 
 impl fmt::Display for Link {
@@ -351,6 +373,20 @@ pub fn rx_frame_limit(port_id: u16, info: &PortInfo, conf: &PortConf) -> Result<
     Ok(limit)
 }
 
+/// Refuse to reconfigure a started port, as DPDK's `rte_eth_dev_configure`
+/// does (`-EBUSY`): the error says to stop it first.
+pub fn ensure_stopped(started: bool, port_id: u16, name: &str) -> Result<()> {
+    if started {
+        return Err(crate::Error::port(
+            port_id,
+            name,
+            "configure",
+            "the port is started; stop it first (port stop N)".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Resolve and check queue and ring sizes against a port's limits.
 pub fn check_conf(port_id: u16, info: &PortInfo, conf: &PortConf) -> Result<(u16, u16)> {
     let err = |reason: String| crate::Error::Port {
@@ -415,6 +451,10 @@ mod tests {
         assert!("02:00:00:00:00:zz".parse::<MacAddr>().is_err());
         assert!("020:00:00:00:00:01".parse::<MacAddr>().is_err());
         assert!(MacAddr::BROADCAST.is_multicast());
+        assert_eq!(
+            MacAddr::with_prefix([0x02, 0x72, 0x69, 0x6e], 0x0102).to_string(),
+            "02:72:69:6E:01:02"
+        );
     }
 
     #[test]
@@ -425,6 +465,8 @@ mod tests {
             full_duplex: true,
         };
         assert_eq!(l.to_string(), "up, 10 Gbps, full-duplex");
+        assert_eq!(Link::software(true), l);
+        assert_eq!(Link::software(false).to_string(), "down");
         assert_eq!(Link::default().to_string(), "down");
     }
 }

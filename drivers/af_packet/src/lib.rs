@@ -449,12 +449,7 @@ impl AfPacketPort {
     /// interface exists and reads its MTU (for the frame and block sizes not
     /// given); touches nothing on it.
     pub fn new(name: &str, opts: AfPacketOptions, port_id: u16) -> Result<AfPacketPort> {
-        let err = |reason: String| Error::Port {
-            port: port_id,
-            name: name.to_string(),
-            op: "create",
-            reason,
-        };
+        let err = |reason: String| Error::port(port_id, name, "create", reason);
         opts.check().map_err(&err)?;
         let iface = opts.iface.clone();
         let ctl = PacketSocket::new()
@@ -507,12 +502,7 @@ impl AfPacketPort {
     }
 
     fn err(&self, op: &'static str, reason: String) -> Error {
-        Error::Port {
-            port: self.port_id,
-            name: self.name.clone(),
-            op,
-            reason,
-        }
+        Error::port(self.port_id, &self.name, op, reason)
     }
 
     /// Add the kernel's ring-full drops since the last read to the total.
@@ -798,12 +788,7 @@ impl Port for AfPacketPort {
     }
 
     fn configure(&mut self, conf: &PortConf) -> Result<()> {
-        if self.started {
-            return Err(self.err(
-                "configure",
-                "the port is started; stop it first (port stop N)".into(),
-            ));
-        }
+        port::ensure_stopped(self.started, self.port_id, &self.name)?;
         let (rxd, txd) = port::check_conf(conf.port_id, &self.info(), conf)?;
         port::rx_frame_limit(conf.port_id, &self.info(), conf)?;
         self.counters

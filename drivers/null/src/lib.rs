@@ -97,14 +97,13 @@ impl NullPort {
         }
     }
 
+    /// The id the port was last configured with (0 before that).
+    fn port_id(&self) -> u16 {
+        self.conf.as_ref().map_or(0, |c| c.0.port_id)
+    }
+
     fn err(&self, op: &'static str, reason: String) -> Error {
-        let port = self.conf.as_ref().map(|c| c.0.port_id).unwrap_or(0);
-        Error::Port {
-            port,
-            name: self.name.clone(),
-            op,
-            reason,
-        }
+        Error::port(self.port_id(), &self.name, op, reason)
     }
 }
 
@@ -130,12 +129,7 @@ impl Port for NullPort {
     }
 
     fn configure(&mut self, conf: &PortConf) -> Result<()> {
-        if self.started {
-            return Err(self.err(
-                "configure",
-                "the port is started; stop it first (port stop N)".into(),
-            ));
-        }
+        port::ensure_stopped(self.started, self.port_id(), &self.name)?;
         let (rxd, txd) = port::check_conf(conf.port_id, &self.info(), conf)?;
         let limit = port::rx_frame_limit(conf.port_id, &self.info(), conf)?;
         if conf.nb_rxq > 0 && !self.opts.no_rx && self.opts.size as u32 > limit {
@@ -201,11 +195,7 @@ impl Port for NullPort {
     }
 
     fn link(&self) -> Link {
-        Link {
-            up: self.started,
-            speed_mbps: 10_000,
-            full_duplex: true,
-        }
+        Link::software(self.started)
     }
 
     fn mac_addr(&self) -> MacAddr {

@@ -199,9 +199,9 @@ impl PcapPort {
     pub fn new(name: &str, opts: PcapOptions, port_id: u16) -> Result<PcapPort> {
         let fail = |e: PcapFileError| file_error(name, port_id, e);
         if opts.rx_pcap.is_none() && opts.tx_pcap.is_none() {
-            return Err(port_err(
-                name,
+            return Err(Error::port(
                 port_id,
+                name,
                 "create",
                 "neither rx_pcap nor tx_pcap given".into(),
             ));
@@ -214,9 +214,9 @@ impl PcapPort {
                     log::warn!("{name}: {e}");
                 }
                 if opts.infinite_rx && f.is_empty() {
-                    return Err(port_err(
-                        name,
+                    return Err(Error::port(
                         port_id,
+                        name,
                         "create",
                         format!("infinite_rx=1: {} holds no packet to replay", p.display()),
                     ));
@@ -236,9 +236,9 @@ impl PcapPort {
                 if let Some(r) = &opts.rx_pcap
                     && same_file(r, t)
                 {
-                    return Err(port_err(
-                        name,
+                    return Err(Error::port(
                         port_id,
+                        name,
                         "create",
                         format!(
                             "rx_pcap and tx_pcap name the same file {}; the transmit file is \
@@ -282,7 +282,7 @@ impl PcapPort {
     }
 
     fn err(&self, op: &'static str, reason: String) -> Error {
-        port_err(&self.name, self.port_id, op, reason)
+        Error::port(self.port_id, &self.name, op, reason)
     }
 
     fn flush_tx(&self) -> std::result::Result<(), PcapFileError> {
@@ -290,15 +290,6 @@ impl PcapPort {
             Some(t) => t.flush(),
             None => Ok(()),
         }
-    }
-}
-
-fn port_err(name: &str, port: u16, op: &'static str, reason: String) -> Error {
-    Error::Port {
-        port,
-        name: name.to_string(),
-        op,
-        reason,
     }
 }
 
@@ -312,7 +303,7 @@ fn file_error(name: &str, port: u16, e: PcapFileError) -> Error {
                 "check the rx_pcap=/tx_pcap= path, that its directory exists, and permissions",
             ),
         },
-        other => port_err(name, port, "create", other.to_string()),
+        other => Error::port(port, name, "create", other.to_string()),
     }
 }
 
@@ -347,12 +338,7 @@ impl Port for PcapPort {
     }
 
     fn configure(&mut self, conf: &PortConf) -> Result<()> {
-        if self.started {
-            return Err(self.err(
-                "configure",
-                "the port is started; stop it first (port stop N)".into(),
-            ));
-        }
+        port::ensure_stopped(self.started, self.port_id, &self.name)?;
         let (rxd, txd) = port::check_conf(conf.port_id, &self.info(), conf)?;
         let limit = port::rx_frame_limit(conf.port_id, &self.info(), conf)? as usize;
         if let Some(f) = &self.rx
@@ -453,23 +439,12 @@ impl Port for PcapPort {
     }
 
     fn link(&self) -> Link {
-        Link {
-            up: self.started,
-            speed_mbps: 10_000,
-            full_duplex: true,
-        }
+        Link::software(self.started)
     }
 
     fn mac_addr(&self) -> MacAddr {
         // 02:70:63:61 is "pcap" as DPDK's pcap PMD spells its address.
-        MacAddr([
-            0x02,
-            0x70,
-            0x63,
-            0x61,
-            (self.port_id >> 8) as u8,
-            self.port_id as u8,
-        ])
+        MacAddr::with_prefix([0x02, 0x70, 0x63, 0x61], self.port_id)
     }
 
     fn promiscuous(&self) -> bool {

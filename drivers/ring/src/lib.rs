@@ -119,12 +119,7 @@ impl RingPort {
     }
 
     fn err(&self, op: &'static str, reason: String) -> Error {
-        Error::Port {
-            port: self.port_id,
-            name: self.name.clone(),
-            op,
-            reason,
-        }
+        Error::port(self.port_id, &self.name, op, reason)
     }
 }
 
@@ -151,12 +146,7 @@ impl Port for RingPort {
     }
 
     fn configure(&mut self, conf: &PortConf) -> Result<()> {
-        if self.started {
-            return Err(self.err(
-                "configure",
-                "the port is started; stop it first (port stop N)".into(),
-            ));
-        }
+        port::ensure_stopped(self.started, self.port_id, &self.name)?;
         let (rxd, txd) = port::check_conf(conf.port_id, &self.info(), conf)?;
         port::rx_frame_limit(conf.port_id, &self.info(), conf)?;
         // Several peers' queues may feed one ring: multi-producer. One lcore
@@ -242,22 +232,11 @@ impl Port for RingPort {
     }
 
     fn link(&self) -> Link {
-        Link {
-            up: self.started,
-            speed_mbps: 10_000,
-            full_duplex: true,
-        }
+        Link::software(self.started)
     }
 
     fn mac_addr(&self) -> MacAddr {
-        MacAddr([
-            0x02,
-            0x72,
-            0x69,
-            0x6e,
-            (self.port_id >> 8) as u8,
-            self.port_id as u8,
-        ])
+        MacAddr::with_prefix([0x02, 0x72, 0x69, 0x6e], self.port_id)
     }
 
     fn promiscuous(&self) -> bool {

@@ -232,12 +232,7 @@ impl TapPort {
 
     /// Create a port named `name`, creating its TAP interface.
     pub fn new(name: &str, opts: TapOptions, port_id: u16) -> Result<TapPort> {
-        let err = |reason: String| Error::Port {
-            port: port_id,
-            name: name.to_string(),
-            op: "create",
-            reason,
-        };
+        let err = |reason: String| Error::port(port_id, name, "create", reason);
         opts.check().map_err(&err)?;
         let (keepalive, iface) = sys::open_tap_queue(&opts.iface, true)
             .map_err(|e| err(open_reason(&opts.iface, &e)))?;
@@ -285,12 +280,7 @@ impl TapPort {
     }
 
     fn err(&self, op: &'static str, reason: String) -> Error {
-        Error::Port {
-            port: self.port_id,
-            name: self.name.clone(),
-            op,
-            reason,
-        }
+        Error::port(self.port_id, &self.name, op, reason)
     }
 
     fn kernel_dropped(&self) -> u64 {
@@ -333,12 +323,7 @@ impl Port for TapPort {
     }
 
     fn configure(&mut self, conf: &PortConf) -> Result<()> {
-        if self.started {
-            return Err(self.err(
-                "configure",
-                "the port is started; stop it first (port stop N)".into(),
-            ));
-        }
+        port::ensure_stopped(self.started, self.port_id, &self.name)?;
         let (rxd, txd) = port::check_conf(conf.port_id, &self.info(), conf)?;
         // The interface is the port's own: a frame limit sets its MTU as
         // DPDK's testpmd and tap set it (--max-pkt-len less the Ethernet
