@@ -4,6 +4,8 @@
 //! veth pair, the port conformance suite, and every mbuf back in its pool.
 #![cfg(feature = "sim")]
 
+mod pmd_util;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,30 +13,15 @@ use std::time::{Duration, Instant};
 use nicpoll::mbuf::{MbufBatch, flags};
 use nicpoll::memory::DmaMemory;
 use nicpoll::mempool::{Mempool, MempoolConfig};
+use nicpoll::port::MacAddr;
 use nicpoll::port::testing::{self, Delivery, VethPair};
-use nicpoll::port::{MacAddr, PortConf};
 use nicpoll::{Port, RxQueue, TxQueue};
-use nicpoll_iavf::sim::{EthStats, ResetTiming, RxCorruption, SimConfig, SimVf, SimVfBar, Wire};
+use nicpoll_iavf::sim::{EthStats, ResetTiming, RxCorruption, SimConfig, SimVf, Wire};
 use nicpoll_iavf::virtchnl::caps;
-use nicpoll_iavf::{DmaMap, IavfOptions, IavfPort, Timeouts};
-
-const MAC_A: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x0a]);
-const MAC_B: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x0b]);
-
-type SimPort = IavfPort<SimVfBar>;
-
-fn opts() -> IavfOptions {
-    IavfOptions {
-        watchdog: Some(Duration::from_millis(2)),
-        timeouts: Timeouts {
-            aq_send: Duration::from_millis(250),
-            reply: Duration::from_millis(500),
-            reset_done: Duration::from_secs(2),
-            reset_detect: Duration::from_millis(500),
-        },
-        ..IavfOptions::default()
-    }
-}
+use nicpoll_iavf::{DmaMap, IavfOptions, IavfPort};
+use pmd_util::{
+    MAC_A, MAC_B, Rig, SimPort, conf, mbuf, opts, pool, resume_queues, rig, udp_frame, wait_for,
+};
 
 fn sim(name: &str, mac: MacAddr, wire: Wire) -> SimConfig {
     SimConfig {
@@ -43,26 +30,6 @@ fn sim(name: &str, mac: MacAddr, wire: Wire) -> SimConfig {
         wire,
         ..SimConfig::default()
     }
-}
-
-struct Rig {
-    vf: Arc<SimVf>,
-    port: SimPort,
-}
-
-fn rig(cfg: SimConfig, mem: &Arc<DmaMemory>, o: IavfOptions) -> Rig {
-    let name = cfg.name.clone();
-    let vf = Arc::new(SimVf::new(cfg).expect("simulated VF"));
-    let port = IavfPort::with_options(
-        vf.bar(),
-        vf.clone() as Arc<dyn DmaMap>,
-        mem.clone(),
-        &name,
-        o,
-        0,
-    )
-    .expect("the driver brings the simulated VF up");
-    Rig { vf, port }
 }
 
 /// Two started simulated VFs, A (`MAC_A`) and B (`MAC_B`), each port with
@@ -108,57 +75,12 @@ fn started_pair(
     }
 }
 
-fn conf(pool: &Mempool, q: u16, ring: u16) -> PortConf {
-    PortConf {
-        port_id: 0,
-        nb_rxq: q,
-        nb_txq: q,
-        nb_rxd: ring,
-        nb_txd: ring,
-        max_rx_pktlen: 0,
-        mempool: pool.clone(),
-    }
-}
-
-fn pool(mem: &DmaMemory, name: &str, n: u32) -> Mempool {
-    Mempool::new(mem, &MempoolConfig::new(name, n)).unwrap()
-}
-
-/// An IPv4/UDP frame from `src` to `dst` whose payload encodes `tag`, with
-/// source port `sport` (so flows differ for RSS).
-fn udp_frame(dst: MacAddr, src: MacAddr, tag: u32, sport: u16, len: usize) -> Vec<u8> {
-    let len = len.max(60);
-    let mut f = vec![0u8; len];
-    f[0..6].copy_from_slice(&dst.0);
-    f[6..12].copy_from_slice(&src.0);
-    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-    let ip = &mut f[14..34];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&((len - 14) as u16).to_be_bytes());
-    ip[8] = 64;
-    ip[9] = 17;
-    ip[12..16].copy_from_slice(&[10, 0, 0, 1]);
-    ip[16..20].copy_from_slice(&[10, 0, 0, 2]);
-    let udp = &mut f[34..42];
-    udp[0..2].copy_from_slice(&sport.to_be_bytes());
-    udp[2..4].copy_from_slice(&4789u16.to_be_bytes());
-    udp[4..6].copy_from_slice(&((len - 34) as u16).to_be_bytes());
-    f[42..46].copy_from_slice(&tag.to_be_bytes());
-    for (i, b) in f[46..].iter_mut().enumerate() {
-        *b = (tag as usize).wrapping_mul(7).wrapping_add(i) as u8;
-    }
-    f
-}
-
 fn tag_of(f: &[u8]) -> u32 {
     u32::from_be_bytes(f[42..46].try_into().unwrap())
 }
 
 fn push(pool: &Mempool, b: &mut MbufBatch, f: &[u8]) {
-    let mut m = pool.alloc().expect("pool has room");
-    assert!(m.set_len(f.len()));
-    m.data_mut().copy_from_slice(f);
-    b.push(m).unwrap();
+    b.push(mbuf(pool, f)).unwrap();
 }
 
 /// Send `frames` on `tx` (at most `window` unanswered) and receive on every
@@ -206,33 +128,9 @@ fn xstats(p: &dyn Port) -> HashMap<String, u64> {
     p.xstats().into_iter().collect()
 }
 
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(t.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
 /// Poll every queue until the port has enabled them all again after a reset.
 fn resume(port: &SimPort, q: &mut nicpoll::port::PortQueues) {
-    let mut empty = MbufBatch::with_burst(32);
-    wait_for(
-        "the queues to be enabled again",
-        Duration::from_secs(10),
-        || {
-            for r in q.rx.iter_mut() {
-                r.rx_burst(&mut empty);
-            }
-            for t in q.tx.iter_mut() {
-                t.tx_burst(&mut empty);
-            }
-            port.poll_events()
-                .map(|s| s.failed.is_none() && s.queues_pending == 0)
-                .unwrap_or(false)
-        },
-    );
-    empty.clear();
+    resume_queues(port, q, Duration::from_secs(10));
 }
 
 // ---------------------------------------------------------------------------

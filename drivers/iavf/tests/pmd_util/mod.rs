@@ -217,8 +217,12 @@ pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 /// Poll `side`'s queues and port until the port has recovered from a reset
 /// and enabled every queue again (or `timeout`).
 pub fn resume(side: &mut Side, timeout: Duration) {
+    resume_queues(&side.port, &mut side.q, timeout);
+}
+
+/// [`resume`] for a port and its queues held apart.
+pub fn resume_queues(port: &SimPort, q: &mut PortQueues, timeout: Duration) {
     let mut empty = MbufBatch::with_burst(32);
-    let Side { port, q, .. } = side;
     wait_for("the queues to be enabled again", timeout, || {
         for r in q.rx.iter_mut() {
             r.rx_burst(&mut empty);
