@@ -128,6 +128,20 @@ fn xstats(p: &dyn Port) -> HashMap<String, u64> {
     p.xstats().into_iter().collect()
 }
 
+/// [`started_pair`] of 256-descriptor rings, not wired by a link, with both
+/// devices in manual mode (`SimVf::set_manual`): nothing moves until stepped.
+/// No watchdog: it would talk to a parked PF.
+fn manual_pair(name: &str, mem: &Arc<DmaMemory>, pool: &Mempool) -> Pair {
+    let o = IavfOptions {
+        watchdog: None,
+        ..opts()
+    };
+    let pair = started_pair(name, None, mem, pool, 256, o);
+    pair.va.set_manual(true);
+    pair.vb.set_manual(true);
+    pair
+}
+
 /// Poll every queue until the port has enabled them all again after a reset.
 fn resume(port: &SimPort, q: &mut nicpoll::port::PortQueues) {
     resume_queues(port, q, Duration::from_secs(10));
@@ -327,11 +341,6 @@ fn traffic_both_ways(simd: bool) {
 fn manual_mode_moves_frames_only_when_stepped() {
     let mem = Arc::new(DmaMemory::plain());
     let p = pool(&mem, "manual", 4096);
-    // No watchdog: it would talk to a parked PF.
-    let o = IavfOptions {
-        watchdog: None,
-        ..opts()
-    };
     let Pair {
         mut qa,
         mut qb,
@@ -339,9 +348,7 @@ fn manual_mode_moves_frames_only_when_stepped() {
         pb,
         va,
         vb,
-    } = started_pair("manual", None, &mem, &p, 256, o);
-    va.set_manual(true);
-    vb.set_manual(true);
+    } = manual_pair("manual", &mem, &p);
     assert!(va.is_manual() && vb.is_manual());
     let mut tx = MbufBatch::with_burst(32);
     let mut rx = MbufBatch::with_burst(64);
@@ -454,10 +461,6 @@ fn manual_mode_moves_frames_only_when_stepped() {
 fn receive_refill_short_pool_is_retried_by_idle_polls() {
     let mem = Arc::new(DmaMemory::plain());
     let p = pool(&mem, "short", 2048);
-    let o = IavfOptions {
-        watchdog: None,
-        ..opts()
-    };
     let Pair {
         mut qa,
         mut qb,
@@ -465,9 +468,7 @@ fn receive_refill_short_pool_is_retried_by_idle_polls() {
         pb,
         va,
         vb,
-    } = started_pair("short", None, &mem, &p, 256, o);
-    va.set_manual(true);
-    vb.set_manual(true);
+    } = manual_pair("short", &mem, &p);
     let mut tx = MbufBatch::with_burst(32);
     let mut rx = MbufBatch::with_burst(32);
     let send = |qa: &mut nicpoll::port::PortQueues, tx: &mut MbufBatch, round: u32| {
