@@ -637,6 +637,20 @@ fn started(
     (pool, port, queues)
 }
 
+/// Drop the queues, stop `port`, drop it, and check that every mbuf of
+/// `pool` is back (`what` says whose).
+fn stop_and_check_pool(
+    pool: &Mempool,
+    mut port: IavfPort<SharedBar>,
+    q: nicpoll::port::PortQueues,
+    what: &str,
+) {
+    drop(q);
+    port.stop().unwrap();
+    drop(port);
+    assert_eq!(pool.in_use(), 0, "{what}");
+}
+
 fn conf(pool: &Mempool, q: u16, rxd: u16, txd: u16) -> PortConf {
     PortConf {
         port_id: 0,
@@ -872,7 +886,7 @@ fn send_and_receive(
 #[test]
 fn ring_wrap_and_full_rings() {
     let pf = FakePf::new();
-    let (pool, mut port, mut q) = started(&pf, "wrap", 1024, 0, (1, 64, 64));
+    let (pool, port, mut q) = started(&pf, "wrap", 1024, 0, (1, 64, 64));
     // Many laps of both 64-entry rings, content checked in order.
     let got = send_and_receive(&pool, q.tx[0].as_mut(), &mut q.rx, 1000, 1000, 0);
     for (i, (_, f)) in got.iter().enumerate() {
@@ -916,10 +930,7 @@ fn ring_wrap_and_full_rings() {
         placed >= 32,
         "at least the refilled part of the ring was posted"
     );
-    drop(q);
-    port.stop().unwrap();
-    drop(port);
-    assert_eq!(pool.in_use(), 0, "every mbuf back in its pool");
+    stop_and_check_pool(&pool, port, q, "every mbuf back in its pool");
 }
 
 fn bar_tail(pf: &FakePf, q: u16) -> u16 {
@@ -954,7 +965,7 @@ fn rss_spreads_flows_over_queues() {
 #[test]
 fn bad_descriptors_are_counted_and_freed() {
     let pf = FakePf::new();
-    let (pool, mut port, mut q) = started(&pf, "bad", 1024, 0, (1, 64, 64));
+    let (pool, port, mut q) = started(&pf, "bad", 1024, 0, (1, 64, 64));
     // Each corruption spoils one frame of three; the other two arrive.
     for (k, c) in [Corrupt::TooLong, Corrupt::RxError, Corrupt::Chained]
         .into_iter()
@@ -973,31 +984,25 @@ fn bad_descriptors_are_counted_and_freed() {
         "too long, RXE, and both halves of the broken chain"
     );
     assert_eq!(s.ierrors, 4);
-    drop(q);
-    port.stop().unwrap();
-    drop(port);
-    assert_eq!(pool.in_use(), 0, "bad descriptors' mbufs were freed");
+    stop_and_check_pool(&pool, port, q, "bad descriptors' mbufs were freed");
 }
 
 #[test]
 fn transmit_refuses_unsendable_lengths() {
     let pf = FakePf::new();
-    let (pool, mut port, mut q) = started(&pf, "len0", 256, 0, (1, 64, 64));
+    let (pool, port, mut q) = started(&pf, "len0", 256, 0, (1, 64, 64));
     let mut b = MbufBatch::with_burst(4);
     b.push(pool.alloc().unwrap()).unwrap(); // length 0
     assert_eq!(q.tx[0].tx_burst(&mut b), 1, "taken (and dropped)");
     assert_eq!(port.stats().oerrors, 1);
     assert_eq!(port.stats().opackets, 0);
-    drop(q);
-    port.stop().unwrap();
-    drop(port);
-    assert_eq!(pool.in_use(), 0);
+    stop_and_check_pool(&pool, port, q, "every mbuf back in its pool");
 }
 
 #[test]
 fn bursts_straddling_the_ring_ends_arrive_whole_and_in_order() {
     let pf = FakePf::new();
-    let (pool, mut port, mut q) = started(&pf, "wrap", 400, 3, (1, 64, 64));
+    let (pool, port, mut q) = started(&pf, "wrap", 400, 3, (1, 64, 64));
     // Bursts of 7 on rings of 64: transmit bursts and receive refills
     // (odd counts too) cross the end of both rings again and again.
     let mut r = MbufBatch::with_burst(7);
@@ -1020,16 +1025,13 @@ fn bursts_straddling_the_ring_ends_arrive_whole_and_in_order() {
         (st.opackets, st.ipackets, st.ierrors, st.oerrors),
         (280, 280, 0, 0)
     );
-    drop(q);
-    port.stop().unwrap();
-    drop(port);
-    assert_eq!(pool.in_use(), 0);
+    stop_and_check_pool(&pool, port, q, "every mbuf back in its pool");
 }
 
 #[test]
 fn a_frame_without_hash_in_a_burst_of_hashed_ones() {
     let pf = FakePf::new();
-    let (pool, mut port, mut q) = started(&pf, "nohash", 160, 3, (1, 64, 64));
+    let (pool, port, mut q) = started(&pf, "nohash", 160, 3, (1, 64, 64));
     let mut sent = Vec::new();
     // Two hashed frames, one without a hash, two hashed: one receive burst.
     for (n, corrupt) in [(2, None), (1, Some(Corrupt::NoHash)), (2, None)] {
@@ -1060,10 +1062,7 @@ fn a_frame_without_hash_in_a_burst_of_hashed_ones() {
     }
     assert_eq!(port.stats().ierrors, 0);
     r.clear();
-    drop(q);
-    port.stop().unwrap();
-    drop(port);
-    assert_eq!(pool.in_use(), 0);
+    stop_and_check_pool(&pool, port, q, "every mbuf back in its pool");
 }
 
 #[test]
@@ -1119,16 +1118,13 @@ fn receive_sets_every_header_field() {
         "a checksum error is not a receive error"
     );
     r.clear();
-    drop(q);
-    port.stop().unwrap();
-    drop(port);
-    assert_eq!(pool.in_use(), 0);
+    stop_and_check_pool(&pool, port, q, "every mbuf back in its pool");
 }
 
 #[test]
 fn transmit_skips_refused_packets_in_order() {
     let pf = FakePf::new();
-    let (pool, mut port, mut q) = started(&pf, "refused", 512, 0, (1, 64, 64));
+    let (pool, port, mut q) = started(&pf, "refused", 512, 0, (1, 64, 64));
     let mut r = MbufBatch::with_burst(64);
     let mut want = Vec::new();
     let (mut refused, mut got) = (0u64, Vec::new());
@@ -1157,10 +1153,7 @@ fn transmit_skips_refused_packets_in_order() {
     assert_eq!(got, want, "sent in order, none lost, none doubled");
     let s = port.stats();
     assert_eq!((s.opackets, s.oerrors), (want.len() as u64, refused));
-    drop(q);
-    port.stop().unwrap();
-    drop(port);
-    assert_eq!(pool.in_use(), 0);
+    stop_and_check_pool(&pool, port, q, "every mbuf back in its pool");
 }
 
 #[test]
@@ -1220,10 +1213,7 @@ fn reset_mid_traffic_recovers() {
     assert_eq!(st.macs.len(), 1, "MAC filter restored");
     assert_eq!(st.lut[..4], [0, 1, 0, 1], "RSS restored");
     drop(st);
-    drop(q);
-    port.stop().unwrap();
-    drop(port);
-    assert_eq!(pool.in_use(), 0, "every mbuf back after a reset");
+    stop_and_check_pool(&pool, port, q, "every mbuf back after a reset");
 }
 
 #[test]
@@ -1249,10 +1239,7 @@ fn reset_while_stopped_and_failed_recovery_retries() {
     let mut q = port.start().unwrap();
     let got = send_and_receive(&pool, q.tx[0].as_mut(), &mut q.rx, 50, 50, 0);
     assert_eq!(got.len(), 50);
-    drop(q);
-    port.stop().unwrap();
-    drop(port);
-    assert_eq!(pool.in_use(), 0);
+    stop_and_check_pool(&pool, port, q, "every mbuf back in its pool");
 }
 
 #[test]
