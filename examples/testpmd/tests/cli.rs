@@ -7,7 +7,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{eal, event, json_events, run, signal, spawn_piped, testpmd};
+use common::{assert_exit_0, eal, event, json_events, run, signal, spawn_piped, testpmd};
 use serde_json::Value;
 
 #[test]
@@ -247,12 +247,7 @@ fn null_io_run_ends_by_itself_with_json_statistics() {
         "--run-time=1",
         "--stats-format=json",
     ]));
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit_0(&out, "testpmd");
     let ev = json_events(&out);
     let stats: Vec<&Value> = ev.iter().filter(|e| e["event"] == "stats").collect();
     assert!(
@@ -300,12 +295,7 @@ fn max_packets_ends_the_run() {
         "--run-time=60",
         "--stats-format=json",
     ]));
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit_0(&out, "testpmd");
     assert!(
         t.elapsed() < Duration::from_secs(30),
         "the packet count did not end the run"
@@ -331,12 +321,7 @@ fn signal_stops(sig: &str) {
     signal(&child, sig);
     let out = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{sig}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit_0(&out, sig);
     assert!(
         t.elapsed() < Duration::from_secs(5),
         "{sig}: too slow to stop"
@@ -422,12 +407,7 @@ fn every_mode_runs_and_returns_every_mbuf() {
                 "--txq=2",
             ]);
             let out = run(&eal(&extra));
-            assert_eq!(
-                out.status.code(),
-                Some(0),
-                "{mode} {ports:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            assert_exit_0(&out, &format!("{mode} {ports:?}"));
             let ev = json_events(&out);
             let fin = event(&ev, "final");
             assert_eq!(fin["mode"], mode);
@@ -455,12 +435,7 @@ fn two_simulated_x710_vfs_forward_with_the_iavf_driver() {
         "--run-time=1",
         "--stats-format=json",
     ]));
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit_0(&out, "testpmd");
     let ev = json_events(&out);
     let fin = event(&ev, "final");
     for p in fin["ports"].as_array().unwrap() {
@@ -540,12 +515,7 @@ fn demo_runs_without_arguments_root_or_hugepages() {
     let t = Instant::now();
     let out = testpmd().stdin(Stdio::null()).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit_0(&out, "testpmd");
     assert!(t.elapsed() < Duration::from_secs(20));
     assert!(text.contains("nicpoll testpmd demo"), "{text}");
     assert!(
@@ -752,12 +722,7 @@ fn pcap_ports_record_generated_traffic_and_replay_it() {
         "--max-packets=5000",
         "--no-latency",
     ]));
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit_0(&out, "testpmd");
     let gen_frames = pcap_frames(&a);
     assert!(gen_frames.len() >= 5000, "{}", gen_frames.len());
     assert!(
@@ -775,12 +740,7 @@ fn pcap_ports_record_generated_traffic_and_replay_it() {
         // Draining receive queues before the start would eat the file's first frames.
         "--no-flush-rx",
     ]));
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit_0(&out, "testpmd");
     let replayed = pcap_frames(&b);
     assert_eq!(replayed.len(), gen_frames.len(), "replayed frame count");
     assert!(replayed == gen_frames, "replayed frames differ in content");
@@ -853,12 +813,7 @@ fn hugepage_files_of_a_killed_run_are_removed_at_the_next_start() {
         })
         .collect();
     let out = run(&again);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit_0(&out, "testpmd");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("left behind by a process that died"), "{err}");
     assert!(
@@ -997,11 +952,6 @@ fn chains_for_a_port_that_cannot_send_them_are_refused_at_configuration() {
     ];
     for (vdevs, app) in fine {
         let out = run(&base(vdevs, app));
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{app:?}: stderr: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_exit_0(&out, &format!("{app:?}"));
     }
 }

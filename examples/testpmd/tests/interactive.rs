@@ -8,7 +8,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{signal, spawn_piped, testpmd};
+use common::{assert_exit_0, signal, spawn_piped, testpmd};
 
 const BIN: &str = env!("CARGO_BIN_EXE_testpmd");
 
@@ -123,12 +123,7 @@ fn commands_from_piped_stdin_and_from_a_file() {
     }
     let out = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit_0(&out, &text);
     assert!(
         text.contains("macswap packet forwarding - ports=2"),
         "file commands ran: {text}"
@@ -218,12 +213,7 @@ fn port_info_shows_the_burst_mode() {
         .unwrap();
     let out = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit_0(&out, &text);
     let (p0, p1) = text
         .split_once("Infos for port 1")
         .expect("both ports shown");

@@ -48,6 +48,17 @@ pub fn signal(child: &Child, sig: &str) {
     assert!(st.success(), "kill {sig} {}", child.id());
 }
 
+/// Fail unless the run exited with status 0, showing `what` (which run)
+/// and its stderr.
+pub fn assert_exit_0(out: &Output, what: &str) {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{what}: stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The JSON events on stdout (`--stats-format=json`), one a line.
 pub fn json_events(out: &Output) -> Vec<Value> {
     String::from_utf8_lossy(&out.stdout)
