@@ -59,6 +59,14 @@ pub fn assert_exit_0(out: &Output, what: &str) {
     );
 }
 
+/// Fail unless `text` (a run's output) holds every one of `needles`, naming
+/// the first missing one.
+pub fn assert_contains(text: &str, needles: &[&str]) {
+    for n in needles {
+        assert!(text.contains(n), "no {n:?} in:\n{text}");
+    }
+}
+
 /// The JSON events on stdout (`--stats-format=json`), one a line.
 pub fn json_events(out: &Output) -> Vec<Value> {
     String::from_utf8_lossy(&out.stdout)
