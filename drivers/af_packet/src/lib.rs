@@ -996,19 +996,7 @@ impl AfPacketRxQueue {
         if !m.set_len(len) {
             return self.fill_chain(f, m, len, vlan);
         }
-        let d = m.data_mut();
-        let ok = if vlan {
-            let tpid = if f.status & libc::TP_STATUS_VLAN_TPID_VALID != 0 && f.vlan_tpid != 0 {
-                f.vlan_tpid
-            } else {
-                0x8100
-            };
-            d[12..14].copy_from_slice(&tpid.to_be_bytes());
-            d[14..16].copy_from_slice(&f.vlan_tci.to_be_bytes());
-            ring.copy(f, 0, &mut d[..12]) && ring.copy(f, 12, &mut d[16..])
-        } else {
-            ring.copy(f, 0, d)
-        };
+        let ok = copy_head(ring, f, m.data_mut(), vlan);
         if !ok {
             return Fill::Error;
         }
@@ -1052,19 +1040,7 @@ impl AfPacketRxQueue {
             at += n;
         }
         assert!(m.set_len(first));
-        let d = m.data_mut();
-        let ok = if vlan {
-            let tpid = if f.status & libc::TP_STATUS_VLAN_TPID_VALID != 0 && f.vlan_tpid != 0 {
-                f.vlan_tpid
-            } else {
-                0x8100
-            };
-            d[12..14].copy_from_slice(&tpid.to_be_bytes());
-            d[14..16].copy_from_slice(&f.vlan_tci.to_be_bytes());
-            ring.copy(f, 0, &mut d[..12]) && ring.copy(f, 12, &mut d[16..])
-        } else {
-            ring.copy(f, 0, d)
-        };
+        let ok = copy_head(ring, f, m.data_mut(), vlan);
         let rest = chain.finish().expect("a frame longer than its first mbuf");
         if !ok || m.chain(rest).is_err() {
             m.set_len(0);
@@ -1072,6 +1048,26 @@ impl AfPacketRxQueue {
         }
         self.stamp(f, m);
         Fill::Ok
+    }
+}
+
+/// Copy the start of frame `f` into `d` (as much as `d` holds), putting back
+/// the VLAN tag the kernel stripped (`vlan`) after the MAC addresses, with
+/// its TPID when the kernel reports one (802.1Q's 0x8100 otherwise). False
+/// if `f` is not the ring's current frame or holds less than asked.
+#[inline(always)]
+fn copy_head(ring: &RxRing, f: &RxFrame, d: &mut [u8], vlan: bool) -> bool {
+    if vlan {
+        let tpid = if f.status & libc::TP_STATUS_VLAN_TPID_VALID != 0 && f.vlan_tpid != 0 {
+            f.vlan_tpid
+        } else {
+            0x8100
+        };
+        d[12..14].copy_from_slice(&tpid.to_be_bytes());
+        d[14..16].copy_from_slice(&f.vlan_tci.to_be_bytes());
+        ring.copy(f, 0, &mut d[..12]) && ring.copy(f, 12, &mut d[16..])
+    } else {
+        ring.copy(f, 0, d)
     }
 }
 
