@@ -5,7 +5,7 @@
 mod common;
 
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{assert_contains, assert_exit_0, signal, spawn_piped, testpmd};
@@ -101,21 +101,9 @@ fn commands_from_piped_stdin_and_from_a_file() {
     let dir = tempfile_dir();
     let file = dir.join("cmds.txt");
     std::fs::write(&file, "set fwd macswap\nset burst 16\nshow config fwd\n").unwrap();
-    let mut child = spawn_piped(
-        testpmd()
-            .args([
-                "--no-huge",
-                "-l",
-                "0,1",
-                "--vdev",
-                "net_null0",
-                "--vdev",
-                "net_null1",
-                "--",
-                "-i",
-            ])
-            .arg(format!("--cmdline-file={}", file.display()))
-            .stdin(Stdio::piped()),
+    let mut child = spawn_session(
+        &["net_null0", "net_null1"],
+        &[format!("--cmdline-file={}", file.display())],
     );
     {
         let mut stdin = child.stdin.take().unwrap();
@@ -183,6 +171,18 @@ fn end_of_input_and_sigterm_end_the_session_cleanly() {
     assert!(text.contains("Telling cores to stop (signal)"), "{text}");
 }
 
+/// testpmd at its prompt (`-i`) on the ports `vdevs`, with `extra`
+/// application arguments after `-i`; stdin, stdout and stderr piped.
+fn spawn_session(vdevs: &[&str], extra: &[String]) -> Child {
+    let mut cmd = testpmd();
+    cmd.args(["--no-huge", "-l", "0,1"]);
+    for v in vdevs {
+        cmd.args(["--vdev", v]);
+    }
+    cmd.args(["--", "-i"]).args(extra).stdin(Stdio::piped());
+    spawn_piped(&mut cmd)
+}
+
 fn tempfile_dir() -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("np-interactive-{}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
@@ -194,20 +194,12 @@ fn tempfile_dir() -> std::path::PathBuf {
 /// with the session.
 #[test]
 fn port_info_shows_the_burst_mode() {
-    let mut child = spawn_piped(
-        testpmd()
-            .args([
-                "--no-huge",
-                "-l",
-                "0,1",
-                "--vdev",
-                "net_iavf_sim0,peer=net_iavf_sim1,simd=0",
-                "--vdev",
-                "net_iavf_sim1,peer=net_iavf_sim0",
-                "--",
-                "-i",
-            ])
-            .stdin(Stdio::piped()),
+    let mut child = spawn_session(
+        &[
+            "net_iavf_sim0,peer=net_iavf_sim1,simd=0",
+            "net_iavf_sim1,peer=net_iavf_sim0",
+        ],
+        &[],
     );
     child
         .stdin
@@ -242,21 +234,7 @@ fn port_info_shows_the_burst_mode() {
 /// says what a port does with multi-segment mbufs.
 #[test]
 fn set_txpkts_takes_segments() {
-    let mut child = spawn_piped(
-        testpmd()
-            .args([
-                "--no-huge",
-                "-l",
-                "0,1",
-                "--vdev",
-                "net_null0,no-rx=1",
-                "--vdev",
-                "net_null1,no-rx=1",
-                "--",
-                "-i",
-            ])
-            .stdin(Stdio::piped()),
-    );
+    let mut child = spawn_session(&["net_null0,no-rx=1", "net_null1,no-rx=1"], &[]);
     {
         let mut stdin = child.stdin.take().unwrap();
         stdin
