@@ -33,7 +33,9 @@ pub enum Delivery {
 /// A factory for fresh ports of the driver under test, given the port id.
 pub type MakePort<'a> = dyn FnMut(u16) -> Result<Box<dyn Port>> + 'a;
 
-fn conf(port_id: u16, pool: &Mempool, nb_rxq: u16, nb_txq: u16) -> PortConf {
+/// A configuration of `nb_rxq`/`nb_txq` queues with the port's default ring
+/// sizes and frame limit, buffers from `pool`.
+pub fn conf(port_id: u16, pool: &Mempool, nb_rxq: u16, nb_txq: u16) -> PortConf {
     PortConf {
         port_id,
         nb_rxq,

@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use nicpoll::memory::DmaMemory;
 use nicpoll::mempool::MempoolConfig;
-use nicpoll::port::testing::{self, Delivery, fill, test_frame};
+use nicpoll::port::testing::{self, Delivery, conf, fill, test_frame};
 
 use super::*;
 
@@ -91,18 +91,6 @@ fn frames(sizes: &[usize]) -> Vec<Vec<u8>> {
 
 fn pool(name: &str, count: u32) -> Mempool {
     Mempool::new(&DmaMemory::plain(), &MempoolConfig::new(name, count)).unwrap()
-}
-
-fn conf(port_id: u16, pool: &Mempool, nb_rxq: u16, nb_txq: u16) -> PortConf {
-    PortConf {
-        port_id,
-        nb_rxq,
-        nb_txq,
-        nb_rxd: 0,
-        nb_txd: 0,
-        max_rx_pktlen: 0,
-        mempool: pool.clone(),
-    }
 }
 
 fn port(spec: &str, id: u16) -> Result<PcapPort> {

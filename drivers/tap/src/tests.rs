@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use nicpoll::memory::DmaMemory;
 use nicpoll::mempool::MempoolConfig;
 use nicpoll::netdev::RawSocket;
-use nicpoll::port::testing::{self, Delivery, udp_frame, without_capability};
+use nicpoll::port::testing::{self, Delivery, conf, udp_frame, without_capability};
 
 use nicpoll_testkit::{Cap, NameLock, Need, skip_if_missing};
 
@@ -60,18 +60,6 @@ fn pool(name: &str, count: u32) -> Mempool {
     let mut c = MempoolConfig::new(name, count);
     c.cache_size = 0;
     Mempool::new(&DmaMemory::plain(), &c).unwrap()
-}
-
-fn conf(pool: &Mempool, port_id: u16, nb_rxq: u16, nb_txq: u16) -> PortConf {
-    PortConf {
-        port_id,
-        nb_rxq,
-        nb_txq,
-        nb_rxd: 0,
-        nb_txd: 0,
-        max_rx_pktlen: 0,
-        mempool: pool.clone(),
-    }
 }
 
 fn tap(spec: &str, id: u16) -> TapPort {
@@ -176,7 +164,7 @@ fn frames_cross_both_ways_on_several_queues() {
     let pool = pool("tap-both", 1024);
     let mut p = tap("net_tap0,iface=nptapb0", 5);
     assert_eq!(p.iface(), "nptapb0");
-    p.configure(&conf(&pool, 5, 4, 4)).unwrap();
+    p.configure(&conf(5, &pool, 4, 4)).unwrap();
     let mut q = p.start().unwrap();
     assert!(p.link().up, "a started tap is up: {}", p.link());
     let peer = RawSocket::open(p.iface()).unwrap();
@@ -236,7 +224,7 @@ fn more_transmit_than_receive_queues() {
     };
     let pool = pool("tap-split", 256);
     let mut p = tap("net_tap0,iface=nptaps0", 0);
-    p.configure(&conf(&pool, 0, 1, 3)).unwrap();
+    p.configure(&conf(0, &pool, 1, 3)).unwrap();
     let mut q = p.start().unwrap();
     assert_eq!((q.rx.len(), q.tx.len()), (1, 3));
     let peer = RawSocket::open(p.iface()).unwrap();
@@ -284,7 +272,7 @@ fn interface_disappears_with_the_port() {
     );
 
     let mut p = tap("net_tap0,iface=nptapg0", 0);
-    p.configure(&conf(&pool, 0, 2, 2)).unwrap();
+    p.configure(&conf(0, &pool, 2, 2)).unwrap();
     let q = p.start().unwrap();
     drop(p);
     assert!(exists("nptapg0"), "queues still hold the interface");
@@ -380,7 +368,7 @@ fn oversize_frames_are_counted_not_truncated() {
     // A frame limit (--max-pkt-len 1004: 1000 bytes) sets the interface's
     // MTU (986), so the kernel sends nothing longer;
     // with the MTU raised behind the port's back, longer frames are counted.
-    let mut c = conf(&pool, 0, 1, 1);
+    let mut c = conf(0, &pool, 1, 1);
     c.max_rx_pktlen = 1000;
     p.configure(&c).unwrap();
     assert_eq!(sys_mtu("nptapo0"), 986);
@@ -411,7 +399,7 @@ fn oversize_frames_are_counted_not_truncated() {
     drop(q);
     p.stop().unwrap();
     // Without it the limit is the MTU's: longer than an mbuf is a chain.
-    p.configure(&conf(&pool, 0, 1, 1)).unwrap();
+    p.configure(&conf(0, &pool, 1, 1)).unwrap();
     let mut q = p.start().unwrap();
     p.reset_stats();
     // A socket of its own: the old one holds the ENETDOWN of the stop.
@@ -440,7 +428,7 @@ fn kernel_queue_overflow_shows_as_imissed() {
     };
     let pool = pool("tap-imissed", 4096);
     let mut p = tap("net_tap0,iface=nptapi0", 0);
-    p.configure(&conf(&pool, 0, 1, 1)).unwrap();
+    p.configure(&conf(0, &pool, 1, 1)).unwrap();
     let mut q = p.start().unwrap();
     let peer = RawSocket::open(p.iface()).unwrap();
     const N: usize = 3000;
@@ -474,7 +462,7 @@ fn empty_pool_counts_nombuf() {
     };
     let pool = pool("tap-nombuf", 4);
     let mut p = tap("net_tap0,iface=nptapn0", 0);
-    p.configure(&conf(&pool, 0, 1, 1)).unwrap();
+    p.configure(&conf(0, &pool, 1, 1)).unwrap();
     let mut q = p.start().unwrap();
     let peer = RawSocket::open(p.iface()).unwrap();
     let held: Vec<Mbuf> = (0..4).map(|_| pool.alloc().unwrap()).collect();
@@ -517,7 +505,7 @@ fn jumbo_frames_both_ways() {
         65536,
         "what the MTU may be raised to"
     );
-    p.configure(&conf(&pool, 0, 1, 1)).unwrap();
+    p.configure(&conf(0, &pool, 1, 1)).unwrap();
     let mut q = p.start().unwrap();
     quiet(p.iface());
     let peer = RawSocket::open(p.iface()).unwrap();
