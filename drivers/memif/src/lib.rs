@@ -197,12 +197,7 @@ impl MemifPort {
     }
 
     fn err(&self, op: &'static str, reason: String) -> Error {
-        Error::Port {
-            port: self.port_id,
-            name: self.name.clone(),
-            op,
-            reason,
-        }
+        Error::port(self.port_id, &self.name, op, reason)
     }
 
     /// Stop the control side: end the connection, stop the threads, release
@@ -258,12 +253,7 @@ impl Port for MemifPort {
     }
 
     fn configure(&mut self, conf: &PortConf) -> Result<()> {
-        if self.running.is_some() {
-            return Err(self.err(
-                "configure",
-                "the port is started; stop it first (port stop N)".into(),
-            ));
-        }
+        nicpoll::port::ensure_stopped(self.running.is_some(), self.port_id, &self.name)?;
         port::check_conf(conf.port_id, &self.info(), conf)?;
         self.rx_limit = port::rx_frame_limit(conf.port_id, &self.info(), conf)?;
         let opts = &self.ep.opts;

@@ -429,12 +429,7 @@ impl Mlx5Port {
     }
 
     fn err(&self, op: &'static str, reason: String) -> nicpoll::Error {
-        nicpoll::Error::Port {
-            port: self.port_id,
-            name: self.name.clone(),
-            op,
-            reason,
-        }
+        nicpoll::Error::port(self.port_id, &self.name, op, reason)
     }
 
     /// A thread domain for one transmit queue: its own doorbell register and
@@ -873,12 +868,7 @@ impl Port for Mlx5Port {
     }
 
     fn configure(&mut self, conf: &PortConf) -> nicpoll::Result<()> {
-        if self.started.is_some() {
-            return Err(self.err(
-                "configure",
-                "the port is started; stop it first (port stop N)".into(),
-            ));
-        }
+        nicpoll::port::ensure_stopped(self.started.is_some(), self.port_id, &self.name)?;
         let (rxd, txd) = port::check_conf(conf.port_id, &self.info(), conf)?;
         let same_pool = self
             .mr

@@ -397,12 +397,7 @@ impl<B: Bar + 'static> VirtioPort<B> {
     }
 
     fn err(&self, op: &'static str, reason: String) -> Error {
-        Error::Port {
-            port: self.port_id,
-            name: self.name.clone(),
-            op,
-            reason,
-        }
+        Error::port(self.port_id, &self.name, op, reason)
     }
 
     /// The size of virtqueue `q` for a request of `want` (0: the device's).
@@ -566,12 +561,7 @@ impl<B: Bar + 'static> Port for VirtioPort<B> {
     }
 
     fn configure(&mut self, conf: &PortConf) -> Result<()> {
-        if self.run.is_some() {
-            return Err(self.err(
-                "configure",
-                "the port is started; stop it first (port stop N)".into(),
-            ));
-        }
+        nicpoll::port::ensure_stopped(self.run.is_some(), self.port_id, &self.name)?;
         let (rxd, txd) = port::check_conf(conf.port_id, &self.info(), conf)?;
         port::rx_frame_limit(conf.port_id, &self.info(), conf)?;
         let pairs = conf.nb_rxq.max(conf.nb_txq);
