@@ -335,12 +335,7 @@ pub trait TxQueue: Send {
 /// one mbuf unless the port scatters), or when that is 0 the port's maximum
 /// (a port that cannot scatter: what one mbuf holds, if less).
 pub fn rx_frame_limit(port_id: u16, info: &PortInfo, conf: &PortConf) -> Result<u32> {
-    let err = |reason: String| crate::Error::Port {
-        port: port_id,
-        name: info.name.clone(),
-        op: "configure",
-        reason,
-    };
+    let err = |reason: String| crate::Error::port(port_id, &info.name, "configure", reason);
     let room = conf.mempool.data_room();
     let limit = match conf.max_rx_pktlen {
         0 if info.rx_scatter => info.max_rx_pktlen,
@@ -389,12 +384,7 @@ pub fn ensure_stopped(started: bool, port_id: u16, name: &str) -> Result<()> {
 
 /// Resolve and check queue and ring sizes against a port's limits.
 pub fn check_conf(port_id: u16, info: &PortInfo, conf: &PortConf) -> Result<(u16, u16)> {
-    let err = |reason: String| crate::Error::Port {
-        port: port_id,
-        name: info.name.clone(),
-        op: "configure",
-        reason,
-    };
+    let err = |reason: String| crate::Error::port(port_id, &info.name, "configure", reason);
     if conf.nb_rxq == 0 && conf.nb_txq == 0 {
         return Err(err(
             "no queue asked for: --rxq and --txq must not both be 0".into(),

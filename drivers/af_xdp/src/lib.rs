@@ -301,12 +301,7 @@ impl AfXdpPort {
     /// Create a port with explicit options. Attaches the XDP program to the
     /// interface.
     pub fn new(name: &str, opts: AfXdpOptions, port_id: u16) -> Result<AfXdpPort> {
-        let err = |reason: String| Error::Port {
-            port: port_id,
-            name: name.to_string(),
-            op: "create",
-            reason,
-        };
+        let err = |reason: String| Error::port(port_id, name, "create", reason);
         let iface = opts.iface.clone();
         let ifindex = nicpoll::netdev::if_index(&iface).map_err(|e| {
             err(format!(

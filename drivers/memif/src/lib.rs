@@ -123,12 +123,7 @@ impl MemifPort {
 
     /// Create a port with explicit options.
     pub fn new(name: &str, opts: MemifOptions, port_id: u16) -> Result<MemifPort> {
-        let err = |reason: String| Error::Port {
-            port: port_id,
-            name: name.to_string(),
-            op: "create",
-            reason,
-        };
+        let err = |reason: String| Error::port(port_id, name, "create", reason);
         if !opts.socket.abstract_ns {
             let dir = std::path::Path::new(&opts.socket.path)
                 .parent()
