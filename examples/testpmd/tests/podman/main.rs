@@ -77,6 +77,18 @@ fn text(out: &Output) -> String {
     )
 }
 
+/// `podman kube play FILE`, which must succeed; its output.
+fn play_ok(s: &Session, file: &Path) -> Output {
+    let out = s.play(file);
+    assert!(
+        out.status.success(),
+        "podman kube play {}: {}",
+        file.display(),
+        text(&out)
+    );
+    out
+}
+
 #[test]
 fn the_virt_pod_forwards_in_podman_serves_metrics_and_stops_cleanly_on_sigterm() {
     let Some(mut s) = Session::start() else {
@@ -92,8 +104,7 @@ fn the_virt_pod_forwards_in_podman_serves_metrics_and_stops_cleanly_on_sigterm()
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("pod_testpmd_virt.podman.yaml");
     std::fs::write(&file, overlay(&m, SOFTWARE_PORTS)).unwrap();
-    let out = s.play(&file);
-    assert!(out.status.success(), "podman kube play: {}", text(&out));
+    play_ok(&s, &file);
     let ctr = m.container_name();
 
     // podman kept what it honours: privileged, the env, the memory limit, the policy.
@@ -225,13 +236,7 @@ fn the_virt_pod_forwards_in_podman_serves_metrics_and_stops_cleanly_on_sigterm()
 fn the_shipped_virt_manifest_played_unchanged_says_no_devices() {
     let Some(s) = Session::start() else { return };
     let m = Manifest::read(pod_file("pod_testpmd_virt.yaml"));
-    let out = s.play(&m.file);
-    assert!(
-        out.status.success(),
-        "podman kube play {}: {}",
-        m.file.display(),
-        text(&out)
-    );
+    play_ok(&s, &m.file);
     let ctr = m.container_name();
     let logs = s.wait_logs(&ctr, 30, "'no devices' message", |l| {
         l.contains("testpmd: entrypoint mode: no devices:")
@@ -271,14 +276,8 @@ fn the_other_manifests_play_in_podman_without_a_rejected_field() {
         .collect();
     assert_eq!(others.len(), 2, "{others:?}");
     for m in &others {
-        let out = s.play(&m.file);
+        let out = play_ok(&s, &m.file);
         let said = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(
-            out.status.success(),
-            "podman kube play {}: {}",
-            m.file.display(),
-            text(&out)
-        );
         // podman warns on stderr about what it does not take.
         assert!(
             said.trim().is_empty(),
@@ -323,13 +322,7 @@ fn the_memif_pod_connects_its_two_containers_without_privileges_and_stops_cleanl
     let Some(s) = Session::start() else { return };
     let m = Manifest::read(pod_file("pod_memif.yaml"));
     // Played unchanged: the manifest needs no device plugin, hugepages or privileges.
-    let out = s.play(&m.file);
-    assert!(
-        out.status.success(),
-        "podman kube play {}: {}",
-        m.file.display(),
-        text(&out)
-    );
+    let out = play_ok(&s, &m.file);
     let said = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(said.trim().is_empty(), "podman kube play: {said}");
     let server = format!("{}-memif-server", m.pod);
