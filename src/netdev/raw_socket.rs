@@ -48,11 +48,14 @@ const MAX_FRAME: usize = 16384;
 impl RawSocket {
     /// A socket on interface `ifname`.
     pub fn open(ifname: &str) -> io::Result<RawSocket> {
+        // Protocol 0 until bound: a packet socket opened for ETH_P_ALL takes
+        // frames from every interface from socket(2) on, and those queued
+        // before bind(2) would be read as this interface's (packet(7)).
         let fd = rustix::net::socket_with(
             AddressFamily::PACKET,
             SocketType::RAW,
             SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
-            Some(rustix::net::eth::ALL),
+            None,
         )?;
         let ifindex = rustix::net::netdevice::name_to_index(&fd, ifname)?;
         // The kernel moves a received frame's VLAN tag out of the data
@@ -200,6 +203,7 @@ fn reinsert_tag(buf: &mut [u8], len: usize, (tci, tpid): sys::VlanTag) -> usize 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     /// A frame sent on the loopback interface is seen by another socket
     /// leaving (outgoing) and arriving: the kernel's own delivery, told apart
@@ -247,6 +251,96 @@ mod tests {
             assert!(Instant::now() < deadline, "our frame did not arrive");
         }
         assert!(RawSocket::open("nicpoll-none0").is_err());
+    }
+
+    /// A veth pair `<a>`/`<b>`, up with IPv6 off (so the kernel sends nothing
+    /// on it), deleted when dropped; its name locked host-wide meanwhile.
+    struct Veth {
+        a: &'static str,
+        _lock: nicpoll_testkit::NameLock,
+    }
+
+    impl Veth {
+        fn create(a: &'static str, b: &'static str) -> Veth {
+            let _lock = nicpoll_testkit::lock_name(a);
+            let ip = |args: &[&str]| {
+                std::process::Command::new("ip")
+                    .args(args)
+                    .output()
+                    .unwrap_or_else(|e| panic!("cannot run ip(8) {args:?}: {e}"))
+            };
+            let _ = ip(&["link", "del", a]);
+            let o = ip(&["link", "add", a, "type", "veth", "peer", "name", b]);
+            assert!(
+                o.status.success(),
+                "ip link add {a}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            let pair = Veth { a, _lock };
+            for end in [a, b] {
+                let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{end}/disable_ipv6"), "1");
+                let o = ip(&["link", "set", end, "up"]);
+                assert!(
+                    o.status.success(),
+                    "ip link set {end} up: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                );
+            }
+            pair
+        }
+    }
+
+    impl Drop for Veth {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ip")
+                .args(["link", "del", self.a])
+                .output();
+        }
+    }
+
+    /// A socket opened on a quiet interface while another one is busy holds
+    /// no frame of the busy one: it takes frames only once bound. (Opened for
+    /// ETH_P_ALL, it would queue every interface's frames until bind(2) and
+    /// hand them out as its own; this made an af_packet test fail in CI.)
+    #[test]
+    fn a_new_socket_holds_no_frame_of_another_interface() {
+        if nicpoll_testkit::skip_if_missing(&nicpoll_testkit::VETH) {
+            return;
+        }
+        let quiet = Veth::create("nprawquieta", "nprawquietb");
+        let busy = Veth::create("nprawbusya", "nprawbusyb");
+        let stop = AtomicBool::new(false);
+        let (opened, foreign) = std::thread::scope(|s| {
+            s.spawn(|| {
+                let sender = RawSocket::open(busy.a).unwrap();
+                let mut frame = vec![0xffu8; 12];
+                frame.extend_from_slice(&[0x88, 0xb5]);
+                frame.resize(60, 0x5a);
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = sender.try_send(&frame);
+                }
+            });
+            let (mut opened, mut foreign) = (0u32, 0u32);
+            let mut buf = [0u8; 128];
+            // Closing a packet socket waits out an RCU grace period, so
+            // openings come at tens a second, not thousands.
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while Instant::now() < deadline && opened < 200 && foreign == 0 {
+                let s = RawSocket::open(quiet.a).unwrap();
+                opened += 1;
+                while s.try_recv(&mut buf).unwrap().is_some() {
+                    foreign += 1;
+                }
+            }
+            stop.store(true, Ordering::Relaxed);
+            (opened, foreign)
+        });
+        assert_eq!(
+            foreign, 0,
+            "{foreign} frames of {} in socket {opened} bound to {}",
+            busy.a, quiet.a
+        );
+        assert!(opened >= 10, "only {opened} sockets opened in 2 s");
     }
 
     #[test]
