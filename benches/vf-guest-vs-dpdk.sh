@@ -6,7 +6,7 @@
 # and where it goes.
 #
 #   sudo benches/vf-guest-vs-dpdk.sh [--rounds N] [--seconds N] [--bursts N] [--cpu MODEL]
-#                                    [--no-perf] [--out DIR]
+#                                    [--devargs ARGS] [--no-perf] [--out DIR]
 #
 # What runs
 #   - host: target/release/nicpoll-vf --vf OUT/vf0.sock --vf OUT/vf1.sock (one
@@ -22,7 +22,8 @@
 #       start tx_first BURSTS; (1 s) show port stats all; (SECONDS) show port
 #       stats all; stop; quit
 #     (dpdk-testpmd adds -n 1 --in-memory --iova-mode=pa; nicpoll's
-#     --file-prefix=np --huge-unlink=always). BURSTS bursts of 32 frames per port
+#     --file-prefix=np --huge-unlink=always, and --devargs ARGS after each
+#     VF's address, e.g. --devargs ,simd=0 for its scalar loops). BURSTS bursts of 32 frames per port
 #     circulate (default 16: 512 per direction), so the rate is throughput-bound,
 #     not the latency of one burst's round trip.
 #   - figure: each tool's own statistics: the sum over both ports of the Rx-pps
@@ -49,7 +50,7 @@
 # perf for the profile. Touches no host NIC.
 set -euo pipefail
 
-ROUNDS=3 SECS=8 BURSTS=16 PERF=1 OUT="" CPU=""
+ROUNDS=3 SECS=8 BURSTS=16 PERF=1 OUT="" CPU="" DEVARGS=""
 while [ $# -gt 0 ]; do
     case $1 in
         --rounds) ROUNDS=$2; shift 2;;
@@ -57,6 +58,7 @@ while [ $# -gt 0 ]; do
         --bursts) BURSTS=$2; shift 2;;
         --no-perf) PERF=0; shift;;
         --cpu) CPU=$2; shift 2;;
+        --devargs) DEVARGS=$2; shift 2;;
         --out) OUT=$2; shift 2;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0;;
         *) echo "unknown option $1 (see --help)" >&2; exit 2;;
@@ -100,7 +102,7 @@ feed() {  # the commands, and the measure window's markers on the console
 }
 for r in \$(seq $ROUNDS); do
     echo "=== RUN nicpoll \$r"
-    feed nicpoll | ./testpmd -l 0,1 -a \$A -a \$B --file-prefix=np --huge-unlink=always \
+    feed nicpoll | ./testpmd -l 0,1 -a \$A$DEVARGS -a \$B$DEVARGS --file-prefix=np --huge-unlink=always \
         --log-level=info \$APP 2>&1
     echo "=== END \$?"
     echo "=== RUN dpdk \$r"
@@ -244,7 +246,7 @@ for l in lines:
 print(f"io forwarding between two simulated X710 VFs (nicpoll-vf), QEMU 11 TCG guest, no-IOMMU,")
 print(f"{bursts} bursts of 32 frames per port in flight, {secs} s windows, each tool's own statistics")
 paths = {
-    "nicpoll": sorted(set(re.findall(r"iavf \S+: (.*(?:AVX2|scalar)[^\n]*loops?[^\n]*)", text))),
+    "nicpoll": sorted(set(re.findall(r"iavf \S+: (.*(?:AVX2|SSE|scalar)[^\n]*loops?[^\n]*)", text))),
     "dpdk": sorted(set(re.findall(r"(Using [^\n]*(?:Vector|Rx|Tx)[^\n]*)", text))),
 }
 for t, p in paths.items():
