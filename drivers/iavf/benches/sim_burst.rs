@@ -37,8 +37,9 @@
 //!
 //! Environment: `IAVF_BENCH_RING` (descriptors per ring, default 512),
 //! `IAVF_BENCH_CPU` (CPU to pin to; default: not pinned), `IAVF_BENCH_SIMD`
-//! (1, default: the AVX2 loops if the CPU has them; 0: the scalar loops, the
-//! driver's `simd=0`). The loops that ran are printed ("burst mode").
+//! (the driver's `simd=` values: 1 or 256, default: the best loops the CPU
+//! has, AVX2 else SSE4.1; 128: at most SSE4.1; 0 or 64: the scalar loops).
+//! The loops that ran are printed ("burst mode").
 //!
 //! Run: `cargo bench -p nicpoll-iavf --bench sim_burst -- fwd 200000`.
 // Without `harness = false` cargo would build this as a libtest harness, where
@@ -55,7 +56,7 @@ use nicpoll::mempool::{Mempool, MempoolConfig};
 use nicpoll::port::{MacAddr, PortConf, PortQueues};
 use nicpoll::{Port, RxQueue, TxQueue};
 use nicpoll_iavf::sim::{PfModel, SimConfig, SimPf, SimVf, SimVfBar};
-use nicpoll_iavf::{DmaMap, IavfOptions, IavfPort, Timeouts};
+use nicpoll_iavf::{DmaMap, IavfOptions, IavfPort, MaxSimd, Timeouts};
 
 const BURST: usize = 32;
 const FRAME_LEN: usize = 64;
@@ -107,7 +108,7 @@ fn vf(
     mem: &Arc<DmaMemory>,
     pool: &Mempool,
     ring: u16,
-    simd: bool,
+    simd: MaxSimd,
 ) -> Vf {
     let sim = Arc::new(
         pf.add_vf(SimConfig {
@@ -263,7 +264,13 @@ fn main() -> ExitCode {
     // driver maps, as in testpmd's net_iavf_sim (no hugepages needed).
     let mem = Arc::new(DmaMemory::plain());
     let pool = Mempool::new(&mem, &MempoolConfig::new("sim-burst", 8192)).expect("mempool");
-    let simd = env_num("IAVF_BENCH_SIMD", 1) != 0;
+    let simd = match std::env::var("IAVF_BENCH_SIMD") {
+        Err(_) => MaxSimd::Best,
+        Ok(v) => MaxSimd::parse(&v).unwrap_or_else(|| {
+            eprintln!("IAVF_BENCH_SIMD={v:?}: use 0 or 64, 128, or 1 or 256");
+            std::process::exit(2)
+        }),
+    };
     let pf = SimPf::new("bench", PfModel::X710).expect("simulated PF");
     let mut a = vf(&pf, "bench-a", MAC_A, &mem, &pool, ring, simd);
     let mut b = vf(&pf, "bench-b", MAC_B, &mem, &pool, ring, simd);

@@ -62,7 +62,7 @@ use nicpoll::port::DevArgs;
 
 pub use dma::{DmaMap, NoDmaMap, VfioDma};
 pub use error::IavfError;
-pub use options::{DEVARGS_KEYS, IavfOptions};
+pub use options::{DEVARGS_KEYS, IavfOptions, MaxSimd};
 pub use port::{IavfPort, VfInfo, VfStatus};
 pub use vf::Timeouts;
 

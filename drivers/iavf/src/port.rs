@@ -75,9 +75,9 @@ use crate::adminq::{self, AdminQueue};
 use crate::desc::{RxDesc, TxDesc};
 use crate::dma::DmaMap;
 use crate::error::IavfError;
-use crate::options::IavfOptions;
+use crate::options::{IavfOptions, MaxSimd};
 use crate::regs::{self, ResetState};
-use crate::ring::DescRing;
+use crate::ring::{DescRing, Loops};
 use crate::rxq::{IavfRxQueue, RxQueueParts};
 use crate::stats::{HwStats, QueueExtraRef, new_extra};
 use crate::sync::QueueShared;
@@ -518,6 +518,18 @@ impl Drop for Watchdog {
             t.thread().unpark();
             let _ = t.join();
         }
+    }
+}
+
+/// The start log's words for the loops the queues run (`chosen`, as
+/// [`Loops::choose`] picks them within `max`) and why.
+pub(crate) fn loops_described(max: MaxSimd, chosen: Loops) -> &'static str {
+    match (chosen, max) {
+        (Loops::Avx2, _) => "AVX2",
+        (Loops::Sse41, MaxSimd::Sse) => "SSE4.1 (simd=128)",
+        (Loops::Sse41, _) => "SSE4.1 (this CPU has no AVX2)",
+        (Loops::Scalar, MaxSimd::Scalar) => "scalar (simd=0)",
+        (Loops::Scalar, _) => "scalar (this CPU has no SSE4.1)",
     }
 }
 
@@ -1174,12 +1186,11 @@ impl<B: Bar + 'static> Port for IavfPort<B> {
             generation: 0,
             pending: (0, 0),
         });
-        let loops = match (c.opts.simd, crate::ring::cpu_has_avx2()) {
-            (true, true) => "AVX2",
-            (true, false) => "scalar (this CPU has no AVX2)",
-            (false, _) => "scalar (simd=0)",
-        };
-        log::info!("iavf {}: {loops} receive/transmit loops", c.name);
+        log::info!(
+            "iavf {}: {} receive/transmit loops",
+            c.name,
+            loops_described(c.opts.simd, Loops::choose(c.opts.simd))
+        );
         Ok(queues)
     }
 

@@ -32,9 +32,10 @@
 //! ([`MbufSlots::rx_clean`]) that sets only the length and the RSS hash.
 //! Anything else (a ring wrap, a chained frame, an error or checksum bit, a
 //! bad length) stops that loop and goes one descriptor at a time through the
-//! cold path. An idle queue costs one status read. On a CPU with AVX2 (and
-//! unless `simd=0`) the loop takes four descriptors per step first, exactly
-//! what the scalar loop would (`ring::avx2`).
+//! cold path. An idle queue costs one status read. On a CPU with AVX2 (unless
+//! `simd=0` or `simd=128`), else on one with SSE4.1 (unless `simd=0`), the
+//! loop takes four descriptors per step first, exactly what the scalar loop
+//! would (`ring::avx2`, `ring::sse`).
 #![deny(unsafe_code)]
 
 use std::sync::Arc;
@@ -45,6 +46,7 @@ use nicpoll::port::counters::QueueCountersRef;
 use nicpoll::{Mbuf, Mempool, RxQueue};
 
 use crate::desc::{RxDesc, rx_error, rx_status};
+use crate::options::MaxSimd;
 use crate::regs;
 use crate::ring::{DescRing, MbufSlots};
 use crate::stats::QueueExtraRef;
@@ -99,8 +101,9 @@ pub(crate) struct RxQueueParts<B: Bar> {
     pub counters: QueueCountersRef,
     pub extra: QueueExtraRef,
     pub shared: Arc<QueueShared>,
-    /// Use the AVX2 loops if the CPU has them ([`MbufSlots::set_vector`]).
-    pub simd: bool,
+    /// The widest vector loops to use if the CPU has them
+    /// ([`MbufSlots::set_loops`]).
+    pub simd: MaxSimd,
 }
 
 impl<B: Bar> IavfRxQueue<B> {
@@ -110,7 +113,7 @@ impl<B: Bar> IavfRxQueue<B> {
     pub(crate) fn new(p: RxQueueParts<B>) -> Result<IavfRxQueue<B>, usize> {
         let n = p.ring.len();
         let mut slots = MbufSlots::new(n as usize);
-        slots.set_vector(p.simd);
+        slots.set_loops(p.simd);
         let mut q = IavfRxQueue {
             slots,
             tail_reg: regs::qrx_tail(p.queue_id),

@@ -9,8 +9,9 @@
 //! queue checks the next RS descriptor and, if done, frees the `rs_thresh`
 //! mbufs it covers in one bulk put. A burst writes its descriptors in one
 //! loop without RS ([`MbufSlots::tx_fill`]), then sets RS on the few that need
-//! it, before the doorbell. On a CPU with AVX2 (and unless `simd=0`) that
-//! loop writes four descriptors per step first (`ring::avx2`).
+//! it, before the doorbell. On a CPU with AVX2 (unless `simd=0` or
+//! `simd=128`), else on one with SSE4.1 (unless `simd=0`), that loop writes
+//! four descriptors per step first (`ring::avx2`, `ring::sse`).
 //!
 //! A multi-segment mbuf (a chain) takes one data descriptor per segment,
 //! EOP on the last (DPDK's `iavf_xmit_pkts`): the fast loop stops at it and
@@ -28,6 +29,7 @@ use nicpoll::mbuf::MbufBatch;
 use nicpoll::port::counters::QueueCountersRef;
 
 use crate::desc::{TX_MAX_BUF, TX_MIN_LEN, TxDesc};
+use crate::options::MaxSimd;
 use crate::regs;
 use crate::ring::{DescRing, MbufSlots};
 use crate::stats::QueueExtraRef;
@@ -65,8 +67,8 @@ pub struct IavfTxQueue<B: Bar> {
 
 impl<B: Bar> IavfTxQueue<B> {
     /// An empty queue with its tail at 0. `ring.len()` must be a multiple of
-    /// [`RS_THRESH`]. `simd`: use the AVX2 loop if the CPU has it
-    /// ([`MbufSlots::set_vector`]).
+    /// [`RS_THRESH`]. `simd`: the widest vector loop to use if the CPU
+    /// has it ([`MbufSlots::set_loops`]).
     pub(crate) fn new(
         ring: DescRing<TxDesc>,
         bar: Arc<B>,
@@ -74,12 +76,12 @@ impl<B: Bar> IavfTxQueue<B> {
         counters: QueueCountersRef,
         extra: QueueExtraRef,
         shared: Arc<QueueShared>,
-        simd: bool,
+        simd: MaxSimd,
     ) -> IavfTxQueue<B> {
         let n = ring.len();
         assert!(n >= 2 * RS_THRESH && n.is_multiple_of(RS_THRESH));
         let mut slots = MbufSlots::new(n as usize);
-        slots.set_vector(simd);
+        slots.set_loops(simd);
         let mut q = IavfTxQueue {
             slots,
             tail_reg: regs::qtx_tail(queue_id),

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use nicpoll::Port;
 use nicpoll::memory::DmaMemory;
+use nicpoll_iavf::MaxSimd;
 use nicpoll_iavf::sim::{PfModel, Wire};
 use nicpoll_iavf::virtchnl::caps;
 use pmd_util::*;
@@ -163,7 +164,7 @@ fn vlan_tags_survive_io_forwarding_between_two_x710_vfs() {
     // An X710's VF strips every VLAN tag into the descriptor unless the VF
     // turns stripping off (i40e grants VLAN unasked; its VSI strips by
     // default): io forwarding must not turn tagged frames into untagged ones.
-    for simd in [true, false] {
+    for simd in [MaxSimd::Best, MaxSimd::Sse, MaxSimd::Scalar] {
         let mem = Arc::new(DmaMemory::plain());
         let pool = pool(&mem, "vlan-fwd", 4096);
         let o = nicpoll_iavf::IavfOptions { simd, ..opts() };
@@ -184,7 +185,7 @@ fn vlan_tags_survive_io_forwarding_between_two_x710_vfs() {
         }
         // io forwarding: what A receives, B sends as it is.
         let got = receive(a.q.rx[0].as_mut(), 50, Duration::from_secs(5));
-        assert_eq!(got.len(), 50, "simd={simd}");
+        assert_eq!(got.len(), 50, "simd={simd:?}");
         let mut batch = nicpoll::mbuf::MbufBatch::with_burst(64);
         for m in got {
             batch.push(m).unwrap();
@@ -202,7 +203,7 @@ fn vlan_tags_survive_io_forwarding_between_two_x710_vfs() {
         assert_same_frames(
             &out,
             &frames,
-            &format!("simd={simd}: tags through io forwarding"),
+            &format!("simd={simd:?}: tags through io forwarding"),
         );
         assert!(!a.vf.status().vlan_strip, "the driver turned stripping off");
         drop((a.q, b.q));
@@ -622,9 +623,9 @@ fn frames_under_17_bytes_are_refused_and_counted_on_both_transmit_paths() {
     // The hardware takes no frame under 17 bytes: Linux's iavf pads to
     // IAVF_MIN_TX_LEN, DPDK refuses below IAVF_TX_MIN_PKT_LEN; on an i40e PF
     // one that gets through is a malicious-driver event that disables the VF.
-    // Lengths 1, 16 land in different groups of the AVX2 loop and the scalar
-    // pairs; 17 is sent.
-    for simd in [true, false] {
+    // Lengths 1, 16 land in different groups of the vector loops and the
+    // scalar pairs; 17 is sent.
+    for simd in [MaxSimd::Best, MaxSimd::Sse, MaxSimd::Scalar] {
         let mem = Arc::new(DmaMemory::plain());
         let pool = pool(&mem, "runts", 4096);
         let o = nicpoll_iavf::IavfOptions { simd, ..opts() };
@@ -649,7 +650,11 @@ fn frames_under_17_bytes_are_refused_and_counted_on_both_transmit_paths() {
         for f in &frames {
             batch.push(mbuf(&pool, f)).unwrap();
         }
-        assert_eq!(a.q.tx[0].tx_burst(&mut batch), 16, "simd={simd}: all taken");
+        assert_eq!(
+            a.q.tx[0].tx_burst(&mut batch),
+            16,
+            "simd={simd:?}: all taken"
+        );
         let want: Vec<Vec<u8>> = frames.iter().filter(|f| f.len() >= 17).cloned().collect();
         let got: Vec<Vec<u8>> = receive(b.q.rx[0].as_mut(), want.len(), Duration::from_secs(3))
             .iter()
@@ -662,17 +667,17 @@ fn frames_under_17_bytes_are_refused_and_counted_on_both_transmit_paths() {
                 d
             })
             .collect();
-        assert_same_frames(&got, &want, &format!("simd={simd}: the sendable frames"));
-        assert_eq!(xstat(&a.port, "tx_bad_length_packets"), 3, "simd={simd}");
-        assert!(a.port.stats().oerrors >= 3, "simd={simd}");
+        assert_same_frames(&got, &want, &format!("simd={simd:?}: the sendable frames"));
+        assert_eq!(xstat(&a.port, "tx_bad_length_packets"), 3, "simd={simd:?}");
+        assert!(a.port.stats().oerrors >= 3, "simd={simd:?}");
         assert_eq!(
             a.vf.stats().mdd_events,
             0,
-            "simd={simd}: nothing short reached the PF"
+            "simd={simd:?}: nothing short reached the PF"
         );
-        assert!(!a.vf.status().mailbox_disabled, "simd={simd}");
+        assert!(!a.vf.status().mailbox_disabled, "simd={simd:?}");
         // The queue and the VF go on.
-        assert_eq!(a_to_b(&mut a, &mut b, &pool, 500, 32), 32, "simd={simd}");
+        assert_eq!(a_to_b(&mut a, &mut b, &pool, 500, 32), 32, "simd={simd:?}");
         drop((a.q, b.q));
     }
 }

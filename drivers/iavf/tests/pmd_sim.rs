@@ -16,9 +16,10 @@ use nicpoll::mempool::{Mempool, MempoolConfig};
 use nicpoll::port::MacAddr;
 use nicpoll::port::testing::{self, Delivery, VethPair};
 use nicpoll::{Port, RxQueue, TxQueue};
+use nicpoll_iavf::ring::Loops;
 use nicpoll_iavf::sim::{EthStats, ResetTiming, RxCorruption, SimConfig, SimVf, Wire};
 use nicpoll_iavf::virtchnl::caps;
-use nicpoll_iavf::{DmaMap, IavfOptions, IavfPort};
+use nicpoll_iavf::{DmaMap, IavfOptions, IavfPort, MaxSimd};
 use pmd_util::{
     MAC_A, MAC_B, Rig, SimPort, conf, mbuf, opts, pool, resume_queues, rig, udp_frame, wait_for,
 };
@@ -274,17 +275,23 @@ fn bring_up_and_every_virtchnl_exchange() {
 
 #[test]
 fn traffic_both_ways_between_two_vfs() {
-    traffic_both_ways(true);
+    traffic_both_ways(MaxSimd::Best);
 }
 
-/// The same with the scalar receive and transmit loops (`simd=0`; the test
-/// above runs the AVX2 ones on a CPU that has them).
+/// The same with at most the SSE4.1 loops (`simd=128`; the test above runs
+/// the AVX2 ones on a CPU that has them).
+#[test]
+fn traffic_both_ways_between_two_vfs_sse() {
+    traffic_both_ways(MaxSimd::Sse);
+}
+
+/// The same with the scalar receive and transmit loops (`simd=0`).
 #[test]
 fn traffic_both_ways_between_two_vfs_scalar() {
-    traffic_both_ways(false);
+    traffic_both_ways(MaxSimd::Scalar);
 }
 
-fn traffic_both_ways(simd: bool) {
+fn traffic_both_ways(simd: MaxSimd) {
     let mem = Arc::new(DmaMemory::plain());
     let p = pool(&mem, "peers", 4096);
     let o = IavfOptions { simd, ..opts() };
@@ -297,11 +304,15 @@ fn traffic_both_ways(simd: bool) {
         va,
         vb,
     } = started_pair("peer", Some("a-b"), &mem, &p, 512, o);
-    let mode = if simd && nicpoll_iavf::ring::cpu_has_avx2() {
-        "AVX2 Vector"
-    } else {
-        "Scalar"
+    // The loops the CPU's own flags allow within `simd`.
+    let mode = match simd {
+        MaxSimd::Best if std::arch::is_x86_feature_detected!("avx2") => "AVX2 Vector",
+        MaxSimd::Best | MaxSimd::Sse if std::arch::is_x86_feature_detected!("sse4.1") => {
+            "SSE Vector"
+        }
+        _ => "Scalar",
     };
+    assert_eq!(Loops::choose(simd).burst_mode(), mode);
     assert_eq!(qa.rx[0].burst_mode(), Some(mode));
     assert_eq!(qb.tx[0].burst_mode(), Some(mode));
     let ab: Vec<Vec<u8>> = (0..500)
@@ -526,16 +537,22 @@ fn receive_refill_short_pool_is_retried_by_idle_polls() {
 
 #[test]
 fn ring_wrap_and_full_receive_ring() {
-    ring_wrap_and_full(true);
+    ring_wrap_and_full(MaxSimd::Best);
+}
+
+/// The same with at most the SSE4.1 loops (`simd=128`).
+#[test]
+fn ring_wrap_and_full_receive_ring_sse() {
+    ring_wrap_and_full(MaxSimd::Sse);
 }
 
 /// The same with the scalar loops (`simd=0`).
 #[test]
 fn ring_wrap_and_full_receive_ring_scalar() {
-    ring_wrap_and_full(false);
+    ring_wrap_and_full(MaxSimd::Scalar);
 }
 
-fn ring_wrap_and_full(simd: bool) {
+fn ring_wrap_and_full(simd: MaxSimd) {
     let mem = Arc::new(DmaMemory::plain());
     let p = pool(&mem, "wrap", 2048);
     let cfg = SimConfig {
@@ -1106,6 +1123,15 @@ fn frames_to_and_from_a_kernel_veth() {
 #[test]
 fn passes_the_port_conformance_suite() {
     conformance("net_iavf (simulated VF)", "watchdog_ms=5");
+}
+
+/// The same with at most the SSE4.1 loops (`simd=128`).
+#[test]
+fn passes_the_port_conformance_suite_sse() {
+    conformance(
+        "net_iavf (simulated VF, simd=128)",
+        "watchdog_ms=5,simd=128",
+    );
 }
 
 /// The same with the scalar loops (`simd=0`).

@@ -122,7 +122,7 @@ pub(super) unsafe fn tx_fill(
 /// `hdr` is the header of an element the caller owns (no reference to it
 /// alive); `len` fits its data room.
 #[inline(always)]
-unsafe fn received(hdr: usize, len: i32, hash: i32) {
+pub(super) unsafe fn received(hdr: usize, len: i32, hash: i32) {
     let h = hdr as *mut u8;
     // SAFETY: the caller's guarantee; the fields lie at their (aligned)
     // offsets in the 64-aligned header.

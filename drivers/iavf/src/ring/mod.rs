@@ -38,6 +38,8 @@ mod slots;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 mod scalar;
+#[cfg(target_arch = "x86_64")]
+mod sse;
 
 #[cfg(test)]
 pub(crate) mod fake;
@@ -47,4 +49,4 @@ mod tests;
 pub use desc_ring::{DescRing, DmaDesc};
 pub use dma_bytes::DmaBytes;
 pub use scalar::discard;
-pub use slots::{MbufSlots, cpu_has_avx2};
+pub use slots::{Loops, MbufSlots, cpu_has_avx2, cpu_has_sse41};

@@ -1,8 +1,8 @@
 //! The data path's inner loops over [`MbufSlots`], one or two descriptors per
 //! step: receive refill ([`MbufSlots::refill_rx`]), receive
 //! ([`MbufSlots::rx_clean`]) and transmit ([`MbufSlots::tx_fill`]). When the
-//! table runs vector loops (`MbufSlots::set_vector`), receive and transmit
-//! hand the run to `avx2` first and go on from where it stopped.
+//! table runs vector loops (`MbufSlots::set_loops`), receive and transmit
+//! hand the run to `avx2` or `sse` first and go on from where it stopped.
 
 use std::ptr::NonNull;
 
@@ -12,7 +12,9 @@ use nicpoll::{Mbuf, Mempool};
 #[cfg(target_arch = "x86_64")]
 use super::avx2;
 use super::desc_ring::{DescRing, rx_arm, rx_wb, rx_wb_rss, tx_put};
-use super::slots::MbufSlots;
+use super::slots::{Loops, MbufSlots};
+#[cfg(target_arch = "x86_64")]
+use super::sse;
 use crate::desc::{RxDesc, TxDesc};
 
 /// Free an mbuf off the fast path (a call the hot loops keep out of line).
@@ -124,12 +126,23 @@ impl MbufSlots {
         let mut k = 0;
         let mut bytes = 0u64;
         #[cfg(target_arch = "x86_64")]
-        if self.avx2 {
-            // SAFETY: the CPU has AVX2 (`set_vector`); `max` descriptors from
-            // `base`, slots from `slots` and spare slots from `dst` are in
-            // bounds (checked above), the held slots' elements are owned by
-            // this table with prepared headers (`lo + span <= rx_room`).
-            (k, bytes) = unsafe { avx2::rx_clean(base, slots, dst, max, lo, span) };
+        match self.loops {
+            Loops::Avx2 => {
+                // SAFETY: the CPU has AVX2 (`set_loops`); `max` descriptors
+                // from `base`, slots from `slots` and spare slots from `dst`
+                // are in bounds (checked above), the held slots' elements are
+                // owned by this table with prepared headers (`lo + span <=
+                // rx_room`).
+                (k, bytes) = unsafe { avx2::rx_clean(base, slots, dst, max, lo, span) };
+            }
+            // (A data room is below 64 KiB, so `lo + span` is too whenever a
+            // slot is held; the SSE loop counts in 32-bit lanes.)
+            Loops::Sse41 if lo + span <= u16::MAX as usize => {
+                // SAFETY: the CPU has SSE4.1 and SSSE3 (`set_loops`); as
+                // above, and `lo + span < 2^16`.
+                (k, bytes) = unsafe { sse::rx_clean(base, slots, dst, max, lo, span) };
+            }
+            _ => {}
         }
         // The common case with RSS on: clean whole frames with a hash, which
         // and whose flag are stored without a test per packet. A clean frame
@@ -310,22 +323,27 @@ impl MbufSlots {
             let dbase = desc0.wrapping_sub(refused);
             let sbase = slot0.wrapping_sub(refused);
             #[cfg(target_arch = "x86_64")]
-            if self.avx2 && valid > 0 {
-                // SAFETY: the CPU has AVX2 (`set_vector`). Packets `j..count`
-                // are in `taken`, owned by us; descriptor and slot `start + j
-                // - refused + i` for `i < count - j` are below `end <=
+            if self.loops != Loops::Scalar && valid > 0 {
+                let (src, d, sl, n) = (
+                    src.wrapping_add(j),
+                    dbase.wrapping_add(j),
+                    sbase.wrapping_add(j),
+                    count - j,
+                );
+                let max_len = min_len + valid - 1;
+                // SAFETY: the CPU has the loop's extensions (`set_loops`:
+                // AVX2, or SSE4.1 and SSSE3). Packets `j..count` are in
+                // `taken`, owned by us; descriptor and slot `start + j -
+                // refused + i` for `i < count - j` are below `end <=
                 // ring.len` (as in the loops below), the slots empty by the
-                // caller's accounting; `1 <= min_len <= min_len + valid - 1 <=
+                // caller's accounting; `1 <= min_len <= max_len <=
                 // TX_MAX_BUF`.
                 let (n, b) = unsafe {
-                    avx2::tx_fill(
-                        src.add(j),
-                        dbase.wrapping_add(j),
-                        sbase.wrapping_add(j),
-                        count - j,
-                        min_len,
-                        min_len + valid - 1,
-                    )
+                    if self.loops == Loops::Avx2 {
+                        avx2::tx_fill(src, d, sl, n, min_len, max_len)
+                    } else {
+                        sse::tx_fill(src, d, sl, n, min_len, max_len)
+                    }
                 };
                 j += n;
                 bytes += b;

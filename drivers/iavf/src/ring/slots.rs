@@ -1,11 +1,14 @@
 //! [`MbufSlots`]: which mbuf each descriptor slot holds while the device owns
 //! it, and its bulk fill and free (the loops that move mbufs between slots,
-//! descriptors and batches are in `scalar` and `avx2`).
+//! descriptors and batches are in `scalar`, `sse` and `avx2`), and the choice
+//! of those loops ([`Loops`]).
 
 use std::ptr::NonNull;
 
 use nicpoll::mbuf::MbufHeader;
 use nicpoll::{Mbuf, Mempool};
+
+use crate::options::MaxSimd;
 
 /// Which mbuf each descriptor slot holds, as raw element pointers (0: none).
 ///
@@ -25,11 +28,48 @@ pub struct MbufSlots {
     /// rings) always takes the slow path. [`rx_clean`](Self::rx_clean) sets
     /// lengths up to it without a check per packet.
     pub(super) rx_room: usize,
-    /// The loops run their AVX2 versions (see [`set_vector`](Self::set_vector)).
-    pub(super) avx2: bool,
+    /// Which receive and transmit loops run (see [`set_loops`](Self::set_loops)).
+    pub(super) loops: Loops,
 }
 
-/// Whether this CPU runs the AVX2 loops ([`MbufSlots::set_vector`]).
+/// The receive and transmit loops a queue runs: all take the same
+/// descriptors and write the same headers; the vector ones take four
+/// descriptors per step first, and leave the rest to the scalar loops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Loops {
+    /// One or two descriptors per step.
+    Scalar,
+    /// Four per step with SSE4.1 (and SSSE3), as DPDK's
+    /// `iavf_rxtx_vec_sse.c` (`ring::sse`).
+    Sse41,
+    /// Four per step with AVX2, as DPDK's `iavf_rxtx_vec_avx2.c`
+    /// (`ring::avx2`).
+    Avx2,
+}
+
+impl Loops {
+    /// The widest loops this CPU runs within `max`: AVX2, else SSE4.1, else
+    /// scalar (the CPU is asked each time: call it once per queue).
+    pub fn choose(max: MaxSimd) -> Loops {
+        match max {
+            MaxSimd::Best if cpu_has_avx2() => Loops::Avx2,
+            MaxSimd::Best | MaxSimd::Sse if cpu_has_sse41() => Loops::Sse41,
+            _ => Loops::Scalar,
+        }
+    }
+
+    /// What the loops are called in `burst_mode()` (as DPDK's burst mode
+    /// names): "AVX2 Vector", "SSE Vector" or "Scalar".
+    pub fn burst_mode(self) -> &'static str {
+        match self {
+            Loops::Avx2 => "AVX2 Vector",
+            Loops::Sse41 => "SSE Vector",
+            Loops::Scalar => "Scalar",
+        }
+    }
+}
+
+/// Whether this CPU runs the AVX2 loops.
 pub fn cpu_has_avx2() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -41,30 +81,43 @@ pub fn cpu_has_avx2() -> bool {
     }
 }
 
+/// Whether this CPU runs the SSE4.1 loops (they use SSSE3's byte shuffle
+/// too).
+pub fn cpu_has_sse41() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("sse4.1")
+            && std::arch::is_x86_feature_detected!("ssse3")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 impl MbufSlots {
-    /// `n` empty slots; scalar loops until [`set_vector`](Self::set_vector).
+    /// `n` empty slots; scalar loops until [`set_loops`](Self::set_loops).
     pub fn new(n: usize) -> MbufSlots {
         MbufSlots {
             slots: vec![0usize; n].into_boxed_slice(),
             rx_room: usize::MAX,
-            avx2: false,
+            loops: Loops::Scalar,
         }
     }
 
-    /// Run the receive and transmit loops four descriptors at a time with
-    /// AVX2 if `on` and the CPU has it ([`cpu_has_avx2`]), one or two at a
-    /// time otherwise (DPDK picks its vector paths the same way; its EAL's
-    /// `--force-max-simd-bitwidth=64` is our `simd=0`). Both take the same
-    /// descriptors and write the same headers. Returns whether AVX2 is used.
-    pub fn set_vector(&mut self, on: bool) -> bool {
-        self.avx2 = on && cpu_has_avx2();
-        self.avx2
+    /// Run the widest receive and transmit loops the CPU has within `max`
+    /// ([`Loops::choose`]; DPDK picks its vector paths the same way, capped
+    /// by its EAL's `--force-max-simd-bitwidth`). All take the same
+    /// descriptors and write the same headers. Returns the loops chosen.
+    pub fn set_loops(&mut self, max: MaxSimd) -> Loops {
+        self.loops = Loops::choose(max);
+        self.loops
     }
 
-    /// What the loops run: "AVX2 Vector" or "Scalar" (DPDK's burst mode
-    /// names).
+    /// What the loops run: "AVX2 Vector", "SSE Vector" or "Scalar" (DPDK's
+    /// burst mode names).
     pub fn burst_mode(&self) -> &'static str {
-        if self.avx2 { "AVX2 Vector" } else { "Scalar" }
+        self.loops.burst_mode()
     }
 
     /// Number of slots.

@@ -6,10 +6,11 @@ use nicpoll::memory::DmaMemory;
 use nicpoll::mempool::MempoolConfig;
 use nicpoll::{Mbuf, Mempool};
 
-#[cfg(target_arch = "x86_64")]
-use super::avx2;
 use super::*;
+#[cfg(target_arch = "x86_64")]
+use super::{avx2, sse};
 use crate::desc::{RxDesc, TX_MAX_BUF, TX_MIN_LEN, TxDesc};
+use crate::options::MaxSimd;
 
 #[test]
 fn rings_are_checked_and_read_back() {
@@ -204,6 +205,35 @@ impl<D: DmaDesc> Agreement<D> {
     }
 }
 
+/// Whether this CPU runs `loops`; if not, the test is skipped (a failure
+/// under CI), decided by the CPU's own feature flags.
+fn cpu_runs(loops: Loops) -> bool {
+    match loops {
+        Loops::Avx2 => !nicpoll_testkit::skip_if_missing(&[nicpoll_testkit::Need::Avx2]),
+        Loops::Sse41 => {
+            #[cfg(target_arch = "x86_64")]
+            let has = std::arch::is_x86_feature_detected!("sse4.1")
+                && std::arch::is_x86_feature_detected!("ssse3");
+            #[cfg(not(target_arch = "x86_64"))]
+            let has = false;
+            if !has {
+                nicpoll_testkit::skip("a CPU with SSE4.1 and SSSE3");
+            }
+            has
+        }
+        Loops::Scalar => true,
+    }
+}
+
+/// The widest loops allowed that make a table run `loops`.
+fn max_for(loops: Loops) -> MaxSimd {
+    match loops {
+        Loops::Avx2 => MaxSimd::Best,
+        Loops::Sse41 => MaxSimd::Sse,
+        Loops::Scalar => MaxSimd::Scalar,
+    }
+}
+
 /// The AVX2 receive loop takes exactly what the scalar loops take and
 /// writes the same headers, over random runs of descriptors (any start
 /// and length, every kind of descriptor that leaves the fast loops, empty
@@ -211,11 +241,21 @@ impl<D: DmaDesc> Agreement<D> {
 /// same slots held. Skipped on a CPU without AVX2 (a failure under CI).
 #[test]
 fn vector_and_scalar_receive_loops_agree() {
-    if nicpoll_testkit::skip_if_missing(&[nicpoll_testkit::Need::Avx2]) {
+    receive_loops_agree(Loops::Avx2, 0x9E37_79B9_7F4A_7C15);
+}
+
+/// The same for the SSE4.1 receive loop (other random runs).
+#[test]
+fn sse_and_scalar_receive_loops_agree() {
+    receive_loops_agree(Loops::Sse41, 0x5851_F42D_4C95_7F2D);
+}
+
+fn receive_loops_agree(loops: Loops, seed: u64) {
+    if !cpu_runs(loops) {
         return;
     }
     const N: usize = AGREE_N;
-    let mut t = Agreement::<RxDesc>::new("rx agree", 0x9E37_79B9_7F4A_7C15);
+    let mut t = Agreement::<RxDesc>::new("rx agree", seed);
     let tmpl = RxHeaderTemplate::new(3, 5);
     for trial in 0..3000 {
         let (start, max) = t.window();
@@ -230,7 +270,8 @@ fn vector_and_scalar_receive_loops_agree() {
         let mut results = Vec::new();
         for (which, ring) in t.rings.iter_mut().enumerate() {
             let mut s = MbufSlots::new(N);
-            assert_eq!(s.set_vector(which == 0), which == 0 && cpu_has_avx2());
+            let want = if which == 0 { loops } else { Loops::Scalar };
+            assert_eq!(s.set_loops(max_for(want)), want);
             assert!(s.refill_rx(ring, &t.pool, 0, N, &tmpl));
             for (i, d) in descs.iter().enumerate() {
                 ring.write(i as u16, *d);
@@ -279,6 +320,10 @@ fn vector_and_scalar_receive_loops_agree() {
     t.finish();
 }
 
+/// A vector receive loop's signature (`avx2::rx_clean`, `sse::rx_clean`).
+#[cfg(target_arch = "x86_64")]
+type RxLoop = unsafe fn(*const RxDesc, *mut usize, *mut usize, usize, usize, usize) -> (usize, u64);
+
 /// The AVX2 loop on its own: whole groups of four up to the first
 /// descriptor of any kind the fast loops leave (and nothing of that
 /// group), the bytes of what it took, the lengths at both ends of the
@@ -286,8 +331,20 @@ fn vector_and_scalar_receive_loops_agree() {
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn vector_receive_loop_takes_whole_groups() {
+    receive_loop_takes_whole_groups(Loops::Avx2, avx2::rx_clean);
+}
+
+/// The same for the SSE4.1 loop.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn sse_receive_loop_takes_whole_groups() {
+    receive_loop_takes_whole_groups(Loops::Sse41, sse::rx_clean);
+}
+
+#[cfg(target_arch = "x86_64")]
+fn receive_loop_takes_whole_groups(loops: Loops, rx_clean: RxLoop) {
     use crate::desc::rx_status;
-    if nicpoll_testkit::skip_if_missing(&[nicpoll_testkit::Need::Avx2]) {
+    if !cpu_runs(loops) {
         return;
     }
     const N: usize = 16;
@@ -328,11 +385,11 @@ fn vector_receive_loop_takes_whole_groups() {
                 _ => {}
             }
             let mut dst = [0usize; N];
-            // SAFETY: (test) the CPU has AVX2; ring, slots and `dst` hold
-            // N entries; the slots were filled by `refill_rx` from a pool
-            // whose data room exceeds lo + span.
+            // SAFETY: (test) the CPU has the loop's extensions; ring, slots
+            // and `dst` hold N entries; the slots were filled by `refill_rx`
+            // from a pool whose data room exceeds lo + span (below 2^16).
             let (k, bytes) = unsafe {
-                avx2::rx_clean(
+                rx_clean(
                     ring.base.as_ptr(),
                     s.slots.as_mut_ptr(),
                     dst.as_mut_ptr(),
@@ -342,7 +399,7 @@ fn vector_receive_loop_takes_whole_groups() {
                 )
             };
             let want = at / 4 * 4;
-            assert_eq!(k, want, "{what:?} at {at}");
+            assert_eq!(k, want, "{loops:?}: {what:?} at {at}");
             assert_eq!(bytes, (0..k).map(|i| len_of(i) as u64).sum::<u64>());
             for (i, &p) in dst[..k].iter().enumerate() {
                 assert!(!s.is_held(i));
@@ -369,11 +426,21 @@ fn vector_receive_loop_takes_whole_groups() {
 /// beyond the limit, data offsets moved), and refuses the same packets.
 #[test]
 fn vector_and_scalar_transmit_loops_agree() {
-    if nicpoll_testkit::skip_if_missing(&[nicpoll_testkit::Need::Avx2]) {
+    transmit_loops_agree(Loops::Avx2, 0x2545_F491_4F6C_DD1D);
+}
+
+/// The same for the SSE4.1 transmit loop (other random bursts).
+#[test]
+fn sse_and_scalar_transmit_loops_agree() {
+    transmit_loops_agree(Loops::Sse41, 0x1405_7B7E_F767_814F);
+}
+
+fn transmit_loops_agree(loops: Loops, seed: u64) {
+    if !cpu_runs(loops) {
         return;
     }
     const N: usize = AGREE_N;
-    let mut t = Agreement::<TxDesc>::new("tx agree", 0x2545_F491_4F6C_DD1D);
+    let mut t = Agreement::<TxDesc>::new("tx agree", seed);
     for trial in 0..3000 {
         let (start, max) = t.window();
         let r = &mut t.r;
@@ -397,7 +464,8 @@ fn vector_and_scalar_transmit_loops_agree() {
         let mut results = Vec::new();
         for (which, ring) in t.rings.iter_mut().enumerate() {
             let mut s = MbufSlots::new(N);
-            s.set_vector(which == 0);
+            let want = if which == 0 { loops } else { Loops::Scalar };
+            assert_eq!(s.set_loops(max_for(want)), want);
             ring.clear();
             let mut b = MbufBatch::with_burst(burst.max(1));
             let mut iovas = Vec::new();
@@ -460,7 +528,23 @@ fn vector_and_scalar_transmit_loops_agree() {
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn vector_transmit_loop_takes_whole_groups() {
-    if nicpoll_testkit::skip_if_missing(&[nicpoll_testkit::Need::Avx2]) {
+    transmit_loop_takes_whole_groups(Loops::Avx2, avx2::tx_fill);
+}
+
+/// The same for the SSE4.1 loop.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn sse_transmit_loop_takes_whole_groups() {
+    transmit_loop_takes_whole_groups(Loops::Sse41, sse::tx_fill);
+}
+
+/// A vector transmit loop's signature (`avx2::tx_fill`, `sse::tx_fill`).
+#[cfg(target_arch = "x86_64")]
+type TxLoop = unsafe fn(*const usize, *mut TxDesc, *mut usize, usize, usize, usize) -> (usize, u64);
+
+#[cfg(target_arch = "x86_64")]
+fn transmit_loop_takes_whole_groups(loops: Loops, tx_fill: TxLoop) {
+    if !cpu_runs(loops) {
         return;
     }
     const N: usize = 16;
@@ -483,10 +567,10 @@ fn vector_transmit_loop_takes_whole_groups() {
                     m.into_raw().as_ptr() as usize
                 })
                 .collect();
-            // SAFETY: (test) the CPU has AVX2; `src` holds N elements we
-            // own, the ring and the slots N empty entries.
+            // SAFETY: (test) the CPU has the loop's extensions; `src` holds
+            // N elements we own, the ring and the slots N empty entries.
             let (k, bytes) = unsafe {
-                avx2::tx_fill(
+                tx_fill(
                     src.as_ptr(),
                     ring.base.as_ptr(),
                     s.slots.as_mut_ptr(),
@@ -495,7 +579,7 @@ fn vector_transmit_loop_takes_whole_groups() {
                     max_len,
                 )
             };
-            assert_eq!(k, at / 4 * 4, "length {bad_len} at {at}");
+            assert_eq!(k, at / 4 * 4, "{loops:?}: length {bad_len} at {at}");
             assert_eq!(bytes, (0..k).map(|i| len_of(i) as u64).sum::<u64>());
             for (i, &p) in src.iter().enumerate() {
                 let m = if i < k {
