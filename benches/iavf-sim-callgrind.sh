@@ -35,7 +35,9 @@
 #   CG_ITERS(20000)               callgrind fwd iterations (1.28 M packets)
 #   CG_EMPTY(200000)              callgrind empty polls
 #   IAVF_BENCH_RING(512)          descriptors per ring (read by the bench)
-#   IAVF_BENCH_SIMD(1)            1: AVX2 loops if the CPU has them; 0: scalar
+#   IAVF_BENCH_SIMD(1)            the driver's simd= values: 1 (or 256): the best loops
+#                                 the CPU has (AVX2, else SSE4.1); 128: at most SSE4.1;
+#                                 0 (or 64): scalar
 #   CARGO_TARGET_DIR              as usual; BENCH_BIN: a prebuilt binary (no build)
 #
 # Output (OUT): summary.txt (the figures), plain.N.out, callgrind.{fwd,empty}.out

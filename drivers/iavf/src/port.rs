@@ -1318,4 +1318,42 @@ mod tests {
         let m = random_local_mac();
         assert_eq!(m.0[0] & 3, 2, "locally administered unicast");
     }
+
+    /// The start log names the loops and why; the choice follows the CPU's
+    /// own flags within the `simd` cap.
+    #[test]
+    fn start_log_names_the_loops_chosen() {
+        let avx2 = std::arch::is_x86_feature_detected!("avx2");
+        let sse41 = std::arch::is_x86_feature_detected!("sse4.1")
+            && std::arch::is_x86_feature_detected!("ssse3");
+        let best = if avx2 {
+            Loops::Avx2
+        } else if sse41 {
+            Loops::Sse41
+        } else {
+            Loops::Scalar
+        };
+        assert_eq!(Loops::choose(MaxSimd::Best), best);
+        let sse = if sse41 { Loops::Sse41 } else { Loops::Scalar };
+        assert_eq!(Loops::choose(MaxSimd::Sse), sse);
+        assert_eq!(Loops::choose(MaxSimd::Scalar), Loops::Scalar);
+        for (max, chosen, words) in [
+            (MaxSimd::Best, Loops::Avx2, "AVX2"),
+            (MaxSimd::Best, Loops::Sse41, "SSE4.1 (this CPU has no AVX2)"),
+            (MaxSimd::Sse, Loops::Sse41, "SSE4.1 (simd=128)"),
+            (
+                MaxSimd::Best,
+                Loops::Scalar,
+                "scalar (this CPU has no SSE4.1)",
+            ),
+            (
+                MaxSimd::Sse,
+                Loops::Scalar,
+                "scalar (this CPU has no SSE4.1)",
+            ),
+            (MaxSimd::Scalar, Loops::Scalar, "scalar (simd=0)"),
+        ] {
+            assert_eq!(loops_described(max, chosen), words);
+        }
+    }
 }
