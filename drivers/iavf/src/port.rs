@@ -522,14 +522,14 @@ impl Drop for Watchdog {
 }
 
 /// The start log's words for the loops the queues run (`chosen`, as
-/// [`Loops::choose`] picks them within `max`) and why.
-pub(crate) fn loops_described(max: MaxSimd, chosen: Loops) -> &'static str {
+/// [`Loops::choose`] picks them within `max`) and why (empty: the best).
+pub(crate) fn loops_described(max: MaxSimd, chosen: Loops) -> (&'static str, &'static str) {
     match (chosen, max) {
-        (Loops::Avx2, _) => "AVX2",
-        (Loops::Sse41, MaxSimd::Sse) => "SSE4.1 (simd=128)",
-        (Loops::Sse41, _) => "SSE4.1 (this CPU has no AVX2)",
-        (Loops::Scalar, MaxSimd::Scalar) => "scalar (simd=0)",
-        (Loops::Scalar, _) => "scalar (this CPU has no SSE4.1)",
+        (Loops::Avx2, _) => ("AVX2", ""),
+        (Loops::Sse41, MaxSimd::Sse) => ("SSE4.1", " (simd=128)"),
+        (Loops::Sse41, _) => ("SSE4.1", " (this CPU has no AVX2)"),
+        (Loops::Scalar, MaxSimd::Scalar) => ("scalar", " (simd=0)"),
+        (Loops::Scalar, _) => ("scalar", " (this CPU has no SSE4.1)"),
     }
 }
 
@@ -1186,11 +1186,8 @@ impl<B: Bar + 'static> Port for IavfPort<B> {
             generation: 0,
             pending: (0, 0),
         });
-        log::info!(
-            "iavf {}: {} receive/transmit loops",
-            c.name,
-            loops_described(c.opts.simd, Loops::choose(c.opts.simd))
-        );
+        let (loops, why) = loops_described(c.opts.simd, Loops::choose(c.opts.simd));
+        log::info!("iavf {}: {loops} receive/transmit loops{why}", c.name);
         Ok(queues)
     }
 
@@ -1337,23 +1334,32 @@ mod tests {
         let sse = if sse41 { Loops::Sse41 } else { Loops::Scalar };
         assert_eq!(Loops::choose(MaxSimd::Sse), sse);
         assert_eq!(Loops::choose(MaxSimd::Scalar), Loops::Scalar);
+        let line = |max, chosen| {
+            let (loops, why) = loops_described(max, chosen);
+            format!("{loops} receive/transmit loops{why}")
+        };
+        let no_sse = "scalar receive/transmit loops (this CPU has no SSE4.1)";
         for (max, chosen, words) in [
-            (MaxSimd::Best, Loops::Avx2, "AVX2"),
-            (MaxSimd::Best, Loops::Sse41, "SSE4.1 (this CPU has no AVX2)"),
-            (MaxSimd::Sse, Loops::Sse41, "SSE4.1 (simd=128)"),
+            (MaxSimd::Best, Loops::Avx2, "AVX2 receive/transmit loops"),
             (
                 MaxSimd::Best,
-                Loops::Scalar,
-                "scalar (this CPU has no SSE4.1)",
+                Loops::Sse41,
+                "SSE4.1 receive/transmit loops (this CPU has no AVX2)",
             ),
             (
                 MaxSimd::Sse,
-                Loops::Scalar,
-                "scalar (this CPU has no SSE4.1)",
+                Loops::Sse41,
+                "SSE4.1 receive/transmit loops (simd=128)",
             ),
-            (MaxSimd::Scalar, Loops::Scalar, "scalar (simd=0)"),
+            (MaxSimd::Best, Loops::Scalar, no_sse),
+            (MaxSimd::Sse, Loops::Scalar, no_sse),
+            (
+                MaxSimd::Scalar,
+                Loops::Scalar,
+                "scalar receive/transmit loops (simd=0)",
+            ),
         ] {
-            assert_eq!(loops_described(max, chosen), words);
+            assert_eq!(line(max, chosen), words);
         }
     }
 }

@@ -18,15 +18,20 @@
 //!   burst instead of three per packet, and move mbufs in and out of batches
 //!   in bulk (`MbufBatch::spare_raw` / `take_front_raw`). The queue modules
 //!   decide what is valid and what to count; these loops only move buffers.
-//! - `avx2`: on a CPU with AVX2 ([`MbufSlots::set_vector`]) the receive and
-//!   transmit loops run four descriptors per step first (as DPDK's
-//!   `iavf_rxtx_vec_avx2.c`), taking exactly what the scalar loops would;
-//!   tests hold the two to that.
+//! - `avx2`: on a CPU with AVX2 ([`MbufSlots::set_loops`], [`Loops`]) the
+//!   receive and transmit loops run four descriptors per step first (as
+//!   DPDK's `iavf_rxtx_vec_avx2.c`), taking exactly what the scalar loops
+//!   would; tests hold the two to that.
+//! - `sse`: the same with SSE4.1 and SSSE3 (as DPDK's `iavf_rxtx_vec_sse.c`),
+//!   on a CPU without AVX2 or with `simd=128`, built for the fewest memory
+//!   accesses per packet (what an emulator such as QEMU's TCG charges for);
+//!   the same tests hold it to the scalar loops.
 //!
 //! Ordering. Descriptor reads load the word the device sets last (receive:
 //! qword 1 with DD; admin queue: flags) first, then the rest after an acquire
 //! fence, so a descriptor seen done is seen whole (the receive path reads only
-//! qwords 1 and 0). Writes store the whole descriptor (receive refills: the
+//! qwords 1 and 0; the vector loops read both in one 16-byte load, see
+//! theirs). Writes store the whole descriptor (receive refills: the
 //! two qwords of the read format); the tail doorbell that publishes it goes through
 //! [`Bar::write32`](nicpoll::bar::Bar::write32), which orders it after earlier
 //! memory writes (a release fence), as DPDK's `rte_write32` does.
