@@ -25,7 +25,7 @@ dpdk() {
 np() {
     name=$1; shift
     phase "$name"
-    ./testpmd -l 0,1 -a "$A" -a "$B" --file-prefix=np --huge-unlink=always -- \
+    ./testpmd -l 0,1 -a "$A" -a "$B" --file-prefix=np --huge-unlink=always --log-level=info -- \
         --txd=512 --rxd=512 --run-time=$((SECS - 2)) "$@"
     done_ "$name" $?
 }
