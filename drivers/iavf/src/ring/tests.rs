@@ -423,7 +423,8 @@ fn receive_loop_takes_whole_groups(loops: Loops, rx_clean: RxLoop) {
 
 /// The AVX2 transmit loop writes exactly the descriptors and slots the
 /// scalar loops write, over random bursts (any start, lengths from 0 to
-/// beyond the limit, data offsets moved), and refuses the same packets.
+/// beyond the limit, data offsets moved, chains), refuses the same packets
+/// and leaves the same packets in the batch.
 #[test]
 fn vector_and_scalar_transmit_loops_agree() {
     transmit_loops_agree(Loops::Avx2, 0x2545_F491_4F6C_DD1D);
@@ -449,8 +450,9 @@ fn transmit_loops_agree(loops: Loops, seed: u64) {
         // The driver's 17 (TX_MIN_LEN), or any length from 1.
         let min_len = [1usize, TX_MIN_LEN][r.below(2) as usize];
         let burst = r.below(40) as usize;
-        // (length, headroom change) of each packet: mostly sendable.
-        let shapes: Vec<(usize, isize)> = (0..burst)
+        // (length, headroom change, a second segment) of each packet:
+        // mostly sendable; now and then a chain, which stops the fast loops.
+        let shapes: Vec<(usize, isize, bool)> = (0..burst)
             .map(|_| {
                 let len = match r.below(40) {
                     0 => 0,
@@ -458,7 +460,7 @@ fn transmit_loops_agree(loops: Loops, seed: u64) {
                     2 => r.below(TX_MIN_LEN as u64 + 1) as usize,
                     _ => 1 + r.below(max_len.max(1) as u64) as usize,
                 };
-                (len.min(1500), r.below(64) as isize - 32)
+                (len.min(1500), r.below(64) as isize - 32, r.below(30) == 0)
             })
             .collect();
         let mut results = Vec::new();
@@ -469,7 +471,7 @@ fn transmit_loops_agree(loops: Loops, seed: u64) {
             ring.clear();
             let mut b = MbufBatch::with_burst(burst.max(1));
             let mut iovas = Vec::new();
-            for &(len, shift) in &shapes {
+            for &(len, shift, chained) in &shapes {
                 let mut m = t.pool.alloc().unwrap();
                 if shift < 0 {
                     assert!(m.prepend(-shift as usize).is_some());
@@ -477,6 +479,11 @@ fn transmit_loops_agree(loops: Loops, seed: u64) {
                     assert!(m.set_len(shift as usize) && m.adj(shift as usize));
                 }
                 assert!(m.set_len(len), "len {len}");
+                if chained {
+                    let mut tail = t.pool.alloc().unwrap();
+                    assert!(tail.set_len(10));
+                    assert!(m.chain(tail).is_ok());
+                }
                 iovas.push(m.data_iova());
                 b.push(m).unwrap();
             }
