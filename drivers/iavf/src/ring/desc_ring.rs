@@ -304,6 +304,17 @@ pub(super) unsafe fn tx_put(p: *mut TxDesc, d: TxDesc) {
 #[inline(always)]
 pub(super) unsafe fn rx_arm(p: *mut RxDesc, iova: u64) {
     let d = RxDesc::read_format(iova);
+    // The read format's two qwords in one 16-byte store (SSE2, which every
+    // x86-64 CPU has): one memory access per buffer fewer, what an emulator
+    // charges for.
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the caller's guarantee; a descriptor is 32-aligned, so its
+    // first 16 bytes are an aligned 16-byte store.
+    unsafe {
+        use std::arch::x86_64::{__m128i, _mm_set_epi64x};
+        (p as *mut __m128i).write_volatile(_mm_set_epi64x(d.qw1 as i64, d.qw0 as i64));
+    }
+    #[cfg(not(target_arch = "x86_64"))]
     // SAFETY: the caller's guarantee.
     unsafe {
         std::ptr::addr_of_mut!((*p).qw0).write_volatile(d.qw0);
