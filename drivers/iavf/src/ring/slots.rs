@@ -81,8 +81,8 @@ pub fn cpu_has_avx2() -> bool {
     }
 }
 
-/// Whether this CPU runs the SSE4.1 loops (they use SSSE3's byte shuffle
-/// too).
+/// Whether this CPU runs the SSE4.1 loops (and SSSE3, which SSE4.1 implies
+/// to the compiler that builds them).
 pub fn cpu_has_sse41() -> bool {
     #[cfg(target_arch = "x86_64")]
     {

@@ -1,4 +1,5 @@
-//! The SSE4.1 loops (with SSSE3's byte shuffle): four descriptors per step,
+//! The SSE4.1 loops (built with SSSE3 too, which SSE4.1 implies to the
+//! compiler, so both are checked): four descriptors per step,
 //! as DPDK's `iavf_rxtx_vec_sse.c` does, each taking exactly what the
 //! scalar loops would, for CPUs without AVX2 (older CPUs, and virtual CPUs
 //! such as QEMU's `qemu64`). They are built for the fewest memory accesses
