@@ -298,8 +298,9 @@ struct State {
     async_fd: Option<std::os::fd::OwnedFd>,
     /// The device was removed and the kernel closed the event queue.
     event_queue_closed: bool,
-    /// `ibv_get_async_event` calls (a watcher that spins makes many).
-    async_reads: u64,
+    /// `ibv_get_async_event` calls that found the queue empty or closed (a
+    /// watcher that spins makes many).
+    empty_async_reads: u64,
     promisc_log: Vec<(u32, bool)>,
     ebusy: u32,
     sq_overflows: u32,
@@ -690,9 +691,11 @@ impl Nic {
         }
     }
 
-    /// `ibv_get_async_event` calls so far.
-    pub fn async_reads(&self) -> u64 {
-        self.st().async_reads
+    /// `ibv_get_async_event` calls so far that found no event (the queue
+    /// empty or closed): what a watcher that reads without being told to
+    /// piles up.
+    pub fn empty_async_reads(&self) -> u64 {
+        self.st().empty_async_reads
     }
 
     /// Async events raised and not yet read.
@@ -1660,11 +1663,11 @@ unsafe extern "C" fn f_get_async_event(ctx: *mut IbvContext, ev: *mut IbvAsyncEv
     // SAFETY: ctx is ours.
     let nic = unsafe { nic_of(ctx) };
     let mut st = nic.st();
-    st.async_reads += 1;
     // libibverbs reads the descriptor and passes read(2)'s errno on
     // (`libibverbs/device.c` ibv_get_async_event); the kernel answers an
     // empty queue as `uverbs_main.c:237-245` does, or did before 62fab312fa16.
     let Some(kind) = st.async_events.pop_front() else {
+        st.empty_async_reads += 1;
         let closed_errno = match nic.cfg.event_queue_on_removal {
             EventQueueOnRemoval::Closes => libc::EIO,
             _ => libc::EAGAIN,
