@@ -237,3 +237,121 @@ fn io_between_null_ports_forwards_everything_it_receives() {
     drop(ports);
     assert_eq!(pool.in_use(), 0);
 }
+
+/// Packets a burst histogram accounts for: sum of size x calls.
+fn packets_in(h: &nicpoll::fwd::BurstHistogram) -> u64 {
+    h.bins.iter().enumerate().map(|(n, c)| n as u64 * c).sum()
+}
+
+#[test]
+fn burst_stats_over_a_ring_pair_account_for_what_the_ports_counted() {
+    let mem = DmaMemory::plain();
+    let pool = Mempool::new(&mem, &MempoolConfig::new("fwd-bursts", 16384)).unwrap();
+    let mut bus = RingBus::new();
+    let mut a = bus
+        .create(&DevArgs::parse("net_ring0,peer=net_ring1").unwrap(), 0)
+        .unwrap();
+    let mut b = bus
+        .create(&DevArgs::parse("net_ring1,peer=net_ring0").unwrap(), 1)
+        .unwrap();
+    bus.connect(&mut [&mut a, &mut b]).unwrap();
+    a.configure(&conf(0, &pool)).unwrap();
+    b.configure(&conf(1, &pool)).unwrap();
+    let mut qa = a.start().unwrap();
+    let mut qb = b.start().unwrap();
+    let stream = |id: u16, port: u16, counters| LcoreStream {
+        info: StreamInfo {
+            id,
+            spec: StreamSpec {
+                rx_port: port,
+                rx_queue: 0,
+                tx_port: port,
+                tx_queue: 0,
+            },
+            tx_mac: MacAddr::local(9),
+            peer_mac: MacAddr::local(1),
+        },
+        rx: 0,
+        tx: 0,
+        counters,
+    };
+    let gen_counters = Arc::new(CachePadded::new(FwdCounters::default()));
+    let recv_counters = Arc::new(CachePadded::new(FwdCounters::default()));
+    let work = |lcore, q: &mut nicpoll::port::PortQueues, s| LcoreWork {
+        lcore,
+        rx: vec![q.rx.remove(0)],
+        tx: vec![q.tx.remove(0)],
+        streams: vec![s],
+        pool: pool.clone(),
+        latency: LatencyRecorder::new(),
+        latency_live: None,
+    };
+    let gen_work = work(1, &mut qa, stream(0, 0, gen_counters.clone()));
+    let recv_work = work(2, &mut qb, stream(1, 1, recv_counters.clone()));
+    let cfg = EngineConfig {
+        record_burst_stats: true,
+        burst: 32,
+        ..EngineConfig::default()
+    };
+    let (stop_rx, stop_tx) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let receiver = spawn_lcore(
+        2,
+        recv_work,
+        EngineConfig {
+            mode: FwdMode::RxOnly,
+            ..cfg.clone()
+        },
+        stop_rx.clone(),
+    );
+    let generator = spawn_lcore(
+        1,
+        gen_work,
+        EngineConfig {
+            mode: FwdMode::TxOnly,
+            ..cfg
+        },
+        stop_tx.clone(),
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    stop_tx.store(true, Ordering::Relaxed);
+    let gen_done = generator.join().unwrap();
+    let sent = a.stats().opackets;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while b.stats().ipackets < sent && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The ring is empty now: the receiver keeps polling, and must count those
+    // empty polls.
+    std::thread::sleep(Duration::from_millis(20));
+    stop_rx.store(true, Ordering::Relaxed);
+    let recv_done = receiver.join().unwrap();
+
+    let (gen_rx, gen_tx) = gen_counters.bursts.snapshot();
+    let (recv_rx, recv_tx) = recv_counters.bursts.snapshot();
+    assert!(sent > 1000, "the generator sent only {sent}");
+    assert_eq!(
+        packets_in(&gen_tx),
+        sent,
+        "the transmit histogram accounts for every packet net_ring counted"
+    );
+    assert_eq!(gen_rx.total(), 0, "txonly never receives");
+    assert_eq!(packets_in(&recv_rx), b.stats().ipackets);
+    assert_eq!(b.stats().ipackets, sent);
+    assert!(
+        recv_rx.bins[0] > 0,
+        "empty polls counted: {:?}",
+        &recv_rx.bins[..4]
+    );
+    assert_eq!(
+        recv_rx.bins[33..].iter().sum::<u64>(),
+        0,
+        "no call above the burst"
+    );
+    assert_eq!(recv_tx.total(), 0, "rxonly never transmits");
+    drop((gen_done, recv_done, qa, qb));
+    drop((a, b, bus));
+    assert_eq!(pool.in_use(), 0, "every mbuf back in the pool");
+}

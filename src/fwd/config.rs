@@ -146,6 +146,10 @@ pub struct EngineConfig {
     pub tx: TxPacketConfig,
     /// Record one-way latency and sequence gaps of stamped packets on receive.
     pub latency: bool,
+    /// Count receive and transmit calls by the number of packets they moved
+    /// (testpmd's `--record-burst-stats`). Off, it costs one predictable
+    /// branch per burst.
+    pub record_burst_stats: bool,
 }
 
 impl Default for EngineConfig {
@@ -156,6 +160,7 @@ impl Default for EngineConfig {
             retry: RetryConfig::default(),
             tx: TxPacketConfig::default(),
             latency: true,
+            record_burst_stats: false,
         }
     }
 }

@@ -30,7 +30,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 pub use config::{EngineConfig, FwdMode, RetryConfig, StreamSpec, TxPacketConfig};
-pub use counters::{FwdCounters, FwdCountersRef, FwdStats};
+pub use counters::{
+    BurstCounters, BurstHistogram, BurstSpread, FwdCounters, FwdCountersRef, FwdStats,
+};
 pub use latency::LatencyRecorder;
 
 use crate::mbuf::MbufBatch;
@@ -72,6 +74,9 @@ pub struct StreamCtx<'a> {
     pub latency: &'a mut LatencyRecorder,
     /// Transmit retry settings.
     pub retry: RetryConfig,
+    /// Count every receive and transmit call by size in `counters.bursts`
+    /// ([`EngineConfig::record_burst_stats`]).
+    pub record_bursts: bool,
 }
 
 impl StreamCtx<'_> {
@@ -97,17 +102,24 @@ impl StreamCtx<'_> {
             }
         }
         self.counters.tx_packets.add(sent as u64);
+        if self.record_bursts {
+            self.counters.bursts.record_tx(sent);
+        }
         if !self.batch.is_empty() {
             let dropped = self.batch.clear();
             self.counters.fwd_dropped.add(dropped as u64);
         }
     }
 
-    /// Receive one burst into the (empty) batch and count it.
+    /// Receive one burst into the (empty) batch and count it (and, when
+    /// recording bursts, count the call by its size, empty ones included).
     #[inline(always)]
     pub fn receive(&mut self) -> usize {
         let n = self.rx.rx_burst(self.batch);
         self.counters.rx_packets.add(n as u64);
+        if self.record_bursts {
+            self.counters.bursts.record_rx(n);
+        }
         n
     }
 }
@@ -200,6 +212,7 @@ fn run_engine<E: Engine>(
 ) {
     let mut batch = MbufBatch::with_burst(cfg.burst);
     let retry = cfg.retry;
+    let record_bursts = cfg.record_burst_stats;
     let LcoreWork {
         rx,
         tx,
@@ -223,6 +236,7 @@ fn run_engine<E: Engine>(
                     counters: &s.counters,
                     latency,
                     retry,
+                    record_bursts,
                 };
                 gen_engine.forward(&mut ctx);
             }
@@ -241,6 +255,7 @@ fn run_engine<E: Engine>(
                     counters: &s.counters,
                     latency,
                     retry,
+                    record_bursts,
                 };
                 e.forward(&mut ctx);
                 debug_assert!(

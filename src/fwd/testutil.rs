@@ -194,6 +194,7 @@ impl Harness {
             counters: &self.counters,
             latency: &mut self.latency,
             retry: self.cfg.retry,
+            record_bursts: self.cfg.record_burst_stats,
         };
         engine.forward(&mut ctx);
         assert!(
@@ -450,6 +451,109 @@ mod tests {
         h.forward(&mut e);
         assert_eq!(h.tx.calls, 0);
         assert_eq!(h.stats().tx_nombuf, 1);
+        h.assert_no_leak();
+    }
+
+    fn recording(mut cfg: EngineConfig) -> Harness {
+        cfg.record_burst_stats = true;
+        cfg.burst = 4;
+        Harness::with_cfg(cfg)
+    }
+
+    /// `bins` as (size, calls) pairs, for readable assertions.
+    fn nonzero(h: &crate::fwd::BurstHistogram) -> Vec<(usize, u64)> {
+        h.bins
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| **c > 0)
+            .map(|(i, c)| (i, *c))
+            .collect()
+    }
+
+    #[test]
+    fn burst_stats_count_every_receive_call_and_every_transmit_by_size() {
+        let mut h = recording(EngineConfig::default());
+        // Bursts of 4, 4, 1, then two empty polls.
+        h.rx.push_frames((0..9).map(|i| frame_of_len(60, i as u8)));
+        for _ in 0..5 {
+            h.forward(&mut Io);
+        }
+        let (rx, tx) = h.counters.bursts.snapshot();
+        assert_eq!(nonzero(&rx), [(0, 2), (1, 1), (4, 2)]);
+        assert_eq!(rx.total(), h.rx.calls as u64, "one count per rx_burst call");
+        // io does not transmit after an empty receive, as testpmd's iofwd.
+        assert_eq!(nonzero(&tx), [(1, 1), (4, 2)]);
+        assert_eq!(tx.total(), h.tx.calls as u64);
+        h.assert_no_leak();
+    }
+
+    #[test]
+    fn burst_stats_count_a_transmit_once_with_what_its_retries_sent() {
+        let retry = RetryConfig {
+            enabled: true,
+            count: 64,
+            delay_us: 0,
+        };
+        let mut h = recording(EngineConfig {
+            retry,
+            ..EngineConfig::default()
+        });
+        h.tx.max_per_call = 3;
+        h.rx.push_frames((0..4).map(|i| frame_of_len(60, i as u8)));
+        h.forward(&mut Io);
+        assert_eq!(h.tx.calls, 2, "3 then 1");
+        let (_, tx) = h.counters.bursts.snapshot();
+        assert_eq!(
+            nonzero(&tx),
+            [(4, 1)],
+            "testpmd counts nb_tx after the retries"
+        );
+
+        // Without retry the transmit counts what the one call took.
+        let mut h = recording(EngineConfig::default());
+        h.tx.max_per_call = 3;
+        h.rx.push_frames((0..4).map(|i| frame_of_len(60, i as u8)));
+        h.forward(&mut Io);
+        let (_, tx) = h.counters.bursts.snapshot();
+        assert_eq!(nonzero(&tx), [(3, 1)]);
+        assert_eq!(h.stats().fwd_dropped, 1);
+        h.tx.refuse_first = usize::MAX;
+        h.rx.push_frames([frame_of_len(60, 9)]);
+        h.forward(&mut Io);
+        let (_, tx) = h.counters.bursts.snapshot();
+        assert_eq!(
+            nonzero(&tx),
+            [(0, 1), (3, 1)],
+            "a refused transmit is size 0"
+        );
+        h.assert_no_leak();
+    }
+
+    #[test]
+    fn burst_stats_cover_generators() {
+        let mut h = recording(EngineConfig::default());
+        let mut e = TxOnly::new(&h.cfg, &h.info);
+        h.forward(&mut e);
+        h.forward(&mut e);
+        let (rx, tx) = h.counters.bursts.snapshot();
+        assert_eq!(nonzero(&tx), [(4, 2)]);
+        assert_eq!(rx.total(), 0, "txonly does not receive");
+        h.assert_no_leak();
+    }
+
+    #[test]
+    fn burst_stats_off_records_nothing() {
+        let mut h = Harness::with_cfg(EngineConfig {
+            burst: 4,
+            ..EngineConfig::default()
+        });
+        h.rx.push_frames((0..6).map(|i| frame_of_len(60, i as u8)));
+        for _ in 0..3 {
+            h.forward(&mut Io);
+        }
+        let (rx, tx) = h.counters.bursts.snapshot();
+        assert_eq!((rx.total(), tx.total()), (0, 0));
+        assert_eq!(h.stats().tx_packets, 6, "but the packets went through");
         h.assert_no_leak();
     }
 }
