@@ -257,14 +257,17 @@ pub struct AppArgs {
     /// Accepted: nicpoll allocates on the local NUMA node.
     #[arg(long = "no-numa")]
     pub no_numa: bool,
+    /// Count receive and transmit calls by the number of packets they moved;
+    /// the forward statistics then show the share of empty receives and of
+    /// the two most frequent burst sizes (RX-bursts, TX-bursts lines).
+    #[arg(long = "record-burst-stats")]
+    pub record_burst_stats: bool,
     // dpdk-testpmd options not supported yet: known by name, rejected with a reason.
     /// Run the commands of this file at start (interactive mode).
     #[arg(long = "cmdline-file", value_name = "FILE")]
     pub cmdline_file: Option<PathBuf>,
     #[arg(long = "record-core-cycles", hide = true)]
     pub record_core_cycles: bool,
-    #[arg(long = "record-burst-stats", hide = true)]
-    pub record_burst_stats: bool,
     #[arg(long = "rss-ip", hide = true)]
     pub rss_ip: bool,
     #[arg(long = "rss-udp", hide = true)]
@@ -359,6 +362,9 @@ pub struct Config {
     pub eth_peers: BTreeMap<u16, MacAddr>,
     pub tx: TxPacketConfig,
     pub latency: bool,
+    /// `--record-burst-stats` / `set record-burst-stats on|off` (from the
+    /// next `start`).
+    pub record_burst_stats: bool,
     pub tx_first: bool,
     pub stats_period: Option<f64>,
     pub stats_format: StatsFormat,
@@ -571,11 +577,6 @@ fn build(eal: EalArgs, app: AppArgs, demo: bool) -> Result<Config, UsageError> {
             app.record_core_cycles,
             "--record-core-cycles",
             "use the benchmark scripts (benches/) for cost per packet",
-        ),
-        (
-            app.record_burst_stats,
-            "--record-burst-stats",
-            "burst statistics are not collected",
         ),
         (app.rss_ip, "--rss-ip", "no port with RSS exists yet"),
         (app.rss_udp, "--rss-udp", "no port with RSS exists yet"),
@@ -1072,6 +1073,7 @@ fn build(eal: EalArgs, app: AppArgs, demo: bool) -> Result<Config, UsageError> {
         eth_peers,
         tx,
         latency: !app.no_latency,
+        record_burst_stats: app.record_burst_stats,
         tx_first: app.tx_first,
         stats_period: app.stats_period,
         stats_format: if app.stats_format == "json" {

@@ -1,5 +1,6 @@
 //! testpmd's text blocks and the JSON lines for tools.
 
+use nicpoll::fwd::BurstHistogram;
 use nicpoll::fwd::latency::LatencySummary;
 use nicpoll::mempool::MempoolStats;
 use nicpoll::port::PortStats;
@@ -93,13 +94,41 @@ fn fwd_lines(t: &FwdPortTotals) -> String {
     s
 }
 
-/// `---- Forward statistics for port N ----` block.
-pub fn fwd_port_block(port: u16, t: &FwdPortTotals) -> String {
+/// `---- Forward statistics for port N ----` block; `extra`: lines to add
+/// under the totals (the burst statistics).
+pub fn fwd_port_block(port: u16, t: &FwdPortTotals, extra: &str) -> String {
     format!(
-        "  ---------------------- Forward statistics for port {port:<2} ----------------------\n{}  {}\n",
+        "  ---------------------- Forward statistics for port {port:<2} ----------------------\n{}{extra}  {}\n",
         fwd_lines(t),
         "-".repeat(76)
     )
+}
+
+/// testpmd's burst statistics line (`pkt_burst_stats_display`), e.g.
+/// `  RX-bursts : 1831508 [66% of 0 pkts + 33% of 32 pkts + 0% of 1 pkts + 1% of other]`;
+/// `dir` is "RX" or "TX". Nothing when no call was counted.
+pub fn burst_stats_line(dir: &str, h: &BurstHistogram) -> String {
+    let Some(spread) = h.spread() else {
+        return String::new();
+    };
+    let mut parts: Vec<String> = spread
+        .sizes
+        .iter()
+        .map(|(size, pct)| format!("{pct}% of {size} pkts"))
+        .collect();
+    if let Some(pct) = spread.other {
+        parts.push(format!("{pct}% of other"));
+    }
+    format!(
+        "  {dir}-bursts : {} [{}]\n",
+        spread.total,
+        parts.join(" + ")
+    )
+}
+
+/// The RX-bursts line, then the TX-bursts line (each only if it counted anything).
+pub fn burst_stats_lines(rx: &BurstHistogram, tx: &BurstHistogram) -> String {
+    burst_stats_line("RX", rx) + &burst_stats_line("TX", tx)
 }
 
 /// `+++ Accumulated forward statistics for all ports +++` block.
@@ -169,6 +198,19 @@ pub fn fwd_json(t: &FwdPortTotals) -> Value {
     })
 }
 
+/// A burst histogram as JSON: the calls, and the calls of each size that
+/// occurred (`{"calls": 10, "by_size": {"0": 4, "32": 6}}`).
+pub fn bursts_json(h: &BurstHistogram) -> Value {
+    let by_size: serde_json::Map<String, Value> = h
+        .bins
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| **c > 0)
+        .map(|(size, c)| (size.to_string(), json!(c)))
+        .collect();
+    json!({"calls": h.total(), "by_size": by_size})
+}
+
 /// Latency summary as JSON (nanoseconds).
 pub fn latency_json(l: &LatencySummary) -> Value {
     json!({
@@ -230,7 +272,7 @@ mod tests {
             tx_dropped: 3,
             ..Default::default()
         };
-        let b = fwd_port_block(1, &t);
+        let b = fwd_port_block(1, &t, "");
         assert!(b.contains("Forward statistics for port 1"));
         assert!(
             b.contains("RX-total: 12") && b.contains("TX-total: 10"),
@@ -239,5 +281,58 @@ mod tests {
         assert!(!b.contains("RX-nombufs"));
         let t2 = FwdPortTotals { rx_nombuf: 5, ..t };
         assert!(fwd_total_block(&t2).contains("RX-nombufs: 5"));
+    }
+
+    fn hist(pairs: &[(usize, u64)]) -> BurstHistogram {
+        let mut h = BurstHistogram::default();
+        for &(size, calls) in pairs {
+            h.bins[size] = calls;
+        }
+        h
+    }
+
+    #[test]
+    fn burst_lines_read_as_dpdk_testpmd_prints_them() {
+        // The counts behind the line from dpdk-testpmd 24.11,
+        // "RX-bursts : 1831508 [66% of 0 pkts + 33% of 32 pkts + 0% of 1 pkts + 1% of other]":
+        // any split with these shares prints it the same way.
+        let rx = hist(&[(0, 1_220_000), (32, 610_000), (1, 900), (2, 400), (7, 208)]);
+        assert_eq!(rx.total(), 1_831_508);
+        assert_eq!(
+            burst_stats_line("RX", &rx),
+            "  RX-bursts : 1831508 [66% of 0 pkts + 33% of 32 pkts + 0% of 1 pkts + 1% of other]\n"
+        );
+        let tx = hist(&[(32, 10)]);
+        assert_eq!(
+            burst_stats_line("TX", &tx),
+            "  TX-bursts : 10 [0% of 0 pkts + 100% of 32 pkts]\n"
+        );
+        assert_eq!(
+            burst_stats_line("RX", &hist(&[(0, 3)])),
+            "  RX-bursts : 3 [100% of 0 pkts]\n"
+        );
+        assert_eq!(burst_stats_line("TX", &hist(&[])), "", "no call, no line");
+        assert_eq!(
+            burst_stats_lines(&hist(&[]), &tx),
+            "  TX-bursts : 10 [0% of 0 pkts + 100% of 32 pkts]\n"
+        );
+    }
+
+    #[test]
+    fn burst_lines_sit_inside_the_port_block() {
+        let b = fwd_port_block(
+            0,
+            &FwdPortTotals::default(),
+            &burst_stats_line("RX", &hist(&[(0, 1)])),
+        );
+        let lines: Vec<&str> = b.lines().collect();
+        assert!(lines[3].starts_with("  RX-bursts : 1 ["), "{b}");
+        assert!(lines[4].starts_with("  ------"), "{b}");
+    }
+
+    #[test]
+    fn bursts_json_lists_the_sizes_that_occurred() {
+        let j = bursts_json(&hist(&[(0, 4), (32, 6)]));
+        assert_eq!(j, json!({"calls": 10, "by_size": {"0": 4, "32": 6}}));
     }
 }

@@ -33,6 +33,7 @@ const COMMANDS: &[&str] = &[
     "show fwd stats all",
     "show config fwd",
     "clear port stats all",
+    "clear fwd stats all",
     "set fwd",
     "set nbcore",
     "set burst",
@@ -42,6 +43,8 @@ const COMMANDS: &[&str] = &[
     "set promisc all on",
     "set promisc all off",
     "set verbose",
+    "set record-burst-stats on",
+    "set record-burst-stats off",
     "port stop all",
     "port start all",
     "port close all",
@@ -62,6 +65,7 @@ Commands:
   show fwd stats all                 forward statistics of the running forwarding
   show config fwd                    the streams and the lcores that run them
   clear port stats all               reset port counters
+  clear fwd stats all                forward statistics count from now (burst counts too)
   set fwd MODE [retry]               io mac macswap flowgen rxonly txonly icmpecho 5tswap
   set nbcore N | set burst N         forwarding cores / packets per burst
   set burst tx delay US retry N      transmit retry parameters
@@ -69,6 +73,7 @@ Commands:
   set txpkts LEN[,LEN...]            length of generated packets (several: segments)
   set promisc all|N on|off           promiscuous mode
   set verbose N                      log level (0 warnings, 1 info, 2+ debug)
+  set record-burst-stats on|off      count bursts by size (RX-/TX-bursts lines), from the next start
   port stop|start|close all|N        port life cycle (stop forwarding first)
   port config all rxq|txq|rxd|txd N  queues and ring sizes (ports stopped)
   help                               this text
@@ -219,6 +224,25 @@ pub fn execute(s: &mut Session, line: &str) -> Result<Flow, String> {
         ["show", "config", "fwd"] => s.show_config_fwd().map(|_| Flow::Continue).map_err(run_err),
         ["clear", "port", "stats", "all"] => {
             s.clear_port_stats();
+            Ok(Flow::Continue)
+        }
+        ["clear", "fwd", "stats", "all"] => {
+            s.clear_fwd_stats().map(|_| Flow::Continue).map_err(run_err)
+        }
+        ["set", "record-burst-stats", onoff] => {
+            let on = match *onoff {
+                "on" => true,
+                "off" => false,
+                _ => return Err("usage: set record-burst-stats on|off".into()),
+            };
+            s.cfg.record_burst_stats = on;
+            // The lcores read the setting once, at start (no test of a shared
+            // flag per burst).
+            if s.forwarding() {
+                s.out.text(
+                    "note: record-burst-stats takes effect at the next start (stop, then start)\n",
+                );
+            }
             Ok(Flow::Continue)
         }
         ["set", "fwd", mode, rest @ ..] => {

@@ -953,3 +953,170 @@ fn chains_for_a_port_that_cannot_send_them_are_refused_at_configuration() {
         assert_exit_0(&out, &format!("{app:?}"));
     }
 }
+
+/// The `RX-bursts : N [...]` / `TX-bursts : N [...]` line of `dir` in
+/// `block`: (N, the bracketed text).
+fn bursts_line<'a>(block: &'a str, dir: &str) -> Option<(u64, &'a str)> {
+    let line = block
+        .lines()
+        .find(|l| l.starts_with(&format!("  {dir}-bursts : ")))?;
+    let rest = line.split_once(" : ").unwrap().1;
+    let (n, spread) = rest.split_once(' ').unwrap();
+    Some((n.parse().unwrap(), spread))
+}
+
+/// A number after `key` in `block` (`RX-packets: 123`).
+fn field(block: &str, key: &str) -> u64 {
+    let at = block
+        .find(key)
+        .unwrap_or_else(|| panic!("no {key} in {block}"));
+    block[at + key.len()..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// The "Forward statistics for port N" blocks of a run's text, in order.
+fn port_blocks(text: &str) -> Vec<&str> {
+    text.split("Forward statistics for port ")
+        .skip(1)
+        .map(|b| b.split("\n\n").next().unwrap())
+        .collect()
+}
+
+/// `--record-burst-stats`: each port block gets RX-bursts and TX-bursts
+/// lines whose calls account for the port's packets (net_null always fills
+/// the burst); null ports that never receive show only empty polls, and io
+/// never transmits then; without the flag there are no such lines.
+#[test]
+fn record_burst_stats_adds_burst_lines_that_account_for_the_packets() {
+    let with = |ports: &[&str], flag: bool, extra: &[&str]| {
+        let mut args: Vec<&str> = ports.to_vec();
+        args.extend(["--", "--forward-mode=io", "--burst=32", "--run-time=0.5"]);
+        if flag {
+            args.push("--record-burst-stats");
+        }
+        args.extend(extra);
+        let out = run(&eal(&args));
+        assert_exit_0(&out, &format!("{args:?}"));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let nulls = ["--vdev=net_null0", "--vdev=net_null1"];
+    let text = with(&nulls, true, &[]);
+    let blocks = port_blocks(&text);
+    assert_eq!(blocks.len(), 2, "{text}");
+    for b in &blocks {
+        let (rx_calls, rx_spread) = bursts_line(b, "RX").unwrap_or_else(|| panic!("{text}"));
+        let (tx_calls, tx_spread) = bursts_line(b, "TX").unwrap_or_else(|| panic!("{text}"));
+        assert!(rx_calls > 100, "{b}");
+        assert_eq!(rx_spread, "[0% of 0 pkts + 100% of 32 pkts]", "{b}");
+        assert_eq!(tx_spread, "[0% of 0 pkts + 100% of 32 pkts]", "{b}");
+        assert_eq!(rx_calls * 32, field(b, "RX-packets:"), "{b}");
+        assert_eq!(tx_calls * 32, field(b, "TX-packets:"), "{b}");
+    }
+
+    let text = with(
+        &["--vdev=net_null0,no-rx=1", "--vdev=net_null1,no-rx=1"],
+        true,
+        &[],
+    );
+    for b in port_blocks(&text) {
+        let (calls, spread) = bursts_line(b, "RX").unwrap_or_else(|| panic!("{text}"));
+        assert!(calls > 100, "{b}");
+        assert_eq!(spread, "[100% of 0 pkts]", "{b}");
+        assert_eq!(
+            bursts_line(b, "TX"),
+            None,
+            "io sends nothing after an empty poll: {b}"
+        );
+    }
+
+    // Two queues per port: four streams on two ports. Each stream block has
+    // its own lines (as dpdk-testpmd's); each port block sums its streams.
+    let text = with(&nulls, true, &["--rxq=2", "--txq=2"]);
+    let streams: Vec<&str> = text
+        .split("Forward Stats for ")
+        .skip(1)
+        .map(|b| b.split("\n\n").next().unwrap())
+        .collect();
+    assert_eq!(streams.len(), 4, "{text}");
+    let mut rx_per_port = [0u64; 2];
+    for s in &streams {
+        let port: usize = s["RX P=".len()..][..1].parse().unwrap();
+        rx_per_port[port] += bursts_line(s, "RX").unwrap_or_else(|| panic!("{s}")).0;
+    }
+    for (p, b) in port_blocks(&text).iter().enumerate() {
+        assert_eq!(bursts_line(b, "RX").unwrap().0, rx_per_port[p], "{text}");
+    }
+
+    let text = with(&nulls, false, &[]);
+    assert!(
+        !text.contains("-bursts :"),
+        "no burst lines without the flag: {text}"
+    );
+}
+
+/// Our lines against dpdk-testpmd's own on the same null ports, io, burst
+/// 32: the same place in the port block and the same spread text.
+#[test]
+fn burst_lines_match_dpdk_testpmd_on_null_ports() {
+    if !nicpoll_testkit::have_command("dpdk-testpmd") {
+        return nicpoll_testkit::skip(
+            "dpdk-testpmd is missing: apt-get install dpdk (Debian 12: dpdk-dev)",
+        );
+    }
+    let mut dpdk = Command::new("dpdk-testpmd");
+    dpdk.args([
+        "--no-huge",
+        "-m",
+        "512",
+        "--no-pci",
+        "-l",
+        "0,1",
+        "--vdev=net_null0",
+        "--vdev=net_null1",
+        &format!("--file-prefix=np-bursts-{}", std::process::id()),
+        "--log-level=lib.eal:error",
+        "--",
+        "-i",
+        "--record-burst-stats",
+        "--total-num-mbufs=16384",
+    ])
+    .stdin(Stdio::piped());
+    let mut child = spawn_piped(&mut dpdk);
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"start\n").unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        stdin.write_all(b"stop\nquit\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let theirs = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_exit_0(&out, &theirs);
+    let out = run(&eal(&[
+        "--vdev=net_null0",
+        "--vdev=net_null1",
+        "--",
+        "--record-burst-stats",
+        "--run-time=0.5",
+    ]));
+    assert_exit_0(&out, "testpmd");
+    let ours = String::from_utf8_lossy(&out.stdout).into_owned();
+    let shape = |text: &str| -> Vec<String> {
+        port_blocks(text)
+            .iter()
+            .flat_map(|b| b.lines())
+            .filter(|l| l.contains("-bursts :"))
+            .map(|l| {
+                let (head, rest) = l.split_once(" : ").unwrap();
+                format!("{head} : N {}", rest.split_once(' ').unwrap().1)
+            })
+            .collect()
+    };
+    let expected = shape(&theirs);
+    assert_eq!(expected.len(), 4, "dpdk-testpmd printed: {theirs}");
+    assert_eq!(shape(&ours), expected, "ours: {ours}\ntheirs: {theirs}");
+}

@@ -273,3 +273,64 @@ fn set_txpkts_takes_segments() {
         "TX-bytes {tx_bytes}: {all}"
     );
 }
+
+/// `set record-burst-stats on|off` at the prompt takes effect at the next
+/// `start`; `show fwd stats all` shows the lines while forwarding; `clear fwd
+/// stats all` restarts the counts (burst counts included).
+#[test]
+fn set_record_burst_stats_applies_from_the_next_start_and_clears() {
+    let mut child = spawn_session(&["net_null0", "net_null1"], &[]);
+    {
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(b"set record-burst-stats maybe\nset record-burst-stats on\nstart\n")
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(400));
+        stdin
+            .write_all(b"show fwd stats all\nclear fwd stats all\nshow fwd stats all\nset record-burst-stats off\nstop\n")
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        stdin.write_all(b"start\n").unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        stdin.write_all(b"stop\nquit\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let (text, err) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_exit_0(&out, &text);
+    assert!(
+        format!("{text}{err}").contains("usage: set record-burst-stats on|off"),
+        "{text}\n{err}"
+    );
+    assert!(
+        text.contains("note: record-burst-stats takes effect at the next start"),
+        "{text}"
+    );
+    // Four statistics outputs: show, show after clear, stop, stop.
+    let rx_bursts: Vec<Option<u64>> = text
+        .split("Accumulated forward statistics")
+        .take(4)
+        .map(|part| {
+            let block = part.rsplit("Forward statistics for port 0").next().unwrap();
+            block
+                .lines()
+                .find_map(|l| l.strip_prefix("  RX-bursts : "))
+                .map(|rest| rest.split(' ').next().unwrap().parse().unwrap())
+        })
+        .collect();
+    assert_eq!(rx_bursts.len(), 4, "{text}");
+    let (before, after_clear, at_stop) = (
+        rx_bursts[0].expect("lines while forwarding"),
+        rx_bursts[1].unwrap_or(0),
+        rx_bursts[2].expect("lines at stop: recording was on at start"),
+    );
+    assert!(before > 1000, "{text}");
+    assert!(
+        after_clear < before / 10,
+        "cleared: {after_clear} after {before}: {text}"
+    );
+    assert!(at_stop > after_clear, "{text}");
+    assert_eq!(rx_bursts[3], None, "off from the second start: {text}");
+}

@@ -16,7 +16,7 @@ use serde_json::json;
 
 use crate::plan::{self, Plan, PlanInput};
 
-use super::presentation::config_text;
+use super::presentation::{FwdView, StreamSnapshot, config_text};
 use super::{ActiveFwd, LcoreRun, PortState, PreparedLcore, RunError, Session, peer_mac, usage};
 
 impl Session {
@@ -111,6 +111,7 @@ impl Session {
             retry: self.cfg.retry,
             tx: self.cfg.tx.clone(),
             latency: self.cfg.latency,
+            record_burst_stats: self.cfg.record_burst_stats,
         };
         let macs: Vec<MacAddr> = self.ports.iter().map(|p| p.port.mac_addr()).collect();
         let counters: Vec<FwdCountersRef> = plan
@@ -224,6 +225,7 @@ impl Session {
                 }
             }
         }
+        let plan_streams = plan.streams.len();
         self.fwd = Some(ActiveFwd {
             plan,
             counters,
@@ -231,6 +233,8 @@ impl Session {
             stop,
             started: Instant::now(),
             base,
+            stream_base: vec![StreamSnapshot::default(); plan_streams],
+            record_bursts: engine.record_burst_stats,
             mode: self.cfg.mode,
             latency_shares,
         });
@@ -282,7 +286,7 @@ impl Session {
     /// Stop forwarding, give the queues back to their ports and print the
     /// forward statistics.
     pub fn stop_forwarding(&mut self, reason: &str) -> Result<(), RunError> {
-        let Some(f) = self.fwd.take() else {
+        let Some(mut f) = self.fwd.take() else {
             return Err(usage("packet forwarding not started"));
         };
         f.stop.store(true, Ordering::Relaxed);
@@ -292,7 +296,7 @@ impl Session {
         ));
         let mut latency = LatencyRecorder::new();
         let mut failure = None;
-        for l in f.lcores {
+        for l in std::mem::take(&mut f.lcores) {
             match l.handle.join() {
                 Ok(Ok(w)) => {
                     latency.merge(&w.latency);
@@ -311,7 +315,14 @@ impl Session {
                 }
             }
         }
-        self.final_report(&f.plan, &f.counters, &f.base, &latency, elapsed, f.mode);
+        let streams = f.streams_since_base();
+        let view = FwdView {
+            plan: &f.plan,
+            streams: &streams,
+            base: &f.base,
+            record_bursts: f.record_bursts,
+        };
+        self.final_report(&view, &latency, elapsed, f.mode);
         self.last_latency = latency;
         match failure {
             Some(e) => Err(e),

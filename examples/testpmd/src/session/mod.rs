@@ -30,6 +30,8 @@ use crate::cli::{Config, StatsFormat, UsageError};
 use crate::metrics::MetricsServer;
 use crate::plan::Plan;
 
+use presentation::StreamSnapshot;
+
 /// Why an operation failed: a usage problem (exit 2, or a one-line error at the
 /// prompt) or a runtime failure (exit 1).
 #[derive(Debug)]
@@ -142,6 +144,10 @@ struct ActiveFwd {
     stop: Arc<AtomicBool>,
     started: Instant,
     base: Vec<PortStats>,
+    /// The streams' counters at the last `clear fwd stats all` (zero until then).
+    stream_base: Vec<StreamSnapshot>,
+    /// Whether the lcores count bursts (`record-burst-stats` as it was at `start`).
+    record_bursts: bool,
     mode: nicpoll::fwd::FwdMode,
     latency_shares: Vec<LatencyShare>,
 }

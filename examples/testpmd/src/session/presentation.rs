@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use nicpoll::fwd::{FwdCountersRef, LatencyRecorder};
+use nicpoll::fwd::{BurstHistogram, FwdCountersRef, FwdStats, LatencyRecorder};
 use nicpoll::lcore;
 use nicpoll::port::PortStats;
 use nicpoll::stats::Rates;
@@ -14,8 +14,69 @@ use crate::cli::Config;
 use crate::display::{self, FwdPortTotals};
 use crate::metrics::{self, PortSample};
 use crate::plan::Plan;
+use nicpoll::fwd::StreamSpec;
 
-use super::{PortSlot, PortState, RunError, Session, peer_mac, usage};
+use super::{ActiveFwd, PortSlot, PortState, RunError, Session, peer_mac, usage};
+
+/// One stream's forward counters, read at one moment (or the difference of
+/// two such reads).
+#[derive(Clone, Debug, Default)]
+pub(super) struct StreamSnapshot {
+    stats: FwdStats,
+    /// Receive calls by size (all zero when bursts are not recorded).
+    rx_bursts: BurstHistogram,
+    /// Transmits by size.
+    tx_bursts: BurstHistogram,
+}
+
+impl StreamSnapshot {
+    fn since(&self, base: &StreamSnapshot) -> StreamSnapshot {
+        StreamSnapshot {
+            stats: self.stats.since(&base.stats),
+            rx_bursts: self.rx_bursts.since(&base.rx_bursts),
+            tx_bursts: self.tx_bursts.since(&base.tx_bursts),
+        }
+    }
+}
+
+impl ActiveFwd {
+    /// Every stream's counters now.
+    pub(super) fn stream_snapshots(&self) -> Vec<StreamSnapshot> {
+        self.counters
+            .iter()
+            .map(|c| {
+                let (rx_bursts, tx_bursts) = if self.record_bursts {
+                    c.bursts.snapshot()
+                } else {
+                    Default::default()
+                };
+                StreamSnapshot {
+                    stats: c.snapshot(),
+                    rx_bursts,
+                    tx_bursts,
+                }
+            })
+            .collect()
+    }
+
+    /// Every stream's counters since `start` or the last `clear fwd stats all`.
+    pub(super) fn streams_since_base(&self) -> Vec<StreamSnapshot> {
+        self.stream_snapshots()
+            .iter()
+            .zip(&self.stream_base)
+            .map(|(now, base)| now.since(base))
+            .collect()
+    }
+}
+
+/// What the forward statistics are drawn from: the plan, the per-stream
+/// counters since the base, whether bursts were recorded.
+pub(super) struct FwdView<'a> {
+    pub plan: &'a Plan,
+    pub streams: &'a [StreamSnapshot],
+    pub base: &'a [PortStats],
+    pub record_bursts: bool,
+}
 
 impl Session {
     /// `show port stats`: one NIC block per port with rates since the last show.
@@ -162,8 +223,28 @@ impl Session {
         let Some(f) = &self.fwd else {
             return Err(usage("packet forwarding not started"));
         };
-        let text = fwd_stats_text(&self.ports, &f.plan, &f.counters, &f.base);
+        let streams = f.streams_since_base();
+        let view = FwdView {
+            plan: &f.plan,
+            streams: &streams,
+            base: &f.base,
+            record_bursts: f.record_bursts,
+        };
+        let text = fwd_stats_text(&self.ports, &view);
         self.out.text(&text);
+        Ok(())
+    }
+
+    /// `clear fwd stats all`: the forward statistics count from now (the ports'
+    /// counters and the streams' own, burst counts included), as testpmd's
+    /// fwd_stats_reset. Nothing is written that an lcore owns: new bases are
+    /// taken.
+    pub fn clear_fwd_stats(&mut self) -> Result<(), RunError> {
+        let Some(f) = self.fwd.as_mut() else {
+            return Err(usage("packet forwarding not started"));
+        };
+        f.base = self.ports.iter().map(|p| p.port.stats()).collect();
+        f.stream_base = f.stream_snapshots();
         Ok(())
     }
 
@@ -279,18 +360,15 @@ Port MAC Address       Name         Driver         Status   Link
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn final_report(
         &self,
-        plan: &Plan,
-        counters: &[FwdCountersRef],
-        base: &[PortStats],
+        view: &FwdView<'_>,
         latency: &LatencyRecorder,
         elapsed: std::time::Duration,
         mode: nicpoll::fwd::FwdMode,
     ) {
-        let mut text = fwd_stats_text(&self.ports, plan, counters, base);
-        let total = fwd_totals(&self.ports, plan, counters, base);
+        let mut text = fwd_stats_text(&self.ports, view);
+        let total = fwd_totals(&self.ports, view);
         let secs = elapsed.as_secs_f64().max(1e-9);
         let fwd_pkts = if mode.generates() {
             total.1.tx_packets
@@ -316,6 +394,11 @@ Port MAC Address       Name         Driver         Status   Link
             .map(|(p, t)| {
                 let mut j = display::fwd_json(t);
                 j["port"] = json!(p);
+                if view.record_bursts {
+                    let (rx, tx) = port_bursts(view, *p);
+                    j["rx_bursts"] = display::bursts_json(&rx);
+                    j["tx_bursts"] = display::bursts_json(&tx);
+                }
                 j
             })
             .collect();
@@ -380,35 +463,32 @@ fn fwd_dropped_by_port(plan: &Plan, counters: &[FwdCountersRef], port: u16) -> u
         .sum()
 }
 
-fn rx_bad_by_port(plan: &Plan, counters: &[FwdCountersRef], port: u16) -> u64 {
-    plan.streams
-        .iter()
-        .zip(counters)
-        .filter(|(s, _)| s.rx_port == port)
-        .map(|(_, c)| c.rx_bad.get())
-        .sum()
-}
-
 type PortTotals = (Vec<(u16, FwdPortTotals)>, FwdPortTotals);
 
-fn fwd_totals(
-    ports: &[PortSlot],
-    plan: &Plan,
-    counters: &[FwdCountersRef],
-    base: &[PortStats],
-) -> PortTotals {
+fn fwd_totals(ports: &[PortSlot], view: &FwdView<'_>) -> PortTotals {
     let mut total = FwdPortTotals::default();
     let mut per = Vec::new();
-    for &p in &plan.fwd_ports {
-        let s = ports[p as usize].port.stats().since(&base[p as usize]);
+    for &p in &view.plan.fwd_ports {
+        let s = ports[p as usize].port.stats().since(&view.base[p as usize]);
+        let on_port = |dir: fn(&StreamSpec) -> u16| {
+            view.plan
+                .streams
+                .iter()
+                .zip(view.streams)
+                .filter(move |(spec, _)| dir(spec) == p)
+                .map(|(_, st)| st)
+        };
         let t = FwdPortTotals {
             rx_packets: s.ipackets,
             rx_dropped: s.imissed,
             tx_packets: s.opackets,
-            tx_dropped: s.oerrors + fwd_dropped_by_port(plan, counters, p),
+            tx_dropped: s.oerrors
+                + on_port(|spec| spec.tx_port)
+                    .map(|st| st.stats.fwd_dropped)
+                    .sum::<u64>(),
             rx_errors: s.ierrors,
             rx_nombuf: s.rx_nombuf,
-            rx_bad: rx_bad_by_port(plan, counters, p),
+            rx_bad: on_port(|spec| spec.rx_port).map(|st| st.stats.rx_bad).sum(),
         };
         total.add(&t);
         per.push((p, t));
@@ -416,25 +496,52 @@ fn fwd_totals(
     (per, total)
 }
 
-fn fwd_stats_text(
-    ports: &[PortSlot],
-    plan: &Plan,
-    counters: &[FwdCountersRef],
-    base: &[PortStats],
-) -> String {
+/// The RX-bursts and TX-bursts lines of a port: the streams that receive on
+/// it, the streams that send on it (with one stream per port, testpmd's own
+/// figures; with more, their sum).
+fn port_burst_lines(view: &FwdView<'_>, port: u16) -> String {
+    if !view.record_bursts {
+        return String::new();
+    }
+    let (rx, tx) = port_bursts(view, port);
+    display::burst_stats_lines(&rx, &tx)
+}
+
+/// The receive histogram of the streams receiving on `port`, the transmit
+/// histogram of those sending on it.
+fn port_bursts(view: &FwdView<'_>, port: u16) -> (BurstHistogram, BurstHistogram) {
+    let (mut rx, mut tx) = (BurstHistogram::default(), BurstHistogram::default());
+    for (spec, st) in view.plan.streams.iter().zip(view.streams) {
+        if spec.rx_port == port {
+            rx.add(&st.rx_bursts);
+        }
+        if spec.tx_port == port {
+            tx.add(&st.tx_bursts);
+        }
+    }
+    (rx, tx)
+}
+
+fn fwd_stats_text(ports: &[PortSlot], view: &FwdView<'_>) -> String {
     let mut text = String::new();
-    if plan.streams.len() > plan.fwd_ports.len() {
-        for (s, c) in plan.streams.iter().zip(counters) {
-            let f = c.snapshot();
+    if view.plan.streams.len() > view.plan.fwd_ports.len() {
+        for (s, st) in view.plan.streams.iter().zip(view.streams) {
+            let f = &st.stats;
             text += &format!(
                 "\n  ------- Forward Stats for {s} -------\n  RX-packets: {:<14} TX-packets: {:<14} TX-dropped: {}\n",
                 f.rx_packets, f.tx_packets, f.fwd_dropped
             );
+            if view.record_bursts {
+                text += &display::burst_stats_lines(&st.rx_bursts, &st.tx_bursts);
+            }
         }
     }
-    let (per, total) = fwd_totals(ports, plan, counters, base);
+    let (per, total) = fwd_totals(ports, view);
     for (p, t) in &per {
-        text += &format!("\n{}", display::fwd_port_block(*p, t));
+        text += &format!(
+            "\n{}",
+            display::fwd_port_block(*p, t, &port_burst_lines(view, *p))
+        );
     }
     text += &format!("\n{}", display::fwd_total_block(&total));
     text
