@@ -286,8 +286,8 @@ fn burst_stats_over_a_ring_pair_account_for_what_the_ports_counted() {
         latency: LatencyRecorder::new(),
         latency_live: None,
     };
-    let gen_work = work(1, &mut qa, stream(0, 0, gen_counters.clone()));
-    let recv_work = work(2, &mut qb, stream(1, 1, recv_counters.clone()));
+    let gen_work = work(4, &mut qa, stream(0, 0, gen_counters.clone()));
+    let recv_work = work(5, &mut qb, stream(1, 1, recv_counters.clone()));
     let cfg = EngineConfig {
         record_burst_stats: true,
         burst: 32,
@@ -297,8 +297,10 @@ fn burst_stats_over_a_ring_pair_account_for_what_the_ports_counted() {
         Arc::new(AtomicBool::new(false)),
         Arc::new(AtomicBool::new(false)),
     );
+    // Lcore ids are claimed process-wide: not those of the other tests,
+    // which run at the same time.
     let receiver = spawn_lcore(
-        2,
+        5,
         recv_work,
         EngineConfig {
             mode: FwdMode::RxOnly,
@@ -307,7 +309,7 @@ fn burst_stats_over_a_ring_pair_account_for_what_the_ports_counted() {
         stop_rx.clone(),
     );
     let generator = spawn_lcore(
-        1,
+        4,
         gen_work,
         EngineConfig {
             mode: FwdMode::TxOnly,
