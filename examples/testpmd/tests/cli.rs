@@ -1056,6 +1056,36 @@ fn record_burst_stats_adds_burst_lines_that_account_for_the_packets() {
         !text.contains("-bursts :"),
         "no burst lines without the flag: {text}"
     );
+
+    // The final JSON event carries the histograms.
+    for flag in [true, false] {
+        let mut args = vec![
+            "--vdev=net_null0",
+            "--vdev=net_null1",
+            "--",
+            "--run-time=0.3",
+        ];
+        args.push("--stats-format=json");
+        if flag {
+            args.push("--record-burst-stats");
+        }
+        let out = run(&eal(&args));
+        assert_exit_0(&out, "json");
+        let ev = json_events(&out);
+        let p0 = &event(&ev, "final")["ports"][0];
+        if !flag {
+            assert!(p0.get("rx_bursts").is_none(), "{p0}");
+            continue;
+        }
+        let calls = p0["rx_bursts"]["calls"].as_u64().unwrap();
+        assert_eq!(
+            p0["rx_bursts"]["by_size"]["32"].as_u64(),
+            Some(calls),
+            "{p0}"
+        );
+        assert_eq!(calls * 32, p0["rx_packets"].as_u64().unwrap(), "{p0}");
+        assert_eq!(p0["tx_bursts"]["calls"].as_u64(), Some(calls), "{p0}");
+    }
 }
 
 /// Our lines against dpdk-testpmd's own on the same null ports, io, burst
