@@ -6,7 +6,7 @@
 # and where it goes.
 #
 #   sudo benches/vf-guest-vs-dpdk.sh [--rounds N] [--seconds N] [--bursts N] [--cpu MODEL]
-#                                    [--devargs ARGS] [--no-perf] [--out DIR]
+#                                    [--devargs ARGS] [--no-ticker] [--no-perf] [--out DIR]
 #
 # What runs
 #   - host: target/release/nicpoll-vf --vf OUT/vf0.sock --vf OUT/vf1.sock (one
@@ -26,6 +26,11 @@
 #     VF's address, e.g. --devargs ,simd=0 for its scalar loops). BURSTS bursts of 32 frames per port
 #     circulate (default 16: 512 per direction), so the rate is throughput-bound,
 #     not the latency of one burst's round trip.
+#   - the ticker (unless --no-ticker): a shell loop pinned to the forwarding vCPU that
+#     sleeps 50 ms at a time, for both tools alike. TCG resizes a vCPU's software TLB
+#     only when it flushes it (a context switch on that vCPU); a forwarding loop that
+#     makes no system call can otherwise run for seconds with a TLB too small for its
+#     mbufs, and a run lands at random in a slow or a fast regime (BENCHMARKS.md §5).
 #   - figure: each tool's own statistics: the sum over both ports of the Rx-pps
 #     of the second "show port stats all" (the SECONDS window).
 #   - server cost: at the window's start and end (markers the guest prints) the
@@ -50,13 +55,14 @@
 # perf for the profile. Touches no host NIC.
 set -euo pipefail
 
-ROUNDS=3 SECS=8 BURSTS=16 PERF=1 OUT="" CPU="" DEVARGS=""
+ROUNDS=3 SECS=8 BURSTS=16 PERF=1 OUT="" CPU="" DEVARGS="" TICKER=1
 while [ $# -gt 0 ]; do
     case $1 in
         --rounds) ROUNDS=$2; shift 2;;
         --seconds) SECS=$2; shift 2;;
         --bursts) BURSTS=$2; shift 2;;
         --no-perf) PERF=0; shift;;
+        --no-ticker) TICKER=0; shift;;
         --cpu) CPU=$2; shift 2;;
         --devargs) DEVARGS=$2; shift 2;;
         --out) OUT=$2; shift 2;;
@@ -93,6 +99,10 @@ cd /lab
 set -- \$NICPOLL_GUEST_BDFS
 A=\$1; B=\$2
 APP="-- -i --forward-mode=io --eth-peer=0,$V1 --eth-peer=1,$V0 --burst=32 --txd=512 --rxd=512"
+if [ $TICKER = 1 ]; then
+    ./taskset -c 1 sh -c 'while :; do sleep 0.05; done' &
+    echo "=== ticker on lcore 1's CPU (pid \$!)"
+fi
 feed() {  # the commands, and the measure window's markers on the console
     sleep 6; echo "start tx_first $BURSTS"; sleep 1; echo "show port stats all"
     echo "=== MEASURE \$1 BEGIN" > /dev/console
@@ -204,7 +214,7 @@ CPUARG=()
 [ -n "$CPU" ] && CPUARG=(--cpu "$CPU")
 "$HARNESS" run --vfio-user "$OUT/vf0.sock,vfio-pci" --vfio-user "$OUT/vf1.sock,vfio-pci" \
     --mode noiommu --dpdk --smp 2 --hugepages 256 --mem 2048 --timeout $((ROUNDS * (SECS + 40) + 120)) \
-    "${CPUARG[@]}" --file "$TESTPMD" --log "$OUT/console.log" -- "$OUT/bench.sh" > "$OUT/guest.txt" 2>&1 &
+    "${CPUARG[@]}" --file "$TESTPMD" --file "$(command -v taskset)" --log "$OUT/console.log" -- "$OUT/bench.sh" > "$OUT/guest.txt" 2>&1 &
 echo $! > "$OUT/harness.pid"
 if ! wait "$(cat "$OUT/harness.pid")"; then
     echo "guest run failed; see $OUT/guest.txt and $OUT/console.log" >&2; tail -30 "$OUT/guest.txt" >&2; exit 1
