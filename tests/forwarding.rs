@@ -13,9 +13,9 @@ use nicpoll::fwd::{
 };
 use nicpoll::memory::DmaMemory;
 use nicpoll::mempool::{Mempool, MempoolConfig};
-use nicpoll::port::{DevArgs, MacAddr, PortConf};
+use nicpoll::port::{DevArgs, MacAddr, PortConf, PortQueues};
 use nicpoll::{Port, lcore};
-use nicpoll_ring::RingBus;
+use nicpoll_ring::{RingBus, RingPort};
 
 fn conf(id: u16, pool: &Mempool) -> PortConf {
     PortConf {
@@ -27,6 +27,25 @@ fn conf(id: u16, pool: &Mempool) -> PortConf {
         max_rx_pktlen: 0,
         mempool: pool.clone(),
     }
+}
+
+/// Two ring ports crossed over (what port 0 sends, port 1 receives and the
+/// other way), each with one queue pair on `pool`, started: their bus, the
+/// ports and their queues.
+fn started_ring_pair(pool: &Mempool) -> (RingBus, [RingPort; 2], PortQueues, PortQueues) {
+    let mut bus = RingBus::new();
+    let mut a = bus
+        .create(&DevArgs::parse("net_ring0,peer=net_ring1").unwrap(), 0)
+        .unwrap();
+    let mut b = bus
+        .create(&DevArgs::parse("net_ring1,peer=net_ring0").unwrap(), 1)
+        .unwrap();
+    bus.connect(&mut [&mut a, &mut b]).unwrap();
+    a.configure(&conf(0, pool)).unwrap();
+    b.configure(&conf(1, pool)).unwrap();
+    let qa = a.start().unwrap();
+    let qb = b.start().unwrap();
+    (bus, [a, b], qa, qb)
 }
 
 fn spawn_lcore(
@@ -46,18 +65,7 @@ fn spawn_lcore(
 fn txonly_to_rxonly_over_a_ring_pair_measures_latency_without_loss() {
     let mem = DmaMemory::plain();
     let pool = Mempool::new(&mem, &MempoolConfig::new("fwd-latency", 16384)).unwrap();
-    let mut bus = RingBus::new();
-    let mut a = bus
-        .create(&DevArgs::parse("net_ring0,peer=net_ring1").unwrap(), 0)
-        .unwrap();
-    let mut b = bus
-        .create(&DevArgs::parse("net_ring1,peer=net_ring0").unwrap(), 1)
-        .unwrap();
-    bus.connect(&mut [&mut a, &mut b]).unwrap();
-    a.configure(&conf(0, &pool)).unwrap();
-    b.configure(&conf(1, &pool)).unwrap();
-    let mut qa = a.start().unwrap();
-    let mut qb = b.start().unwrap();
+    let (bus, [a, b], mut qa, mut qb) = started_ring_pair(&pool);
 
     let spec = StreamSpec {
         rx_port: 0,
@@ -247,18 +255,7 @@ fn packets_in(h: &nicpoll::fwd::BurstHistogram) -> u64 {
 fn burst_stats_over_a_ring_pair_account_for_what_the_ports_counted() {
     let mem = DmaMemory::plain();
     let pool = Mempool::new(&mem, &MempoolConfig::new("fwd-bursts", 16384)).unwrap();
-    let mut bus = RingBus::new();
-    let mut a = bus
-        .create(&DevArgs::parse("net_ring0,peer=net_ring1").unwrap(), 0)
-        .unwrap();
-    let mut b = bus
-        .create(&DevArgs::parse("net_ring1,peer=net_ring0").unwrap(), 1)
-        .unwrap();
-    bus.connect(&mut [&mut a, &mut b]).unwrap();
-    a.configure(&conf(0, &pool)).unwrap();
-    b.configure(&conf(1, &pool)).unwrap();
-    let mut qa = a.start().unwrap();
-    let mut qb = b.start().unwrap();
+    let (bus, [a, b], mut qa, mut qb) = started_ring_pair(&pool);
     let stream = |id: u16, port: u16, counters| LcoreStream {
         info: StreamInfo {
             id,
@@ -277,7 +274,7 @@ fn burst_stats_over_a_ring_pair_account_for_what_the_ports_counted() {
     };
     let gen_counters = Arc::new(CachePadded::new(FwdCounters::default()));
     let recv_counters = Arc::new(CachePadded::new(FwdCounters::default()));
-    let work = |lcore, q: &mut nicpoll::port::PortQueues, s| LcoreWork {
+    let work = |lcore, q: &mut PortQueues, s| LcoreWork {
         lcore,
         rx: vec![q.rx.remove(0)],
         tx: vec![q.tx.remove(0)],
